@@ -1,0 +1,176 @@
+//! Types and pure logic shared by the XDP program (`xdp-lb-ebpf`) and the agent (`xdp-lb`).
+//!
+//! Every map key and value is defined here exactly once. They are `#[repr(C)]` with explicit
+//! padding and only integer fields: no `bool`, `Option` or enums with niches, because the kernel
+//! copies map values byte for byte and both sides must agree on every byte (including padding,
+//! which the verifier treats as uninitialised stack if left implicit).
+//!
+//! Byte order: fields named `*_be` hold network byte order exactly as they appear in the packet
+//! (so the XDP program compares them without swapping). Build them with [`ipv4_be`] and
+//! [`port_be`].
+#![no_std]
+
+pub mod hash;
+pub mod stats;
+
+pub use hash::flow_hash;
+pub use stats::{Counter, TrafficCounters};
+
+/// Names of the maps in the eBPF object. The agent, `inspect` and the tests find maps by these.
+pub mod map_names {
+    pub const VIPS: &str = "VIPS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const MAGLEV: &str = "MAGLEV";
+    pub const FLOWS: &str = "FLOWS";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "xdp_lb";
+
+/// Largest Maglev table a VIP may use. Each VIP owns two slots of this many entries in the
+/// `MAGLEV` array (double buffering, see [`VipInfo::maglev_slot`]). 65537 is the Maglev paper's
+/// and Katran's default and keeps the per-backend imbalance under 1% up to ~650 backends.
+pub const MAGLEV_MAX_TABLE_SIZE: u32 = 65_537;
+
+/// Default for `agent.max_vips`: sizes `VIPS`, `VIP_STATS` and `MAGLEV` at load time.
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+
+/// Number of backend ids (`BACKENDS`, `BACKEND_STATS`). Ids are dense indexes the agent hands out.
+pub const MAX_BACKENDS: u32 = 4096;
+
+/// `FLOWS` size in the object; the agent overrides it with `agent.flow_table_size`.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+
+/// Interfaces the program may redirect to (`TX_PORTS`, a devmap keyed by ifindex).
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// IP protocol numbers used in keys.
+pub const IPPROTO_TCP: u8 = 6;
+
+/// The key of `VIPS`: (address, port, protocol) as found in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The value of `VIPS`: everything the program needs to pick a backend for this VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipInfo {
+    /// Dense index of the VIP: `VIP_STATS[vip_id]`, Maglev slots `2*vip_id` and `2*vip_id+1`.
+    pub vip_id: u32,
+    /// The live Maglev slot (absolute, `2*vip_id` or `2*vip_id+1`). The agent fills the other
+    /// slot, then replaces this whole value in one map update: a hash-map update is an RCU swap
+    /// of the element, so a packet sees either the old slot or the new one, never a mix.
+    pub maglev_slot: u32,
+    /// The prime size of this VIP's table (≤ [`MAGLEV_MAX_TABLE_SIZE`]).
+    pub table_size: u32,
+    /// Seed of [`flow_hash`]. Derived from the VIP, so LB nodes with the same config pick the
+    /// same backend for a flow and a VRRP failover keeps flows on their backends.
+    pub hash_seed: u32,
+    /// Backends in the live table; 0 means no usable backend: new flows are dropped and counted.
+    pub backend_count: u32,
+    pub flags: u32,
+}
+
+/// The value of `BACKENDS`, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub addr_be: u32,
+    /// Egress interface; XDP_TX when it is the ingress interface, else redirect via `TX_PORTS`.
+    pub ifindex: u32,
+    /// The backend's MAC (from the kernel's neighbour table).
+    pub mac: [u8; 6],
+    /// The egress interface's MAC: the new source MAC of forwarded frames.
+    pub src_mac: [u8; 6],
+    /// `BACKEND_F_*`.
+    pub flags: u32,
+}
+
+/// The backend may keep carrying the flows already pinned to it (active or draining). When a
+/// flow's backend lacks this flag the program re-hashes the flow through the Maglev table.
+pub const BACKEND_F_FORWARD: u32 = 1 << 0;
+
+/// The key of `FLOWS`: the TCP 5-tuple as found in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr_be: u32,
+    pub dst_addr_be: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The value of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    pub vip_id: u32,
+    /// `bpf_ktime_get_ns()` when the flow was created (CLOCK_MONOTONIC).
+    pub created_ns: u64,
+}
+
+/// An IPv4 address as the packet carries it (network order in memory).
+#[inline]
+pub const fn ipv4_be(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// A port as the packet carries it (network order in memory).
+#[inline]
+pub const fn port_be(port: u16) -> u16 {
+    u16::from_ne_bytes(port.to_be_bytes())
+}
+
+/// The first index of Maglev slot `slot` in the `MAGLEV` array.
+#[inline(always)]
+pub const fn maglev_slot_base(slot: u32) -> u32 {
+    slot * MAGLEV_MAX_TABLE_SIZE
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made only of integers, with explicit padding fields,
+    // so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipInfo {}
+    unsafe impl aya::Pod for super::BackendInfo {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::TrafficCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 8);
+        assert_eq!(size_of::<VipInfo>(), 24);
+        assert_eq!(size_of::<BackendInfo>(), 24);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowValue>(), 16);
+        assert_eq!(size_of::<TrafficCounters>(), 24);
+    }
+
+    #[test]
+    fn network_order_helpers() {
+        assert_eq!(ipv4_be([198, 18, 0, 100]).to_ne_bytes(), [198, 18, 0, 100]);
+        assert_eq!(port_be(6443).to_ne_bytes(), [0x19, 0x2b]);
+    }
+}

@@ -1,0 +1,114 @@
+//! Counters the XDP program keeps. All are per-CPU arrays: no atomics on the packet path; the
+//! agent sums over CPUs when it reads them.
+
+/// Per VIP (`VIP_STATS[vip_id]`) and per backend (`BACKEND_STATS[backend_id]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl TrafficCounters {
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
+/// Indexes of `COUNTERS`: one per verdict and per reason a packet was passed or dropped.
+/// The documented policy: a frame we cannot prove is for a VIP goes to the kernel untouched
+/// (`Pass*`); a frame that is malformed at a layer we must parse is dropped (`Drop*`), which is
+/// what the kernel's own checks would do with it a few microseconds later.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Forwarded back out of the ingress interface (XDP_TX).
+    Tx = 0,
+    /// Forwarded through another interface (XDP_REDIRECT via the devmap).
+    Redirect,
+    /// Not IPv4 (ARP, IPv6, LLDP, two VLAN tags, ...): passed to the kernel.
+    PassNotIpv4,
+    /// IPv4 but not TCP: passed.
+    PassNotTcp,
+    /// TCP but not to a configured VIP address/port: passed.
+    PassNotVip,
+    /// An IPv4 fragment: it may carry no TCP header, so it cannot be balanced consistently;
+    /// passed to the kernel, which reassembles or drops it.
+    PassFragment,
+    /// Shorter than an Ethernet header (or its VLAN tag): dropped.
+    DropTruncatedEth,
+    /// Shorter than the IPv4 header, or than the IPv4 total length claims: dropped.
+    DropTruncatedIp,
+    /// IHL < 5 or total length < IHL: dropped.
+    DropBadIpHeader,
+    /// Shorter than the TCP header, or TCP data offset < 5: dropped.
+    DropBadTcpHeader,
+    /// A VIP with no usable backend (all down, none configured, MAC unresolved): dropped.
+    DropNoBackend,
+    /// A flow or Maglev entry names a backend id the agent has not filled in: dropped.
+    DropBadBackend,
+    /// The redirect to the egress interface failed (interface missing from the devmap).
+    DropRedirectFailed,
+    /// New flows (flow-table misses that chose a backend).
+    NewFlow,
+    /// Flow-table hits whose backend was no longer allowed to carry flows; re-hashed.
+    FlowRehashed,
+}
+
+impl Counter {
+    pub const COUNT: u32 = Counter::FlowRehashed as u32 + 1;
+
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Tx,
+        Counter::Redirect,
+        Counter::PassNotIpv4,
+        Counter::PassNotTcp,
+        Counter::PassNotVip,
+        Counter::PassFragment,
+        Counter::DropTruncatedEth,
+        Counter::DropTruncatedIp,
+        Counter::DropBadIpHeader,
+        Counter::DropBadTcpHeader,
+        Counter::DropNoBackend,
+        Counter::DropBadBackend,
+        Counter::DropRedirectFailed,
+        Counter::NewFlow,
+        Counter::FlowRehashed,
+    ];
+
+    /// Stable snake_case name, used in logs, `inspect stats` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Tx => "tx",
+            Counter::Redirect => "redirect",
+            Counter::PassNotIpv4 => "pass_not_ipv4",
+            Counter::PassNotTcp => "pass_not_tcp",
+            Counter::PassNotVip => "pass_not_vip",
+            Counter::PassFragment => "pass_fragment",
+            Counter::DropTruncatedEth => "drop_truncated_eth",
+            Counter::DropTruncatedIp => "drop_truncated_ip",
+            Counter::DropBadIpHeader => "drop_bad_ip_header",
+            Counter::DropBadTcpHeader => "drop_bad_tcp_header",
+            Counter::DropNoBackend => "drop_no_backend",
+            Counter::DropBadBackend => "drop_bad_backend",
+            Counter::DropRedirectFailed => "drop_redirect_failed",
+            Counter::NewFlow => "new_flow",
+            Counter::FlowRehashed => "flow_rehashed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_counter_in_index_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+    }
+}

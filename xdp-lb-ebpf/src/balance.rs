@@ -1,0 +1,78 @@
+//! How a backend is chosen: the flow table first, so a flow keeps its backend while the backend
+//! set changes; on a miss, the VIP's Maglev table, indexed by a seeded hash of the 5-tuple.
+//! The tables are built in userspace (`xdp-lb/src/maglev.rs`); here we only index them.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use xdp_lb_common::{
+    BACKEND_F_FORWARD, BackendInfo, Counter, FlowKey, FlowValue, IPPROTO_TCP, VipInfo, VipKey,
+    flow_hash, maglev_slot_base,
+};
+
+use crate::{
+    maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
+    stats::count,
+};
+
+pub struct Choice {
+    pub backend_id: u32,
+    pub backend: *const BackendInfo,
+    pub vip_id: u32,
+    pub new_flow: bool,
+}
+
+#[inline(always)]
+pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
+    let vip_key = VipKey {
+        addr_be: flow.dst_addr_be,
+        port_be: flow.dst_port_be,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let vip: *const VipInfo = VIPS.get_ptr(&vip_key).ok_or(Counter::PassNotVip)?;
+    // SAFETY: a map value pointer from a successful lookup; VipInfo is plain integers.
+    let vip = unsafe { &*vip };
+
+    if let Some(entry) = FLOWS.get_ptr(flow) {
+        let backend_id = unsafe { (*entry).backend_id };
+        let backend = BACKENDS.get_ptr(backend_id).ok_or(Counter::DropBadBackend)?;
+        if unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0 {
+            return Ok(Choice { backend_id, backend, vip_id: vip.vip_id, new_flow: false });
+        }
+        // The backend went down, was disabled or removed: re-hash this flow to a live one
+        // rather than let the client time out.
+        count(Counter::FlowRehashed);
+    }
+
+    if vip.backend_count == 0 {
+        return Err(Counter::DropNoBackend);
+    }
+    let hash = flow_hash(
+        flow.src_addr_be,
+        flow.dst_addr_be,
+        flow.src_port_be,
+        flow.dst_port_be,
+        flow.proto,
+        vip.hash_seed,
+    );
+    // table_size is never 0 when backend_count is not (the agent writes both in one update);
+    // the check is for the verifier and for a corrupted map.
+    if vip.table_size == 0 {
+        return Err(Counter::DropNoBackend);
+    }
+    let index = maglev_slot_base(vip.maglev_slot) + hash % vip.table_size;
+    let backend_id = *MAGLEV.get(index).ok_or(Counter::DropBadBackend)?;
+    let backend = BACKENDS.get_ptr(backend_id).ok_or(Counter::DropBadBackend)?;
+    if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
+        return Err(Counter::DropBadBackend);
+    }
+    let value = FlowValue {
+        backend_id,
+        vip_id: vip.vip_id,
+        created_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    // An LRU insert only fails on allocation failure under memory pressure; the packet is still
+    // forwarded and the next packet of the flow picks the same backend from the same table.
+    let _ = FLOWS.insert(flow, &value, 0);
+    count(Counter::NewFlow);
+    Ok(Choice { backend_id, backend, vip_id: vip.vip_id, new_flow: true })
+}

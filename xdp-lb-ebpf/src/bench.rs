@@ -1,0 +1,47 @@
+//! Reference programs for `cargo xtask bench`, built from the same parser as the data plane so
+//! that the comparison isolates what xdp-lb adds (VIP lookup, flow table, Maglev, counters).
+//!
+//! - `xdp_floor`: parse Ethernet/IPv4/TCP, rewrite both MACs, XDP_TX. The least any L2
+//!   forwarder must do; xdp-lb's paths are reported as ratios to it.
+//! - `xdp_empty`: return XDP_PASS. The fixed cost of BPF_PROG_TEST_RUN itself, subtracted from
+//!   rows measured with `repeat = 1`.
+#![no_std]
+#![no_main]
+
+#[path = "parse.rs"]
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+const FLOOR_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const FLOOR_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+#[xdp]
+pub fn xdp_floor(ctx: XdpContext) -> u32 {
+    match parse::parse(&ctx) {
+        Ok(packet) => {
+            // SAFETY: bounds-checked by the parser.
+            unsafe {
+                (*packet.eth).dst_addr = FLOOR_DST_MAC;
+                (*packet.eth).src_addr = FLOOR_SRC_MAC;
+            }
+            xdp_action::XDP_TX
+        }
+        Err(_) => xdp_action::XDP_PASS,
+    }
+}
+
+#[xdp]
+pub fn xdp_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,32 @@
+//! L2 direct server return: only the MACs change. The backend holds the VIP on a loopback
+//! (arp_ignore=1, arp_announce=2) and answers the client directly, so IP and TCP headers and
+//! their checksums stay as the client sent them.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use network_types::eth::EthHdr;
+use xdp_lb_common::{BackendInfo, Counter};
+
+use crate::maps::TX_PORTS;
+
+#[inline(always)]
+pub fn forward_dsr(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    backend: *const BackendInfo,
+) -> Result<(u32, Counter), Counter> {
+    // SAFETY: eth was bounds-checked by the parser and the frame has not been resized since;
+    // backend is a map value pointer.
+    let ifindex = unsafe {
+        (*eth).dst_addr = (*backend).mac;
+        (*eth).src_addr = (*backend).src_mac;
+        (*backend).ifindex
+    };
+    if ifindex as usize == ctx.ingress_ifindex() {
+        return Ok((xdp_action::XDP_TX, Counter::Tx));
+    }
+    // On a failed lookup the helper returns the low bits of flags: XDP_DROP.
+    match TX_PORTS.redirect(ifindex, xdp_action::XDP_DROP as u64) {
+        Ok(action) => Ok((action, Counter::Redirect)),
+        Err(_) => Err(Counter::DropRedirectFailed),
+    }
+}

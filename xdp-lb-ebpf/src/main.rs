@@ -1,0 +1,65 @@
+//! The xdp-lb data plane: for each TCP/IPv4 frame to a VIP, choose a backend and forward the
+//! frame to it (L2 DSR). Everything else goes on to the kernel untouched.
+//!
+//! Per packet: parse (`parse.rs`) → choose a backend (`balance.rs`) → rewrite and forward
+//! (`forward.rs`) → count (`stats.rs`). Everything that can be precomputed — Maglev tables,
+//! backend MACs and egress interfaces, per-VIP seeds — is precomputed by the agent.
+#![no_std]
+#![no_main]
+
+mod balance;
+mod forward;
+mod maps;
+mod parse;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use xdp_lb_common::Counter;
+
+use crate::{
+    maps::{BACKEND_STATS, VIP_STATS},
+    stats::{add_traffic, count},
+};
+
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    match try_xdp_lb(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            verdict_for(reason)
+        }
+    }
+}
+
+#[inline(always)]
+fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
+    let packet = parse::parse(ctx)?;
+    let choice = balance::choose_backend(&packet.flow)?;
+    add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow);
+    add_traffic(&BACKEND_STATS, choice.backend_id, packet.len, choice.new_flow);
+    let (action, counter) = forward::forward_dsr(ctx, packet.eth, choice.backend)?;
+    count(counter);
+    Ok(action)
+}
+
+/// The verdict for a frame we do not forward: `Pass*` reasons go to the kernel, the rest drop.
+#[inline(always)]
+fn verdict_for(reason: Counter) -> u32 {
+    match reason {
+        Counter::PassNotIpv4 | Counter::PassNotTcp | Counter::PassNotVip | Counter::PassFragment => {
+            xdp_action::XDP_PASS
+        }
+        _ => xdp_action::XDP_DROP,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,117 @@
+//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), IPv4, TCP.
+//!
+//! Every header is reached through [`ptr_at`], the one bounds check the verifier needs to see
+//! before each access. The outcome is either a [`Packet`] (a well-formed TCP/IPv4 frame) or the
+//! [`Counter`] that says why it is not one; `Pass*` counters go to the kernel untouched and
+//! `Drop*` counters are dropped (see `xdp_lb_common::Counter` for the policy).
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    vlan::VlanHdr,
+};
+use xdp_lb_common::{Counter, FlowKey, IPPROTO_TCP};
+
+/// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// A well-formed TCP/IPv4 frame.
+pub struct Packet {
+    pub eth: *mut EthHdr,
+    /// The 5-tuple, in network order as carried by the packet.
+    pub flow: FlowKey,
+    /// Frame length in bytes (for the byte counters).
+    pub len: u32,
+}
+
+const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
+const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
+const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
+/// More-fragments flag and fragment offset of the IPv4 `frags` field (RFC 791 §3.1).
+const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    // SAFETY: ptr_at checked that the header lies inside the frame.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut l3_off = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let vlan: *const VlanHdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedEth)?;
+        ether_type = unsafe { (*vlan).ether_type };
+        l3_off += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IPV4 {
+        // Includes a second VLAN tag: we forward at most one (documented limit).
+        return Err(Counter::PassNotIpv4);
+    }
+
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
+    let (vihl, proto, tot_len, frags, src, dst) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).proto,
+            u16::from_be_bytes((*ip).tot_len),
+            u16::from_be_bytes((*ip).frags),
+            u32::from_ne_bytes((*ip).src_addr),
+            u32::from_ne_bytes((*ip).dst_addr),
+        )
+    };
+    // Masking keeps the offset provably in 20..=60 for the verifier.
+    let ihl_bytes = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || (tot_len as usize) < ihl_bytes {
+        return Err(Counter::DropBadIpHeader);
+    }
+    if proto != IPPROTO_TCP {
+        return Err(Counter::PassNotTcp);
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    if l3_off + tot_len as usize > frame_len {
+        return Err(Counter::DropTruncatedIp);
+    }
+    if frags & IP_MF_OFFSET_MASK != 0 {
+        return Err(Counter::PassFragment);
+    }
+
+    let l4_off = l3_off + ihl_bytes;
+    if (tot_len as usize) < ihl_bytes + TcpHdr::LEN {
+        return Err(Counter::DropBadTcpHeader);
+    }
+    let tcp: *const TcpHdr = ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
+    let (sport, dport, doff) = unsafe {
+        (
+            u16::from_ne_bytes((*tcp).source),
+            u16::from_ne_bytes((*tcp).dest),
+            // Data offset: the high 4 bits of byte 12 of the TCP header (RFC 9293 §3.1).
+            *((tcp as *const u8).add(12)) >> 4,
+        )
+    };
+    if doff < 5 {
+        return Err(Counter::DropBadTcpHeader);
+    }
+
+    Ok(Packet {
+        eth,
+        flow: FlowKey {
+            src_addr_be: src,
+            dst_addr_be: dst,
+            src_port_be: sport,
+            dst_port_be: dport,
+            proto,
+            _pad: [0; 3],
+        },
+        len: frame_len as u32,
+    })
+}

@@ -1,0 +1,28 @@
+//! Counting. Per-CPU arrays only: a plain add on this CPU's copy, no atomics, no contention.
+
+use aya_ebpf::maps::PerCpuArray;
+use xdp_lb_common::{Counter, TrafficCounters};
+
+use crate::maps::COUNTERS;
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, written only by this CPU while this program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn add_traffic(map: &PerCpuArray<TrafficCounters>, index: u32, bytes: u32, new_flow: bool) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: as above.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+            if new_flow {
+                (*c).new_flows += 1;
+            }
+        }
+    }
+}

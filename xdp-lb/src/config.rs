@@ -1,0 +1,563 @@
+//! The configuration file: TOML, parsed in two steps.
+//!
+//! 1. `toml` + serde into the `Raw*` structs, which mirror the file and keep the position of
+//!    every value that a later check may complain about (`Spanned`). Syntax errors, unknown keys
+//!    and wrong types are reported here, with toml's own position.
+//! 2. [`validate`] turns them into [`Config`], checking what serde cannot (primes, ranges,
+//!    duplicates, limits) and naming the line and key of the first value that is wrong.
+//!
+//! Nothing is applied until both steps succeed, so a bad file never half-applies.
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::Ipv4Addr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+use xdp_lb_common::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS};
+
+/// Largest `agent.max_vips`: each VIP reserves 2 × 65537 × 4 bytes of Maglev table (512 KiB).
+pub const MAX_MAX_VIPS: u32 = 512;
+/// Largest `agent.flow_table_size` (about 4 GiB of kernel memory with hash overhead).
+pub const MAX_FLOW_TABLE_SIZE: u32 = 1 << 26;
+/// Smallest `maglev_table_size`: below this the per-backend shares are too coarse to honour weights.
+pub const MIN_MAGLEV_TABLE_SIZE: u32 = 251;
+/// Largest backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub vips: Vec<VipConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    pub pin_dir: PathBuf,
+    pub flow_table_size: u32,
+    pub max_vips: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Driver (native) mode, falling back to generic mode with a log line saying so.
+    Auto,
+    Driver,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// L2 direct server return: only MACs are rewritten.
+    Dsr,
+    /// Full NAT (not built yet; rejected by validation with a clear message).
+    Nat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub maglev_table_size: u32,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    pub weight: u32,
+}
+
+/// A configuration error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The key in dotted form (`vip[1].maglev_table_size`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the file as written --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agent: Spanned<RawAgent>,
+    #[serde(default)]
+    vip: Vec<Spanned<RawVip>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    interface: Spanned<String>,
+    #[serde(default)]
+    xdp_mode: Option<XdpMode>,
+    #[serde(default)]
+    pin_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    flow_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_vips: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    name: Spanned<String>,
+    address: Spanned<Ipv4Addr>,
+    port: Spanned<i64>,
+    #[serde(default)]
+    protocol: Option<Protocol>,
+    #[serde(default)]
+    forwarding: Option<Spanned<Forwarding>>,
+    #[serde(default)]
+    maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Spanned<Ipv4Addr>,
+    #[serde(default)]
+    weight: Option<Spanned<i64>>,
+}
+
+// ---- entry points ---------------------------------------------------------------------------
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read the file: {err}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let place = Place { file: path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        // toml's message can span several lines with its own snippet; keep the first.
+        let message = err.message().lines().next().unwrap_or("invalid TOML").to_owned();
+        place.error(err.span(), None, message)
+    })?;
+    validate(&place, raw)
+}
+
+struct Place<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Place<'_> {
+    fn error(&self, span: Option<Range<usize>>, key: Option<String>, message: String) -> ConfigError {
+        let (line, column) = match span {
+            Some(span) => {
+                let (line, column) = line_column(self.text, span.start);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        self.error(Some(value.span()), Some(key.into()), message.into())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// A number within `range`, or an error naming the key and the range.
+fn ranged(
+    place: &Place<'_>,
+    value: &Spanned<i64>,
+    key: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    let v = *value.get_ref();
+    match u32::try_from(v) {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(place.at(
+            value,
+            key,
+            format!("{v} is out of range (allowed: {}..={})", range.start(), range.end()),
+        )),
+    }
+}
+
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u64;
+    while d * d <= n as u64 {
+        if n as u64 % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+    let agent_span = raw.agent.span();
+    let raw_agent = raw.agent.into_inner();
+
+    let interface = raw_agent.interface.get_ref().clone();
+    // IFNAMSIZ is 16 including the NUL (include/uapi/linux/if.h).
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        return Err(place.at(
+            &raw_agent.interface,
+            "agent.interface",
+            format!("{interface:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"),
+        ));
+    }
+    let pin_dir = match &raw_agent.pin_dir {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(p, "agent.pin_dir", "must be an absolute path on a bpf filesystem"));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => PathBuf::from("/sys/fs/bpf/xdp-lb"),
+    };
+    let flow_table_size = match &raw_agent.flow_table_size {
+        Some(v) => ranged(place, v, "agent.flow_table_size", 1..=MAX_FLOW_TABLE_SIZE)?,
+        None => DEFAULT_FLOW_TABLE_SIZE,
+    };
+    let max_vips = match &raw_agent.max_vips {
+        Some(v) => ranged(place, v, "agent.max_vips", 1..=MAX_MAX_VIPS)?,
+        None => DEFAULT_MAX_VIPS,
+    };
+    let agent = AgentConfig {
+        interface,
+        xdp_mode: raw_agent.xdp_mode.unwrap_or(XdpMode::Auto),
+        pin_dir,
+        flow_table_size,
+        max_vips,
+    };
+
+    if raw.vip.len() > max_vips as usize {
+        return Err(place.error(
+            Some(raw.vip[max_vips as usize].span()),
+            Some("vip".into()),
+            format!(
+                "{} VIPs configured but agent.max_vips is {max_vips}; raise agent.max_vips",
+                raw.vip.len()
+            ),
+        ));
+    }
+    if raw.vip.is_empty() {
+        tracing::debug!("no [[vip]] configured: {agent_span:?}");
+    }
+
+    let mut names = BTreeSet::new();
+    let mut endpoints = BTreeSet::new();
+    let mut total_backends = 0usize;
+    let mut vips = Vec::with_capacity(raw.vip.len());
+    for (i, raw_vip) in raw.vip.iter().enumerate() {
+        let vip_span = raw_vip.span();
+        let rv = raw_vip.get_ref();
+        let key = |field: &str| format!("vip[{i}].{field}");
+
+        let name = rv.name.get_ref().clone();
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(place.at(
+                &rv.name,
+                key("name"),
+                format!("{name:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(place.at(&rv.name, key("name"), format!("duplicate VIP name {name:?}")));
+        }
+        let address = *rv.address.get_ref();
+        if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+            return Err(place.at(&rv.address, key("address"), format!("{address} cannot be a VIP")));
+        }
+        let port = ranged(place, &rv.port, &key("port"), 1..=65535)? as u16;
+        let protocol = rv.protocol.unwrap_or(Protocol::Tcp);
+        if !endpoints.insert((address, port, protocol as u8)) {
+            return Err(place.at(
+                &rv.port,
+                key("port"),
+                format!("{address}:{port}/tcp is already used by another VIP"),
+            ));
+        }
+        let forwarding = match &rv.forwarding {
+            Some(f) if *f.get_ref() == Forwarding::Nat => {
+                return Err(place.at(
+                    f,
+                    key("forwarding"),
+                    "\"nat\" is not supported by this version; use \"dsr\"",
+                ));
+            }
+            Some(f) => *f.get_ref(),
+            None => Forwarding::Dsr,
+        };
+        let maglev_table_size = match &rv.maglev_table_size {
+            Some(v) => {
+                let size = ranged(place, v, &key("maglev_table_size"), MIN_MAGLEV_TABLE_SIZE..=MAGLEV_MAX_TABLE_SIZE)?;
+                if !is_prime(size) {
+                    return Err(place.at(
+                        v,
+                        key("maglev_table_size"),
+                        format!("{size} is not a prime (Maglev needs a prime table size; e.g. 65537, 16381, 4093, 1021)"),
+                    ));
+                }
+                size
+            }
+            None => MAGLEV_MAX_TABLE_SIZE,
+        };
+
+        let mut backends = Vec::with_capacity(rv.backend.len());
+        let mut seen = BTreeSet::new();
+        for (j, raw_backend) in rv.backend.iter().enumerate() {
+            let rb = raw_backend.get_ref();
+            let bkey = |field: &str| format!("vip[{i}].backend[{j}].{field}");
+            let baddr = *rb.address.get_ref();
+            if baddr.is_unspecified() || baddr.is_multicast() || baddr.is_broadcast() || baddr.is_loopback() {
+                return Err(place.at(&rb.address, bkey("address"), format!("{baddr} cannot be a backend")));
+            }
+            if !seen.insert(baddr) {
+                return Err(place.at(
+                    &rb.address,
+                    bkey("address"),
+                    format!("duplicate backend {baddr} in VIP {name:?}"),
+                ));
+            }
+            let weight = match &rb.weight {
+                Some(w) => ranged(place, w, &bkey("weight"), 0..=MAX_WEIGHT)?,
+                None => 1,
+            };
+            backends.push(BackendConfig { address: baddr, weight });
+        }
+        if backends.len() as u32 >= maglev_table_size {
+            return Err(place.error(
+                Some(vip_span),
+                Some(key("backend")),
+                format!(
+                    "{} backends need a larger maglev_table_size than {maglev_table_size}",
+                    backends.len()
+                ),
+            ));
+        }
+        total_backends += backends.len();
+        if total_backends > MAX_BACKENDS as usize {
+            return Err(place.error(
+                Some(vip_span),
+                Some(key("backend")),
+                format!("more than {MAX_BACKENDS} backends in all VIPs"),
+            ));
+        }
+        vips.push(VipConfig {
+            name,
+            address,
+            port,
+            protocol,
+            forwarding,
+            maglev_table_size,
+            backends,
+        });
+    }
+    Ok(Config { agent, vips })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+interface = "eth0"
+xdp_mode = "auto"
+pin_dir = "/sys/fs/bpf/xdp-lb"
+flow_table_size = 1048576
+
+[[vip]]
+name = "apiserver"
+address = "198.18.0.100"
+port = 6443
+protocol = "tcp"
+forwarding = "dsr"
+maglev_table_size = 65537
+
+[[vip.backend]]
+address = "198.18.0.11"
+weight = 1
+
+[[vip.backend]]
+address = "198.18.0.12"
+weight = 2
+"#;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("test.toml"), text)
+    }
+
+    /// Replaces the first occurrence of `from` in the good file and returns the error.
+    fn broken(from: &str, to: &str) -> ConfigError {
+        assert!(GOOD.contains(from), "{from}");
+        parse_str(&GOOD.replacen(from, to, 1)).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.agent.interface, "eth0");
+        assert_eq!(c.agent.xdp_mode, XdpMode::Auto);
+        assert_eq!(c.agent.flow_table_size, 1_048_576);
+        assert_eq!(c.vips.len(), 1);
+        let v = &c.vips[0];
+        assert_eq!((v.name.as_str(), v.port, v.maglev_table_size), ("apiserver", 6443, 65537));
+        assert_eq!(v.backends[1], BackendConfig { address: "198.18.0.12".parse().unwrap(), weight: 2 });
+    }
+
+    #[test]
+    fn defaults_fill_optional_keys() {
+        let c = parse_str(
+            "[agent]\ninterface = \"eth1\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 80\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.pin_dir, PathBuf::from("/sys/fs/bpf/xdp-lb"));
+        assert_eq!(c.agent.max_vips, DEFAULT_MAX_VIPS);
+        assert_eq!(c.vips[0].maglev_table_size, MAGLEV_MAX_TABLE_SIZE);
+        assert_eq!(c.vips[0].forwarding, Forwarding::Dsr);
+        assert!(c.vips[0].backends.is_empty());
+    }
+
+    #[test]
+    fn each_mistake_has_its_own_error_with_a_line() {
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            // (replace, with, line, key, message fragment)
+            ("maglev_table_size = 65537", "maglev_table_size = 65536", 14, "vip[0].maglev_table_size", "not a prime"),
+            ("maglev_table_size = 65537", "maglev_table_size = 131071", 14, "vip[0].maglev_table_size", "out of range"),
+            ("port = 6443", "port = 70000", 11, "vip[0].port", "out of range"),
+            ("weight = 2", "weight = -1", 22, "vip[0].backend[1].weight", "out of range"),
+            ("address = \"198.18.0.12\"", "address = \"198.18.0.11\"", 21, "vip[0].backend[1].address", "duplicate backend"),
+            ("interface = \"eth0\"", "interface = \"a-very-long-interface-name\"", 3, "agent.interface", "not a valid interface"),
+            ("pin_dir = \"/sys/fs/bpf/xdp-lb\"", "pin_dir = \"relative\"", 5, "agent.pin_dir", "absolute"),
+            ("name = \"apiserver\"", "name = \"api server\"", 9, "vip[0].name", "not a valid name"),
+            ("forwarding = \"dsr\"", "forwarding = \"nat\"", 13, "vip[0].forwarding", "not supported"),
+            ("flow_table_size = 1048576", "flow_table_size = 0", 6, "agent.flow_table_size", "out of range"),
+        ];
+        for (from, to, line, key, fragment) in cases {
+            let err = broken(from, to);
+            assert_eq!(err.line, Some(*line), "{err}");
+            assert_eq!(err.key.as_deref(), Some(*key), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+            let shown = err.to_string();
+            assert!(shown.starts_with(&format!("test.toml:{line}:")), "{shown}");
+        }
+    }
+
+    #[test]
+    fn serde_level_mistakes_name_the_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("xdp_mode = \"auto\"", "xdp_mode = \"turbo\"", 4, "unknown variant `turbo`"),
+            ("weight = 1", "wieght = 1", 18, "unknown field `wieght`"),
+            ("address = \"198.18.0.100\"", "address = \"198.18.0.300\"", 10, "invalid IPv4 address"),
+            ("port = 6443", "port = \"https\"", 11, "invalid type"),
+            ("protocol = \"tcp\"", "protocol = \"sctp\"", 12, "unknown variant `sctp`"),
+            ("[agent]", "[agnet]", 2, "unknown field `agnet`"),
+            ("port = 6443", "port = = 6443", 11, ""),
+        ];
+        for (from, to, line, fragment) in cases {
+            let err = broken(from, to);
+            assert_eq!(err.line, Some(*line), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_vip_endpoint_and_name_are_rejected() {
+        let twice = format!("{GOOD}\n[[vip]]\nname = \"other\"\naddress = \"198.18.0.100\"\nport = 6443\n");
+        let err = parse_str(&twice).unwrap_err();
+        assert!(err.message.contains("already used"), "{err}");
+        let same_name = format!("{GOOD}\n[[vip]]\nname = \"apiserver\"\naddress = \"198.18.0.101\"\nport = 6443\n");
+        let err = parse_str(&same_name).unwrap_err();
+        assert!(err.message.contains("duplicate VIP name"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let err = parse_str("[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n").unwrap_err();
+        assert!(err.message.contains("missing field `agent`"), "{err}");
+        let err = parse_str("[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\nport = 1\n").unwrap_err();
+        assert!(err.message.contains("missing field `address`"), "{err}");
+        assert_eq!(err.line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn too_many_vips_for_max_vips() {
+        let text = "[agent]\ninterface = \"eth0\"\nmax_vips = 1\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n[[vip]]\nname = \"b\"\naddress = \"198.18.0.2\"\nport = 1\n";
+        let err = parse_str(text).unwrap_err();
+        assert!(err.message.contains("max_vips"), "{err}");
+        assert_eq!(err.line, Some(8), "{err}");
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65537) && is_prime(251) && is_prime(2));
+        assert!(!is_prime(65536) && !is_prime(1) && !is_prime(0) && !is_prime(65535));
+    }
+}

@@ -1,0 +1,14 @@
+//! xdp-lb: the agent and CLI of an XDP layer-4 load balancer.
+//!
+//! Where to look:
+//! - `config` — the TOML file and its validation.
+//! - `maglev` — how a VIP's table of backends is built (consistent hashing with weights).
+//! - `state` — the desired contents of the maps, computed by pure functions.
+//! - `reconcile` — the one writer of the maps.
+//! - `dataplane` — loading, attaching and pinning the XDP program; opening pinned maps.
+//! - `neighbor` — the backends' MACs and egress interfaces from the kernel.
+//! - `agent` — `xdp-lb run`: ties the above together and handles signals.
+//! - The XDP program itself is in the `xdp-lb-ebpf` crate.
+
+pub mod config;
+pub mod maglev;
