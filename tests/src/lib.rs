@@ -1,1 +1,36 @@
+//! The test bed: network namespaces, veth pairs and a bridge, tiny TCP services, an `xdp-lb`
+//! process — everything the integration tests, `cargo xtask demo` and the bench build on.
+//!
+//! Rules (shared/design/TESTBED.md): every host is a namespace created here, with names unique
+//! to this process; addresses come from 198.18.0.0/15; nothing is configured on the root
+//! namespace's interfaces; every guard removes what it made when dropped, also on panic; every
+//! loop is bounded in count and time.
 
+pub mod harness;
+pub mod netns;
+pub mod packet;
+pub mod service;
+pub mod topology;
+
+pub use netns::{NetNs, in_netns, sh};
+pub use service::{TcpService, http_get};
+pub use topology::{Agent, DsrTopology, xdp_lb_binary};
+
+/// The prefix of every namespace this crate creates; `cleanup_stale` removes leftovers of
+/// runs that were killed before their guards ran.
+pub const NS_PREFIX: &str = "xlbt";
+
+/// Skips a test (with a message) when not running as root: the integration tests need
+/// CAP_NET_ADMIN and CAP_BPF. `cargo xtask test` runs as root, so there they always run.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var_os("XDP_LB_REQUIRE_ROOT").is_some() {
+                panic!("this test needs root and XDP_LB_REQUIRE_ROOT is set");
+            }
+            eprintln!("skipped: needs root (run `cargo xtask test` as root)");
+            return;
+        }
+    };
+}

@@ -94,6 +94,9 @@ pub struct BackendInfo {
     pub src_mac: [u8; 6],
     /// `BACKEND_F_*`.
     pub flags: u32,
+    /// The VIP this backend serves (a backend id belongs to one VIP). Lets `inspect` and a
+    /// restarted agent map ids back to the configuration.
+    pub vip_id: u32,
 }
 
 /// The backend may keep carrying the flows already pinned to it (active or draining). When a
@@ -134,10 +137,23 @@ pub const fn port_be(port: u16) -> u16 {
     u16::from_ne_bytes(port.to_be_bytes())
 }
 
-/// The first index of Maglev slot `slot` in the `MAGLEV` array.
+/// `MAGLEV` elements per slot. The kernel stores array elements at an 8-byte stride
+/// (`round_up(value_size, 8)` in kernel/bpf/arraymap.c), so a `u32` array would waste half its
+/// memory and its mmap would not be a plain `u32` table. The array holds `u64`s instead, each
+/// packing two consecutive table entries (little-endian: the even entry in the low half), so the
+/// mapped memory *is* a contiguous `u32` table and nothing is wasted.
+pub const MAGLEV_SLOT_ELEMS: u32 = MAGLEV_MAX_TABLE_SIZE.div_ceil(2);
+
+/// The `MAGLEV` element (u64) holding entry `index` of Maglev slot `slot`.
 #[inline(always)]
-pub const fn maglev_slot_base(slot: u32) -> u32 {
-    slot * MAGLEV_MAX_TABLE_SIZE
+pub const fn maglev_elem(slot: u32, index: u32) -> u32 {
+    slot * MAGLEV_SLOT_ELEMS + index / 2
+}
+
+/// Entry `index` out of its packed element (see [`MAGLEV_SLOT_ELEMS`]).
+#[inline(always)]
+pub const fn maglev_unpack(elem: u64, index: u32) -> u32 {
+    (elem >> ((index & 1) * 32)) as u32
 }
 
 #[cfg(feature = "user")]
@@ -162,7 +178,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 24);
-        assert_eq!(size_of::<BackendInfo>(), 24);
+        assert_eq!(size_of::<BackendInfo>(), 28);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<TrafficCounters>(), 24);

@@ -5,13 +5,18 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
     BACKEND_F_FORWARD, BackendInfo, Counter, FlowKey, FlowValue, IPPROTO_TCP, VipInfo, VipKey,
-    flow_hash, maglev_slot_base,
+    flow_hash, maglev_elem, maglev_unpack,
 };
 
 use crate::{
     maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
     stats::count,
 };
+
+// MAGLEV packs two u32 entries per u64 with the even entry in the low half, which is also how
+// the agent's u32 view of the mapping lays them out: true on little-endian BPF only.
+#[cfg(target_endian = "big")]
+compile_error!("xdp-lb's Maglev table layout assumes little-endian BPF (bpfel)");
 
 pub struct Choice {
     pub backend_id: u32,
@@ -33,10 +38,18 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     let vip = unsafe { &*vip };
 
     if let Some(entry) = FLOWS.get_ptr(flow) {
-        let backend_id = unsafe { (*entry).backend_id };
-        let backend = BACKENDS.get_ptr(backend_id).ok_or(Counter::DropBadBackend)?;
-        if unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0 {
-            return Ok(Choice { backend_id, backend, vip_id: vip.vip_id, new_flow: false });
+        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
+        let backend = BACKENDS
+            .get_ptr(backend_id)
+            .ok_or(Counter::DropBadBackend)?;
+        // The VIP check guards against an entry that outlived a VIP whose id was reused.
+        if unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0 && flow_vip == vip.vip_id {
+            return Ok(Choice {
+                backend_id,
+                backend,
+                vip_id: vip.vip_id,
+                new_flow: false,
+            });
         }
         // The backend went down, was disabled or removed: re-hash this flow to a live one
         // rather than let the client time out.
@@ -59,9 +72,14 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     if vip.table_size == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let index = maglev_slot_base(vip.maglev_slot) + hash % vip.table_size;
-    let backend_id = *MAGLEV.get(index).ok_or(Counter::DropBadBackend)?;
-    let backend = BACKENDS.get_ptr(backend_id).ok_or(Counter::DropBadBackend)?;
+    let index = hash % vip.table_size;
+    let elem = *MAGLEV
+        .get(maglev_elem(vip.maglev_slot, index))
+        .ok_or(Counter::DropBadBackend)?;
+    let backend_id = maglev_unpack(elem, index);
+    let backend = BACKENDS
+        .get_ptr(backend_id)
+        .ok_or(Counter::DropBadBackend)?;
     if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
         return Err(Counter::DropBadBackend);
     }
@@ -74,5 +92,10 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     // forwarded and the next packet of the flow picks the same backend from the same table.
     let _ = FLOWS.insert(flow, &value, 0);
     count(Counter::NewFlow);
-    Ok(Choice { backend_id, backend, vip_id: vip.vip_id, new_flow: true })
+    Ok(Choice {
+        backend_id,
+        backend,
+        vip_id: vip.vip_id,
+        new_flow: true,
+    })
 }

@@ -37,7 +37,12 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
     let choice = balance::choose_backend(&packet.flow)?;
     add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow);
-    add_traffic(&BACKEND_STATS, choice.backend_id, packet.len, choice.new_flow);
+    add_traffic(
+        &BACKEND_STATS,
+        choice.backend_id,
+        packet.len,
+        choice.new_flow,
+    );
     let (action, counter) = forward::forward_dsr(ctx, packet.eth, choice.backend)?;
     count(counter);
     Ok(action)
@@ -47,9 +52,10 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
 #[inline(always)]
 fn verdict_for(reason: Counter) -> u32 {
     match reason {
-        Counter::PassNotIpv4 | Counter::PassNotTcp | Counter::PassNotVip | Counter::PassFragment => {
-            xdp_action::XDP_PASS
-        }
+        Counter::PassNotIpv4
+        | Counter::PassNotTcp
+        | Counter::PassNotVip
+        | Counter::PassFragment => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }

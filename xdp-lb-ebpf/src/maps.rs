@@ -4,12 +4,13 @@
 //! `bpftool` see the same state.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
     BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey, FlowValue,
-    MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS, MAX_TX_PORTS, TrafficCounters, VipInfo, VipKey,
+    MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, TrafficCounters, VipInfo, VipKey,
 };
 
 #[map]
@@ -18,9 +19,14 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0)
 #[map]
 pub static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);
 
-/// Two slots of `MAGLEV_MAX_TABLE_SIZE` backend ids per VIP (double buffer).
+/// Two slots of `MAGLEV_SLOT_ELEMS` elements per VIP (double buffer), each element two packed
+/// backend ids. Mmapable, so the agent writes a whole table with one memory copy instead of
+/// one syscall per entry.
 #[map]
-pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_VIPS * 2 * MAGLEV_MAX_TABLE_SIZE, 0);
+pub static MAGLEV: Array<u64> = Array::pinned(
+    DEFAULT_MAX_VIPS * 2 * MAGLEV_SLOT_ELEMS,
+    BPF_F_MMAPABLE as u32,
+);
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);

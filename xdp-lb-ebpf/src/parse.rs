@@ -77,19 +77,21 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
     if proto != IPPROTO_TCP {
         return Err(Counter::PassNotTcp);
     }
+    if frags & IP_MF_OFFSET_MASK != 0 {
+        return Err(Counter::PassFragment);
+    }
+    // Verifier constraint: this pointer check must come before the length checks below.
+    // Otherwise LLVM proves it redundant from them (frame_len is data_end - data) and drops
+    // it, and the verifier, which does not follow that arithmetic, rejects the TCP access.
+    let l4_off = l3_off + ihl_bytes;
+    let tcp: *const TcpHdr = ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
     let frame_len = ctx.data_end() - ctx.data();
     if l3_off + tot_len as usize > frame_len {
         return Err(Counter::DropTruncatedIp);
     }
-    if frags & IP_MF_OFFSET_MASK != 0 {
-        return Err(Counter::PassFragment);
-    }
-
-    let l4_off = l3_off + ihl_bytes;
     if (tot_len as usize) < ihl_bytes + TcpHdr::LEN {
         return Err(Counter::DropBadTcpHeader);
     }
-    let tcp: *const TcpHdr = ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
     let (sport, dport, doff) = unsafe {
         (
             u16::from_ne_bytes((*tcp).source),

@@ -18,7 +18,9 @@ use std::{
 
 use serde::Deserialize;
 use toml::Spanned;
-use xdp_lb_common::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS};
+use xdp_lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS,
+};
 
 /// Largest `agent.max_vips`: each VIP reserves 2 × 65537 × 4 bytes of Maglev table (512 KiB).
 pub const MAX_MAX_VIPS: u32 = 512;
@@ -184,7 +186,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let place = Place { file: path, text };
     let raw: RawConfig = toml::from_str(text).map_err(|err| {
         // toml's message can span several lines with its own snippet; keep the first.
-        let message = err.message().lines().next().unwrap_or("invalid TOML").to_owned();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_owned();
         place.error(err.span(), None, message)
     })?;
     validate(&place, raw)
@@ -196,7 +203,12 @@ struct Place<'a> {
 }
 
 impl Place<'_> {
-    fn error(&self, span: Option<Range<usize>>, key: Option<String>, message: String) -> ConfigError {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: String,
+    ) -> ConfigError {
         let (line, column) = match span {
             Some(span) => {
                 let (line, column) = line_column(self.text, span.start);
@@ -213,7 +225,12 @@ impl Place<'_> {
         }
     }
 
-    fn at<T>(&self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         self.error(Some(value.span()), Some(key.into()), message.into())
     }
 }
@@ -221,7 +238,10 @@ impl Place<'_> {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -238,7 +258,11 @@ fn ranged(
         _ => Err(place.at(
             value,
             key,
-            format!("{v} is out of range (allowed: {}..={})", range.start(), range.end()),
+            format!(
+                "{v} is out of range (allowed: {}..={})",
+                range.start(),
+                range.end()
+            ),
         )),
     }
 }
@@ -267,12 +291,18 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(place.at(
             &raw_agent.interface,
             "agent.interface",
-            format!("{interface:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"),
+            format!(
+                "{interface:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"
+            ),
         ));
     }
     let pin_dir = match &raw_agent.pin_dir {
         Some(p) if !p.get_ref().is_absolute() => {
-            return Err(place.at(p, "agent.pin_dir", "must be an absolute path on a bpf filesystem"));
+            return Err(place.at(
+                p,
+                "agent.pin_dir",
+                "must be an absolute path on a bpf filesystem",
+            ));
         }
         Some(p) => p.get_ref().clone(),
         None => PathBuf::from("/sys/fs/bpf/xdp-lb"),
@@ -319,7 +349,9 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         let name = rv.name.get_ref().clone();
         if name.is_empty()
             || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(place.at(
                 &rv.name,
@@ -328,11 +360,19 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         if !names.insert(name.clone()) {
-            return Err(place.at(&rv.name, key("name"), format!("duplicate VIP name {name:?}")));
+            return Err(place.at(
+                &rv.name,
+                key("name"),
+                format!("duplicate VIP name {name:?}"),
+            ));
         }
         let address = *rv.address.get_ref();
         if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
-            return Err(place.at(&rv.address, key("address"), format!("{address} cannot be a VIP")));
+            return Err(place.at(
+                &rv.address,
+                key("address"),
+                format!("{address} cannot be a VIP"),
+            ));
         }
         let port = ranged(place, &rv.port, &key("port"), 1..=65535)? as u16;
         let protocol = rv.protocol.unwrap_or(Protocol::Tcp);
@@ -356,7 +396,12 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         };
         let maglev_table_size = match &rv.maglev_table_size {
             Some(v) => {
-                let size = ranged(place, v, &key("maglev_table_size"), MIN_MAGLEV_TABLE_SIZE..=MAGLEV_MAX_TABLE_SIZE)?;
+                let size = ranged(
+                    place,
+                    v,
+                    &key("maglev_table_size"),
+                    MIN_MAGLEV_TABLE_SIZE..=MAGLEV_MAX_TABLE_SIZE,
+                )?;
                 if !is_prime(size) {
                     return Err(place.at(
                         v,
@@ -375,8 +420,16 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             let rb = raw_backend.get_ref();
             let bkey = |field: &str| format!("vip[{i}].backend[{j}].{field}");
             let baddr = *rb.address.get_ref();
-            if baddr.is_unspecified() || baddr.is_multicast() || baddr.is_broadcast() || baddr.is_loopback() {
-                return Err(place.at(&rb.address, bkey("address"), format!("{baddr} cannot be a backend")));
+            if baddr.is_unspecified()
+                || baddr.is_multicast()
+                || baddr.is_broadcast()
+                || baddr.is_loopback()
+            {
+                return Err(place.at(
+                    &rb.address,
+                    bkey("address"),
+                    format!("{baddr} cannot be a backend"),
+                ));
             }
             if !seen.insert(baddr) {
                 return Err(place.at(
@@ -389,7 +442,10 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 Some(w) => ranged(place, w, &bkey("weight"), 0..=MAX_WEIGHT)?,
                 None => 1,
             };
-            backends.push(BackendConfig { address: baddr, weight });
+            backends.push(BackendConfig {
+                address: baddr,
+                weight,
+            });
         }
         if backends.len() as u32 >= maglev_table_size {
             return Err(place.error(
@@ -468,8 +524,17 @@ weight = 2
         assert_eq!(c.agent.flow_table_size, 1_048_576);
         assert_eq!(c.vips.len(), 1);
         let v = &c.vips[0];
-        assert_eq!((v.name.as_str(), v.port, v.maglev_table_size), ("apiserver", 6443, 65537));
-        assert_eq!(v.backends[1], BackendConfig { address: "198.18.0.12".parse().unwrap(), weight: 2 });
+        assert_eq!(
+            (v.name.as_str(), v.port, v.maglev_table_size),
+            ("apiserver", 6443, 65537)
+        );
+        assert_eq!(
+            v.backends[1],
+            BackendConfig {
+                address: "198.18.0.12".parse().unwrap(),
+                weight: 2
+            }
+        );
     }
 
     #[test]
@@ -489,16 +554,76 @@ weight = 2
     fn each_mistake_has_its_own_error_with_a_line() {
         let cases: &[(&str, &str, usize, &str, &str)] = &[
             // (replace, with, line, key, message fragment)
-            ("maglev_table_size = 65537", "maglev_table_size = 65536", 14, "vip[0].maglev_table_size", "not a prime"),
-            ("maglev_table_size = 65537", "maglev_table_size = 131071", 14, "vip[0].maglev_table_size", "out of range"),
-            ("port = 6443", "port = 70000", 11, "vip[0].port", "out of range"),
-            ("weight = 2", "weight = -1", 22, "vip[0].backend[1].weight", "out of range"),
-            ("address = \"198.18.0.12\"", "address = \"198.18.0.11\"", 21, "vip[0].backend[1].address", "duplicate backend"),
-            ("interface = \"eth0\"", "interface = \"a-very-long-interface-name\"", 3, "agent.interface", "not a valid interface"),
-            ("pin_dir = \"/sys/fs/bpf/xdp-lb\"", "pin_dir = \"relative\"", 5, "agent.pin_dir", "absolute"),
-            ("name = \"apiserver\"", "name = \"api server\"", 9, "vip[0].name", "not a valid name"),
-            ("forwarding = \"dsr\"", "forwarding = \"nat\"", 13, "vip[0].forwarding", "not supported"),
-            ("flow_table_size = 1048576", "flow_table_size = 0", 6, "agent.flow_table_size", "out of range"),
+            (
+                "maglev_table_size = 65537",
+                "maglev_table_size = 65536",
+                14,
+                "vip[0].maglev_table_size",
+                "not a prime",
+            ),
+            (
+                "maglev_table_size = 65537",
+                "maglev_table_size = 131071",
+                14,
+                "vip[0].maglev_table_size",
+                "out of range",
+            ),
+            (
+                "port = 6443",
+                "port = 70000",
+                11,
+                "vip[0].port",
+                "out of range",
+            ),
+            (
+                "weight = 2",
+                "weight = -1",
+                22,
+                "vip[0].backend[1].weight",
+                "out of range",
+            ),
+            (
+                "address = \"198.18.0.12\"",
+                "address = \"198.18.0.11\"",
+                21,
+                "vip[0].backend[1].address",
+                "duplicate backend",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"a-very-long-interface-name\"",
+                3,
+                "agent.interface",
+                "not a valid interface",
+            ),
+            (
+                "pin_dir = \"/sys/fs/bpf/xdp-lb\"",
+                "pin_dir = \"relative\"",
+                5,
+                "agent.pin_dir",
+                "absolute",
+            ),
+            (
+                "name = \"apiserver\"",
+                "name = \"api server\"",
+                9,
+                "vip[0].name",
+                "not a valid name",
+            ),
+            (
+                "forwarding = \"dsr\"",
+                "forwarding = \"nat\"",
+                13,
+                "vip[0].forwarding",
+                "not supported",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 0",
+                6,
+                "agent.flow_table_size",
+                "out of range",
+            ),
         ];
         for (from, to, line, key, fragment) in cases {
             let err = broken(from, to);
@@ -513,11 +638,26 @@ weight = 2
     #[test]
     fn serde_level_mistakes_name_the_line() {
         let cases: &[(&str, &str, usize, &str)] = &[
-            ("xdp_mode = \"auto\"", "xdp_mode = \"turbo\"", 4, "unknown variant `turbo`"),
+            (
+                "xdp_mode = \"auto\"",
+                "xdp_mode = \"turbo\"",
+                4,
+                "unknown variant `turbo`",
+            ),
             ("weight = 1", "wieght = 1", 18, "unknown field `wieght`"),
-            ("address = \"198.18.0.100\"", "address = \"198.18.0.300\"", 10, "invalid IPv4 address"),
+            (
+                "address = \"198.18.0.100\"",
+                "address = \"198.18.0.300\"",
+                10,
+                "invalid IPv4 address",
+            ),
             ("port = 6443", "port = \"https\"", 11, "invalid type"),
-            ("protocol = \"tcp\"", "protocol = \"sctp\"", 12, "unknown variant `sctp`"),
+            (
+                "protocol = \"tcp\"",
+                "protocol = \"sctp\"",
+                12,
+                "unknown variant `sctp`",
+            ),
             ("[agent]", "[agnet]", 2, "unknown field `agnet`"),
             ("port = 6443", "port = = 6443", 11, ""),
         ];
@@ -530,19 +670,24 @@ weight = 2
 
     #[test]
     fn duplicate_vip_endpoint_and_name_are_rejected() {
-        let twice = format!("{GOOD}\n[[vip]]\nname = \"other\"\naddress = \"198.18.0.100\"\nport = 6443\n");
+        let twice =
+            format!("{GOOD}\n[[vip]]\nname = \"other\"\naddress = \"198.18.0.100\"\nport = 6443\n");
         let err = parse_str(&twice).unwrap_err();
         assert!(err.message.contains("already used"), "{err}");
-        let same_name = format!("{GOOD}\n[[vip]]\nname = \"apiserver\"\naddress = \"198.18.0.101\"\nport = 6443\n");
+        let same_name = format!(
+            "{GOOD}\n[[vip]]\nname = \"apiserver\"\naddress = \"198.18.0.101\"\nport = 6443\n"
+        );
         let err = parse_str(&same_name).unwrap_err();
         assert!(err.message.contains("duplicate VIP name"), "{err}");
     }
 
     #[test]
     fn missing_required_keys_are_named() {
-        let err = parse_str("[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n").unwrap_err();
+        let err =
+            parse_str("[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n").unwrap_err();
         assert!(err.message.contains("missing field `agent`"), "{err}");
-        let err = parse_str("[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\nport = 1\n").unwrap_err();
+        let err = parse_str("[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\nport = 1\n")
+            .unwrap_err();
         assert!(err.message.contains("missing field `address`"), "{err}");
         assert_eq!(err.line, Some(3), "{err}");
     }

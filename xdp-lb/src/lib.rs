@@ -8,7 +8,13 @@
 //! - `dataplane` — loading, attaching and pinning the XDP program; opening pinned maps.
 //! - `neighbor` — the backends' MACs and egress interfaces from the kernel.
 //! - `agent` — `xdp-lb run`: ties the above together and handles signals.
-//! - The XDP program itself is in the `xdp-lb-ebpf` crate.
+//! - The XDP program itself is in the `xdp-lb-ebpf` crate: `parse.rs` (how a packet is parsed),
+//!   `balance.rs` (how a backend is chosen), `forward.rs` (how it is sent on).
 
+pub mod agent;
 pub mod config;
+pub mod dataplane;
 pub mod maglev;
+pub mod neighbor;
+pub mod reconcile;
+pub mod state;

@@ -27,7 +27,9 @@ const SKIP_SEED: u32 = 0x6576_2121; // "ev!!"
 /// Returns `None` when no backend has a positive weight.
 pub fn build(backends: &[MaglevBackend<'_>], size: u32) -> Option<Vec<u32>> {
     debug_assert!(size >= 2);
-    let live: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let live: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].weight > 0)
+        .collect();
     if live.is_empty() {
         return None;
     }
@@ -91,16 +93,26 @@ mod tests {
     const SIZE: u32 = 65_537;
 
     fn identities(n: usize) -> Vec<[u8; 4]> {
-        (0..n).map(|i| Ipv4Addr::new(198, 18, (i / 250) as u8 + 1, (i % 250) as u8 + 1).octets()).collect()
+        (0..n)
+            .map(|i| Ipv4Addr::new(198, 18, (i / 250) as u8 + 1, (i % 250) as u8 + 1).octets())
+            .collect()
     }
 
     /// Deterministic pseudo-random weights in 1..=10.
     fn weights(n: usize, seed: u32) -> Vec<u32> {
-        (0..n).map(|i| murmur3_32(&(i as u32).to_le_bytes(), seed) % 10 + 1).collect()
+        (0..n)
+            .map(|i| murmur3_32(&(i as u32).to_le_bytes(), seed) % 10 + 1)
+            .collect()
     }
 
     fn inputs<'a>(ids: &'a [[u8; 4]], w: &[u32]) -> Vec<MaglevBackend<'a>> {
-        ids.iter().zip(w).map(|(id, &weight)| MaglevBackend { identity: id, weight }).collect()
+        ids.iter()
+            .zip(w)
+            .map(|(id, &weight)| MaglevBackend {
+                identity: id,
+                weight,
+            })
+            .collect()
     }
 
     #[test]
@@ -146,7 +158,10 @@ mod tests {
             }
             let fraction = moved as f64 / others as f64;
             let bound = 1.0 / n as f64 + 0.02;
-            assert!(fraction <= bound, "n={n}: {fraction:.4} of other entries moved (bound {bound:.4})");
+            assert!(
+                fraction <= bound,
+                "n={n}: {fraction:.4} of other entries moved (bound {bound:.4})"
+            );
         }
     }
 
@@ -170,7 +185,11 @@ mod tests {
         let rev_ids: Vec<_> = ids.iter().rev().copied().collect();
         let rev_w: Vec<_> = w.iter().rev().copied().collect();
         let c = build(&inputs(&rev_ids, &rev_w), 4093).unwrap();
-        let same = a.iter().zip(&c).filter(|(x, y)| **x as usize == 4 - **y as usize).count();
+        let same = a
+            .iter()
+            .zip(&c)
+            .filter(|(x, y)| **x as usize == 4 - **y as usize)
+            .count();
         // Ties in a round are broken by order, so a few slots may differ; nearly all match.
         assert!(same as f64 / 4093.0 > 0.97, "{same}");
     }

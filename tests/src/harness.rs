@@ -1,0 +1,164 @@
+//! The real XDP program, loaded but not attached, with maps filled through the real
+//! reconciler from a real config: the subject of the BPF_PROG_TEST_RUN packet tables and the
+//! bench. BPF_PROG_TEST_RUN runs with the loopback device as the ingress interface
+//! (ifindex 1), so backends "reached through" ifindex 1 are forwarded with XDP_TX.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::Context as _;
+use aya::programs::{TestRun as _, TestRunOptions};
+use xdp_lb::{
+    config::{self, Config},
+    dataplane::{Dataplane, MapSizes, remove_pins},
+    neighbor::L2Next,
+    reconcile::Reconciler,
+    state::{self, Ids},
+};
+use xdp_lb_common::Counter;
+
+use crate::packet::LB_MAC;
+
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+pub fn backend_mac(i: usize) -> [u8; 6] {
+    [0x02, 0xbe, 0, 0, 0, i as u8 + 1]
+}
+
+pub struct Loaded {
+    pub dp: Option<Dataplane>,
+    pub reconciler: Reconciler,
+    pub config: Config,
+    pub ids: Ids,
+    pub pin_dir: PathBuf,
+}
+
+/// A test run's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub action: u32,
+    pub out: Vec<u8>,
+    pub duration_ns: u64,
+}
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+impl Loaded {
+    /// Loads the program with maps pinned under a unique directory and applies `config_text`,
+    /// every backend resolved to `backend_mac(i)` via ifindex `ifindex`.
+    pub fn new(config_text: &str, ifindex: u32) -> anyhow::Result<Self> {
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/xlbt{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        let text = config_text.replace("@PIN_DIR@", &pin_dir.display().to_string());
+        let config = config::parse(std::path::Path::new("test.toml"), &text)?;
+        let dp = Dataplane::load(&pin_dir, MapSizes::from(&config.agent))
+            .context("loading the program")?;
+        let reconciler = Reconciler::new(&dp.maps)?;
+        let ids = Ids::default().assign(&config)?;
+        let mut loaded = Self {
+            dp: Some(dp),
+            reconciler,
+            config,
+            ids,
+            pin_dir,
+        };
+        loaded.apply(ifindex)?;
+        Ok(loaded)
+    }
+
+    pub fn dp(&mut self) -> &mut Dataplane {
+        self.dp.as_mut().expect("loaded")
+    }
+
+    /// Re-applies the config (after changing `self.config`), all backends resolved.
+    pub fn apply(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        self.ids = self.ids.assign(&self.config)?;
+        let mut neighbours = BTreeMap::new();
+        for vip in &self.config.vips {
+            for (i, b) in vip.backends.iter().enumerate() {
+                neighbours.insert(
+                    b.address,
+                    L2Next {
+                        ifindex,
+                        mac: backend_mac(i),
+                        src_mac: LB_MAC,
+                    },
+                );
+            }
+        }
+        self.apply_with(&neighbours)
+    }
+
+    pub fn apply_with(&mut self, neighbours: &BTreeMap<Ipv4Addr, L2Next>) -> anyhow::Result<()> {
+        let desired = state::desired_state(&self.config, &self.ids, neighbours);
+        let dp = self.dp.as_mut().expect("loaded");
+        self.reconciler.apply(&mut dp.maps, &desired)?;
+        Ok(())
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&self, frame: &[u8]) -> anyhow::Result<Run> {
+        self.run_repeat(frame, 1)
+    }
+
+    pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Run> {
+        run_program(self.dp.as_ref().expect("loaded").program(), frame, repeat)
+    }
+
+    /// A counter summed over CPUs.
+    pub fn counter(&self, c: Counter) -> u64 {
+        let dp = self.dp.as_ref().expect("loaded");
+        dp.maps
+            .counters
+            .get(&(c as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    pub fn all_counters(&self) -> BTreeMap<&'static str, u64> {
+        Counter::ALL
+            .iter()
+            .map(|c| (c.name(), self.counter(*c)))
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+
+    /// The backend id of (vip 0, backend address).
+    pub fn backend_id(&self, vip: usize, address: Ipv4Addr) -> u32 {
+        self.ids.backends[&(state::vip_key(&self.config.vips[vip]), address)]
+    }
+}
+
+pub fn run_program(program: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<Run> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(Run {
+        action: result.return_value,
+        out,
+        duration_ns: result.duration.as_nanos() as u64,
+    })
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        drop(self.dp.take());
+        let _ = remove_pins(&self.pin_dir);
+    }
+}
+
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,176 @@
+//! Building test frames byte by byte (independently of the code under test) and checking
+//! checksums with a straightforward RFC 1071 implementation.
+
+use std::net::Ipv4Addr;
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
+pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x02];
+
+/// A TCP/IPv4 frame description; `build` renders it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub flags: u8,
+    pub ihl: u8,
+    pub frag: u16,
+    pub payload: Vec<u8>,
+}
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+impl Frame {
+    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Self {
+        Self {
+            src_mac: CLIENT_MAC,
+            dst_mac: LB_MAC,
+            vlan: None,
+            src,
+            dst,
+            proto: 6,
+            sport,
+            dport,
+            flags: TCP_SYN,
+            ihl: 5,
+            frag: 0,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        if self.proto == 6 {
+            l4.extend_from_slice(&self.sport.to_be_bytes());
+            l4.extend_from_slice(&self.dport.to_be_bytes());
+            l4.extend_from_slice(&1000u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+            l4.push(5 << 4); // data offset
+            l4.push(self.flags);
+            l4.extend_from_slice(&64240u16.to_be_bytes());
+            l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+        } else {
+            // UDP
+            l4.extend_from_slice(&self.sport.to_be_bytes());
+            l4.extend_from_slice(&self.dport.to_be_bytes());
+            l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        l4.extend_from_slice(&self.payload);
+        let csum_at = if self.proto == 6 { 16 } else { 6 };
+        let sum = l4_checksum(self.src, self.dst, self.proto, &l4);
+        l4[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+
+        let ihl_bytes = self.ihl as usize * 4;
+        let mut ip = vec![0u8; ihl_bytes.max(20)];
+        ip[0] = 0x40 | (self.ihl & 0x0f);
+        let total = (ip.len() + l4.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&self.frag.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = self.proto;
+        ip[12..16].copy_from_slice(&self.src.octets());
+        ip[16..20].copy_from_slice(&self.dst.octets());
+        for (i, b) in ip.iter_mut().enumerate().skip(20) {
+            *b = if i == 20 { 1 } else { 1 }; // NOP options
+        }
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        if let Some(vid) = self.vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&l4);
+        // Pad to the Ethernet minimum like a NIC would.
+        while f.len() < 60 {
+            f.push(0);
+        }
+        f
+    }
+}
+
+/// RFC 1071 Internet checksum.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// TCP/UDP checksum with the IPv4 pseudo-header (RFC 9293 §3.1).
+pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let mut p = Vec::with_capacity(12 + segment.len());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.push(0);
+    p.push(proto);
+    p.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    p.extend_from_slice(segment);
+    checksum(&p)
+}
+
+/// An ARP request frame (for "not IPv4 → pass").
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}
+
+/// A minimal IPv6 TCP SYN frame (for "not IPv4 → pass").
+pub fn ipv6_tcp() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend_from_slice(
+        &[0x20, 0x01, 0x0d, 0xb8]
+            .iter()
+            .chain([0u8; 12].iter())
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    f.extend_from_slice(
+        &[0x20, 0x01, 0x0d, 0xb8]
+            .iter()
+            .chain([1u8; 12].iter())
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+    ]);
+    f
+}

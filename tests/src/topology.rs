@@ -1,0 +1,306 @@
+//! The DSR topology of shared/design/TESTBED.md, and the `xdp-lb` agent as a child process.
+//!
+//! ```text
+//!   ns client (198.18.0.1)  ─┐
+//!   ns lb     (198.18.0.2)  ─┤  bridge br0 in ns "sw"      VIP 198.18.0.100 on lb's eth0
+//!   ns be1..N (198.18.0.11…)─┘  DSR: VIP on lo, arp_ignore=1, arp_announce=2
+//! ```
+
+use std::{
+    fs,
+    io::Read as _,
+    net::Ipv4Addr,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::netns::{NetNs, enter_netns};
+
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 11 + i as u8)
+}
+
+pub struct DsrTopology {
+    // Field order is drop order: hosts first, the switch last.
+    pub peer_pass: Option<PassProgram>,
+    pub client: NetNs,
+    pub lb: NetNs,
+    pub backends: Vec<NetNs>,
+    pub sw: NetNs,
+    /// Scratch directory for configs and logs (under target/, kept for inspection).
+    pub dir: PathBuf,
+}
+
+impl DsrTopology {
+    /// Builds the topology with `n` backends. The LB gets the VIP on eth0 (what the VRRP master
+    /// does), so clients resolve the VIP to the LB's MAC.
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        crate::netns::cleanup_stale();
+        let sw = NetNs::new("sw")?;
+        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        let client = NetNs::new("client")?;
+        let lb = NetNs::new("lb")?;
+        let mut backends = Vec::new();
+        for i in 0..n {
+            backends.push(NetNs::new(&format!("be{}", i + 1))?);
+        }
+        let mut topo = Self {
+            peer_pass: None,
+            client,
+            lb,
+            backends,
+            sw,
+            dir: scratch_dir()?,
+        };
+        topo.plug(&topo.client, "client", CLIENT_ADDR)?;
+        topo.plug(&topo.lb, "lb", LB_ADDR)?;
+        topo.lb
+            .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        // XDP_TX out of the LB's eth0 lands on its peer in sw, which must have NAPI for the
+        // frame to be accepted (TESTBED.md). GRO on the peer avoids the drops but was seen to
+        // hold frames for hundreds of milliseconds; an XDP_PASS program on the peer gives it
+        // the XDP NAPI path, which delivers at once.
+        topo.peer_pass = Some(PassProgram::attach(&topo.sw, "p-lb")?);
+        for (i, be) in topo.backends.iter().enumerate() {
+            topo.plug(be, &format!("p-be{}", i + 1), backend_addr(i))?;
+            be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            // The VIP on lo must not answer ARP (arp_ignore=1: only for addresses on the
+            // receiving interface) nor be used as ARP source (arp_announce=2).
+            for scope in ["all", "eth0"] {
+                be.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
+                be.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+            }
+        }
+        Ok(topo)
+    }
+
+    /// A veth pair: `eth0` in `host`, `port` in sw on br0.
+    fn plug(&self, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let port = if port.starts_with("p-") {
+            port.to_owned()
+        } else {
+            format!("p-{port}")
+        };
+        self.sw.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
+        ])?;
+        self.sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        // veth offloads TCP checksums (CHECKSUM_PARTIAL); a frame that XDP_TX re-sends loses
+        // that mark and would reach the backend with only the pseudo-header sum, and be dropped.
+        // Real NICs hand XDP complete frames, so make the test hosts send complete ones too.
+        host.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        host.ip(&["link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// A config for the agent in the LB namespace: one VIP on `port`, every backend weight 1.
+    pub fn config(&self, pin_dir: &Path, port: u16, extra_vip_keys: &str) -> String {
+        let mut c = format!(
+            "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\n\
+             [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n{extra_vip_keys}\n",
+            pin_dir.display()
+        );
+        for i in 0..self.backends.len() {
+            c.push_str(&format!(
+                "[[vip.backend]]\naddress = \"{}\"\nweight = 1\n\n",
+                backend_addr(i)
+            ));
+        }
+        c
+    }
+
+    /// A pin directory unique to this topology.
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/{}", self.lb.name))
+    }
+}
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = base
+        .join("testbed")
+        .join(format!("run-{}-{}", std::process::id(), unique()));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_owned()
+}
+
+/// Where the `xdp-lb` binary is: `XDP_LB_BIN`, else next to the running test binary
+/// (`target/<profile>/deps/…` → `target/<profile>/xdp-lb`), else target/release or debug.
+pub fn xdp_lb_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("XDP_LB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let mut candidates = Vec::new();
+    for dir in exe.ancestors().skip(1).take(2) {
+        candidates.push(dir.join("xdp-lb"));
+    }
+    candidates.push(workspace_root().join("target/release/xdp-lb"));
+    candidates.push(workspace_root().join("target/debug/xdp-lb"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("xdp-lb binary not found: build it (`cargo build -p xdp-lb`) or set XDP_LB_BIN")
+}
+
+/// An `xdp-lb` process in a namespace, with its log in a file. SIGTERM, then SIGKILL, on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `xdp-lb ARGS` inside `ns` and waits (bounded) until its log says `ready`.
+    pub fn start(
+        ns: &NetNs,
+        args: &[&str],
+        log: PathBuf,
+        ready: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let bin = xdp_lb_binary()?;
+        let out = fs::File::create(&log)?;
+        let ns_path = ns.path();
+        let mut cmd = Command::new(&bin);
+        cmd.args(args)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null());
+        // Join only the network namespace (unlike `ip netns exec`, which also remounts /sys and
+        // would hide the root bpffs where the maps are pinned).
+        unsafe {
+            cmd.pre_exec(move || {
+                enter_netns(&ns_path).map_err(std::io::Error::other)?;
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut agent = Self {
+            child: Some(child),
+            log,
+        };
+        agent.wait_for_log(ready, timeout)?;
+        Ok(agent)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log contains `needle`; fails early if the process exits.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "xdp-lb exited ({status}) before {needle:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {needle:?}; log:\n{}",
+            self.log_text()
+        )
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("not running")
+        };
+        // SAFETY: as above.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "xdp-lb did not stop within 10 s of SIGTERM; log:\n{}",
+            self.log_text()
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// An XDP program that passes every frame, attached (driver mode) to an interface in a
+/// namespace. Detached when dropped.
+pub struct PassProgram {
+    _ebpf: aya::Ebpf,
+}
+
+impl PassProgram {
+    pub fn attach(ns: &NetNs, interface: &str) -> anyhow::Result<Self> {
+        let interface = interface.to_owned();
+        let ebpf = crate::netns::in_netns(&ns.name, move || -> anyhow::Result<aya::Ebpf> {
+            let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT)?;
+            let program: &mut aya::programs::Xdp = ebpf
+                .program_mut("xdp_empty")
+                .context("xdp_empty missing")?
+                .try_into()?;
+            program.load()?;
+            program.attach(&interface, aya::programs::XdpMode::Driver)?;
+            Ok(ebpf)
+        })??;
+        Ok(Self { _ebpf: ebpf })
+    }
+}

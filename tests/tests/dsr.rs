@@ -1,0 +1,131 @@
+//! End to end in network namespaces: real TCP through the real XDP program (L2 DSR).
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use xdp_lb_tests::{
+    Agent, DsrTopology, TcpService, http_get, in_netns, require_root,
+    topology::{LB_ADDR, VIP},
+};
+
+const PORT: u16 = 80;
+const READY: &str = "xdp-lb is forwarding";
+
+fn start(topo: &DsrTopology) -> (Agent, Vec<TcpService>) {
+    let services: Vec<TcpService> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, be)| TcpService::start(&be.name, PORT, &format!("be{}", i + 1)).unwrap())
+        .collect();
+    let config = topo.dir.join("xdp-lb.toml");
+    std::fs::write(
+        &config,
+        topo.config(&topo.pin_dir(), PORT, "maglev_table_size = 65537"),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &topo.lb,
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir.join("agent.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    (agent, services)
+}
+
+#[test]
+fn three_hundred_connections_spread_over_three_backends() {
+    require_root!();
+    let topo = DsrTopology::new(3).unwrap();
+    let (mut agent, services) = start(&topo);
+
+    let answers = in_netns(&topo.client.name, || {
+        let vip = SocketAddr::from((VIP, PORT));
+        // Stops at the first failure, so a broken data plane fails in seconds, not 300 timeouts.
+        let mut answers = Vec::new();
+        for _ in 0..300 {
+            let answer = http_get(vip, Duration::from_secs(3));
+            let failed = answer.is_err();
+            answers.push(answer);
+            if failed {
+                break;
+            }
+        }
+        answers
+    })
+    .unwrap();
+    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, a) in answers.iter().enumerate() {
+        let body = a.as_ref().unwrap_or_else(|e| {
+            panic!(
+                "request {i} failed: {e:#}\nagent log:\n{}",
+                agent.log_text()
+            )
+        });
+        *per_backend.entry(body.clone()).or_default() += 1;
+    }
+    println!("answers per backend: {per_backend:?}");
+    assert_eq!(per_backend.values().sum::<usize>(), 300);
+    for name in ["be1", "be2", "be3"] {
+        let n = per_backend.get(name).copied().unwrap_or(0);
+        // 33% ± 10% of 300.
+        assert!(
+            (70..=130).contains(&n),
+            "{name} served {n} of 300: {per_backend:?}"
+        );
+    }
+    // The services' own counts agree: every request went to a real backend.
+    assert_eq!(services.iter().map(|s| s.served()).sum::<u64>(), 300);
+
+    let status = agent.stop().unwrap();
+    assert!(
+        status.success(),
+        "agent exit: {status}\n{}",
+        agent.log_text()
+    );
+    assert!(
+        !topo.pin_dir().exists(),
+        "pins must be removed on a clean stop"
+    );
+}
+
+#[test]
+fn lb_own_address_keeps_working_with_xdp_attached() {
+    require_root!();
+    let topo = DsrTopology::new(1).unwrap();
+    let (_agent, _services) = start(&topo);
+
+    // A TCP service on the LB's own address, on the VIP's port and on another port.
+    let lb_services: Vec<TcpService> = [8080u16]
+        .iter()
+        .map(|&p| TcpService::start(&topo.lb.name, p, "lb-itself").unwrap())
+        .collect();
+    let body = in_netns(&topo.client.name, || {
+        http_get(SocketAddr::from((LB_ADDR, 8080)), Duration::from_secs(3))
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(body, "lb-itself");
+    assert_eq!(lb_services[0].served(), 1);
+
+    // ICMP to the LB's own address.
+    let out = topo.client.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &LB_ADDR.to_string(),
+    ]);
+    assert!(out.is_ok(), "ping failed: {out:?}");
+
+    // A connection to a VIP port that is not configured reaches the LB's own stack: refused.
+    let refused = in_netns(&topo.client.name, || {
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((VIP, 81)), Duration::from_secs(3))
+    })
+    .unwrap();
+    assert!(refused.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused));
+}

@@ -1,0 +1,485 @@
+//! Loading, attaching and pinning the XDP program, and typed handles on its maps.
+//!
+//! Maps are pinned by name under `agent.pin_dir`; aya reuses a map already pinned there, which
+//! is how a restarted agent finds the flow table of the one before it. `Maps::open_pinned`
+//! opens the same maps from any other process (`xdp-lb inspect`, tests).
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+    ptr::NonNull,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
+};
+use thiserror::Error;
+use xdp_lb_common::{
+    BackendInfo, FlowKey, FlowValue, MAGLEV_MAX_TABLE_SIZE, MAGLEV_SLOT_ELEMS, PROGRAM_NAME,
+    TrafficCounters, VipInfo, VipKey, map_names,
+};
+
+use crate::config::{AgentConfig, XdpMode};
+
+/// The data plane object, built by `build.rs` from the `xdp-lb-ebpf` crate.
+pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
+
+/// Reference programs for `cargo xtask bench` (`xdp_floor`, `xdp_empty`).
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb-bench"));
+
+/// `statfs` magic of bpffs (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error("{path}: {reason}")]
+    PinDir { path: PathBuf, reason: String },
+    #[error("loading the XDP object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the XDP program failed the kernel's checks: {0}")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("interface {0:?} does not exist in this network namespace")]
+    NoInterface(String),
+    #[error("attaching to {interface} in {mode} mode: {source}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {name} is missing from {place}")]
+    MissingMap { name: &'static str, place: String },
+    #[error("mapping {name} into memory: {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Sizes that are fixed when the maps are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub flow_table_size: u32,
+    pub max_vips: u32,
+}
+
+impl From<&AgentConfig> for MapSizes {
+    fn from(agent: &AgentConfig) -> Self {
+        Self {
+            flow_table_size: agent.flow_table_size,
+            max_vips: agent.max_vips,
+        }
+    }
+}
+
+/// How the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    Driver,
+    Generic,
+}
+
+impl AttachedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Driver => "driver",
+            AttachedMode::Generic => "generic",
+        }
+    }
+}
+
+/// A loaded (and possibly attached) data plane.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+    pin_dir: PathBuf,
+    pub maps: Maps,
+    pub attached: Option<(String, u32, AttachedMode)>,
+}
+
+impl Dataplane {
+    /// Loads the program and creates (or reuses) the pinned maps. Nothing is attached yet.
+    pub fn load(pin_dir: &Path, sizes: MapSizes) -> Result<Self, DataplaneError> {
+        ensure_bpffs(pin_dir)?;
+        std::fs::create_dir_all(pin_dir).map_err(|e| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            reason: format!("cannot create: {e}"),
+        })?;
+        let maglev_entries = sizes.max_vips * 2 * MAGLEV_SLOT_ELEMS;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
+            .map_max_entries(map_names::VIPS, sizes.max_vips)
+            .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
+            .map_max_entries(map_names::MAGLEV, maglev_entries)
+            .load(PROGRAM_OBJECT)
+            .map_err(DataplaneError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingMap {
+                name: "xdp_lb program",
+                place: "the object".into(),
+            })?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        program.load().map_err(DataplaneError::Program)?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            link: None,
+            pin_dir: pin_dir.to_owned(),
+            maps,
+            attached: None,
+        })
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN.
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in Dataplane::load")
+    }
+
+    /// Attaches to `interface`. `auto` tries driver mode and falls back to generic mode.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let ifindex =
+            ifindex(interface).ok_or_else(|| DataplaneError::NoInterface(interface.into()))?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("loaded in Dataplane::load")
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        let attempt = |program: &mut Xdp, m: AttachedMode| {
+            let aya_mode = match m {
+                AttachedMode::Driver => AyaXdpMode::Driver,
+                AttachedMode::Generic => AyaXdpMode::Skb,
+            };
+            program
+                .attach_to_if_index(ifindex, aya_mode)
+                .map_err(|source| DataplaneError::Attach {
+                    interface: interface.into(),
+                    mode: m.as_str(),
+                    source,
+                })
+        };
+        let (link, attached) = match mode {
+            XdpMode::Driver => (
+                attempt(program, AttachedMode::Driver)?,
+                AttachedMode::Driver,
+            ),
+            XdpMode::Generic => (
+                attempt(program, AttachedMode::Generic)?,
+                AttachedMode::Generic,
+            ),
+            XdpMode::Auto => match attempt(program, AttachedMode::Driver) {
+                Ok(link) => (link, AttachedMode::Driver),
+                Err(err) => {
+                    tracing::warn!(
+                        interface,
+                        error = %err,
+                        "driver-mode XDP is not available; falling back to generic mode (slower: runs after the kernel allocates an skb)"
+                    );
+                    (
+                        attempt(program, AttachedMode::Generic)?,
+                        AttachedMode::Generic,
+                    )
+                }
+            },
+        };
+        self.link = Some(link);
+        self.attached = Some((interface.to_owned(), ifindex, attached));
+        Ok(attached)
+    }
+
+    /// Detaches the program and removes the pins: a clean stop leaves nothing behind.
+    pub fn stop(mut self) -> Result<(), io::Error> {
+        if let Some(link) = self.link.take() {
+            let program: &mut Xdp = self
+                .ebpf
+                .program_mut(PROGRAM_NAME)
+                .expect("loaded")
+                .try_into()
+                .map_err(io::Error::other)?;
+            program.detach(link).map_err(io::Error::other)?;
+        }
+        remove_pins(&self.pin_dir)
+    }
+}
+
+/// Removes every map pin of xdp-lb under `pin_dir`, then the directory if it is empty.
+pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
+    for name in MAP_NAMES {
+        match std::fs::remove_file(pin_dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir(pin_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Someone else's files are in there: leave them.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+const MAP_NAMES: [&str; 8] = [
+    map_names::VIPS,
+    map_names::BACKENDS,
+    map_names::MAGLEV,
+    map_names::FLOWS,
+    map_names::TX_PORTS,
+    map_names::VIP_STATS,
+    map_names::BACKEND_STATS,
+    map_names::COUNTERS,
+];
+
+pub fn ifindex(interface: &str) -> Option<u32> {
+    let name = CString::new(interface).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Checks that `pin_dir` is (or will be created) on a bpf filesystem, mounting bpffs on
+/// /sys/fs/bpf when that is where it should be and nothing is mounted there yet.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let mut probe = pin_dir;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    if fs_magic(probe) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(sys_bpf) && fs_magic(sys_bpf) != Some(BPF_FS_MAGIC) {
+        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            tracing::info!("mounted bpffs on /sys/fs/bpf");
+            return Ok(());
+        }
+        return Err(DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            reason: format!(
+                "no bpf filesystem, and mounting one on /sys/fs/bpf failed: {}",
+                io::Error::last_os_error()
+            ),
+        });
+    }
+    Err(DataplaneError::PinDir {
+        path: pin_dir.to_owned(),
+        reason: "not on a bpf filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`)".into(),
+    })
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
+/// Typed handles on every map of the program.
+pub struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipInfo>,
+    pub backends: Array<MapData, BackendInfo>,
+    pub maglev: MaglevArray,
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub vip_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Self::from_source(|name| {
+            ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
+                name,
+                place: "the object".into(),
+            })
+        })
+    }
+
+    /// Opens the maps pinned under `pin_dir` by a running (or dead but kept) agent.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::from_source(|name| {
+            let path = pin_dir.join(name);
+            if !path.exists() {
+                return Err(DataplaneError::MissingMap {
+                    name,
+                    place: format!("{} (is xdp-lb running?)", pin_dir.display()),
+                });
+            }
+            let data =
+                MapData::from_pin(&path).map_err(|source| DataplaneError::Map { name, source })?;
+            Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })
+        })
+    }
+
+    fn from_source(
+        mut get: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        fn conv<T: TryFrom<Map, Error = aya::maps::MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, DataplaneError> {
+            T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+        }
+        let maglev = match get(map_names::MAGLEV)? {
+            Map::Array(data) => MaglevArray::new(data)?,
+            _ => {
+                return Err(DataplaneError::MissingMap {
+                    name: map_names::MAGLEV,
+                    place: "the object (wrong type)".into(),
+                });
+            }
+        };
+        Ok(Self {
+            vips: conv(map_names::VIPS, get(map_names::VIPS)?)?,
+            backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
+            maglev,
+            flows: conv(map_names::FLOWS, get(map_names::FLOWS)?)?,
+            tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
+            vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
+            backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
+            counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
+        })
+    }
+}
+
+/// The `MAGLEV` array, mapped into our memory (it is created with BPF_F_MMAPABLE).
+///
+/// Writing a 65537-entry table through `bpf_map_update_elem` would take 32769 syscalls; through
+/// the mapping it is one 256 KiB copy. The copy goes into the VIP's inactive slot, which no
+/// packet reads until the agent swaps `VipInfo::maglev_slot` with one map update (a syscall,
+/// so also a full barrier for the copy). The map's u64 elements each pack two entries, so the
+/// mapping is read and written here as a plain `u32` table (see `MAGLEV_SLOT_ELEMS`).
+pub struct MaglevArray {
+    _data: MapData,
+    ptr: NonNull<u32>,
+    /// Length of the mapping in u32 entries.
+    entries: usize,
+}
+
+// SAFETY: the mapping is owned by this value and only accessed through &self/&mut self.
+unsafe impl Send for MaglevArray {}
+unsafe impl Sync for MaglevArray {}
+
+/// u32 entries per slot in the mapping.
+const SLOT_STRIDE: usize = MAGLEV_SLOT_ELEMS as usize * 2;
+
+impl MaglevArray {
+    fn new(data: MapData) -> Result<Self, DataplaneError> {
+        let info = data.info().map_err(|source| DataplaneError::Map {
+            name: map_names::MAGLEV,
+            source,
+        })?;
+        if info.value_size() != 8 {
+            return Err(DataplaneError::MissingMap {
+                name: map_names::MAGLEV,
+                place: format!(
+                    "the maps (value size {} instead of 8: pinned by another version?)",
+                    info.value_size()
+                ),
+            });
+        }
+        let len = info.max_entries() as usize * 8;
+        // SAFETY: mapping a BPF array fd; the kernel checks BPF_F_MMAPABLE and the length.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(DataplaneError::Mmap {
+                name: map_names::MAGLEV,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let ptr = NonNull::new(ptr.cast::<u32>()).expect("mmap returned NULL without MAP_FAILED");
+        Ok(Self {
+            _data: data,
+            ptr,
+            entries: len / 4,
+        })
+    }
+
+    /// Number of slots (two per VIP).
+    pub fn slots(&self) -> u32 {
+        (self.entries / SLOT_STRIDE) as u32
+    }
+
+    fn slot_range(&self, slot: u32, len: usize) -> std::ops::Range<usize> {
+        let start = slot as usize * SLOT_STRIDE;
+        assert!(
+            len <= MAGLEV_MAX_TABLE_SIZE as usize && start + len <= self.entries,
+            "slot {slot} out of range"
+        );
+        start..start + len
+    }
+
+    /// Copies `table` into `slot`. The caller guarantees no packet reads `slot` now.
+    pub fn write_slot(&mut self, slot: u32, table: &[u32]) {
+        let range = self.slot_range(slot, table.len());
+        // SAFETY: in bounds of the mapping (slot_range asserts); we hold &mut self.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                table.as_ptr(),
+                self.ptr.as_ptr().add(range.start),
+                table.len(),
+            );
+        }
+    }
+
+    /// Reads `len` entries of `slot`.
+    pub fn read_slot(&self, slot: u32, len: u32) -> Vec<u32> {
+        let range = self.slot_range(slot, len as usize);
+        // SAFETY: in bounds of the mapping. The kernel only reads it; another agent writing
+        // at the same time would be a misconfiguration (two agents on one pin_dir).
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(range.start), range.len()).to_vec()
+        }
+    }
+}
+
+impl Drop for MaglevArray {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what new() mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.entries * 4) };
+    }
+}

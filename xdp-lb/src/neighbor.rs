@@ -1,0 +1,242 @@
+//! The backends' MACs and egress interfaces, from the kernel's routing and neighbour tables
+//! (rtnetlink), so the XDP program can forward without asking the kernel per packet.
+//!
+//! DSR works at L2: a backend must be on a directly connected subnet. For each backend we ask
+//! the kernel for its route (RTM_GETROUTE: which interface, via a gateway or not), then for the
+//! neighbour entry on that interface. A missing or failed entry is not an error: we ask the
+//! kernel to resolve it (RTM_NEWNEIGH with NTF_USE, which triggers an ARP request like a packet
+//! would) and the agent looks again on its next refresh.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt as _;
+use netlink_packet_route::{
+    link::LinkAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
+    route::{RouteAddress, RouteAttribute},
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use thiserror::Error;
+
+/// Where and how to send a frame to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct L2Next {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// What the kernel knows about a backend address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Usable now.
+    Resolved(L2Next),
+    /// On-link through `ifindex`, but the MAC is not known (yet): resolution was requested.
+    Pending { ifindex: u32, state: &'static str },
+    /// Routed through a gateway: not reachable at L2, so not usable for DSR.
+    NotOnLink { via: Ipv4Addr },
+    /// No route at all.
+    NoRoute,
+}
+
+impl Lookup {
+    pub fn resolved(&self) -> Option<L2Next> {
+        match self {
+            Lookup::Resolved(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// A short reason for logs and status.
+    pub fn describe(&self) -> String {
+        match self {
+            Lookup::Resolved(n) => format!("{} via ifindex {}", fmt_mac(&n.mac), n.ifindex),
+            Lookup::Pending { ifindex, state } => {
+                format!("neighbour {state} on ifindex {ifindex}, resolution requested")
+            }
+            Lookup::NotOnLink { via } => {
+                format!(
+                    "routed via gateway {via}; DSR needs the backend on a directly connected subnet"
+                )
+            }
+            Lookup::NoRoute => "no route to the backend".into(),
+        }
+    }
+}
+
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[derive(Debug, Error)]
+pub enum NeighborError {
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+}
+
+pub struct Neighbors {
+    handle: Handle,
+}
+
+impl Neighbors {
+    /// Opens an rtnetlink connection in the current network namespace. Needs a tokio runtime.
+    pub fn new() -> Result<Self, NeighborError> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn lookup(&self, addr: Ipv4Addr) -> Result<Lookup, NeighborError> {
+        let Some((ifindex, gateway)) = self.route(addr).await? else {
+            return Ok(Lookup::NoRoute);
+        };
+        if let Some(via) = gateway {
+            return Ok(Lookup::NotOnLink { via });
+        }
+        let (state, mac) = self.neighbour(ifindex, addr).await?;
+        match (state, mac) {
+            (
+                NeighbourState::Reachable
+                | NeighbourState::Stale
+                | NeighbourState::Delay
+                | NeighbourState::Probe
+                | NeighbourState::Permanent
+                | NeighbourState::Noarp,
+                Some(mac),
+            ) => {
+                if matches!(state, NeighbourState::Stale) {
+                    // Forwarded frames bypass the kernel, so it never confirms this entry
+                    // itself; nudge it to re-verify so a moved MAC is noticed.
+                    self.request_resolution(ifindex, addr).await;
+                }
+                let Some(src_mac) = self.link_mac(ifindex).await? else {
+                    return Ok(Lookup::Pending {
+                        ifindex,
+                        state: "on an interface without a MAC",
+                    });
+                };
+                Ok(Lookup::Resolved(L2Next {
+                    ifindex,
+                    mac,
+                    src_mac,
+                }))
+            }
+            (state, _) => {
+                self.request_resolution(ifindex, addr).await;
+                Ok(Lookup::Pending {
+                    ifindex,
+                    state: state_name(state),
+                })
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        addr: Ipv4Addr,
+    ) -> Result<Option<(u32, Option<Ipv4Addr>)>, NeighborError> {
+        let request = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .build();
+        let mut routes = self.handle.route().get(request).execute();
+        let route = match routes.try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Ok(None),
+            // ENETUNREACH / EHOSTUNREACH come back as errors of the request.
+            Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut oif = None;
+        let mut gateway = None;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+                _ => {}
+            }
+        }
+        Ok(oif.map(|oif| (oif, gateway)))
+    }
+
+    async fn neighbour(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+    ) -> Result<(NeighbourState, Option<[u8; 6]>), NeighborError> {
+        let mut dump = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(netlink_packet_route::AddressFamily::Inet)
+            .execute();
+        while let Some(msg) = dump.try_next().await? {
+            if msg.header.ifindex != ifindex {
+                continue;
+            }
+            let mut dst = None;
+            let mut lladdr = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        lladdr = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
+                    }
+                    _ => {}
+                }
+            }
+            if dst == Some(addr) {
+                return Ok((msg.header.state, lladdr));
+            }
+        }
+        Ok((NeighbourState::None, None))
+    }
+
+    /// Asks the kernel to (re)resolve `addr` on `ifindex`: RTM_NEWNEIGH with NTF_USE makes
+    /// neigh_add() call neigh_event_send(), exactly what an outgoing packet would do.
+    async fn request_resolution(&self, ifindex: u32, addr: Ipv4Addr) {
+        let request = self
+            .handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(addr))
+            .state(NeighbourState::None)
+            .flags(NeighbourFlags::Use)
+            .replace();
+        if let Err(err) = request.execute().await {
+            tracing::debug!(%addr, ifindex, %err, "neighbour resolution request failed");
+        }
+    }
+
+    async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
+        let mut links = self.handle.link().get().match_index(ifindex).execute();
+        while let Some(link) = links.try_next().await? {
+            for attr in &link.attributes {
+                if let LinkAttribute::Address(a) = attr
+                    && a.len() == 6
+                {
+                    return Ok(Some([a[0], a[1], a[2], a[3], a[4], a[5]]));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn state_name(state: NeighbourState) -> &'static str {
+    match state {
+        NeighbourState::Incomplete => "incomplete",
+        NeighbourState::Failed => "failed",
+        NeighbourState::None => "absent",
+        NeighbourState::Reachable => "reachable",
+        NeighbourState::Stale => "stale",
+        NeighbourState::Delay => "delay",
+        NeighbourState::Probe => "probe",
+        NeighbourState::Permanent => "permanent",
+        NeighbourState::Noarp => "noarp",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,303 @@
+//! The one writer of the maps: diffs a [`DesiredState`] against what the maps hold and writes
+//! the difference, in an order that never shows a packet a half-applied state:
+//!
+//! 1. egress interfaces into `TX_PORTS`, then backends into `BACKENDS` — before any table
+//!    names them;
+//! 2. per VIP, the new Maglev table into the VIP's *inactive* slot, then one `VIPS` update that
+//!    switches slot, size and backend count together (an RCU element swap in the kernel);
+//! 3. VIPs that are gone from `VIPS`;
+//! 4. backends that are gone: `BACKENDS` entry cleared (so flows still naming it are re-hashed)
+//!    and their flow-table entries purged (so a reused id never inherits them);
+//! 5. egress interfaces no longer used.
+//!
+//! The reconciler starts from the maps' actual contents, so an agent that restarts on pinned
+//! maps converges them to its config like any other change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapError;
+use thiserror::Error;
+use xdp_lb_common::{BackendInfo, FlowKey, VipInfo, VipKey};
+
+use crate::{
+    dataplane::Maps,
+    state::{DesiredState, DesiredVip},
+};
+
+/// A slot that was live may still be read by a packet that looked up the old `VipInfo` just
+/// before the swap. XDP runs inside one RCU read-side section per NAPI poll (microseconds), so
+/// waiting this long after a swap before overwriting the old slot is ample.
+const SLOT_REUSE_GRACE: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Error)]
+pub enum ReconcileError {
+    #[error("writing {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("writing TX_PORTS: {0}")]
+    TxPorts(#[source] aya::maps::xdp::XdpMapError),
+    #[error("VIP {name}: id {vip_id} has no Maglev slot (the maps were created for fewer VIPs)")]
+    NoSlot { name: String, vip_id: u32 },
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> ReconcileError {
+    move |source| ReconcileError::Map { map, source }
+}
+
+/// What one `apply` changed, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: Vec<String>,
+    pub vips_updated: Vec<String>,
+    pub vips_removed: usize,
+    pub backends_written: usize,
+    pub backends_removed: usize,
+    pub flows_purged: usize,
+}
+
+impl ApplyReport {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What the maps hold, as far as the reconciler is concerned.
+#[derive(Debug, Default)]
+struct Current {
+    vips: BTreeMap<VipKey, (VipInfo, Vec<u32>)>,
+    backends: BTreeMap<u32, BackendInfo>,
+    tx_ports: BTreeSet<u32>,
+}
+
+pub struct Reconciler {
+    current: Current,
+    last_swap: BTreeMap<u32, Instant>,
+}
+
+impl Reconciler {
+    /// Reads the maps' current contents (empty for fresh maps; the previous agent's state for
+    /// pinned maps it left behind).
+    pub fn new(maps: &Maps) -> Result<Self, ReconcileError> {
+        let mut current = Current::default();
+        for entry in maps.vips.iter() {
+            let (key, info) = entry.map_err(map_err("VIPS"))?;
+            let table = if info.table_size > 0 && info.maglev_slot < maps.maglev.slots() {
+                maps.maglev.read_slot(info.maglev_slot, info.table_size)
+            } else {
+                Vec::new()
+            };
+            current.vips.insert(key, (info, table));
+        }
+        for (id, entry) in maps.backends.iter().enumerate() {
+            let info = entry.map_err(map_err("BACKENDS"))?;
+            if info != BackendInfo::default() {
+                current.backends.insert(id as u32, info);
+            }
+        }
+        for key in maps.tx_ports.keys() {
+            current.tx_ports.insert(key.map_err(map_err("TX_PORTS"))?);
+        }
+        Ok(Self {
+            current,
+            last_swap: BTreeMap::new(),
+        })
+    }
+
+    /// Backend ids the maps hold now: id → (vip_id, address).
+    pub fn current_backends(&self) -> BTreeMap<u32, (u32, std::net::Ipv4Addr)> {
+        self.current
+            .backends
+            .iter()
+            .map(|(id, b)| {
+                (
+                    *id,
+                    (b.vip_id, std::net::Ipv4Addr::from(b.addr_be.to_ne_bytes())),
+                )
+            })
+            .collect()
+    }
+
+    /// The VIP ids the maps hold now.
+    pub fn current_vip_ids(&self) -> BTreeMap<VipKey, u32> {
+        self.current
+            .vips
+            .iter()
+            .map(|(k, (info, _))| (*k, info.vip_id))
+            .collect()
+    }
+
+    pub fn apply(
+        &mut self,
+        maps: &mut Maps,
+        desired: &DesiredState,
+    ) -> Result<ApplyReport, ReconcileError> {
+        let mut report = ApplyReport::default();
+
+        // 1. Egress interfaces, then backends.
+        for &ifindex in desired.tx_ports.difference(&self.current.tx_ports.clone()) {
+            maps.tx_ports
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(ReconcileError::TxPorts)?;
+            self.current.tx_ports.insert(ifindex);
+        }
+        // A backend id whose address changed is a removed backend plus a new one: its old
+        // flows must go before the id carries new traffic.
+        let mut purge: BTreeSet<u32> = BTreeSet::new();
+        for (&id, backend) in &desired.backends {
+            let old = self.current.backends.get(&id);
+            if old == Some(&backend.info) {
+                continue;
+            }
+            if let Some(old) = old
+                && old.addr_be != backend.info.addr_be
+            {
+                purge.insert(id);
+            }
+            maps.backends
+                .set(id, backend.info, 0)
+                .map_err(map_err("BACKENDS"))?;
+            self.current.backends.insert(id, backend.info);
+            report.backends_written += 1;
+        }
+
+        // 2. Tables and VIPs.
+        for (key, vip) in &desired.vips {
+            let current = self.current.vips.get(key);
+            let changed = match current {
+                None => true,
+                Some((info, table)) => {
+                    info.vip_id != vip.vip_id
+                        || info.table_size != vip.table_size
+                        || info.hash_seed != vip.hash_seed
+                        || info.backend_count != vip.backend_count
+                        || (vip.backend_count > 0 && *table != vip.table)
+                }
+            };
+            if !changed {
+                continue;
+            }
+            let info = self.swap_in(maps, vip, current.map(|(info, _)| info))?;
+            maps.vips.insert(key, info, 0).map_err(map_err("VIPS"))?;
+            self.last_swap.insert(vip.vip_id, Instant::now());
+            if current.is_some() {
+                report.vips_updated.push(vip.name.clone());
+            } else {
+                report.vips_added.push(vip.name.clone());
+            }
+            self.current.vips.insert(*key, (info, vip.table.clone()));
+        }
+
+        // 3. VIPs that are gone.
+        let gone: Vec<VipKey> = self
+            .current
+            .vips
+            .keys()
+            .filter(|k| !desired.vips.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            match maps.vips.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("VIPS")(e)),
+            }
+            self.current.vips.remove(&key);
+            report.vips_removed += 1;
+        }
+
+        // 4. Backends that are gone.
+        let removed: Vec<u32> = self
+            .current
+            .backends
+            .keys()
+            .filter(|id| !desired.backends.contains_key(id))
+            .copied()
+            .collect();
+        for id in removed {
+            maps.backends
+                .set(id, BackendInfo::default(), 0)
+                .map_err(map_err("BACKENDS"))?;
+            self.current.backends.remove(&id);
+            purge.insert(id);
+            report.backends_removed += 1;
+        }
+        if !purge.is_empty() {
+            report.flows_purged = purge_flows(maps, &purge)?;
+        }
+
+        // 5. Egress interfaces no longer used.
+        for ifindex in self.current.tx_ports.clone().difference(&desired.tx_ports) {
+            match maps.tx_ports.remove(*ifindex) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("TX_PORTS")(e)),
+            }
+            self.current.tx_ports.remove(ifindex);
+        }
+        Ok(report)
+    }
+
+    /// Writes `vip`'s table into its inactive slot and returns the `VipInfo` that makes it live.
+    fn swap_in(
+        &self,
+        maps: &mut Maps,
+        vip: &DesiredVip,
+        current: Option<&VipInfo>,
+    ) -> Result<VipInfo, ReconcileError> {
+        let base = vip.vip_id * 2;
+        if base + 1 >= maps.maglev.slots() {
+            return Err(ReconcileError::NoSlot {
+                name: vip.name.clone(),
+                vip_id: vip.vip_id,
+            });
+        }
+        let slot = match current {
+            Some(info) if info.maglev_slot == base => base + 1,
+            _ => base,
+        };
+        if !vip.table.is_empty() {
+            if let Some(at) = self.last_swap.get(&vip.vip_id) {
+                let since = at.elapsed();
+                if since < SLOT_REUSE_GRACE {
+                    std::thread::sleep(SLOT_REUSE_GRACE - since);
+                }
+            }
+            maps.maglev.write_slot(slot, &vip.table);
+        }
+        Ok(VipInfo {
+            vip_id: vip.vip_id,
+            maglev_slot: slot,
+            table_size: vip.table_size,
+            hash_seed: vip.hash_seed,
+            backend_count: vip.backend_count,
+            flags: 0,
+        })
+    }
+}
+
+/// Removes every flow-table entry that names one of `backend_ids`. Returns how many.
+pub fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
+    let mut doomed: Vec<FlowKey> = Vec::new();
+    for entry in maps.flows.iter() {
+        match entry {
+            Ok((key, value)) if backend_ids.contains(&value.backend_id) => doomed.push(key),
+            Ok(_) => {}
+            // An LRU entry evicted while we iterate: skip it.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("FLOWS")(e)),
+        }
+    }
+    let mut purged = 0;
+    for key in doomed {
+        match maps.flows.remove(&key) {
+            Ok(()) => purged += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("FLOWS")(e)),
+        }
+    }
+    Ok(purged)
+}

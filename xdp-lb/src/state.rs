@@ -1,0 +1,371 @@
+//! The desired contents of the maps, computed by pure functions from the config, what the
+//! kernel told us about each backend's neighbour, and the id assignment.
+//!
+//! Nothing here touches the kernel; `reconcile` turns a [`DesiredState`] into map writes. Config
+//! reload, a neighbour change and (later) a health transition all produce a new desired state
+//! the same way, so they all share one tested path to the maps.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use xdp_lb_common::{
+    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, VipKey, hash::murmur3_32, ipv4_be,
+    port_be,
+};
+
+use crate::{
+    config::{Config, VipConfig},
+    maglev::{self, MaglevBackend},
+    neighbor::L2Next,
+};
+
+/// The kernel-side identity of a VIP.
+pub fn vip_key(vip: &VipConfig) -> VipKey {
+    VipKey {
+        addr_be: ipv4_be(vip.address.octets()),
+        port_be: port_be(vip.port),
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    }
+}
+
+/// The seed of the VIP's flow hash: a function of the VIP alone, so every LB node with the same
+/// config sends a flow to the same backend and a VRRP failover does not move flows.
+pub fn hash_seed(key: &VipKey) -> u32 {
+    let mut bytes = [0u8; 7];
+    bytes[..4].copy_from_slice(&key.addr_be.to_ne_bytes());
+    bytes[4..6].copy_from_slice(&key.port_be.to_ne_bytes());
+    bytes[6] = key.proto;
+    murmur3_32(&bytes, 0x7864_706c) // "xdpl"
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVip {
+    pub name: String,
+    pub vip_id: u32,
+    pub table_size: u32,
+    pub hash_seed: u32,
+    /// Backend ids; empty when no backend is usable.
+    pub table: Vec<u32>,
+    /// Backends with at least one table entry.
+    pub backend_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredBackend {
+    pub vip: VipKey,
+    pub address: Ipv4Addr,
+    pub weight: u32,
+    pub info: BackendInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub vips: BTreeMap<VipKey, DesiredVip>,
+    pub backends: BTreeMap<u32, DesiredBackend>,
+    /// Egress interfaces the program may redirect to.
+    pub tx_ports: BTreeSet<u32>,
+}
+
+/// Dense ids for VIPs (index of VIP_STATS and of the Maglev slots) and backends (index of
+/// BACKENDS and BACKEND_STATS). An id stays with its VIP or backend for as long as it exists,
+/// so counters and flow-table entries keep meaning the same thing across reloads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    pub vips: BTreeMap<VipKey, u32>,
+    pub backends: BTreeMap<(VipKey, Ipv4Addr), u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("more than {0} VIPs (agent.max_vips)")]
+    TooManyVips(u32),
+    #[error("more than {MAX_BACKENDS} backends")]
+    TooManyBackends,
+}
+
+impl Ids {
+    /// Ids as the maps hold them (a restarted agent keeps its predecessor's ids, so counters
+    /// and flow-table entries keep their meaning). `backends` maps id → (vip_id, address).
+    pub fn from_maps(
+        vips: &BTreeMap<VipKey, u32>,
+        backends: &BTreeMap<u32, (u32, Ipv4Addr)>,
+    ) -> Ids {
+        let by_id: BTreeMap<u32, VipKey> = vips.iter().map(|(k, id)| (*id, *k)).collect();
+        let backends = backends
+            .iter()
+            .filter_map(|(id, (vip_id, addr))| by_id.get(vip_id).map(|k| ((*k, *addr), *id)))
+            .collect();
+        Ids {
+            vips: vips.clone(),
+            backends,
+        }
+    }
+
+    /// The ids for `config`: existing ones are kept, new ones take the lowest free id, and
+    /// ids of VIPs and backends no longer configured are released.
+    pub fn assign(&self, config: &Config) -> Result<Ids, StateError> {
+        let mut next = Ids::default();
+        for vip in &config.vips {
+            let key = vip_key(vip);
+            if let Some(&id) = self.vips.get(&key) {
+                next.vips.insert(key, id);
+            }
+            for b in &vip.backends {
+                if let Some(&id) = self.backends.get(&(key, b.address)) {
+                    next.backends.insert((key, b.address), id);
+                }
+            }
+        }
+        let max_vips = config.agent.max_vips;
+        for vip in &config.vips {
+            let key = vip_key(vip);
+            if !next.vips.contains_key(&key) {
+                let id = lowest_free(next.vips.values(), max_vips)
+                    .ok_or(StateError::TooManyVips(max_vips))?;
+                next.vips.insert(key, id);
+            }
+            for b in &vip.backends {
+                if !next.backends.contains_key(&(key, b.address)) {
+                    let id = lowest_free(next.backends.values(), MAX_BACKENDS)
+                        .ok_or(StateError::TooManyBackends)?;
+                    next.backends.insert((key, b.address), id);
+                }
+            }
+        }
+        Ok(next)
+    }
+}
+
+fn lowest_free<'a>(used: impl Iterator<Item = &'a u32>, limit: u32) -> Option<u32> {
+    let used: BTreeSet<u32> = used.copied().collect();
+    (0..limit).find(|id| !used.contains(id))
+}
+
+/// The identity hashed into a backend's Maglev permutation: its address. It must not depend on
+/// ids or order, so that nodes and restarts agree on the table.
+fn maglev_identity(address: Ipv4Addr) -> [u8; 4] {
+    address.octets()
+}
+
+/// Computes the desired maps. `neighbours` holds what the kernel resolved; a backend missing
+/// from it cannot be forwarded to and gets no table entries.
+pub fn desired_state(
+    config: &Config,
+    ids: &Ids,
+    neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+) -> DesiredState {
+    let mut state = DesiredState::default();
+    for vip in &config.vips {
+        let key = vip_key(vip);
+        let vip_id = ids.vips[&key];
+        let identities: Vec<[u8; 4]> = vip
+            .backends
+            .iter()
+            .map(|b| maglev_identity(b.address))
+            .collect();
+        let mut inputs = Vec::with_capacity(vip.backends.len());
+        let mut backend_ids = Vec::with_capacity(vip.backends.len());
+        for (b, identity) in vip.backends.iter().zip(&identities) {
+            let id = ids.backends[&(key, b.address)];
+            let next = neighbours.get(&b.address);
+            let usable = next.is_some();
+            let info = match next {
+                Some(n) => BackendInfo {
+                    addr_be: ipv4_be(b.address.octets()),
+                    ifindex: n.ifindex,
+                    mac: n.mac,
+                    src_mac: n.src_mac,
+                    flags: BACKEND_F_FORWARD,
+                    vip_id,
+                },
+                None => BackendInfo {
+                    addr_be: ipv4_be(b.address.octets()),
+                    vip_id,
+                    ..Default::default()
+                },
+            };
+            if let Some(n) = next {
+                state.tx_ports.insert(n.ifindex);
+            }
+            state.backends.insert(
+                id,
+                DesiredBackend {
+                    vip: key,
+                    address: b.address,
+                    weight: b.weight,
+                    info,
+                },
+            );
+            inputs.push(MaglevBackend {
+                identity,
+                weight: if usable { b.weight } else { 0 },
+            });
+            backend_ids.push(id);
+        }
+        let (table, backend_count) = match maglev::build(&inputs, vip.maglev_table_size) {
+            Some(t) => {
+                let count = inputs.iter().filter(|i| i.weight > 0).count() as u32;
+                (
+                    t.into_iter().map(|i| backend_ids[i as usize]).collect(),
+                    count,
+                )
+            }
+            None => (Vec::new(), 0),
+        };
+        state.vips.insert(
+            key,
+            DesiredVip {
+                name: vip.name.clone(),
+                vip_id,
+                table_size: vip.maglev_table_size,
+                hash_seed: hash_seed(&key),
+                table,
+                backend_count,
+            },
+        );
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    fn cfg(text: &str) -> Config {
+        config::parse(Path::new("t.toml"), text).unwrap()
+    }
+
+    const TWO: &str = r#"
+[agent]
+interface = "eth0"
+[[vip]]
+name = "web"
+address = "198.18.0.100"
+port = 80
+maglev_table_size = 251
+[[vip.backend]]
+address = "198.18.0.11"
+[[vip.backend]]
+address = "198.18.0.12"
+weight = 3
+"#;
+
+    fn next(last: u8) -> L2Next {
+        L2Next {
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, last],
+            src_mac: [2, 0, 0, 0, 0, 1],
+        }
+    }
+
+    #[test]
+    fn unresolved_backends_get_no_entries_but_exist() {
+        let c = cfg(TWO);
+        let ids = Ids::default().assign(&c).unwrap();
+        let only_12: BTreeMap<_, _> = [("198.18.0.12".parse().unwrap(), next(12))].into();
+        let s = desired_state(&c, &ids, &only_12);
+        let vip = s.vips.values().next().unwrap();
+        assert_eq!(vip.backend_count, 1);
+        let id12 = ids.backends[&(vip_key(&c.vips[0]), "198.18.0.12".parse().unwrap())];
+        assert!(vip.table.iter().all(|&b| b == id12));
+        assert_eq!(s.backends.len(), 2);
+        assert_eq!(
+            s.backends
+                .values()
+                .filter(|b| b.info.flags & BACKEND_F_FORWARD != 0)
+                .count(),
+            1
+        );
+
+        let none = desired_state(&c, &ids, &BTreeMap::new());
+        assert_eq!(none.vips.values().next().unwrap().backend_count, 0);
+        assert!(none.vips.values().next().unwrap().table.is_empty());
+    }
+
+    #[test]
+    fn ids_are_stable_and_released() {
+        let c = cfg(TWO);
+        let ids = Ids::default().assign(&c).unwrap();
+        assert_eq!(ids.assign(&c).unwrap(), ids);
+        // Remove the first backend: the second keeps its id; a new one takes the freed id.
+        let c2 = cfg(&TWO.replace("198.18.0.11", "198.18.0.13"));
+        let ids2 = ids.assign(&c2).unwrap();
+        let key = vip_key(&c.vips[0]);
+        assert_eq!(
+            ids2.backends[&(key, "198.18.0.12".parse().unwrap())],
+            ids.backends[&(key, "198.18.0.12".parse().unwrap())]
+        );
+        assert_eq!(
+            ids2.backends[&(key, "198.18.0.13".parse().unwrap())],
+            ids.backends[&(key, "198.18.0.11".parse().unwrap())]
+        );
+        assert_eq!(ids2.backends.len(), 2);
+    }
+
+    #[test]
+    fn seed_is_a_function_of_the_vip_only() {
+        let c = cfg(TWO);
+        let k = vip_key(&c.vips[0]);
+        assert_eq!(hash_seed(&k), hash_seed(&k));
+        assert_ne!(
+            hash_seed(&k),
+            hash_seed(&VipKey {
+                port_be: port_be(81),
+                ..k
+            })
+        );
+    }
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn sequential_client_ports_spread_evenly() {
+        let text = "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n[[vip.backend]]\naddress = \"198.18.0.11\"\n[[vip.backend]]\naddress = \"198.18.0.12\"\n[[vip.backend]]\naddress = \"198.18.0.13\"\n";
+        let c = config::parse(Path::new("t"), text).unwrap();
+        let ids = Ids::default().assign(&c).unwrap();
+        let n: BTreeMap<Ipv4Addr, L2Next> = c.vips[0]
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    b.address,
+                    L2Next {
+                        ifindex: 1,
+                        mac: [0; 6],
+                        src_mac: [0; 6],
+                    },
+                )
+            })
+            .collect();
+        let s = desired_state(&c, &ids, &n);
+        let vip = s.vips.values().next().unwrap();
+        let mut counts = [0usize; 3];
+        for port in (40000u16..40600).step_by(2) {
+            let h = xdp_lb_common::flow_hash(
+                ipv4_be([198, 18, 0, 1]),
+                ipv4_be([198, 18, 0, 100]),
+                port_be(port),
+                port_be(80),
+                6,
+                vip.hash_seed,
+            );
+            counts[vip.table[(h % vip.table_size) as usize] as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (70..=130).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}
