@@ -78,8 +78,8 @@ impl Frame {
         ip[9] = self.proto;
         ip[12..16].copy_from_slice(&self.src.octets());
         ip[16..20].copy_from_slice(&self.dst.octets());
-        for (i, b) in ip.iter_mut().enumerate().skip(20) {
-            *b = if i == 20 { 1 } else { 1 }; // NOP options
+        for b in ip.iter_mut().skip(20) {
+            *b = 1; // IP option NOP (RFC 791 §3.1)
         }
         let c = checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());

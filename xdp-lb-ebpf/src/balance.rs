@@ -33,7 +33,7 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
         proto: IPPROTO_TCP,
         _pad: 0,
     };
-    let vip: *const VipInfo = VIPS.get_ptr(&vip_key).ok_or(Counter::PassNotVip)?;
+    let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
     // SAFETY: a map value pointer from a successful lookup; VipInfo is plain integers.
     let vip = unsafe { &*vip };
 
@@ -90,7 +90,7 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     };
     // An LRU insert only fails on allocation failure under memory pressure; the packet is still
     // forwarded and the next packet of the flow picks the same backend from the same table.
-    let _ = FLOWS.insert(flow, &value, 0);
+    let _ = FLOWS.insert(flow, value, 0);
     count(Counter::NewFlow);
     Ok(Choice {
         backend_id,

@@ -4,8 +4,10 @@
 //! Per packet: parse (`parse.rs`) → choose a backend (`balance.rs`) → rewrite and forward
 //! (`forward.rs`) → count (`stats.rs`). Everything that can be precomputed — Maglev tables,
 //! backend MACs and egress interfaces, per-VIP seeds — is precomputed by the agent.
-#![no_std]
-#![no_main]
+// Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
+// as an ordinary program with an empty main, so workspace-wide tools need no special casing.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod balance;
 mod forward;
@@ -60,11 +62,14 @@ fn verdict_for(reason: Counter) -> u32 {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

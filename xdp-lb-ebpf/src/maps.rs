@@ -23,10 +23,8 @@ pub static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);
 /// backend ids. Mmapable, so the agent writes a whole table with one memory copy instead of
 /// one syscall per entry.
 #[map]
-pub static MAGLEV: Array<u64> = Array::pinned(
-    DEFAULT_MAX_VIPS * 2 * MAGLEV_SLOT_ELEMS,
-    BPF_F_MMAPABLE as u32,
-);
+pub static MAGLEV: Array<u64> =
+    Array::pinned(DEFAULT_MAX_VIPS * 2 * MAGLEV_SLOT_ELEMS, BPF_F_MMAPABLE);
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);

@@ -26,7 +26,8 @@ use xdp_lb_common::{
 use crate::config::{AgentConfig, XdpMode};
 
 /// The data plane object, built by `build.rs` from the `xdp-lb-ebpf` crate.
-pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb-ebpf"));
 
 /// Reference programs for `cargo xtask bench` (`xdp_floor`, `xdp_empty`).
 pub static BENCH_OBJECT: &[u8] =

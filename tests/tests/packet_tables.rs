@@ -1,0 +1,348 @@
+//! Packet tables through BPF_PROG_TEST_RUN: input frame → expected verdict, output bytes and
+//! counter. The program and its maps are the real ones, filled by the real reconciler.
+
+use std::net::Ipv4Addr;
+
+use xdp_lb::config::BackendConfig;
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    NetNs,
+    harness::*,
+    in_netns,
+    packet::{Frame, LB_MAC, TCP_ACK, arp_request, ipv6_tcp},
+    require_root,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+const CONFIG: &str = r#"
+[agent]
+interface = "lo"
+pin_dir = "@PIN_DIR@"
+flow_table_size = 4096
+max_vips = 4
+
+[[vip]]
+name = "web"
+address = "198.18.0.100"
+port = 80
+maglev_table_size = 4093
+
+[[vip.backend]]
+address = "198.18.0.11"
+[[vip.backend]]
+address = "198.18.0.12"
+[[vip.backend]]
+address = "198.18.0.13"
+
+[[vip]]
+name = "empty"
+address = "198.18.0.100"
+port = 81
+"#;
+
+fn syn(sport: u16) -> Frame {
+    Frame::tcp(CLIENT, sport, VIP, 80)
+}
+
+/// The frame a DSR forward must produce: only the MACs differ.
+fn expect_forwarded(input: &[u8], output: &[u8], backend_mac: [u8; 6]) {
+    assert_eq!(output.len(), input.len());
+    assert_eq!(
+        &output[0..6],
+        &backend_mac,
+        "destination MAC := the backend's"
+    );
+    assert_eq!(
+        &output[6..12],
+        &LB_MAC,
+        "source MAC := the egress interface's"
+    );
+    assert_eq!(
+        &output[12..],
+        &input[12..],
+        "IP and TCP are not touched in DSR"
+    );
+}
+
+fn backend_index_of(mac: &[u8]) -> usize {
+    (0..3)
+        .find(|&i| backend_mac(i) == mac[..6])
+        .expect("a backend MAC")
+}
+
+#[test]
+fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
+    require_root!();
+    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let first = syn(40000).build();
+    let r = lb.run(&first).unwrap();
+    assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
+    let chosen = backend_index_of(&r.out);
+    expect_forwarded(&first, &r.out, backend_mac(chosen));
+    assert_eq!(lb.counter(Counter::NewFlow), 1);
+    assert_eq!(lb.counter(Counter::Tx), 1);
+
+    // Later packets of the flow go to the same backend, also after the backend set changes.
+    let mut ack = syn(40000);
+    ack.flags = TCP_ACK;
+    ack.payload = b"GET / HTTP/1.0\r\n\r\n".to_vec();
+    for _ in 0..5 {
+        let r = lb.run(&ack.build()).unwrap();
+        assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen));
+    }
+    lb.config.vips[0].backends.push(BackendConfig {
+        address: "198.18.0.14".parse().unwrap(),
+        weight: 1,
+    });
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    for _ in 0..5 {
+        let r = lb.run(&ack.build()).unwrap();
+        assert_eq!(
+            (r.action, backend_index_of(&r.out)),
+            (XDP_TX, chosen),
+            "flow moved after adding a backend"
+        );
+    }
+    assert_eq!(
+        lb.counter(Counter::NewFlow),
+        1,
+        "only the first packet created a flow"
+    );
+
+    // Per-VIP and per-backend counters.
+    let dp = lb.dp();
+    let vip_stats: u64 = dp
+        .maps
+        .vip_stats
+        .get(&0, 0)
+        .unwrap()
+        .iter()
+        .map(|c| c.packets)
+        .sum();
+    assert_eq!(vip_stats, 11);
+}
+
+#[test]
+fn many_flows_spread_over_backends_like_the_table() {
+    require_root!();
+    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut per_backend = [0usize; 3];
+    for sport in 20000..23000u16 {
+        let r = lb.run(&syn(sport).build()).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        per_backend[backend_index_of(&r.out)] += 1;
+    }
+    for n in per_backend {
+        assert!((900..=1100).contains(&n), "{per_backend:?}");
+    }
+    // The kernel chose what userspace predicts from the same hash and table.
+    let dp = lb.dp.as_ref().unwrap();
+    let (_, vip) = dp
+        .maps
+        .vips
+        .iter()
+        .find(|e| e.as_ref().unwrap().1.vip_id == 0)
+        .unwrap()
+        .unwrap();
+    let table = dp.maps.maglev.read_slot(vip.maglev_slot, vip.table_size);
+    for sport in [20000u16, 20001, 21234, 22999] {
+        let h = xdp_lb_common::flow_hash(
+            xdp_lb_common::ipv4_be(CLIENT.octets()),
+            xdp_lb_common::ipv4_be(VIP.octets()),
+            xdp_lb_common::port_be(sport),
+            xdp_lb_common::port_be(80),
+            6,
+            vip.hash_seed,
+        );
+        let predicted = table[(h % vip.table_size) as usize];
+        let r = lb.run(&syn(sport).build()).unwrap();
+        let address = lb.config.vips[0].backends[backend_index_of(&r.out)].address;
+        assert_eq!(lb.backend_id(0, address), predicted, "sport {sport}");
+    }
+}
+
+#[test]
+fn frames_that_are_not_for_a_vip_pass_untouched() {
+    require_root!();
+    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut udp = syn(40000);
+    udp.proto = 17;
+    let mut other_port = syn(40000);
+    other_port.dport = 22;
+    let mut other_addr = syn(40000);
+    other_addr.dst = Ipv4Addr::new(198, 18, 0, 2);
+    let table: Vec<(&str, Vec<u8>, Counter)> = vec![
+        (
+            "TCP to another port of the VIP address",
+            other_port.build(),
+            Counter::PassNotVip,
+        ),
+        (
+            "TCP to another address",
+            other_addr.build(),
+            Counter::PassNotVip,
+        ),
+        ("UDP to the VIP", udp.build(), Counter::PassNotTcp),
+        ("ARP", arp_request(CLIENT, VIP), Counter::PassNotIpv4),
+        ("IPv6", ipv6_tcp(), Counter::PassNotIpv4),
+    ];
+    for (what, frame, counter) in table {
+        let before = lb.counter(counter);
+        let r = lb.run(&frame).unwrap();
+        assert_eq!(r.action, XDP_PASS, "{what}");
+        assert_eq!(r.out, frame, "{what}: bytes must be unchanged");
+        assert_eq!(lb.counter(counter), before + 1, "{what}: {counter:?}");
+    }
+}
+
+#[test]
+fn malformed_and_fragmented_frames_are_never_forwarded() {
+    require_root!();
+    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let good = syn(40000).build();
+    let eth = 14;
+
+    let mut vlan_cut = good[..12].to_vec();
+    vlan_cut.extend_from_slice(&[0x81, 0x00]); // a VLAN ethertype with no tag after it
+    let ip_cut = good[..eth + 10].to_vec();
+    let mut claims_more = good.clone();
+    claims_more[eth + 2..eth + 4].copy_from_slice(&200u16.to_be_bytes());
+    let mut ihl4 = good.clone();
+    ihl4[eth] = 0x44;
+    let mut tot_lt_ihl = good.clone();
+    tot_lt_ihl[eth + 2..eth + 4].copy_from_slice(&10u16.to_be_bytes());
+    // TCP cut short: IPv4 says 20 + 10 bytes and the frame holds exactly that.
+    let mut tcp_cut = good[..eth + 30].to_vec();
+    tcp_cut[eth + 2..eth + 4].copy_from_slice(&30u16.to_be_bytes());
+    let mut doff4 = good.clone();
+    doff4[eth + 20 + 12] = 4 << 4;
+    let mut more_fragments = syn(40000);
+    more_fragments.frag = 0x2000;
+    let mut later_fragment = syn(40000);
+    later_fragment.frag = 0x0010;
+
+    let table: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
+        (
+            "VLAN ethertype without a tag",
+            vlan_cut,
+            XDP_DROP,
+            Counter::DropTruncatedEth,
+        ),
+        (
+            "IPv4 header cut short",
+            ip_cut,
+            XDP_DROP,
+            Counter::DropTruncatedIp,
+        ),
+        (
+            "total length beyond the frame",
+            claims_more,
+            XDP_DROP,
+            Counter::DropTruncatedIp,
+        ),
+        ("IHL 4", ihl4, XDP_DROP, Counter::DropBadIpHeader),
+        (
+            "total length below IHL",
+            tot_lt_ihl,
+            XDP_DROP,
+            Counter::DropBadIpHeader,
+        ),
+        (
+            "TCP header cut short",
+            tcp_cut,
+            XDP_DROP,
+            Counter::DropBadTcpHeader,
+        ),
+        (
+            "TCP data offset 4",
+            doff4,
+            XDP_DROP,
+            Counter::DropBadTcpHeader,
+        ),
+        (
+            "first fragment (MF)",
+            more_fragments.build(),
+            XDP_PASS,
+            Counter::PassFragment,
+        ),
+        (
+            "later fragment",
+            later_fragment.build(),
+            XDP_PASS,
+            Counter::PassFragment,
+        ),
+    ];
+    for (what, frame, action, counter) in table {
+        let before = lb.counter(counter);
+        let r = lb.run(&frame).unwrap();
+        assert_eq!(r.action, action, "{what}: {:?}", lb.all_counters());
+        assert_eq!(r.out, frame, "{what}: bytes must be unchanged");
+        assert_eq!(lb.counter(counter), before + 1, "{what}: {counter:?}");
+    }
+    assert_eq!(lb.counter(Counter::Tx), 0);
+    assert_eq!(lb.counter(Counter::NewFlow), 0);
+}
+
+#[test]
+fn vlan_tag_and_ip_options_are_forwarded_intact() {
+    require_root!();
+    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut tagged = syn(40001);
+    tagged.vlan = Some(100);
+    let mut options = syn(40002);
+    options.ihl = 6;
+    for (what, frame) in [
+        ("VLAN 100", tagged.build()),
+        ("IP options", options.build()),
+    ] {
+        let r = lb.run(&frame).unwrap();
+        assert_eq!(r.action, XDP_TX, "{what}: {:?}", lb.all_counters());
+        let b = backend_index_of(&r.out);
+        expect_forwarded(&frame, &r.out, backend_mac(b));
+    }
+}
+
+#[test]
+fn vip_without_backends_drops_and_counts() {
+    require_root!();
+    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut f = syn(40000);
+    f.dport = 81;
+    let r = lb.run(&f.build()).unwrap();
+    assert_eq!(r.action, XDP_DROP);
+    assert_eq!(lb.counter(Counter::DropNoBackend), 1);
+}
+
+#[test]
+fn other_egress_interface_is_a_redirect() {
+    require_root!();
+    // Backends reached through another interface than the ingress one: XDP_REDIRECT via the
+    // TX_PORTS devmap. The devmap only takes interfaces that exist in the caller's namespace,
+    // so this runs in a namespace of its own with a veth pair in it.
+    let ns = NetNs::new("redirect").unwrap();
+    ns.ip(&[
+        "link", "add", "out0", "type", "veth", "peer", "name", "out1",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "out0", "up"]).unwrap();
+    let result = in_netns(&ns.name, || {
+        let ifindex = xdp_lb::dataplane::ifindex("out0").expect("out0 exists");
+        let lb = Loaded::new(CONFIG, ifindex).unwrap();
+        let frame = syn(40000).build();
+        let r = lb.run(&frame).unwrap();
+        (r, frame, lb.counter(Counter::Redirect))
+    })
+    .unwrap();
+    let (r, frame, redirects) = result;
+    assert_eq!(r.action, XDP_REDIRECT);
+    expect_forwarded(&frame, &r.out, backend_mac(backend_index_of(&r.out)));
+    assert_eq!(redirects, 1);
+
+    // An egress interface the devmap cannot hold is refused when the maps are written.
+    let err = Loaded::new(CONFIG, 999_999)
+        .err()
+        .expect("TX_PORTS must reject a missing interface");
+    assert!(format!("{err:#}").contains("TX_PORTS"), "{err:#}");
+}
