@@ -1,0 +1,167 @@
+//! `cargo xtask demo`: a self-contained tour. Builds the TESTBED topology in network
+//! namespaces, runs `xdp-lb run` in the LB namespace, balances 300 HTTP requests from the
+//! client over three backends, prints who answered and the LB's counters, and tears it all
+//! down — also on Ctrl-C.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use xdp_lb::dataplane::Maps;
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    Agent, DsrTopology, TcpService, http_get, in_netns,
+    topology::{CLIENT_ADDR, LB_ADDR, VIP, backend_addr},
+};
+
+const PORT: u16 = 80;
+const REQUESTS: usize = 300;
+
+fn main() {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    if let Err(err) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        eprintln!("demo: cannot install the Ctrl-C handler: {err}");
+    }
+    match demo(interrupted) {
+        Ok(()) => println!("\nDemo finished; namespaces, processes and pins are gone."),
+        Err(err) => {
+            eprintln!("\ndemo failed: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn check(interrupted: &AtomicBool) -> anyhow::Result<()> {
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted (Ctrl-C); cleaning up");
+    }
+    Ok(())
+}
+
+fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
+    println!("xdp-lb demo\n===========\n");
+    println!("1. Building the topology (network namespaces joined by a bridge):");
+    let topo = DsrTopology::new(3)?;
+    println!(
+        "     client {CLIENT_ADDR}  ──┐\n     lb     {LB_ADDR}  ──┤  bridge br0 (ns {})\n     be1..3 {}..{} ──┘  \
+         VIP {VIP}:{PORT} on the LB's eth0; on each backend's lo (L2 DSR)\n",
+        topo.sw.name,
+        backend_addr(0),
+        backend_addr(2)
+    );
+    check(&interrupted)?;
+
+    println!("2. Starting a tiny HTTP service on each backend that answers with its name.");
+    let services: Vec<TcpService> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, be)| TcpService::start(&be.name, PORT, &format!("be{}", i + 1)))
+        .collect::<anyhow::Result<_>>()?;
+    check(&interrupted)?;
+
+    let pin_dir = topo.pin_dir();
+    let config_path = topo.dir.join("xdp-lb.toml");
+    let config = topo.config(&pin_dir, PORT, "maglev_table_size = 65537");
+    std::fs::write(&config_path, &config)?;
+    println!("3. Starting `xdp-lb run --config {}` in the LB namespace with:\n", config_path.display());
+    for line in config.lines() {
+        println!("     {line}");
+    }
+    let log = topo.dir.join("agent.log");
+    let mut agent = Agent::start(
+        &topo.lb,
+        &["run", "--config", config_path.to_str().context("path")?],
+        log.clone(),
+        "xdp-lb is forwarding",
+        Duration::from_secs(30),
+    )?;
+    println!("\n   agent log ({}):", log.display());
+    for line in agent.log_text().lines() {
+        println!("     {line}");
+    }
+    check(&interrupted)?;
+
+    println!("\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):");
+    let started = Instant::now();
+    let stop = interrupted.clone();
+    let answers = in_netns(&topo.client.name, move || {
+        let mut out = Vec::new();
+        for _ in 0..REQUESTS {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            out.push(http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(3)));
+        }
+        out
+    })?;
+    let elapsed = started.elapsed();
+    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for a in &answers {
+        match a {
+            Ok(name) => *per_backend.entry(name.clone()).or_default() += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    for (name, n) in &per_backend {
+        println!("     {name}: {n:>4}  {}", "#".repeat(n / 4));
+    }
+    println!(
+        "     {} answered, {failed} failed, in {:.2} s ({:.0} connections/s)",
+        answers.len() - failed,
+        elapsed.as_secs_f64(),
+        (answers.len() - failed) as f64 / elapsed.as_secs_f64()
+    );
+    let served: u64 = services.iter().map(|s| s.served()).sum();
+    println!("     (the backends' own count: {served})");
+    check(&interrupted)?;
+
+    println!("\n5. The LB's counters, read from the pinned maps in {}:", pin_dir.display());
+    print_counters(&pin_dir)?;
+
+    println!("\n6. Stopping the agent with SIGTERM: it detaches the program and removes its pins.");
+    let status = agent.stop()?;
+    println!("     exit status: {status}; pins left: {}", pin_dir.exists());
+    if failed > 0 {
+        bail!("{failed} of {REQUESTS} requests failed; agent log: {}", log.display());
+    }
+    Ok(())
+}
+
+fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let maps = Maps::open_pinned(pin_dir)?;
+    for entry in maps.vips.iter() {
+        let (_, vip) = entry?;
+        let c = maps.vip_stats.get(&vip.vip_id, 0)?;
+        let (p, b, f) = c.iter().fold((0, 0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.bytes, acc.2 + x.new_flows));
+        println!("     VIP {VIP}:{PORT}: {p} packets, {b} bytes, {f} new flows; {} backends", vip.backend_count);
+    }
+    for (id, entry) in maps.backends.iter().enumerate() {
+        let info = entry?;
+        if info.addr_be == 0 {
+            continue;
+        }
+        let c = maps.backend_stats.get(&(id as u32), 0)?;
+        let (p, f) = c.iter().fold((0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.new_flows));
+        let addr = std::net::Ipv4Addr::from(info.addr_be.to_ne_bytes());
+        println!("     backend {addr}: {p} packets, {f} new flows");
+    }
+    let mut line = Vec::new();
+    for c in Counter::ALL {
+        let v: u64 = maps.counters.get(&(c as u32), 0)?.iter().sum();
+        if v > 0 {
+            line.push(format!("{}={v}", c.name()));
+        }
+    }
+    println!("     verdicts: {}", line.join(" "));
+    Ok(())
+}
