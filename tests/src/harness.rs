@@ -113,11 +113,11 @@ impl Loaded {
 
     /// A counter summed over CPUs.
     pub fn counter(&self, c: Counter) -> u64 {
-        let dp = self.dp.as_ref().expect("loaded");
-        dp.maps
-            .counters
-            .get(&(c as u32), 0)
-            .map(|v| v.iter().sum())
+        self.dp
+            .as_ref()
+            .expect("loaded")
+            .maps
+            .counter(c)
             .unwrap_or(0)
     }
 

@@ -125,11 +125,16 @@ impl DsrTopology {
     }
 }
 
-fn scratch_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("CARGO_TARGET_DIR")
+/// The workspace's target directory (CARGO_TARGET_DIR if set): where logs, reports and
+/// screenshots of test runs are kept.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let dir = base
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let dir = target_dir()
         .join("testbed")
         .join(format!("run-{}-{}", std::process::id(), unique()));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

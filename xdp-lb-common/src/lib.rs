@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(size_of::<BackendInfo>(), 28);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 16);
-        assert_eq!(size_of::<TrafficCounters>(), 24);
+        assert_eq!(size_of::<TrafficCounters>(), 40);
     }
 
     #[test]

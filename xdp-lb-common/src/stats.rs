@@ -1,13 +1,20 @@
 //! Counters the XDP program keeps. All are per-CPU arrays: no atomics on the packet path; the
 //! agent sums over CPUs when it reads them.
 
-/// Per VIP (`VIP_STATS[vip_id]`) and per backend (`BACKEND_STATS[backend_id]`).
+/// Per VIP (`VIP_STATS[vip_id]`) and per backend (`BACKEND_STATS[backend_id]`): forwarded
+/// traffic. The TX/REDIRECT verdict counts live here too rather than in `COUNTERS`, so that a
+/// forwarded packet costs two counter updates instead of three (each is a map lookup on the
+/// fast path); `Counter::Tx`/`Counter::Redirect` are the sums over VIPs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrafficCounters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Of `packets`, sent back out of the ingress interface (XDP_TX).
+    pub tx: u64,
+    /// Of `packets`, redirected to another interface (XDP_REDIRECT).
+    pub redirect: u64,
 }
 
 impl TrafficCounters {
@@ -15,6 +22,8 @@ impl TrafficCounters {
         self.packets += other.packets;
         self.bytes += other.bytes;
         self.new_flows += other.new_flows;
+        self.tx += other.tx;
+        self.redirect += other.redirect;
     }
 }
 
@@ -25,9 +34,10 @@ impl TrafficCounters {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Forwarded back out of the ingress interface (XDP_TX).
+    /// Forwarded back out of the ingress interface (XDP_TX). Kept in `VIP_STATS.tx` (this
+    /// slot of `COUNTERS` stays 0; readers sum the VIPs, see `TrafficCounters`).
     Tx = 0,
-    /// Forwarded through another interface (XDP_REDIRECT via the devmap).
+    /// Forwarded through another interface (XDP_REDIRECT). Kept in `VIP_STATS.redirect`.
     Redirect,
     /// Not IPv4 (ARP, IPv6, LLDP, two VLAN tags, ...): passed to the kernel.
     PassNotIpv4,

@@ -25,29 +25,25 @@ pub struct Choice {
     pub new_flow: bool,
 }
 
+/// Flow table first: for an established flow this is the only hash lookup on the packet's
+/// path (the VIP lookup is only needed to choose a backend for a new flow). A flow entry is
+/// honoured only while its backend may carry flows and still belongs to the flow's VIP; the
+/// agent clears a backend's entry before it removes it or reuses its id, so a flow of a removed
+/// VIP or backend falls through to the VIP lookup below (and is passed if the VIP is gone).
 #[inline(always)]
 pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
-    let vip_key = VipKey {
-        addr_be: flow.dst_addr_be,
-        port_be: flow.dst_port_be,
-        proto: IPPROTO_TCP,
-        _pad: 0,
-    };
-    let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
-    // SAFETY: a map value pointer from a successful lookup; VipInfo is plain integers.
-    let vip = unsafe { &*vip };
-
     if let Some(entry) = FLOWS.get_ptr(flow) {
+        // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
         let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
         let backend = BACKENDS
             .get_ptr(backend_id)
             .ok_or(Counter::DropBadBackend)?;
-        // The VIP check guards against an entry that outlived a VIP whose id was reused.
-        if unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0 && flow_vip == vip.vip_id {
+        let (flags, backend_vip) = unsafe { ((*backend).flags, (*backend).vip_id) };
+        if flags & BACKEND_F_FORWARD != 0 && backend_vip == flow_vip {
             return Ok(Choice {
                 backend_id,
                 backend,
-                vip_id: vip.vip_id,
+                vip_id: flow_vip,
                 new_flow: false,
             });
         }
@@ -56,6 +52,15 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
         count(Counter::FlowRehashed);
     }
 
+    let vip_key = VipKey {
+        addr_be: flow.dst_addr_be,
+        port_be: flow.dst_port_be,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
+    // SAFETY: as above.
+    let vip = unsafe { &*vip };
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }

@@ -13,7 +13,7 @@ pub fn forward_dsr(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     backend: *const BackendInfo,
-) -> Result<(u32, Counter), Counter> {
+) -> Result<u32, Counter> {
     // SAFETY: eth was bounds-checked by the parser and the frame has not been resized since;
     // backend is a map value pointer.
     let ifindex = unsafe {
@@ -22,11 +22,11 @@ pub fn forward_dsr(
         (*backend).ifindex
     };
     if ifindex as usize == ctx.ingress_ifindex() {
-        return Ok((xdp_action::XDP_TX, Counter::Tx));
+        return Ok(xdp_action::XDP_TX);
     }
     // On a failed lookup the helper returns the low bits of flags: XDP_DROP.
     match TX_PORTS.redirect(ifindex, xdp_action::XDP_DROP as u64) {
-        Ok(action) => Ok((action, Counter::Redirect)),
+        Ok(action) => Ok(action),
         Err(_) => Err(Counter::DropRedirectFailed),
     }
 }

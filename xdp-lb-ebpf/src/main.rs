@@ -38,15 +38,17 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
     let choice = balance::choose_backend(&packet.flow)?;
-    add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow);
+    let action = forward::forward_dsr(ctx, packet.eth, choice.backend)?;
+    // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
+    let tx = action == xdp_action::XDP_TX;
+    add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow, tx);
     add_traffic(
         &BACKEND_STATS,
         choice.backend_id,
         packet.len,
         choice.new_flow,
+        tx,
     );
-    let (action, counter) = forward::forward_dsr(ctx, packet.eth, choice.backend)?;
-    count(counter);
     Ok(action)
 }
 

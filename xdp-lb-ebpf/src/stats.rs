@@ -13,8 +13,15 @@ pub fn count(counter: Counter) {
     }
 }
 
+/// Counts a forwarded packet; `tx` says whether the verdict was XDP_TX (else XDP_REDIRECT).
 #[inline(always)]
-pub fn add_traffic(map: &PerCpuArray<TrafficCounters>, index: u32, bytes: u32, new_flow: bool) {
+pub fn add_traffic(
+    map: &PerCpuArray<TrafficCounters>,
+    index: u32,
+    bytes: u32,
+    new_flow: bool,
+    tx: bool,
+) {
     if let Some(c) = map.get_ptr_mut(index) {
         // SAFETY: as above.
         unsafe {
@@ -22,6 +29,11 @@ pub fn add_traffic(map: &PerCpuArray<TrafficCounters>, index: u32, bytes: u32, n
             (*c).bytes += bytes as u64;
             if new_flow {
                 (*c).new_flows += 1;
+            }
+            if tx {
+                (*c).tx += 1;
+            } else {
+                (*c).redirect += 1;
             }
         }
     }

@@ -484,3 +484,39 @@ impl Drop for MaglevArray {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.entries * 4) };
     }
 }
+
+impl Maps {
+    /// A counter summed over CPUs. `Tx` and `Redirect` are summed over the VIPs' counters,
+    /// where the data plane keeps them (see `TrafficCounters`).
+    pub fn counter(&self, counter: xdp_lb_common::Counter) -> Result<u64, aya::maps::MapError> {
+        use xdp_lb_common::Counter;
+        match counter {
+            Counter::Tx | Counter::Redirect => {
+                let mut total = 0;
+                for values in self.vip_stats.iter() {
+                    for v in values?.iter() {
+                        total += if counter == Counter::Tx {
+                            v.tx
+                        } else {
+                            v.redirect
+                        };
+                    }
+                }
+                Ok(total)
+            }
+            c => Ok(self.counters.get(&(c as u32), 0)?.iter().sum()),
+        }
+    }
+
+    /// A VIP's or backend's counters summed over CPUs.
+    pub fn traffic(
+        map: &PerCpuArray<MapData, TrafficCounters>,
+        index: u32,
+    ) -> Result<TrafficCounters, aya::maps::MapError> {
+        let mut total = TrafficCounters::default();
+        for v in map.get(&index, 0)?.iter() {
+            total.add(v);
+        }
+        Ok(total)
+    }
+}

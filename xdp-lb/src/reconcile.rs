@@ -146,18 +146,28 @@ impl Reconciler {
                 .map_err(ReconcileError::TxPorts)?;
             self.current.tx_ports.insert(ifindex);
         }
-        // A backend id whose address changed is a removed backend plus a new one: its old
-        // flows must go before the id carries new traffic.
+        // A backend id whose address or VIP changed is a removed backend plus a new one. The
+        // data plane trusts a flow entry while its backend id is live, so the old entry is
+        // cleared and its flows purged *before* the id carries the new backend.
         let mut purge: BTreeSet<u32> = BTreeSet::new();
         for (&id, backend) in &desired.backends {
-            let old = self.current.backends.get(&id);
-            if old == Some(&backend.info) {
-                continue;
-            }
-            if let Some(old) = old
-                && old.addr_be != backend.info.addr_be
+            if let Some(old) = self.current.backends.get(&id)
+                && (old.addr_be != backend.info.addr_be || old.vip_id != backend.info.vip_id)
             {
+                maps.backends
+                    .set(id, BackendInfo::default(), 0)
+                    .map_err(map_err("BACKENDS"))?;
+                self.current.backends.remove(&id);
                 purge.insert(id);
+            }
+        }
+        if !purge.is_empty() {
+            report.flows_purged += purge_flows(maps, &purge)?;
+            purge.clear();
+        }
+        for (&id, backend) in &desired.backends {
+            if self.current.backends.get(&id) == Some(&backend.info) {
+                continue;
             }
             maps.backends
                 .set(id, backend.info, 0)
@@ -227,7 +237,7 @@ impl Reconciler {
             report.backends_removed += 1;
         }
         if !purge.is_empty() {
-            report.flows_purged = purge_flows(maps, &purge)?;
+            report.flows_purged += purge_flows(maps, &purge)?;
         }
 
         // 5. Egress interfaces no longer used.

@@ -72,7 +72,10 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     let config_path = topo.dir.join("xdp-lb.toml");
     let config = topo.config(&pin_dir, PORT, "maglev_table_size = 65537");
     std::fs::write(&config_path, &config)?;
-    println!("3. Starting `xdp-lb run --config {}` in the LB namespace with:\n", config_path.display());
+    println!(
+        "3. Starting `xdp-lb run --config {}` in the LB namespace with:\n",
+        config_path.display()
+    );
     for line in config.lines() {
         println!("     {line}");
     }
@@ -90,7 +93,9 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     check(&interrupted)?;
 
-    println!("\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):");
+    println!(
+        "\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):"
+    );
     let started = Instant::now();
     let stop = interrupted.clone();
     let answers = in_netns(&topo.client.name, move || {
@@ -99,7 +104,10 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            out.push(http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(3)));
+            out.push(http_get(
+                SocketAddr::from((VIP, PORT)),
+                Duration::from_secs(3),
+            ));
         }
         out
     })?;
@@ -125,14 +133,23 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     println!("     (the backends' own count: {served})");
     check(&interrupted)?;
 
-    println!("\n5. The LB's counters, read from the pinned maps in {}:", pin_dir.display());
+    println!(
+        "\n5. The LB's counters, read from the pinned maps in {}:",
+        pin_dir.display()
+    );
     print_counters(&pin_dir)?;
 
     println!("\n6. Stopping the agent with SIGTERM: it detaches the program and removes its pins.");
     let status = agent.stop()?;
-    println!("     exit status: {status}; pins left: {}", pin_dir.exists());
+    println!(
+        "     exit status: {status}; pins left: {}",
+        pin_dir.exists()
+    );
     if failed > 0 {
-        bail!("{failed} of {REQUESTS} requests failed; agent log: {}", log.display());
+        bail!(
+            "{failed} of {REQUESTS} requests failed; agent log: {}",
+            log.display()
+        );
     }
     Ok(())
 }
@@ -142,8 +159,13 @@ fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     for entry in maps.vips.iter() {
         let (_, vip) = entry?;
         let c = maps.vip_stats.get(&vip.vip_id, 0)?;
-        let (p, b, f) = c.iter().fold((0, 0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.bytes, acc.2 + x.new_flows));
-        println!("     VIP {VIP}:{PORT}: {p} packets, {b} bytes, {f} new flows; {} backends", vip.backend_count);
+        let (p, b, f) = c.iter().fold((0, 0, 0), |acc, x| {
+            (acc.0 + x.packets, acc.1 + x.bytes, acc.2 + x.new_flows)
+        });
+        println!(
+            "     VIP {VIP}:{PORT}: {p} packets, {b} bytes, {f} new flows; {} backends",
+            vip.backend_count
+        );
     }
     for (id, entry) in maps.backends.iter().enumerate() {
         let info = entry?;
@@ -151,7 +173,9 @@ fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
             continue;
         }
         let c = maps.backend_stats.get(&(id as u32), 0)?;
-        let (p, f) = c.iter().fold((0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.new_flows));
+        let (p, f) = c
+            .iter()
+            .fold((0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.new_flows));
         let addr = std::net::Ipv4Addr::from(info.addr_be.to_ne_bytes());
         println!("     backend {addr}: {p} packets, {f} new flows");
     }

@@ -1,0 +1,392 @@
+//! `cargo xtask bench`: the per-packet cost of each xdp-lb path, against a floor program
+//! measured in the same run, through BPF_PROG_TEST_RUN.
+//!
+//! Honesty rules (shared/design/TESTBED.md):
+//! - With `repeat = N` the kernel reruns the program on the *same* buffer without restoring
+//!   it. DSR rewrites only the MACs, so a VIP packet stays a VIP packet and the flow-hit path
+//!   repeats itself; each such row proves it by the counters growing by exactly N on that path.
+//! - A new flow cannot repeat (the first run creates the flow), so that row is measured with
+//!   `repeat = 1` calls over distinct flows, and so is the many-flows row (100k flows cycled,
+//!   so lookups miss the CPU cache). A `repeat = 1` call carries a fixed overhead, measured with
+//!   the empty program the same way and replaced by the empty program's `repeat = N` cost, so
+//!   every row stands on the same footing: ns per run inside a `repeat = N` loop.
+//! - Ratios are to the floor measured in the same run. The empty program's cost is reported
+//!   too: it is in every figure, floor included.
+//! - Every figure is the median of 5 rounds, with the spread (min–max) shown.
+
+use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::programs::Xdp;
+use clap::Parser;
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, run_program},
+    packet::{Frame, TCP_ACK},
+};
+
+#[derive(Parser)]
+struct Args {
+    /// Repeats per `repeat = N` measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Distinct flows for the new-flow and many-flows rows.
+    #[arg(long, default_value_t = 100_000)]
+    flows: u32,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+const CONFIG: &str = r#"
+[agent]
+interface = "lo"
+pin_dir = "@PIN_DIR@"
+flow_table_size = 1048576
+max_vips = 4
+
+[[vip]]
+name = "web"
+address = "198.18.0.100"
+port = 80
+
+[[vip.backend]]
+address = "198.18.0.11"
+[[vip.backend]]
+address = "198.18.0.12"
+[[vip.backend]]
+address = "198.18.0.13"
+"#;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+struct Row {
+    name: &'static str,
+    method: String,
+    proof: String,
+    /// Net ns per packet per round.
+    rounds: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(0.0, f64::max),
+    )
+}
+
+/// The i-th distinct client flow (source address and port both vary).
+fn flow(i: u32) -> Frame {
+    let mut f = Frame::tcp(
+        Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8),
+        10_000 + (i % 50_000) as u16,
+        VIP,
+        80,
+    );
+    f.flags = TCP_ACK;
+    f
+}
+
+fn per_run(program: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, f64)> {
+    let r = run_program(program, frame, repeat)?;
+    Ok((r.action, r.duration_ns as f64))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.repeat >= 1 && args.rounds >= 1 && args.flows >= 1,
+        "arguments must be positive"
+    );
+    let n = args.repeat;
+
+    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).context("loading xdp-lb")?;
+    let mut bench_obj =
+        aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).context("loading the bench programs")?;
+    for name in ["xdp_floor", "xdp_floor_lookup", "xdp_empty"] {
+        let p: &mut Xdp = bench_obj.program_mut(name).context(name)?.try_into()?;
+        p.load()?;
+    }
+    {
+        let key = frame_key(&flow(u32::MAX).build())?;
+        let mut m: aya::maps::HashMap<_, xdp_lb_common::FlowKey, xdp_lb_common::FlowValue> =
+            aya::maps::HashMap::try_from(bench_obj.map_mut("BENCH_FLOWS").context("BENCH_FLOWS")?)?;
+        m.insert(key, xdp_lb_common::FlowValue::default(), 0)?;
+    }
+    let floor: &Xdp = bench_obj
+        .program("xdp_floor")
+        .context("floor")?
+        .try_into()?;
+    let floor_lookup: &Xdp = bench_obj
+        .program("xdp_floor_lookup")
+        .context("floor_lookup")?
+        .try_into()?;
+    let empty: &Xdp = bench_obj
+        .program("xdp_empty")
+        .context("empty")?
+        .try_into()?;
+    let program = lb.dp().program() as *const Xdp;
+    // SAFETY: `lb` outlives every use below and is not mutated while the reference lives,
+    // except through its maps (a separate field).
+    let program: &Xdp = unsafe { &*program };
+
+    let hit_frame = flow(u32::MAX).build();
+    let mut other_port = flow(u32::MAX);
+    other_port.dport = 22;
+    let pass_frame = other_port.build();
+
+    // Single-run checks: each path does what its row claims, on bytes we can see.
+    let r = run_program(floor, &hit_frame, 1)?;
+    ensure!(
+        r.action == XDP_TX && r.out[..6] != hit_frame[..6],
+        "floor: expected XDP_TX with a new MAC"
+    );
+    let r = lb.run(&hit_frame)?;
+    ensure!(
+        r.action == XDP_TX && r.out[12..] == hit_frame[12..],
+        "xdp-lb: expected a DSR XDP_TX"
+    );
+    ensure!(
+        lb.counter(Counter::NewFlow) == 1,
+        "the warm-up packet must create the flow"
+    );
+    let r = lb.run(&pass_frame)?;
+    ensure!(
+        r.action == XDP_PASS && r.out == pass_frame,
+        "non-VIP: expected an untouched XDP_PASS"
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut empty_n = Vec::new();
+    let mut empty_1 = Vec::new();
+    let mut floor_n = Vec::new();
+    let mut floor_lookup_n = Vec::new();
+    let mut hit = Vec::new();
+    let mut pass = Vec::new();
+    let mut new_flow = Vec::new();
+    let mut many = Vec::new();
+
+    // Pre-create the many-flows set once (their creation is not timed here).
+    let many_frames: Vec<Vec<u8>> = (0..args.flows).map(|i| flow(i).build()).collect();
+    let new_frames: Vec<Vec<u8>> = (0..args.flows)
+        .map(|i| flow(args.flows + i).build())
+        .collect();
+    for f in &many_frames {
+        ensure!(lb.run(f)?.action == XDP_TX, "creating the many-flows set");
+    }
+
+    for round in 0..args.rounds {
+        eprintln!("bench: round {}/{}", round + 1, args.rounds);
+        // Empty, repeat N and repeat 1.
+        let (a, ns) = per_run(empty, &hit_frame, n)?;
+        ensure!(a == XDP_PASS, "empty");
+        empty_n.push(ns);
+        let mut sum = 0.0;
+        for _ in 0..args.flows {
+            sum += per_run(empty, &hit_frame, 1)?.1;
+        }
+        empty_1.push(sum / args.flows as f64);
+
+        // Floor, repeat N: constant MACs, so every repeat takes the same parse + TX path.
+        let (a, ns) = per_run(floor, &hit_frame, n)?;
+        ensure!(a == XDP_TX, "floor");
+        floor_n.push(ns);
+        let (a, ns) = per_run(floor_lookup, &hit_frame, n)?;
+        ensure!(a == XDP_TX, "floor + lookup: the key must be found");
+        floor_lookup_n.push(ns);
+
+        // Flow-table hit, repeat N.
+        let (tx0, nf0) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
+        let (a, ns) = per_run(program, &hit_frame, n)?;
+        let (tx1, nf1) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
+        ensure!(
+            a == XDP_TX && tx1 - tx0 == n as u64 && nf1 == nf0,
+            "flow-hit row took another path"
+        );
+        hit.push(ns);
+
+        // Not a VIP, repeat N.
+        let p0 = lb.counter(Counter::PassNotVip);
+        let (a, ns) = per_run(program, &pass_frame, n)?;
+        ensure!(
+            a == XDP_PASS && lb.counter(Counter::PassNotVip) - p0 == n as u64,
+            "non-VIP row took another path"
+        );
+        pass.push(ns);
+
+        // New flows: repeat 1 over flows never seen; remove them afterwards for the next round.
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &new_frames {
+            let (a, ns) = per_run(program, f, 1)?;
+            ensure!(a == XDP_TX, "new-flow row");
+            sum += ns;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == args.flows as u64,
+            "new-flow row: not every packet made a new flow"
+        );
+        new_flow.push(sum / args.flows as f64);
+        forget_flows(&mut lb, &new_frames)?;
+
+        // Many established flows, repeat 1, cycled.
+        let (tx0, nf0) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
+        let mut sum = 0.0;
+        for f in &many_frames {
+            let (a, ns) = per_run(program, f, 1)?;
+            ensure!(a == XDP_TX, "many-flows row");
+            sum += ns;
+        }
+        ensure!(
+            lb.counter(Counter::Tx) - tx0 == args.flows as u64
+                && lb.counter(Counter::NewFlow) == nf0,
+            "many-flows row: some packets missed the flow table"
+        );
+        many.push(sum / args.flows as f64);
+    }
+
+    // repeat=1 figures onto the repeat=N footing: remove the per-call overhead, keep the
+    // per-run overhead every repeat=N figure has.
+    let rebase = |v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .zip(&empty_1)
+            .zip(&empty_n)
+            .map(|((x, e1), en)| x - e1 + en)
+            .collect()
+    };
+    rows.push(Row {
+        name: "floor: parse Eth/IPv4/TCP, rewrite MACs, XDP_TX",
+        method: format!("repeat={n}"),
+        proof: "XDP_TX, MACs rewritten (single run checked)".into(),
+        rounds: floor_n.clone(),
+    });
+    rows.push(Row {
+        name: "floor + one flow-table lookup (ablation)",
+        method: format!("repeat={n}"),
+        proof: "XDP_TX only when the key is found".into(),
+        rounds: floor_lookup_n.clone(),
+    });
+    rows.push(Row {
+        name: "xdp-lb: VIP packet, flow-table hit",
+        method: format!("repeat={n}"),
+        proof: format!("tx +{n}, new_flow +0 per round"),
+        rounds: hit.clone(),
+    });
+    rows.push(Row {
+        name: "xdp-lb: VIP packet, new flow (Maglev + flow insert)",
+        method: format!("repeat=1 × {} distinct flows", args.flows),
+        proof: format!("new_flow +{} per round", args.flows),
+        rounds: rebase(&new_flow),
+    });
+    rows.push(Row {
+        name: "xdp-lb: flow-table hit, 100k flows cycled (cache-cold)",
+        method: format!("repeat=1 × {} flows cycled", args.flows),
+        proof: format!("tx +{}, new_flow +0 per round", args.flows),
+        rounds: rebase(&many),
+    });
+    rows.push(Row {
+        name: "xdp-lb: TCP not to a VIP (XDP_PASS)",
+        method: format!("repeat={n}"),
+        proof: format!("pass_not_vip +{n} per round"),
+        rounds: pass.clone(),
+    });
+
+    let floor_med = median(&floor_n);
+    let mut md = String::new();
+    writeln!(md, "# xdp-lb bench: per-packet cost (BPF_PROG_TEST_RUN)\n")?;
+    writeln!(
+        md,
+        "Machine: {} ({} CPUs), kernel {}.",
+        host_cpu(),
+        num_cpus(),
+        kernel()
+    )?;
+    writeln!(
+        md,
+        "Empty program: {:.1} ns/run with repeat={n} (in every figure below), {:.1} ns/call with repeat=1 \
+         (removed from the repeat=1 rows). Median of {} rounds; spread min–max.\n",
+        median(&empty_n),
+        median(&empty_1),
+        args.rounds
+    )?;
+    writeln!(
+        md,
+        "| path | ns/packet | spread | × floor | method | path proof |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---|---|")?;
+    for r in &rows {
+        let (lo, hi) = spread(&r.rounds);
+        let m = median(&r.rounds);
+        writeln!(
+            md,
+            "| {} | {m:.1} | {lo:.1}–{hi:.1} | {:.2}× | {} | {} |",
+            r.name,
+            m / floor_med,
+            r.method,
+            r.proof
+        )?;
+    }
+    let hit_ratio = median(&rows[2].rounds) / floor_med;
+    writeln!(
+        md,
+        "\nTarget (issue: data plane v1): flow-table hit ≤ 1.5× the floor — {} ({hit_ratio:.2}×).",
+        if hit_ratio <= 1.5 { "met" } else { "NOT met" }
+    )?;
+    print!("{md}");
+    let dir = xdp_lb_tests::topology::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path: PathBuf = dir.join("report.md");
+    std::fs::write(&path, &md)?;
+    eprintln!("bench: report written to {}", path.display());
+    Ok(())
+}
+
+/// The 5-tuple at fixed offsets of our own frames (no VLAN, IHL 5).
+fn frame_key(f: &[u8]) -> anyhow::Result<xdp_lb_common::FlowKey> {
+    Ok(xdp_lb_common::FlowKey {
+        src_addr_be: u32::from_ne_bytes(f[26..30].try_into()?),
+        dst_addr_be: u32::from_ne_bytes(f[30..34].try_into()?),
+        src_port_be: u16::from_ne_bytes(f[34..36].try_into()?),
+        dst_port_be: u16::from_ne_bytes(f[36..38].try_into()?),
+        proto: 6,
+        _pad: [0; 3],
+    })
+}
+
+fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    for f in frames {
+        let key = frame_key(f)?;
+        if let Err(e) = lb.dp().maps.flows.remove(&key) {
+            bail!("removing a bench flow: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
