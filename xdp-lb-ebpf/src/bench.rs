@@ -53,7 +53,7 @@ pub fn xdp_floor(ctx: XdpContext) -> u32 {
 pub fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
     match parse::parse(&ctx) {
         Ok(packet) => {
-            if BENCH_FLOWS.get_ptr(&packet.flow).is_none() {
+            if BENCH_FLOWS.get_ptr(packet.flow).is_none() {
                 return xdp_action::XDP_PASS;
             }
             // SAFETY: bounds-checked by the parser.
