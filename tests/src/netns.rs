@@ -107,19 +107,32 @@ pub fn enter_netns(path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes namespaces left by earlier runs of this test bed whose process is gone.
+/// Deletes namespaces and pin directories left by earlier runs of this test bed whose process
+/// is gone (a run killed before its guards could run).
 pub fn cleanup_stale() {
+    let dead = |rest: &str| {
+        rest.split(['x', '-'])
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix(NS_PREFIX)
+                && dead(rest)
+            {
+                let _ = xdp_lb::dataplane::remove_pins(&e.path());
+            }
+        }
+    }
     let Ok(list) = sh(&["ip", "netns", "list"]) else {
         return;
     };
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-            continue;
-        };
-        let pid: Option<u32> = rest.split('x').next().and_then(|p| p.parse().ok());
-        if let Some(pid) = pid
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        if let Some(rest) = name.strip_prefix(NS_PREFIX)
+            && dead(rest)
         {
             let _ = sh(&["ip", "netns", "del", name]);
         }

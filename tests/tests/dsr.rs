@@ -129,3 +129,37 @@ fn lb_own_address_keeps_working_with_xdp_attached() {
     .unwrap();
     assert!(refused.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused));
 }
+
+#[test]
+fn a_backend_whose_mac_changes_keeps_receiving_new_connections() {
+    require_root!();
+    let topo = DsrTopology::new(1).unwrap();
+    let (mut agent, _services) = start(&topo);
+    let get = |topo: &DsrTopology| {
+        in_netns(&topo.client.name, || {
+            http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
+        })
+        .unwrap()
+    };
+    assert_eq!(get(&topo).unwrap(), "be1");
+
+    // The backend's NIC is replaced (new MAC). It makes itself known the ordinary way, by
+    // ARPing for the LB; the LB's kernel learns the new MAC and the agent must follow.
+    let be = &topo.backends[0];
+    be.ip(&["link", "set", "eth0", "address", "02:00:00:00:be:ef"])
+        .unwrap();
+    be.ip(&["neigh", "flush", "all"]).unwrap();
+    be.exec(&["ping", "-c", "1", "-W", "2", &LB_ADDR.to_string()])
+        .unwrap();
+    agent
+        .wait_for_log(
+            "backend reachable: 02:00:00:00:be:ef",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(
+        get(&topo).unwrap(),
+        "be1",
+        "new connections must reach the backend's new MAC"
+    );
+}

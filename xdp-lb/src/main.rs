@@ -125,6 +125,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    // A bare word that is not a level would be taken as a target name by EnvFilter and
+    // silently log nothing useful.
+    if !level.contains(['=', ',']) && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        anyhow::bail!(
+            "invalid --log-level {level:?} (use error, warn, info, debug or trace, or a filter such as \"xdp_lb=debug\")"
+        );
+    }
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
         // netlink-proto warns about late acks of our fire-and-forget neighbour requests.
