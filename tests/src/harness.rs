@@ -96,7 +96,8 @@ impl Loaded {
     }
 
     pub fn apply_with(&mut self, neighbours: &BTreeMap<Ipv4Addr, L2Next>) -> anyhow::Result<()> {
-        let desired = state::desired_state(&self.config, &self.ids, neighbours);
+        let desired =
+            state::desired_state(&self.config, &self.ids, neighbours, &state::Health::new());
         let dp = self.dp.as_mut().expect("loaded");
         self.reconciler.apply(&mut dp.maps, &desired)?;
         Ok(())

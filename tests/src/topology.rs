@@ -106,9 +106,11 @@ impl DsrTopology {
     /// A config for the agent in the LB namespace: one VIP on `port`, every backend weight 1.
     pub fn config(&self, pin_dir: &Path, port: u16, extra_vip_keys: &str) -> String {
         let mut c = format!(
-            "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\n\
+            "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\
+             control_socket = \"{}\"\n\n\
              [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n{extra_vip_keys}\n",
-            pin_dir.display()
+            pin_dir.display(),
+            self.control_socket().display(),
         );
         for i in 0..self.backends.len() {
             c.push_str(&format!(
@@ -117,6 +119,11 @@ impl DsrTopology {
             ));
         }
         c
+    }
+
+    /// A control socket unique to this topology (short: socket paths are limited to 108 bytes).
+    pub fn control_socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/xlbt/{}.sock", self.lb.name))
     }
 
     /// A pin directory unique to this topology.

@@ -163,3 +163,50 @@ fn a_backend_whose_mac_changes_keeps_receiving_new_connections() {
         "new connections must reach the backend's new MAC"
     );
 }
+
+#[test]
+fn xdp_mode_auto_falls_back_to_generic_and_driver_says_why_it_cannot() {
+    require_root!();
+    // Loopback has no native (driver-mode) XDP support.
+    let ns = xdp_lb_tests::NetNs::new("noxdp").unwrap();
+    let dir = xdp_lb_tests::topology::target_dir()
+        .join("testbed")
+        .join(format!("noxdp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin_dir = format!("/sys/fs/bpf/{}", ns.name);
+    for (mode, expect_ok) in [("auto", true), ("driver", false)] {
+        let config = dir.join(format!("{mode}.toml"));
+        std::fs::write(
+            &config,
+            format!("[agent]\ninterface = \"lo\"\nxdp_mode = \"{mode}\"\npin_dir = \"{pin_dir}\"\nflow_table_size = 1024\nmax_vips = 1\n"),
+        )
+        .unwrap();
+        let started = Agent::start(
+            &ns,
+            &["run", "--config", config.to_str().unwrap()],
+            dir.join(format!("{mode}.log")),
+            READY,
+            Duration::from_secs(10),
+        );
+        if expect_ok {
+            let mut agent = started.unwrap();
+            let log = agent.log_text();
+            assert!(
+                log.contains("falling back to generic mode") && log.contains("mode=\"generic\""),
+                "{log}"
+            );
+            assert!(agent.stop().unwrap().success());
+        } else {
+            let err = format!("{:#}", started.err().expect("driver mode must fail on lo"));
+            assert!(
+                err.contains("exited (exit status: 1)")
+                    && err.contains("attaching to lo in driver mode"),
+                "{err}"
+            );
+            assert!(
+                !std::path::Path::new(&pin_dir).join("VIPS").exists(),
+                "a failed start must not leave pins"
+            );
+        }
+    }
+}

@@ -1,26 +1,34 @@
-//! `xdp-lb run`: load the data plane, keep its maps in step with the config and the kernel's
-//! neighbour table, reload on SIGHUP, and clean up on SIGINT/SIGTERM.
+//! `xdp-lb run`: load (or adopt) the data plane and keep its maps in step with the config,
+//! the backends' health and the kernel's neighbour table.
 //!
-//! Everything that changes what the maps should hold (config, neighbours) produces a new
-//! `DesiredState`; the one `Reconciler` writes the difference.
+//! One task owns the `Reconciler`, the only writer of the maps. Everything else — SIGHUP and
+//! `xdp-lb reload`, health transitions, neighbour changes — arrives as an event in its loop and
+//! produces a new `DesiredState`, applied as a diff. So reload, a backend going down and a
+//! restart that adopts the previous agent's maps are all the same, tested path.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
+use serde_json::json;
 use thiserror::Error;
-use tokio::signal::unix::{SignalKind, signal};
-use xdp_lb_common::Counter;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use xdp_lb_common::{BACKEND_F_FORWARD, Counter, VipKey};
 
 use crate::{
     config::{self, Config, ConfigError},
+    control::{self, Command, ControlError, Request, Response},
     dataplane::{Dataplane, DataplaneError, MapSizes},
-    neighbor::{L2Next, Lookup, NeighborError, Neighbors},
+    health::{Checker, HealthEvent},
+    neighbor::{L2Next, Lookup, NeighborError, Neighbors, fmt_mac},
     reconcile::{ApplyReport, ReconcileError, Reconciler},
-    state::{self, Ids, StateError},
+    state::{self, Health, Ids, StateError, vip_key},
 };
 
 /// How often backends' neighbour entries are looked up again (MAC changes, late ARP replies).
@@ -40,6 +48,8 @@ pub enum AgentError {
     Neighbor(#[from] NeighborError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
@@ -48,11 +58,16 @@ pub enum AgentError {
 
 pub struct RunOptions {
     pub config_path: PathBuf,
+    /// On SIGTERM/SIGINT leave the program attached and the maps pinned, for the next
+    /// `xdp-lb run` to adopt (an upgrade without an outage).
+    pub keep_dataplane: bool,
 }
 
 struct Agent {
     config_path: PathBuf,
     config: Config,
+    loaded_at: SystemTime,
+    started_at: Instant,
     dataplane: Dataplane,
     reconciler: Reconciler,
     ids: Ids,
@@ -60,6 +75,10 @@ struct Agent {
     resolved: BTreeMap<Ipv4Addr, L2Next>,
     /// Last lookup result per backend address, to log changes once.
     lookups: BTreeMap<Ipv4Addr, Lookup>,
+    checker: Checker,
+    /// VIPs that had no usable backend at the last reconcile (logged once per transition).
+    vips_without_backends: BTreeSet<VipKey>,
+    health_transitions: u64,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
@@ -68,53 +87,30 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
 
-    let dataplane = Dataplane::load(&config.agent.pin_dir, MapSizes::from(&config.agent))?;
-    let reconciler = Reconciler::new(&dataplane.maps)?;
-    let adopted = Ids::from_maps(
-        &reconciler.current_vip_ids(),
-        &reconciler.current_backends(),
-    );
-    if !adopted.vips.is_empty() {
-        tracing::info!(
-            pin_dir = %config.agent.pin_dir.display(),
-            vips = adopted.vips.len(),
-            backends = adopted.backends.len(),
-            "found maps left by a previous agent; keeping their flow table and converging them to the config"
-        );
-    }
-    let ids = adopted.assign(&config)?;
-    let mut agent = Agent {
-        config_path: opts.config_path,
-        config,
-        dataplane,
-        reconciler,
-        ids,
-        neighbors: Neighbors::new()?,
-        resolved: BTreeMap::new(),
-        lookups: BTreeMap::new(),
-    };
+    // The control socket first: it refuses to start a second agent on the same socket.
+    let (command_tx, mut commands) = mpsc::channel::<Command>(16);
+    let control_task = control::serve(&config.agent.control_socket, command_tx).await?;
+    let socket = config.agent.control_socket.clone();
 
-    // Fill the maps before attaching, so the first packet already sees the whole config.
-    let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
-    loop {
-        agent.refresh_neighbors().await?;
-        if agent.all_resolved() || Instant::now() >= deadline {
-            break;
+    let dataplane = Dataplane::load(&config.agent.pin_dir, MapSizes::from(&config.agent))?;
+    let adopted = dataplane.adopted_maps;
+    let (health_tx, mut health_events) = mpsc::channel::<HealthEvent>(64);
+    let mut agent = match Agent::new(opts.config_path, config, dataplane, health_tx) {
+        Ok(agent) => agent,
+        Err((err, dataplane)) => {
+            control_task.abort();
+            let _ = std::fs::remove_file(&socket);
+            // Maps an earlier agent left are still forwarding: never remove those.
+            let _ = dataplane.stop(adopted);
+            return Err(err);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Err(err) = agent.start().await {
+        control_task.abort();
+        let _ = std::fs::remove_file(&socket);
+        let _ = agent.dataplane.stop(adopted);
+        return Err(err);
     }
-    agent.reconcile("start")?;
-    let interface = agent.config.agent.interface.clone();
-    let mode = agent
-        .dataplane
-        .attach(&interface, agent.config.agent.xdp_mode)?;
-    tracing::info!(
-        interface = %interface,
-        mode = mode.as_str(),
-        config = %agent.config_path.display(),
-        vips = agent.config.vips.len(),
-        "xdp-lb is forwarding"
-    );
 
     let mut tick = tokio::time::interval(NEIGHBOR_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,31 +118,138 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => agent.reload(),
+            _ = sighup.recv() => {
+                let _ = agent.reload(None, "SIGHUP");
+            }
+            Some(command) = commands.recv() => {
+                let response = agent.handle(command.request);
+                let _ = command.reply.send(response);
+            }
+            Some(event) = health_events.recv() => agent.on_health(event),
             _ = tick.tick() => {
                 match agent.refresh_neighbors().await {
-                    Ok(true) => {
-                        if let Err(err) = agent.reconcile("neighbour change") {
-                            tracing::error!(error = %err, "applying a neighbour change failed; will retry");
-                        }
-                    }
+                    Ok(true) => agent.reconcile_logged("neighbour change"),
                     Ok(false) => {}
                     Err(err) => tracing::warn!(error = %err, "neighbour refresh failed; will retry"),
                 }
             }
         }
     };
-    tracing::info!(
-        signal = reason,
-        "stopping: detaching the program and removing the pins"
-    );
+    control_task.abort();
+    let _ = std::fs::remove_file(&socket);
+    drop(agent.checker);
     log_counters(&agent.dataplane);
-    agent.dataplane.stop().map_err(AgentError::Cleanup)?;
+    if opts.keep_dataplane {
+        tracing::info!(
+            signal = reason,
+            pin_dir = %agent.config.agent.pin_dir.display(),
+            "stopping with --keep-dataplane: the program stays attached and the maps pinned; the next `xdp-lb run` adopts them"
+        );
+    } else {
+        tracing::info!(
+            signal = reason,
+            "stopping: detaching the program and removing the pins"
+        );
+    }
+    agent
+        .dataplane
+        .stop(opts.keep_dataplane)
+        .map_err(AgentError::Cleanup)?;
     tracing::info!("stopped");
     Ok(())
 }
 
 impl Agent {
+    fn new(
+        config_path: PathBuf,
+        config: Config,
+        dataplane: Dataplane,
+        health_tx: mpsc::Sender<HealthEvent>,
+    ) -> Result<Self, (AgentError, Dataplane)> {
+        let reconciler = match Reconciler::new(&dataplane.maps) {
+            Ok(r) => r,
+            Err(e) => return Err((e.into(), dataplane)),
+        };
+        let adopted = Ids::from_maps(
+            &reconciler.current_vip_ids(),
+            &reconciler.current_backends(),
+        );
+        // An adopted backend keeps forwarding with the MAC its predecessor learned until a
+        // fresh lookup says otherwise: a restart must not re-hash established flows.
+        let mut resolved = BTreeMap::new();
+        for info in reconciler.current_backend_infos() {
+            if info.flags & BACKEND_F_FORWARD != 0 {
+                let addr = Ipv4Addr::from(info.addr_be.to_ne_bytes());
+                resolved.insert(
+                    addr,
+                    L2Next {
+                        ifindex: info.ifindex,
+                        mac: info.mac,
+                        src_mac: info.src_mac,
+                    },
+                );
+            }
+        }
+        if dataplane.adopted_maps {
+            tracing::info!(
+                pin_dir = %config.agent.pin_dir.display(),
+                vips = adopted.vips.len(),
+                backends = adopted.backends.len(),
+                "adopting the maps a previous agent left pinned (flow table included); converging them to the config"
+            );
+        }
+        let ids = match adopted.assign(&config) {
+            Ok(ids) => ids,
+            Err(e) => return Err((e.into(), dataplane)),
+        };
+        let neighbors = match Neighbors::new() {
+            Ok(n) => n,
+            Err(e) => return Err((e.into(), dataplane)),
+        };
+        Ok(Self {
+            config_path,
+            config,
+            loaded_at: SystemTime::now(),
+            started_at: Instant::now(),
+            dataplane,
+            reconciler,
+            ids,
+            neighbors,
+            resolved,
+            lookups: BTreeMap::new(),
+            checker: Checker::new(health_tx),
+            vips_without_backends: BTreeSet::new(),
+            health_transitions: 0,
+        })
+    }
+
+    /// Fills the maps, then attaches: the first packet already sees the whole config.
+    async fn start(&mut self) -> Result<(), AgentError> {
+        self.checker.sync(&self.config);
+        let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
+        loop {
+            self.refresh_neighbors().await?;
+            if self.all_resolved() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.reconcile("start")?;
+        let interface = self.config.agent.interface.clone();
+        let mode = self
+            .dataplane
+            .attach(&interface, self.config.agent.xdp_mode)?;
+        tracing::info!(
+            interface = %interface,
+            mode = mode.as_str(),
+            config = %self.config_path.display(),
+            vips = self.config.vips.len(),
+            control_socket = %self.config.agent.control_socket.display(),
+            "xdp-lb is forwarding"
+        );
+        Ok(())
+    }
+
     fn backend_addresses(&self) -> Vec<Ipv4Addr> {
         let mut addrs: Vec<Ipv4Addr> = self
             .config
@@ -182,8 +285,17 @@ impl Agent {
                 }
                 self.lookups.insert(addr, lookup);
             }
-            if let Some(next) = lookup.resolved() {
-                resolved.insert(addr, next);
+            match lookup {
+                Lookup::Resolved(next) => {
+                    resolved.insert(addr, next);
+                }
+                // The kernel is (re)probing a MAC we know: keep forwarding to it meanwhile.
+                Lookup::Pending { state, .. } if state != "failed" => {
+                    if let Some(prev) = self.resolved.get(&addr) {
+                        resolved.insert(addr, *prev);
+                    }
+                }
+                _ => {}
             }
         }
         self.lookups.retain(|a, _| configured.contains(a));
@@ -192,8 +304,18 @@ impl Agent {
         Ok(changed)
     }
 
+    fn health(&self) -> Health {
+        let mut health = Health::new();
+        if let Ok(table) = self.checker.table.lock() {
+            for (key, h) in table.iter() {
+                health.insert(*key, h.up);
+            }
+        }
+        health
+    }
+
     fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
-        let desired = state::desired_state(&self.config, &self.ids, &self.resolved);
+        let desired = state::desired_state(&self.config, &self.ids, &self.resolved, &self.health());
         let started = Instant::now();
         let report = self.reconciler.apply(&mut self.dataplane.maps, &desired)?;
         if !report.is_empty() {
@@ -209,49 +331,186 @@ impl Agent {
                 "maps updated"
             );
         }
-        for vip in desired.vips.values() {
-            if vip.backend_count == 0 {
-                tracing::warn!(vip = %vip.name, cause, "VIP has no usable backend: its new connections are dropped");
+        let empty: BTreeSet<VipKey> = desired
+            .vips
+            .iter()
+            .filter(|(_, v)| v.backend_count == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for (key, vip) in &desired.vips {
+            match (
+                empty.contains(key),
+                self.vips_without_backends.contains(key),
+            ) {
+                (true, false) => tracing::warn!(
+                    vip = %vip.name,
+                    cause,
+                    "VIP has no usable backend: its new connections are dropped (counter drop_no_backend)"
+                ),
+                (false, true) => {
+                    tracing::info!(vip = %vip.name, cause, "VIP has usable backends again")
+                }
+                _ => {}
             }
         }
+        self.vips_without_backends = empty;
         Ok(report)
     }
 
-    /// SIGHUP: re-read the config; apply it as a diff, or keep everything as it is.
-    fn reload(&mut self) {
-        tracing::info!(config = %self.config_path.display(), "SIGHUP: reloading the config");
-        let new = match config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::error!(error = %err, "reload rejected; the running configuration is unchanged");
-                return;
-            }
+    fn reconcile_logged(&mut self, cause: &str) {
+        if let Err(err) = self.reconcile(cause) {
+            tracing::error!(cause, error = %err, "applying a change to the maps failed; will retry on the next change");
+        }
+    }
+
+    fn on_health(&mut self, event: HealthEvent) {
+        self.health_transitions += 1;
+        let (vip, backend) = (&event.vip_name, event.key.1);
+        if event.up {
+            tracing::info!(vip = %vip, backend = %backend, reason = %event.reason, "backend UP");
+        } else {
+            tracing::warn!(vip = %vip, backend = %backend, reason = %event.reason, "backend DOWN");
+        }
+        let cause = format!("health: {backend} {}", if event.up { "up" } else { "down" });
+        self.reconcile_logged(&cause);
+    }
+
+    fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Reload { config } => match self.reload(config, "xdp-lb reload") {
+                Ok(message) => Response {
+                    ok: true,
+                    message,
+                    status: None,
+                },
+                Err(message) => Response {
+                    ok: false,
+                    message,
+                    status: None,
+                },
+            },
+            Request::Status => Response {
+                ok: true,
+                message: "ok".into(),
+                status: Some(self.status()),
+            },
+        }
+    }
+
+    /// Re-reads the config (from `path` if given) and applies it as a diff, or keeps
+    /// everything exactly as it is and says why.
+    fn reload(&mut self, path: Option<PathBuf>, cause: &str) -> Result<String, String> {
+        let path = path.unwrap_or_else(|| self.config_path.clone());
+        tracing::info!(config = %path.display(), cause, "reloading the config");
+        let reject = |why: String| {
+            tracing::error!("reload rejected, the running configuration is unchanged: {why}");
+            Err(format!(
+                "reload rejected, the running configuration is unchanged: {why}"
+            ))
         };
-        if let Some(why) = needs_restart(&self.config, &new) {
-            tracing::error!(
-                "reload rejected: {why} cannot change while running (restart the agent); the running configuration is unchanged"
-            );
-            return;
+        let new = match config::load(&path) {
+            Ok(c) => c,
+            Err(err) => return reject(err.to_string()),
+        };
+        if let Some(key) = needs_restart(&self.config, &new) {
+            return reject(format!(
+                "{key} cannot change while running (restart the agent)"
+            ));
         }
         let ids = match self.ids.assign(&new) {
             Ok(ids) => ids,
-            Err(err) => {
-                tracing::error!(error = %err, "reload rejected; the running configuration is unchanged");
-                return;
-            }
+            Err(err) => return reject(err.to_string()),
         };
-        let (old_config, old_ids) = (
-            std::mem::replace(&mut self.config, new),
-            std::mem::replace(&mut self.ids, ids),
-        );
-        if let Err(err) = self.reconcile("reload") {
-            tracing::error!(error = %err, "applying the reloaded config failed; restoring the previous one");
-            self.config = old_config;
-            self.ids = old_ids;
-            if let Err(err) = self.reconcile("reload rollback") {
-                tracing::error!(error = %err, "rollback failed; the maps will converge on the next change");
+        let old_config = std::mem::replace(&mut self.config, new);
+        let old_ids = std::mem::replace(&mut self.ids, ids);
+        // New backends start in their check's start state; removed ones stop being checked.
+        self.checker.sync(&self.config);
+        match self.reconcile("reload") {
+            Ok(report) => {
+                self.config_path = path;
+                self.loaded_at = SystemTime::now();
+                let message = format!(
+                    "reloaded {}: {} VIP(s) added, {} updated, {} removed; {} backend(s) written, {} removed",
+                    self.config_path.display(),
+                    report.vips_added.len(),
+                    report.vips_updated.len(),
+                    report.vips_removed,
+                    report.backends_written,
+                    report.backends_removed
+                );
+                tracing::info!("{message}");
+                Ok(message)
+            }
+            Err(err) => {
+                self.config = old_config;
+                self.ids = old_ids;
+                self.checker.sync(&self.config);
+                self.reconcile_logged("reload rollback");
+                reject(format!(
+                    "applying it failed ({err}); the previous configuration was restored"
+                ))
             }
         }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let table = self
+            .checker
+            .table
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        let vips: Vec<serde_json::Value> = self
+            .config
+            .vips
+            .iter()
+            .map(|vip| {
+                let key = vip_key(vip);
+                let backends: Vec<serde_json::Value> = vip
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let h = table.get(&(key, b.address));
+                        json!({
+                            "address": b.address.to_string(),
+                            "weight": b.weight,
+                            "state": format!("{:?}", b.state).to_lowercase(),
+                            "health": match h { Some(h) if h.up => "up", Some(_) => "down", None => "unknown" },
+                            "last_check": h.map(|h| h.last_result.clone()),
+                            "last_check_unix": h.map(|h| h.last_check_unix),
+                            "since_unix": h.map(|h| h.since_unix),
+                            "transitions": h.map(|h| h.transitions),
+                            "mac": self.resolved.get(&b.address).map(|n| fmt_mac(&n.mac)),
+                            "neighbour": self.lookups.get(&b.address).map(|l| l.describe()),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": vip.name,
+                    "address": vip.address.to_string(),
+                    "port": vip.port,
+                    "health_check": format!("{:?}", vip.health_check.kind).to_lowercase(),
+                    "usable_backends": !self.vips_without_backends.contains(&key),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json!({
+            "config": self.config_path.display().to_string(),
+            "loaded_unix": unix(self.loaded_at),
+            "uptime_seconds": self.started_at.elapsed().as_secs(),
+            "interface": self.config.agent.interface,
+            "attached": self.dataplane.attached.as_ref().map(|(_, m)| m.as_str()),
+            "pin_dir": self.config.agent.pin_dir.display().to_string(),
+            "health_transitions": self.health_transitions,
+            "vips": vips,
+            "vrrp": [],
+        })
     }
 }
 
@@ -268,6 +527,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         Some("agent.flow_table_size")
     } else if a.max_vips != b.max_vips {
         Some("agent.max_vips")
+    } else if a.control_socket != b.control_socket {
+        Some("agent.control_socket")
     } else {
         None
     }
@@ -276,11 +537,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
 fn log_counters(dataplane: &Dataplane) {
     let mut parts = Vec::new();
     for c in Counter::ALL {
-        if let Ok(values) = dataplane.maps.counters.get(&(c as u32), 0) {
-            let total: u64 = values.iter().sum();
-            if total > 0 {
-                parts.push(format!("{}={total}", c.name()));
-            }
+        if let Ok(total) = dataplane.maps.counter(c)
+            && total > 0
+        {
+            parts.push(format!("{}={total}", c.name()));
         }
     }
     tracing::info!(counters = %parts.join(" "), "final counters");

@@ -14,6 +14,7 @@ use std::{
     net::Ipv4Addr,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -45,7 +46,12 @@ pub struct AgentConfig {
     pub pin_dir: PathBuf,
     pub flow_table_size: u32,
     pub max_vips: u32,
+    /// The agent's control socket (`xdp-lb reload`, `xdp-lb status`), root-only.
+    pub control_socket: PathBuf,
 }
+
+/// Default `agent.control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xdp-lb/xdp-lb.sock";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +85,7 @@ pub struct VipConfig {
     pub protocol: Protocol,
     pub forwarding: Forwarding,
     pub maglev_table_size: u32,
+    pub health_check: HealthCheckConfig,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -86,6 +93,59 @@ pub struct VipConfig {
 pub struct BackendConfig {
     pub address: Ipv4Addr,
     pub weight: u32,
+    pub state: AdminState,
+}
+
+/// The operator's word on a backend, independent of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// In rotation (when healthy).
+    #[default]
+    Active,
+    /// No new flows; established flows continue until they end.
+    Drain,
+    /// Out of rotation; its established flows are purged and re-hashed to other backends.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Tcp,
+    Http,
+    None,
+}
+
+/// `[vip.health_check]`, with haproxy's defaults (inter 2s, rise 2, fall 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckType,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// None: the VIP's port.
+    pub port: Option<u16>,
+    pub http_path: String,
+    pub http_expect_status: u16,
+    pub start_down: bool,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: CheckType::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+            port: None,
+            http_path: "/".into(),
+            http_expect_status: 200,
+            start_down: false,
+        }
+    }
 }
 
 /// A configuration error with its place in the file.
@@ -141,6 +201,8 @@ struct RawAgent {
     flow_table_size: Option<Spanned<i64>>,
     #[serde(default)]
     max_vips: Option<Spanned<i64>>,
+    #[serde(default)]
+    control_socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +218,8 @@ struct RawVip {
     #[serde(default)]
     maglev_table_size: Option<Spanned<i64>>,
     #[serde(default)]
+    health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
 }
 
@@ -165,6 +229,52 @@ struct RawBackend {
     address: Spanned<Ipv4Addr>,
     #[serde(default)]
     weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    state: Option<AdminState>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    #[serde(default, rename = "type")]
+    kind: Option<CheckType>,
+    #[serde(default, with = "spanned_duration")]
+    interval: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    timeout: Option<Spanned<Duration>>,
+    #[serde(default)]
+    rise: Option<Spanned<i64>>,
+    #[serde(default)]
+    fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    port: Option<Spanned<i64>>,
+    #[serde(default)]
+    http_path: Option<Spanned<String>>,
+    #[serde(default)]
+    http_expect_status: Option<Spanned<i64>>,
+    #[serde(default)]
+    start_down: Option<bool>,
+}
+
+/// Durations as humantime strings ("2s", "150ms"), keeping their position for errors.
+mod spanned_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, de::Error as _};
+    use toml::Spanned;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Spanned<Duration>>, D::Error> {
+        let s: Spanned<String> = Spanned::deserialize(d)?;
+        let parsed = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {:?}: {e} (use e.g. \"2s\" or \"150ms\")",
+                s.get_ref()
+            ))
+        })?;
+        Ok(Some(Spanned::new(s.span(), parsed)))
+    }
 }
 
 // ---- entry points ---------------------------------------------------------------------------
@@ -315,12 +425,20 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         Some(v) => ranged(place, v, "agent.max_vips", 1..=MAX_MAX_VIPS)?,
         None => DEFAULT_MAX_VIPS,
     };
+    let control_socket = match &raw_agent.control_socket {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(p, "agent.control_socket", "must be an absolute path"));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    };
     let agent = AgentConfig {
         interface,
         xdp_mode: raw_agent.xdp_mode.unwrap_or(XdpMode::Auto),
         pin_dir,
         flow_table_size,
         max_vips,
+        control_socket,
     };
 
     if raw.vip.len() > max_vips as usize {
@@ -445,6 +563,7 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             backends.push(BackendConfig {
                 address: baddr,
                 weight,
+                state: rb.state.unwrap_or_default(),
             });
         }
         if backends.len() as u32 >= maglev_table_size {
@@ -465,6 +584,10 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("more than {MAX_BACKENDS} backends in all VIPs"),
             ));
         }
+        let health_check = match &rv.health_check {
+            Some(h) => health_check(place, h.get_ref(), &key("health_check"))?,
+            None => HealthCheckConfig::default(),
+        };
         vips.push(VipConfig {
             name,
             address,
@@ -472,10 +595,96 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             protocol,
             forwarding,
             maglev_table_size,
+            health_check,
             backends,
         });
     }
     Ok(Config { agent, vips })
+}
+
+fn health_check(
+    place: &Place<'_>,
+    h: &RawHealthCheck,
+    key: &str,
+) -> Result<HealthCheckConfig, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let d = HealthCheckConfig::default();
+    let duration = |v: &Option<Spanned<Duration>>,
+                    field: &str,
+                    default: Duration|
+     -> Result<Duration, ConfigError> {
+        match v {
+            Some(s)
+                if *s.get_ref() < Duration::from_millis(10)
+                    || *s.get_ref() > Duration::from_secs(3600) =>
+            {
+                Err(place.at(
+                    s,
+                    k(field),
+                    format!("{:?} is out of range (10ms..=1h)", s.get_ref()),
+                ))
+            }
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(default),
+        }
+    };
+    let interval = duration(&h.interval, "interval", d.interval)?;
+    // haproxy: the check timeout defaults to the interval.
+    let timeout = duration(&h.timeout, "timeout", interval)?;
+    if let Some(t) = &h.timeout
+        && timeout > interval
+    {
+        return Err(place.at(
+            t,
+            k("timeout"),
+            format!("{timeout:?} is longer than the interval {interval:?}"),
+        ));
+    }
+    let rise = match &h.rise {
+        Some(v) => ranged(place, v, &k("rise"), 1..=100)?,
+        None => d.rise,
+    };
+    let fall = match &h.fall {
+        Some(v) => ranged(place, v, &k("fall"), 1..=100)?,
+        None => d.fall,
+    };
+    let port = match &h.port {
+        Some(v) => Some(ranged(place, v, &k("port"), 1..=65535)? as u16),
+        None => None,
+    };
+    let http_path = match &h.http_path {
+        Some(p)
+            if !p.get_ref().starts_with('/')
+                || p.get_ref()
+                    .contains(|c: char| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(place.at(
+                p,
+                k("http_path"),
+                format!(
+                    "{:?} must start with '/' and contain no spaces",
+                    p.get_ref()
+                ),
+            ));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => d.http_path,
+    };
+    let http_expect_status = match &h.http_expect_status {
+        Some(v) => ranged(place, v, &k("http_expect_status"), 100..=599)? as u16,
+        None => d.http_expect_status,
+    };
+    Ok(HealthCheckConfig {
+        kind: h.kind.unwrap_or(CheckType::Tcp),
+        interval,
+        timeout,
+        rise,
+        fall,
+        port,
+        http_path,
+        http_expect_status,
+        start_down: h.start_down.unwrap_or(false),
+    })
 }
 
 #[cfg(test)]
@@ -532,7 +741,8 @@ weight = 2
             v.backends[1],
             BackendConfig {
                 address: "198.18.0.12".parse().unwrap(),
-                weight: 2
+                weight: 2,
+                state: AdminState::Active,
             }
         );
     }
@@ -704,5 +914,83 @@ weight = 2
     fn primes() {
         assert!(is_prime(65537) && is_prime(251) && is_prime(2));
         assert!(!is_prime(65536) && !is_prime(1) && !is_prime(0) && !is_prime(65535));
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    const BASE: &str = "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 6443\n";
+
+    fn with_check(check: &str) -> Result<Config, ConfigError> {
+        parse(
+            Path::new("h.toml"),
+            &format!(
+                "{BASE}[vip.health_check]\n{check}\n[[vip.backend]]\naddress = \"198.18.0.11\"\nstate = \"drain\"\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_defaults_follow_haproxy() {
+        let c = with_check("type = \"http\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 2\nfall = 3\nport = 8080\nhttp_path = \"/healthz\"\nhttp_expect_status = 200\nstart_down = false").unwrap();
+        let h = &c.vips[0].health_check;
+        assert_eq!(
+            (h.kind, h.interval, h.timeout, h.rise, h.fall, h.port),
+            (
+                CheckType::Http,
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                2,
+                3,
+                Some(8080)
+            )
+        );
+        assert_eq!(h.http_path, "/healthz");
+        assert_eq!(c.vips[0].backends[0].state, AdminState::Drain);
+        let d = with_check("interval = \"500ms\"").unwrap();
+        let h = &d.vips[0].health_check;
+        assert_eq!(
+            (h.kind, h.interval, h.timeout, h.rise, h.fall),
+            (
+                CheckType::Tcp,
+                Duration::from_millis(500),
+                Duration::from_millis(500),
+                2,
+                3
+            )
+        );
+    }
+
+    #[test]
+    fn health_check_mistakes_name_line_and_key() {
+        let cases = [
+            ("interval = \"2 parsecs\"", 8, "invalid duration"),
+            ("type = \"icmp\"", 8, "unknown variant `icmp`"),
+            ("rise = 0", 8, "vip[0].health_check.rise"),
+            (
+                "interval = \"1s\"\ntimeout = \"2s\"",
+                9,
+                "longer than the interval",
+            ),
+            ("http_path = \"healthz\"", 8, "must start with '/'"),
+            ("http_expect_status = 700", 8, "out of range"),
+            ("interval = \"1ms\"", 8, "out of range"),
+        ];
+        for (text, line, fragment) in cases {
+            let err = with_check(text).unwrap_err();
+            assert_eq!(err.line, Some(line), "{text}: {err}");
+            assert!(err.to_string().contains(fragment), "{text}: {err}");
+        }
+        let err = parse(
+            Path::new("h.toml"),
+            &format!("{BASE}[[vip.backend]]\naddress = \"198.18.0.11\"\nstate = \"sleeping\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("unknown variant `sleeping`") && err.line == Some(9),
+            "{err}"
+        );
     }
 }

@@ -15,7 +15,11 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use thiserror::Error;
 use xdp_lb_common::{
@@ -90,6 +94,8 @@ impl From<&AgentConfig> for MapSizes {
 pub enum AttachedMode {
     Driver,
     Generic,
+    /// The attachment an earlier agent pinned, whose program was replaced by ours.
+    Adopted,
 }
 
 impl AttachedMode {
@@ -97,6 +103,7 @@ impl AttachedMode {
         match self {
             AttachedMode::Driver => "driver",
             AttachedMode::Generic => "generic",
+            AttachedMode::Adopted => "adopted",
         }
     }
 }
@@ -104,20 +111,51 @@ impl AttachedMode {
 /// A loaded (and possibly attached) data plane.
 pub struct Dataplane {
     ebpf: Ebpf,
-    link: Option<XdpLinkId>,
+    link: Option<Link>,
     pin_dir: PathBuf,
     pub maps: Maps,
-    pub attached: Option<(String, u32, AttachedMode)>,
+    pub attached: Option<(String, AttachedMode)>,
+    /// The maps were already pinned (left by an agent that died or was stopped with
+    /// `--keep-dataplane`) and are being reused, flow table included.
+    pub adopted_maps: bool,
 }
+
+/// The attachment: a bpf_link pinned under `pin_dir/link`, so that it outlives the agent, or
+/// (on kernels without XDP bpf_link) a netlink attachment owned by the program.
+enum Link {
+    Pinned(FdLink),
+    Owned(XdpLinkId),
+}
+
+/// Name of the pinned XDP link under `pin_dir`.
+pub const LINK_PIN: &str = "link";
 
 impl Dataplane {
     /// Loads the program and creates (or reuses) the pinned maps. Nothing is attached yet.
     pub fn load(pin_dir: &Path, sizes: MapSizes) -> Result<Self, DataplaneError> {
         ensure_bpffs(pin_dir)?;
+        let adopted_maps = pin_dir.join(map_names::VIPS).exists();
         std::fs::create_dir_all(pin_dir).map_err(|e| DataplaneError::PinDir {
             path: pin_dir.to_owned(),
             reason: format!("cannot create: {e}"),
         })?;
+        let loaded = Self::load_inner(pin_dir, sizes);
+        if loaded.is_err() && !adopted_maps {
+            // Do not leave half a data plane behind; but never remove maps we did not make.
+            let _ = remove_pins(pin_dir);
+        }
+        let (ebpf, maps) = loaded?;
+        Ok(Self {
+            ebpf,
+            link: None,
+            pin_dir: pin_dir.to_owned(),
+            maps,
+            attached: None,
+            adopted_maps,
+        })
+    }
+
+    fn load_inner(pin_dir: &Path, sizes: MapSizes) -> Result<(Ebpf, Maps), DataplaneError> {
         let maglev_entries = sizes.max_vips * 2 * MAGLEV_SLOT_ELEMS;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -137,13 +175,15 @@ impl Dataplane {
             .map_err(DataplaneError::Program)?;
         program.load().map_err(DataplaneError::Program)?;
         let maps = Maps::take(&mut ebpf)?;
-        Ok(Self {
-            ebpf,
-            link: None,
-            pin_dir: pin_dir.to_owned(),
-            maps,
-            attached: None,
-        })
+        if sizes.flow_table_size != maps.flows_max_entries() {
+            tracing::warn!(
+                configured = sizes.flow_table_size,
+                pinned = maps.flows_max_entries(),
+                "agent.flow_table_size differs from the pinned flow table, which is kept (with its flows); \
+                 stop with SIGTERM (without --keep-dataplane) and start again to resize it"
+            );
+        }
+        Ok((ebpf, maps))
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -154,7 +194,17 @@ impl Dataplane {
             .expect("loaded in Dataplane::load")
     }
 
-    /// Attaches to `interface`. `auto` tries driver mode and falls back to generic mode.
+    fn program_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("loaded in Dataplane::load")
+            .try_into()
+            .map_err(DataplaneError::Program)
+    }
+
+    /// Attaches to `interface` and pins the attachment, or — when an earlier agent left its
+    /// attachment pinned — atomically replaces the program on it (bpf_link_update: no packet
+    /// sees an interface without a program). `auto` tries driver mode, then generic.
     pub fn attach(
         &mut self,
         interface: &str,
@@ -162,16 +212,34 @@ impl Dataplane {
     ) -> Result<AttachedMode, DataplaneError> {
         let ifindex =
             ifindex(interface).ok_or_else(|| DataplaneError::NoInterface(interface.into()))?;
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("loaded in Dataplane::load")
-            .try_into()
-            .map_err(DataplaneError::Program)?;
+        let link_pin = self.pin_dir.join(LINK_PIN);
+        if link_pin.exists() {
+            let adopt = |program: &mut Xdp| -> Result<FdLink, String> {
+                let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| e.to_string())?;
+                let fd: FdLink = pinned.into();
+                let link = XdpLink::try_from(fd).map_err(|e| e.to_string())?;
+                let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
+                let link = program.take_link(id).map_err(|e| e.to_string())?;
+                FdLink::try_from(link).map_err(|e| e.to_string())
+            };
+            let program = self.program_mut()?;
+            match adopt(program) {
+                Ok(fd) => {
+                    self.link = Some(Link::Pinned(fd));
+                    self.attached = Some((interface.to_owned(), AttachedMode::Adopted));
+                    return Ok(AttachedMode::Adopted);
+                }
+                Err(e) => {
+                    tracing::warn!(link = %link_pin.display(), error = %e, "cannot take over the pinned attachment; attaching afresh");
+                    let _ = std::fs::remove_file(&link_pin);
+                }
+            }
+        }
+        let program = self.program_mut()?;
         let attempt = |program: &mut Xdp, m: AttachedMode| {
             let aya_mode = match m {
-                AttachedMode::Driver => AyaXdpMode::Driver,
                 AttachedMode::Generic => AyaXdpMode::Skb,
+                _ => AyaXdpMode::Driver,
             };
             program
                 .attach_to_if_index(ifindex, aya_mode)
@@ -181,7 +249,7 @@ impl Dataplane {
                     source,
                 })
         };
-        let (link, attached) = match mode {
+        let (id, attached) = match mode {
             XdpMode::Driver => (
                 attempt(program, AttachedMode::Driver)?,
                 AttachedMode::Driver,
@@ -191,7 +259,7 @@ impl Dataplane {
                 AttachedMode::Generic,
             ),
             XdpMode::Auto => match attempt(program, AttachedMode::Driver) {
-                Ok(link) => (link, AttachedMode::Driver),
+                Ok(id) => (id, AttachedMode::Driver),
                 Err(err) => {
                     tracing::warn!(
                         interface,
@@ -205,21 +273,61 @@ impl Dataplane {
                 }
             },
         };
-        self.link = Some(link);
-        self.attached = Some((interface.to_owned(), ifindex, attached));
+        // Pin the attachment so that it outlives this process (a crash or an upgrade).
+        let link = program.take_link(id).map_err(DataplaneError::Program)?;
+        self.link = Some(match FdLink::try_from(link) {
+            Ok(fd) => match fd.pin(&link_pin) {
+                Ok(pinned) => Link::Pinned(pinned.into()),
+                Err(e) => {
+                    // The FdLink is gone with the failed pin; the program stays attached only
+                    // while this process lives.
+                    tracing::warn!(error = %e, "cannot pin the attachment: a restart will interrupt forwarding");
+                    return Err(DataplaneError::PinDir {
+                        path: link_pin,
+                        reason: e.to_string(),
+                    });
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the kernel attached through netlink (no XDP bpf_link): the program is detached when the agent exits"
+                );
+                let program = self.program_mut()?;
+                let id = program
+                    .attach_to_if_index(ifindex, AyaXdpMode::Skb)
+                    .map_err(DataplaneError::Program)?;
+                Link::Owned(id)
+            }
+        });
+        self.attached = Some((interface.to_owned(), attached));
         Ok(attached)
     }
 
-    /// Detaches the program and removes the pins: a clean stop leaves nothing behind.
-    pub fn stop(mut self) -> Result<(), io::Error> {
-        if let Some(link) = self.link.take() {
-            let program: &mut Xdp = self
-                .ebpf
-                .program_mut(PROGRAM_NAME)
-                .expect("loaded")
-                .try_into()
-                .map_err(io::Error::other)?;
-            program.detach(link).map_err(io::Error::other)?;
+    /// Stops. With `keep`, the attachment and the maps stay pinned and keep forwarding with
+    /// their last contents, for the next `xdp-lb run` to adopt. Without, the program is
+    /// detached and every pin removed: a clean stop leaves nothing behind.
+    pub fn stop(mut self, keep: bool) -> Result<(), io::Error> {
+        if keep {
+            // Dropping our descriptors leaves the pins, which hold the link and maps.
+            return Ok(());
+        }
+        match self.link.take() {
+            Some(Link::Pinned(fd)) => {
+                // Remove the pin first: dropping the last descriptor then releases the link,
+                // which detaches the program.
+                match std::fs::remove_file(self.pin_dir.join(LINK_PIN)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                drop(fd);
+            }
+            Some(Link::Owned(id)) => {
+                let program = self.program_mut().map_err(io::Error::other)?;
+                program.detach(id).map_err(io::Error::other)?;
+            }
+            None => {}
         }
         remove_pins(&self.pin_dir)
     }
@@ -227,7 +335,8 @@ impl Dataplane {
 
 /// Removes every map pin of xdp-lb under `pin_dir`, then the directory if it is empty.
 pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
-    for name in MAP_NAMES {
+    // The link first: removing its pin detaches the program (when no agent holds it).
+    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
         match std::fs::remove_file(pin_dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -319,6 +428,7 @@ pub struct Maps {
     pub vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub counters: PerCpuArray<MapData, u64>,
+    flows_size: u32,
 }
 
 impl Maps {
@@ -365,15 +475,21 @@ impl Maps {
                 });
             }
         };
+        let flows = get(map_names::FLOWS)?;
+        let flows_size = match &flows {
+            Map::LruHashMap(d) | Map::HashMap(d) => d.info().map(|i| i.max_entries()).unwrap_or(0),
+            _ => 0,
+        };
         Ok(Self {
             vips: conv(map_names::VIPS, get(map_names::VIPS)?)?,
             backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
             maglev,
-            flows: conv(map_names::FLOWS, get(map_names::FLOWS)?)?,
+            flows: conv(map_names::FLOWS, flows)?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
+            flows_size,
         })
     }
 }
@@ -486,6 +602,11 @@ impl Drop for MaglevArray {
 }
 
 impl Maps {
+    /// The flow table's size as created.
+    pub fn flows_max_entries(&self) -> u32 {
+        self.flows_size
+    }
+
     /// A counter summed over CPUs. `Tx` and `Redirect` are summed over the VIPs' counters,
     /// where the data plane keeps them (see `TrafficCounters`).
     pub fn counter(&self, counter: xdp_lb_common::Counter) -> Result<u64, aya::maps::MapError> {

@@ -13,7 +13,9 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod maglev;
 pub mod neighbor;
 pub mod reconcile;

@@ -5,7 +5,11 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use xdp_lb::agent::{self, AgentError, RunOptions};
+use xdp_lb::{
+    agent::{self, AgentError, RunOptions},
+    config::{self, DEFAULT_CONTROL_SOCKET},
+    control::{self, Request, Response},
+};
 
 /// Exit status for a configuration that does not parse or validate.
 const EXIT_CONFIG: u8 = 2;
@@ -43,6 +47,37 @@ enum Command {
         /// "xdp_lb=debug". RUST_LOG overrides it.
         #[arg(long, value_name = "LEVEL", default_value = "info")]
         log_level: String,
+        /// On SIGTERM/SIGINT leave the program attached and the maps (flow table included)
+        /// pinned, so traffic keeps flowing and the next `xdp-lb run` adopts them: an upgrade
+        /// or restart without an outage. (After a crash or SIGKILL they are kept anyway.)
+        #[arg(long)]
+        keep_dataplane: bool,
+    },
+    /// Ask the running agent to reload its config, and print its verdict.
+    ///
+    /// Like SIGHUP, but waits for the answer: exit status 0 when applied, 2 when the file is
+    /// invalid or cannot be applied (the running configuration is then unchanged), 1 when no
+    /// agent answers.
+    Reload {
+        /// Reload from this file instead (it becomes the agent's config file). Its
+        /// agent.control_socket also says where to find the agent, unless --socket is given.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The agent's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Show the running agent's state: config, uptime, each backend's health and last check.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Find the control socket through this config file's agent.control_socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The agent's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Check a configuration file and print a summary; exit status 2 if it is invalid.
     ///
@@ -56,7 +91,61 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_level } => {
+        Command::Reload { config, socket } => {
+            let socket = socket_path(socket, config.as_deref());
+            // Send the path as the agent sees it: absolute.
+            let config = config.map(|c| std::path::absolute(&c).unwrap_or(c));
+            match client(&socket, &Request::Reload { config }) {
+                Ok(r) if r.ok => {
+                    println!("{}", r.message);
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("xdp-lb: {}", r.message);
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(err) => {
+                    eprintln!("xdp-lb: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status {
+            json,
+            config,
+            socket,
+        } => {
+            let socket = socket_path(socket, config.as_deref());
+            match client(&socket, &Request::Status) {
+                Ok(Response {
+                    status: Some(status),
+                    ..
+                }) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&status).unwrap_or_default()
+                        );
+                    } else {
+                        print_status(&status);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("xdp-lb: {}", r.message);
+                    ExitCode::FAILURE
+                }
+                Err(err) => {
+                    eprintln!("xdp-lb: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            config,
+            log_level,
+            keep_dataplane,
+        } => {
             if let Err(err) = init_logging(&log_level) {
                 eprintln!("xdp-lb: {err:#}");
                 return ExitCode::from(EXIT_CONFIG);
@@ -74,6 +163,7 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(agent::run(RunOptions {
                 config_path: config,
+                keep_dataplane,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(AgentError::Config(err)) => {
@@ -148,4 +238,74 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     Ok(())
+}
+
+/// The control socket: --socket, else the config file's agent.control_socket, else the default.
+fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> PathBuf {
+    if let Some(s) = socket {
+        return s;
+    }
+    if let Some(c) = config
+        && let Ok(cfg) = config::load(c)
+    {
+        return cfg.agent.control_socket;
+    }
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+
+fn client(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(control::request(
+        socket,
+        request,
+        std::time::Duration::from_secs(30),
+    ))?)
+}
+
+fn print_status(s: &serde_json::Value) {
+    let str_of = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    println!(
+        "config {} (loaded at unix {}), up {} s, interface {} ({}), {} health transition(s)",
+        str_of(&s["config"]),
+        s["loaded_unix"],
+        s["uptime_seconds"],
+        str_of(&s["interface"]),
+        str_of(&s["attached"]),
+        s["health_transitions"]
+    );
+    for vip in s["vips"].as_array().into_iter().flatten() {
+        println!(
+            "\nVIP {} {}:{} (check: {}){}",
+            str_of(&vip["name"]),
+            str_of(&vip["address"]),
+            vip["port"],
+            str_of(&vip["health_check"]),
+            if vip["usable_backends"].as_bool() == Some(false) {
+                "  NO USABLE BACKEND"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  {:<16} {:>6} {:<9} {:<7} {:<19} last check",
+            "backend", "weight", "state", "health", "mac"
+        );
+        for b in vip["backends"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<16} {:>6} {:<9} {:<7} {:<19} {}",
+                str_of(&b["address"]),
+                b["weight"],
+                str_of(&b["state"]),
+                str_of(&b["health"]),
+                b["mac"].as_str().unwrap_or("-"),
+                b["last_check"].as_str().unwrap_or("-")
+            );
+        }
+    }
 }

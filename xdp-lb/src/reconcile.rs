@@ -20,7 +20,7 @@ use std::{
 
 use aya::maps::MapError;
 use thiserror::Error;
-use xdp_lb_common::{BackendInfo, FlowKey, VipInfo, VipKey};
+use xdp_lb_common::{BACKEND_F_FORWARD, BackendInfo, FlowKey, TrafficCounters, VipInfo, VipKey};
 
 use crate::{
     dataplane::Maps,
@@ -123,6 +123,11 @@ impl Reconciler {
             .collect()
     }
 
+    /// The backend entries the maps hold now.
+    pub fn current_backend_infos(&self) -> Vec<BackendInfo> {
+        self.current.backends.values().copied().collect()
+    }
+
     /// The VIP ids the maps hold now.
     pub fn current_vip_ids(&self) -> BTreeMap<VipKey, u32> {
         self.current
@@ -166,14 +171,26 @@ impl Reconciler {
             purge.clear();
         }
         for (&id, backend) in &desired.backends {
-            if self.current.backends.get(&id) == Some(&backend.info) {
+            let old = self.current.backends.get(&id).copied();
+            if old == Some(backend.info) {
                 continue;
+            }
+            if old.is_none() {
+                // A new backend id starts with fresh counters.
+                zero_traffic(&mut maps.backend_stats, id).map_err(map_err("BACKEND_STATS"))?;
             }
             maps.backends
                 .set(id, backend.info, 0)
                 .map_err(map_err("BACKENDS"))?;
             self.current.backends.insert(id, backend.info);
             report.backends_written += 1;
+            // Down or disabled: its flows are purged (step 4) so that the clients' next packets
+            // are re-hashed to live backends at once, not only when they next arrive.
+            if old.is_some_and(|o| o.flags & BACKEND_F_FORWARD != 0)
+                && backend.info.flags & BACKEND_F_FORWARD == 0
+            {
+                purge.insert(id);
+            }
         }
 
         // 2. Tables and VIPs.
@@ -191,6 +208,9 @@ impl Reconciler {
             };
             if !changed {
                 continue;
+            }
+            if current.is_none() {
+                zero_traffic(&mut maps.vip_stats, vip.vip_id).map_err(map_err("VIP_STATS"))?;
             }
             let info = self.swap_in(maps, vip, current.map(|(info, _)| info))?;
             maps.vips.insert(key, info, 0).map_err(map_err("VIPS"))?;
@@ -310,4 +330,25 @@ pub fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize
         }
     }
     Ok(purged)
+}
+
+/// Resets one element of a per-CPU counter array (all CPUs) for a newly assigned id.
+fn zero_traffic(
+    map: &mut aya::maps::PerCpuArray<aya::maps::MapData, TrafficCounters>,
+    index: u32,
+) -> Result<(), MapError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| {
+        MapError::SyscallError(aya::sys::SyscallError {
+            call: "nr_cpus",
+            io_error: e,
+        })
+    })?;
+    let values = aya::maps::PerCpuValues::try_from(vec![TrafficCounters::default(); cpus])
+        .map_err(|e| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "PerCpuValues",
+                io_error: e,
+            })
+        })?;
+    map.set(index, values, 0)
 }

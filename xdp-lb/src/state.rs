@@ -16,7 +16,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Config, VipConfig},
+    config::{AdminState, CheckType, Config, VipConfig},
     maglev::{self, MaglevBackend},
     neighbor::L2Next,
 };
@@ -58,6 +58,11 @@ pub struct DesiredBackend {
     pub vip: VipKey,
     pub address: Ipv4Addr,
     pub weight: u32,
+    /// The kernel knows its MAC.
+    pub resolved: bool,
+    /// It passes its health check.
+    pub up: bool,
+    pub admin: AdminState,
     pub info: BackendInfo,
 }
 
@@ -150,12 +155,21 @@ fn maglev_identity(address: Ipv4Addr) -> [u8; 4] {
     address.octets()
 }
 
-/// Computes the desired maps. `neighbours` holds what the kernel resolved; a backend missing
-/// from it cannot be forwarded to and gets no table entries.
+/// Whether each backend passes its health check; a backend missing here counts as its
+/// check's start state.
+pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
+
+/// Computes the desired maps.
+///
+/// A backend carries its established flows (`BACKEND_F_FORWARD`) when its MAC is known, it is
+/// healthy and not `disabled`; it receives new flows (Maglev entries) when, in addition, it is
+/// `active` with a positive weight. So `drain` keeps flows and takes no new ones, and `down` or
+/// `disabled` loses both (the reconciler purges its flows so they re-hash to live backends).
 pub fn desired_state(
     config: &Config,
     ids: &Ids,
     neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+    health: &Health,
 ) -> DesiredState {
     let mut state = DesiredState::default();
     for vip in &config.vips {
@@ -171,24 +185,24 @@ pub fn desired_state(
         for (b, identity) in vip.backends.iter().zip(&identities) {
             let id = ids.backends[&(key, b.address)];
             let next = neighbours.get(&b.address);
-            let usable = next.is_some();
-            let info = match next {
-                Some(n) => BackendInfo {
-                    addr_be: ipv4_be(b.address.octets()),
-                    ifindex: n.ifindex,
-                    mac: n.mac,
-                    src_mac: n.src_mac,
-                    flags: BACKEND_F_FORWARD,
-                    vip_id,
-                },
-                None => BackendInfo {
-                    addr_be: ipv4_be(b.address.octets()),
-                    vip_id,
-                    ..Default::default()
-                },
+            let up = health.get(&(key, b.address)).copied().unwrap_or(
+                !vip.health_check.start_down || vip.health_check.kind == CheckType::None,
+            );
+            let forward = next.is_some() && up && b.state != AdminState::Disabled;
+            let new_flows = forward && b.state == AdminState::Active;
+            let mut info = BackendInfo {
+                addr_be: ipv4_be(b.address.octets()),
+                vip_id,
+                ..Default::default()
             };
             if let Some(n) = next {
+                info.ifindex = n.ifindex;
+                info.mac = n.mac;
+                info.src_mac = n.src_mac;
                 state.tx_ports.insert(n.ifindex);
+            }
+            if forward {
+                info.flags |= BACKEND_F_FORWARD;
             }
             state.backends.insert(
                 id,
@@ -196,12 +210,15 @@ pub fn desired_state(
                     vip: key,
                     address: b.address,
                     weight: b.weight,
+                    resolved: next.is_some(),
+                    up,
+                    admin: b.state,
                     info,
                 },
             );
             inputs.push(MaglevBackend {
                 identity,
-                weight: if usable { b.weight } else { 0 },
+                weight: if new_flows { b.weight } else { 0 },
             });
             backend_ids.push(id);
         }
@@ -269,7 +286,7 @@ weight = 3
         let c = cfg(TWO);
         let ids = Ids::default().assign(&c).unwrap();
         let only_12: BTreeMap<_, _> = [("198.18.0.12".parse().unwrap(), next(12))].into();
-        let s = desired_state(&c, &ids, &only_12);
+        let s = desired_state(&c, &ids, &only_12, &Health::new());
         let vip = s.vips.values().next().unwrap();
         assert_eq!(vip.backend_count, 1);
         let id12 = ids.backends[&(vip_key(&c.vips[0]), "198.18.0.12".parse().unwrap())];
@@ -283,9 +300,67 @@ weight = 3
             1
         );
 
-        let none = desired_state(&c, &ids, &BTreeMap::new());
+        let none = desired_state(&c, &ids, &BTreeMap::new(), &Health::new());
         assert_eq!(none.vips.values().next().unwrap().backend_count, 0);
         assert!(none.vips.values().next().unwrap().table.is_empty());
+    }
+
+    #[test]
+    fn drain_disabled_and_down_decide_flows_and_new_flows() {
+        let text = TWO.replace("weight = 3", "weight = 3\nstate = \"drain\"");
+        let c = cfg(&text);
+        let ids = Ids::default().assign(&c).unwrap();
+        let key = vip_key(&c.vips[0]);
+        let (a11, a12): (Ipv4Addr, Ipv4Addr) = (
+            "198.18.0.11".parse().unwrap(),
+            "198.18.0.12".parse().unwrap(),
+        );
+        let both: BTreeMap<_, _> = [(a11, next(11)), (a12, next(12))].into();
+        let forward = |s: &DesiredState, a: Ipv4Addr| {
+            s.backends[&ids.backends[&(key, a)]].info.flags & BACKEND_F_FORWARD != 0
+        };
+
+        // .12 drains: keeps its flows, gets no new ones.
+        let s = desired_state(&c, &ids, &both, &Health::new());
+        let vip = s.vips.values().next().unwrap();
+        assert!(forward(&s, a12) && forward(&s, a11));
+        assert_eq!(vip.backend_count, 1);
+        assert!(vip.table.iter().all(|&b| b == ids.backends[&(key, a11)]));
+
+        // .11 goes down: loses its flows and its entries; nothing is left for new flows.
+        let down: Health = [((key, a11), false)].into();
+        let s = desired_state(&c, &ids, &both, &down);
+        assert!(!forward(&s, a11) && forward(&s, a12));
+        assert_eq!(s.vips.values().next().unwrap().backend_count, 0);
+
+        // Disabled: neither.
+        let c = cfg(&TWO.replace("weight = 3", "weight = 3\nstate = \"disabled\""));
+        let s = desired_state(&c, &ids, &both, &Health::new());
+        assert!(!forward(&s, a12));
+        assert_eq!(s.vips.values().next().unwrap().backend_count, 1);
+    }
+
+    #[test]
+    fn start_down_backends_wait_for_their_first_checks() {
+        let c = cfg(&TWO.replace(
+            "maglev_table_size = 251",
+            "maglev_table_size = 251\n[vip.health_check]\nstart_down = true",
+        ));
+        let ids = Ids::default().assign(&c).unwrap();
+        let both: BTreeMap<_, _> = [
+            ("198.18.0.11".parse().unwrap(), next(11)),
+            ("198.18.0.12".parse().unwrap(), next(12)),
+        ]
+        .into();
+        assert_eq!(
+            desired_state(&c, &ids, &both, &Health::new())
+                .vips
+                .values()
+                .next()
+                .unwrap()
+                .backend_count,
+            0
+        );
     }
 
     #[test]
@@ -349,7 +424,7 @@ mod spread_tests {
                 )
             })
             .collect();
-        let s = desired_state(&c, &ids, &n);
+        let s = desired_state(&c, &ids, &n, &Health::new());
         let vip = s.vips.values().next().unwrap();
         let mut counts = [0usize; 3];
         for port in (40000u16..40600).step_by(2) {
