@@ -13,7 +13,7 @@ pub mod service;
 pub mod topology;
 
 pub use netns::{NetNs, in_netns, sh};
-pub use service::{TcpService, http_get};
+pub use service::{EchoClient, TcpService, http_get};
 pub use topology::{Agent, DsrTopology, xdp_lb_binary};
 
 /// The prefix of every namespace this crate creates; `cleanup_stale` removes leftovers of

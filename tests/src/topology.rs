@@ -263,6 +263,14 @@ impl Agent {
         }
     }
 
+    /// SIGKILL, as a crash would: nothing of the agent's own cleanup runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM and wait (bounded) for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let Some(mut child) = self.child.take() else {
@@ -315,4 +323,15 @@ impl PassProgram {
         })??;
         Ok(Self { _ebpf: ebpf })
     }
+}
+
+/// Runs `xdp-lb ARGS` (a client command such as `reload` or `status`) and returns
+/// (exit code, stdout, stderr).
+pub fn xdp_lb_cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = Command::new(xdp_lb_binary()?).args(args).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }

@@ -291,6 +291,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// `agent.control_socket` of a file, read leniently (the rest may be invalid).
+pub fn control_socket_of(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value
+        .get("agent")?
+        .get("control_socket")?
+        .as_str()
+        .map(PathBuf::from)
+}
+
 /// Parses and validates configuration text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let place = Place { file: path, text };

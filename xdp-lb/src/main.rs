@@ -245,12 +245,11 @@ fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> Pat
     if let Some(s) = socket {
         return s;
     }
-    if let Some(c) = config
-        && let Ok(cfg) = config::load(c)
-    {
-        return cfg.agent.control_socket;
-    }
-    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+    // Read only that key, so that a file with mistakes elsewhere still finds its agent, which
+    // then reports the mistakes.
+    config
+        .and_then(config::control_socket_of)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
 fn client(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {

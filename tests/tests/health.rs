@@ -1,0 +1,487 @@
+//! Health checks, drain, live reload and agent restart — with real processes and real TCP in
+//! network namespaces.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use xdp_lb::dataplane::Maps;
+use xdp_lb_tests::{
+    Agent, DsrTopology, EchoClient, TcpService, http_get, in_netns, require_root,
+    topology::{VIP, backend_addr, xdp_lb_cli},
+};
+
+const PORT: u16 = 80;
+const READY: &str = "xdp-lb is forwarding";
+/// Fast checks so the test runs in seconds; the windows below follow from these.
+const INTERVAL_MS: u64 = 200;
+const RISE: u64 = 2;
+const FALL: u64 = 3;
+
+fn check_keys(kind: &str) -> String {
+    format!(
+        "maglev_table_size = 4093\n[vip.health_check]\ntype = \"{kind}\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{INTERVAL_MS}ms\"\n\
+         rise = {RISE}\nfall = {FALL}\nhttp_path = \"/healthz\"\n"
+    )
+}
+
+struct Bed {
+    topo: DsrTopology,
+    services: Vec<Option<TcpService>>,
+    agent: Agent,
+    config: std::path::PathBuf,
+}
+
+impl Bed {
+    /// `n` backends on the topology, the first `configured` of them in the config.
+    fn new(n: usize, configured: usize, kind: &str) -> Self {
+        let topo = DsrTopology::new(n).unwrap();
+        let services = (0..n)
+            .map(|i| Some(TcpService::start(&topo.backends[i].name, PORT, &name(i)).unwrap()))
+            .collect();
+        let config = topo.dir.join("xdp-lb.toml");
+        std::fs::write(&config, config_text(&topo, configured, kind, &[])).unwrap();
+        let agent = start_agent(&topo, &config, "agent.log");
+        Bed {
+            topo,
+            services,
+            agent,
+            config,
+        }
+    }
+
+    fn client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.topo.client.name, f).unwrap()
+    }
+
+    /// `count` new connections; the answers per backend.
+    fn spread(&self, count: usize) -> BTreeMap<String, usize> {
+        let answers = self.client(move || {
+            (0..count)
+                .map(|_| http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(2)))
+                .collect::<Vec<_>>()
+        });
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for a in answers {
+            *per.entry(a.unwrap_or_else(|e| format!("error: {e:#}")))
+                .or_default() += 1;
+        }
+        per
+    }
+
+    fn reload(&self, text: &str) -> (i32, String, String) {
+        std::fs::write(&self.config, text).unwrap();
+        xdp_lb_cli(&["reload", "--config", self.config.to_str().unwrap()]).unwrap()
+    }
+}
+
+fn name(i: usize) -> String {
+    format!("be{}", i + 1)
+}
+
+/// The config with the first `configured` backends; `states` sets (index, state) pairs.
+fn config_text(
+    topo: &DsrTopology,
+    configured: usize,
+    kind: &str,
+    states: &[(usize, &str)],
+) -> String {
+    let full = topo.config(&topo.pin_dir(), PORT, &check_keys(kind));
+    let mut out = String::new();
+    let mut index = 0usize;
+    for block in full.split("[[vip.backend]]") {
+        if out.is_empty() {
+            out.push_str(block);
+            continue;
+        }
+        if index < configured {
+            out.push_str("[[vip.backend]]");
+            out.push_str(block.trim_end());
+            out.push('\n');
+            if let Some((_, s)) = states.iter().find(|(i, _)| *i == index) {
+                out.push_str(&format!("state = \"{s}\"\n"));
+            }
+            out.push('\n');
+        }
+        index += 1;
+    }
+    out
+}
+
+fn start_agent(topo: &DsrTopology, config: &std::path::Path, log: &str) -> Agent {
+    Agent::start(
+        &topo.lb,
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir.join(log),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_killed_backend_is_out_within_fall_times_interval_and_back_after_rise() {
+    require_root!();
+    let mut bed = Bed::new(3, 3, "tcp");
+    let window = Duration::from_millis(FALL * INTERVAL_MS + 1000);
+
+    let killed_at = Instant::now();
+    bed.services[1] = None; // be2's service dies: new connections to it are refused.
+    // A bounded stream of new connections, one every 20 ms for window + 1.5 s.
+    let results = bed.client(move || {
+        let mut out = Vec::new();
+        while killed_at.elapsed() < window + Duration::from_millis(1500) {
+            let at = killed_at.elapsed();
+            out.push((
+                at,
+                http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(1)),
+            ));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        out
+    });
+    let failures: Vec<Duration> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(t, _)| *t)
+        .collect();
+    let last_failure = failures.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} connections, {} failed, last failure at {last_failure:?} (window {window:?})",
+        results.len(),
+        failures.len()
+    );
+    assert!(
+        last_failure <= window,
+        "connections still failed after the window: {failures:?}"
+    );
+    for (at, r) in &results {
+        if *at > window {
+            assert!(r.as_ref().is_ok_and(|b| b != "be2"), "at {at:?}: {r:?}");
+        }
+    }
+    bed.agent
+        .wait_for_log("backend DOWN", Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        bed.agent
+            .log_text()
+            .contains("consecutive failed checks, last: connect refused")
+    );
+
+    // The service comes back: after rise × interval + 1 s it takes new connections again.
+    bed.services[1] = Some(TcpService::start(&bed.topo.backends[1].name, PORT, "be2").unwrap());
+    std::thread::sleep(Duration::from_millis(RISE * INTERVAL_MS + 1000));
+    let per = bed.spread(90);
+    println!("after recovery: {per:?}");
+    assert!(per.get("be2").copied().unwrap_or(0) >= 15, "{per:?}");
+    assert_eq!(
+        per.values().sum::<usize>(),
+        per.iter()
+            .filter(|(k, _)| k.starts_with("be"))
+            .map(|(_, v)| v)
+            .sum::<usize>(),
+        "{per:?}"
+    );
+    bed.agent
+        .wait_for_log("backend UP", Duration::from_secs(1))
+        .unwrap();
+}
+
+#[test]
+fn an_http_check_answering_503_marks_the_backend_down_and_200_brings_it_back() {
+    require_root!();
+    let mut bed = Bed::new(3, 3, "http");
+    let be1 = bed.services[0].as_ref().unwrap();
+    be1.set_health_status(503);
+    bed.agent
+        .wait_for_log(
+            "backend DOWN",
+            Duration::from_millis(FALL * INTERVAL_MS + 1000),
+        )
+        .unwrap();
+    assert!(
+        bed.agent.log_text().contains("last: HTTP 503"),
+        "{}",
+        bed.agent.log_text()
+    );
+    let per = bed.spread(60);
+    assert_eq!(per.get("be1"), None, "{per:?}");
+    assert_eq!(per.values().sum::<usize>(), 60);
+
+    // `status` shows it.
+    let socket = bed.topo.control_socket();
+    let (code, out, err) =
+        xdp_lb_cli(&["status", "--json", "--socket", socket.to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let b = &status["vips"][0]["backends"][0];
+    assert_eq!(
+        (
+            b["address"].as_str(),
+            b["health"].as_str(),
+            b["last_check"].as_str()
+        ),
+        (Some("198.18.0.11"), Some("down"), Some("HTTP 503"))
+    );
+
+    bed.services[0].as_ref().unwrap().set_health_status(200);
+    bed.agent
+        .wait_for_log(
+            "backend UP",
+            Duration::from_millis(RISE * INTERVAL_MS + 1000),
+        )
+        .unwrap();
+    let per = bed.spread(60);
+    assert!(per.get("be1").copied().unwrap_or(0) > 5, "{per:?}");
+}
+
+/// A long-lived connection, exercised every 20 ms on its own thread until stopped; returns the
+/// backend it is on, and at the end the errors and the longest gap between round trips.
+struct LongLived {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(Vec<String>, Duration, u64)>>,
+    backend: String,
+}
+
+impl LongLived {
+    fn open(bed: &Bed) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let ns = format!("/run/netns/{}", bed.topo.client.name);
+        let handle = std::thread::spawn(move || {
+            xdp_lb_tests::netns::enter_netns(&ns).unwrap();
+            let mut echo =
+                EchoClient::connect(SocketAddr::from((VIP, PORT)), Duration::from_secs(5)).unwrap();
+            tx.send(echo.backend.clone()).unwrap();
+            let (mut errors, mut max_gap, mut trips) = (Vec::new(), Duration::ZERO, 0u64);
+            let mut last = Instant::now();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match echo.round_trip() {
+                    Ok(()) => trips += 1,
+                    Err(e) => {
+                        errors.push(format!("{e:#}"));
+                        break;
+                    }
+                }
+                max_gap = max_gap.max(last.elapsed());
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (errors, max_gap, trips)
+        });
+        let backend = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Self {
+            stop,
+            handle: Some(handle),
+            backend,
+        }
+    }
+
+    fn finish(mut self) -> (Vec<String>, Duration, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn a_long_lived_connection_survives_backend_churn_reload_and_an_agent_kill() {
+    require_root!();
+    // Four backends on the wire; the config starts with three.
+    let mut bed = Bed::new(4, 3, "tcp");
+    let conn = LongLived::open(&bed);
+    let a: usize = conn.backend[2..].parse::<usize>().unwrap() - 1;
+    let b = (a + 1) % 3;
+    println!(
+        "long-lived connection on {}, churning be{}",
+        conn.backend,
+        b + 1
+    );
+
+    // B goes down and comes back.
+    bed.services[b] = None;
+    bed.agent
+        .wait_for_log("backend DOWN", Duration::from_secs(3))
+        .unwrap();
+    bed.services[b] = Some(TcpService::start(&bed.topo.backends[b].name, PORT, &name(b)).unwrap());
+    bed.agent
+        .wait_for_log("backend UP", Duration::from_secs(3))
+        .unwrap();
+
+    // A reload adds D: new connections spread ~25% each, the long-lived one stays on A.
+    let (code, out, err) = bed.reload(&config_text(&bed.topo, 4, "tcp", &[]));
+    assert_eq!(code, 0, "reload: {out}{err}");
+    assert!(out.contains("reloaded"), "{out}");
+    let per = bed.spread(400);
+    println!("after adding be4: {per:?}");
+    for i in 0..4 {
+        let n = per.get(&name(i)).copied().unwrap_or(0);
+        assert!((60..=140).contains(&n), "{}: {n} of 400 ({per:?})", name(i));
+    }
+
+    // The agent dies; the pinned program keeps forwarding; a new agent adopts it.
+    bed.agent.kill9();
+    let per = bed.spread(30);
+    assert_eq!(
+        per.values().sum::<usize>(),
+        30,
+        "forwarding must go on without the agent: {per:?}"
+    );
+    assert!(per.keys().all(|k| k.starts_with("be")), "{per:?}");
+    bed.agent = start_agent(&bed.topo, &bed.config, "agent-restarted.log");
+    let log = bed.agent.log_text();
+    assert!(
+        log.contains("adopting the maps") && log.contains("mode=\"adopted\""),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (errors, max_gap, trips) = conn.finish();
+    println!(
+        "long-lived connection: {trips} round trips, longest gap {max_gap:?}, errors {errors:?}"
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        max_gap < Duration::from_millis(500),
+        "the connection stalled for {max_gap:?}"
+    );
+    assert!(trips > 50);
+
+    // A clean stop removes everything.
+    assert!(bed.agent.stop().unwrap().success());
+    assert!(
+        !bed.topo.pin_dir().join("link").exists() && !bed.topo.pin_dir().join("FLOWS").exists()
+    );
+}
+
+/// Everything the maps say about the VIPs and backends, for before/after comparisons.
+fn snapshot(pin_dir: &std::path::Path) -> String {
+    let maps = Maps::open_pinned(pin_dir).unwrap();
+    let mut out = String::new();
+    let mut vips: Vec<_> = maps.vips.iter().map(|e| e.unwrap()).collect();
+    vips.sort_by_key(|(k, _)| *k);
+    for (k, v) in vips {
+        let table = maps.maglev.read_slot(v.maglev_slot, v.table_size);
+        let hash = table
+            .iter()
+            .fold(0u64, |h, x| h.wrapping_mul(31).wrapping_add(*x as u64));
+        out.push_str(&format!("{k:?} {v:?} table#{hash:x}\n"));
+    }
+    for (id, b) in maps.backends.iter().enumerate() {
+        let b = b.unwrap();
+        if b.addr_be != 0 {
+            out.push_str(&format!("{id} {b:?}\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_broken_reload_changes_nothing_and_says_why() {
+    require_root!();
+    let mut bed = Bed::new(3, 3, "tcp");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = snapshot(&bed.topo.pin_dir());
+    let good = std::fs::read_to_string(&bed.config).unwrap();
+    let broken = good.replacen("maglev_table_size = 4093", "maglev_table_size = 4096", 1);
+    let (code, _, err) = bed.reload(&broken);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("reload rejected")
+            && err.contains("vip[0].maglev_table_size: 4096 is not a prime"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:", bed.config.display())),
+        "the error names the file: {err}"
+    );
+    assert_eq!(
+        snapshot(&bed.topo.pin_dir()),
+        before,
+        "a rejected reload must not touch the maps"
+    );
+    // SIGHUP with the broken file: same.
+    bed.agent.signal(libc::SIGHUP);
+    bed.agent
+        .wait_for_log("reload rejected", Duration::from_secs(3))
+        .unwrap();
+    assert_eq!(snapshot(&bed.topo.pin_dir()), before);
+    assert_eq!(bed.spread(30).values().sum::<usize>(), 30);
+}
+
+#[test]
+fn drain_keeps_the_established_connection_and_sends_new_ones_elsewhere() {
+    require_root!();
+    let bed = Bed::new(3, 3, "tcp");
+    let conn = LongLived::open(&bed);
+    let x: usize = conn.backend[2..].parse::<usize>().unwrap() - 1;
+    let (code, out, err) = bed.reload(&config_text(&bed.topo, 3, "tcp", &[(x, "drain")]));
+    assert_eq!(code, 0, "{out}{err}");
+    let per = bed.spread(90);
+    println!("{} draining: {per:?}", name(x));
+    assert_eq!(per.get(&name(x)), None, "{per:?}");
+    assert_eq!(per.values().sum::<usize>(), 90, "{per:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (errors, _, trips) = conn.finish();
+    assert!(
+        errors.is_empty() && trips > 5,
+        "{errors:?} after {trips} round trips"
+    );
+}
+
+#[test]
+fn all_backends_down_drops_new_connections_and_logs_it_once() {
+    require_root!();
+    let mut bed = Bed::new(2, 2, "tcp");
+    let per = bed.spread(20);
+    assert_eq!(per.values().sum::<usize>(), 20);
+    // All backends down: new connections are dropped (and counted), logged once.
+    bed.services[0] = None;
+    bed.services[1] = None;
+    bed.agent
+        .wait_for_log("VIP has no usable backend", Duration::from_secs(3))
+        .unwrap();
+    let r = bed.client(|| http_get(SocketAddr::from((VIP, PORT)), Duration::from_millis(500)));
+    assert!(r.is_err());
+    let maps = Maps::open_pinned(&bed.topo.pin_dir()).unwrap();
+    assert!(maps.counter(xdp_lb_common::Counter::DropNoBackend).unwrap() >= 1);
+    assert_eq!(
+        bed.agent
+            .log_text()
+            .matches("VIP has no usable backend")
+            .count(),
+        1,
+        "logged once per transition"
+    );
+}
+
+#[test]
+fn disabled_takes_a_backend_out_and_purges_its_flows() {
+    require_root!();
+    let mut bed = Bed::new(3, 3, "tcp");
+    let conn = LongLived::open(&bed);
+    let x: usize = conn.backend[2..].parse::<usize>().unwrap() - 1;
+    let (code, out, err) = bed.reload(&config_text(&bed.topo, 3, "tcp", &[(x, "disabled")]));
+    assert_eq!(code, 0, "{out}{err}");
+    bed.agent
+        .wait_for_log("flows_purged=1", Duration::from_secs(2))
+        .unwrap();
+    let per = bed.spread(60);
+    assert_eq!(per.get(&name(x)), None, "{per:?}");
+    assert_eq!(per.values().sum::<usize>(), 60, "{per:?}");
+    // Its flow now goes to another backend, which knows no such connection.
+    let (errors, _, _) = conn.finish();
+    assert!(
+        !errors.is_empty(),
+        "the disabled backend's connection should have been moved off it"
+    );
+    let _ = backend_addr(0);
+}
