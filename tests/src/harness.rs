@@ -79,6 +79,12 @@ impl Loaded {
     /// Re-applies the config (after changing `self.config`), all backends resolved.
     pub fn apply(&mut self, ifindex: u32) -> anyhow::Result<()> {
         self.ids = self.ids.assign(&self.config)?;
+        let neighbours = self.all_resolved(ifindex);
+        self.apply_with(&neighbours)
+    }
+
+    /// Every configured backend resolved via `ifindex`, with MAC `backend_mac(i)`.
+    pub fn all_resolved(&self, ifindex: u32) -> BTreeMap<Ipv4Addr, L2Next> {
         let mut neighbours = BTreeMap::new();
         for vip in &self.config.vips {
             for (i, b) in vip.backends.iter().enumerate() {
@@ -92,12 +98,20 @@ impl Loaded {
                 );
             }
         }
-        self.apply_with(&neighbours)
+        neighbours
     }
 
     pub fn apply_with(&mut self, neighbours: &BTreeMap<Ipv4Addr, L2Next>) -> anyhow::Result<()> {
-        let desired =
-            state::desired_state(&self.config, &self.ids, neighbours, &state::Health::new());
+        self.apply_health(neighbours, &state::Health::new())
+    }
+
+    /// Applies the config with the given health (what the agent does on a health transition).
+    pub fn apply_health(
+        &mut self,
+        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        health: &state::Health,
+    ) -> anyhow::Result<()> {
+        let desired = state::desired_state(&self.config, &self.ids, neighbours, health);
         let dp = self.dp.as_mut().expect("loaded");
         self.reconciler.apply(&mut dp.maps, &desired)?;
         Ok(())

@@ -97,7 +97,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
     let (health_tx, mut health_events) = mpsc::channel::<HealthEvent>(64);
     let mut agent = match Agent::new(opts.config_path, config, dataplane, health_tx) {
         Ok(agent) => agent,
-        Err((err, dataplane)) => {
+        Err(boxed) => {
+            let (err, dataplane) = *boxed;
             control_task.abort();
             let _ = std::fs::remove_file(&socket);
             // Maps an earlier agent left are still forwarding: never remove those.
@@ -165,10 +166,10 @@ impl Agent {
         config: Config,
         dataplane: Dataplane,
         health_tx: mpsc::Sender<HealthEvent>,
-    ) -> Result<Self, (AgentError, Dataplane)> {
+    ) -> Result<Self, Box<(AgentError, Dataplane)>> {
         let reconciler = match Reconciler::new(&dataplane.maps) {
             Ok(r) => r,
-            Err(e) => return Err((e.into(), dataplane)),
+            Err(e) => return Err(Box::new((e.into(), dataplane))),
         };
         let adopted = Ids::from_maps(
             &reconciler.current_vip_ids(),
@@ -200,11 +201,11 @@ impl Agent {
         }
         let ids = match adopted.assign(&config) {
             Ok(ids) => ids,
-            Err(e) => return Err((e.into(), dataplane)),
+            Err(e) => return Err(Box::new((e.into(), dataplane))),
         };
         let neighbors = match Neighbors::new() {
             Ok(n) => n,
-            Err(e) => return Err((e.into(), dataplane)),
+            Err(e) => return Err(Box::new((e.into(), dataplane))),
         };
         Ok(Self {
             config_path,

@@ -30,7 +30,7 @@ use crate::{
 /// A slot that was live may still be read by a packet that looked up the old `VipInfo` just
 /// before the swap. XDP runs inside one RCU read-side section per NAPI poll (microseconds), so
 /// waiting this long after a swap before overwriting the old slot is ample.
-const SLOT_REUSE_GRACE: Duration = Duration::from_millis(20);
+pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
@@ -59,11 +59,16 @@ pub struct ApplyReport {
     pub backends_written: usize,
     pub backends_removed: usize,
     pub flows_purged: usize,
+    /// From the start of `apply` until the last changed table was live (before the purge).
+    pub tables_live_after: Option<std::time::Duration>,
 }
 
 impl ApplyReport {
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        Self {
+            tables_live_after: None,
+            ..self.clone()
+        } == Self::default()
     }
 }
 
@@ -142,6 +147,7 @@ impl Reconciler {
         maps: &mut Maps,
         desired: &DesiredState,
     ) -> Result<ApplyReport, ReconcileError> {
+        let started = Instant::now();
         let mut report = ApplyReport::default();
 
         // 1. Egress interfaces, then backends.
@@ -221,6 +227,10 @@ impl Reconciler {
                 report.vips_added.push(vip.name.clone());
             }
             self.current.vips.insert(*key, (info, vip.table.clone()));
+        }
+
+        if !report.vips_added.is_empty() || !report.vips_updated.is_empty() {
+            report.tables_live_after = Some(started.elapsed());
         }
 
         // 3. VIPs that are gone.
