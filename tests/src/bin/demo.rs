@@ -60,17 +60,21 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     check(&interrupted)?;
 
     println!("2. Starting a tiny HTTP service on each backend that answers with its name.");
-    let services: Vec<TcpService> = topo
+    let mut services: Vec<Option<TcpService>> = topo
         .backends
         .iter()
         .enumerate()
-        .map(|(i, be)| TcpService::start(&be.name, PORT, &format!("be{}", i + 1)))
+        .map(|(i, be)| TcpService::start(&be.name, PORT, &format!("be{}", i + 1)).map(Some))
         .collect::<anyhow::Result<_>>()?;
     check(&interrupted)?;
 
     let pin_dir = topo.pin_dir();
     let config_path = topo.dir.join("xdp-lb.toml");
-    let config = topo.config(&pin_dir, PORT, "maglev_table_size = 65537");
+    let config = topo.config(
+        &pin_dir,
+        PORT,
+        "maglev_table_size = 65537\n[vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2",
+    );
     std::fs::write(&config_path, &config)?;
     println!(
         "3. Starting `xdp-lb run --config {}` in the LB namespace with:\n",
@@ -96,11 +100,58 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     println!(
         "\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):"
     );
+    let failed = requests(&topo, &interrupted, REQUESTS)?;
+    let served: u64 = services.iter().flatten().map(|s| s.served()).sum();
+    println!("     (the backends' own count: {served})");
+    check(&interrupted)?;
+
+    println!("\n   Backend failover: stopping be2's service. Its HTTP health check (every 500 ms,");
+    println!("   down after 2 failures) takes it out of the Maglev table; its flows are purged.");
+    services[1] = None;
+    agent.wait_for_log("backend DOWN", Duration::from_secs(5))?;
+    for line in agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("backend DOWN") || l.contains("cause=\"health"))
+    {
+        println!("     {line}");
+    }
+    println!("   Sending {REQUESTS} more requests:");
+    let failed = failed + requests(&topo, &interrupted, REQUESTS)?;
+    check(&interrupted)?;
+
+    println!(
+        "\n5. The LB's counters, read from the pinned maps in {}:",
+        pin_dir.display()
+    );
+    print_counters(&pin_dir)?;
+
+    println!("\n6. Stopping the agent with SIGTERM: it detaches the program and removes its pins.");
+    let status = agent.stop()?;
+    println!(
+        "     exit status: {status}; pins left: {}",
+        pin_dir.exists()
+    );
+    if failed > 0 {
+        bail!(
+            "{failed} of {REQUESTS} requests failed; agent log: {}",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+/// Sends `count` requests from the client to the VIP; prints who answered; returns failures.
+fn requests(
+    topo: &DsrTopology,
+    interrupted: &Arc<AtomicBool>,
+    count: usize,
+) -> anyhow::Result<usize> {
     let started = Instant::now();
     let stop = interrupted.clone();
     let answers = in_netns(&topo.client.name, move || {
         let mut out = Vec::new();
-        for _ in 0..REQUESTS {
+        for _ in 0..count {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -129,29 +180,7 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         (answers.len() - failed) as f64 / elapsed.as_secs_f64()
     );
-    let served: u64 = services.iter().map(|s| s.served()).sum();
-    println!("     (the backends' own count: {served})");
-    check(&interrupted)?;
-
-    println!(
-        "\n5. The LB's counters, read from the pinned maps in {}:",
-        pin_dir.display()
-    );
-    print_counters(&pin_dir)?;
-
-    println!("\n6. Stopping the agent with SIGTERM: it detaches the program and removes its pins.");
-    let status = agent.stop()?;
-    println!(
-        "     exit status: {status}; pins left: {}",
-        pin_dir.exists()
-    );
-    if failed > 0 {
-        bail!(
-            "{failed} of {REQUESTS} requests failed; agent log: {}",
-            log.display()
-        );
-    }
-    Ok(())
+    Ok(failed)
 }
 
 fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
@@ -181,7 +210,7 @@ fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     let mut line = Vec::new();
     for c in Counter::ALL {
-        let v: u64 = maps.counters.get(&(c as u32), 0)?.iter().sum();
+        let v = maps.counter(c)?;
         if v > 0 {
             line.push(format!("{}={v}", c.name()));
         }
