@@ -485,3 +485,45 @@ fn disabled_takes_a_backend_out_and_purges_its_flows() {
     );
     let _ = backend_addr(0);
 }
+
+#[test]
+fn keep_dataplane_leaves_forwarding_running_for_the_next_agent() {
+    require_root!();
+    let mut bed = Bed::new(2, 2, "tcp");
+    bed.agent.stop().unwrap();
+    // Started again with --keep-dataplane, then stopped cleanly: pins and forwarding remain.
+    let mut agent = Agent::start(
+        &bed.topo.lb,
+        &[
+            "run",
+            "--keep-dataplane",
+            "--config",
+            bed.config.to_str().unwrap(),
+        ],
+        bed.topo.dir.join("agent-keep.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(
+        !agent.log_text().contains("adopting"),
+        "a clean stop must have left nothing to adopt"
+    );
+    assert!(agent.stop().unwrap().success());
+    assert!(agent.log_text().contains("stopping with --keep-dataplane"));
+    assert!(bed.topo.pin_dir().join("link").exists() && bed.topo.pin_dir().join("FLOWS").exists());
+    assert_eq!(
+        bed.spread(20).values().sum::<usize>(),
+        20,
+        "forwarding continues with no agent"
+    );
+    // The next agent adopts them; its clean stop removes everything.
+    bed.agent = start_agent(&bed.topo, &bed.config, "agent-after-keep.log");
+    assert!(bed.agent.log_text().contains("mode=\"adopted\""));
+    assert_eq!(bed.spread(20).values().sum::<usize>(), 20);
+    assert!(bed.agent.stop().unwrap().success());
+    assert!(
+        !bed.topo.pin_dir().exists(),
+        "a clean stop removes the pins"
+    );
+}
