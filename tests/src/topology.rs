@@ -140,6 +140,14 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+impl Drop for DsrTopology {
+    /// Whatever an agent left pinned (killed, or `--keep-dataplane`) goes with the topology.
+    fn drop(&mut self) {
+        let _ = xdp_lb::dataplane::remove_pins(&self.pin_dir());
+        let _ = std::fs::remove_file(self.control_socket());
+    }
+}
+
 fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = target_dir()
         .join("testbed")
@@ -329,6 +337,23 @@ impl PassProgram {
 /// (exit code, stdout, stderr).
 pub fn xdp_lb_cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
     let out = Command::new(xdp_lb_binary()?).args(args).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Like [`xdp_lb_cli`], run inside `ns`'s network namespace (interface names are per namespace).
+pub fn xdp_lb_cli_in(ns: &NetNs, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let ns_path = ns.path();
+    let mut cmd = Command::new(xdp_lb_binary()?);
+    cmd.args(args);
+    // SAFETY: only async-signal-safe work between fork and exec (open, setns).
+    unsafe {
+        cmd.pre_exec(move || enter_netns(&ns_path).map_err(std::io::Error::other));
+    }
+    let out = cmd.output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

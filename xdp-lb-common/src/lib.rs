@@ -26,6 +26,7 @@ pub mod map_names {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const VIP_NAMES: &str = "VIP_NAMES";
 }
 
 /// Name of the XDP program in the object.
@@ -97,6 +98,8 @@ pub struct BackendInfo {
     /// The VIP this backend serves (a backend id belongs to one VIP). Lets `inspect` and a
     /// restarted agent map ids back to the configuration.
     pub vip_id: u32,
+    /// The configured weight (for `inspect`; the program uses the Maglev table).
+    pub weight: u32,
 }
 
 /// The backend may keep carrying the flows already pinned to it (active or draining). When a
@@ -123,6 +126,35 @@ pub struct FlowValue {
     pub vip_id: u32,
     /// `bpf_ktime_get_ns()` when the flow was created (CLOCK_MONOTONIC).
     pub created_ns: u64,
+}
+
+/// The value of `VIP_NAMES[vip_id]`: the VIP's configured name, NUL-padded. The program never
+/// reads it; it is there so that `xdp-lb inspect` can name VIPs from the pinned maps alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipName {
+    pub bytes: [u8; 64],
+}
+
+impl Default for VipName {
+    fn default() -> Self {
+        Self { bytes: [0; 64] }
+    }
+}
+
+impl VipName {
+    /// Names are validated to at most 64 ASCII characters.
+    pub fn new(name: &str) -> Self {
+        let mut bytes = [0; 64];
+        let n = name.len().min(64);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Self { bytes }
+    }
+
+    pub fn as_str(&self) -> &str {
+        let end = self.bytes.iter().position(|&b| b == 0).unwrap_or(64);
+        core::str::from_utf8(&self.bytes[..end]).unwrap_or("?")
+    }
 }
 
 /// An IPv4 address as the packet carries it (network order in memory).
@@ -166,6 +198,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::TrafficCounters {}
+    unsafe impl aya::Pod for super::VipName {}
 }
 
 #[cfg(test)]
@@ -178,7 +211,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 24);
-        assert_eq!(size_of::<BackendInfo>(), 28);
+        assert_eq!(size_of::<BackendInfo>(), 32);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<TrafficCounters>(), 40);

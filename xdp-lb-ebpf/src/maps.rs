@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey, FlowValue,
-    MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, TrafficCounters, VipInfo, VipKey,
+    MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, TrafficCounters, VipInfo, VipKey, VipName,
 };
 
 #[map]
@@ -38,6 +38,10 @@ pub static VIP_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(DEFAULT
 
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+/// Written by the agent, never read here: lets `xdp-lb inspect` name VIPs from the pins alone.
+#[map]
+pub static VIP_NAMES: Array<VipName> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);

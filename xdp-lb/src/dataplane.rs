@@ -24,7 +24,7 @@ use aya::{
 use thiserror::Error;
 use xdp_lb_common::{
     BackendInfo, FlowKey, FlowValue, MAGLEV_MAX_TABLE_SIZE, MAGLEV_SLOT_ELEMS, PROGRAM_NAME,
-    TrafficCounters, VipInfo, VipKey, map_names,
+    TrafficCounters, VipInfo, VipKey, VipName, map_names,
 };
 
 use crate::config::{AgentConfig, XdpMode};
@@ -162,6 +162,7 @@ impl Dataplane {
             .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
             .map_max_entries(map_names::VIPS, sizes.max_vips)
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
+            .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)
             .map_max_entries(map_names::MAGLEV, maglev_entries)
             .load(PROGRAM_OBJECT)
             .map_err(DataplaneError::Load)?;
@@ -352,7 +353,8 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 8] = [
+const MAP_NAMES: [&str; 9] = [
+    map_names::VIP_NAMES,
     map_names::VIPS,
     map_names::BACKENDS,
     map_names::MAGLEV,
@@ -428,6 +430,7 @@ pub struct Maps {
     pub vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub vip_names: Array<MapData, VipName>,
     flows_size: u32,
 }
 
@@ -489,6 +492,7 @@ impl Maps {
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
+            vip_names: conv(map_names::VIP_NAMES, get(map_names::VIP_NAMES)?)?,
             flows_size,
         })
     }

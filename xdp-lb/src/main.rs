@@ -67,6 +67,25 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Read the data plane's pinned maps: VIPs, backends, flows, counters, Maglev tables.
+    ///
+    /// Works from any process while the agent runs, and after it died with the data plane
+    /// kept. Reads only.
+    Inspect {
+        #[command(subcommand)]
+        what: InspectWhat,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Where the maps are pinned (agent.pin_dir).
+        #[arg(
+            long,
+            global = true,
+            value_name = "DIR",
+            default_value = "/sys/fs/bpf/xdp-lb"
+        )]
+        pin_dir: PathBuf,
+    },
     /// Show the running agent's state: config, uptime, each backend's health and last check.
     Status {
         /// Print JSON instead of a table.
@@ -86,6 +105,87 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum InspectWhat {
+    /// VIPs with their backends, table size and traffic.
+    Vips,
+    /// Backends: address, MAC, interface, weight, share of the Maglev table, traffic.
+    Backends {
+        /// Only this VIP's.
+        #[arg(long, value_name = "NAME")]
+        vip: Option<String>,
+    },
+    /// Flow-table entries: client, VIP, backend, age.
+    Flows {
+        #[arg(long, value_name = "NAME")]
+        vip: Option<String>,
+        /// At most this many entries.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+    },
+    /// Counters summed over CPUs: verdicts, drop reasons, per-VIP traffic, flow-table use.
+    Stats {
+        /// Print again every INTERVAL (e.g. 1s) with rates, until interrupted.
+        #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
+        /// With --watch: stop after this many prints.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// A VIP's Maglev table: entries per backend against its weight share.
+    Maglev {
+        #[arg(long, value_name = "NAME")]
+        vip: String,
+    },
+}
+
+fn inspect(what: InspectWhat, json: bool, pin_dir: &std::path::Path) -> ExitCode {
+    use xdp_lb::inspect::{self, Inspector};
+    let inspector = match Inspector::open(pin_dir) {
+        Ok(i) => i,
+        Err(err) => {
+            eprintln!("xdp-lb: cannot read the maps: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    fn out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            text(value);
+        }
+    }
+    let result: Result<(), String> = match what {
+        InspectWhat::Vips => {
+            out(json, &inspector.vips(), |v| inspect::print_vips(v));
+            Ok(())
+        }
+        InspectWhat::Backends { vip } => inspector
+            .backends(vip.as_deref())
+            .map(|b| out(json, &b, |b| inspect::print_backends(b))),
+        InspectWhat::Flows { vip, limit } => inspector
+            .flows(vip.as_deref(), limit)
+            .map(|f| out(json, &f, |f| inspect::print_flows(f))),
+        InspectWhat::Stats { watch, count } => {
+            inspect::print_stats(&inspector, watch, count, json);
+            Ok(())
+        }
+        InspectWhat::Maglev { vip } => inspector
+            .maglev(&vip)
+            .map(|m| out(json, &m, inspect::print_maglev)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdp-lb: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,6 +210,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Inspect {
+            what,
+            json,
+            pin_dir,
+        } => inspect(what, json, &pin_dir),
         Command::Status {
             json,
             config,

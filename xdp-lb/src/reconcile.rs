@@ -20,7 +20,9 @@ use std::{
 
 use aya::maps::MapError;
 use thiserror::Error;
-use xdp_lb_common::{BACKEND_F_FORWARD, BackendInfo, FlowKey, TrafficCounters, VipInfo, VipKey};
+use xdp_lb_common::{
+    BACKEND_F_FORWARD, BackendInfo, FlowKey, TrafficCounters, VipInfo, VipKey, VipName,
+};
 
 use crate::{
     dataplane::Maps,
@@ -78,6 +80,8 @@ struct Current {
     vips: BTreeMap<VipKey, (VipInfo, Vec<u32>)>,
     backends: BTreeMap<u32, BackendInfo>,
     tx_ports: BTreeSet<u32>,
+    /// VIP_NAMES by vip id.
+    names: BTreeMap<u32, String>,
 }
 
 pub struct Reconciler {
@@ -103,6 +107,11 @@ impl Reconciler {
             let info = entry.map_err(map_err("BACKENDS"))?;
             if info != BackendInfo::default() {
                 current.backends.insert(id as u32, info);
+            }
+        }
+        for (info, _) in current.vips.values() {
+            if let Ok(name) = maps.vip_names.get(&info.vip_id, 0) {
+                current.names.insert(info.vip_id, name.as_str().to_owned());
             }
         }
         for key in maps.tx_ports.keys() {
@@ -199,7 +208,15 @@ impl Reconciler {
             }
         }
 
-        // 2. Tables and VIPs.
+        // 2. Names (read only by inspect), tables and VIPs.
+        for vip in desired.vips.values() {
+            if self.current.names.get(&vip.vip_id) != Some(&vip.name) {
+                maps.vip_names
+                    .set(vip.vip_id, VipName::new(&vip.name), 0)
+                    .map_err(map_err("VIP_NAMES"))?;
+                self.current.names.insert(vip.vip_id, vip.name.clone());
+            }
+        }
         for (key, vip) in &desired.vips {
             let current = self.current.vips.get(key);
             let changed = match current {

@@ -193,6 +193,7 @@ pub fn desired_state(
             let mut info = BackendInfo {
                 addr_be: ipv4_be(b.address.octets()),
                 vip_id,
+                weight: b.weight,
                 ..Default::default()
             };
             if let Some(n) = next {

@@ -1,0 +1,250 @@
+//! Looking inside: `xdp-lb inspect` in every form, checked against the traffic the test sent.
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+
+use serde_json::Value;
+use xdp_lb_tests::{
+    Agent, DsrTopology, TcpService, http_get, in_netns, require_root,
+    topology::{VIP, xdp_lb_cli_in},
+};
+
+const PORT: u16 = 80;
+const CONNECTIONS: usize = 60;
+
+struct Bed {
+    topo: DsrTopology,
+    _services: Vec<TcpService>,
+    agent: Agent,
+}
+
+fn bed(extra_agent_keys: &str) -> Bed {
+    let topo = DsrTopology::new(3).unwrap();
+    let services = (0..3)
+        .map(|i| TcpService::start(&topo.backends[i].name, PORT, &format!("be{}", i + 1)).unwrap())
+        .collect();
+    let config = topo.dir.join("xdp-lb.toml");
+    let text = topo
+        .config(
+            &topo.pin_dir(),
+            PORT,
+            "maglev_table_size = 4093\n[vip.health_check]\ninterval = \"300ms\"",
+        )
+        .replace("[[vip]]", &format!("{extra_agent_keys}\n[[vip]]"));
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(
+        &topo.lb,
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir.join("agent.log"),
+        "xdp-lb is forwarding",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    Bed {
+        topo,
+        _services: services,
+        agent,
+    }
+}
+
+fn traffic(bed: &Bed, n: usize) {
+    let answers = in_netns(&bed.topo.client.name, move || {
+        (0..n)
+            .map(|_| http_get(SocketAddr::from((VIP, PORT)), Duration::from_secs(2)))
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
+fn inspect_json(bed: &Bed, args: &[&str]) -> Value {
+    let pin = bed.topo.pin_dir();
+    let mut full = vec!["inspect"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--json", "--pin-dir", pin.to_str().unwrap()]);
+    let (code, out, err) = xdp_lb_cli_in(&bed.topo.lb, &full).unwrap();
+    assert_eq!(code, 0, "{full:?}: {err}");
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{full:?} printed invalid JSON ({e}): {out}"))
+}
+
+#[test]
+fn inspect_in_every_form_matches_the_traffic_sent() {
+    require_root!();
+    let mut bed = bed("");
+    traffic(&bed, CONNECTIONS);
+
+    let vips = inspect_json(&bed, &["vips"]);
+    let web = &vips[0];
+    assert_eq!(
+        (
+            web["name"].as_str(),
+            web["address"].as_str(),
+            web["port"].as_u64()
+        ),
+        (Some("web"), Some("198.18.0.100"), Some(80))
+    );
+    assert_eq!(
+        (
+            web["backends"].as_u64(),
+            web["backends_in_table"].as_u64(),
+            web["table_size"].as_u64()
+        ),
+        (Some(3), Some(3), Some(4093))
+    );
+    assert_eq!(
+        web["traffic"]["new_flows"].as_u64(),
+        Some(CONNECTIONS as u64),
+        "one new flow per connection"
+    );
+    let vip_packets = web["traffic"]["packets"].as_u64().unwrap();
+    assert!(
+        vip_packets >= 4 * CONNECTIONS as u64,
+        "SYN, ACK, request, ACK/FIN per connection: {vip_packets}"
+    );
+
+    let backends = inspect_json(&bed, &["backends", "--vip", "web"]);
+    let backends = backends.as_array().unwrap();
+    assert_eq!(backends.len(), 3);
+    let flows_sum: u64 = backends
+        .iter()
+        .map(|b| b["traffic"]["new_flows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(flows_sum, CONNECTIONS as u64);
+    let share_sum: f64 = backends
+        .iter()
+        .map(|b| b["table_share_pct"].as_f64().unwrap())
+        .sum();
+    assert!((share_sum - 100.0).abs() < 0.01, "{share_sum}");
+    for (i, b) in backends.iter().enumerate() {
+        let be = &bed
+            .topo
+            .backends
+            .iter()
+            .find(|ns| ns.name.ends_with(&format!("be{}", i + 1)))
+            .unwrap();
+        let link = be.ip(&["-j", "link", "show", "eth0"]).unwrap();
+        let mac = serde_json::from_str::<Value>(&link).unwrap()[0]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let row = backends
+            .iter()
+            .find(|r| r["address"] == format!("198.18.0.{}", 11 + i))
+            .unwrap();
+        assert_eq!(row["mac"].as_str(), Some(mac.as_str()), "{b}");
+        assert_eq!(
+            (
+                row["interface"].as_str(),
+                row["weight"].as_u64(),
+                row["forwarding"].as_bool()
+            ),
+            (Some("eth0"), Some(1), Some(true))
+        );
+    }
+
+    let flows = inspect_json(&bed, &["flows", "--vip", "web", "--limit", "1000"]);
+    let flows = flows.as_array().unwrap();
+    assert_eq!(
+        flows.len(),
+        CONNECTIONS,
+        "one flow-table entry per connection"
+    );
+    let clients: BTreeSet<&str> = flows
+        .iter()
+        .map(|f| f["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients.len(), CONNECTIONS);
+    assert!(
+        flows
+            .iter()
+            .all(|f| f["client"].as_str().unwrap().starts_with("198.18.0.1:")
+                && f["vip"] == "198.18.0.100:80"
+                && ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
+                    .contains(&f["backend"].as_str().unwrap())
+                && f["age_seconds"].as_f64().unwrap() < 60.0)
+    );
+    assert_eq!(
+        inspect_json(&bed, &["flows", "--limit", "7"])
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+
+    let stats = inspect_json(&bed, &["stats"]);
+    assert_eq!(
+        stats["stats"]["counters"]["new_flow"].as_u64(),
+        Some(CONNECTIONS as u64)
+    );
+    assert_eq!(stats["stats"]["counters"]["tx"].as_u64(), Some(vip_packets));
+    assert_eq!(
+        stats["stats"]["flow_table_entries"].as_u64(),
+        Some(CONNECTIONS as u64)
+    );
+
+    let maglev = inspect_json(&bed, &["maglev", "--vip", "web"]);
+    for b in maglev["backends"].as_array().unwrap() {
+        let (share, want) = (
+            b["share_pct"].as_f64().unwrap(),
+            b["weight_share_pct"].as_f64().unwrap(),
+        );
+        assert!((share - want).abs() <= 1.0, "{b}");
+    }
+
+    // Text forms print tables.
+    let pin = bed.topo.pin_dir();
+    let pin = pin.to_str().unwrap();
+    let (code, out, _) =
+        xdp_lb_cli_in(&bed.topo.lb, &["inspect", "backends", "--pin-dir", pin]).unwrap();
+    assert!(
+        code == 0 && out.contains("BACKEND") && out.contains("198.18.0.12"),
+        "{out}"
+    );
+    let (code, out, _) = xdp_lb_cli_in(
+        &bed.topo.lb,
+        &[
+            "inspect",
+            "stats",
+            "--watch",
+            "100ms",
+            "--count",
+            "2",
+            "--pin-dir",
+            pin,
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("COUNTER").count(), 2, "{out}");
+    assert!(out.contains("PER SECOND"));
+
+    // Errors are clear.
+    let (code, _, err) = xdp_lb_cli_in(
+        &bed.topo.lb,
+        &["inspect", "maglev", "--vip", "nope", "--pin-dir", pin],
+    )
+    .unwrap();
+    assert!(
+        code != 0 && err.contains("no VIP named \"nope\" (there are: web)"),
+        "{err}"
+    );
+    let (code, _, err) = xdp_lb_cli_in(
+        &bed.topo.lb,
+        &[
+            "inspect",
+            "vips",
+            "--pin-dir",
+            "/sys/fs/bpf/xlbt-nothing-here",
+        ],
+    )
+    .unwrap();
+    assert!(code != 0 && err.contains("is xdp-lb running?"), "{err}");
+
+    // With the agent dead and the data plane kept, inspect still reads everything.
+    bed.agent.kill9();
+    let vips = inspect_json(&bed, &["vips"]);
+    assert_eq!(
+        vips[0]["traffic"]["new_flows"].as_u64(),
+        Some(CONNECTIONS as u64)
+    );
+}
