@@ -248,3 +248,158 @@ fn inspect_in_every_form_matches_the_traffic_sent() {
         Some(CONNECTIONS as u64)
     );
 }
+
+fn fetch(bed: &Bed, path: &'static str) -> (u16, String) {
+    in_netns(&bed.topo.lb.name, move || {
+        xdp_lb_tests::service::http_fetch(
+            SocketAddr::from(([127, 0, 0, 1], 9100)),
+            path,
+            Duration::from_secs(5),
+        )
+    })
+    .unwrap()
+    .unwrap()
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
+}
+
+fn promtool_check(metrics: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; `cargo xtask setup` installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
+    require_root!();
+    let bed = bed("");
+    let (code, before) = fetch(&bed, "/metrics");
+    assert_eq!(code, 200, "{before}");
+    promtool_check(&before);
+    let key = "xdp_lb_vip_new_flows_total{vip=\"web\",address=\"198.18.0.100:80\"}";
+    let flows_before = sample(&before, key);
+
+    traffic(&bed, 30);
+    let (_, after) = fetch(&bed, "/metrics");
+    promtool_check(&after);
+    assert_eq!(sample(&after, key) - flows_before, 30.0);
+    assert!(
+        sample(&after, "xdp_lb_vip_packets_total{vip=\"web\"")
+            > sample(&before, "xdp_lb_vip_packets_total{vip=\"web\"")
+    );
+    for b in ["198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+        assert_eq!(
+            sample(
+                &after,
+                &format!("xdp_lb_backend_up{{vip=\"web\",backend=\"{b}\"}}")
+            ),
+            1.0
+        );
+    }
+    assert_eq!(
+        sample(&after, "xdp_lb_flow_table_entries"),
+        30.0 + flows_before
+    );
+    assert!(sample(&after, "xdp_lb_packets_total{verdict=\"tx\"}") > 0.0);
+
+    let (code, body) = fetch(&bed, "/healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+
+    let (code, page) = fetch(&bed, "/stats");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("web")
+            && page.contains("198.18.0.12")
+            && page.contains("http-equiv=\"refresh\""),
+        "{page}"
+    );
+
+    // Rendered by a real browser, inside the LB's namespace (the page is on its loopback).
+    let shots = xdp_lb_tests::topology::target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("stats.png");
+    let _ = std::fs::remove_file(&png);
+    let profile = bed.topo.dir.join("chromium-profile");
+    let chromium = |extra: &[&str]| {
+        let mut args = vec![
+            "netns",
+            "exec",
+            &bed.topo.lb.name,
+            "timeout",
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+        ];
+        let profile_arg = format!("--user-data-dir={}", profile.display());
+        args.push(&profile_arg);
+        args.extend_from_slice(extra);
+        args.push("http://127.0.0.1:9100/stats");
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .expect("chromium (Debian's chromium package)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, dom, err) = chromium(&["--dump-dom"]);
+    assert!(ok, "chromium --dump-dom failed: {err}");
+    for text in [
+        "xdp-lb statistics",
+        "web",
+        "198.18.0.100:80/tcp",
+        "198.18.0.11",
+        "198.18.0.13",
+        "UP",
+    ] {
+        assert!(
+            dom.contains(text),
+            "the rendered page lacks {text:?}:\n{dom}"
+        );
+    }
+    let shot_arg = format!("--screenshot={}", png.display());
+    let (ok, _, err) = chromium(&[&shot_arg]);
+    assert!(ok && png.exists(), "no screenshot: {err}");
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 5_000,
+        "the screenshot is suspiciously small"
+    );
+    println!("screenshot: {}", png.display());
+}

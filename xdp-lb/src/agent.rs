@@ -89,7 +89,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
 
     // The control socket first: it refuses to start a second agent on the same socket.
     let (command_tx, mut commands) = mpsc::channel::<Command>(16);
-    let control_task = control::serve(&config.agent.control_socket, command_tx).await?;
+    let control_task = control::serve(&config.agent.control_socket, command_tx.clone()).await?;
     let socket = config.agent.control_socket.clone();
 
     let dataplane = Dataplane::load(&config.agent.pin_dir, MapSizes::from(&config.agent))?;
@@ -112,6 +112,23 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         let _ = agent.dataplane.stop(adopted);
         return Err(err);
     }
+
+    let http_task = match agent.config.agent.listen {
+        Some(addr) => {
+            match crate::http::serve(addr, agent.config.agent.pin_dir.clone(), command_tx).await {
+                Ok(task) => {
+                    tracing::info!(%addr, "serving /metrics, /stats and /healthz");
+                    Some(task)
+                }
+                Err(err) => {
+                    // Forwarding matters more than the stats page: keep running, say why.
+                    tracing::error!(%addr, error = %err, "cannot serve /metrics and /stats (agent.listen)");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     let mut tick = tokio::time::interval(NEIGHBOR_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,6 +154,9 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         }
     };
     control_task.abort();
+    if let Some(t) = http_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     drop(agent.checker);
     log_counters(&agent.dataplane);

@@ -48,7 +48,12 @@ pub struct AgentConfig {
     pub max_vips: u32,
     /// The agent's control socket (`xdp-lb reload`, `xdp-lb status`), root-only.
     pub control_socket: PathBuf,
+    /// Where `/metrics`, `/stats` and `/healthz` are served; None: not served.
+    pub listen: Option<std::net::SocketAddr>,
 }
+
+/// Default `agent.listen`: loopback only; anything else is the operator's explicit choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
 
 /// Default `agent.control_socket`.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xdp-lb/xdp-lb.sock";
@@ -203,6 +208,8 @@ struct RawAgent {
     max_vips: Option<Spanned<i64>>,
     #[serde(default)]
     control_socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +450,20 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         Some(p) => p.get_ref().clone(),
         None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
     };
+    let listen = match &raw_agent.listen {
+        Some(l) if l.get_ref().is_empty() => None,
+        Some(l) => Some(l.get_ref().parse().map_err(|_| {
+            place.at(
+                l,
+                "agent.listen",
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9100\"; \"\" turns it off)",
+                    l.get_ref()
+                ),
+            )
+        })?),
+        None => Some(DEFAULT_LISTEN.parse().expect("valid default")),
+    };
     let agent = AgentConfig {
         interface,
         xdp_mode: raw_agent.xdp_mode.unwrap_or(XdpMode::Auto),
@@ -450,6 +471,7 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         flow_table_size,
         max_vips,
         control_socket,
+        listen,
     };
 
     if raw.vip.len() > max_vips as usize {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
+pub mod http;
 pub mod inspect;
 pub mod maglev;
 pub mod neighbor;

@@ -31,6 +31,9 @@ const TEST_PACKAGES: &[&str] = &[
     "haproxy",
     "nftables",
     "wrk",
+    // promtool checks /metrics; headless Chromium renders /stats for its screenshot.
+    "prometheus",
+    "chromium",
 ];
 
 pub fn setup() -> anyhow::Result<()> {
@@ -114,7 +117,7 @@ fn apt_packages(did: &mut Vec<String>) -> anyhow::Result<()> {
     // hold ports or VIPs on the host.
     if std::path::Path::new("/run/systemd/system").exists() {
         let _ = Command::new("systemctl")
-            .args(["disable", "--now", "haproxy", "keepalived"])
+            .args(["disable", "--now", "haproxy", "keepalived", "prometheus"])
             .status();
     }
     Ok(())
