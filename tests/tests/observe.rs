@@ -13,7 +13,7 @@ const CONNECTIONS: usize = 60;
 
 struct Bed {
     topo: DsrTopology,
-    _services: Vec<TcpService>,
+    services: Vec<TcpService>,
     agent: Agent,
 }
 
@@ -41,7 +41,7 @@ fn bed(extra_agent_keys: &str) -> Bed {
     .unwrap();
     Bed {
         topo,
-        _services: services,
+        services,
         agent,
     }
 }
@@ -402,4 +402,67 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
         "the screenshot is suspiciously small"
     );
     println!("screenshot: {}", png.display());
+}
+
+#[test]
+fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
+    require_root!();
+    let mut bed = bed("flow_log = true\nflow_log_rate = 5\n");
+    traffic(&bed, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = bed.agent.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("flow new client=198.18.0.1:"))
+        .collect();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    println!(
+        "{} flow-log lines for 20 connections, limit 5/s on each of {cpus} CPUs",
+        lines.len()
+    );
+    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        lines.len() <= 5 * cpus,
+        "the rate limit must hold: {}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("vip=198.18.0.100:80 backend=198.18.0.1")),
+        "{lines:?}"
+    );
+    let maps = xdp_lb::dataplane::Maps::open_pinned(&bed.topo.pin_dir()).unwrap();
+    let suppressed: u32 = maps
+        .flow_log_budget
+        .get(&0, 0)
+        .unwrap()
+        .iter()
+        .map(|b| b.suppressed)
+        .sum();
+    assert_eq!(
+        lines.len() as u32 + suppressed,
+        20,
+        "every new flow is either logged or counted as suppressed"
+    );
+
+    // Drops are reported too: with every backend down, a new connection is dropped.
+    bed.services.clear();
+    bed.agent
+        .wait_for_log("VIP has no usable backend", Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // a fresh rate window
+    let r = in_netns(&bed.topo.client.name, || {
+        http_get(SocketAddr::from((VIP, PORT)), Duration::from_millis(300))
+    })
+    .unwrap();
+    assert!(r.is_err());
+    bed.agent
+        .wait_for_log("flow drop client=198.18.0.1:", Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        bed.agent
+            .log_text()
+            .contains("vip=198.18.0.100:80 reason=drop_no_backend")
+    );
 }

@@ -27,6 +27,9 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const VIP_NAMES: &str = "VIP_NAMES";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const FLOW_LOG: &str = "FLOW_LOG";
+    pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
 }
 
 /// Name of the XDP program in the object.
@@ -157,6 +160,44 @@ impl VipName {
     }
 }
 
+/// `SETTINGS[0]`: data-plane switches the agent sets from `[agent]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Flow-log events (new flows, drops) each CPU may report per second; 0 = flow log off.
+    pub flow_log_per_cpu_per_sec: u32,
+    pub _pad: u32,
+}
+
+/// A flow-log event, sent through the `FLOW_LOG` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub ts_ns: u64,
+    /// `FLOW_EVENT_*`.
+    pub kind: u32,
+    /// For drops: the `Counter` that counted it.
+    pub reason: u32,
+    pub src_addr_be: u32,
+    pub dst_addr_be: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub backend_addr_be: u32,
+}
+
+pub const FLOW_EVENT_NEW: u32 = 1;
+pub const FLOW_EVENT_DROP: u32 = 2;
+
+/// Per-CPU rate limiter of the flow log: a one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowLogBudget {
+    pub window_start_ns: u64,
+    pub used: u32,
+    /// Events not reported because the budget was spent (cumulative).
+    pub suppressed: u32,
+}
+
 /// An IPv4 address as the packet carries it (network order in memory).
 #[inline]
 pub const fn ipv4_be(octets: [u8; 4]) -> u32 {
@@ -199,6 +240,9 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::TrafficCounters {}
     unsafe impl aya::Pod for super::VipName {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::FlowLogBudget {}
 }
 
 #[cfg(test)]
@@ -215,6 +259,9 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<TrafficCounters>(), 40);
+        assert_eq!(size_of::<FlowEvent>(), 32);
+        assert_eq!(size_of::<FlowLogBudget>(), 16);
+        assert_eq!(size_of::<Settings>(), 8);
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     // forwarded and the next packet of the flow picks the same backend from the same table.
     let _ = FLOWS.insert(flow, value, 0);
     count(Counter::NewFlow);
+    crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be });
     Ok(Choice {
         backend_id,
         backend,

@@ -10,12 +10,14 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod balance;
+mod flow_log;
 mod forward;
 mod maps;
 mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
 use xdp_lb_common::Counter;
 
 use crate::{
@@ -37,8 +39,29 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
-    let choice = balance::choose_backend(&packet.flow)?;
-    let action = forward::forward_dsr(ctx, packet.eth, choice.backend)?;
+    let forwarded = balance::choose_backend(&packet.flow).and_then(|choice| {
+        forward::forward_dsr(ctx, packet.eth, choice.backend).map(|action| (choice, action))
+    });
+    let (choice, action) = match forwarded {
+        Ok(v) => v,
+        Err(reason) => {
+            if !matches!(reason, Counter::PassNotVip) {
+                // A VIP packet we could not forward: worth a line in the flow log.
+                flow_log::drop(&packet.flow, reason);
+                if matches!(
+                    reason,
+                    Counter::DropBadBackend | Counter::DropRedirectFailed
+                ) {
+                    // Should not happen: the agent's maps are inconsistent or an interface left.
+                    debug!(
+                        ctx,
+                        "xdp-lb: dropped a VIP packet, reason {}", reason as u32
+                    );
+                }
+            }
+            return Err(reason);
+        }
+    };
     // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
     let tx = action == xdp_action::XDP_TX;
     add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow, tx);

@@ -6,11 +6,12 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey, FlowValue,
-    MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, TrafficCounters, VipInfo, VipKey, VipName,
+    BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey, FlowLogBudget,
+    FlowValue, MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, Settings, TrafficCounters, VipInfo,
+    VipKey, VipName,
 };
 
 #[map]
@@ -42,6 +43,16 @@ pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX
 /// Written by the agent, never read here: lets `xdp-lb inspect` name VIPs from the pins alone.
 #[map]
 pub static VIP_NAMES: Array<VipName> = Array::pinned(DEFAULT_MAX_VIPS, 0);
+
+#[map]
+pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+/// New flows and drops, for the agent's flow log (`agent.flow_log`).
+#[map]
+pub static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+#[map]
+pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget> = PerCpuArray::pinned(1, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);

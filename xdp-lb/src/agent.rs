@@ -130,6 +130,22 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         None => None,
     };
 
+    // The flow log and aya-log readers run always; the program only reports when
+    // agent.flow_log is on (SETTINGS), so a reload can switch it.
+    let mut readers = Vec::new();
+    if let Some(ring) = agent.dataplane.maps.flow_log.take() {
+        match crate::flow_log::spawn(ring) {
+            Ok(t) => readers.push(t),
+            Err(e) => tracing::warn!(error = %e, "cannot read the flow log"),
+        }
+    }
+    if let Some(logger) = agent.dataplane.logger.take() {
+        match crate::flow_log::spawn_ebpf_logger(logger) {
+            Ok(t) => readers.push(t),
+            Err(e) => tracing::warn!(error = %e, "cannot read the program's debug log"),
+        }
+    }
+
     let mut tick = tokio::time::interval(NEIGHBOR_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = loop {
@@ -155,6 +171,9 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
     };
     control_task.abort();
     if let Some(t) = http_task {
+        t.abort();
+    }
+    for t in readers {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);

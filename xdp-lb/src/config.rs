@@ -50,6 +50,10 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Where `/metrics`, `/stats` and `/healthz` are served; None: not served.
     pub listen: Option<std::net::SocketAddr>,
+    /// Log new flows and drops (haproxy's connection log), at most `flow_log_rate` events per
+    /// CPU per second.
+    pub flow_log: bool,
+    pub flow_log_rate: u32,
 }
 
 /// Default `agent.listen`: loopback only; anything else is the operator's explicit choice.
@@ -210,6 +214,10 @@ struct RawAgent {
     control_socket: Option<Spanned<PathBuf>>,
     #[serde(default)]
     listen: Option<Spanned<String>>,
+    #[serde(default)]
+    flow_log: Option<bool>,
+    #[serde(default)]
+    flow_log_rate: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +480,11 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         max_vips,
         control_socket,
         listen,
+        flow_log: raw_agent.flow_log.unwrap_or(false),
+        flow_log_rate: match &raw_agent.flow_log_rate {
+            Some(v) => ranged(place, v, "agent.flow_log_rate", 1..=1_000_000)?,
+            None => 1000,
+        },
     };
 
     if raw.vip.len() > max_vips as usize {

@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
@@ -23,8 +23,8 @@ use aya::{
 };
 use thiserror::Error;
 use xdp_lb_common::{
-    BackendInfo, FlowKey, FlowValue, MAGLEV_MAX_TABLE_SIZE, MAGLEV_SLOT_ELEMS, PROGRAM_NAME,
-    TrafficCounters, VipInfo, VipKey, VipName, map_names,
+    BackendInfo, FlowKey, FlowLogBudget, FlowValue, MAGLEV_MAX_TABLE_SIZE, MAGLEV_SLOT_ELEMS,
+    PROGRAM_NAME, Settings, TrafficCounters, VipInfo, VipKey, VipName, map_names,
 };
 
 use crate::config::{AgentConfig, XdpMode};
@@ -118,6 +118,8 @@ pub struct Dataplane {
     /// The maps were already pinned (left by an agent that died or was stopped with
     /// `--keep-dataplane`) and are being reused, flow table included.
     pub adopted_maps: bool,
+    /// aya-log's reader of the program's debug messages; the agent takes and polls it.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// The attachment: a bpf_link pinned under `pin_dir/link`, so that it outlives the agent, or
@@ -144,7 +146,14 @@ impl Dataplane {
             // Do not leave half a data plane behind; but never remove maps we did not make.
             let _ = remove_pins(pin_dir);
         }
-        let (ebpf, maps) = loaded?;
+        let (mut ebpf, maps) = loaded?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::debug!(error = %e, "no aya-log in the program; its debug messages are not shown");
+                None
+            }
+        };
         Ok(Self {
             ebpf,
             link: None,
@@ -152,6 +161,7 @@ impl Dataplane {
             maps,
             attached: None,
             adopted_maps,
+            logger,
         })
     }
 
@@ -353,8 +363,11 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 12] = [
     map_names::VIP_NAMES,
+    map_names::SETTINGS,
+    map_names::FLOW_LOG,
+    map_names::FLOW_LOG_BUDGET,
     map_names::VIPS,
     map_names::BACKENDS,
     map_names::MAGLEV,
@@ -431,6 +444,10 @@ pub struct Maps {
     pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub counters: PerCpuArray<MapData, u64>,
     pub vip_names: Array<MapData, VipName>,
+    pub settings: Array<MapData, Settings>,
+    pub flow_log_budget: PerCpuArray<MapData, FlowLogBudget>,
+    /// The flow-log ring buffer; the agent takes it to read events.
+    pub flow_log: Option<RingBuf<MapData>>,
     flows_size: u32,
 }
 
@@ -493,6 +510,9 @@ impl Maps {
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
             vip_names: conv(map_names::VIP_NAMES, get(map_names::VIP_NAMES)?)?,
+            settings: conv(map_names::SETTINGS, get(map_names::SETTINGS)?)?,
+            flow_log_budget: conv(map_names::FLOW_LOG_BUDGET, get(map_names::FLOW_LOG_BUDGET)?)?,
+            flow_log: Some(conv(map_names::FLOW_LOG, get(map_names::FLOW_LOG)?)?),
             flows_size,
         })
     }

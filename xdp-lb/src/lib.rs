@@ -15,6 +15,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod flow_log;
 pub mod health;
 pub mod http;
 pub mod inspect;

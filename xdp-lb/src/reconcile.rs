@@ -21,7 +21,7 @@ use std::{
 use aya::maps::MapError;
 use thiserror::Error;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, FlowKey, TrafficCounters, VipInfo, VipKey, VipName,
+    BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey, VipName,
 };
 
 use crate::{
@@ -82,6 +82,7 @@ struct Current {
     tx_ports: BTreeSet<u32>,
     /// VIP_NAMES by vip id.
     names: BTreeMap<u32, String>,
+    settings: Option<Settings>,
 }
 
 pub struct Reconciler {
@@ -114,6 +115,7 @@ impl Reconciler {
                 current.names.insert(info.vip_id, name.as_str().to_owned());
             }
         }
+        current.settings = maps.settings.get(&0, 0).ok();
         for key in maps.tx_ports.keys() {
             current.tx_ports.insert(key.map_err(map_err("TX_PORTS"))?);
         }
@@ -158,6 +160,14 @@ impl Reconciler {
     ) -> Result<ApplyReport, ReconcileError> {
         let started = Instant::now();
         let mut report = ApplyReport::default();
+
+        // 0. Data-plane switches.
+        if self.current.settings != Some(desired.settings) {
+            maps.settings
+                .set(0, desired.settings, 0)
+                .map_err(map_err("SETTINGS"))?;
+            self.current.settings = Some(desired.settings);
+        }
 
         // 1. Egress interfaces, then backends.
         for &ifindex in desired.tx_ports.difference(&self.current.tx_ports.clone()) {

@@ -11,8 +11,8 @@ use std::{
 };
 
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, VipKey, hash::murmur3_32, ipv4_be,
-    port_be,
+    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings, VipKey, hash::murmur3_32,
+    ipv4_be, port_be,
 };
 
 use crate::{
@@ -72,6 +72,7 @@ pub struct DesiredState {
     pub backends: BTreeMap<u32, DesiredBackend>,
     /// Egress interfaces the program may redirect to.
     pub tx_ports: BTreeSet<u32>,
+    pub settings: Settings,
 }
 
 /// Dense ids for VIPs (index of VIP_STATS and of the Maglev slots) and backends (index of
@@ -171,7 +172,17 @@ pub fn desired_state(
     neighbours: &BTreeMap<Ipv4Addr, L2Next>,
     health: &Health,
 ) -> DesiredState {
-    let mut state = DesiredState::default();
+    let mut state = DesiredState {
+        settings: Settings {
+            flow_log_per_cpu_per_sec: if config.agent.flow_log {
+                config.agent.flow_log_rate
+            } else {
+                0
+            },
+            _pad: 0,
+        },
+        ..Default::default()
+    };
     for vip in &config.vips {
         let key = vip_key(vip);
         let vip_id = ids.vips[&key];

@@ -1,0 +1,59 @@
+//! The flow log: new flows and drops reported to the agent through a ring buffer, limited per
+//! CPU per second so that a flood cannot turn logging into the bottleneck. Only the new-flow and
+//! drop paths call this; an established flow's packets never do.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use xdp_lb_common::{Counter, FLOW_EVENT_DROP, FLOW_EVENT_NEW, FlowEvent, FlowKey};
+
+use crate::maps::{FLOW_LOG, FLOW_LOG_BUDGET, SETTINGS};
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32) {
+    let Some(settings) = SETTINGS.get(0) else {
+        return;
+    };
+    let limit = settings.flow_log_per_cpu_per_sec;
+    if limit == 0 {
+        return;
+    }
+    let Some(budget) = FLOW_LOG_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, while this program runs.
+    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe {
+        if now.wrapping_sub((*budget).window_start_ns) >= SECOND_NS {
+            (*budget).window_start_ns = now;
+            (*budget).used = 0;
+        }
+        if (*budget).used >= limit {
+            (*budget).suppressed += 1;
+            return;
+        }
+        (*budget).used += 1;
+    }
+    let event = FlowEvent {
+        ts_ns: now,
+        kind,
+        reason,
+        src_addr_be: flow.src_addr_be,
+        dst_addr_be: flow.dst_addr_be,
+        src_port_be: flow.src_port_be,
+        dst_port_be: flow.dst_port_be,
+        backend_addr_be,
+    };
+    // A full ring (the agent is not reading) loses the event, which is what a log may do.
+    let _ = FLOW_LOG.output::<FlowEvent>(&event, 0);
+}
+
+#[inline(always)]
+pub fn new_flow(flow: &FlowKey, backend_addr_be: u32) {
+    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be);
+}
+
+#[inline(always)]
+pub fn drop(flow: &FlowKey, reason: Counter) {
+    report(FLOW_EVENT_DROP, reason as u32, flow, 0);
+}

@@ -1,0 +1,113 @@
+//! The agent's side of the flow log: reads `FLOW_LOG` (new flows and drops, rate-limited by the
+//! program) and writes one line per event, like haproxy's connection log:
+//!
+//! ```text
+//! INFO flow new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12
+//! INFO flow drop client=198.18.0.1:40314 vip=198.18.0.100:80 reason=drop_no_backend
+//! ```
+//!
+//! Also polls aya-log, which carries the program's rare debug messages.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, task::JoinHandle};
+use xdp_lb_common::{Counter, FLOW_EVENT_NEW, FlowEvent};
+
+/// Formats one event; `None` for a record that is not a `FlowEvent`.
+pub fn format(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < size_of::<FlowEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; FlowEvent is plain integers, read unaligned.
+    let e: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let addr = |be: u32| Ipv4Addr::from(be.to_ne_bytes());
+    let client = format!("{}:{}", addr(e.src_addr_be), u16::from_be(e.src_port_be));
+    let vip = format!("{}:{}", addr(e.dst_addr_be), u16::from_be(e.dst_port_be));
+    Some(if e.kind == FLOW_EVENT_NEW {
+        format!(
+            "new client={client} vip={vip} backend={}",
+            addr(e.backend_addr_be)
+        )
+    } else {
+        let reason = Counter::ALL
+            .get(e.reason as usize)
+            .map_or("unknown", |c| c.name());
+        format!("drop client={client} vip={vip} reason={reason}")
+    })
+}
+
+/// Reads the flow log until aborted.
+pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
+    let mut fd = AsyncFd::new(ring)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if let Some(line) = format(&item) {
+                    tracing::info!(target: "flow", "flow {line}");
+                }
+            }
+            guard.clear_ready();
+        }
+    }))
+}
+
+/// Polls aya-log (the program's debug messages) until aborted.
+pub fn spawn_ebpf_logger(
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+) -> std::io::Result<JoinHandle<()>> {
+    let mut fd = AsyncFd::new(logger)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(e: &FlowEvent) -> Vec<u8> {
+        // SAFETY: FlowEvent is plain integers.
+        unsafe {
+            std::slice::from_raw_parts((e as *const FlowEvent).cast::<u8>(), size_of::<FlowEvent>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn events_read_like_a_connection_log() {
+        let e = FlowEvent {
+            kind: FLOW_EVENT_NEW,
+            src_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 1]),
+            dst_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 100]),
+            src_port_be: xdp_lb_common::port_be(40312),
+            dst_port_be: xdp_lb_common::port_be(80),
+            backend_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 12]),
+            ..Default::default()
+        };
+        assert_eq!(
+            format(&bytes(&e)).unwrap(),
+            "new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12"
+        );
+        let d = FlowEvent {
+            kind: xdp_lb_common::FLOW_EVENT_DROP,
+            reason: Counter::DropNoBackend as u32,
+            ..e
+        };
+        assert_eq!(
+            format(&bytes(&d)).unwrap(),
+            "drop client=198.18.0.1:40312 vip=198.18.0.100:80 reason=drop_no_backend"
+        );
+        assert_eq!(format(&[1, 2, 3]), None);
+    }
+}
