@@ -11,7 +11,10 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, task::JoinHandle};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    task::JoinHandle,
+};
 use xdp_lb_common::{Counter, FLOW_EVENT_NEW, FlowEvent};
 
 /// Formats one event; `None` for a record that is not a `FlowEvent`.
@@ -39,7 +42,9 @@ pub fn format(bytes: &[u8]) -> Option<String> {
 
 /// Reads the flow log until aborted.
 pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
-    let mut fd = AsyncFd::new(ring)?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok(mut guard) = fd.readable_mut().await else {
@@ -60,7 +65,9 @@ pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
 pub fn spawn_ebpf_logger(
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let mut fd = AsyncFd::new(logger)?;
+    // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns the logger.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok(mut guard) = fd.readable_mut().await else {
