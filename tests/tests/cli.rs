@@ -76,3 +76,36 @@ fn bad_arguments_are_usage_errors() {
         "{out}"
     );
 }
+
+#[test]
+fn the_example_config_and_the_systemd_unit_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let example = root.join("examples/kube-apiserver-ha.toml");
+    let (code, out, err) = xdp_lb(&["check-config", example.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("3 VIP(s), 9 backend(s)") && out.contains("(drain)"),
+        "{out}"
+    );
+
+    // systemd's own checker, with the unit pointing at the binary under test.
+    let unit = std::fs::read_to_string(root.join("packaging/xdp-lb.service")).unwrap();
+    let bin = xdp_lb_binary().unwrap();
+    let path = write(
+        "xdp-lb.service",
+        &unit.replace("/usr/local/bin/xdp-lb", bin.to_str().unwrap()),
+    );
+    match Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("systemd-analyze (Debian's systemd package) is needed: {e}"),
+    }
+}

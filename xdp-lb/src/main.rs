@@ -304,7 +304,16 @@ fn main() -> ExitCode {
                         vip.maglev_table_size,
                         vip.backends
                             .iter()
-                            .map(|b| format!("{} w{}", b.address, b.weight))
+                            .map(|b| match b.state {
+                                config::AdminState::Active =>
+                                    format!("{} w{}", b.address, b.weight),
+                                s => format!(
+                                    "{} w{} ({})",
+                                    b.address,
+                                    b.weight,
+                                    format!("{s:?}").to_lowercase()
+                                ),
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
