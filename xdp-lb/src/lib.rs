@@ -23,3 +23,4 @@ pub mod maglev;
 pub mod neighbor;
 pub mod reconcile;
 pub mod state;
+pub mod vrrp;

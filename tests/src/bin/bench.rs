@@ -284,7 +284,7 @@ fn main() -> anyhow::Result<()> {
         rounds: rebase(&new_flow),
     });
     rows.push(Row {
-        name: "xdp-lb: flow-table hit, 100k flows cycled (cache-cold)",
+        name: "xdp-lb: flow-table hit, many flows cycled (cache-cold)",
         method: format!("repeat=1 × {} flows cycled", args.flows),
         proof: format!("tx +{}, new_flow +0 per round", args.flows),
         rounds: rebase(&many),

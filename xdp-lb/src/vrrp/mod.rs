@@ -1,0 +1,7 @@
+//! VRRP: the VIP fails over between LB nodes and interoperates with keepalived.
+//!
+//! - `packet` — advertisements on the wire (v2/v3, both v3 checksum forms).
+//! - `machine` — how the VIP fails over: the RFC 5798 state machine, pure and unit-tested.
+
+pub mod machine;
+pub mod packet;
