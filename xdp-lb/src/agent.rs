@@ -50,6 +50,8 @@ pub enum AgentError {
     State(#[from] StateError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::instance::VrrpError),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
@@ -79,6 +81,7 @@ struct Agent {
     /// VIPs that had no usable backend at the last reconcile (logged once per transition).
     vips_without_backends: BTreeSet<VipKey>,
     health_transitions: u64,
+    vrrp: Vec<crate::vrrp::instance::Instance>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
@@ -153,19 +156,23 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
             _ = sighup.recv() => {
-                let _ = agent.reload(None, "SIGHUP");
+                let _ = agent.reload(None, "SIGHUP").await;
             }
             Some(command) = commands.recv() => {
-                let response = agent.handle(command.request);
+                let response = agent.handle(command.request).await;
                 let _ = command.reply.send(response);
             }
-            Some(event) = health_events.recv() => agent.on_health(event),
+            Some(event) = health_events.recv() => {
+                agent.on_health(event);
+                agent.track().await;
+            }
             _ = tick.tick() => {
                 match agent.refresh_neighbors().await {
                     Ok(true) => agent.reconcile_logged("neighbour change"),
                     Ok(false) => {}
                     Err(err) => tracing::warn!(error = %err, "neighbour refresh failed; will retry"),
                 }
+                agent.track().await;
             }
         }
     };
@@ -178,6 +185,10 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
     }
     let _ = std::fs::remove_file(&socket);
     drop(agent.checker);
+    // VRRP first: a master sends priority 0 so its peer takes over after Skew_Time only.
+    for instance in std::mem::take(&mut agent.vrrp) {
+        instance.shutdown().await;
+    }
     log_counters(&agent.dataplane);
     if opts.keep_dataplane {
         tracing::info!(
@@ -260,6 +271,7 @@ impl Agent {
             checker: Checker::new(health_tx),
             vips_without_backends: BTreeSet::new(),
             health_transitions: 0,
+            vrrp: Vec::new(),
         })
     }
 
@@ -279,6 +291,12 @@ impl Agent {
         let mode = self
             .dataplane
             .attach(&interface, self.config.agent.xdp_mode)?;
+        for cfg in self.config.vrrp.clone() {
+            let instance =
+                crate::vrrp::instance::Instance::start(cfg, self.neighbors.handle()).await?;
+            self.vrrp.push(instance);
+        }
+        self.track().await;
         tracing::info!(
             interface = %interface,
             mode = mode.as_str(),
@@ -288,6 +306,57 @@ impl Agent {
             "xdp-lb is forwarding"
         );
         Ok(())
+    }
+
+    /// Data-plane tracking for VRRP (level-triggered: every tick and after every change): the
+    /// program must be attached (the kernel says so) and every VIP must have a usable backend.
+    /// What keepalived users scripted as "is haproxy alive?".
+    async fn track(&mut self) {
+        if self.vrrp.is_empty() {
+            return;
+        }
+        let attached = match self
+            .dataplane
+            .attached
+            .as_ref()
+            .and_then(|(i, _)| crate::dataplane::ifindex(i))
+        {
+            Some(ifindex) => self.neighbors.xdp_attached(ifindex).await.unwrap_or(true),
+            None => false,
+        };
+        let problem = if !attached {
+            Some("the XDP program is not attached".to_owned())
+        } else if !self.vips_without_backends.is_empty() {
+            let names: Vec<&str> = self
+                .config
+                .vips
+                .iter()
+                .filter(|v| self.vips_without_backends.contains(&vip_key(v)))
+                .map(|v| v.name.as_str())
+                .collect();
+            Some(format!("VIP {} has no usable backend", names.join(", ")))
+        } else {
+            None
+        };
+        for (instance, cfg) in self.vrrp.iter().zip(&self.config.vrrp) {
+            if !cfg.track_dataplane {
+                continue;
+            }
+            if cfg.track_weight > 0 {
+                instance
+                    .track(
+                        None,
+                        if problem.is_some() {
+                            cfg.track_weight
+                        } else {
+                            0
+                        },
+                    )
+                    .await;
+            } else {
+                instance.track(problem.clone(), 0).await;
+            }
+        }
     }
 
     fn backend_addresses(&self) -> Vec<Ipv4Addr> {
@@ -415,9 +484,9 @@ impl Agent {
         self.reconcile_logged(&cause);
     }
 
-    fn handle(&mut self, request: Request) -> Response {
+    async fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Reload { config } => match self.reload(config, "xdp-lb reload") {
+            Request::Reload { config } => match self.reload(config, "xdp-lb reload").await {
                 Ok(message) => Response {
                     ok: true,
                     message,
@@ -439,7 +508,7 @@ impl Agent {
 
     /// Re-reads the config (from `path` if given) and applies it as a diff, or keeps
     /// everything exactly as it is and says why.
-    fn reload(&mut self, path: Option<PathBuf>, cause: &str) -> Result<String, String> {
+    async fn reload(&mut self, path: Option<PathBuf>, cause: &str) -> Result<String, String> {
         let path = path.unwrap_or_else(|| self.config_path.clone());
         tracing::info!(config = %path.display(), cause, "reloading the config");
         let reject = |why: String| {
@@ -452,6 +521,11 @@ impl Agent {
             Ok(c) => c,
             Err(err) => return reject(err.to_string()),
         };
+        if self.config.vrrp != new.vrrp {
+            return reject(
+                "[[vrrp]] sections cannot change while running (restart the agent)".into(),
+            );
+        }
         if let Some(key) = needs_restart(&self.config, &new) {
             return reject(format!(
                 "{key} cannot change while running (restart the agent)"
@@ -465,6 +539,19 @@ impl Agent {
         let old_ids = std::mem::replace(&mut self.ids, ids);
         // New backends start in their check's start state; removed ones stop being checked.
         self.checker.sync(&self.config);
+        // Resolve new backends' MACs first (bounded, as at start), so that they take new
+        // connections as soon as the reload is acknowledged.
+        let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
+        loop {
+            if let Err(err) = self.refresh_neighbors().await {
+                tracing::warn!(error = %err, "neighbour lookup during reload failed; will retry");
+                break;
+            }
+            if self.all_resolved() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         match self.reconcile("reload") {
             Ok(report) => {
                 self.config_path = path;
@@ -549,7 +636,7 @@ impl Agent {
             "pin_dir": self.config.agent.pin_dir.display().to_string(),
             "health_transitions": self.health_transitions,
             "vips": vips,
-            "vrrp": [],
+            "vrrp": self.vrrp.iter().filter_map(|i| i.status.lock().ok().map(|s| serde_json::to_value(&*s).unwrap_or_default())).collect::<Vec<_>>(),
         })
     }
 }

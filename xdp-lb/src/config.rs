@@ -37,6 +37,31 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub struct Config {
     pub agent: AgentConfig,
     pub vips: Vec<VipConfig>,
+    pub vrrp: Vec<VrrpConfig>,
+}
+
+/// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: crate::vrrp::packet::Version,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Address and prefix length.
+    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
+    /// Non-empty: unicast adverts to these peers instead of multicast.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    pub checksum: crate::vrrp::packet::ChecksumMode,
+    pub garp_count: u32,
+    pub garp_repeat_delay: Duration,
+    pub track_dataplane: bool,
+    /// 0: tracking failure means Fault; > 0: subtract this from the priority instead.
+    pub track_weight: u8,
+    pub notify: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +221,40 @@ struct RawConfig {
     agent: Spanned<RawAgent>,
     #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    vrrp: Vec<Spanned<RawVrrp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVrrp {
+    name: Spanned<String>,
+    interface: Spanned<String>,
+    vrid: Spanned<i64>,
+    priority: Spanned<i64>,
+    #[serde(default)]
+    version: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    advert_interval: Option<Spanned<Duration>>,
+    #[serde(default)]
+    preempt: Option<bool>,
+    #[serde(default, with = "spanned_duration")]
+    preempt_delay: Option<Spanned<Duration>>,
+    virtual_addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    unicast_peers: Vec<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    checksum: Option<crate::vrrp::packet::ChecksumMode>,
+    #[serde(default)]
+    garp_count: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    garp_repeat_delay: Option<Spanned<Duration>>,
+    #[serde(default)]
+    track_dataplane: Option<bool>,
+    #[serde(default)]
+    track_weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    notify: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -645,7 +704,184 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             backends,
         });
     }
-    Ok(Config { agent, vips })
+    let vrrp = raw
+        .vrrp
+        .iter()
+        .enumerate()
+        .map(|(i, r)| vrrp_instance(place, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen_names = BTreeSet::new();
+    let mut seen_vrids = BTreeSet::new();
+    for (i, (r, v)) in raw.vrrp.iter().zip(&vrrp).enumerate() {
+        if !seen_names.insert(v.name.clone()) {
+            return Err(place.at(
+                &r.get_ref().name,
+                format!("vrrp[{i}].name"),
+                format!("duplicate VRRP instance {:?}", v.name),
+            ));
+        }
+        if !seen_vrids.insert((v.interface.clone(), v.vrid)) {
+            return Err(place.at(
+                &r.get_ref().vrid,
+                format!("vrrp[{i}].vrid"),
+                format!("VRID {} is already used on {}", v.vrid, v.interface),
+            ));
+        }
+    }
+    Ok(Config { agent, vips, vrrp })
+}
+
+fn vrrp_instance(
+    place: &Place<'_>,
+    i: usize,
+    raw: &Spanned<RawVrrp>,
+) -> Result<VrrpConfig, ConfigError> {
+    use crate::vrrp::packet::{ChecksumMode, Version};
+    let r = raw.get_ref();
+    let k = |field: &str| format!("vrrp[{i}].{field}");
+    let name = r.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(place.at(
+            &r.name,
+            k("name"),
+            format!("{name:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
+        ));
+    }
+    let interface = r.interface.get_ref().clone();
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        return Err(place.at(
+            &r.interface,
+            k("interface"),
+            format!("{interface:?} is not a valid interface name"),
+        ));
+    }
+    let vrid = ranged(place, &r.vrid, &k("vrid"), 1..=255)? as u8;
+    let priority = ranged(place, &r.priority, &k("priority"), 1..=255)? as u8;
+    let version = match &r.version {
+        None => Version::V3,
+        Some(v) if *v.get_ref() == 3 => Version::V3,
+        Some(v) if *v.get_ref() == 2 => Version::V2,
+        Some(v) => {
+            return Err(place.at(
+                v,
+                k("version"),
+                format!("{} is not a VRRP version (3 or 2)", v.get_ref()),
+            ));
+        }
+    };
+    let advert_interval = match &r.advert_interval {
+        None => Duration::from_secs(1),
+        Some(d) => {
+            let v = *d.get_ref();
+            let ok = match version {
+                // 12 bits of centiseconds (RFC 5798 §5.2.7).
+                Version::V3 => {
+                    v >= Duration::from_millis(10)
+                        && v <= Duration::from_millis(40_950)
+                        && v.as_millis() % 10 == 0
+                }
+                // An 8-bit count of seconds (RFC 3768 §5.3.7).
+                Version::V2 => {
+                    v >= Duration::from_secs(1)
+                        && v <= Duration::from_secs(255)
+                        && v.subsec_nanos() == 0
+                }
+            };
+            if !ok {
+                let allowed = match version {
+                    Version::V3 => "10 ms steps from 10ms to 40.95s for version 3",
+                    Version::V2 => "whole seconds from 1s to 255s for version 2",
+                };
+                return Err(place.at(
+                    d,
+                    k("advert_interval"),
+                    format!("{v:?} is not allowed ({allowed})"),
+                ));
+            }
+            v
+        }
+    };
+    let preempt_delay = match &r.preempt_delay {
+        Some(d) if *d.get_ref() > Duration::from_secs(3600) => {
+            return Err(place.at(d, k("preempt_delay"), "must be at most 1h"));
+        }
+        Some(d) => *d.get_ref(),
+        None => Duration::ZERO,
+    };
+    let mut virtual_addresses = Vec::new();
+    for a in r.virtual_addresses.get_ref() {
+        let text = a.get_ref();
+        let (addr, prefix) = text.split_once('/').unwrap_or((text, "32"));
+        let parsed = addr
+            .parse::<Ipv4Addr>()
+            .ok()
+            .zip(prefix.parse::<u8>().ok().filter(|p| (1..=32).contains(p)));
+        match parsed {
+            Some((addr, prefix)) if !addr.is_unspecified() && !addr.is_multicast() => {
+                virtual_addresses.push((addr, prefix))
+            }
+            _ => {
+                return Err(place.at(
+                    a,
+                    k("virtual_addresses"),
+                    format!("{text:?} is not an IPv4 address with an optional /prefix"),
+                ));
+            }
+        }
+    }
+    if virtual_addresses.is_empty() {
+        return Err(place.at(
+            &r.virtual_addresses,
+            k("virtual_addresses"),
+            "at least one address is needed",
+        ));
+    }
+    let garp_count = match &r.garp_count {
+        Some(v) => ranged(place, v, &k("garp_count"), 0..=100)?,
+        None => 5,
+    };
+    let garp_repeat_delay = match &r.garp_repeat_delay {
+        Some(d) => *d.get_ref(),
+        None => Duration::from_secs(5),
+    };
+    let track_weight = match &r.track_weight {
+        Some(v) => ranged(place, v, &k("track_weight"), 0..=254)? as u8,
+        None => 0,
+    };
+    let notify = match &r.notify {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(
+                p,
+                k("notify"),
+                "must be an absolute path to a program (run without a shell)",
+            ));
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    Ok(VrrpConfig {
+        name,
+        interface,
+        vrid,
+        priority,
+        version,
+        advert_interval,
+        preempt: r.preempt.unwrap_or(true),
+        preempt_delay,
+        virtual_addresses,
+        unicast_peers: r.unicast_peers.iter().map(|p| *p.get_ref()).collect(),
+        checksum: r.checksum.unwrap_or(ChecksumMode::Rfc9568),
+        garp_count,
+        garp_repeat_delay,
+        track_dataplane: r.track_dataplane.unwrap_or(true),
+        track_weight,
+        notify,
+    })
 }
 
 fn health_check(
@@ -1038,5 +1274,119 @@ mod health_tests {
             err.message.contains("unknown variant `sleeping`") && err.line == Some(9),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod vrrp_tests {
+    use super::*;
+    use crate::vrrp::packet::{ChecksumMode, Version};
+
+    const ISSUE_EXAMPLE: &str = r#"
+[agent]
+interface = "eth0"
+
+[[vrrp]]
+name = "vi-apiserver"
+interface = "eth0"
+vrid = 51
+priority = 150                    # 1..255
+version = 3                       # 3 | 2
+advert_interval = "1s"
+preempt = true
+preempt_delay = "0s"
+virtual_addresses = ["198.18.0.100/24"]
+unicast_peers = []
+checksum = "rfc9568"
+garp_count = 5
+garp_repeat_delay = "5s"
+track_dataplane = true
+track_weight = 0
+notify = "/etc/xdp-lb/notify"
+"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(Path::new("v.toml"), ISSUE_EXAMPLE).unwrap();
+        let v = &c.vrrp[0];
+        assert_eq!(
+            (v.name.as_str(), v.vrid, v.priority, v.version),
+            ("vi-apiserver", 51, 150, Version::V3)
+        );
+        assert_eq!(
+            v.virtual_addresses,
+            vec![("198.18.0.100".parse().unwrap(), 24)]
+        );
+        assert_eq!(
+            (v.checksum, v.garp_count, v.track_dataplane),
+            (ChecksumMode::Rfc9568, 5, true)
+        );
+        assert_eq!(v.notify.as_deref(), Some(Path::new("/etc/xdp-lb/notify")));
+    }
+
+    #[test]
+    fn vrrp_mistakes_name_line_and_key() {
+        let cases = [
+            ("vrid = 51", "vrid = 0", "vrrp[0].vrid", "out of range"),
+            (
+                "version = 3 ",
+                "version = 4 ",
+                "vrrp[0].version",
+                "not a VRRP version",
+            ),
+            (
+                "advert_interval = \"1s\"",
+                "advert_interval = \"15ms\"",
+                "vrrp[0].advert_interval",
+                "10 ms steps",
+            ),
+            ("version = 3 ", "version = 2 ", "", ""),
+            (
+                "checksum = \"rfc9568\"",
+                "checksum = \"crc32\"",
+                "",
+                "unknown variant `crc32`",
+            ),
+            (
+                "virtual_addresses = [\"198.18.0.100/24\"]",
+                "virtual_addresses = [\"198.18.0.100/33\"]",
+                "vrrp[0].virtual_addresses",
+                "not an IPv4 address",
+            ),
+            (
+                "virtual_addresses = [\"198.18.0.100/24\"]",
+                "virtual_addresses = []",
+                "vrrp[0].virtual_addresses",
+                "at least one",
+            ),
+            (
+                "notify = \"/etc/xdp-lb/notify\"",
+                "notify = \"notify.sh\"",
+                "vrrp[0].notify",
+                "absolute",
+            ),
+        ];
+        for (from, to, key, fragment) in cases {
+            let text = ISSUE_EXAMPLE.replacen(from, to, 1);
+            match parse(Path::new("v.toml"), &text) {
+                Ok(c) => {
+                    assert!(key.is_empty(), "{to} should fail");
+                    assert_eq!(c.vrrp[0].version, Version::V2);
+                }
+                Err(e) => {
+                    assert!(e.line.is_some(), "{e}");
+                    assert!(
+                        e.to_string().contains(key) && e.to_string().contains(fragment),
+                        "{to}: {e}"
+                    );
+                }
+            }
+        }
+        // v2 intervals are whole seconds.
+        let v2 = ISSUE_EXAMPLE
+            .replacen("version = 3 ", "version = 2 ", 1)
+            .replacen("\"1s\"", "\"1500ms\"", 1);
+        let e = parse(Path::new("v.toml"), &v2).unwrap_err();
+        assert!(e.to_string().contains("whole seconds"), "{e}");
     }
 }

@@ -211,6 +211,27 @@ impl Neighbors {
         }
     }
 
+    /// The rtnetlink handle, for other users of the same connection.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Whether an XDP program is attached to `ifindex` (the kernel's word, not ours).
+    pub async fn xdp_attached(&self, ifindex: u32) -> Result<bool, NeighborError> {
+        use netlink_packet_route::link::LinkXdp;
+        let mut links = self.handle.link().get().match_index(ifindex).execute();
+        while let Some(link) = links.try_next().await? {
+            for attr in &link.attributes {
+                if let LinkAttribute::Xdp(xdp) = attr {
+                    return Ok(xdp
+                        .iter()
+                        .any(|x| matches!(x, LinkXdp::ProgId(id) if *id != 0)));
+                }
+            }
+        }
+        Ok(false)
+    }
+
     async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
         while let Some(link) = links.try_next().await? {

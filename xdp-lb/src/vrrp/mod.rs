@@ -2,6 +2,8 @@
 //!
 //! - `packet` — advertisements on the wire (v2/v3, both v3 checksum forms).
 //! - `machine` — how the VIP fails over: the RFC 5798 state machine, pure and unit-tested.
+//! - `instance` — one instance at work: sockets, virtual addresses, gratuitous ARP, notify.
 
+pub mod instance;
 pub mod machine;
 pub mod packet;
