@@ -84,7 +84,7 @@ impl DsrTopology {
     }
 
     /// A veth pair: `eth0` in `host`, `port` in sw on br0.
-    fn plug(&self, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    pub fn plug(&self, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
         let port = if port.starts_with("p-") {
             port.to_owned()
         } else {

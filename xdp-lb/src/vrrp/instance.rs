@@ -126,9 +126,9 @@ impl Instance {
         socket
             .bind_device(Some(cfg.interface.as_bytes()))
             .map_err(io("binding to the interface"))?;
-        socket
-            .bind(&SockAddr::from(SocketAddrV4::new(primary, 0)))
-            .map_err(io("binding to the primary address"))?;
+        // Not bound to an address: a raw socket bound to one only receives packets addressed to
+        // it, and adverts go to 224.0.0.18. IP_MULTICAST_IF (below) makes multicast adverts
+        // leave from the primary address; unicast ones take the route's preferred source.
         // RFC 5798 §5.1.1.3: TTL 255, so that receivers can tell the advert was not routed.
         socket
             .set_ttl_v4(VRRP_TTL as u32)
