@@ -410,3 +410,274 @@ fn keepalived_interop_v3_with_its_default_pseudo_header_checksum() {
     );
     drop(keepalived);
 }
+
+/// Sends a raw IPv4 packet (we write the IP header: TTL and source are ours to choose) from
+/// `ns` to 224.0.0.18 on its eth0.
+fn send_raw(ns: &NetNs, src: &str, ttl: u8, vrrp: Vec<u8>) {
+    let src: std::net::Ipv4Addr = src.parse().unwrap();
+    in_netns(&ns.name, move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .unwrap();
+        s.set_header_included_v4(true).unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, 112, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&[224, 0, 0, 18]);
+        let total = (ip.len() + vrrp.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&vrrp);
+        s.send_to(
+            &ip,
+            &SockAddr::from(std::net::SocketAddrV4::new([224, 0, 0, 18].into(), 0)),
+        )
+        .unwrap();
+    })
+    .unwrap();
+}
+
+fn status(socket: &std::path::Path) -> serde_json::Value {
+    let (code, out, err) = xdp_lb_tests::topology::xdp_lb_cli(&[
+        "status",
+        "--json",
+        "--socket",
+        socket.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
+    use xdp_lb::vrrp::packet::{Advert, ChecksumMode, VRRP_GROUP, Version};
+    require_root!();
+    let b = bed();
+    let c1 = config(&b, 1, &vrrp(150, "1s", ""));
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+        .unwrap();
+    let attacker = &b.topo.client; // a third namespace on the segment
+    let from = "198.18.0.1";
+    let src: std::net::Ipv4Addr = from.parse().unwrap();
+    let advert = |priority: u8, vrid: u8| Advert {
+        version: Version::V3,
+        vrid,
+        priority,
+        interval_cs: 100,
+        addresses: vec![VIP],
+    };
+    let good = |priority: u8| advert(priority, 51).encode(ChecksumMode::Rfc9568, src, VRRP_GROUP);
+    let mut bad_checksum = good(255);
+    bad_checksum[6] ^= 0xff;
+    let mut version4 = good(255);
+    version4[0] = 0x41;
+    let cases: Vec<(&str, u8, Vec<u8>, &str)> = vec![
+        ("TTL 64", 64, good(255), "ttl"),
+        ("bad checksum", 255, bad_checksum, "checksum"),
+        ("version 4", 255, version4, "version"),
+        ("short", 255, good(255)[..6].to_vec(), "short"),
+        (
+            "foreign VRID",
+            255,
+            advert(255, 52).encode(ChecksumMode::Rfc9568, src, VRRP_GROUP),
+            "vrid",
+        ),
+        (
+            "higher priority, pseudo-header checksum we do not use",
+            255,
+            advert(255, 51).encode(ChecksumMode::PseudoHeader, src, VRRP_GROUP),
+            "checksum",
+        ),
+    ];
+    let socket = b.topo.control_socket();
+    for (what, ttl, bytes, reason) in cases {
+        let before = status(&socket)["vrrp"][0]["rejected"][reason]
+            .as_u64()
+            .unwrap();
+        send_raw(attacker, from, ttl, bytes);
+        wait_for(what, Duration::from_secs(2), || {
+            status(&socket)["vrrp"][0]["rejected"][reason]
+                .as_u64()
+                .unwrap()
+                == before + 1
+        });
+    }
+    // Spoofing our own address: the kernel already drops a packet whose source is a local
+    // address (a martian) before any socket sees it; the agent's own-address check is the
+    // second line for adverts that loop back. Either way nothing may change.
+    send_raw(
+        attacker,
+        "198.18.0.2",
+        255,
+        advert(255, 51).encode(
+            ChecksumMode::Rfc9568,
+            "198.18.0.2".parse().unwrap(),
+            VRRP_GROUP,
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let s = status(&socket);
+    assert_eq!(
+        s["vrrp"][0]["state"], "MASTER",
+        "nothing above may move the master: {s}"
+    );
+    assert_eq!(
+        s["vrrp"][0]["transitions"].as_u64(),
+        Some(2),
+        "INIT→BACKUP→MASTER only: {s}"
+    );
+    assert!(holds_vip(&b.topo.lb));
+    // A valid higher-priority advert does move it (the counters above were not luck).
+    send_raw(attacker, from, 255, good(255));
+    lb1.wait_for_log("from=\"MASTER\" to=\"BACKUP\"", Duration::from_secs(2))
+        .unwrap();
+    assert!(!holds_vip(&b.topo.lb));
+}
+
+#[test]
+fn track_dataplane_hands_the_vip_over_when_all_backends_die() {
+    require_root!();
+    let mut b = bed();
+    let c1 = config(&b, 1, &vrrp(150, "1s", "track_dataplane = true"));
+    let c2 = config(&b, 2, &vrrp(100, "1s", "track_dataplane = false"));
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    let mut lb2 = start(&b, 2, &c2, &[]);
+    lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Every backend's service dies: lb1's VIP has no usable backend → Fault → lb2 master.
+    b._services.clear();
+    lb1.wait_for_log("to=\"FAULT\"", Duration::from_secs(5))
+        .unwrap();
+    lb2.wait_for_log("to=\"MASTER\"", Duration::from_secs(2))
+        .unwrap();
+    assert!(lb1.log_text().contains("has no usable backend"));
+    wait_for("the VIP on lb2 only", Duration::from_secs(2), || {
+        holds_vip(&b.lb2) && !holds_vip(&b.topo.lb)
+    });
+}
+
+#[test]
+fn unicast_mode_works_with_multicast_dropped_and_notify_runs_on_transitions() {
+    require_root!();
+    let b = bed();
+    // Drop VRRP multicast on the bridge (the cloud case).
+    let rules = b.topo.dir.join("drop-vrrp-multicast.nft");
+    std::fs::write(&rules, "table bridge xlbt {\n  chain drop_vrrp {\n    type filter hook forward priority 0;\n    ip daddr 224.0.0.18 counter drop\n  }\n}\n").unwrap();
+    b.topo
+        .sw
+        .exec(&["nft", "-f", rules.to_str().unwrap()])
+        .unwrap();
+    let notify_log = b.topo.dir.join("notify.log");
+    let script = b.topo.dir.join("notify.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $2 $3\" >> {}\n", notify_log.display()),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&script).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let c1 = config(
+        &b,
+        1,
+        &vrrp(
+            150,
+            "1s",
+            &format!(
+                "unicast_peers = [\"{LB2_ADDR}\"]\nnotify = \"{}\"",
+                script.display()
+            ),
+        ),
+    );
+    let c2 = config(&b, 2, &vrrp(100, "1s", "unicast_peers = [\"198.18.0.2\"]"));
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    let mut lb2 = start(&b, 2, &c2, &[]);
+    lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !lb2.log_text().contains("to=\"MASTER\""),
+        "lb2 must hear lb1's unicast adverts: {}",
+        lb2.log_text()
+    );
+    assert!(holds_vip(&b.topo.lb) && !holds_vip(&b.lb2));
+    assert!(lb1.stop().unwrap().success());
+    lb2.wait_for_log("to=\"MASTER\"", Duration::from_secs(2))
+        .unwrap();
+    let notes = std::fs::read_to_string(&notify_log).unwrap_or_default();
+    assert!(
+        notes.contains("BACKUP 51 vi-test")
+            && notes.contains("MASTER 51 vi-test")
+            && notes.contains("INIT 51 vi-test"),
+        "{notes}"
+    );
+    // lb2 heard lb1 over unicast while the bridge dropped VRRP multicast: prove the drop rule
+    // bites on this path by sending one multicast advert across it.
+    let lb2_status = status(std::path::Path::new(&format!(
+        "/run/xlbt/{}.sock",
+        b.lb2.name
+    )));
+    assert!(
+        lb2_status["vrrp"][0]["adverts_received"].as_u64().unwrap() >= 2,
+        "{lb2_status}"
+    );
+    send_raw(
+        &b.topo.client,
+        "198.18.0.1",
+        255,
+        vec![0x31, 99, 1, 0, 0, 100, 0, 0],
+    );
+    let counters = b
+        .topo
+        .sw
+        .exec(&["nft", "list", "table", "bridge", "xlbt"])
+        .unwrap();
+    assert!(
+        counters.contains("counter packets") && !counters.contains("packets 0 "),
+        "the multicast drop rule did not match: {counters}"
+    );
+    let _ = lb2.stop();
+}
+
+#[test]
+fn keepalived_interop_v2_and_the_reverse_roles() {
+    require_root!();
+    let b = bed();
+    // keepalived master (200, VRRPv2), xdp-lb backup (100, v2): xdp-lb stays backup.
+    let keepalived = Keepalived::start(&b, &b.lb2, 200, "  vrrp_version 2");
+    let c1 = config(
+        &b,
+        1,
+        &vrrp(100, "1s", "").replace("version = 3", "version = 2"),
+    );
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    wait_for("keepalived master", Duration::from_secs(6), || {
+        holds_vip(&b.lb2)
+    });
+    std::thread::sleep(mdi(100) + Duration::from_secs(1));
+    assert!(
+        !lb1.log_text().contains("to=\"MASTER\""),
+        "xdp-lb must follow keepalived's v2 adverts: {}",
+        lb1.log_text()
+    );
+    let s = status(&b.topo.control_socket());
+    assert!(
+        s["vrrp"][0]["adverts_received"].as_u64().unwrap() >= 3,
+        "{s}"
+    );
+    // keepalived dies: xdp-lb takes over.
+    drop(keepalived);
+    lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(2) + mdi(100))
+        .unwrap();
+    wait_for("the VIP on xdp-lb", Duration::from_secs(2), || {
+        holds_vip(&b.topo.lb)
+    });
+}
