@@ -532,6 +532,40 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
         "INIT→BACKUP→MASTER only: {s}"
     );
     assert!(holds_vip(&b.topo.lb));
+    // The same counters on /metrics, which promtool accepts.
+    let metrics = in_netns(&b.topo.lb.name, || {
+        xdp_lb_tests::service::http_fetch(
+            SocketAddr::from(([127, 0, 0, 1], 9100)),
+            "/metrics",
+            Duration::from_secs(5),
+        )
+    })
+    .unwrap()
+    .unwrap()
+    .1;
+    assert!(
+        metrics.contains("xdp_lb_vrrp_state{instance=\"vi-test\",state=\"MASTER\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("xdp_lb_vrrp_rejected_total{instance=\"vi-test\",reason=\"ttl\"} 1"),
+        "{metrics}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A valid higher-priority advert does move it (the counters above were not luck).
     send_raw(attacker, from, 255, good(255));
     lb1.wait_for_log("from=\"MASTER\" to=\"BACKUP\"", Duration::from_secs(2))

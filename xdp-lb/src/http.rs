@@ -311,19 +311,86 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Capacity of the flow table (LRU).",
     );
     let _ = writeln!(m, "xdp_lb_flow_table_size {}", snap.stats.flow_table_size);
+    let instances: Vec<&serde_json::Value> =
+        status["vrrp"].as_array().into_iter().flatten().collect();
     family(
         &mut m,
         "xdp_lb_vrrp_state",
         "gauge",
-        "VRRP state per instance (1 for the current state).",
+        "VRRP state per instance: 1 for the current state, 0 for the others.",
     );
-    for i in status["vrrp"].as_array().into_iter().flatten() {
+    for i in &instances {
+        let name = label(i["name"].as_str().unwrap_or(""));
+        for state in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+            let _ = writeln!(
+                m,
+                "xdp_lb_vrrp_state{{instance=\"{name}\",state=\"{state}\"}} {}",
+                (i["state"] == state) as u8
+            );
+        }
+    }
+    family(
+        &mut m,
+        "xdp_lb_vrrp_priority",
+        "gauge",
+        "The priority the instance advertises now (after tracking).",
+    );
+    for i in &instances {
         let _ = writeln!(
             m,
-            "xdp_lb_vrrp_state{{instance=\"{}\",state=\"{}\"}} 1",
+            "xdp_lb_vrrp_priority{{instance=\"{}\"}} {}",
             label(i["name"].as_str().unwrap_or("")),
-            label(i["state"].as_str().unwrap_or(""))
+            i["priority"]
         );
+    }
+    family(
+        &mut m,
+        "xdp_lb_vrrp_transitions_total",
+        "counter",
+        "VRRP state transitions.",
+    );
+    for i in &instances {
+        let _ = writeln!(
+            m,
+            "xdp_lb_vrrp_transitions_total{{instance=\"{}\"}} {}",
+            label(i["name"].as_str().unwrap_or("")),
+            i["transitions"]
+        );
+    }
+    family(
+        &mut m,
+        "xdp_lb_vrrp_adverts_total",
+        "counter",
+        "VRRP adverts sent and received.",
+    );
+    for i in &instances {
+        let name = label(i["name"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            m,
+            "xdp_lb_vrrp_adverts_total{{instance=\"{name}\",direction=\"sent\"}} {}",
+            i["adverts_sent"]
+        );
+        let _ = writeln!(
+            m,
+            "xdp_lb_vrrp_adverts_total{{instance=\"{name}\",direction=\"received\"}} {}",
+            i["adverts_received"]
+        );
+    }
+    family(
+        &mut m,
+        "xdp_lb_vrrp_rejected_total",
+        "counter",
+        "Received VRRP packets not accepted, by reason.",
+    );
+    for i in &instances {
+        let name = label(i["name"].as_str().unwrap_or(""));
+        for (reason, n) in i["rejected"].as_object().into_iter().flatten() {
+            let _ = writeln!(
+                m,
+                "xdp_lb_vrrp_rejected_total{{instance=\"{name}\",reason=\"{}\"}} {n}",
+                label(reason)
+            );
+        }
     }
     (
         [(

@@ -392,6 +392,20 @@ fn print_status(s: &serde_json::Value) {
         str_of(&s["attached"]),
         s["health_transitions"]
     );
+    for i in s["vrrp"].as_array().into_iter().flatten() {
+        println!(
+            "VRRP {} (vrid {} on {}): {} priority {} (configured {}), {} transition(s), last: {} — {}",
+            str_of(&i["name"]),
+            i["vrid"],
+            str_of(&i["interface"]),
+            str_of(&i["state"]),
+            i["priority"],
+            i["configured_priority"],
+            i["transitions"],
+            i["last_transition_unix"],
+            str_of(&i["last_cause"])
+        );
+    }
     for vip in s["vips"].as_array().into_iter().flatten() {
         println!(
             "\nVIP {} {}:{} (check: {}){}",
