@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,12 +18,13 @@ use anyhow::{Context as _, bail};
 use xdp_lb::dataplane::Maps;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    Agent, DsrTopology, TcpService, http_get, in_netns,
-    topology::{CLIENT_ADDR, LB_ADDR, VIP, backend_addr},
+    Agent, DsrTopology, NetNs, TcpService, http_get, in_netns,
+    topology::{CLIENT_ADDR, LB_ADDR, PassProgram, VIP, backend_addr},
 };
 
 const PORT: u16 = 80;
 const REQUESTS: usize = 300;
+const LB2_ADDR: &str = "198.18.0.3";
 
 fn main() {
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -50,9 +52,15 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     println!("xdp-lb demo\n===========\n");
     println!("1. Building the topology (network namespaces joined by a bridge):");
     let topo = DsrTopology::new(3)?;
+    // Two LB nodes; VRRP decides which one holds the VIP.
+    topo.lb
+        .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+    let lb2 = NetNs::new("lb2")?;
+    topo.plug(&lb2, "p-lb2", LB2_ADDR.parse()?)?;
+    let _pass2 = PassProgram::attach(&topo.sw, "p-lb2")?;
     println!(
-        "     client {CLIENT_ADDR}  ──┐\n     lb     {LB_ADDR}  ──┤  bridge br0 (ns {})\n     be1..3 {}..{} ──┘  \
-         VIP {VIP}:{PORT} on the LB's eth0; on each backend's lo (L2 DSR)\n",
+        "     client {CLIENT_ADDR}  ──┐\n     lb1    {LB_ADDR}  ──┤\n     lb2    {LB2_ADDR}  ──┤  bridge br0 (ns {})\n     be1..3 {}..{} ──┘\n\
+         VIP {VIP}:{PORT}: on the VRRP master's eth0; on each backend's lo (L2 DSR)\n",
         topo.sw.name,
         backend_addr(0),
         backend_addr(2)
@@ -70,19 +78,41 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
 
     let pin_dir = topo.pin_dir();
     let config_path = topo.dir.join("xdp-lb.toml");
-    let config = topo.config(
+    let base = topo.config(
         &pin_dir,
         PORT,
         "maglev_table_size = 65537\n[vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2",
     );
+    let vrrp = |priority: u8| {
+        format!(
+            "[[vrrp]]\nname = \"vi-demo\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"1s\"\n\
+             virtual_addresses = [\"{VIP}/24\"]\n"
+        )
+    };
+    let config = format!("{base}\n{}", vrrp(150));
     std::fs::write(&config_path, &config)?;
+    let lb2_pins = PathBuf::from(format!("/sys/fs/bpf/{}", lb2.name));
+    let lb2_config = format!("{base}\n{}", vrrp(100))
+        .replace(
+            &pin_dir.display().to_string(),
+            &lb2_pins.display().to_string(),
+        )
+        .replace(
+            &topo.control_socket().display().to_string(),
+            &format!("/run/xlbt/{}.sock", lb2.name),
+        );
+    let lb2_config_path = topo.dir.join("xdp-lb-lb2.toml");
+    std::fs::write(&lb2_config_path, &lb2_config)?;
     println!(
-        "3. Starting `xdp-lb run --config {}` in the LB namespace with:\n",
+        "3. Starting `xdp-lb run --config {}` on lb1 (VRRP priority 150) with:\n",
         config_path.display()
     );
     for line in config.lines() {
         println!("     {line}");
     }
+    println!(
+        "\n   and the same on lb2 with VRRP priority 100 (and its own pin directory and socket)."
+    );
     let log = topo.dir.join("agent.log");
     let mut agent = Agent::start(
         &topo.lb,
@@ -91,8 +121,27 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         "xdp-lb is forwarding",
         Duration::from_secs(30),
     )?;
-    println!("\n   agent log ({}):", log.display());
+    let mut agent2 = Agent::start(
+        &lb2,
+        &["run", "--config", lb2_config_path.to_str().context("path")?],
+        topo.dir.join("agent-lb2.log"),
+        "xdp-lb is forwarding",
+        Duration::from_secs(30),
+    )?;
+    agent.wait_for_log("to=\"MASTER\"", Duration::from_secs(8))?;
+    println!("\n   lb1's log ({}):", log.display());
     for line in agent.log_text().lines() {
+        println!("     {line}");
+    }
+    let vrrp_lines = |a: &Agent| {
+        a.log_text()
+            .lines()
+            .filter(|l| l.contains("VRRP transition"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    println!("   lb2's VRRP log:");
+    for line in vrrp_lines(&agent2) {
         println!("     {line}");
     }
     check(&interrupted)?;
@@ -126,17 +175,36 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     );
     print_counters(&pin_dir)?;
 
-    println!("\n6. Stopping the agent with SIGTERM: it detaches the program and removes its pins.");
-    let status = agent.stop()?;
     println!(
-        "     exit status: {status}; pins left: {}",
+        "\n6. VIP failover: stopping lb1 (the VRRP master) with SIGTERM. It sends a priority-0"
+    );
+    println!(
+        "   advert and releases the VIP; lb2 takes over after Skew_Time (~0.6 s) and announces it"
+    );
+    println!("   with gratuitous ARP. lb1 also detaches its program and removes its pins.");
+    let stopped = Instant::now();
+    let status = agent.stop()?;
+    agent2.wait_for_log("to=\"MASTER\"", Duration::from_secs(5))?;
+    let takeover = stopped.elapsed();
+    println!(
+        "     lb1 exit status: {status}; pins left: {}",
         pin_dir.exists()
     );
+    for line in vrrp_lines(&agent2) {
+        println!("     {line}");
+    }
+    println!(
+        "     lb2 is master {:.2} s after the stop. Sending {REQUESTS} requests through lb2:",
+        takeover.as_secs_f64()
+    );
+    let failed = failed + requests(&topo, &interrupted, REQUESTS)?;
+    check(&interrupted)?;
+
+    println!("\n7. Stopping lb2.");
+    let status2 = agent2.stop()?;
+    println!("     exit status: {status2}");
     if failed > 0 {
-        bail!(
-            "{failed} of {REQUESTS} requests failed; agent log: {}",
-            log.display()
-        );
+        bail!("{failed} requests failed; agent log: {}", log.display());
     }
     Ok(())
 }

@@ -73,6 +73,8 @@ pub struct Machine {
     started: Option<Instant>,
     /// Fault requested by tracking, with its reason.
     fault: Option<String>,
+    /// The running master-down timer was shortened by a priority-0 advert (for the log).
+    master_left: bool,
 }
 
 impl Machine {
@@ -87,6 +89,7 @@ impl Machine {
             master_down_timer: None,
             started: None,
             fault: None,
+            master_left: false,
         }
     }
 
@@ -175,11 +178,13 @@ impl Machine {
         match self.state {
             State::Backup => {
                 if self.master_down_timer.is_some_and(|t| now >= t) {
-                    self.become_master(
-                        now,
-                        "no advert from a master within Master_Down_Interval",
-                        &mut actions,
-                    );
+                    let cause = if self.master_left {
+                        "the master left (priority 0 advert); took over after Skew_Time"
+                    } else {
+                        "no advert from a master within Master_Down_Interval"
+                    };
+                    self.master_left = false;
+                    self.become_master(now, cause, &mut actions);
                 }
             }
             State::Master => {
@@ -212,11 +217,13 @@ impl Machine {
                 if theirs == 0 {
                     // The master is leaving: take over after Skew_Time only.
                     self.master_down_timer = Some(now + self.skew_time());
+                    self.master_left = true;
                 } else if !self.preempt_now(now) || theirs >= self.priority() {
                     if self.p.version == Version::V3 && !interval.is_zero() {
                         self.master_adver_interval = interval;
                     }
                     self.master_down_timer = Some(now + self.master_down_interval());
+                    self.master_left = false;
                 }
                 // else: a lower-priority master and we preempt: let the timer run out.
             }
@@ -391,9 +398,11 @@ mod tests {
         b.start(t0);
         b.on_advert(t0, PEER, &advert(0, 100));
         assert_eq!(b.next_deadline(), Some(t0 + b.skew_time()));
-        assert_eq!(
-            entered(&b.on_timer(t0 + b.skew_time())),
-            Some(State::Master)
+        let a = b.on_timer(t0 + b.skew_time());
+        assert_eq!(entered(&a), Some(State::Master));
+        assert!(
+            matches!(&a[2], Action::Transition { cause, .. } if cause.contains("priority 0")),
+            "{a:?}"
         );
     }
 
