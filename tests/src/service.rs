@@ -61,9 +61,7 @@ impl TcpService {
                             (me.clone(), served2.clone(), health2.clone(), stop2.clone());
                         // Sockets keep the namespace they were made in; the thread needs none.
                         std::thread::spawn(move || {
-                            if answer(stream, &me, &health, &stop).is_ok() {
-                                served.fetch_add(1, Ordering::Relaxed);
-                            }
+                            let _ = answer(stream, &me, &health, &stop, &served);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -81,7 +79,7 @@ impl TcpService {
         })
     }
 
-    /// Requests answered (HTTP requests and finished echo sessions).
+    /// HTTP requests answered, not counting health checks (`/healthz`, or a bare connect).
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
@@ -97,6 +95,7 @@ fn answer(
     me: &str,
     health: &AtomicU16,
     stop: &AtomicBool,
+    served: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -133,6 +132,10 @@ fn answer(
         let s = health.load(Ordering::Relaxed);
         (s, format!("{me} health {s}\n"))
     } else {
+        if first.starts_with("GET ") {
+            // Counted before answering, so a client that has its answer sees the count.
+            served.fetch_add(1, Ordering::Relaxed);
+        }
         (200, format!("{me}\n"))
     };
     write!(
