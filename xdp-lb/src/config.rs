@@ -462,6 +462,46 @@ fn ranged(
     }
 }
 
+/// A VIP or VRRP instance name: 1 to 64 of A-Z a-z 0-9 - _ . (it appears in logs and labels).
+fn valid_name(
+    place: &Place<'_>,
+    name: &Spanned<String>,
+    key: String,
+) -> Result<String, ConfigError> {
+    let n = name.get_ref();
+    if n.is_empty()
+        || n.len() > 64
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(place.at(
+            name,
+            key,
+            format!("{n:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
+        ));
+    }
+    Ok(n.clone())
+}
+
+/// An interface name as the kernel accepts it: IFNAMSIZ is 16 including the NUL
+/// (include/uapi/linux/if.h).
+fn valid_interface(
+    place: &Place<'_>,
+    name: &Spanned<String>,
+    key: String,
+) -> Result<String, ConfigError> {
+    let n = name.get_ref();
+    if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
+        return Err(place.at(
+            name,
+            key,
+            format!("{n:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"),
+        ));
+    }
+    Ok(n.clone())
+}
+
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
@@ -480,17 +520,7 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let agent_span = raw.agent.span();
     let raw_agent = raw.agent.into_inner();
 
-    let interface = raw_agent.interface.get_ref().clone();
-    // IFNAMSIZ is 16 including the NUL (include/uapi/linux/if.h).
-    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
-        return Err(place.at(
-            &raw_agent.interface,
-            "agent.interface",
-            format!(
-                "{interface:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"
-            ),
-        ));
-    }
+    let interface = valid_interface(place, &raw_agent.interface, "agent.interface".into())?;
     let pin_dir = match &raw_agent.pin_dir {
         Some(p) if !p.get_ref().is_absolute() => {
             return Err(place.at(
@@ -569,19 +599,7 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         let rv = raw_vip.get_ref();
         let key = |field: &str| format!("vip[{i}].{field}");
 
-        let name = rv.name.get_ref().clone();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(place.at(
-                &rv.name,
-                key("name"),
-                format!("{name:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
-            ));
-        }
+        let name = valid_name(place, &rv.name, key("name"))?;
         if !names.insert(name.clone()) {
             return Err(place.at(
                 &rv.name,
@@ -739,27 +757,8 @@ fn vrrp_instance(
     use crate::vrrp::packet::{ChecksumMode, Version};
     let r = raw.get_ref();
     let k = |field: &str| format!("vrrp[{i}].{field}");
-    let name = r.name.get_ref().clone();
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(place.at(
-            &r.name,
-            k("name"),
-            format!("{name:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
-        ));
-    }
-    let interface = r.interface.get_ref().clone();
-    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
-        return Err(place.at(
-            &r.interface,
-            k("interface"),
-            format!("{interface:?} is not a valid interface name"),
-        ));
-    }
+    let name = valid_name(place, &r.name, k("name"))?;
+    let interface = valid_interface(place, &r.interface, k("interface"))?;
     let vrid = ranged(place, &r.vrid, &k("vrid"), 1..=255)? as u8;
     let priority = ranged(place, &r.priority, &k("priority"), 1..=255)? as u8;
     let version = match &r.version {
