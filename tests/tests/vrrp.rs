@@ -715,3 +715,58 @@ fn keepalived_interop_v2_and_the_reverse_roles() {
         holds_vip(&b.topo.lb)
     });
 }
+
+#[test]
+fn keepalived_interop_v3_reverse_roles_and_v2_with_xdp_lb_master() {
+    require_root!();
+    // v3, keepalived master (200), xdp-lb backup (100, pseudo-header): xdp-lb follows, then
+    // takes over when keepalived stops.
+    {
+        let b = bed();
+        let keepalived = Keepalived::start(&b, &b.lb2, 200, "");
+        let c1 = config(&b, 1, &vrrp(100, "1s", "checksum = \"pseudo-header\""));
+        let mut lb1 = start(&b, 1, &c1, &[]);
+        wait_for("keepalived master", Duration::from_secs(6), || {
+            holds_vip(&b.lb2)
+        });
+        std::thread::sleep(mdi(100) + Duration::from_secs(1));
+        assert!(
+            !lb1.log_text().contains("to=\"MASTER\""),
+            "{}",
+            lb1.log_text()
+        );
+        let s = status(&b.topo.control_socket());
+        assert_eq!(s["vrrp"][0]["rejected"]["checksum"], 0, "{s}");
+        drop(keepalived); // SIGTERM: keepalived sends priority 0
+        lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
+            .unwrap();
+        assert!(lb1.log_text().contains("priority 0"), "{}", lb1.log_text());
+        wait_for("the VIP on xdp-lb", Duration::from_secs(2), || {
+            holds_vip(&b.topo.lb) && !holds_vip(&b.lb2)
+        });
+        assert!(reaches_vip(&b));
+    }
+    // v2, xdp-lb master (150), keepalived backup (100).
+    {
+        let b = bed();
+        let keepalived = Keepalived::start(&b, &b.lb2, 100, "  vrrp_version 2");
+        let c1 = config(
+            &b,
+            1,
+            &vrrp(150, "1s", "").replace("version = 3", "version = 2"),
+        );
+        let mut lb1 = start(&b, 1, &c1, &[]);
+        lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            holds_vip(&b.topo.lb) && !holds_vip(&b.lb2),
+            "keepalived must stay backup:\n{}",
+            keepalived.log_text()
+        );
+        assert!(lb1.stop().unwrap().success());
+        wait_for("keepalived master", Duration::from_secs(3), || {
+            holds_vip(&b.lb2)
+        });
+    }
+}
