@@ -200,6 +200,10 @@ fn inspect_in_every_form_matches_the_traffic_sent() {
         code == 0 && out.contains("BACKEND") && out.contains("198.18.0.12"),
         "{out}"
     );
+    let (code, out, _) =
+        xdp_lb_cli_in(&bed.topo.lb, &["inspect", "stats", "--pin-dir", pin]).unwrap();
+    assert!(code == 0 && out.contains("new_flow"), "{out}");
+    println!("$ xdp-lb inspect stats\n{out}");
     let (code, out, _) = xdp_lb_cli_in(
         &bed.topo.lb,
         &[
