@@ -770,3 +770,51 @@ fn keepalived_interop_v3_reverse_roles_and_v2_with_xdp_lb_master() {
         });
     }
 }
+
+#[test]
+fn an_established_connection_survives_a_vip_failover() {
+    require_root!();
+    let b = bed();
+    let c1 = config(&b, 1, &vrrp(150, "1s", ""));
+    let c2 = config(&b, 2, &vrrp(100, "1s", ""));
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    let mut lb2 = start(&b, 2, &c2, &[]);
+    lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let ns = format!("/run/netns/{}", b.topo.client.name);
+    let worker = std::thread::spawn(move || {
+        xdp_lb_tests::netns::enter_netns(&ns).unwrap();
+        let mut echo = xdp_lb_tests::EchoClient::connect(
+            SocketAddr::from((VIP, PORT)),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        echo.round_trip().unwrap();
+        done_tx.send(echo.backend.clone()).unwrap();
+        // Wait (bounded) for the failover, then talk again on the same connection.
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        (0..5)
+            .map(|_| echo.round_trip())
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let backend = done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // lb2 has never seen this flow; it must hash it to the same backend.
+    assert!(lb1.stop().unwrap().success());
+    lb2.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the client's ARP follows lb2's GARP
+    tx.send(()).unwrap();
+    let result = worker.join().unwrap();
+    assert!(
+        result.is_ok(),
+        "the connection to {backend} broke across the failover: {result:?}"
+    );
+    let s = status(std::path::Path::new(&format!(
+        "/run/xlbt/{}.sock",
+        b.lb2.name
+    )));
+    assert_eq!(s["vrrp"][0]["state"], "MASTER");
+    assert!(lb2.stop().unwrap().success());
+}
