@@ -117,6 +117,18 @@ impl Loaded {
         Ok(())
     }
 
+    /// Turns the data plane's destination-MAC check on for `mac` (as the agent does with its
+    /// interface's MAC), all backends resolved via `ifindex`.
+    pub fn check_local_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        let neighbours = self.all_resolved(ifindex);
+        let mut desired =
+            state::desired_state(&self.config, &self.ids, &neighbours, &state::Health::new());
+        desired.settings = desired.settings.with_local_mac(Some(mac));
+        let dp = self.dp.as_mut().expect("loaded");
+        self.reconciler.apply(&mut dp.maps, &desired)?;
+        Ok(())
+    }
+
     /// Runs the program once on `frame`.
     pub fn run(&self, frame: &[u8]) -> anyhow::Result<Run> {
         self.run_repeat(frame, 1)

@@ -347,3 +347,25 @@ fn other_egress_interface_is_a_redirect() {
         .expect("TX_PORTS must reject a missing interface");
     assert!(format!("{err:#}").contains("TX_PORTS"), "{err:#}");
 }
+
+#[test]
+fn frames_for_another_hosts_mac_are_left_to_the_kernel() {
+    require_root!();
+    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    lb.check_local_mac(LOOPBACK_IFINDEX, LB_MAC).unwrap();
+    // Addressed to us: balanced.
+    let ours = syn(40000).build();
+    assert_eq!(lb.run(&ours).unwrap().action, XDP_TX);
+    // A switch flooded a frame for another host (e.g. the other LB node's MAC): not ours.
+    let mut flooded = syn(40001);
+    flooded.dst_mac = [0x02, 0x1b, 0, 0, 0, 0x03];
+    let frame = flooded.build();
+    let r = lb.run(&frame).unwrap();
+    assert_eq!((r.action, r.out == frame), (XDP_PASS, true));
+    assert_eq!(lb.counter(Counter::PassNotLocalMac), 1);
+    assert_eq!(
+        lb.counter(Counter::NewFlow),
+        1,
+        "the flooded frame created no flow"
+    );
+}

@@ -166,7 +166,31 @@ impl VipName {
 pub struct Settings {
     /// Flow-log events (new flows, drops) each CPU may report per second; 0 = flow log off.
     pub flow_log_per_cpu_per_sec: u32,
-    pub _pad: u32,
+    /// Non-zero: only frames addressed to `local_mac` are balanced. A switch floods frames for
+    /// a MAC it has not learnt (yet) to every port; without this check every LB node with the
+    /// program attached — the VRRP backup too — would forward them, duplicating traffic.
+    pub check_local_mac: u32,
+    /// The MAC of the interface the program is attached to.
+    pub local_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl Settings {
+    /// Turns the destination-MAC check on for `mac` (None: off).
+    pub fn with_local_mac(self, mac: Option<[u8; 6]>) -> Self {
+        match mac {
+            Some(local_mac) => Self {
+                check_local_mac: 1,
+                local_mac,
+                ..self
+            },
+            None => Self {
+                check_local_mac: 0,
+                local_mac: [0; 6],
+                ..self
+            },
+        }
+    }
 }
 
 /// A flow-log event, sent through the `FLOW_LOG` ring buffer.
@@ -261,7 +285,7 @@ mod tests {
         assert_eq!(size_of::<TrafficCounters>(), 40);
         assert_eq!(size_of::<FlowEvent>(), 32);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
-        assert_eq!(size_of::<Settings>(), 8);
+        assert_eq!(size_of::<Settings>(), 16);
     }
 
     #[test]

@@ -66,10 +66,13 @@ pub enum Counter {
     NewFlow,
     /// Flow-table hits whose backend was no longer allowed to carry flows; re-hashed.
     FlowRehashed,
+    /// A frame addressed to another host's MAC (flooded by a switch): passed to the kernel,
+    /// which drops it as not ours.
+    PassNotLocalMac,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::FlowRehashed as u32 + 1;
+    pub const COUNT: u32 = Counter::PassNotLocalMac as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -87,6 +90,7 @@ impl Counter {
         Counter::DropRedirectFailed,
         Counter::NewFlow,
         Counter::FlowRehashed,
+        Counter::PassNotLocalMac,
     ];
 
     /// Stable snake_case name, used in logs, `inspect stats` and metrics.
@@ -107,6 +111,7 @@ impl Counter {
             Counter::DropRedirectFailed => "drop_redirect_failed",
             Counter::NewFlow => "new_flow",
             Counter::FlowRehashed => "flow_rehashed",
+            Counter::PassNotLocalMac => "pass_not_local_mac",
         }
     }
 }

@@ -21,7 +21,7 @@ use aya_log_ebpf::debug;
 use xdp_lb_common::Counter;
 
 use crate::{
-    maps::{BACKEND_STATS, VIP_STATS},
+    maps::{BACKEND_STATS, SETTINGS, VIP_STATS},
     stats::{add_traffic, count},
 };
 
@@ -39,13 +39,21 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
+    // Array lookups are inlined by the verifier: a few instructions and a 6-byte compare.
+    if let Some(settings) = SETTINGS.get(0)
+        && settings.check_local_mac != 0
+        // SAFETY: bounds-checked by the parser.
+        && unsafe { (*packet.eth).dst_addr } != settings.local_mac
+    {
+        return Err(Counter::PassNotLocalMac);
+    }
     let forwarded = balance::choose_backend(&packet.flow).and_then(|choice| {
         forward::forward_dsr(ctx, packet.eth, choice.backend).map(|action| (choice, action))
     });
     let (choice, action) = match forwarded {
         Ok(v) => v,
         Err(reason) => {
-            if !matches!(reason, Counter::PassNotVip) {
+            if !matches!(reason, Counter::PassNotVip | Counter::PassNotLocalMac) {
                 // A VIP packet we could not forward: worth a line in the flow log.
                 flow_log::drop(&packet.flow, reason);
                 if matches!(
@@ -82,7 +90,8 @@ fn verdict_for(reason: Counter) -> u32 {
         Counter::PassNotIpv4
         | Counter::PassNotTcp
         | Counter::PassNotVip
-        | Counter::PassFragment => xdp_action::XDP_PASS,
+        | Counter::PassFragment
+        | Counter::PassNotLocalMac => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }

@@ -82,6 +82,8 @@ struct Agent {
     vips_without_backends: BTreeSet<VipKey>,
     health_transitions: u64,
     vrrp: Vec<crate::vrrp::instance::Instance>,
+    /// The MAC of agent.interface: only frames addressed to it are balanced.
+    local_mac: Option<[u8; 6]>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
@@ -272,12 +274,20 @@ impl Agent {
             vips_without_backends: BTreeSet::new(),
             health_transitions: 0,
             vrrp: Vec::new(),
+            local_mac: None,
         })
     }
 
     /// Fills the maps, then attaches: the first packet already sees the whole config.
     async fn start(&mut self) -> Result<(), AgentError> {
         self.checker.sync(&self.config);
+        if let Some(ifindex) = crate::dataplane::ifindex(&self.config.agent.interface) {
+            self.local_mac = self
+                .neighbors
+                .link_mac(ifindex)
+                .await?
+                .filter(|m| *m != [0; 6]);
+        }
         let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
         loop {
             self.refresh_neighbors().await?;
@@ -424,7 +434,9 @@ impl Agent {
     }
 
     fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
-        let desired = state::desired_state(&self.config, &self.ids, &self.resolved, &self.health());
+        let mut desired =
+            state::desired_state(&self.config, &self.ids, &self.resolved, &self.health());
+        desired.settings = desired.settings.with_local_mac(self.local_mac);
         let started = Instant::now();
         let report = self.reconciler.apply(&mut self.dataplane.maps, &desired)?;
         if !report.is_empty() {

@@ -232,7 +232,8 @@ impl Neighbors {
         Ok(false)
     }
 
-    async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
+    /// The MAC of interface `ifindex`.
+    pub async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
         while let Some(link) = links.try_next().await? {
             for attr in &link.attributes {

@@ -179,7 +179,7 @@ pub fn desired_state(
             } else {
                 0
             },
-            _pad: 0,
+            ..Default::default()
         },
         ..Default::default()
     };
