@@ -22,10 +22,17 @@ const EXIT_CONFIG: u8 = 2;
     long_about = "A layer-4 TCP load balancer whose data plane is an XDP program.\n\n\
         `xdp-lb run` loads the program, attaches it to agent.interface, and forwards each \
         virtual IP's TCP connections to its backends (Maglev consistent hashing, a flow \
-        table, L2 direct server return). Validate a file first with `xdp-lb check-config`.",
+        table, L2 direct server return), taking backends in and out with health checks and \
+        moving the virtual IPs between LB nodes with VRRP (keepalived-compatible). The program \
+        and its maps stay pinned, so a restart or upgrade keeps established connections. \
+        Validate a file first with `xdp-lb check-config`.",
     after_help = "Examples:\n  xdp-lb check-config /etc/xdp-lb/xdp-lb.toml\n  \
         sudo xdp-lb run --config /etc/xdp-lb/xdp-lb.toml --log-level debug\n  \
-        sudo kill -HUP $(pidof xdp-lb)    # reload the config"
+        sudo xdp-lb reload --config /etc/xdp-lb/xdp-lb.toml     # apply a changed file, print the verdict\n  \
+        sudo xdp-lb status                                       # health, VRRP state\n  \
+        sudo xdp-lb inspect backends --vip apiserver             # the live maps\n  \
+        sudo xdp-lb inspect stats --watch 1s                     # counters and rates\n\n\
+        Configuration reference, operations and troubleshooting: README.md"
 )]
 struct Cli {
     #[command(subcommand)]
