@@ -369,3 +369,44 @@ fn frames_for_another_hosts_mac_are_left_to_the_kernel() {
         "the flooded frame created no flow"
     );
 }
+
+#[test]
+fn maps_pinned_by_an_incompatible_version_are_refused_and_left_alone() {
+    require_root!();
+    // Pin a map with another layout under the name VIPS (the bench object's flow map: 16-byte
+    // keys where VIPS has 8), as an older version's leftovers would be.
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/xlbt{}-incompatible",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&pin_dir).unwrap();
+    let mut other = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).unwrap();
+    let map = other.take_map("BENCH_FLOWS").unwrap();
+    let data: aya::maps::MapData = match map {
+        aya::maps::Map::LruHashMap(d) => d,
+        _ => panic!("unexpected map type"),
+    };
+    data.pin(pin_dir.join("VIPS")).unwrap();
+    let sizes = xdp_lb::dataplane::MapSizes {
+        flow_table_size: 1024,
+        max_vips: 4,
+    };
+    let err = xdp_lb::dataplane::Dataplane::load(&pin_dir, sizes)
+        .err()
+        .expect("must refuse");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("incompatible version") && shown.contains("map VIPS has 16-byte keys"),
+        "{shown}"
+    );
+    assert!(
+        pin_dir.join("VIPS").exists(),
+        "the other version's pins must be left alone"
+    );
+    assert!(
+        !pin_dir.join("FLOWS").exists(),
+        "nothing may be created next to them"
+    );
+    let _ = std::fs::remove_file(pin_dir.join("VIPS"));
+    let _ = std::fs::remove_dir(&pin_dir);
+}

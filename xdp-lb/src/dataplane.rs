@@ -65,6 +65,12 @@ pub enum DataplaneError {
     },
     #[error("map {name} is missing from {place}")]
     MissingMap { name: &'static str, place: String },
+    #[error(
+        "the maps pinned in {pin_dir} were made by an incompatible version ({detail}); nothing was \
+         changed. To replace them: stop the old data plane (remove {pin_dir}, which interrupts \
+         forwarding) and start again"
+    )]
+    Incompatible { pin_dir: PathBuf, detail: String },
     #[error("mapping {name} into memory: {source}")]
     Mmap {
         name: &'static str,
@@ -141,6 +147,11 @@ impl Dataplane {
             path: pin_dir.to_owned(),
             reason: format!("cannot create: {e}"),
         })?;
+        if adopted_maps {
+            // aya reuses a pinned map by name whatever its layout; a map from another version
+            // would be misread (or rejected by the verifier halfway through). Check first.
+            check_pinned_layout(pin_dir)?;
+        }
         let loaded = Self::load_inner(pin_dir, sizes);
         if loaded.is_err() && !adopted_maps {
             // Do not leave half a data plane behind; but never remove maps we did not make.
@@ -342,6 +353,88 @@ impl Dataplane {
         }
         remove_pins(&self.pin_dir)
     }
+}
+
+/// The (key size, value size, entries) each map must have; entries None where it may differ
+/// (sizes the agent sets from its config, kept from the pinned map on adoption).
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 8] {
+    use std::mem::size_of;
+    [
+        (
+            map_names::VIPS,
+            size_of::<VipKey>() as u32,
+            size_of::<VipInfo>() as u32,
+            None,
+        ),
+        (
+            map_names::BACKENDS,
+            4,
+            size_of::<BackendInfo>() as u32,
+            Some(xdp_lb_common::MAX_BACKENDS),
+        ),
+        (map_names::MAGLEV, 4, 8, None),
+        (
+            map_names::FLOWS,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::VIP_STATS,
+            4,
+            size_of::<TrafficCounters>() as u32,
+            None,
+        ),
+        (
+            map_names::BACKEND_STATS,
+            4,
+            size_of::<TrafficCounters>() as u32,
+            Some(xdp_lb_common::MAX_BACKENDS),
+        ),
+        (
+            map_names::COUNTERS,
+            4,
+            8,
+            Some(xdp_lb_common::Counter::COUNT),
+        ),
+        (
+            map_names::SETTINGS,
+            4,
+            size_of::<Settings>() as u32,
+            Some(1),
+        ),
+    ]
+}
+
+fn check_pinned_layout(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let incompatible = |detail: String| DataplaneError::Incompatible {
+        pin_dir: pin_dir.to_owned(),
+        detail,
+    };
+    for (name, key, value, entries) in expected_layout() {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            return Err(incompatible(format!("map {name} is missing")));
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .map_err(|e| incompatible(format!("map {name}: {e}")))?;
+        if info.key_size() != key || info.value_size() != value {
+            return Err(incompatible(format!(
+                "map {name} has {}-byte keys and {}-byte values, this version uses {key} and {value}",
+                info.key_size(),
+                info.value_size()
+            )));
+        }
+        if let Some(n) = entries
+            && info.max_entries() != n
+        {
+            return Err(incompatible(format!(
+                "map {name} has {} entries, this version uses {n}",
+                info.max_entries()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Removes every map pin of xdp-lb under `pin_dir`, then the directory if it is empty.
