@@ -685,21 +685,26 @@ fn unicast_mode_works_with_multicast_dropped_and_notify_runs_on_transitions() {
 fn keepalived_interop_v2_and_the_reverse_roles() {
     require_root!();
     let b = bed();
-    // keepalived master (200, VRRPv2), xdp-lb backup (100, v2): xdp-lb stays backup.
-    let keepalived = Keepalived::start(&b, &b.lb2, 200, "  vrrp_version 2");
-    let c1 = config(
+    keepalived_master_then_xdp_lb(
         &b,
-        1,
+        "  vrrp_version 2",
         &vrrp(100, "1s", "").replace("version = 3", "version = 2"),
     );
-    let mut lb1 = start(&b, 1, &c1, &[]);
+}
+
+/// keepalived master (priority 200), xdp-lb backup (100): xdp-lb follows keepalived's adverts
+/// (and accepts every one of them), then takes the VIP when keepalived stops.
+fn keepalived_master_then_xdp_lb(b: &Bed, keepalived_globals: &str, xdp_lb_vrrp: &str) {
+    let keepalived = Keepalived::start(b, &b.lb2, 200, keepalived_globals);
+    let c1 = config(b, 1, xdp_lb_vrrp);
+    let mut lb1 = start(b, 1, &c1, &[]);
     wait_for("keepalived master", Duration::from_secs(6), || {
         holds_vip(&b.lb2)
     });
     std::thread::sleep(mdi(100) + Duration::from_secs(1));
     assert!(
         !lb1.log_text().contains("to=\"MASTER\""),
-        "xdp-lb must follow keepalived's v2 adverts: {}",
+        "xdp-lb must follow keepalived's adverts: {}",
         lb1.log_text()
     );
     let s = status(&b.topo.control_socket());
@@ -707,45 +712,21 @@ fn keepalived_interop_v2_and_the_reverse_roles() {
         s["vrrp"][0]["adverts_received"].as_u64().unwrap() >= 3,
         "{s}"
     );
-    // keepalived dies: xdp-lb takes over.
-    drop(keepalived);
+    assert_eq!(s["vrrp"][0]["rejected"]["checksum"], 0, "{s}");
+    drop(keepalived); // SIGTERM: keepalived sends priority 0
     lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(2) + mdi(100))
         .unwrap();
-    wait_for("the VIP on xdp-lb", Duration::from_secs(2), || {
-        holds_vip(&b.topo.lb)
+    wait_for("the VIP on xdp-lb only", Duration::from_secs(2), || {
+        holds_vip(&b.topo.lb) && !holds_vip(&b.lb2)
     });
+    assert!(reaches_vip(b));
 }
 
 #[test]
 fn keepalived_interop_v3_reverse_roles_and_v2_with_xdp_lb_master() {
     require_root!();
-    // v3, keepalived master (200), xdp-lb backup (100, pseudo-header): xdp-lb follows, then
-    // takes over when keepalived stops.
-    {
-        let b = bed();
-        let keepalived = Keepalived::start(&b, &b.lb2, 200, "");
-        let c1 = config(&b, 1, &vrrp(100, "1s", "checksum = \"pseudo-header\""));
-        let mut lb1 = start(&b, 1, &c1, &[]);
-        wait_for("keepalived master", Duration::from_secs(6), || {
-            holds_vip(&b.lb2)
-        });
-        std::thread::sleep(mdi(100) + Duration::from_secs(1));
-        assert!(
-            !lb1.log_text().contains("to=\"MASTER\""),
-            "{}",
-            lb1.log_text()
-        );
-        let s = status(&b.topo.control_socket());
-        assert_eq!(s["vrrp"][0]["rejected"]["checksum"], 0, "{s}");
-        drop(keepalived); // SIGTERM: keepalived sends priority 0
-        lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
-            .unwrap();
-        assert!(lb1.log_text().contains("priority 0"), "{}", lb1.log_text());
-        wait_for("the VIP on xdp-lb", Duration::from_secs(2), || {
-            holds_vip(&b.topo.lb) && !holds_vip(&b.lb2)
-        });
-        assert!(reaches_vip(&b));
-    }
+    // v3, keepalived master, xdp-lb backup (pseudo-header checksums).
+    keepalived_master_then_xdp_lb(&bed(), "", &vrrp(100, "1s", "checksum = \"pseudo-header\""));
     // v2, xdp-lb master (150), keepalived backup (100).
     {
         let b = bed();
