@@ -668,6 +668,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         Some("agent.max_vips")
     } else if a.control_socket != b.control_socket {
         Some("agent.control_socket")
+    } else if a.listen != b.listen {
+        Some("agent.listen")
     } else {
         None
     }
