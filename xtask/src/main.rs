@@ -46,6 +46,10 @@ enum Verb {
         /// Repeats per measured path (at least 1M for the report).
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// Also compare TCP through xdp-lb with the same traffic through haproxy and nftables
+        /// DNAT and with no balancer, side by side (target/bench/compare.md).
+        #[arg(long)]
+        compare: bool,
     },
 }
 
@@ -87,11 +91,16 @@ fn run(verb: Verb) -> anyhow::Result<()> {
             cargo(&["build", "--release", "-p", "xdp-lb"])?;
             tests_bin("demo", &[])
         }
-        Verb::Bench { repeat } => {
+        Verb::Bench { repeat, compare } => {
             require_root("bench")?;
             setup::setup()?;
             cargo(&["build", "--release", "-p", "xdp-lb"])?;
-            tests_bin("bench", &["--repeat", &repeat.to_string()])
+            tests_bin("bench", &["--repeat", &repeat.to_string()])?;
+            if compare {
+                step("comparison with the peers (TCP through namespaces)");
+                tests_bin("compare", &[])?;
+            }
+            Ok(())
         }
     }
 }

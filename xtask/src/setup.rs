@@ -31,6 +31,8 @@ const TEST_PACKAGES: &[&str] = &[
     "haproxy",
     "nftables",
     "wrk",
+    // Backends for the comparative bench (fast enough not to be what is measured).
+    "nginx-light",
     // promtool checks /metrics; headless Chromium renders /stats for its screenshot.
     "prometheus",
     "chromium",
@@ -116,9 +118,12 @@ fn apt_packages(did: &mut Vec<String>) -> anyhow::Result<()> {
     // The tests start their own haproxy/keepalived; the packages' default services must not
     // hold ports or VIPs on the host.
     if std::path::Path::new("/run/systemd/system").exists() {
-        let _ = Command::new("systemctl")
-            .args(["disable", "--now", "haproxy", "keepalived", "prometheus"])
-            .status();
+        // One unit at a time: systemctl stops at the first unit it does not know.
+        for unit in ["haproxy", "keepalived", "prometheus", "nginx"] {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", unit])
+                .status();
+        }
     }
     Ok(())
 }
