@@ -248,6 +248,8 @@ struct LongLived {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<(Vec<String>, Duration, u64)>>,
     backend: String,
+    /// Successful round trips so far.
+    trips: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LongLived {
@@ -255,6 +257,8 @@ impl LongLived {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let trips_shared = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let trips2 = trips_shared.clone();
         let ns = format!("/run/netns/{}", bed.topo.client.name);
         let handle = std::thread::spawn(move || {
             xdp_lb_tests::netns::enter_netns(&ns).unwrap();
@@ -266,7 +270,10 @@ impl LongLived {
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match echo.round_trip() {
-                    Ok(()) => trips += 1,
+                    Ok(()) => {
+                        trips += 1;
+                        trips2.store(trips, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         errors.push(format!("{e:#}"));
                         break;
@@ -283,6 +290,20 @@ impl LongLived {
             stop,
             handle: Some(handle),
             backend,
+            trips: trips_shared,
+        }
+    }
+
+    /// Waits (bounded) until `n` more round trips have succeeded from now.
+    fn wait_for_more_trips(&self, n: u64, timeout: Duration) {
+        let target = self.trips.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + timeout;
+        while self.trips.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the connection made no progress for {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -342,7 +363,8 @@ fn a_long_lived_connection_survives_backend_churn_reload_and_an_agent_kill() {
         log.contains("adopting the maps") && log.contains("mode=\"adopted\""),
         "{log}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The connection keeps working under the new agent.
+    conn.wait_for_more_trips(10, Duration::from_secs(5));
 
     let (errors, max_gap, trips) = conn.finish();
     println!(
@@ -388,7 +410,6 @@ fn snapshot(pin_dir: &std::path::Path) -> String {
 fn a_broken_reload_changes_nothing_and_says_why() {
     require_root!();
     let mut bed = Bed::new(3, 3, "tcp");
-    std::thread::sleep(Duration::from_millis(300));
     let before = snapshot(&bed.topo.pin_dir());
     let good = std::fs::read_to_string(&bed.config).unwrap();
     let broken = good.replacen("maglev_table_size = 4093", "maglev_table_size = 4096", 1);
@@ -429,7 +450,8 @@ fn drain_keeps_the_established_connection_and_sends_new_ones_elsewhere() {
     println!("{} draining: {per:?}", name(x));
     assert_eq!(per.get(&name(x)), None, "{per:?}");
     assert_eq!(per.values().sum::<usize>(), 90, "{per:?}");
-    std::thread::sleep(Duration::from_millis(200));
+    // The draining backend keeps serving its established connection.
+    conn.wait_for_more_trips(5, Duration::from_secs(5));
     let (errors, _, trips) = conn.finish();
     assert!(
         errors.is_empty() && trips > 5,

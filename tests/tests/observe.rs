@@ -413,7 +413,27 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
     require_root!();
     let mut bed = bed("flow_log = true\nflow_log_rate = 5\n");
     traffic(&bed, 20);
-    std::thread::sleep(Duration::from_millis(300));
+    // Every new flow is either logged or counted as suppressed; wait (bounded) for the log.
+    let maps = xdp_lb::dataplane::Maps::open_pinned(&bed.topo.pin_dir()).unwrap();
+    let suppressed = || -> u32 {
+        maps.flow_log_budget
+            .get(&0, 0)
+            .unwrap()
+            .iter()
+            .map(|b| b.suppressed)
+            .sum()
+    };
+    let logged = |bed: &Bed| {
+        bed.agent
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("flow new client=198.18.0.1:"))
+            .count() as u32
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while logged(&bed) + suppressed() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = bed.agent.log_text();
     let lines: Vec<&str> = log
         .lines()
@@ -436,7 +456,6 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
             .all(|l| l.contains("vip=198.18.0.100:80 backend=198.18.0.1")),
         "{lines:?}"
     );
-    let maps = xdp_lb::dataplane::Maps::open_pinned(&bed.topo.pin_dir()).unwrap();
     let suppressed: u32 = maps
         .flow_log_budget
         .get(&0, 0)

@@ -140,7 +140,9 @@ fn two_nodes_elect_the_higher_priority_and_fail_over_on_sigkill_sigterm_and_pree
         mdi(150)
     );
     assert!(started.elapsed() <= mdi(150) + Duration::from_millis(1500));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the VIP on lb1", Duration::from_secs(1), || {
+        holds_vip(&b.topo.lb)
+    });
     assert!(
         holds_vip(&b.topo.lb) && !holds_vip(&b.lb2),
         "the VIP is on the master only"
@@ -266,7 +268,8 @@ fn a_100ms_advert_interval_fails_over_within_half_a_second() {
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // lb2 has heard lb1 (and learnt its 100 ms interval) before lb1 dies.
+    wait_for_adverts(&b, 3);
     let killed = Instant::now();
     lb1.kill9();
     b.topo.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
@@ -583,7 +586,7 @@ fn track_dataplane_hands_the_vip_over_when_all_backends_die() {
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_adverts(&b, 1);
     // Every backend's service dies: lb1's VIP has no usable backend → Fault → lb2 master.
     b._services.clear();
     lb1.wait_for_log("to=\"FAULT\"", Duration::from_secs(5))
@@ -785,7 +788,6 @@ fn an_established_connection_survives_a_vip_failover() {
     assert!(lb1.stop().unwrap().success());
     lb2.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // the client's ARP follows lb2's GARP
     tx.send(()).unwrap();
     let result = worker.join().unwrap();
     assert!(
@@ -798,4 +800,15 @@ fn an_established_connection_survives_a_vip_failover() {
     )));
     assert_eq!(s["vrrp"][0]["state"], "MASTER");
     assert!(lb2.stop().unwrap().success());
+}
+
+/// Waits (bounded) until lb2 has accepted `n` adverts.
+fn wait_for_adverts(b: &Bed, n: u64) {
+    let socket = PathBuf::from(format!("/run/xlbt/{}.sock", b.lb2.name));
+    wait_for("lb2 hearing the master", Duration::from_secs(5), || {
+        status(&socket)["vrrp"][0]["adverts_received"]
+            .as_u64()
+            .unwrap_or(0)
+            >= n
+    });
 }

@@ -88,16 +88,18 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
         return Err(Counter::DropBadBackend);
     }
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     let value = FlowValue {
         backend_id,
         vip_id: vip.vip_id,
-        created_ns: unsafe { bpf_ktime_get_ns() },
+        created_ns: now,
     };
     // An LRU insert only fails on allocation failure under memory pressure; the packet is still
     // forwarded and the next packet of the flow picks the same backend from the same table.
     let _ = FLOWS.insert(flow, value, 0);
     count(Counter::NewFlow);
-    crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be });
+    crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
     Ok(Choice {
         backend_id,
         backend,

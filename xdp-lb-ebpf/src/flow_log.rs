@@ -9,8 +9,9 @@ use crate::maps::{FLOW_LOG, FLOW_LOG_BUDGET, SETTINGS};
 
 const SECOND_NS: u64 = 1_000_000_000;
 
+/// `now`: the caller's reading of bpf_ktime_get_ns(), when it has one.
 #[inline(always)]
-fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32) {
+fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: Option<u64>) {
     let Some(settings) = SETTINGS.get(0) else {
         return;
     };
@@ -21,8 +22,9 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32) {
     let Some(budget) = FLOW_LOG_BUDGET.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: a helper call without preconditions.
+    let now = now.unwrap_or_else(|| unsafe { bpf_ktime_get_ns() });
     // SAFETY: this CPU's slot of a per-CPU array, while this program runs.
-    let now = unsafe { bpf_ktime_get_ns() };
     unsafe {
         if now.wrapping_sub((*budget).window_start_ns) >= SECOND_NS {
             (*budget).window_start_ns = now;
@@ -49,11 +51,11 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32) {
 }
 
 #[inline(always)]
-pub fn new_flow(flow: &FlowKey, backend_addr_be: u32) {
-    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be);
+pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
+    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be, Some(now));
 }
 
 #[inline(always)]
 pub fn drop(flow: &FlowKey, reason: Counter) {
-    report(FLOW_EVENT_DROP, reason as u32, flow, 0);
+    report(FLOW_EVENT_DROP, reason as u32, flow, 0, None);
 }

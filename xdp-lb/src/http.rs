@@ -115,6 +115,31 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Prometheus text exposition (format 0.0.4): each family is its HELP and TYPE lines, then
+/// its samples.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    /// `samples`: (label set without braces, possibly empty; value).
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, V)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {value}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await.unwrap_or_default();
     let snap = match snapshot(&shared) {
@@ -127,277 +152,226 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 .into_response();
         }
     };
-    let mut m = String::new();
-    let family = |m: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(&mut m, "xdp_lb_info", "gauge", "Agent build information.");
-    let _ = writeln!(
-        m,
-        "xdp_lb_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+    let mut m = Exposition::default();
+    m.family(
+        "xdp_lb_info",
+        "gauge",
+        "Agent build information.",
+        [(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
     );
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_uptime_seconds",
         "gauge",
         "Seconds since the agent started.",
-    );
-    let _ = writeln!(
-        m,
-        "xdp_lb_uptime_seconds {}",
-        status["uptime_seconds"].as_u64().unwrap_or(0)
+        [(
+            String::new(),
+            status["uptime_seconds"].as_u64().unwrap_or(0),
+        )],
     );
 
-    for (name, help, pick) in [
-        (
-            "xdp_lb_vip_packets_total",
-            "Packets forwarded for the VIP.",
-            0,
-        ),
-        ("xdp_lb_vip_bytes_total", "Bytes forwarded for the VIP.", 1),
+    let vip_labels = |v: &VipView| {
+        format!(
+            "vip=\"{}\",address=\"{}:{}\"",
+            label(&v.name),
+            v.address,
+            v.port
+        )
+    };
+    let traffic = |t: &crate::inspect::Traffic| [t.packets, t.bytes, t.new_flows];
+    for (pick, (name, help)) in [
+        ("xdp_lb_vip_packets_total", "Packets forwarded for the VIP."),
+        ("xdp_lb_vip_bytes_total", "Bytes forwarded for the VIP."),
         (
             "xdp_lb_vip_new_flows_total",
             "Flows (connections) the VIP balanced.",
-            2,
         ),
-    ] {
-        family(&mut m, name, "counter", help);
-        for v in &snap.vips {
-            let value = [v.traffic.packets, v.traffic.bytes, v.traffic.new_flows][pick];
-            let _ = writeln!(
-                m,
-                "{name}{{vip=\"{}\",address=\"{}:{}\"}} {value}",
-                label(&v.name),
-                v.address,
-                v.port
-            );
-        }
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.family(
+            name,
+            "counter",
+            help,
+            snap.vips
+                .iter()
+                .map(|v| (vip_labels(v), traffic(&v.traffic)[pick])),
+        );
     }
-    for (name, help, pick) in [
+
+    let backend_labels =
+        |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
+    for (pick, (name, help)) in [
         (
             "xdp_lb_backend_packets_total",
             "Packets forwarded to the backend.",
-            0,
         ),
         (
             "xdp_lb_backend_bytes_total",
             "Bytes forwarded to the backend.",
-            1,
         ),
         (
             "xdp_lb_backend_new_flows_total",
             "Flows (connections) sent to the backend.",
-            2,
         ),
-    ] {
-        family(&mut m, name, "counter", help);
-        for b in &snap.backends {
-            let value = [b.traffic.packets, b.traffic.bytes, b.traffic.new_flows][pick];
-            let _ = writeln!(
-                m,
-                "{name}{{vip=\"{}\",backend=\"{}\"}} {value}",
-                label(&b.vip),
-                b.address
-            );
-        }
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.family(
+            name,
+            "counter",
+            help,
+            snap.backends
+                .iter()
+                .map(|b| (backend_labels(b), traffic(&b.traffic)[pick])),
+        );
     }
-    family(
-        &mut m,
+    let health = |b: &BackendView| health_of(&status, &b.vip, &b.address.to_string()).cloned();
+    m.family(
         "xdp_lb_backend_up",
         "gauge",
         "1 when the backend passes its health check.",
+        snap.backends
+            .iter()
+            .filter_map(|b| health(b).map(|h| (backend_labels(b), (h["health"] == "up") as u8))),
     );
-    for b in &snap.backends {
-        let up = health_of(&status, &b.vip, &b.address.to_string()).map(|h| h["health"] == "up");
-        if let Some(up) = up {
-            let _ = writeln!(
-                m,
-                "xdp_lb_backend_up{{vip=\"{}\",backend=\"{}\"}} {}",
-                label(&b.vip),
-                b.address,
-                up as u8
-            );
-        }
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_backend_forwarding",
         "gauge",
         "1 when the data plane forwards to the backend.",
+        snap.backends
+            .iter()
+            .map(|b| (backend_labels(b), b.forwarding as u8)),
     );
-    for b in &snap.backends {
-        let _ = writeln!(
-            m,
-            "xdp_lb_backend_forwarding{{vip=\"{}\",backend=\"{}\"}} {}",
-            label(&b.vip),
-            b.address,
-            b.forwarding as u8
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_backend_table_share_ratio",
         "gauge",
         "The backend's share of its VIP's Maglev table.",
+        snap.backends.iter().map(|b| {
+            (
+                backend_labels(b),
+                format!("{:.6}", b.table_share_pct / 100.0),
+            )
+        }),
     );
-    for b in &snap.backends {
-        let _ = writeln!(
-            m,
-            "xdp_lb_backend_table_share_ratio{{vip=\"{}\",backend=\"{}\"}} {:.6}",
-            label(&b.vip),
-            b.address,
-            b.table_share_pct / 100.0
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_backend_health_transitions_total",
         "counter",
         "Health transitions of the backend.",
+        snap.backends.iter().filter_map(|b| {
+            health(b)?["transitions"]
+                .as_u64()
+                .map(|t| (backend_labels(b), t))
+        }),
     );
-    for b in &snap.backends {
-        if let Some(t) = health_of(&status, &b.vip, &b.address.to_string())
-            .and_then(|h| h["transitions"].as_u64())
-        {
-            let _ = writeln!(
-                m,
-                "xdp_lb_backend_health_transitions_total{{vip=\"{}\",backend=\"{}\"}} {t}",
-                label(&b.vip),
-                b.address
-            );
-        }
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_packets_total",
         "counter",
         "Packets by verdict and reason (pass_*: to the kernel; drop_*: dropped; tx/redirect: forwarded).",
+        snap.stats
+            .counters
+            .iter()
+            .filter(|(name, _)| !matches!(**name, "new_flow" | "flow_rehashed"))
+            .map(|(name, v)| (format!("verdict=\"{name}\""), *v)),
     );
-    for (name, v) in &snap.stats.counters {
-        if matches!(*name, "new_flow" | "flow_rehashed") {
-            continue;
-        }
-        let _ = writeln!(m, "xdp_lb_packets_total{{verdict=\"{name}\"}} {v}");
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_flows_total",
         "counter",
         "Flow-table events: new flows, and flows re-hashed away from a backend that left.",
+        ["new_flow", "flow_rehashed"].into_iter().map(|e| {
+            (
+                format!("event=\"{e}\""),
+                snap.stats.counters.get(e).copied().unwrap_or(0),
+            )
+        }),
     );
-    for event in ["new_flow", "flow_rehashed"] {
-        let _ = writeln!(
-            m,
-            "xdp_lb_flows_total{{event=\"{event}\"}} {}",
-            snap.stats.counters.get(event).copied().unwrap_or(0)
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_flow_table_entries",
         "gauge",
         "Entries in the flow table.",
+        [(String::new(), snap.stats.flow_table_entries as u64)],
     );
-    let _ = writeln!(
-        m,
-        "xdp_lb_flow_table_entries {}",
-        snap.stats.flow_table_entries
-    );
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_flow_table_size",
         "gauge",
         "Capacity of the flow table (LRU).",
+        [(String::new(), snap.stats.flow_table_size as u64)],
     );
-    let _ = writeln!(m, "xdp_lb_flow_table_size {}", snap.stats.flow_table_size);
+
     let instances: Vec<&serde_json::Value> =
         status["vrrp"].as_array().into_iter().flatten().collect();
-    family(
-        &mut m,
+    let instance =
+        |i: &serde_json::Value| format!("instance=\"{}\"", label(i["name"].as_str().unwrap_or("")));
+    m.family(
         "xdp_lb_vrrp_state",
         "gauge",
         "VRRP state per instance: 1 for the current state, 0 for the others.",
+        instances.iter().flat_map(|i| {
+            ["INIT", "BACKUP", "MASTER", "FAULT"]
+                .into_iter()
+                .map(move |s| {
+                    (
+                        format!("{},state=\"{s}\"", instance(i)),
+                        (i["state"] == s) as u8,
+                    )
+                })
+        }),
     );
-    for i in &instances {
-        let name = label(i["name"].as_str().unwrap_or(""));
-        for state in ["INIT", "BACKUP", "MASTER", "FAULT"] {
-            let _ = writeln!(
-                m,
-                "xdp_lb_vrrp_state{{instance=\"{name}\",state=\"{state}\"}} {}",
-                (i["state"] == state) as u8
-            );
-        }
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_vrrp_priority",
         "gauge",
         "The priority the instance advertises now (after tracking).",
+        instances
+            .iter()
+            .map(|i| (instance(i), i["priority"].as_u64().unwrap_or(0))),
     );
-    for i in &instances {
-        let _ = writeln!(
-            m,
-            "xdp_lb_vrrp_priority{{instance=\"{}\"}} {}",
-            label(i["name"].as_str().unwrap_or("")),
-            i["priority"]
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_vrrp_transitions_total",
         "counter",
         "VRRP state transitions.",
+        instances
+            .iter()
+            .map(|i| (instance(i), i["transitions"].as_u64().unwrap_or(0))),
     );
-    for i in &instances {
-        let _ = writeln!(
-            m,
-            "xdp_lb_vrrp_transitions_total{{instance=\"{}\"}} {}",
-            label(i["name"].as_str().unwrap_or("")),
-            i["transitions"]
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_vrrp_adverts_total",
         "counter",
         "VRRP adverts sent and received.",
+        instances.iter().flat_map(|i| {
+            [("sent", "adverts_sent"), ("received", "adverts_received")]
+                .into_iter()
+                .map(move |(d, k)| {
+                    (
+                        format!("{},direction=\"{d}\"", instance(i)),
+                        i[k].as_u64().unwrap_or(0),
+                    )
+                })
+        }),
     );
-    for i in &instances {
-        let name = label(i["name"].as_str().unwrap_or(""));
-        let _ = writeln!(
-            m,
-            "xdp_lb_vrrp_adverts_total{{instance=\"{name}\",direction=\"sent\"}} {}",
-            i["adverts_sent"]
-        );
-        let _ = writeln!(
-            m,
-            "xdp_lb_vrrp_adverts_total{{instance=\"{name}\",direction=\"received\"}} {}",
-            i["adverts_received"]
-        );
-    }
-    family(
-        &mut m,
+    m.family(
         "xdp_lb_vrrp_rejected_total",
         "counter",
         "Received VRRP packets not accepted, by reason.",
+        instances.iter().flat_map(|i| {
+            i["rejected"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(reason, n)| {
+                    (
+                        format!("{},reason=\"{}\"", instance(i), label(reason)),
+                        n.as_u64().unwrap_or(0),
+                    )
+                })
+        }),
     );
-    for i in &instances {
-        let name = label(i["name"].as_str().unwrap_or(""));
-        for (reason, n) in i["rejected"].as_object().into_iter().flatten() {
-            let _ = writeln!(
-                m,
-                "xdp_lb_vrrp_rejected_total{{instance=\"{name}\",reason=\"{}\"}} {n}",
-                label(reason)
-            );
-        }
-    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        m,
+        m.0,
     )
         .into_response()
 }

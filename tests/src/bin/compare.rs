@@ -45,11 +45,21 @@ const NAT_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 const HAPROXY_PORT: u16 = 8081;
 const NFT_PORT: u16 = 8082;
 
-/// A process in a namespace, killed when dropped.
+/// A process in a namespace (`ip netns exec` execs it, so the pid is the program's own),
+/// stopped when dropped: SIGTERM, then SIGKILL after 5 s.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -68,13 +78,14 @@ fn spawn_in(ns: &NetNs, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     Ok(Proc(child))
 }
 
-/// nginx on a backend: answers every request with its name; no logs, no temp files.
+/// nginx on a backend: answers every request with its name; no logs, no temp files. One
+/// process (`master_process off`), so that stopping the pid stops all of it.
 fn nginx(ns: &NetNs, dir: &Path, name: &str) -> anyhow::Result<Proc> {
     let conf = dir.join(format!("nginx-{name}.conf"));
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {dir}/nginx-{name}.pid;\nerror_log stderr warn;\n\
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx-{name}.pid;\nerror_log stderr warn;\n\
              events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/tmp-{name};\n\
                server {{ listen 80 reuseport backlog=4096; location / {{ return 200 \"{name}\\n\"; }} }}\n}}\n",
             dir = dir.display()
