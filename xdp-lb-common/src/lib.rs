@@ -10,6 +10,7 @@
 //! [`port_be`].
 #![no_std]
 
+pub mod csum;
 pub mod hash;
 pub mod stats;
 
@@ -30,6 +31,7 @@ pub mod map_names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
+    pub const NAT_FLOWS: &str = "NAT_FLOWS";
 }
 
 /// Name of the XDP program in the object.
@@ -82,8 +84,12 @@ pub struct VipInfo {
     pub hash_seed: u32,
     /// Backends in the live table; 0 means no usable backend: new flows are dropped and counted.
     pub backend_count: u32,
+    /// `VIP_F_*`.
     pub flags: u32,
 }
+
+/// The VIP forwards by full NAT (`forwarding = "nat"`) instead of L2 DSR.
+pub const VIP_F_NAT: u32 = 1 << 0;
 
 /// The value of `BACKENDS`, indexed by backend id.
 #[repr(C)]
@@ -103,6 +109,9 @@ pub struct BackendInfo {
     pub vip_id: u32,
     /// The configured weight (for `inspect`; the program uses the Maglev table).
     pub weight: u32,
+    /// NAT VIPs: the backend's port (network order). DSR keeps the VIP's port.
+    pub port_be: u16,
+    pub _pad: u16,
 }
 
 /// The backend may keep carrying the flows already pinned to it (active or draining). When a
@@ -121,7 +130,12 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
-/// The value of `FLOWS`.
+/// The value of `FLOWS` (keyed by the client's 5-tuple) and of `NAT_FLOWS` (keyed by the
+/// backend's reply 5-tuple: backend → SNAT address and port).
+///
+/// A DSR flow only names its backend. A NAT flow (`FLOW_F_NAT`) also carries the rewrite of
+/// its direction: the packet's new source and destination, and the checksum deltas of that
+/// rewrite, computed once when the flow is created (see [`csum`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -129,6 +143,65 @@ pub struct FlowValue {
     pub vip_id: u32,
     /// `bpf_ktime_get_ns()` when the flow was created (CLOCK_MONOTONIC).
     pub created_ns: u64,
+    /// `FLOW_F_*`.
+    pub flags: u32,
+    /// NAT: CLOCK_MONOTONIC_COARSE seconds of the last packet in this direction, refreshed at
+    /// most once a second (a write per packet would bounce the cache line between CPUs).
+    pub last_seen_s: u32,
+    pub nat_src_addr_be: u32,
+    pub nat_dst_addr_be: u32,
+    pub nat_src_port_be: u16,
+    pub nat_dst_port_be: u16,
+    /// [`csum::nat_deltas`] of this direction's rewrite.
+    pub ip_csum_delta: u16,
+    pub l4_csum_delta: u16,
+}
+
+/// A NAT flow: rewrite addresses and ports (else DSR: MACs only).
+pub const FLOW_F_NAT: u32 = 1 << 0;
+/// The entry of the reply direction (in `NAT_FLOWS`).
+pub const FLOW_F_REPLY: u32 = 1 << 1;
+/// The backend has answered: the connection is past its SYN.
+pub const FLOW_F_ESTABLISHED: u32 = 1 << 2;
+/// A FIN or RST was seen: the connection is closing and expires after the short timeout.
+pub const FLOW_F_CLOSING: u32 = 1 << 3;
+
+/// How many SNAT ports the program tries for a new NAT flow before it gives up and counts
+/// `drop_nat_ports_exhausted`. Each try is an atomic insert-if-absent of the reply entry, so
+/// two CPUs can never take the same (SNAT address, port, backend) tuple.
+pub const NAT_PORT_PROBES: u32 = 16;
+
+impl FlowValue {
+    /// Which timeout applies to this NAT flow, given both directions' flags.
+    pub const fn nat_state(flags: u32) -> NatState {
+        if flags & FLOW_F_CLOSING != 0 {
+            NatState::Closing
+        } else if flags & FLOW_F_ESTABLISHED != 0 {
+            NatState::Established
+        } else {
+            NatState::SynSent
+        }
+    }
+}
+
+/// The TCP states NAT expiry distinguishes (each has its own `agent.nat_*_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatState {
+    /// Only the client's SYN seen (half-open).
+    SynSent,
+    Established,
+    /// FIN or RST seen in either direction.
+    Closing,
+}
+
+impl NatState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            NatState::SynSent => "syn_sent",
+            NatState::Established => "established",
+            NatState::Closing => "closing",
+        }
+    }
 }
 
 /// The value of `VIP_NAMES[vip_id]`: the VIP's configured name, NUL-padded. The program never
@@ -173,6 +246,11 @@ pub struct Settings {
     /// The MAC of the interface the program is attached to.
     pub local_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// NAT: the source address of connections to backends (0: no NAT VIP configured).
+    pub snat_addr_be: u32,
+    /// NAT: the SNAT port range, inclusive, host order.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
 }
 
 impl Settings {
@@ -279,13 +357,13 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 24);
-        assert_eq!(size_of::<BackendInfo>(), 32);
+        assert_eq!(size_of::<BackendInfo>(), 36);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<FlowValue>(), 16);
+        assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(size_of::<TrafficCounters>(), 40);
         assert_eq!(size_of::<FlowEvent>(), 32);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
-        assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<Settings>(), 24);
     }
 
     #[test]

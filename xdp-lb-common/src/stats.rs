@@ -69,10 +69,30 @@ pub enum Counter {
     /// A frame addressed to another host's MAC (flooded by a switch): passed to the kernel,
     /// which drops it as not ours.
     PassNotLocalMac,
+    /// A packet to a NAT VIP that is not a SYN and has no NAT flow (the flow expired, its
+    /// backend went down, or another LB node created it before a failover): passed to the
+    /// kernel, which answers with a RST so the client reconnects at once.
+    PassNatNoFlow,
+    /// NAT: the next hop's MAC is unknown. The rewritten packet goes to the kernel, which
+    /// resolves the neighbour and forwards it (needs `forwarding` and `accept_local`, see the
+    /// README); the flow's next packets take the fast path.
+    PassNatNoNeighbour,
+    /// NAT: the rewritten packet exceeds the egress MTU; the kernel sends the ICMP error.
+    PassNatMtu,
+    /// NAT: no SNAT port free for this backend after `NAT_PORT_PROBES` tries: dropped.
+    DropNatPortsExhausted,
+    /// NAT: `NAT_FLOWS` is full (`agent.flow_table_size` bindings): dropped.
+    DropNatTableFull,
+    /// NAT: the kernel has no route to the backend or client (unreachable, blackhole,
+    /// prohibit): dropped.
+    DropNatNoRoute,
+    /// NAT: IPv4 forwarding is off on the ingress interface (`net.ipv4.conf.IF.forwarding`):
+    /// dropped. The agent warns about it at start.
+    DropNatForwardingDisabled,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::PassNotLocalMac as u32 + 1;
+    pub const COUNT: u32 = Counter::DropNatForwardingDisabled as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -91,9 +111,31 @@ impl Counter {
         Counter::NewFlow,
         Counter::FlowRehashed,
         Counter::PassNotLocalMac,
+        Counter::PassNatNoFlow,
+        Counter::PassNatNoNeighbour,
+        Counter::PassNatMtu,
+        Counter::DropNatPortsExhausted,
+        Counter::DropNatTableFull,
+        Counter::DropNatNoRoute,
+        Counter::DropNatForwardingDisabled,
     ];
 
     /// Stable snake_case name, used in logs, `inspect stats` and metrics.
+    /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
+    pub const fn passes(self) -> bool {
+        matches!(
+            self,
+            Counter::PassNotIpv4
+                | Counter::PassNotTcp
+                | Counter::PassNotVip
+                | Counter::PassFragment
+                | Counter::PassNotLocalMac
+                | Counter::PassNatNoFlow
+                | Counter::PassNatNoNeighbour
+                | Counter::PassNatMtu
+        )
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Counter::Tx => "tx",
@@ -112,6 +154,13 @@ impl Counter {
             Counter::NewFlow => "new_flow",
             Counter::FlowRehashed => "flow_rehashed",
             Counter::PassNotLocalMac => "pass_not_local_mac",
+            Counter::PassNatNoFlow => "pass_nat_no_flow",
+            Counter::PassNatNoNeighbour => "pass_nat_no_neighbour",
+            Counter::PassNatMtu => "pass_nat_mtu",
+            Counter::DropNatPortsExhausted => "drop_nat_ports_exhausted",
+            Counter::DropNatTableFull => "drop_nat_table_full",
+            Counter::DropNatNoRoute => "drop_nat_no_route",
+            Counter::DropNatForwardingDisabled => "drop_nat_forwarding_disabled",
         }
     }
 }

@@ -4,12 +4,14 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, Counter, FlowKey, FlowValue, IPPROTO_TCP, VipInfo, VipKey,
-    flow_hash, maglev_elem, maglev_unpack,
+    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowValue, IPPROTO_TCP, Settings,
+    VIP_F_NAT, VipInfo, VipKey, flow_hash, maglev_elem, maglev_unpack,
 };
 
 use crate::{
     maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
+    nat::{self, Rewrite},
+    parse::Packet,
     stats::count,
 };
 
@@ -23,6 +25,8 @@ pub struct Choice {
     pub backend: *const BackendInfo,
     pub vip_id: u32,
     pub new_flow: bool,
+    /// NAT flows: the rewrite of this packet (None: DSR).
+    pub nat: Option<Rewrite>,
 }
 
 /// Flow table first: for an established flow this is the only hash lookup on the packet's
@@ -30,26 +34,40 @@ pub struct Choice {
 /// honoured only while its backend may carry flows and still belongs to the flow's VIP; the
 /// agent clears a backend's entry before it removes it or reuses its id, so a flow of a removed
 /// VIP or backend falls through to the VIP lookup below (and is passed if the VIP is gone).
+///
+/// A NAT flow whose backend may no longer carry flows is not re-hashed (a new backend would
+/// answer a mid-connection packet with a RST anyway): it falls through to the VIP, where only
+/// a SYN opens a flow and anything else is passed to the kernel, which resets the connection.
 #[inline(always)]
-pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
-    if let Some(entry) = FLOWS.get_ptr(flow) {
+pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choice, Counter> {
+    let flow = &packet.flow;
+    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
-        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
+        let (backend_id, flow_vip, flow_flags) =
+            unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
         let backend = BACKENDS
             .get_ptr(backend_id)
             .ok_or(Counter::DropBadBackend)?;
         let (flags, backend_vip) = unsafe { ((*backend).flags, (*backend).vip_id) };
         if flags & BACKEND_F_FORWARD != 0 && backend_vip == flow_vip {
+            let nat = if flow_flags & FLOW_F_NAT != 0 {
+                Some(nat::touch(entry, packet.tcp_flags))
+            } else {
+                None
+            };
             return Ok(Choice {
                 backend_id,
                 backend,
                 vip_id: flow_vip,
                 new_flow: false,
+                nat,
             });
         }
-        // The backend went down, was disabled or removed: re-hash this flow to a live one
-        // rather than let the client time out.
-        count(Counter::FlowRehashed);
+        if flow_flags & FLOW_F_NAT == 0 {
+            // The backend went down, was disabled or removed: re-hash this flow to a live one
+            // rather than let the client time out.
+            count(Counter::FlowRehashed);
+        }
     }
 
     let vip_key = VipKey {
@@ -61,6 +79,10 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
     // SAFETY: as above.
     let vip = unsafe { &*vip };
+    let is_nat = vip.flags & VIP_F_NAT != 0;
+    if is_nat && !nat::opens_flow(packet.tcp_flags) {
+        return Err(Counter::PassNatNoFlow);
+    }
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }
@@ -90,14 +112,22 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
     }
     // SAFETY: a helper call without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let value = FlowValue {
-        backend_id,
-        vip_id: vip.vip_id,
-        created_ns: now,
+    let nat = if is_nat {
+        Some(nat::create(
+            flow, vip.vip_id, backend_id, backend, settings, now,
+        )?)
+    } else {
+        let value = FlowValue {
+            backend_id,
+            vip_id: vip.vip_id,
+            created_ns: now,
+            ..FlowValue::default()
+        };
+        // An LRU insert only fails on allocation failure under memory pressure; the packet is
+        // still forwarded and the flow's next packet picks the same backend from the same table.
+        let _ = FLOWS.insert(flow, value, 0);
+        None
     };
-    // An LRU insert only fails on allocation failure under memory pressure; the packet is still
-    // forwarded and the next packet of the flow picks the same backend from the same table.
-    let _ = FLOWS.insert(flow, value, 0);
     count(Counter::NewFlow);
     crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
     Ok(Choice {
@@ -105,5 +135,6 @@ pub fn choose_backend(flow: &FlowKey) -> Result<Choice, Counter> {
         backend,
         vip_id: vip.vip_id,
         new_flow: true,
+        nat,
     })
 }

@@ -1,8 +1,9 @@
 //! The xdp-lb data plane: for each TCP/IPv4 frame to a VIP, choose a backend and forward the
-//! frame to it (L2 DSR). Everything else goes on to the kernel untouched.
+//! frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
+//! backends' replies back). Everything else goes on to the kernel untouched.
 //!
-//! Per packet: parse (`parse.rs`) → choose a backend (`balance.rs`) → rewrite and forward
-//! (`forward.rs`) → count (`stats.rs`). Everything that can be precomputed — Maglev tables,
+//! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
+//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). Everything that can be precomputed — Maglev tables,
 //! backend MACs and egress interfaces, per-VIP seeds — is precomputed by the agent.
 // Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
@@ -13,6 +14,7 @@ mod balance;
 mod flow_log;
 mod forward;
 mod maps;
+mod nat;
 mod parse;
 mod stats;
 
@@ -21,7 +23,7 @@ use aya_log_ebpf::debug;
 use xdp_lb_common::Counter;
 
 use crate::{
-    maps::{BACKEND_STATS, SETTINGS, VIP_STATS},
+    maps::{BACKEND_STATS, NAT_FLOWS, SETTINGS, VIP_STATS},
     stats::{add_traffic, count},
 };
 
@@ -39,21 +41,56 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
-    // Array lookups are inlined by the verifier: a few instructions and a 6-byte compare.
-    if let Some(settings) = SETTINGS.get(0)
-        && settings.check_local_mac != 0
-        // SAFETY: bounds-checked by the parser.
-        && unsafe { (*packet.eth).dst_addr } != settings.local_mac
-    {
+    // Array lookups are inlined by the verifier: a few instructions.
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropBadBackend)?;
+    // SAFETY: a map value pointer (array lookups never fail in range); eth bounds-checked.
+    let (check_mac, local_mac, snat, port_min, port_max) = unsafe {
+        (
+            (*settings).check_local_mac,
+            (*settings).local_mac,
+            (*settings).snat_addr_be,
+            (*settings).snat_port_min,
+            (*settings).snat_port_max,
+        )
+    };
+    if check_mac != 0 && unsafe { (*packet.eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
     }
-    let forwarded = balance::choose_backend(&packet.flow).and_then(|choice| {
-        forward::forward_dsr(ctx, packet.eth, choice.backend).map(|action| (choice, action))
+    // A backend's reply to a NAT flow: addressed to the SNAT address and a port of its range.
+    // Other packets to that address (the host's own connections) go on as usual.
+    if snat != 0 && packet.flow.dst_addr_be == snat {
+        let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
+        if port >= port_min
+            && port <= port_max
+            && let Some(entry) = NAT_FLOWS.get_ptr_mut(&packet.flow)
+        {
+            // SAFETY: a map value pointer from a successful lookup.
+            let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
+            let rewrite = nat::touch(entry, packet.tcp_flags);
+            let action = nat::rewrite_and_route(ctx, &packet, &rewrite)?;
+            let tx = action == xdp_action::XDP_TX;
+            add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
+            add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
+            return Ok(action);
+        }
+    }
+    let forwarded = balance::choose_backend(&packet, settings).and_then(|choice| {
+        let action = match &choice.nat {
+            Some(rewrite) => nat::rewrite_and_route(ctx, &packet, rewrite),
+            None => forward::forward_dsr(ctx, packet.eth, choice.backend),
+        };
+        action.map(|action| (choice, action))
     });
     let (choice, action) = match forwarded {
         Ok(v) => v,
         Err(reason) => {
-            if !matches!(reason, Counter::PassNotVip | Counter::PassNotLocalMac) {
+            if !matches!(
+                reason,
+                Counter::PassNotVip
+                    | Counter::PassNotLocalMac
+                    | Counter::PassNatNoNeighbour
+                    | Counter::PassNatMtu
+            ) {
                 // A VIP packet we could not forward: worth a line in the flow log.
                 flow_log::drop(&packet.flow, reason);
                 if matches!(
@@ -86,13 +123,10 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
 /// The verdict for a frame we do not forward: `Pass*` reasons go to the kernel, the rest drop.
 #[inline(always)]
 fn verdict_for(reason: Counter) -> u32 {
-    match reason {
-        Counter::PassNotIpv4
-        | Counter::PassNotTcp
-        | Counter::PassNotVip
-        | Counter::PassFragment
-        | Counter::PassNotLocalMac => xdp_action::XDP_PASS,
-        _ => xdp_action::XDP_DROP,
+    if reason.passes() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
     }
 }
 

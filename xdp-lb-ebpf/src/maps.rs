@@ -4,7 +4,7 @@
 //! `bpftool` see the same state.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -29,6 +29,13 @@ pub static MAGLEV: Array<u64> =
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// NAT reply direction (backend → SNAT address:port), one entry per NAT flow; also the SNAT
+/// port reservations (see `nat.rs`). A plain hash, never evicted behind our back; allocated on
+/// demand so that DSR-only nodes pay nothing. The agent sizes it like `FLOWS`.
+#[map]
+pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
+    HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]

@@ -30,6 +30,11 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 /// A well-formed TCP/IPv4 frame.
 pub struct Packet {
     pub eth: *mut EthHdr,
+    /// For NAT's rewrite (bounds-checked for the whole header).
+    pub ip: *mut Ipv4Hdr,
+    pub tcp: *mut TcpHdr,
+    /// TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    pub tcp_flags: u8,
     /// The 5-tuple, in network order as carried by the packet.
     pub flow: FlowKey,
     /// Frame length in bytes (for the byte counters).
@@ -41,6 +46,12 @@ const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
 /// More-fragments flag and fragment offset of the IPv4 `frags` field (RFC 791 §3.1).
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+
+/// TCP flag bits of byte 13 (RFC 9293 §3.1).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
@@ -58,7 +69,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
         return Err(Counter::PassNotIpv4);
     }
 
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
     let (vihl, proto, tot_len, frags, src, dst) = unsafe {
         (
             (*ip).vihl,
@@ -84,7 +95,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
     // Otherwise LLVM proves it redundant from them (frame_len is data_end - data) and drops
     // it, and the verifier, which does not follow that arithmetic, rejects the TCP access.
     let l4_off = l3_off + ihl_bytes;
-    let tcp: *const TcpHdr = ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
+    let tcp: *mut TcpHdr = ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
     let frame_len = ctx.data_end() - ctx.data();
     if l3_off + tot_len as usize > frame_len {
         return Err(Counter::DropTruncatedIp);
@@ -92,12 +103,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
     if (tot_len as usize) < ihl_bytes + TcpHdr::LEN {
         return Err(Counter::DropBadTcpHeader);
     }
-    let (sport, dport, doff) = unsafe {
+    let (sport, dport, doff, tcp_flags) = unsafe {
         (
             u16::from_ne_bytes((*tcp).source),
             u16::from_ne_bytes((*tcp).dest),
             // Data offset: the high 4 bits of byte 12 of the TCP header (RFC 9293 §3.1).
             *((tcp as *const u8).add(12)) >> 4,
+            *((tcp as *const u8).add(13)),
         )
     };
     if doff < 5 {
@@ -106,6 +118,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
 
     Ok(Packet {
         eth,
+        ip,
+        tcp,
+        tcp_flags,
         flow: FlowKey {
             src_addr_be: src,
             dst_addr_be: dst,

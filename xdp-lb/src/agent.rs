@@ -52,6 +52,10 @@ pub enum AgentError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::instance::VrrpError),
+    #[error(
+        "NAT needs a source address: agent.snat_address is not set and {0} has no IPv4 address"
+    )]
+    NoSnatAddress(String),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
@@ -84,6 +88,16 @@ struct Agent {
     vrrp: Vec<crate::vrrp::instance::Instance>,
     /// The MAC of agent.interface: only frames addressed to it are balanced.
     local_mac: Option<[u8; 6]>,
+    /// NAT: the SNAT address in use (agent.snat_address, or the interface's primary address).
+    snat_address: Option<Ipv4Addr>,
+    nat: NatStatus,
+}
+
+/// What NAT expiry has seen, for `status` and `/metrics`.
+#[derive(Debug, Default)]
+struct NatStatus {
+    last: crate::nat::Sweep,
+    reclaimed_total: u64,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
@@ -169,6 +183,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
                 agent.track().await;
             }
             _ = tick.tick() => {
+                agent.expire_nat();
                 match agent.refresh_neighbors().await {
                     Ok(true) => agent.reconcile_logged("neighbour change"),
                     Ok(false) => {}
@@ -275,6 +290,8 @@ impl Agent {
             health_transitions: 0,
             vrrp: Vec::new(),
             local_mac: None,
+            snat_address: None,
+            nat: NatStatus::default(),
         })
     }
 
@@ -287,6 +304,10 @@ impl Agent {
                 .link_mac(ifindex)
                 .await?
                 .filter(|m| *m != [0; 6]);
+        }
+        self.snat_address = self.snat_address_for(&self.config).await?;
+        if self.snat_address.is_some() {
+            self.check_nat_sysctls();
         }
         let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
         loop {
@@ -369,6 +390,95 @@ impl Agent {
         }
     }
 
+    /// The SNAT address `config` needs: None without NAT VIPs; else agent.snat_address, or the
+    /// first IPv4 address of agent.interface that is not a VIP.
+    async fn snat_address_for(&self, config: &Config) -> Result<Option<Ipv4Addr>, AgentError> {
+        if !config
+            .vips
+            .iter()
+            .any(|v| v.forwarding == config::Forwarding::Nat)
+        {
+            return Ok(None);
+        }
+        if let Some(a) = config.agent.snat_address {
+            return Ok(Some(a));
+        }
+        let interface = &config.agent.interface;
+        let mut exclude: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+        exclude.extend(
+            config
+                .vrrp
+                .iter()
+                .flat_map(|v| v.virtual_addresses.iter().map(|(a, _)| *a)),
+        );
+        let found = match crate::dataplane::ifindex(interface) {
+            Some(ifindex) => self.neighbors.primary_ipv4(ifindex, &exclude).await?,
+            None => None,
+        };
+        match found {
+            Some(a) => {
+                tracing::info!(snat_address = %a, interface = %interface, "NAT: connections to backends use the interface's address (agent.snat_address unset)");
+                Ok(Some(a))
+            }
+            None => Err(AgentError::NoSnatAddress(interface.clone())),
+        }
+    }
+
+    /// NAT relies on kernel settings the agent does not change behind the operator's back;
+    /// it says which are missing and what each one breaks.
+    fn check_nat_sysctls(&self) {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let iface = &self.config.agent.interface;
+        let forwarding = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+        if read(&forwarding) != "1" {
+            tracing::warn!(
+                "NAT: IPv4 forwarding is off on {iface}: NAT packets are dropped (counter drop_nat_forwarding_disabled); fix: sysctl -w net.ipv4.conf.{iface}.forwarding=1"
+            );
+        }
+        let accept_local = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+        if read(&accept_local) != "1" {
+            tracing::warn!(
+                "NAT: accept_local is off on {iface}: a NAT packet whose next hop is not resolved yet (counter pass_nat_no_neighbour) is dropped by the kernel as a martian instead of being forwarded while it resolves; fix: sysctl -w net.ipv4.conf.{iface}.accept_local=1"
+            );
+        }
+        let range = read("/proc/sys/net/ipv4/ip_local_port_range");
+        let mut parts = range.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+        if let (Some(lo), Some(hi)) = (parts.next(), parts.next()) {
+            let (slo, shi) = self.config.agent.snat_port_range;
+            let reserved = read("/proc/sys/net/ipv4/ip_local_reserved_ports");
+            if lo <= shi && slo <= hi && reserved.is_empty() {
+                tracing::warn!(
+                    "NAT: the kernel's ephemeral ports {lo}-{hi} overlap agent.snat_port_range {slo}-{shi}: a local connection (a health check) could share a port with a NAT flow; fix: sysctl -w net.ipv4.ip_local_reserved_ports={slo}-{shi}, or move either range"
+                );
+            }
+        }
+    }
+
+    /// Reclaims expired NAT flows (every tick while a NAT VIP is configured).
+    fn expire_nat(&mut self) {
+        if self.snat_address.is_none() {
+            return;
+        }
+        let timeouts = crate::nat::Timeouts::of(&self.config.agent);
+        match self
+            .reconciler
+            .expire_nat_flows(&mut self.dataplane.maps, &timeouts)
+        {
+            Ok(sweep) => {
+                if sweep.reclaimed > 0 {
+                    tracing::debug!(reclaimed = sweep.reclaimed, live = ?sweep.live, "NAT flows expired");
+                }
+                self.nat.reclaimed_total += sweep.reclaimed;
+                self.nat.last = sweep;
+            }
+            Err(err) => tracing::warn!(error = %err, "NAT expiry failed; will retry"),
+        }
+    }
+
     fn backend_addresses(&self) -> Vec<Ipv4Addr> {
         let mut addrs: Vec<Ipv4Addr> = self
             .config
@@ -381,22 +491,50 @@ impl Agent {
         addrs
     }
 
+    /// Backends of NAT VIPs only (the program asks the FIB for their next hop per packet).
+    fn nat_only_backends(&self) -> BTreeSet<Ipv4Addr> {
+        let of = |nat: bool| -> BTreeSet<Ipv4Addr> {
+            self.config
+                .vips
+                .iter()
+                .filter(|v| (v.forwarding == config::Forwarding::Nat) == nat)
+                .flat_map(|v| v.backends.iter().map(|b| b.address))
+                .collect()
+        };
+        of(true).difference(&of(false)).copied().collect()
+    }
+
+    /// Whether every DSR backend's MAC is known.
     fn all_resolved(&self) -> bool {
+        let nat_only = self.nat_only_backends();
         self.backend_addresses()
             .iter()
-            .all(|a| self.resolved.contains_key(a))
+            .all(|a| nat_only.contains(a) || self.resolved.contains_key(a))
     }
 
     /// Looks up every backend's neighbour; returns whether the usable set changed.
     async fn refresh_neighbors(&mut self) -> Result<bool, AgentError> {
         let mut resolved = BTreeMap::new();
         let configured = self.backend_addresses();
+        let nat_only = self.nat_only_backends();
         for addr in configured.iter().copied() {
             let lookup = self.neighbors.lookup(addr).await?;
+            if let Lookup::NotOnLink { via } = lookup
+                && nat_only.contains(&addr)
+            {
+                // A routed NAT backend: keep its gateway's MAC warm, so the program's FIB
+                // lookups find the neighbour resolved (the lookup requests it if not).
+                let _ = self.neighbors.lookup(via).await?;
+            }
             if self.lookups.get(&addr) != Some(&lookup) {
                 match lookup {
                     Lookup::Resolved(_) => {
                         tracing::info!(backend = %addr, "backend reachable: {}", lookup.describe())
+                    }
+                    Lookup::NotOnLink { .. } | Lookup::Pending { .. }
+                        if nat_only.contains(&addr) =>
+                    {
+                        tracing::info!(backend = %addr, "NAT backend: {}", lookup.describe())
                     }
                     _ => {
                         tracing::warn!(backend = %addr, "backend not usable: {}", lookup.describe())
@@ -437,6 +575,11 @@ impl Agent {
         let mut desired =
             state::desired_state(&self.config, &self.ids, &self.resolved, &self.health());
         desired.settings = desired.settings.with_local_mac(self.local_mac);
+        if desired.settings.snat_port_max != 0 && desired.settings.snat_addr_be == 0 {
+            desired.settings.snat_addr_be = self
+                .snat_address
+                .map_or(0, |a| xdp_lb_common::ipv4_be(a.octets()));
+        }
         let started = Instant::now();
         let report = self.reconciler.apply(&mut self.dataplane.maps, &desired)?;
         if !report.is_empty() {
@@ -547,7 +690,16 @@ impl Agent {
             Ok(ids) => ids,
             Err(err) => return reject(err.to_string()),
         };
+        let snat_address = match self.snat_address_for(&new).await {
+            Ok(a) => a,
+            Err(err) => return reject(err.to_string()),
+        };
+        let first_nat = snat_address.is_some() && self.snat_address.is_none();
+        let old_snat = std::mem::replace(&mut self.snat_address, snat_address);
         let old_config = std::mem::replace(&mut self.config, new);
+        if first_nat {
+            self.check_nat_sysctls();
+        }
         let old_ids = std::mem::replace(&mut self.ids, ids);
         // New backends start in their check's start state; removed ones stop being checked.
         self.checker.sync(&self.config);
@@ -583,6 +735,7 @@ impl Agent {
             Err(err) => {
                 self.config = old_config;
                 self.ids = old_ids;
+                self.snat_address = old_snat;
                 self.checker.sync(&self.config);
                 self.reconcile_logged("reload rollback");
                 reject(format!(
@@ -617,6 +770,7 @@ impl Agent {
                         let h = table.get(&(key, b.address));
                         json!({
                             "address": b.address.to_string(),
+                            "port": b.port,
                             "weight": b.weight,
                             "state": format!("{:?}", b.state).to_lowercase(),
                             "health": match h { Some(h) if h.up => "up", Some(_) => "down", None => "unknown" },
@@ -633,6 +787,7 @@ impl Agent {
                     "name": vip.name,
                     "address": vip.address.to_string(),
                     "port": vip.port,
+                    "forwarding": format!("{:?}", vip.forwarding).to_lowercase(),
                     "health_check": format!("{:?}", vip.health_check.kind).to_lowercase(),
                     "usable_backends": !self.vips_without_backends.contains(&key),
                     "backends": backends,
@@ -648,6 +803,12 @@ impl Agent {
             "pin_dir": self.config.agent.pin_dir.display().to_string(),
             "health_transitions": self.health_transitions,
             "vips": vips,
+            "nat": self.snat_address.map(|a| json!({
+                "snat_address": a.to_string(),
+                "snat_port_range": format!("{}-{}", self.config.agent.snat_port_range.0, self.config.agent.snat_port_range.1),
+                "flows": self.nat.last.live,
+                "reclaimed_total": self.nat.reclaimed_total,
+            })),
             "vrrp": self.vrrp.iter().filter_map(|i| i.status.lock().ok().map(|s| serde_json::to_value(&*s).unwrap_or_default())).collect::<Vec<_>>(),
         })
     }

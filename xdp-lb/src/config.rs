@@ -79,7 +79,20 @@ pub struct AgentConfig {
     /// CPU per second.
     pub flow_log: bool,
     pub flow_log_rate: u32,
+    /// NAT: the source address of connections to backends; None: the primary IPv4 address of
+    /// `interface`, looked up at start.
+    pub snat_address: Option<Ipv4Addr>,
+    /// NAT: the source ports of connections to backends (inclusive).
+    pub snat_port_range: (u16, u16),
+    /// NAT flow expiry, measured from the flow's last packet: half-open (only the SYN seen),
+    /// established, and closing (FIN or RST seen).
+    pub nat_syn_timeout: Duration,
+    pub nat_established_timeout: Duration,
+    pub nat_closing_timeout: Duration,
 }
+
+/// Default `agent.snat_port_range`.
+pub const DEFAULT_SNAT_PORT_RANGE: (u16, u16) = (20000, 59999);
 
 /// Default `agent.listen`: loopback only; anything else is the operator's explicit choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
@@ -107,7 +120,7 @@ pub enum Protocol {
 pub enum Forwarding {
     /// L2 direct server return: only MACs are rewritten.
     Dsr,
-    /// Full NAT (not built yet; rejected by validation with a clear message).
+    /// Full NAT: client → VIP becomes SNAT address → backend:port, and back.
     Nat,
 }
 
@@ -126,6 +139,8 @@ pub struct VipConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: Ipv4Addr,
+    /// The port connections go to: the VIP's port unless a NAT VIP says otherwise.
+    pub port: u16,
     pub weight: u32,
     pub state: AdminState,
 }
@@ -277,6 +292,16 @@ struct RawAgent {
     flow_log: Option<bool>,
     #[serde(default)]
     flow_log_rate: Option<Spanned<i64>>,
+    #[serde(default)]
+    snat_address: Option<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    snat_port_range: Option<Spanned<String>>,
+    #[serde(default, with = "spanned_duration")]
+    nat_syn_timeout: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    nat_established_timeout: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    nat_closing_timeout: Option<Spanned<Duration>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +326,8 @@ struct RawVip {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: Spanned<Ipv4Addr>,
+    #[serde(default)]
+    port: Option<Spanned<i64>>,
     #[serde(default)]
     weight: Option<Spanned<i64>>,
     #[serde(default)]
@@ -462,6 +489,52 @@ fn ranged(
     }
 }
 
+/// "LOW-HIGH" (inclusive), e.g. "20000-59999".
+fn port_range(
+    place: &Place<'_>,
+    value: &Spanned<String>,
+    key: &str,
+) -> Result<(u16, u16), ConfigError> {
+    let parsed = value
+        .get_ref()
+        .split_once('-')
+        .and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((lo, hi)) if lo >= 1 && lo <= hi => Ok((lo, hi)),
+        _ => Err(place.at(
+            value,
+            key,
+            format!(
+                "{:?} is not a port range LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (e.g. \"20000-59999\")",
+                value.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A NAT timeout: 1s to 30 days.
+fn nat_timeout(
+    place: &Place<'_>,
+    value: &Option<Spanned<Duration>>,
+    field: &str,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(d)
+            if *d.get_ref() < Duration::from_secs(1)
+                || *d.get_ref() > Duration::from_secs(30 * 86_400) =>
+        {
+            Err(place.at(
+                d,
+                format!("agent.{field}"),
+                format!("{:?} is out of range (1s..=30d)", d.get_ref()),
+            ))
+        }
+        Some(d) => Ok(*d.get_ref()),
+        None => Ok(Duration::from_secs(default_secs)),
+    }
+}
+
 /// A VIP or VRRP instance name: 1 to 64 of A-Z a-z 0-9 - _ . (it appears in logs and labels).
 fn valid_name(
     place: &Place<'_>,
@@ -574,6 +647,39 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             Some(v) => ranged(place, v, "agent.flow_log_rate", 1..=1_000_000)?,
             None => 1000,
         },
+        snat_address: match &raw_agent.snat_address {
+            Some(a)
+                if a.get_ref().is_unspecified()
+                    || a.get_ref().is_multicast()
+                    || a.get_ref().is_broadcast()
+                    || a.get_ref().is_loopback() =>
+            {
+                return Err(place.at(
+                    a,
+                    "agent.snat_address",
+                    format!("{} cannot be a source address", a.get_ref()),
+                ));
+            }
+            Some(a) => Some(*a.get_ref()),
+            None => None,
+        },
+        snat_port_range: match &raw_agent.snat_port_range {
+            Some(r) => port_range(place, r, "agent.snat_port_range")?,
+            None => DEFAULT_SNAT_PORT_RANGE,
+        },
+        nat_syn_timeout: nat_timeout(place, &raw_agent.nat_syn_timeout, "nat_syn_timeout", 10)?,
+        nat_established_timeout: nat_timeout(
+            place,
+            &raw_agent.nat_established_timeout,
+            "nat_established_timeout",
+            3600,
+        )?,
+        nat_closing_timeout: nat_timeout(
+            place,
+            &raw_agent.nat_closing_timeout,
+            "nat_closing_timeout",
+            10,
+        )?,
     };
 
     if raw.vip.len() > max_vips as usize {
@@ -624,17 +730,10 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("{address}:{port}/tcp is already used by another VIP"),
             ));
         }
-        let forwarding = match &rv.forwarding {
-            Some(f) if *f.get_ref() == Forwarding::Nat => {
-                return Err(place.at(
-                    f,
-                    key("forwarding"),
-                    "\"nat\" is not supported by this version; use \"dsr\"",
-                ));
-            }
-            Some(f) => *f.get_ref(),
-            None => Forwarding::Dsr,
-        };
+        let forwarding = rv
+            .forwarding
+            .as_ref()
+            .map_or(Forwarding::Dsr, |f| *f.get_ref());
         let maglev_table_size = match &rv.maglev_table_size {
             Some(v) => {
                 let size = ranged(
@@ -683,8 +782,25 @@ fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 Some(w) => ranged(place, w, &bkey("weight"), 0..=MAX_WEIGHT)?,
                 None => 1,
             };
+            let bport = match &rb.port {
+                Some(p) => {
+                    let bport = ranged(place, p, &bkey("port"), 1..=65535)? as u16;
+                    if forwarding == Forwarding::Dsr && bport != port {
+                        return Err(place.at(
+                            p,
+                            bkey("port"),
+                            format!(
+                                "DSR forwards to the VIP's port {port}; a backend on another port needs forwarding = \"nat\""
+                            ),
+                        ));
+                    }
+                    bport
+                }
+                None => port,
+            };
             backends.push(BackendConfig {
                 address: baddr,
+                port: bport,
                 weight,
                 state: rb.state.unwrap_or_default(),
             });
@@ -996,6 +1112,29 @@ address = "198.18.0.12"
 weight = 2
 "#;
 
+    #[test]
+    fn nat_vip_with_backend_ports_and_snat_settings() {
+        let text = GOOD
+            .replace("forwarding = \"dsr\"", "forwarding = \"nat\"")
+            .replace("weight = 2", "weight = 2\nport = 8443")
+            .replace(
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_address = \"198.18.0.2\"\nsnat_port_range = \"30000-30999\"\nnat_established_timeout = \"2h\"",
+            );
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.vips[0].forwarding, Forwarding::Nat);
+        assert_eq!(c.vips[0].backends[0].port, 6443, "defaults to the VIP's port");
+        assert_eq!(c.vips[0].backends[1].port, 8443);
+        assert_eq!(c.agent.snat_address, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(c.agent.snat_port_range, (30000, 30999));
+        assert_eq!(c.agent.nat_established_timeout, Duration::from_secs(7200));
+        assert_eq!(c.agent.nat_syn_timeout, Duration::from_secs(10));
+        assert_eq!(c.agent.nat_closing_timeout, Duration::from_secs(10));
+        let dsr = parse_str(GOOD).unwrap();
+        assert_eq!(dsr.agent.snat_address, None);
+        assert_eq!(dsr.agent.snat_port_range, DEFAULT_SNAT_PORT_RANGE);
+    }
+
     fn parse_str(text: &str) -> Result<Config, ConfigError> {
         parse(Path::new("test.toml"), text)
     }
@@ -1022,6 +1161,7 @@ weight = 2
             v.backends[1],
             BackendConfig {
                 address: "198.18.0.12".parse().unwrap(),
+                port: 6443,
                 weight: 2,
                 state: AdminState::Active,
             }
@@ -1102,11 +1242,32 @@ weight = 2
                 "not a valid name",
             ),
             (
-                "forwarding = \"dsr\"",
-                "forwarding = \"nat\"",
-                13,
-                "vip[0].forwarding",
-                "not supported",
+                "weight = 1",
+                "weight = 1\nport = 8443",
+                19,
+                "vip[0].backend[0].port",
+                "needs forwarding = \"nat\"",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_port_range = \"40000-30000\"",
+                7,
+                "agent.snat_port_range",
+                "not a port range",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nnat_closing_timeout = \"100ms\"",
+                7,
+                "agent.nat_closing_timeout",
+                "out of range",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_address = \"127.0.0.1\"",
+                7,
+                "agent.snat_address",
+                "cannot be a source address",
             ),
             (
                 "flow_table_size = 1048576",

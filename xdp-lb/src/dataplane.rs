@@ -181,6 +181,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
+            .map_max_entries(map_names::NAT_FLOWS, sizes.flow_table_size)
             .map_max_entries(map_names::VIPS, sizes.max_vips)
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
             .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)
@@ -357,7 +358,7 @@ impl Dataplane {
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 8] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 9] {
     use std::mem::size_of;
     [
         (
@@ -375,6 +376,12 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 8] {
         (map_names::MAGLEV, 4, 8, None),
         (
             map_names::FLOWS,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_FLOWS,
             size_of::<FlowKey>() as u32,
             size_of::<FlowValue>() as u32,
             None,
@@ -456,7 +463,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 12] = [
+const MAP_NAMES: [&str; 13] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -465,6 +472,7 @@ const MAP_NAMES: [&str; 12] = [
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,
+    map_names::NAT_FLOWS,
     map_names::TX_PORTS,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
@@ -532,6 +540,8 @@ pub struct Maps {
     pub backends: Array<MapData, BackendInfo>,
     pub maglev: MaglevArray,
     pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// NAT reply direction and SNAT port reservations (see `xdp-lb-ebpf/src/nat.rs`).
+    pub nat_flows: HashMap<MapData, FlowKey, FlowValue>,
     pub tx_ports: DevMapHash<MapData>,
     pub vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -598,6 +608,7 @@ impl Maps {
             backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
             maglev,
             flows: conv(map_names::FLOWS, flows)?,
+            nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,

@@ -87,8 +87,9 @@ impl Checker {
         let mut wanted: BTreeMap<BackendKey, (String, HealthCheckConfig, u16)> = BTreeMap::new();
         for vip in &config.vips {
             let key = vip_key(vip);
-            let port = vip.health_check.port.unwrap_or(vip.port);
             for b in &vip.backends {
+                // The backend's own port (a NAT backend may listen elsewhere than the VIP).
+                let port = vip.health_check.port.unwrap_or(b.port);
                 wanted.insert(
                     (key, b.address),
                     (vip.name.clone(), vip.health_check.clone(), port),

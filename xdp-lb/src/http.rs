@@ -298,6 +298,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Capacity of the flow table (LRU).",
         [(String::new(), snap.stats.flow_table_size as u64)],
     );
+    m.family(
+        "xdp_lb_nat_flows",
+        "gauge",
+        "NAT flows by TCP state at the agent's last expiry sweep (each holds one SNAT port).",
+        status["nat"]["flows"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(state, n)| (format!("state=\"{state}\""), n.as_u64().unwrap_or(0))),
+    );
+    m.family(
+        "xdp_lb_nat_flows_reclaimed_total",
+        "counter",
+        "NAT flows the agent reclaimed after their state's timeout.",
+        status["nat"]["reclaimed_total"]
+            .as_u64()
+            .map(|n| (String::new(), n)),
+    );
 
     let instances: Vec<&serde_json::Value> =
         status["vrrp"].as_array().into_iter().flatten().collect();

@@ -72,6 +72,11 @@ pub struct FlowView {
     pub vip_name: String,
     pub backend: String,
     pub age_seconds: f64,
+    /// NAT flows: the SNAT address:port the backend sees, and the TCP state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +85,8 @@ pub struct Stats {
     pub vips: BTreeMap<String, Traffic>,
     pub flow_table_entries: usize,
     pub flow_table_size: u32,
+    /// NAT flows (reply entries in NAT_FLOWS, one per flow and SNAT port).
+    pub nat_flows: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -266,15 +273,51 @@ impl Inspector {
             if wanted.is_some_and(|w| w != v.vip_id) {
                 continue;
             }
+            let nat = v.flags & xdp_lb_common::FLOW_F_NAT != 0;
+            let backend = match backends.get(&v.backend_id) {
+                Some(_) if nat => format!(
+                    "{}:{}",
+                    addr(v.nat_dst_addr_be),
+                    port(v.nat_dst_port_be)
+                ),
+                Some(a) => addr(*a).to_string(),
+                None => format!("id {} (gone)", v.backend_id),
+            };
+            let (snat, state) = if nat {
+                // The reply direction carries the backend's word on the state.
+                let reply_key = xdp_lb_common::FlowKey {
+                    src_addr_be: v.nat_dst_addr_be,
+                    dst_addr_be: v.nat_src_addr_be,
+                    src_port_be: v.nat_dst_port_be,
+                    dst_port_be: v.nat_src_port_be,
+                    proto: xdp_lb_common::IPPROTO_TCP,
+                    _pad: [0; 3],
+                };
+                let reply_flags = self
+                    .maps
+                    .nat_flows
+                    .get(&reply_key, 0)
+                    .map(|r| r.flags)
+                    .unwrap_or(0);
+                (
+                    Some(format!(
+                        "{}:{}",
+                        addr(v.nat_src_addr_be),
+                        port(v.nat_src_port_be)
+                    )),
+                    Some(xdp_lb_common::FlowValue::nat_state(v.flags | reply_flags).name()),
+                )
+            } else {
+                (None, None)
+            };
             out.push(FlowView {
                 client: format!("{}:{}", addr(k.src_addr_be), port(k.src_port_be)),
                 vip: format!("{}:{}", addr(k.dst_addr_be), port(k.dst_port_be)),
                 vip_name: names.get(&v.vip_id).cloned().unwrap_or_else(|| "?".into()),
-                backend: backends
-                    .get(&v.backend_id)
-                    .map(|a| addr(*a).to_string())
-                    .unwrap_or_else(|| format!("id {} (gone)", v.backend_id)),
+                backend,
                 age_seconds: now.saturating_sub(v.created_ns) as f64 / 1e9,
+                snat,
+                state,
             });
             if out.len() >= limit {
                 break;
@@ -305,6 +348,7 @@ impl Inspector {
             vips,
             flow_table_entries: self.maps.flows.keys().filter(Result::is_ok).count(),
             flow_table_size: self.maps.flows_max_entries(),
+            nat_flows: self.maps.nat_flows.keys().filter(Result::is_ok).count(),
         }
     }
 
@@ -411,13 +455,19 @@ pub fn print_backends(backends: &[BackendView]) {
 
 pub fn print_flows(flows: &[FlowView]) {
     println!(
-        "{:<22} {:<22} {:<12} {:<16} {:>9}",
-        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)"
+        "{:<22} {:<22} {:<12} {:<22} {:>9}  {:<22} {}",
+        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)", "NAT SOURCE", "STATE"
     );
     for f in flows {
         println!(
-            "{:<22} {:<22} {:<12} {:<16} {:>9.1}",
-            f.client, f.vip, f.vip_name, f.backend, f.age_seconds
+            "{:<22} {:<22} {:<12} {:<22} {:>9.1}  {:<22} {}",
+            f.client,
+            f.vip,
+            f.vip_name,
+            f.backend,
+            f.age_seconds,
+            f.snat.as_deref().unwrap_or("-"),
+            f.state.unwrap_or("-")
         );
     }
 }
@@ -464,8 +514,8 @@ pub fn print_stats(inspector: &Inspector, watch: Option<Duration>, count: Option
                 println!("--- {:?}", std::time::SystemTime::now());
             }
             println!(
-                "flow table: {} of {} entries",
-                stats.flow_table_entries, stats.flow_table_size
+                "flow table: {} of {} entries; NAT flows: {}",
+                stats.flow_table_entries, stats.flow_table_size, stats.nat_flows
             );
             let r = previous
                 .as_ref()

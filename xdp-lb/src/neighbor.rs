@@ -232,6 +232,33 @@ impl Neighbors {
         Ok(false)
     }
 
+    /// The first IPv4 address of `ifindex` that is not in `exclude` (the VIPs, which VRRP adds
+    /// and removes): the default SNAT address. The kernel lists an interface's primary
+    /// addresses before its secondaries.
+    pub async fn primary_ipv4(
+        &self,
+        ifindex: u32,
+        exclude: &[Ipv4Addr],
+    ) -> Result<Option<Ipv4Addr>, NeighborError> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        while let Some(msg) = addrs.try_next().await? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(a)) = attr
+                    && !exclude.contains(a)
+                {
+                    return Ok(Some(*a));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The MAC of interface `ifindex`.
     pub async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();

@@ -236,11 +236,24 @@ impl Reconciler {
                         || info.table_size != vip.table_size
                         || info.hash_seed != vip.hash_seed
                         || info.backend_count != vip.backend_count
+                        || info.flags != vip.flags
                         || (vip.backend_count > 0 && *table != vip.table)
                 }
             };
             if !changed {
                 continue;
+            }
+            if let Some((info, _)) = current
+                && info.flags != vip.flags
+            {
+                // DSR ↔ NAT: the VIP's flows were set up for the other mode; drop them (step 4).
+                purge.extend(
+                    desired
+                        .backends
+                        .iter()
+                        .filter(|(_, b)| b.info.vip_id == vip.vip_id)
+                        .map(|(id, _)| *id),
+                );
             }
             if current.is_none() {
                 zero_traffic(&mut maps.vip_stats, vip.vip_id).map_err(map_err("VIP_STATS"))?;
@@ -308,6 +321,16 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Reclaims expired NAT flows (see `nat.rs`): the only writes to the flow tables besides
+    /// the program's own and the purges above.
+    pub fn expire_nat_flows(
+        &mut self,
+        maps: &mut Maps,
+        timeouts: &crate::nat::Timeouts,
+    ) -> Result<crate::nat::Sweep, ReconcileError> {
+        crate::nat::sweep(maps, timeouts, crate::nat::coarse_now_s()).map_err(map_err("NAT_FLOWS"))
+    }
+
     /// Writes `vip`'s table into its inactive slot and returns the `VipInfo` that makes it live.
     fn swap_in(
         &self,
@@ -341,29 +364,40 @@ impl Reconciler {
             table_size: vip.table_size,
             hash_seed: vip.hash_seed,
             backend_count: vip.backend_count,
-            flags: 0,
+            flags: vip.flags,
         })
     }
 }
 
-/// Removes every flow-table entry that names one of `backend_ids`. Returns how many.
+/// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` for NAT replies and their port
+/// reservations) that names one of `backend_ids`. Returns how many flows (client directions).
 pub fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
+    let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?;
+    purge_map(&mut maps.nat_flows, "NAT_FLOWS", backend_ids)?;
+    Ok(purged)
+}
+
+fn purge_map(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, FlowKey, xdp_lb_common::FlowValue>,
+    name: &'static str,
+    backend_ids: &BTreeSet<u32>,
+) -> Result<usize, ReconcileError> {
     let mut doomed: Vec<FlowKey> = Vec::new();
-    for entry in maps.flows.iter() {
+    for entry in map.iter() {
         match entry {
             Ok((key, value)) if backend_ids.contains(&value.backend_id) => doomed.push(key),
             Ok(_) => {}
-            // An LRU entry evicted while we iterate: skip it.
+            // An entry evicted or expired while we iterate: skip it.
             Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("FLOWS")(e)),
+            Err(e) => return Err(map_err(name)(e)),
         }
     }
     let mut purged = 0;
     for key in doomed {
-        match maps.flows.remove(&key) {
+        match map.remove(&key) {
             Ok(()) => purged += 1,
             Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("FLOWS")(e)),
+            Err(e) => return Err(map_err(name)(e)),
         }
     }
     Ok(purged)

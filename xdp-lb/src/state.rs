@@ -11,12 +11,12 @@ use std::{
 };
 
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings, VipKey, hash::murmur3_32,
-    ipv4_be, port_be,
+    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings, VIP_F_NAT, VipKey,
+    hash::murmur3_32, ipv4_be, port_be,
 };
 
 use crate::{
-    config::{AdminState, CheckType, Config, VipConfig},
+    config::{AdminState, CheckType, Config, Forwarding, VipConfig},
     maglev::{self, MaglevBackend},
     neighbor::L2Next,
 };
@@ -51,6 +51,8 @@ pub struct DesiredVip {
     pub table: Vec<u32>,
     /// Backends with at least one table entry.
     pub backend_count: u32,
+    /// `VIP_F_*`.
+    pub flags: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +168,13 @@ pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
 /// healthy and not `disabled`; it receives new flows (Maglev entries) when, in addition, it is
 /// `active` with a positive weight. So `drain` keeps flows and takes no new ones, and `down` or
 /// `disabled` loses both (the reconciler purges its flows so they re-hash to live backends).
+///
+/// A NAT backend needs no neighbour entry of its own: the program asks the kernel's FIB for
+/// the next hop of every packet (and the backend may be routed, on another subnet). Its health
+/// check, which connects through the same routes, says whether it is reachable.
+///
+/// The SNAT address comes from `agent.snat_address`; when that is unset the agent fills in
+/// the interface's primary address afterwards (it needs the kernel to find it).
 pub fn desired_state(
     config: &Config,
     ids: &Ids,
@@ -183,7 +192,16 @@ pub fn desired_state(
         },
         ..Default::default()
     };
+    if config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
+        state.settings.snat_addr_be = config
+            .agent
+            .snat_address
+            .map_or(0, |a| ipv4_be(a.octets()));
+        (state.settings.snat_port_min, state.settings.snat_port_max) =
+            config.agent.snat_port_range;
+    }
     for vip in &config.vips {
+        let nat = vip.forwarding == Forwarding::Nat;
         let key = vip_key(vip);
         let vip_id = ids.vips[&key];
         let identities: Vec<[u8; 4]> = vip
@@ -199,15 +217,16 @@ pub fn desired_state(
             let up = health.get(&(key, b.address)).copied().unwrap_or(
                 !vip.health_check.start_down || vip.health_check.kind == CheckType::None,
             );
-            let forward = next.is_some() && up && b.state != AdminState::Disabled;
+            let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
             let new_flows = forward && b.state == AdminState::Active;
             let mut info = BackendInfo {
                 addr_be: ipv4_be(b.address.octets()),
                 vip_id,
                 weight: b.weight,
+                port_be: port_be(b.port),
                 ..Default::default()
             };
-            if let Some(n) = next {
+            if let Some(n) = next.filter(|_| !nat) {
                 info.ifindex = n.ifindex;
                 info.mac = n.mac;
                 info.src_mac = n.src_mac;
@@ -222,7 +241,7 @@ pub fn desired_state(
                     vip: key,
                     address: b.address,
                     weight: b.weight,
-                    resolved: next.is_some(),
+                    resolved: nat || next.is_some(),
                     up,
                     admin: b.state,
                     info,
@@ -253,6 +272,7 @@ pub fn desired_state(
                 hash_seed: hash_seed(&key),
                 table,
                 backend_count,
+                flags: if nat { VIP_F_NAT } else { 0 },
             },
         );
     }

@@ -1,0 +1,268 @@
+//! Full NAT: the client's packet leaves as SNAT-address:port → backend:port, and the backend's
+//! reply, addressed to SNAT-address:port, leaves as VIP:port → client. Backends need nothing:
+//! no VIP on a loopback, no shared L2 segment, any port.
+//!
+//! Both directions are flow-table entries keyed by the 5-tuple the packet carries: the client's
+//! direction in `FLOWS` (looked up first for every packet, as for DSR), the reply direction in
+//! `NAT_FLOWS`. The reply entry is also the SNAT port's reservation: it is inserted with
+//! BPF_NOEXIST, which the kernel performs atomically under the bucket lock, so two flows on any
+//! CPUs can never hold the same (SNAT address, port, backend address, backend port). It lives in
+//! a plain hash map, not an LRU, because silently evicting a live reservation would hand its
+//! port to a second flow; the agent reclaims entries by TCP state and idle time instead
+//! (`xdp-lb/src/nat.rs`).
+//!
+//! Each entry carries its direction's rewrite and the checksum deltas of that rewrite,
+//! computed once at flow creation (RFC 1624), so a packet costs a few stores, two adds and one
+//! `bpf_fib_lookup` for the next hop (the kernel's routes and neighbours).
+
+use core::mem::{size_of, zeroed};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action,
+    },
+    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
+    programs::XdpContext,
+};
+use xdp_lb_common::{
+    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY,
+    FlowKey, FlowValue, IPPROTO_TCP, NAT_PORT_PROBES, Settings, csum,
+};
+
+use crate::{
+    maps::{FLOWS, NAT_FLOWS},
+    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+const AF_INET: u8 = 2;
+const EEXIST: i32 = 17;
+
+/// One direction's rewrite, copied out of its flow entry.
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    pub src_addr_be: u32,
+    pub dst_addr_be: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub ip_csum_delta: u16,
+    pub l4_csum_delta: u16,
+}
+
+impl Rewrite {
+    #[inline(always)]
+    fn of(v: &FlowValue) -> Self {
+        Self {
+            src_addr_be: v.nat_src_addr_be,
+            dst_addr_be: v.nat_dst_addr_be,
+            src_port_be: v.nat_src_port_be,
+            dst_port_be: v.nat_dst_port_be,
+            ip_csum_delta: v.ip_csum_delta,
+            l4_csum_delta: v.l4_csum_delta,
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in seconds: the clock of `last_seen_s` (the agent reads the same).
+#[inline(always)]
+fn now_s() -> u32 {
+    // SAFETY: a helper call without preconditions.
+    (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+}
+
+/// Records this packet in its flow entry (TCP state and last-seen second) and returns the
+/// entry's rewrite. Writes only when something changed, at most once a second per flow.
+#[inline(always)]
+pub fn touch(entry: *mut FlowValue, tcp_flags: u8) -> Rewrite {
+    // SAFETY: a map value pointer from a successful lookup.
+    let v = unsafe { &mut *entry };
+    let mut flags = v.flags;
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        flags |= FLOW_F_CLOSING;
+    } else if tcp_flags & TCP_SYN != 0 {
+        // A SYN (or the backend's SYN-ACK) on a closed 4-tuple opens a new connection on the
+        // same binding (a client reusing its port after TIME_WAIT): closing no longer applies.
+        flags &= !FLOW_F_CLOSING;
+    }
+    if flags & FLOW_F_REPLY != 0 {
+        flags |= FLOW_F_ESTABLISHED;
+    }
+    let now = now_s();
+    if flags != v.flags || now != v.last_seen_s {
+        v.flags = flags;
+        v.last_seen_s = now;
+    }
+    Rewrite::of(v)
+}
+
+/// Whether a packet with these flags may open a NAT flow: a SYN without ACK. Anything else
+/// without a flow belongs to a connection we do not know; the kernel answers it with a RST.
+#[inline(always)]
+pub fn opens_flow(tcp_flags: u8) -> bool {
+    tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+}
+
+/// Creates both entries of a new NAT flow: reserves an SNAT port for the backend (the reply
+/// entry, insert-if-absent), then records the client's direction. Returns the client
+/// direction's rewrite.
+#[inline(always)]
+pub fn create(
+    flow: &FlowKey,
+    vip_id: u32,
+    backend_id: u32,
+    backend: *const BackendInfo,
+    settings: *const Settings,
+    now_ns: u64,
+) -> Result<Rewrite, Counter> {
+    // SAFETY: map value pointers from successful lookups.
+    let (backend_addr, backend_port) = unsafe { ((*backend).addr_be, (*backend).port_be) };
+    let (snat, port_min, port_max) = unsafe {
+        (
+            (*settings).snat_addr_be,
+            (*settings).snat_port_min as u32,
+            (*settings).snat_port_max as u32,
+        )
+    };
+    if snat == 0 || port_max < port_min {
+        // The agent always sets these when a NAT VIP exists: the maps are inconsistent.
+        return Err(Counter::DropBadBackend);
+    }
+    let span = port_max - port_min + 1;
+    let last_seen_s = now_s();
+    // A random start spreads flows over the range; probing linearly from it finds a free port
+    // whenever one of the next NAT_PORT_PROBES is free (all of them in a small range).
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    let client = (
+        flow.src_addr_be,
+        flow.dst_addr_be,
+        flow.src_port_be,
+        flow.dst_port_be,
+    );
+    for i in 0..NAT_PORT_PROBES {
+        let port = (port_min + (start + i) % span) as u16;
+        let snat_port_be = u16::from_ne_bytes(port.to_be_bytes());
+        let reply_key = FlowKey {
+            src_addr_be: backend_addr,
+            dst_addr_be: snat,
+            src_port_be: backend_port,
+            dst_port_be: snat_port_be,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        // The reply leaves as VIP:port → client:port.
+        let (ip_delta, l4_delta) = csum::nat_deltas(
+            (backend_addr, snat, backend_port, snat_port_be),
+            (
+                flow.dst_addr_be,
+                flow.src_addr_be,
+                flow.dst_port_be,
+                flow.src_port_be,
+            ),
+        );
+        let reply = FlowValue {
+            backend_id,
+            vip_id,
+            created_ns: now_ns,
+            flags: FLOW_F_NAT | FLOW_F_REPLY,
+            last_seen_s,
+            nat_src_addr_be: flow.dst_addr_be,
+            nat_dst_addr_be: flow.src_addr_be,
+            nat_src_port_be: flow.dst_port_be,
+            nat_dst_port_be: flow.src_port_be,
+            ip_csum_delta: ip_delta,
+            l4_csum_delta: l4_delta,
+        };
+        match NAT_FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64) {
+            Ok(()) => {}
+            Err(e) if e == -EEXIST => continue,
+            // E2BIG: max_entries reached; ENOMEM: no memory for the element.
+            Err(_) => return Err(Counter::DropNatTableFull),
+        }
+        let out = (snat, backend_addr, snat_port_be, backend_port);
+        let (ip_delta, l4_delta) = csum::nat_deltas(client, out);
+        let forward = FlowValue {
+            backend_id,
+            vip_id,
+            created_ns: now_ns,
+            flags: FLOW_F_NAT,
+            last_seen_s,
+            nat_src_addr_be: snat,
+            nat_dst_addr_be: backend_addr,
+            nat_src_port_be: snat_port_be,
+            nat_dst_port_be: backend_port,
+            ip_csum_delta: ip_delta,
+            l4_csum_delta: l4_delta,
+        };
+        // An LRU insert fails only under memory pressure. The reservation stays (the agent
+        // reclaims it after the SYN timeout) and the client's retransmitted SYN tries again.
+        if FLOWS.insert(flow, &forward, 0).is_err() {
+            return Err(Counter::DropNatTableFull);
+        }
+        return Ok(Rewrite::of(&forward));
+    }
+    Err(Counter::DropNatPortsExhausted)
+}
+
+/// Rewrites addresses, ports and both checksums, then sends the packet to the next hop the
+/// kernel's FIB names: XDP_TX out of the ingress interface, or a redirect to another one.
+#[inline(always)]
+pub fn rewrite_and_route(
+    ctx: &XdpContext,
+    packet: &Packet,
+    rw: &Rewrite,
+) -> Result<u32, Counter> {
+    let (eth, ip, tcp) = (packet.eth, packet.ip, packet.tcp);
+    // SAFETY: the parser bounds-checked the whole Ethernet, IPv4 and TCP headers and the frame
+    // has not been resized since.
+    let (tot_len, tos) = unsafe {
+        (*ip).src_addr = rw.src_addr_be.to_ne_bytes();
+        (*ip).dst_addr = rw.dst_addr_be.to_ne_bytes();
+        (*ip).check =
+            csum::apply(u16::from_ne_bytes((*ip).check), rw.ip_csum_delta).to_ne_bytes();
+        (*tcp).source = rw.src_port_be.to_ne_bytes();
+        (*tcp).dest = rw.dst_port_be.to_ne_bytes();
+        (*tcp).check =
+            csum::apply(u16::from_ne_bytes((*tcp).check), rw.l4_csum_delta).to_ne_bytes();
+        (u16::from_be_bytes((*ip).tot_len), (*ip).tos)
+    };
+
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: plain-integer C struct; all-zero is its documented initial state.
+    let mut fib: FibParams = unsafe { zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = IPPROTO_TCP;
+    fib.sport = rw.src_port_be;
+    fib.dport = rw.dst_port_be;
+    fib.__bindgen_anon_1.tot_len = tot_len;
+    fib.ifindex = ingress;
+    fib.__bindgen_anon_2.tos = tos;
+    fib.__bindgen_anon_3.ipv4_src = rw.src_addr_be;
+    fib.__bindgen_anon_4.ipv4_dst = rw.dst_addr_be;
+    // SAFETY: ctx is the program's context and fib a stack struct of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        // The kernel resolves the neighbour when it forwards this (already rewritten) packet.
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(Counter::PassNatNoNeighbour),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(Counter::PassNatMtu),
+        BPF_FIB_LKUP_RET_FWD_DISABLED => return Err(Counter::DropNatForwardingDisabled),
+        _ => return Err(Counter::DropNatNoRoute),
+    }
+    unsafe {
+        (*eth).dst_addr = fib.dmac;
+        (*eth).src_addr = fib.smac;
+    }
+    if fib.ifindex == ingress {
+        return Ok(xdp_action::XDP_TX);
+    }
+    // SAFETY: a helper call; an ifindex without XDP transmit support fails in the kernel's
+    // redirect and is counted there (xdp_redirect_err).
+    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
+}

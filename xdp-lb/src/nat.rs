@@ -1,0 +1,198 @@
+//! NAT flow expiry: what reclaims a NAT flow's two entries and its SNAT port.
+//!
+//! The program creates NAT flows and keeps their TCP state (`FLOW_F_ESTABLISHED`,
+//! `FLOW_F_CLOSING`) and last-seen second in both entries (`xdp-lb-ebpf/src/nat.rs`). The
+//! reply entries live in `NAT_FLOWS`, a plain hash map that nothing evicts: a port reservation
+//! must not vanish while its flow may still send. So the agent walks `NAT_FLOWS` every second
+//! and, for each flow idle longer than the timeout of its state, deletes the client direction
+//! (`FLOWS`) and then the reply direction — after which the port is free again.
+//!
+//! Timeouts, from the flow's last packet in either direction (like conntrack's):
+//! half-open (SYN seen, no answer yet) `agent.nat_syn_timeout`, established
+//! `agent.nat_established_timeout`, closing (FIN or RST seen) `agent.nat_closing_timeout`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use aya::maps::MapError;
+use xdp_lb_common::{FLOW_F_NAT, FlowKey, FlowValue, IPPROTO_TCP, NatState};
+
+use crate::{config::AgentConfig, dataplane::Maps};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub syn: Duration,
+    pub established: Duration,
+    pub closing: Duration,
+}
+
+impl Timeouts {
+    pub fn of(agent: &AgentConfig) -> Self {
+        Self {
+            syn: agent.nat_syn_timeout,
+            established: agent.nat_established_timeout,
+            closing: agent.nat_closing_timeout,
+        }
+    }
+
+    pub fn for_state(&self, state: NatState) -> Duration {
+        match state {
+            NatState::SynSent => self.syn,
+            NatState::Established => self.established,
+            NatState::Closing => self.closing,
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in seconds: the clock of `FlowValue::last_seen_s`
+/// (`bpf_ktime_get_coarse_ns`).
+pub fn coarse_now_s() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// Whether a NAT flow whose two directions say `flags` and `last_seen_s` has expired at
+/// `now_s`. `last_seen_s` has one-second granularity, so a flow lives at least its timeout and
+/// less than its timeout plus one second plus the sweep period.
+pub fn expired(flags: u32, last_seen_s: u32, now_s: u32, timeouts: &Timeouts) -> bool {
+    let idle = now_s.saturating_sub(last_seen_s) as u64;
+    idle >= timeouts.for_state(FlowValue::nat_state(flags)).as_secs().max(1)
+}
+
+/// The client-direction key of the flow whose reply entry is (`reply_key`, `reply`).
+pub fn client_key(reply: &FlowValue) -> FlowKey {
+    FlowKey {
+        src_addr_be: reply.nat_dst_addr_be,
+        dst_addr_be: reply.nat_src_addr_be,
+        src_port_be: reply.nat_dst_port_be,
+        dst_port_be: reply.nat_src_port_be,
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    }
+}
+
+/// Whether the client-direction entry `client` belongs to the binding of `reply_key` (a later
+/// flow of the same client may have replaced it with another port or backend).
+fn same_binding(client: &FlowValue, reply_key: &FlowKey) -> bool {
+    client.flags & FLOW_F_NAT != 0
+        && client.nat_src_port_be == reply_key.dst_port_be
+        && client.nat_dst_addr_be == reply_key.src_addr_be
+        && client.nat_dst_port_be == reply_key.src_port_be
+}
+
+/// What one sweep saw and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Live NAT flows after the sweep, by state name.
+    pub live: BTreeMap<&'static str, u64>,
+    /// Flows reclaimed by this sweep.
+    pub reclaimed: u64,
+}
+
+/// Reclaims expired NAT flows. Called by the reconciler (the maps' one writer).
+pub fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<Sweep, MapError> {
+    let mut out = Sweep::default();
+    for state in [
+        NatState::SynSent,
+        NatState::Established,
+        NatState::Closing,
+    ] {
+        out.live.insert(state.name(), 0);
+    }
+    let mut doomed: Vec<(FlowKey, Option<FlowKey>)> = Vec::new();
+    for entry in maps.nat_flows.iter() {
+        let (reply_key, reply) = match entry {
+            Ok(e) => e,
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let client_key = client_key(&reply);
+        let client = maps
+            .flows
+            .get(&client_key, 0)
+            .ok()
+            .filter(|c| same_binding(c, &reply_key));
+        let (flags, last) = match &client {
+            Some(c) => (
+                reply.flags | c.flags,
+                reply.last_seen_s.max(c.last_seen_s),
+            ),
+            None => (reply.flags, reply.last_seen_s),
+        };
+        if expired(flags, last, now_s, timeouts) {
+            doomed.push((reply_key, client.map(|_| client_key)));
+        } else {
+            *out
+                .live
+                .entry(FlowValue::nat_state(flags).name())
+                .or_default() += 1;
+        }
+    }
+    for (reply_key, client_key) in doomed {
+        // The client direction first: a packet racing the sweep then misses the flow (and is
+        // reset by the kernel) rather than using a binding whose port is about to be reused.
+        if let Some(k) = client_key {
+            match maps.flows.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match maps.nat_flows.remove(&reply_key) {
+            Ok(()) => out.reclaimed += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use xdp_lb_common::{FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_REPLY};
+
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        syn: Duration::from_secs(10),
+        established: Duration::from_secs(3600),
+        closing: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn each_state_has_its_own_timeout() {
+        let nat = FLOW_F_NAT | FLOW_F_REPLY;
+        // Half-open: only the SYN.
+        assert!(!expired(nat, 100, 109, &T));
+        assert!(expired(nat, 100, 110, &T));
+        // Established: long.
+        let est = nat | FLOW_F_ESTABLISHED;
+        assert!(!expired(est, 100, 100 + 3599, &T));
+        assert!(expired(est, 100, 100 + 3600, &T));
+        // Closing wins over established: short.
+        let closing = est | FLOW_F_CLOSING;
+        assert!(!expired(closing, 100, 104, &T));
+        assert!(expired(closing, 100, 105, &T));
+        // A clock that went backwards (never, but) does not expire anything.
+        assert!(!expired(closing, 100, 50, &T));
+    }
+
+    #[test]
+    fn client_key_inverts_the_reply_rewrite() {
+        let reply = FlowValue {
+            nat_src_addr_be: 1,
+            nat_dst_addr_be: 2,
+            nat_src_port_be: 3,
+            nat_dst_port_be: 4,
+            ..Default::default()
+        };
+        let k = client_key(&reply);
+        assert_eq!(
+            (k.src_addr_be, k.dst_addr_be, k.src_port_be, k.dst_port_be),
+            (2, 1, 4, 3)
+        );
+    }
+}
