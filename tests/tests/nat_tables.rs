@@ -1,0 +1,279 @@
+//! NAT packet tables through BPF_PROG_TEST_RUN: both directions of a NAT flow, with the output
+//! checked byte by byte and both checksums recomputed from scratch by the test (not by the
+//! incremental arithmetic under test).
+//!
+//! BPF_PROG_TEST_RUN runs the program on the loopback device of the caller's namespace, and
+//! `bpf_fib_lookup` consults that namespace's routes and neighbours, so each test builds a
+//! namespace: `lan0` (198.18.0.2/24, the SNAT address) with static neighbours for a backend
+//! and a router, and a client subnet (198.19.1.0/24) behind the router.
+
+use std::net::Ipv4Addr;
+
+use xdp_lb::nat::{Timeouts, sweep};
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    NetNs,
+    harness::*,
+    in_netns,
+    packet::{Frame, LB_MAC, TCP_ACK, TCP_SYN, checksum, l4_checksum},
+    require_root,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const BACKEND_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x0b];
+/// A backend with no neighbour entry: its MAC is not known yet.
+const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const ROUTER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x01];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
+
+const CONFIG: &str = r#"
+[agent]
+interface = "lan0"
+pin_dir = "@PIN_DIR@"
+flow_table_size = 4096
+max_vips = 4
+snat_address = "198.18.0.2"
+snat_port_range = "20000-20003"
+
+[[vip]]
+name = "api"
+address = "198.18.0.100"
+port = 443
+forwarding = "nat"
+maglev_table_size = 251
+[vip.health_check]
+type = "none"
+[[vip.backend]]
+address = "198.18.0.11"
+port = 6443
+
+[[vip]]
+name = "unresolved"
+address = "198.18.0.100"
+port = 444
+forwarding = "nat"
+maglev_table_size = 251
+[vip.health_check]
+type = "none"
+[[vip.backend]]
+address = "198.18.0.13"
+"#;
+
+/// The namespace the program's FIB lookups see.
+fn lan() -> NetNs {
+    let ns = NetNs::new("nattab").unwrap();
+    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "lan1"])
+        .unwrap();
+    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])
+        .unwrap();
+    ns.ip(&["link", "set", "lan0", "up"]).unwrap();
+    ns.ip(&["link", "set", "lan1", "up"]).unwrap();
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    for (addr, m) in [(BACKEND, BACKEND_MAC), (ROUTER, ROUTER_MAC)] {
+        ns.ip(&[
+            "neigh",
+            "add",
+            &addr.to_string(),
+            "lladdr",
+            &mac(m),
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+    ns.ip(&["route", "add", "198.19.1.0/24", "via", "198.18.0.1"])
+        .unwrap();
+    // The FIB lookup runs from the ingress device's view: test runs enter through lo.
+    ns.sysctl("net.ipv4.conf.all.forwarding", "1").unwrap();
+    ns.sysctl("net.ipv4.conf.lo.forwarding", "1").unwrap();
+    ns
+}
+
+fn lan0_mac(ns: &NetNs) -> [u8; 6] {
+    let out = ns.ip(&["-o", "link", "show", "lan0"]).unwrap();
+    let at = out.find("link/ether ").unwrap() + "link/ether ".len();
+    let mut m = [0u8; 6];
+    for (i, part) in out[at..at + 17].split(':').enumerate() {
+        m[i] = u8::from_str_radix(part, 16).unwrap();
+    }
+    m
+}
+
+/// A frame's fields, read back from bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: Vec<u8>,
+}
+
+/// Parses an untagged TCP/IPv4 frame and asserts both checksums by recomputing them.
+fn read_and_verify(frame: &[u8]) -> Seen {
+    let ip = &frame[14..34];
+    assert_eq!(checksum(ip), 0, "IPv4 header checksum");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let seg = &frame[34..14 + total];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let mut zeroed = seg.to_vec();
+    zeroed[16] = 0;
+    zeroed[17] = 0;
+    let expect = l4_checksum(src, dst, 6, &zeroed);
+    assert_eq!(
+        u16::from_be_bytes([seg[16], seg[17]]),
+        expect,
+        "TCP checksum recomputed over the rewritten pseudo-header and segment"
+    );
+    Seen {
+        dst_mac: frame[0..6].try_into().unwrap(),
+        src_mac: frame[6..12].try_into().unwrap(),
+        src,
+        dst,
+        sport: u16::from_be_bytes([seg[0], seg[1]]),
+        dport: u16::from_be_bytes([seg[2], seg[3]]),
+        payload: seg[20..].to_vec(),
+    }
+}
+
+fn packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Frame::tcp(src, sport, dst, dport);
+    f.flags = flags;
+    f.src_mac = ROUTER_MAC;
+    f.payload = payload.to_vec();
+    f.build()
+}
+
+#[test]
+fn both_directions_are_rewritten_with_valid_checksums() {
+    require_root!();
+    let ns = lan();
+    let lan0 = lan0_mac(&ns);
+    in_netns(&ns.name, move || {
+        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+
+        // Client → VIP: SNAT-address:port → backend:6443, out of lan0 to the backend's MAC.
+        let syn = packet(CLIENT, 40000, VIP, 443, TCP_SYN, b"");
+        let r = lb.run(&syn).unwrap();
+        assert_eq!(r.action, XDP_REDIRECT, "lan0 is not the ingress device (lo)");
+        let out = read_and_verify(&r.out);
+        assert_eq!((out.dst_mac, out.src_mac), (BACKEND_MAC, lan0));
+        assert_eq!((out.src, out.dst, out.dport), (SNAT, BACKEND, 6443));
+        assert!((20000..=20003).contains(&out.sport), "{}", out.sport);
+        let snat_port = out.sport;
+        assert_eq!(lb.counter(Counter::NewFlow), 1);
+
+        // The next packet of the flow, with data: same binding, payload intact.
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let r = lb
+            .run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, &data))
+            .unwrap();
+        let out = read_and_verify(&r.out);
+        assert_eq!((out.src, out.sport, out.dst, out.dport), (SNAT, snat_port, BACKEND, 6443));
+        assert_eq!(out.payload, data);
+        assert_eq!(lb.counter(Counter::NewFlow), 1, "no second flow");
+
+        // Backend → SNAT-address:port: VIP:443 → client:40000, to the router's MAC (the client
+        // is routed through it).
+        let reply = packet(BACKEND, 6443, SNAT, snat_port, TCP_SYN | TCP_ACK, &data[..333]);
+        let r = lb.run(&reply).unwrap();
+        assert_eq!(r.action, XDP_REDIRECT);
+        let out = read_and_verify(&r.out);
+        assert_eq!((out.dst_mac, out.src_mac), (ROUTER_MAC, lan0));
+        assert_eq!((out.src, out.sport, out.dst, out.dport), (VIP, 443, CLIENT, 40000));
+        assert_eq!(out.payload, &data[..333]);
+
+        // Not a binding (another port of the range): the host's own traffic, untouched.
+        let other_port = if snat_port == 20000 { 20001 } else { 20000 };
+        let stray = packet(BACKEND, 6443, SNAT, other_port, TCP_ACK, b"");
+        let r = lb.run(&stray).unwrap();
+        assert_eq!((r.action, r.out == stray), (XDP_PASS, true));
+
+        // Mid-connection packet of a flow we do not know (e.g. created on the other LB node
+        // before a failover): to the kernel, which resets it; no binding is made.
+        let unknown = packet(CLIENT, 40001, VIP, 443, TCP_ACK, b"x");
+        let r = lb.run(&unknown).unwrap();
+        assert_eq!((r.action, r.out == unknown), (XDP_PASS, true));
+        assert_eq!(lb.counter(Counter::PassNatNoFlow), 1);
+        assert_eq!(lb.counter(Counter::NewFlow), 1);
+    })
+    .unwrap();
+}
+
+#[test]
+fn ports_are_unique_per_backend_and_exhaustion_is_a_counted_drop() {
+    require_root!();
+    let ns = lan();
+    in_netns(&ns.name, move || {
+        let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let mut ports = Vec::new();
+        for i in 0..4 {
+            let r = lb
+                .run(&packet(CLIENT, 41000 + i, VIP, 443, TCP_SYN, b""))
+                .unwrap();
+            assert_eq!(r.action, XDP_REDIRECT);
+            ports.push(read_and_verify(&r.out).sport);
+        }
+        ports.sort();
+        assert_eq!(ports, vec![20000, 20001, 20002, 20003], "four flows, four ports");
+        // The range holds four ports for this backend: the fifth flow is dropped and counted.
+        let r = lb
+            .run(&packet(CLIENT, 41004, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        assert_eq!(r.action, XDP_DROP);
+        assert_eq!(lb.counter(Counter::DropNatPortsExhausted), 1);
+
+        // Expiry reclaims half-open flows after nat_syn_timeout (the sweep is given a clock
+        // 11 s ahead), and their ports serve new flows again.
+        let timeouts = Timeouts::of(&lb.config.agent);
+        let now = xdp_lb::nat::coarse_now_s();
+        let early = sweep(&mut lb.dp().maps, &timeouts, now + 5).unwrap();
+        assert_eq!((early.reclaimed, early.live["syn_sent"]), (0, 4));
+        let late = sweep(&mut lb.dp().maps, &timeouts, now + 11).unwrap();
+        assert_eq!(late.reclaimed, 4);
+        assert_eq!(lb.dp().maps.flows.keys().count(), 0, "client directions gone too");
+        let r = lb
+            .run(&packet(CLIENT, 41004, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        assert_eq!(r.action, XDP_REDIRECT);
+    })
+    .unwrap();
+}
+
+#[test]
+fn unresolved_next_hop_goes_to_the_kernel_rewritten() {
+    require_root!();
+    let ns = lan();
+    let result = in_netns(&ns.name, move || {
+        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let syn = packet(CLIENT, 42000, VIP, 444, TCP_SYN, b"");
+        let r = lb.run(&syn).unwrap();
+        let passed = (r.action, read_and_verify(&r.out), lb.counter(Counter::PassNatNoNeighbour));
+        // With forwarding off on the ingress device the kernel would not route it: dropped.
+        std::fs::write("/proc/sys/net/ipv4/conf/lo/forwarding", "0").unwrap();
+        let r = lb
+            .run(&packet(CLIENT, 42001, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        (passed, r.action, lb.counter(Counter::DropNatForwardingDisabled))
+    })
+    .unwrap();
+    let ((action, out, counted), off_action, off_counted) = result;
+    assert_eq!(action, XDP_PASS, "the kernel resolves the neighbour and forwards it");
+    assert_eq!((out.src, out.dst, out.dport), (SNAT, UNRESOLVED, 444));
+    assert_eq!(out.dst_mac, LB_MAC, "MACs untouched: the kernel routes it");
+    assert_eq!(counted, 1);
+    assert_eq!((off_action, off_counted), (XDP_DROP, 1));
+}
