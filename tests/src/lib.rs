@@ -14,7 +14,7 @@ pub mod topology;
 
 pub use netns::{NetNs, in_netns, sh};
 pub use service::{EchoClient, TcpService, http_get};
-pub use topology::{Agent, DsrTopology, xdp_lb_binary};
+pub use topology::{Agent, DsrTopology, NatTopology, xdp_lb_binary};
 
 /// The prefix of every namespace this crate creates; `cleanup_stale` removes leftovers of
 /// runs that were killed before their guards ran.

@@ -103,6 +103,44 @@ fn answer(
     let mut reader = BufReader::new(stream);
     let mut first = String::new();
     reader.read_line(&mut first)?;
+    if let Some(rest) = first.strip_prefix("UPLOAD ") {
+        // Reads N bytes and answers with their digest: the client's bytes arrived intact.
+        let n: u64 = rest.trim().parse().unwrap_or(0);
+        reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut digest = Digest::new();
+        let mut left = n;
+        let mut buf = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let got = reader.read(&mut buf[..want])?;
+            if got == 0 {
+                break;
+            }
+            digest.update(&buf[..got]);
+            left -= got as u64;
+        }
+        return writeln!(writer, "{me} {} {:016x}", n - left, digest.finish());
+    }
+    if let Some(rest) = first.strip_prefix("DOWNLOAD ") {
+        // Sends N bytes of `pattern(seed)`; the client checks their digest.
+        let mut parts = rest.split_whitespace();
+        let n: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seed: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        writer.set_write_timeout(Some(Duration::from_secs(10)))?;
+        writeln!(writer, "{me}")?;
+        let mut sent = 0u64;
+        let mut pattern = Pattern::new(seed);
+        let mut buf = vec![0u8; 64 * 1024];
+        while sent < n {
+            let k = buf.len().min((n - sent) as usize);
+            pattern.fill(&mut buf[..k]);
+            writer.write_all(&buf[..k])?;
+            sent += k as u64;
+        }
+        return writer.flush();
+    }
     if first.trim_end() == "ECHO" {
         // Long-lived: bounded by the peer closing, 30 s of silence, or the service stopping.
         reader
@@ -153,6 +191,131 @@ impl Drop for TcpService {
             let _ = t.join();
         }
     }
+}
+
+/// FNV-1a, 64 bits: detects any corrupted, lost, duplicated or reordered byte of a transfer
+/// with overwhelming probability, computed independently of the network path.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(u64);
+
+impl Digest {
+    pub fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for b in data {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A reproducible byte stream (xorshift64*), so both ends can produce the same bytes.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `n` pattern bytes to the `UPLOAD` mode; returns (backend, whether the service's digest
+/// of what it received equals the digest of what was sent).
+pub fn upload(
+    addr: SocketAddr,
+    n: u64,
+    seed: u64,
+    timeout: Duration,
+) -> anyhow::Result<(String, bool)> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    writeln!(stream, "UPLOAD {n}")?;
+    let mut pattern = Pattern::new(seed);
+    let mut digest = Digest::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < n {
+        let k = buf.len().min((n - sent) as usize);
+        pattern.fill(&mut buf[..k]);
+        digest.update(&buf[..k]);
+        stream.write_all(&buf[..k])?;
+        sent += k as u64;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let backend = parts.next().context("no answer")?.to_owned();
+    let got: u64 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .context("no count")?;
+    let theirs = parts.next().context("no digest")?;
+    Ok((
+        backend,
+        got == n && theirs == format!("{:016x}", digest.finish()),
+    ))
+}
+
+/// Receives `n` pattern bytes from the `DOWNLOAD` mode; returns (backend, whether exactly the
+/// expected bytes arrived).
+pub fn download(
+    addr: SocketAddr,
+    n: u64,
+    seed: u64,
+    timeout: Duration,
+) -> anyhow::Result<(String, bool)> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    writeln!(stream, "DOWNLOAD {n} {seed}")?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let backend = line.trim().to_owned();
+    let mut received = Digest::new();
+    let mut count = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let got = reader.read(&mut buf)?;
+        if got == 0 {
+            break;
+        }
+        received.update(&buf[..got]);
+        count += got as u64;
+    }
+    let mut expected = Digest::new();
+    let mut pattern = Pattern::new(seed);
+    let mut left = n;
+    while left > 0 {
+        let k = buf.len().min(left as usize);
+        pattern.fill(&mut buf[..k]);
+        expected.update(&buf[..k]);
+        left -= k as u64;
+    }
+    Ok((
+        backend,
+        count == n && received.finish() == expected.finish(),
+    ))
 }
 
 /// One HTTP/1.0 GET over a new connection; returns the body. Call from a thread in the

@@ -360,3 +360,119 @@ pub fn xdp_lb_cli_in(ns: &NetNs, args: &[&str]) -> anyhow::Result<(i32, String, 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// The NAT topology: backends that know nothing of the VIP, on another subnet than the
+/// clients, with a router between (the common kube-apiserver HA layout).
+///
+/// ```text
+///   ns client (198.19.1.10) ── ns router (198.19.1.1 | 198.18.0.1) ─┐
+///                              ns lb     (198.18.0.2, VIP .100)    ─┤ bridge br0 in ns "sw"
+///                              ns be1..N (198.18.0.11…)            ─┘ default route: the router
+/// ```
+///
+/// The LB sends to the backends from 198.18.0.2 (the SNAT address); the backends answer it
+/// directly, and the LB sends the answers to the clients through the router.
+pub struct NatTopology {
+    pub peer_pass: Option<PassProgram>,
+    pub client: NetNs,
+    pub router: NetNs,
+    pub inner: DsrTopology,
+}
+
+pub const NAT_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
+pub const ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+impl NatTopology {
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        crate::netns::cleanup_stale();
+        let sw = NetNs::new("sw")?;
+        sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+        sw.ip(&["link", "set", "br0", "up"])?;
+        let router = NetNs::new("router")?;
+        let client = NetNs::new("nclient")?;
+        let lb = NetNs::new("lb")?;
+        let mut backends = Vec::new();
+        for i in 0..n {
+            backends.push(NetNs::new(&format!("be{}", i + 1))?);
+        }
+        let inner = DsrTopology {
+            peer_pass: None,
+            // Unused in this topology (the real client is behind the router); a placeholder
+            // namespace keeps DsrTopology's helpers (pin_dir, control_socket) usable.
+            client: NetNs::new("unused")?,
+            lb,
+            backends,
+            sw,
+            dir: scratch_dir()?,
+        };
+        let mut topo = Self {
+            peer_pass: None,
+            client,
+            router,
+            inner,
+        };
+        let t = &topo.inner;
+        t.plug(&topo.router, "p-router", ROUTER_ADDR)?;
+        topo.router.sysctl("net.ipv4.ip_forward", "1")?;
+        topo.router.ip(&[
+            "link",
+            "add",
+            "r-client",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &topo.client.name,
+        ])?;
+        topo.router
+            .ip(&["addr", "add", "198.19.1.1/24", "dev", "r-client"])?;
+        topo.router
+            .exec(&["ethtool", "-K", "r-client", "tx", "off"])?;
+        topo.router.ip(&["link", "set", "r-client", "up"])?;
+        topo.client.ip(&[
+            "addr",
+            "add",
+            &format!("{NAT_CLIENT_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        topo.client.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        topo.client.ip(&["link", "set", "eth0", "up"])?;
+        topo.client
+            .ip(&["route", "add", "default", "via", "198.19.1.1"])?;
+
+        t.plug(&t.lb, "p-lb", LB_ADDR)?;
+        t.lb.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        t.lb.ip(&["route", "add", "default", "via", &ROUTER_ADDR.to_string()])?;
+        // NAT's kernel prerequisites (README, "NAT mode"): forwarding, and accept_local so a
+        // rewritten packet whose next hop is still unresolved is forwarded by the kernel.
+        for key in [
+            "net.ipv4.ip_forward",
+            "net.ipv4.conf.all.accept_local",
+            "net.ipv4.conf.eth0.accept_local",
+        ] {
+            t.lb.sysctl(key, "1")?;
+        }
+        topo.peer_pass = Some(PassProgram::attach(&t.sw, "p-lb")?);
+        for (i, be) in t.backends.iter().enumerate() {
+            // Plain hosts: an address, a default route, nothing else.
+            t.plug(be, &format!("p-be{}", i + 1), backend_addr(i))?;
+            be.ip(&["route", "add", "default", "via", &ROUTER_ADDR.to_string()])?;
+        }
+        Ok(topo)
+    }
+
+    pub fn lb(&self) -> &NetNs {
+        &self.inner.lb
+    }
+
+    pub fn backends(&self) -> &[NetNs] {
+        &self.inner.backends
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}

@@ -65,8 +65,10 @@ address = "198.18.0.13"
 /// The namespace the program's FIB lookups see.
 fn lan() -> NetNs {
     let ns = NetNs::new("nattab").unwrap();
-    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "lan1"])
-        .unwrap();
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])
+    .unwrap();
     ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])
         .unwrap();
     ns.ip(&["link", "set", "lan0", "up"]).unwrap();
@@ -149,7 +151,14 @@ fn read_and_verify(frame: &[u8]) -> Seen {
     }
 }
 
-fn packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn packet(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Frame::tcp(src, sport, dst, dport);
     f.flags = flags;
     f.src_mac = ROUTER_MAC;
@@ -168,7 +177,10 @@ fn both_directions_are_rewritten_with_valid_checksums() {
         // Client → VIP: SNAT-address:port → backend:6443, out of lan0 to the backend's MAC.
         let syn = packet(CLIENT, 40000, VIP, 443, TCP_SYN, b"");
         let r = lb.run(&syn).unwrap();
-        assert_eq!(r.action, XDP_REDIRECT, "lan0 is not the ingress device (lo)");
+        assert_eq!(
+            r.action, XDP_REDIRECT,
+            "lan0 is not the ingress device (lo)"
+        );
         let out = read_and_verify(&r.out);
         assert_eq!((out.dst_mac, out.src_mac), (BACKEND_MAC, lan0));
         assert_eq!((out.src, out.dst, out.dport), (SNAT, BACKEND, 6443));
@@ -182,18 +194,31 @@ fn both_directions_are_rewritten_with_valid_checksums() {
             .run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, &data))
             .unwrap();
         let out = read_and_verify(&r.out);
-        assert_eq!((out.src, out.sport, out.dst, out.dport), (SNAT, snat_port, BACKEND, 6443));
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (SNAT, snat_port, BACKEND, 6443)
+        );
         assert_eq!(out.payload, data);
         assert_eq!(lb.counter(Counter::NewFlow), 1, "no second flow");
 
         // Backend → SNAT-address:port: VIP:443 → client:40000, to the router's MAC (the client
         // is routed through it).
-        let reply = packet(BACKEND, 6443, SNAT, snat_port, TCP_SYN | TCP_ACK, &data[..333]);
+        let reply = packet(
+            BACKEND,
+            6443,
+            SNAT,
+            snat_port,
+            TCP_SYN | TCP_ACK,
+            &data[..333],
+        );
         let r = lb.run(&reply).unwrap();
         assert_eq!(r.action, XDP_REDIRECT);
         let out = read_and_verify(&r.out);
         assert_eq!((out.dst_mac, out.src_mac), (ROUTER_MAC, lan0));
-        assert_eq!((out.src, out.sport, out.dst, out.dport), (VIP, 443, CLIENT, 40000));
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (VIP, 443, CLIENT, 40000)
+        );
         assert_eq!(out.payload, &data[..333]);
 
         // Not a binding (another port of the range): the host's own traffic, untouched.
@@ -228,7 +253,11 @@ fn ports_are_unique_per_backend_and_exhaustion_is_a_counted_drop() {
             ports.push(read_and_verify(&r.out).sport);
         }
         ports.sort();
-        assert_eq!(ports, vec![20000, 20001, 20002, 20003], "four flows, four ports");
+        assert_eq!(
+            ports,
+            vec![20000, 20001, 20002, 20003],
+            "four flows, four ports"
+        );
         // The range holds four ports for this backend: the fifth flow is dropped and counted.
         let r = lb
             .run(&packet(CLIENT, 41004, VIP, 443, TCP_SYN, b""))
@@ -236,15 +265,19 @@ fn ports_are_unique_per_backend_and_exhaustion_is_a_counted_drop() {
         assert_eq!(r.action, XDP_DROP);
         assert_eq!(lb.counter(Counter::DropNatPortsExhausted), 1);
 
-        // Expiry reclaims half-open flows after nat_syn_timeout (the sweep is given a clock
-        // 11 s ahead), and their ports serve new flows again.
+        // Expiry reclaims half-open flows after nat_syn_timeout (10 s; the sweep is given a
+        // clock 12 s ahead: whole seconds on both sides), and their ports serve new flows again.
         let timeouts = Timeouts::of(&lb.config.agent);
         let now = xdp_lb::nat::coarse_now_s();
-        let early = sweep(&mut lb.dp().maps, &timeouts, now + 5).unwrap();
+        let early = sweep(&mut lb.dp().maps, &timeouts, now + 9).unwrap();
         assert_eq!((early.reclaimed, early.live["syn_sent"]), (0, 4));
-        let late = sweep(&mut lb.dp().maps, &timeouts, now + 11).unwrap();
+        let late = sweep(&mut lb.dp().maps, &timeouts, now + 12).unwrap();
         assert_eq!(late.reclaimed, 4);
-        assert_eq!(lb.dp().maps.flows.keys().count(), 0, "client directions gone too");
+        assert_eq!(
+            lb.dp().maps.flows.keys().count(),
+            0,
+            "client directions gone too"
+        );
         let r = lb
             .run(&packet(CLIENT, 41004, VIP, 443, TCP_SYN, b""))
             .unwrap();
@@ -261,17 +294,28 @@ fn unresolved_next_hop_goes_to_the_kernel_rewritten() {
         let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
         let syn = packet(CLIENT, 42000, VIP, 444, TCP_SYN, b"");
         let r = lb.run(&syn).unwrap();
-        let passed = (r.action, read_and_verify(&r.out), lb.counter(Counter::PassNatNoNeighbour));
+        let passed = (
+            r.action,
+            read_and_verify(&r.out),
+            lb.counter(Counter::PassNatNoNeighbour),
+        );
         // With forwarding off on the ingress device the kernel would not route it: dropped.
         std::fs::write("/proc/sys/net/ipv4/conf/lo/forwarding", "0").unwrap();
         let r = lb
             .run(&packet(CLIENT, 42001, VIP, 443, TCP_SYN, b""))
             .unwrap();
-        (passed, r.action, lb.counter(Counter::DropNatForwardingDisabled))
+        (
+            passed,
+            r.action,
+            lb.counter(Counter::DropNatForwardingDisabled),
+        )
     })
     .unwrap();
     let ((action, out, counted), off_action, off_counted) = result;
-    assert_eq!(action, XDP_PASS, "the kernel resolves the neighbour and forwards it");
+    assert_eq!(
+        action, XDP_PASS,
+        "the kernel resolves the neighbour and forwards it"
+    );
     assert_eq!((out.src, out.dst, out.dport), (SNAT, UNRESOLVED, 444));
     assert_eq!(out.dst_mac, LB_MAC, "MACs untouched: the kernel routes it");
     assert_eq!(counted, 1);

@@ -94,6 +94,7 @@ fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
     }
     lb.config.vips[0].backends.push(BackendConfig {
         address: "198.18.0.14".parse().unwrap(),
+        port: 80,
         weight: 1,
         state: Default::default(),
     });

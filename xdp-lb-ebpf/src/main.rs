@@ -62,7 +62,7 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
         let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
         if port >= port_min
             && port <= port_max
-            && let Some(entry) = NAT_FLOWS.get_ptr_mut(&packet.flow)
+            && let Some(entry) = NAT_FLOWS.get_ptr_mut(packet.flow)
         {
             // SAFETY: a map value pointer from a successful lookup.
             let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };

@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY,
-    FlowKey, FlowValue, IPPROTO_TCP, NAT_PORT_PROBES, Settings, csum,
+    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY, FlowKey,
+    FlowValue, IPPROTO_TCP, NAT_PORT_PROBES, Settings, csum,
 };
 
 use crate::{
@@ -172,7 +172,7 @@ pub fn create(
             ip_csum_delta: ip_delta,
             l4_csum_delta: l4_delta,
         };
-        match NAT_FLOWS.insert(&reply_key, &reply, BPF_NOEXIST as u64) {
+        match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
             Ok(()) => {}
             Err(e) if e == -EEXIST => continue,
             // E2BIG: max_entries reached; ENOMEM: no memory for the element.
@@ -195,7 +195,7 @@ pub fn create(
         };
         // An LRU insert fails only under memory pressure. The reservation stays (the agent
         // reclaims it after the SYN timeout) and the client's retransmitted SYN tries again.
-        if FLOWS.insert(flow, &forward, 0).is_err() {
+        if FLOWS.insert(flow, forward, 0).is_err() {
             return Err(Counter::DropNatTableFull);
         }
         return Ok(Rewrite::of(&forward));
@@ -206,19 +206,14 @@ pub fn create(
 /// Rewrites addresses, ports and both checksums, then sends the packet to the next hop the
 /// kernel's FIB names: XDP_TX out of the ingress interface, or a redirect to another one.
 #[inline(always)]
-pub fn rewrite_and_route(
-    ctx: &XdpContext,
-    packet: &Packet,
-    rw: &Rewrite,
-) -> Result<u32, Counter> {
+pub fn rewrite_and_route(ctx: &XdpContext, packet: &Packet, rw: &Rewrite) -> Result<u32, Counter> {
     let (eth, ip, tcp) = (packet.eth, packet.ip, packet.tcp);
     // SAFETY: the parser bounds-checked the whole Ethernet, IPv4 and TCP headers and the frame
     // has not been resized since.
     let (tot_len, tos) = unsafe {
         (*ip).src_addr = rw.src_addr_be.to_ne_bytes();
         (*ip).dst_addr = rw.dst_addr_be.to_ne_bytes();
-        (*ip).check =
-            csum::apply(u16::from_ne_bytes((*ip).check), rw.ip_csum_delta).to_ne_bytes();
+        (*ip).check = csum::apply(u16::from_ne_bytes((*ip).check), rw.ip_csum_delta).to_ne_bytes();
         (*tcp).source = rw.src_port_be.to_ne_bytes();
         (*tcp).dest = rw.dst_port_be.to_ne_bytes();
         (*tcp).check =

@@ -446,7 +446,9 @@ impl Agent {
             );
         }
         let range = read("/proc/sys/net/ipv4/ip_local_port_range");
-        let mut parts = range.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+        let mut parts = range
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u16>().ok());
         if let (Some(lo), Some(hi)) = (parts.next(), parts.next()) {
             let (slo, shi) = self.config.agent.snat_port_range;
             let reserved = read("/proc/sys/net/ipv4/ip_local_reserved_ports");

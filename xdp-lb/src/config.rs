@@ -495,10 +495,12 @@ fn port_range(
     value: &Spanned<String>,
     key: &str,
 ) -> Result<(u16, u16), ConfigError> {
-    let parsed = value
-        .get_ref()
-        .split_once('-')
-        .and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?)));
+    let parsed = value.get_ref().split_once('-').and_then(|(lo, hi)| {
+        Some((
+            lo.trim().parse::<u16>().ok()?,
+            hi.trim().parse::<u16>().ok()?,
+        ))
+    });
     match parsed {
         Some((lo, hi)) if lo >= 1 && lo <= hi => Ok((lo, hi)),
         _ => Err(place.at(
@@ -1123,7 +1125,10 @@ weight = 2
             );
         let c = parse_str(&text).unwrap();
         assert_eq!(c.vips[0].forwarding, Forwarding::Nat);
-        assert_eq!(c.vips[0].backends[0].port, 6443, "defaults to the VIP's port");
+        assert_eq!(
+            c.vips[0].backends[0].port, 6443,
+            "defaults to the VIP's port"
+        );
         assert_eq!(c.vips[0].backends[1].port, 8443);
         assert_eq!(c.agent.snat_address, Some("198.18.0.2".parse().unwrap()));
         assert_eq!(c.agent.snat_port_range, (30000, 30999));

@@ -275,11 +275,9 @@ impl Inspector {
             }
             let nat = v.flags & xdp_lb_common::FLOW_F_NAT != 0;
             let backend = match backends.get(&v.backend_id) {
-                Some(_) if nat => format!(
-                    "{}:{}",
-                    addr(v.nat_dst_addr_be),
-                    port(v.nat_dst_port_be)
-                ),
+                Some(_) if nat => {
+                    format!("{}:{}", addr(v.nat_dst_addr_be), port(v.nat_dst_port_be))
+                }
                 Some(a) => addr(*a).to_string(),
                 None => format!("id {} (gone)", v.backend_id),
             };
@@ -455,8 +453,8 @@ pub fn print_backends(backends: &[BackendView]) {
 
 pub fn print_flows(flows: &[FlowView]) {
     println!(
-        "{:<22} {:<22} {:<12} {:<22} {:>9}  {:<22} {}",
-        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)", "NAT SOURCE", "STATE"
+        "{:<22} {:<22} {:<12} {:<22} {:>9}  {:<22} STATE",
+        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)", "NAT SOURCE"
     );
     for f in flows {
         println!(

@@ -56,11 +56,15 @@ pub fn coarse_now_s() -> u32 {
 }
 
 /// Whether a NAT flow whose two directions say `flags` and `last_seen_s` has expired at
-/// `now_s`. `last_seen_s` has one-second granularity, so a flow lives at least its timeout and
-/// less than its timeout plus one second plus the sweep period.
+/// `now_s`. Both are whole seconds, so the whole-second idle time can read up to one second
+/// more than the true idle time; requiring one second more than the timeout makes a flow live
+/// at least its timeout (and at most its timeout plus two seconds plus the sweep period).
 pub fn expired(flags: u32, last_seen_s: u32, now_s: u32, timeouts: &Timeouts) -> bool {
     let idle = now_s.saturating_sub(last_seen_s) as u64;
-    idle >= timeouts.for_state(FlowValue::nat_state(flags)).as_secs().max(1)
+    idle > timeouts
+        .for_state(FlowValue::nat_state(flags))
+        .as_secs()
+        .max(1)
 }
 
 /// The client-direction key of the flow whose reply entry is (`reply_key`, `reply`).
@@ -96,11 +100,7 @@ pub struct Sweep {
 /// Reclaims expired NAT flows. Called by the reconciler (the maps' one writer).
 pub fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<Sweep, MapError> {
     let mut out = Sweep::default();
-    for state in [
-        NatState::SynSent,
-        NatState::Established,
-        NatState::Closing,
-    ] {
+    for state in [NatState::SynSent, NatState::Established, NatState::Closing] {
         out.live.insert(state.name(), 0);
     }
     let mut doomed: Vec<(FlowKey, Option<FlowKey>)> = Vec::new();
@@ -117,17 +117,13 @@ pub fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<Sweep, 
             .ok()
             .filter(|c| same_binding(c, &reply_key));
         let (flags, last) = match &client {
-            Some(c) => (
-                reply.flags | c.flags,
-                reply.last_seen_s.max(c.last_seen_s),
-            ),
+            Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
             None => (reply.flags, reply.last_seen_s),
         };
         if expired(flags, last, now_s, timeouts) {
             doomed.push((reply_key, client.map(|_| client_key)));
         } else {
-            *out
-                .live
+            *out.live
                 .entry(FlowValue::nat_state(flags).name())
                 .or_default() += 1;
         }
@@ -166,16 +162,16 @@ mod tests {
     fn each_state_has_its_own_timeout() {
         let nat = FLOW_F_NAT | FLOW_F_REPLY;
         // Half-open: only the SYN.
-        assert!(!expired(nat, 100, 109, &T));
-        assert!(expired(nat, 100, 110, &T));
+        assert!(!expired(nat, 100, 110, &T));
+        assert!(expired(nat, 100, 111, &T));
         // Established: long.
         let est = nat | FLOW_F_ESTABLISHED;
-        assert!(!expired(est, 100, 100 + 3599, &T));
-        assert!(expired(est, 100, 100 + 3600, &T));
+        assert!(!expired(est, 100, 100 + 3600, &T));
+        assert!(expired(est, 100, 100 + 3601, &T));
         // Closing wins over established: short.
         let closing = est | FLOW_F_CLOSING;
-        assert!(!expired(closing, 100, 104, &T));
-        assert!(expired(closing, 100, 105, &T));
+        assert!(!expired(closing, 100, 105, &T));
+        assert!(expired(closing, 100, 106, &T));
         // A clock that went backwards (never, but) does not expire anything.
         assert!(!expired(closing, 100, 50, &T));
     }

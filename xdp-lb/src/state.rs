@@ -193,12 +193,8 @@ pub fn desired_state(
         ..Default::default()
     };
     if config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
-        state.settings.snat_addr_be = config
-            .agent
-            .snat_address
-            .map_or(0, |a| ipv4_be(a.octets()));
-        (state.settings.snat_port_min, state.settings.snat_port_max) =
-            config.agent.snat_port_range;
+        state.settings.snat_addr_be = config.agent.snat_address.map_or(0, |a| ipv4_be(a.octets()));
+        (state.settings.snat_port_min, state.settings.snat_port_max) = config.agent.snat_port_range;
     }
     for vip in &config.vips {
         let nat = vip.forwarding == Forwarding::Nat;

@@ -1,0 +1,451 @@
+//! End to end in network namespaces: NAT mode through the real XDP program, to plain backends
+//! (no VIP, no sysctls) on another subnet than the client and on another port than the VIP;
+//! and the same traffic through haproxy `mode tcp` as the baseline that proves the topology.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use xdp_lb_tests::{
+    Agent, NatTopology, TcpService, http_get, in_netns, require_root,
+    service::{download, upload},
+    topology::{VIP, backend_addr, xdp_lb_cli_in},
+};
+
+const VIP_PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+const HAPROXY_PORT: u16 = 81;
+const READY: &str = "xdp-lb is forwarding";
+/// Weights of be1..be3: the expected shares are 25%, 50%, 25%.
+const WEIGHTS: [u32; 3] = [1, 2, 1];
+const CLOSING_TIMEOUT_S: u64 = 2;
+const TEN_MB: u64 = 10 * 1024 * 1024;
+
+fn config(topo: &NatTopology) -> String {
+    let mut c = format!(
+        "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\
+         control_socket = \"{}\"\nlisten = \"\"\nsnat_port_range = \"20000-29999\"\nnat_closing_timeout = \"{CLOSING_TIMEOUT_S}s\"\n\n\
+         [[vip]]\nname = \"api\"\naddress = \"{VIP}\"\nport = {VIP_PORT}\nforwarding = \"nat\"\n\
+         [vip.health_check]\ninterval = \"500ms\"\n\n",
+        topo.inner.pin_dir().display(),
+        topo.inner.control_socket().display(),
+    );
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        c.push_str(&format!(
+            "[[vip.backend]]\naddress = \"{}\"\nport = {BACKEND_PORT}\nweight = {w}\n\n",
+            backend_addr(i)
+        ));
+    }
+    c
+}
+
+fn services(topo: &NatTopology) -> Vec<TcpService> {
+    topo.backends()
+        .iter()
+        .enumerate()
+        .map(|(i, be)| TcpService::start(&be.name, BACKEND_PORT, &format!("be{}", i + 1)).unwrap())
+        .collect()
+}
+
+/// `n` new connections from the client namespace; stops at the first failure. Returns the
+/// answering backend of each.
+fn connections(topo: &NatTopology, port: u16, n: usize) -> Vec<anyhow::Result<String>> {
+    in_netns(&topo.client.name, move || {
+        let vip = SocketAddr::from((VIP, port));
+        let mut answers = Vec::new();
+        for _ in 0..n {
+            let answer = http_get(vip, Duration::from_secs(3));
+            let failed = answer.is_err();
+            answers.push(answer);
+            if failed {
+                break;
+            }
+        }
+        answers
+    })
+    .unwrap()
+}
+
+/// 10 MB each way, checked by digest at the far end.
+fn transfers(topo: &NatTopology, port: u16) -> ((String, bool), (String, bool)) {
+    in_netns(&topo.client.name, move || {
+        let vip = SocketAddr::from((VIP, port));
+        let up = upload(vip, TEN_MB, 7, Duration::from_secs(10)).unwrap();
+        let down = download(vip, TEN_MB, 11, Duration::from_secs(10)).unwrap();
+        (up, down)
+    })
+    .unwrap()
+}
+
+fn assert_all_answered(answers: &[anyhow::Result<String>], n: usize) -> BTreeMap<String, usize> {
+    let mut per_backend = BTreeMap::new();
+    for (i, a) in answers.iter().enumerate() {
+        let body = a
+            .as_ref()
+            .unwrap_or_else(|e| panic!("connection {i} of {n} failed: {e:#}"));
+        *per_backend.entry(body.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(answers.len(), n);
+    per_backend
+}
+
+fn nat_flows(topo: &NatTopology) -> u64 {
+    let pin_dir = topo.inner.pin_dir();
+    let (code, out, err) = xdp_lb_cli_in(
+        topo.lb(),
+        &[
+            "inspect",
+            "--pin-dir",
+            pin_dir.to_str().unwrap(),
+            "stats",
+            "--json",
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["stats"]["nat_flows"]
+        .as_u64()
+        .expect("nat_flows in stats")
+}
+
+#[test]
+fn nat_balances_plain_backends_on_another_subnet_and_port() {
+    require_root!();
+    let topo = NatTopology::new(3).unwrap();
+    let _services = services(&topo);
+    let config_path = topo.dir().join("xdp-lb.toml");
+    std::fs::write(&config_path, config(&topo)).unwrap();
+    let mut agent = Agent::start(
+        topo.lb(),
+        &["run", "--config", config_path.to_str().unwrap()],
+        topo.dir().join("agent.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+
+    // 4000 new connections (the issue asks for 1000; more make the ±10% share check robust:
+    // the 25% backend's count has a standard deviation of ~27 against a tolerance of 100).
+    const N: usize = 4000;
+    let answers = connections(&topo, VIP_PORT, N);
+    let per_backend = assert_all_answered(&answers, N);
+    let closed_at = Instant::now();
+    let total_weight: u32 = WEIGHTS.iter().sum();
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        let expected = N as f64 * *w as f64 / total_weight as f64;
+        let got = *per_backend.get(&format!("be{}", i + 1)).unwrap_or(&0) as f64;
+        assert!(
+            (got - expected).abs() <= expected * 0.10,
+            "be{} answered {got} of {N}, expected {expected} ± 10% (weights {WEIGHTS:?}): {per_backend:?}",
+            i + 1
+        );
+    }
+
+    // Closed connections' entries are reclaimed after nat_closing_timeout: still there right
+    // after the last one closed, gone after the timeout plus at most the agent's 1 s sweep
+    // and 2 s of whole-second clocks (see `xdp_lb::nat::expired`).
+    let right_after = nat_flows(&topo);
+    assert!(
+        right_after > 0,
+        "the last connections' bindings are still held"
+    );
+    let deadline = Duration::from_secs(CLOSING_TIMEOUT_S + 3) + Duration::from_millis(500);
+    let reclaimed_after = loop {
+        let n = nat_flows(&topo);
+        if n == 0 {
+            break closed_at.elapsed();
+        }
+        assert!(
+            closed_at.elapsed() < deadline,
+            "{n} NAT flows still held {:?} after the connections closed (nat_closing_timeout {CLOSING_TIMEOUT_S}s)",
+            closed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "{right_after} NAT flows right after the last close; all reclaimed after {reclaimed_after:?}"
+    );
+    assert!(
+        reclaimed_after >= Duration::from_secs(CLOSING_TIMEOUT_S) - Duration::from_millis(100),
+        "reclaimed after {reclaimed_after:?}, before nat_closing_timeout ({CLOSING_TIMEOUT_S}s)"
+    );
+
+    // 10 MB each way arrive byte-identical.
+    let ((up_be, up_ok), (down_be, down_ok)) = transfers(&topo, VIP_PORT);
+    assert!(
+        up_ok,
+        "10 MB upload through NAT (to {up_be}) arrived corrupted or short"
+    );
+    assert!(
+        down_ok,
+        "10 MB download through NAT (from {down_be}) arrived corrupted or short"
+    );
+
+    // Hairpin: a backend connecting to the VIP is balanced like any client (possibly to itself).
+    let hairpin = in_netns(&topo.backends()[0].name, || {
+        let vip = SocketAddr::from((VIP, VIP_PORT));
+        (0..30)
+            .map(|_| http_get(vip, Duration::from_secs(3)))
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    let hairpin_backends = assert_all_answered(&hairpin, 30);
+    eprintln!("hairpin from be1 answered by {hairpin_backends:?}");
+
+    let (_, status, _) = xdp_lb_cli_in(
+        topo.lb(),
+        &[
+            "status",
+            "--socket",
+            topo.inner.control_socket().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .unwrap();
+    assert!(
+        status.contains("\"snat_address\""),
+        "status shows NAT: {status}"
+    );
+    let log = agent.log_text();
+    for counter in [
+        "drop_nat_ports_exhausted",
+        "drop_nat_table_full",
+        "drop_nat_no_route",
+        "drop_nat_forwarding_disabled",
+    ] {
+        assert!(
+            !log.contains(&format!("{counter}=")),
+            "{counter} counted: {log}"
+        );
+    }
+    let status = agent.stop().unwrap();
+    assert!(status.success());
+    let log = agent.log_text();
+    assert!(
+        !log.contains("drop_nat_"),
+        "no NAT drops in the final counters: {log}"
+    );
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn haproxy_baseline_carries_the_same_traffic_through_the_same_topology() {
+    require_root!();
+    let topo = NatTopology::new(3).unwrap();
+    let _services = services(&topo);
+    let cfg = topo.dir().join("haproxy.cfg");
+    let servers: String = (0..3)
+        .map(|i| {
+            format!(
+                "  server be{} {}:{BACKEND_PORT} weight {}\n",
+                i + 1,
+                backend_addr(i),
+                WEIGHTS[i]
+            )
+        })
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend f\n  bind {VIP}:{HAPROXY_PORT}\n  default_backend b\nbackend b\n  balance roundrobin\n{servers}"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(topo.dir().join("haproxy.log")).unwrap();
+    let _haproxy = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &topo.lb().name, "haproxy", "-db", "-f"])
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("haproxy (cargo xtask setup installs it)"),
+    );
+    // Bounded wait until haproxy listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections(&topo, HAPROXY_PORT, 1)[0].is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answers = connections(&topo, HAPROXY_PORT, 1000);
+    let per_backend = assert_all_answered(&answers, 1000);
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    let ((_, up_ok), (_, down_ok)) = transfers(&topo, HAPROXY_PORT);
+    assert!(up_ok && down_ok, "10 MB each way through haproxy");
+}
+
+/// A long-lived connection through the VIP doing a round trip every 20 ms on its own thread in
+/// the client namespace, until `finish`.
+struct LongLived {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+    backend: String,
+}
+
+impl LongLived {
+    fn open(topo: &NatTopology) -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let trips = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = topo.client.path();
+        let (stop2, trips2) = (stop.clone(), trips.clone());
+        let thread = std::thread::spawn(move || {
+            xdp_lb_tests::netns::enter_netns(&path).unwrap();
+            let mut c = xdp_lb_tests::EchoClient::connect(
+                SocketAddr::from((VIP, VIP_PORT)),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            tx.send(c.backend.clone()).unwrap();
+            let mut errors = Vec::new();
+            // Bounded: at most 60 s of round trips.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match c.round_trip() {
+                    Ok(()) => {
+                        trips2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        let backend = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Self {
+            stop,
+            trips,
+            thread: Some(thread),
+            backend,
+        }
+    }
+
+    fn wait_for_more_trips(&self, more: u64) {
+        let start = self.trips.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.trips.load(std::sync::atomic::Ordering::Relaxed) < start + more {
+            assert!(
+                Instant::now() < deadline,
+                "the long-lived connection stalled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn start_agent(topo: &NatTopology, config_path: &std::path::Path, log: &str) -> Agent {
+    Agent::start(
+        topo.lb(),
+        &["run", "--config", config_path.to_str().unwrap()],
+        topo.dir().join(log),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
+#[test]
+fn nat_flows_live_through_health_changes_reload_and_agent_restart() {
+    require_root!();
+    let topo = NatTopology::new(3).unwrap();
+    let mut services: Vec<Option<TcpService>> = services(&topo).into_iter().map(Some).collect();
+    let config_path = topo.dir().join("xdp-lb.toml");
+    let text = config(&topo);
+    std::fs::write(&config_path, &text).unwrap();
+    let mut agent = start_agent(&topo, &config_path, "agent.log");
+
+    let conn = LongLived::open(&topo);
+    conn.wait_for_more_trips(5);
+
+    // Health: another backend's service stops; its TCP check on the backend port (8080, not
+    // the VIP's 80) fails and new connections avoid it.
+    let victim = (0..3)
+        .find(|i| format!("be{}", i + 1) != conn.backend)
+        .unwrap();
+    services[victim] = None;
+    // The maps change right after the DOWN line: wait for the reconciler's line of it.
+    agent
+        .wait_for_log(
+            &format!("health: {} down", backend_addr(victim)),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let answers = connections(&topo, VIP_PORT, 100);
+    let per = assert_all_answered(&answers, 100);
+    assert!(
+        !per.contains_key(&format!("be{}", victim + 1)),
+        "a down backend got new connections: {per:?}"
+    );
+
+    // Reload (a NAT timeout changes): applied, the connection unaffected.
+    std::fs::write(
+        &config_path,
+        text.replace(
+            &format!("nat_closing_timeout = \"{CLOSING_TIMEOUT_S}s\""),
+            "nat_closing_timeout = \"3s\"",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = xdp_lb_cli_in(
+        topo.lb(),
+        &[
+            "reload",
+            "--socket",
+            topo.inner.control_socket().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "reload: {out}{err}");
+    conn.wait_for_more_trips(5);
+
+    // The agent dies: the pinned program keeps translating the connection; a new agent adopts
+    // the maps (NAT flows included) and keeps them.
+    agent.kill9();
+    conn.wait_for_more_trips(10);
+    let mut agent = start_agent(&topo, &config_path, "agent-restarted.log");
+    assert!(agent.log_text().contains("adopting the maps"));
+    conn.wait_for_more_trips(20);
+    let (code, flows, err) = xdp_lb_cli_in(
+        topo.lb(),
+        &[
+            "inspect",
+            "--pin-dir",
+            topo.inner.pin_dir().to_str().unwrap(),
+            "flows",
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        flows.contains("established"),
+        "inspect flows shows the NAT state: {flows}"
+    );
+
+    let errors = conn.finish();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(agent.stop().unwrap().success());
+}
