@@ -21,7 +21,7 @@ use crate::packet::LB_MAC;
 pub const LOOPBACK_IFINDEX: u32 = 1;
 
 pub fn backend_mac(i: usize) -> [u8; 6] {
-    [0x02, 0xbe, 0, 0, 0, i as u8 + 1]
+    [0x02, 0xbe, 0, 0, (i >> 8) as u8, (i as u8).wrapping_add(1)]
 }
 
 pub struct Loaded {

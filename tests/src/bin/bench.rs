@@ -337,6 +337,7 @@ fn main() -> anyhow::Result<()> {
         "\nTarget (issue: data plane v1): flow-table hit ≤ 1.5× the floor — {} ({hit_ratio:.2}×).",
         if hit_ratio <= 1.5 { "met" } else { "NOT met" }
     )?;
+    nat_rows(&mut md, &args, floor_med, median(&empty_n))?;
     control_plane(&mut md, args.rounds)?;
     print!("{md}");
     let dir = xdp_lb_tests::topology::target_dir().join("bench");
@@ -344,6 +345,243 @@ fn main() -> anyhow::Result<()> {
     let path: PathBuf = dir.join("report.md");
     std::fs::write(&path, &md)?;
     eprintln!("bench: report written to {}", path.display());
+    Ok(())
+}
+
+const NAT_CONFIG: &str = r#"
+[agent]
+interface = "lan0"
+pin_dir = "@PIN_DIR@"
+flow_table_size = 1048576
+max_vips = 4
+snat_address = "198.18.0.2"
+
+[[vip]]
+name = "api"
+address = "198.18.0.100"
+port = 80
+forwarding = "nat"
+[vip.health_check]
+type = "none"
+[[vip.backend]]
+address = "198.18.0.11"
+port = 8080
+[[vip.backend]]
+address = "198.18.0.12"
+port = 8080
+[[vip.backend]]
+address = "198.18.0.13"
+port = 8080
+"#;
+
+/// NAT rows. NAT rewrites addresses and ports, so a `repeat = N` loop would run on its own
+/// output (the second run sees SNAT → backend, not a VIP packet): every NAT row is `repeat = 1`
+/// over distinct packets, rebased like the other `repeat = 1` rows, with its path proven by
+/// counters. `bpf_fib_lookup` needs routes and neighbours: the rows run in a namespace of their
+/// own (lan0 198.18.0.2/24, static neighbours for the backends and the router, the clients
+/// routed through the router), where test runs enter through lo and leave by lan0 (a
+/// redirect verdict; test runs do not transmit).
+fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::Result<()> {
+    use xdp_lb_tests::{NetNs, in_netns};
+    let ns = NetNs::new("benchnat")?;
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])?;
+    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])?;
+    ns.ip(&["link", "set", "lan0", "up"])?;
+    ns.ip(&["link", "set", "lan1", "up"])?;
+    for (addr, mac) in [
+        ("198.18.0.1", "02:99:00:00:00:01"),
+        ("198.18.0.11", "02:be:00:00:00:0b"),
+        ("198.18.0.12", "02:be:00:00:00:0c"),
+        ("198.18.0.13", "02:be:00:00:00:0d"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ])?;
+    }
+    ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.0.1"])?;
+    ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+    ns.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
+    let (flows, rounds) = (args.flows, args.rounds);
+    let measured = in_netns(&ns.name, move || nat_measure(flows, rounds))??;
+    let (new_flow, established, reply, empty_1) = measured;
+    let rebase = |v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .zip(&empty_1)
+            .map(|(x, e1)| x - e1 + empty_n)
+            .collect()
+    };
+    writeln!(
+        md,
+        "
+## NAT paths (issue: NAT forwarding)
+"
+    )?;
+    writeln!(
+        md,
+        "Each row: `repeat=1` over {flows} distinct packets, minus the empty program's per-call cost          measured in the same namespace, plus its per-run cost ({empty_n:.1} ns); median of {rounds} rounds.
+"
+    )?;
+    writeln!(md, "| path | ns/packet | spread | × floor | path proof |")?;
+    writeln!(md, "|---|---:|---:|---:|---|")?;
+    let rows = [
+        (
+            "NAT new flow (SYN: Maglev + SNAT port reservation + both entries + FIB)",
+            rebase(&new_flow),
+            format!("new_flow +{flows} per round, output SNAT → backend:8080 checked"),
+        ),
+        (
+            "NAT established, client → backend (flow hit + rewrite + FIB)",
+            rebase(&established),
+            format!("redirect +{flows}, new_flow +0 per round"),
+        ),
+        (
+            "NAT reply, backend → client (reply hit + rewrite + FIB)",
+            rebase(&reply),
+            format!("redirect +{flows}, new_flow +0 per round, output VIP → client checked"),
+        ),
+    ];
+    let mut established_ratio = f64::NAN;
+    for (name, v, proof) in &rows {
+        let (lo, hi) = spread(v);
+        let m = median(v);
+        if name.starts_with("NAT established") {
+            established_ratio = m / floor;
+        }
+        writeln!(
+            md,
+            "| {name} | {m:.1} | {lo:.1}–{hi:.1} | {:.2}× | {proof} |",
+            m / floor
+        )?;
+    }
+    writeln!(
+        md,
+        "
+Target (issue: NAT forwarding): established packets ≤ 2× the floor — {} ({established_ratio:.2}×).",
+        if established_ratio <= 2.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    )?;
+    Ok(())
+}
+
+type NatFigures = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
+    use xdp_lb_tests::packet::TCP_SYN;
+    let mut lb = Loaded::new(NAT_CONFIG, LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
+    let mut bench_obj =
+        aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).context("loading the bench programs")?;
+    let p: &mut Xdp = bench_obj
+        .program_mut("xdp_empty")
+        .context("empty")?
+        .try_into()?;
+    p.load()?;
+    let empty: &Xdp = bench_obj
+        .program("xdp_empty")
+        .context("empty")?
+        .try_into()?;
+    let program = lb.dp().program() as *const Xdp;
+    // SAFETY: as in main: `lb` outlives the reference; only its maps change meanwhile.
+    let program: &Xdp = unsafe { &*program };
+    let packet = |i: u32, flags: u8| {
+        let mut f = flow(i);
+        f.flags = flags;
+        f.build()
+    };
+    // The established set: one SYN each (not timed), recording each flow's SNAT port and
+    // backend from the output, to build the backends' replies.
+    let mut established = Vec::new();
+    let mut replies = Vec::new();
+    for i in 0..flows {
+        let r = run_program(program, &packet(i, TCP_SYN), 1)?;
+        ensure!(
+            r.action == xdp_lb_tests::harness::XDP_REDIRECT,
+            "NAT SYN: {}",
+            r.action
+        );
+        let o = &r.out;
+        ensure!(
+            o[26..30] == [198, 18, 0, 2] && o[36..38] == 8080u16.to_be_bytes(),
+            "NAT SYN output: SNAT → backend:8080"
+        );
+        let backend = Ipv4Addr::new(o[30], o[31], o[32], o[33]);
+        let snat_port = u16::from_be_bytes([o[34], o[35]]);
+        let mut reply = Frame::tcp(backend, 8080, Ipv4Addr::new(198, 18, 0, 2), snat_port);
+        reply.flags = TCP_ACK;
+        replies.push(reply.build());
+        established.push(packet(i, TCP_ACK));
+    }
+    let r = run_program(program, &replies[0], 1)?;
+    ensure!(
+        r.out[26..30] == VIP.octets() && r.out[30..34] == flow(0).build()[26..30],
+        "NAT reply output: VIP → client"
+    );
+    let syns: Vec<Vec<u8>> = (0..flows).map(|i| packet(flows + i, TCP_SYN)).collect();
+    let (mut new_flow, mut est, mut rep, mut empty_1) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let redirect = |lb: &Loaded| lb.counter(Counter::Redirect);
+    for round in 0..rounds {
+        eprintln!("bench: NAT round {}/{rounds}", round + 1);
+        let mut sum = 0.0;
+        for f in &established {
+            sum += per_run(empty, f, 1)?.1;
+        }
+        empty_1.push(sum / flows as f64);
+        for (set, out) in [(&established, &mut est), (&replies, &mut rep)] {
+            let (r0, nf0) = (redirect(&lb), lb.counter(Counter::NewFlow));
+            let mut sum = 0.0;
+            for f in set.iter() {
+                sum += per_run(program, f, 1)?.1;
+            }
+            ensure!(
+                redirect(&lb) - r0 == flows as u64 && lb.counter(Counter::NewFlow) == nf0,
+                "NAT established/reply row took another path"
+            );
+            out.push(sum / flows as f64);
+        }
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &syns {
+            sum += per_run(program, f, 1)?.1;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == flows as u64,
+            "NAT new-flow row: not every SYN made a flow"
+        );
+        new_flow.push(sum / flows as f64);
+        forget_nat_flows(&mut lb, &syns)?;
+    }
+    Ok((new_flow, est, rep, empty_1))
+}
+
+/// Removes the NAT flows of these client packets: both directions (frees their ports).
+fn forget_nat_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    for f in frames {
+        let key = frame_key(f)?;
+        let v = lb.dp().maps.flows.get(&key, 0)?;
+        let reply = xdp_lb_common::FlowKey {
+            src_addr_be: v.nat_dst_addr_be,
+            dst_addr_be: v.nat_src_addr_be,
+            src_port_be: v.nat_dst_port_be,
+            dst_port_be: v.nat_src_port_be,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        lb.dp().maps.flows.remove(&key)?;
+        lb.dp().maps.nat_flows.remove(&reply)?;
+    }
     Ok(())
 }
 
