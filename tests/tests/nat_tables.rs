@@ -200,6 +200,40 @@ fn both_directions_are_rewritten_with_valid_checksums() {
         );
         assert_eq!(out.payload, data);
         assert_eq!(lb.counter(Counter::NewFlow), 1, "no second flow");
+        // The flow caches its next hop and asks the FIB again once a second: a moved backend
+        // MAC is followed within about a second.
+        let again = lb
+            .run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, b"a"))
+            .unwrap();
+        assert_eq!(read_and_verify(&again.out).dst_mac, BACKEND_MAC);
+        let moved = [0x02, 0xbe, 0, 0, 0, 0x77];
+        xdp_lb_tests::sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            "198.18.0.11",
+            "lladdr",
+            "02:be:00:00:00:77",
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+        loop {
+            let r = lb
+                .run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, b"b"))
+                .unwrap();
+            if read_and_verify(&r.out).dst_mac == moved {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new neighbour MAC was not picked up within 2.5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
 
         // Backend → SNAT-address:port: VIP:443 → client:40000, to the router's MAC (the client
         // is routed through it).

@@ -155,6 +155,12 @@ pub struct FlowValue {
     /// [`csum::nat_deltas`] of this direction's rewrite.
     pub ip_csum_delta: u16,
     pub l4_csum_delta: u16,
+    /// NAT: this direction's next hop as `bpf_fib_lookup` last gave it (0: not looked up yet).
+    /// The program asks the FIB again when `last_seen_s` moves on, so a flow follows a route
+    /// or neighbour change within a second while its other packets skip the lookup.
+    pub nh_ifindex: u32,
+    pub nh_dmac: [u8; 6],
+    pub nh_smac: [u8; 6],
 }
 
 /// A NAT flow: rewrite addresses and ports (else DSR: MACs only).
@@ -359,7 +365,7 @@ mod tests {
         assert_eq!(size_of::<VipInfo>(), 24);
         assert_eq!(size_of::<BackendInfo>(), 36);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 56);
         assert_eq!(size_of::<TrafficCounters>(), 40);
         assert_eq!(size_of::<FlowEvent>(), 32);
         assert_eq!(size_of::<FlowLogBudget>(), 16);

@@ -47,11 +47,15 @@ pub struct Rewrite {
     pub dst_port_be: u16,
     pub ip_csum_delta: u16,
     pub l4_csum_delta: u16,
+    /// The flow entry, to use and refresh its cached next hop (null for a flow's first packet).
+    entry: *mut FlowValue,
+    /// Ask the FIB even if the entry has a next hop (once a second per flow).
+    refresh: bool,
 }
 
 impl Rewrite {
     #[inline(always)]
-    fn of(v: &FlowValue) -> Self {
+    fn of(v: &FlowValue, entry: *mut FlowValue, refresh: bool) -> Self {
         Self {
             src_addr_be: v.nat_src_addr_be,
             dst_addr_be: v.nat_dst_addr_be,
@@ -59,6 +63,8 @@ impl Rewrite {
             dst_port_be: v.nat_dst_port_be,
             ip_csum_delta: v.ip_csum_delta,
             l4_csum_delta: v.l4_csum_delta,
+            entry,
+            refresh: refresh || v.nh_ifindex == 0,
         }
     }
 }
@@ -88,11 +94,12 @@ pub fn touch(entry: *mut FlowValue, tcp_flags: u8) -> Rewrite {
         flags |= FLOW_F_ESTABLISHED;
     }
     let now = now_s();
-    if flags != v.flags || now != v.last_seen_s {
+    let new_second = now != v.last_seen_s;
+    if flags != v.flags || new_second {
         v.flags = flags;
         v.last_seen_s = now;
     }
-    Rewrite::of(v)
+    Rewrite::of(v, entry, new_second)
 }
 
 /// Whether a packet with these flags may open a NAT flow: a SYN without ACK. Anything else
@@ -171,6 +178,9 @@ pub fn create(
             nat_dst_port_be: flow.src_port_be,
             ip_csum_delta: ip_delta,
             l4_csum_delta: l4_delta,
+            nh_ifindex: 0,
+            nh_dmac: [0; 6],
+            nh_smac: [0; 6],
         };
         match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
             Ok(()) => {}
@@ -192,13 +202,16 @@ pub fn create(
             nat_dst_port_be: backend_port,
             ip_csum_delta: ip_delta,
             l4_csum_delta: l4_delta,
+            nh_ifindex: 0,
+            nh_dmac: [0; 6],
+            nh_smac: [0; 6],
         };
         // An LRU insert fails only under memory pressure. The reservation stays (the agent
         // reclaims it after the SYN timeout) and the client's retransmitted SYN tries again.
         if FLOWS.insert(flow, forward, 0).is_err() {
             return Err(Counter::DropNatTableFull);
         }
-        return Ok(Rewrite::of(&forward));
+        return Ok(Rewrite::of(&forward, core::ptr::null_mut(), true));
     }
     Err(Counter::DropNatPortsExhausted)
 }
@@ -222,6 +235,17 @@ pub fn rewrite_and_route(ctx: &XdpContext, packet: &Packet, rw: &Rewrite) -> Res
     };
 
     let ingress = ctx.ingress_ifindex() as u32;
+    if !rw.refresh && !rw.entry.is_null() {
+        // SAFETY: a map value pointer from this packet's lookup.
+        let (ifindex, dmac, smac) = unsafe {
+            (
+                (*rw.entry).nh_ifindex,
+                (*rw.entry).nh_dmac,
+                (*rw.entry).nh_smac,
+            )
+        };
+        return send(eth, ingress, ifindex, dmac, smac);
+    }
     // SAFETY: plain-integer C struct; all-zero is its documented initial state.
     let mut fib: FibParams = unsafe { zeroed() };
     fib.family = AF_INET;
@@ -250,14 +274,34 @@ pub fn rewrite_and_route(ctx: &XdpContext, packet: &Packet, rw: &Rewrite) -> Res
         BPF_FIB_LKUP_RET_FWD_DISABLED => return Err(Counter::DropNatForwardingDisabled),
         _ => return Err(Counter::DropNatNoRoute),
     }
-    unsafe {
-        (*eth).dst_addr = fib.dmac;
-        (*eth).src_addr = fib.smac;
+    if !rw.entry.is_null() {
+        // SAFETY: as above. Racing writers store the same answer.
+        unsafe {
+            (*rw.entry).nh_ifindex = fib.ifindex;
+            (*rw.entry).nh_dmac = fib.dmac;
+            (*rw.entry).nh_smac = fib.smac;
+        }
     }
-    if fib.ifindex == ingress {
+    send(eth, ingress, fib.ifindex, fib.dmac, fib.smac)
+}
+
+#[inline(always)]
+fn send(
+    eth: *mut network_types::eth::EthHdr,
+    ingress: u32,
+    ifindex: u32,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+) -> Result<u32, Counter> {
+    // SAFETY: bounds-checked by the parser; the frame was not resized.
+    unsafe {
+        (*eth).dst_addr = dmac;
+        (*eth).src_addr = smac;
+    }
+    if ifindex == ingress {
         return Ok(xdp_action::XDP_TX);
     }
     // SAFETY: a helper call; an ifindex without XDP transmit support fails in the kernel's
     // redirect and is counted there (xdp_redirect_err).
-    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
 }
