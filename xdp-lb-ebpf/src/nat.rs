@@ -136,9 +136,12 @@ pub fn create(
     }
     let span = port_max - port_min + 1;
     let last_seen_s = now_s();
-    // A random start spreads flows over the range; probing linearly from it finds a free port
-    // whenever one of the next NAT_PORT_PROBES is free (all of them in a small range).
-    let start = unsafe { bpf_get_prandom_u32() } % span;
+    // The first half of the tries are independent random ports: unlike linear probing they
+    // build no clusters of taken ports, so a try fails with probability = the range's occupancy.
+    // The second half walks on from the last random port, so a range smaller than that is
+    // searched completely.
+    let half = NAT_PORT_PROBES / 2;
+    let mut start = 0;
     let client = (
         flow.src_addr_be,
         flow.dst_addr_be,
@@ -146,7 +149,14 @@ pub fn create(
         flow.dst_port_be,
     );
     for i in 0..NAT_PORT_PROBES {
-        let port = (port_min + (start + i) % span) as u16;
+        let offset = if i < half {
+            // SAFETY: a helper call without preconditions.
+            start = unsafe { bpf_get_prandom_u32() } % span;
+            start
+        } else {
+            (start + 1 + i - half) % span
+        };
+        let port = (port_min + offset) as u16;
         let snat_port_be = u16::from_ne_bytes(port.to_be_bytes());
         let reply_key = FlowKey {
             src_addr_be: backend_addr,
