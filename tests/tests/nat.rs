@@ -374,7 +374,8 @@ fn nat_flows_live_through_health_changes_reload_and_agent_restart() {
     let topo = NatTopology::new(3).unwrap();
     let mut services: Vec<Option<TcpService>> = services(&topo).into_iter().map(Some).collect();
     let config_path = topo.dir().join("xdp-lb.toml");
-    let text = config(&topo);
+    // This one serves /metrics (in the LB namespace) to check the NAT families.
+    let text = config(&topo).replace("listen = \"\"", "listen = \"127.0.0.1:9109\"");
     std::fs::write(&config_path, &text).unwrap();
     let mut agent = start_agent(&topo, &config_path, "agent.log");
 
@@ -444,6 +445,32 @@ fn nat_flows_live_through_health_changes_reload_and_agent_restart() {
         flows.contains("established"),
         "inspect flows shows the NAT state: {flows}"
     );
+    // /metrics counts the NAT flows by state (after the new agent's first expiry sweep).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = in_netns(&topo.lb().name, || {
+            xdp_lb_tests::service::http_fetch(
+                SocketAddr::from(([127, 0, 0, 1], 9109)),
+                "/metrics",
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap()
+        .unwrap_or((0, String::new()));
+        if status == 200
+            && body.lines().any(|l| {
+                l.starts_with("xdp_lb_nat_flows{state=\"established\"} ") && !l.ends_with(" 0")
+            })
+        {
+            assert!(body.contains("xdp_lb_nat_flows_reclaimed_total"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no established NAT flow in /metrics: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let errors = conn.finish();
     assert!(errors.is_empty(), "{errors:?}");
