@@ -89,6 +89,13 @@ fn the_example_config_and_the_systemd_unit_are_valid() {
         out.contains("3 VIP(s), 9 backend(s)") && out.contains("(drain)"),
         "{out}"
     );
+    let nat = root.join("examples/kube-apiserver-nat.toml");
+    let (code, out, err) = xdp_lb(&["check-config", nat.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(Nat,") && out.contains("10.0.1.11:6443 w1"),
+        "{out}"
+    );
 
     // systemd's own checker, with the unit pointing at the binary under test.
     let unit = std::fs::read_to_string(root.join("packaging/xdp-lb.service")).unwrap();

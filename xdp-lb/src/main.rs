@@ -311,15 +311,20 @@ fn main() -> ExitCode {
                         vip.maglev_table_size,
                         vip.backends
                             .iter()
-                            .map(|b| match b.state {
-                                config::AdminState::Active =>
-                                    format!("{} w{}", b.address, b.weight),
-                                s => format!(
-                                    "{} w{} ({})",
-                                    b.address,
-                                    b.weight,
-                                    format!("{s:?}").to_lowercase()
-                                ),
+                            .map(|b| {
+                                let at = if b.port == vip.port {
+                                    b.address.to_string()
+                                } else {
+                                    format!("{}:{}", b.address, b.port)
+                                };
+                                match b.state {
+                                    config::AdminState::Active => format!("{at} w{}", b.weight),
+                                    s => format!(
+                                        "{at} w{} ({})",
+                                        b.weight,
+                                        format!("{s:?}").to_lowercase()
+                                    ),
+                                }
                             })
                             .collect::<Vec<_>>()
                             .join(", ")
