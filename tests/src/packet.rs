@@ -20,6 +20,7 @@ pub struct Frame {
     pub flags: u8,
     pub ihl: u8,
     pub frag: u16,
+    pub ip_id: u16,
     pub payload: Vec<u8>,
 }
 
@@ -40,6 +41,7 @@ impl Frame {
             flags: TCP_SYN,
             ihl: 5,
             frag: 0,
+            ip_id: 0x1234,
             payload: Vec::new(),
         }
     }
@@ -72,7 +74,7 @@ impl Frame {
         ip[0] = 0x40 | (self.ihl & 0x0f);
         let total = (ip.len() + l4.len()) as u16;
         ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        ip[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
         ip[6..8].copy_from_slice(&self.frag.to_be_bytes());
         ip[8] = 64;
         ip[9] = self.proto;

@@ -411,3 +411,46 @@ fn maps_pinned_by_an_incompatible_version_are_refused_and_left_alone() {
     let _ = std::fs::remove_file(pin_dir.join("VIPS"));
     let _ = std::fs::remove_dir(&pin_dir);
 }
+
+#[test]
+fn the_bench_generator_varies_source_ports_and_keeps_checksums_valid() {
+    require_root!();
+    // `cargo xtask bench --compare` sends these frames through the kernel's NAT, which drops
+    // a frame whose TCP checksum is wrong: check the generator's incremental update.
+    let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).unwrap();
+    let mut f = Frame::tcp(CLIENT, 40000, VIP, 8082);
+    f.flags = TCP_ACK;
+    let frame = f.build();
+    let mut template: aya::maps::Array<_, [u8; 60]> =
+        aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").unwrap()).unwrap();
+    template
+        .set(0, <[u8; 60]>::try_from(&frame[..]).unwrap(), 0)
+        .unwrap();
+    let p: &mut aya::programs::Xdp = ebpf.program_mut("xdp_gen").unwrap().try_into().unwrap();
+    p.load().unwrap();
+    // Whatever the page held before (a recycled live frame), the template is what leaves.
+    let garbage = vec![0xa5u8; 60];
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let r = run_program(p, &garbage, 1).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        assert_eq!(
+            r.out[..34],
+            frame[..34],
+            "Ethernet and IPv4 from the template"
+        );
+        let seg = &r.out[34..54];
+        let src = Ipv4Addr::new(r.out[26], r.out[27], r.out[28], r.out[29]);
+        let dst = Ipv4Addr::new(r.out[30], r.out[31], r.out[32], r.out[33]);
+        let mut zeroed = seg.to_vec();
+        zeroed[16] = 0;
+        zeroed[17] = 0;
+        assert_eq!(
+            u16::from_be_bytes([seg[16], seg[17]]),
+            xdp_lb_tests::packet::l4_checksum(src, dst, 6, &zeroed),
+            "TCP checksum after the port change"
+        );
+        ports.insert(u16::from_be_bytes([seg[0], seg[1]]));
+    }
+    assert!(ports.len() > 1, "source ports vary: {ports:?}");
+}

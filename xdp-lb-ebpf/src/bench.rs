@@ -7,6 +7,17 @@
 //!   the flow table: shows how much of xdp-lb's flow-hit path is that one lookup.
 //! - `xdp_empty`: return XDP_PASS. The fixed cost of BPF_PROG_TEST_RUN itself, subtracted from
 //!   rows measured with `repeat = 1`.
+//!
+//! For `cargo xtask bench --compare`'s forwarding rate (live frames through the namespaces):
+//! - `xdp_gen`: the traffic generator, run with BPF_PROG_TEST_RUN in live-frames mode in the
+//!   client namespace: writes the frame from `GEN_TEMPLATE` with the next of `GEN_FLOWS`
+//!   source ports (fixing the TCP checksum, so the kernel's NAT accepts it) and sends it out
+//!   (XDP_TX). It rewrites the whole frame each time because live-frames mode recycles pages
+//!   without re-initialising them, and a page can come back modified by whatever handled the
+//!   frame downstream (the kernel's NAT rewrites addresses and MACs in place).
+//! - `xdp_floor_live`: the floor as a real forwarder: MACs from `FLOOR_MACS`, XDP_TX.
+//! - `xdp_sink`: on each backend, counts and drops the generator's frames (IPv4 id
+//!   `GEN_IP_ID`), passing everything else.
 // Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -22,10 +33,10 @@ mod parse;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use xdp_lb_common::{FlowKey, FlowValue};
+use xdp_lb_common::{FlowKey, FlowValue, csum};
 
 /// Same key and value as the data plane's FLOWS; filled by the bench.
 #[map]
@@ -70,6 +81,93 @@ pub fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Source ports the generator cycles through: this many distinct flows.
+const GEN_FLOWS: u32 = 1024;
+const GEN_BASE_PORT: u32 = 40000;
+/// The IPv4 identification of generated frames: what the sinks count.
+const GEN_IP_ID: [u8; 2] = 0xb3ccu16.to_be_bytes();
+
+/// Length of generated frames (the Ethernet minimum without FCS).
+const GEN_LEN: usize = 60;
+
+/// [0]: the frame to send, with source port `GEN_BASE_PORT` and valid checksums.
+#[map]
+static GEN_TEMPLATE: Array<[u8; GEN_LEN]> = Array::with_max_entries(1, 0);
+
+/// [0]: frames generated so far on this CPU.
+#[map]
+static GEN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// [0]: the floor's new destination MAC (6 bytes) then source MAC (6 bytes).
+#[map]
+static FLOOR_MACS: Array<[u8; 12]> = Array::with_max_entries(1, 0);
+
+/// [0]: generated frames this sink received.
+#[map]
+static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[xdp]
+pub fn xdp_gen(ctx: XdpContext) -> u32 {
+    let Some(frame) = parse::ptr_at::<[u8; GEN_LEN]>(&ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(template) = GEN_TEMPLATE.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: both are GEN_LEN bytes, the frame's bounds checked by ptr_at.
+    unsafe { *frame = *template };
+    let Ok(packet) = parse::parse(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(n) = GEN_STATE.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a per-CPU slot; the TCP header was bounds-checked by the parser.
+    unsafe {
+        let port = (GEN_BASE_PORT + *n % GEN_FLOWS) as u16;
+        *n = n.read().wrapping_add(1);
+        let tcp = packet.tcp;
+        let old = u16::from_ne_bytes((*tcp).source);
+        let new = u16::from_ne_bytes(port.to_be_bytes());
+        let delta = csum::fold((!old) as u32 + new as u32);
+        (*tcp).source = new.to_ne_bytes();
+        (*tcp).check = csum::apply(u16::from_ne_bytes((*tcp).check), delta).to_ne_bytes();
+    }
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
+    let Ok(packet) = parse::parse(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(macs) = FLOOR_MACS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked by the parser.
+    unsafe {
+        (*packet.eth).dst_addr.copy_from_slice(&macs[..6]);
+        (*packet.eth).src_addr.copy_from_slice(&macs[6..]);
+    }
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn xdp_sink(ctx: XdpContext) -> u32 {
+    let Ok(packet) = parse::parse(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked by the parser.
+    if unsafe { (*packet.ip).id } != GEN_IP_ID {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(c) = SINK_COUNT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 #[cfg(target_arch = "bpf")]

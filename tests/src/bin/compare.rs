@@ -1,36 +1,46 @@
-//! `cargo xtask bench --compare` (first cut of the comparative bench): TCP through xdp-lb
-//! against the same traffic through its peers, side by side in one run, on the namespace
-//! topology. Every figure is the median of 5 rounds with the spread, and the headline numbers
+//! `cargo xtask bench --compare`: xdp-lb against its peers, side by side in one run, on the
+//! namespace topology. Every figure is the median of `--rounds` rounds (5) with the spread,
+//! rounds interleaved across rows so that noise hits every row alike, and the headline numbers
 //! are ratios between rows of the same run (the machines are shared and noisy).
 //!
-//! Rows, all serving the same three nginx backends:
-//! - a backend directly (the reference: no balancer at all);
-//! - xdp-lb, L2 DSR (the VIP on the LB node);
-//! - haproxy `mode tcp` (a proxy: two TCP connections per request) on a second LB node;
-//! - nftables DNAT + masquerade (the kernel's NAT, with conntrack) on a third.
-//!
-//! wrk opens a new connection per request (`Connection: close`), the case an L4 balancer
-//! pays most for. Not yet measured here (issue 7): keep-alive, forwarding rate with live
-//! frames, CPU per request, memory, the chart.
+//! What it measures (issue 7):
+//! 1. Cost per packet: `cargo xtask bench` runs just before (`target/bench/report.md`).
+//! 2. Forwarding rate: frames made in the client namespace by `BPF_PROG_TEST_RUN` in
+//!    live-frames mode (`xdp_gen`: 1024 flows by source port), forwarded by the node under
+//!    test, counted and dropped at the backends (`xdp_sink`). Rows: the floor (a bare XDP
+//!    forwarder on a node of its own: the limit of this machine), xdp-lb DSR, xdp-lb NAT,
+//!    nftables DNAT (the kernel's path).
+//! 3. TCP with wrk, a new connection per request and keep-alive, against three nginx
+//!    backends: directly, xdp-lb DSR, xdp-lb NAT, haproxy `mode tcp` (on a second node),
+//!    nftables DNAT + masquerade (on a third). Requests/s, p50/p99, and CPU per request: the
+//!    whole machine's (every namespace shares the CPUs) and the balancer's own (xdp-lb: its XDP
+//!    program's run time from the kernel's BPF stats plus the agent's process time; haproxy:
+//!    its process time; nftables runs in softirq and has no separate figure).
+//! 4. Memory: the agent's RSS and each BPF map's memory as the kernel accounts it (fdinfo).
+//! 5. `target/bench/compare.md`, `target/bench/compare.svg` (plotters), and a one-screen
+//!    summary on stdout.
 
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
+use aya::programs::Xdp;
 use clap::Parser;
 use xdp_lb_tests::{
-    Agent, DsrTopology, NetNs,
-    topology::{VIP, backend_addr},
+    Agent, DsrTopology, NetNs, in_netns,
+    packet::{Frame, TCP_ACK, TCP_SYN},
+    topology::{PassProgram, VIP, backend_addr},
 };
 
 #[derive(Parser)]
 struct Args {
-    /// Seconds per wrk round.
+    /// Seconds per wrk run.
     #[arg(long, default_value_t = 3)]
     seconds: u32,
     #[arg(long, default_value_t = 5)]
@@ -38,12 +48,21 @@ struct Args {
     /// Concurrent connections of wrk.
     #[arg(long, default_value_t = 32)]
     connections: u32,
+    /// Frames per forwarding-rate run.
+    #[arg(long, default_value_t = 2_000_000)]
+    frames: u32,
 }
 
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const PEER_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 const NAT_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
+const FLOOR_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+const DSR_PORT: u16 = 80;
+const NAT_PORT: u16 = 81;
 const HAPROXY_PORT: u16 = 8081;
 const NFT_PORT: u16 = 8082;
+/// The IPv4 id the sinks count (`xdp_sink`).
+const GEN_IP_ID: u16 = 0xb3cc;
 
 /// A process in a namespace (`ip netns exec` execs it, so the pid is the program's own),
 /// stopped when dropped: SIGTERM, then SIGKILL after 5 s.
@@ -53,8 +72,8 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
             }
@@ -87,6 +106,7 @@ fn nginx(ns: &NetNs, dir: &Path, name: &str) -> anyhow::Result<Proc> {
         format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx-{name}.pid;\nerror_log stderr warn;\n\
              events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/tmp-{name};\n\
+               keepalive_requests 1000000;\n\
                server {{ listen 80 reuseport backlog=4096; location / {{ return 200 \"{name}\\n\"; }} }}\n}}\n",
             dir = dir.display()
         ),
@@ -104,11 +124,18 @@ fn nginx(ns: &NetNs, dir: &Path, name: &str) -> anyhow::Result<Proc> {
     )
 }
 
+// ---- TCP rows (wrk) ------------------------------------------------------------------------
+
 struct WrkResult {
     requests_per_sec: f64,
+    requests: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// Busy CPU time of the whole machine during the run, µs per request.
+    machine_us: f64,
+    /// The balancer's own CPU time, µs per request (None: not separable).
+    lb_us: Option<f64>,
 }
 
 fn parse_ms(s: &str) -> Option<f64> {
@@ -124,14 +151,82 @@ fn parse_ms(s: &str) -> Option<f64> {
     })
 }
 
-fn wrk(client: &NetNs, url: &str, args: &Args) -> anyhow::Result<WrkResult> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &client.name, "wrk", "-t2"])
+/// How a row's balancer CPU time is read.
+#[derive(Clone, Copy)]
+enum LbCpu {
+    None,
+    /// Run time of the XDP programs named `xdp_lb` (kernel BPF stats) plus the agent's own
+    /// process time (it expires NAT flows, runs health checks, answers the stats).
+    Xdp(u32),
+    /// utime + stime of this process.
+    Process(u32),
+}
+
+fn lb_cpu_ns(how: LbCpu) -> Option<u64> {
+    match how {
+        LbCpu::None => None,
+        LbCpu::Xdp(agent) => Some(
+            program_run_ns(Some(xdp_lb_common::PROGRAM_NAME))? + lb_cpu_ns(LbCpu::Process(agent))?,
+        ),
+        LbCpu::Process(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 1_000_000_000 / clock_ticks())
+        }
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
+}
+
+/// Busy CPU time of the whole machine so far (ns): /proc/stat's first line minus idle and iowait.
+fn machine_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    let busy: u64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| *x)
+        .sum();
+    busy * 1_000_000_000 / clock_ticks()
+}
+
+fn wrk(
+    client: &NetNs,
+    url: &str,
+    args: &Args,
+    keep_alive: bool,
+    lb: LbCpu,
+) -> anyhow::Result<WrkResult> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &client.name, "wrk", "-t2"])
         .arg(format!("-c{}", args.connections))
         .arg(format!("-d{}s", args.seconds))
-        .args(["--latency", "-H", "Connection: close", url])
+        .arg("--latency");
+    if !keep_alive {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let (busy0, lb0) = (machine_busy_ns(), lb_cpu_ns(lb));
+    let out = cmd
+        .arg(url)
         .output()
         .context("running wrk (Debian's wrk package)")?;
+    let (busy1, lb1) = (machine_busy_ns(), lb_cpu_ns(lb));
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
@@ -144,6 +239,11 @@ fn wrk(client: &NetNs, url: &str, args: &Args) -> anyhow::Result<WrkResult> {
             .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
     };
     let rps: f64 = field("Requests/sec:").context("no Requests/sec")?.parse()?;
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .context("no request count")?;
     let p50 = field("50%")
         .and_then(|v| parse_ms(&v))
         .context("no 50% latency")?;
@@ -161,11 +261,18 @@ fn wrk(client: &NetNs, url: &str, args: &Args) -> anyhow::Result<WrkResult> {
     if let Some(n) = field("Non-2xx or 3xx responses:") {
         errors += n.parse::<u64>().unwrap_or(0);
     }
+    let per_request = |ns: u64| ns as f64 / 1000.0 / requests.max(1.0);
     Ok(WrkResult {
         requests_per_sec: rps,
+        requests,
         p50_ms: p50,
         p99_ms: p99,
         errors,
+        machine_us: per_request(busy1.saturating_sub(busy0)),
+        lb_us: match (lb0, lb1) {
+            (Some(a), Some(b)) => Some(per_request(b.saturating_sub(a))),
+            _ => None,
+        },
     })
 }
 
@@ -175,41 +282,382 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
+fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(0.0, f64::max),
+    )
+}
+
+// ---- forwarding rate (live frames) --------------------------------------------------------
+
+/// The generator (client namespace) and the sinks (one per backend).
+struct Traffic {
+    gen_ebpf: aya::Ebpf,
+    client_ifindex: u32,
+    sinks: Vec<aya::Ebpf>,
+}
+
+fn load_in(ns: &NetNs, attach: Option<(&str, &'static str)>) -> anyhow::Result<aya::Ebpf> {
+    let attach = attach.map(|(i, p)| (i.to_owned(), p));
+    in_netns(&ns.name, move || -> anyhow::Result<aya::Ebpf> {
+        let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT)?;
+        if let Some((interface, program)) = attach {
+            let p: &mut Xdp = ebpf.program_mut(program).context(program)?.try_into()?;
+            p.load()?;
+            p.attach(&interface, aya::programs::XdpMode::Driver)?;
+        } else {
+            let p: &mut Xdp = ebpf.program_mut("xdp_gen").context("xdp_gen")?.try_into()?;
+            p.load()?;
+        }
+        Ok(ebpf)
+    })?
+}
+
+impl Traffic {
+    fn new(topo: &DsrTopology) -> anyhow::Result<Self> {
+        let gen_ebpf = load_in(&topo.client, None)?;
+        let client_ifindex = in_netns(&topo.client.name, || xdp_lb::dataplane::ifindex("eth0"))?
+            .context("client eth0")?;
+        let sinks = topo
+            .backends
+            .iter()
+            .map(|be| load_in(be, Some(("eth0", "xdp_sink"))))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            gen_ebpf,
+            client_ifindex,
+            sinks,
+        })
+    }
+
+    fn delivered(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for s in &self.sinks {
+            let m: aya::maps::PerCpuArray<_, u64> =
+                aya::maps::PerCpuArray::try_from(s.map("SINK_COUNT").context("SINK_COUNT")?)?;
+            total += m.get(&0, 0)?.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Sends `frames` copies of `frame` (source ports cycled by the generator) out of the
+    /// client's eth0; returns (frames delivered to the sinks, seconds).
+    fn send(&mut self, ns: &NetNs, frame: &[u8], frames: u32) -> anyhow::Result<(u64, f64)> {
+        set_template(&mut self.gen_ebpf, frame)?;
+        let before = self.delivered()?;
+        let program: &Xdp = self
+            .gen_ebpf
+            .program("xdp_gen")
+            .context("xdp_gen")?
+            .try_into()?;
+        let fd = program.fd()?.try_clone()?;
+        let ifindex = self.client_ifindex;
+        let frame = frame.to_vec();
+        let elapsed = in_netns(&ns.name, move || -> anyhow::Result<f64> {
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+            // egress_ifindex; data_end must be the frame's length.
+            let mut ctx = [0u8; 24];
+            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            let started = Instant::now();
+            run_live(&fd, &frame, &ctx, frames)?;
+            Ok(started.elapsed().as_secs_f64())
+        })??;
+        // Frames still in flight through the veths land within a few ms.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok((self.delivered()? - before, elapsed))
+    }
+}
+
+/// The generator writes every frame from this template (see `xdp_gen`).
+fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result<()> {
+    let mut t: aya::maps::Array<_, [u8; 60]> =
+        aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").context("GEN_TEMPLATE")?)?;
+    t.set(
+        0,
+        <[u8; 60]>::try_from(frame).context("a 60-byte frame")?,
+        0,
+    )?;
+    Ok(())
+}
+
+/// BPF_PROG_TEST_RUN in live-frames mode on a program fd (aya's `test_run` needs the program
+/// object, which stays on this side of the namespace switch).
+fn run_live(
+    fd: &aya::programs::ProgramFd,
+    frame: &[u8],
+    ctx: &[u8],
+    repeat: u32,
+) -> anyhow::Result<()> {
+    // bpf_attr for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h, `test` member).
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let attr = TestAttr {
+        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: 64,
+        ..Default::default()
+    };
+    // SAFETY: attr points at live buffers of the sizes given, for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &attr as *const TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "BPF_PROG_TEST_RUN (live frames): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+struct RateRun {
+    mpps: f64,
+    /// Delivered / sent.
+    share: f64,
+    /// Busy CPU of the whole machine per delivered frame (generator and bridge included).
+    machine_ns: f64,
+    /// Run time of the forwarding XDP program per delivered frame (kernel BPF stats).
+    program_ns: Option<f64>,
+}
+
+/// Total run time of the loaded programs with this kernel name (BPF stats must be on).
+fn program_run_ns(name: Option<&str>) -> Option<u64> {
+    let name = name?;
+    Some(
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str() == Some(name))
+            .map(|p| p.run_time().as_nanos() as u64)
+            .sum(),
+    )
+}
+
+fn mac_of(ns: &NetNs, interface: &str) -> anyhow::Result<[u8; 6]> {
+    let out = ns.ip(&["-o", "link", "show", interface])?;
+    let at = out.find("link/ether ").context("no MAC")? + "link/ether ".len();
+    let mut m = [0u8; 6];
+    for (i, part) in out[at..at + 17].split(':').enumerate() {
+        m[i] = u8::from_str_radix(part, 16)?;
+    }
+    Ok(m)
+}
+
+// ---- memory ---------------------------------------------------------------------------------
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// (map name, max entries, memory in bytes) of every pinned map, from the kernel's fdinfo.
+fn map_memory(pin_dir: &Path) -> anyhow::Result<Vec<(String, u32, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(pin_dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n == xdp_lb::dataplane::LINK_PIN)
+        {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_pin(&path) else {
+            continue;
+        };
+        let info = data.info()?;
+        let fdinfo = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            data.fd().as_fd().as_raw_fd()
+        ))?;
+        let memlock = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, info.max_entries(), memlock));
+    }
+    out.sort_by_key(|m| std::cmp::Reverse(m.2));
+    Ok(out)
+}
+
+// ---- the chart --------------------------------------------------------------------------
+
+fn chart(
+    path: &Path,
+    tcp: &[(&str, f64, f64)],
+    rate: &[(&str, f64)],
+    machine: &str,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1000, 760)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(440);
+    let title = format!("xdp-lb vs its peers — {machine}");
+    let max_rps = tcp.iter().map(|r| r.1.max(r.2)).fold(1.0, f64::max) * 1.15;
+    let mut c = ChartBuilder::on(&top)
+        .caption(
+            format!("{title}: TCP requests/s (wrk; new connection per request / keep-alive)"),
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(210)
+        .build_cartesian_2d(0.0..max_rps, 0..(tcp.len() * 3) as i32)?;
+    c.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(tcp.len() * 3)
+        .y_label_formatter(&|y| {
+            let i = (*y / 3) as usize;
+            if *y % 3 == 1 && i < tcp.len() {
+                tcp[tcp.len() - 1 - i].0.to_owned()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("requests/s")
+        .draw()?;
+    for (i, (_, new_conn, keep)) in tcp.iter().rev().enumerate() {
+        let y = (i * 3) as i32;
+        c.draw_series([Rectangle::new(
+            [(0.0, y), (*new_conn, y + 1)],
+            BLUE.mix(0.7).filled(),
+        )])?;
+        c.draw_series([Rectangle::new(
+            [(0.0, y + 1), (*keep, y + 2)],
+            GREEN.mix(0.6).filled(),
+        )])?;
+    }
+    let max_rate = rate.iter().map(|r| r.1).fold(0.01, f64::max) * 1.15;
+    let mut c = ChartBuilder::on(&bottom)
+        .caption(
+            "forwarding rate (live frames, 1024 flows), Mpps delivered",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(210)
+        .build_cartesian_2d(0.0..max_rate, 0..(rate.len() * 2) as i32)?;
+    c.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rate.len() * 2)
+        .y_label_formatter(&|y| {
+            let i = (*y / 2) as usize;
+            if *y % 2 == 0 && i < rate.len() {
+                rate[rate.len() - 1 - i].0.to_owned()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("Mpps")
+        .draw()?;
+    for (i, (_, mpps)) in rate.iter().rev().enumerate() {
+        let y = (i * 2) as i32;
+        c.draw_series([Rectangle::new(
+            [(0.0, y), (*mpps, y + 1)],
+            RED.mix(0.6).filled(),
+        )])?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure!(
-        args.rounds >= 1 && args.seconds >= 1,
-        "rounds and seconds must be positive"
+        args.rounds >= 1 && args.seconds >= 1 && args.frames >= 1,
+        "rounds, seconds and frames must be positive"
     );
+    let started = Instant::now();
     let topo = DsrTopology::new(3)?;
     let dir = topo.dir.clone();
     let _nginx: Vec<Proc> = (0..3)
         .map(|i| nginx(&topo.backends[i], &dir, &format!("be{}", i + 1)))
         .collect::<anyhow::Result<_>>()?;
 
-    // xdp-lb on the LB node (the VIP is on its eth0, DSR backends hold it on lo).
-    let config = dir.join("xdp-lb.toml");
-    std::fs::write(
-        &config,
-        topo.config(&topo.pin_dir(), 80, "maglev_table_size = 4093"),
-    )?;
-    let _agent = Agent::start(
+    // xdp-lb: the DSR VIP on port 80 and a NAT VIP on port 81, same backends.
+    for key in [
+        "net.ipv4.ip_forward",
+        "net.ipv4.conf.all.accept_local",
+        "net.ipv4.conf.eth0.accept_local",
+    ] {
+        topo.lb.sysctl(key, "1")?;
+    }
+    let mut config = topo.config(&topo.pin_dir(), DSR_PORT, "maglev_table_size = 4093");
+    // Closing NAT flows are kept 1 s, as conntrack's TIME_WAIT is for nftables below: at tens
+    // of thousands of new connections a second the defaults would hold every port.
+    config = config.replace(
+        "max_vips = 4\n",
+        "max_vips = 4\nsnat_port_range = \"1024-65535\"\nnat_closing_timeout = \"1s\"\n",
+    );
+    config.push_str(&format!(
+        "[[vip]]\nname = \"web-nat\"\naddress = \"{VIP}\"\nport = {NAT_PORT}\nforwarding = \"nat\"\nmaglev_table_size = 4093\n\n"
+    ));
+    for i in 0..3 {
+        config.push_str(&format!(
+            "[[vip.backend]]\naddress = \"{}\"\nport = 80\n\n",
+            backend_addr(i)
+        ));
+    }
+    let config_path = dir.join("xdp-lb.toml");
+    std::fs::write(&config_path, &config)?;
+    let agent = Agent::start(
         &topo.lb,
-        &["run", "--config", config.to_str().context("path")?],
+        &["run", "--config", config_path.to_str().context("path")?],
         dir.join("agent.log"),
         "xdp-lb is forwarding",
         Duration::from_secs(30),
     )?;
 
-    // The peers on a second LB node.
+    // haproxy on a second LB node, nftables on a third (a nat table turns conntrack on for
+    // everything in its namespace, which would tax the other rows).
     let peer = NetNs::new("peer")?;
     topo.plug(&peer, "p-peer", PEER_LB)?;
-    peer.sysctl("net.ipv4.ip_forward", "1")?;
-    // nftables on a node of its own: a nat table turns conntrack on for everything in its
-    // namespace, which would tax haproxy's row too.
     let natbox = NetNs::new("nat")?;
     topo.plug(&natbox, "p-nat", NAT_LB)?;
     natbox.sysctl("net.ipv4.ip_forward", "1")?;
+    // NAPI on its veth (as a real NIC has): without it a veth queues received frames on the
+    // CPU's backlog, which a burst of live frames overflows at once (66 of 200 000 got in).
+    natbox.exec(&["ethtool", "-K", "eth0", "gro", "on"])?;
     // Tuned as an operator of a NAT box would: conntrack keeps TIME_WAIT entries for 120 s,
     // which at this rate fills the table within a round and drops new connections.
     natbox.sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")?;
@@ -234,7 +682,7 @@ fn main() -> anyhow::Result<()> {
                 .collect::<String>()
         ),
     )?;
-    let _haproxy = spawn_in(
+    let haproxy = spawn_in(
         &peer,
         &[
             "haproxy",
@@ -255,122 +703,420 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     natbox.exec(&["nft", "-f", nft.to_str().context("path")?])?;
+
+    // The floor: a bare XDP forwarder on a node of its own, sending to be1.
+    let floor = NetNs::new("floor")?;
+    topo.plug(&floor, "p-floor", FLOOR_NODE)?;
+    let mut floor_ebpf = load_in(&floor, Some(("eth0", "xdp_floor_live")))?;
+    {
+        let mut macs: aya::maps::Array<_, [u8; 12]> =
+            aya::maps::Array::try_from(floor_ebpf.map_mut("FLOOR_MACS").context("FLOOR_MACS")?)?;
+        let mut m = [0u8; 12];
+        m[..6].copy_from_slice(&mac_of(&topo.backends[0], "eth0")?);
+        m[6..].copy_from_slice(&mac_of(&floor, "eth0")?);
+        macs.set(0, m, 0)?;
+    }
+    // Frames XDP_TX'd into a veth need NAPI on its peer (TESTBED.md).
+    let _floor_peer = PassProgram::attach(&topo.sw, "p-floor")?;
+    let _client_peer = PassProgram::attach(&topo.sw, "p-client")?;
     std::thread::sleep(Duration::from_millis(500));
 
-    let rows: Vec<(&str, String)> = vec![
+    // The kernel's per-program run time, for xdp-lb's CPU per request (off again on drop).
+    let _bpf_stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
+
+    // ---- TCP ----
+    let haproxy_pid = haproxy.0.id();
+    let agent_pid = agent.pid().context("the agent's pid")?;
+    let rows: Vec<(&str, String, LbCpu)> = vec![
         (
             "backend directly (no balancer)",
             format!("http://{}/", backend_addr(0)),
+            LbCpu::None,
         ),
-        ("xdp-lb, L2 DSR", format!("http://{VIP}/")),
+        (
+            "xdp-lb, L2 DSR",
+            format!("http://{VIP}:{DSR_PORT}/"),
+            LbCpu::Xdp(agent_pid),
+        ),
+        (
+            "xdp-lb, NAT",
+            format!("http://{VIP}:{NAT_PORT}/"),
+            LbCpu::Xdp(agent_pid),
+        ),
         (
             "haproxy mode tcp",
             format!("http://{PEER_LB}:{HAPROXY_PORT}/"),
+            LbCpu::Process(haproxy_pid),
         ),
         (
             "nftables DNAT + masquerade",
             format!("http://{NAT_LB}:{NFT_PORT}/"),
+            LbCpu::None,
         ),
     ];
-    // Warm up every path once (ARP, conntrack, haproxy's first connections), then the rounds,
-    // interleaved so that noise hits every row alike.
-    for (_, url) in &rows {
-        let quick = Args {
-            seconds: 1,
-            rounds: 1,
-            connections: 4,
-        };
-        wrk(&topo.client, url, &quick)?;
+    // Warm up every path (ARP, conntrack, haproxy's first connections).
+    let quick = Args {
+        seconds: 1,
+        rounds: 1,
+        connections: 4,
+        frames: 1,
+    };
+    for (_, url, _) in &rows {
+        wrk(&topo.client, url, &quick, false, LbCpu::None)?;
     }
-    let mut results: Vec<Vec<WrkResult>> = rows.iter().map(|_| Vec::new()).collect();
+    let modes = [false, true];
+    let mut results: Vec<Vec<Vec<WrkResult>>> = modes
+        .iter()
+        .map(|_| rows.iter().map(|_| Vec::new()).collect())
+        .collect();
     for round in 0..args.rounds {
-        eprintln!("compare: round {}/{}", round + 1, args.rounds);
-        for (i, (_, url)) in rows.iter().enumerate() {
-            results[i].push(wrk(&topo.client, url, &args)?);
+        eprintln!("compare: TCP round {}/{}", round + 1, args.rounds);
+        for (m, keep_alive) in modes.iter().enumerate() {
+            for (i, (_, url, lb)) in rows.iter().enumerate() {
+                results[m][i].push(wrk(&topo.client, url, &args, *keep_alive, *lb)?);
+            }
         }
     }
 
-    let mut md = String::new();
-    writeln!(
-        md,
-        "# xdp-lb vs its peers: TCP, a new connection per request\n"
-    )?;
-    writeln!(
-        md,
-        "wrk -t2 -c{} -d{}s `Connection: close` from the client namespace; 3 nginx backends; {} rounds, median (min–max).\n",
-        args.connections, args.seconds, args.rounds
-    )?;
-    writeln!(
-        md,
-        "| path | requests/s | spread | p50 ms | p99 ms | errors | × direct |"
-    )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    let direct = median(
-        &results[0]
-            .iter()
-            .map(|r| r.requests_per_sec)
-            .collect::<Vec<_>>(),
+    // ---- forwarding rate ----
+    let mut traffic = Traffic::new(&topo)?;
+    let client_mac = mac_of(&topo.client, "eth0")?;
+    let frame = |dst_mac: [u8; 6], dst: Ipv4Addr, port: u16, flags: u8| {
+        let mut f = Frame::tcp(CLIENT, 40000, dst, port);
+        f.src_mac = client_mac;
+        f.dst_mac = dst_mac;
+        f.flags = flags;
+        f.ip_id = GEN_IP_ID;
+        f.build()
+    };
+    let lb_mac = mac_of(&topo.lb, "eth0")?;
+    // (name, frame, the forwarding XDP program's kernel name: its run time per frame)
+    let rate_rows: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "floor: bare XDP forwarder (MAC rewrite, XDP_TX)",
+            frame(mac_of(&floor, "eth0")?, FLOOR_NODE, 80, TCP_ACK),
+            Some("xdp_floor_live"),
+        ),
+        (
+            "xdp-lb, L2 DSR",
+            frame(lb_mac, VIP, DSR_PORT, TCP_ACK),
+            Some(xdp_lb_common::PROGRAM_NAME),
+        ),
+        (
+            "xdp-lb, NAT",
+            frame(lb_mac, VIP, NAT_PORT, TCP_ACK),
+            Some(xdp_lb_common::PROGRAM_NAME),
+        ),
+        (
+            "nftables DNAT (kernel forwarding + conntrack)",
+            frame(mac_of(&natbox, "eth0")?, NAT_LB, NFT_PORT, TCP_ACK),
+            None,
+        ),
+    ];
+    // NAT flows open with a SYN: one per generator flow first. Then a short warm-up of every
+    // row (flows created, neighbours resolved, conntrack entries made).
+    traffic.send(&topo.client, &frame(lb_mac, VIP, NAT_PORT, TCP_SYN), 1024)?;
+    for (_, f, _) in &rate_rows {
+        traffic.send(&topo.client, f, 20_000)?;
+    }
+    let mut rates: Vec<Vec<RateRun>> = rate_rows.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        eprintln!("compare: forwarding round {}/{}", round + 1, args.rounds);
+        for (i, (_, f, program)) in rate_rows.iter().enumerate() {
+            let (busy0, prog0) = (machine_busy_ns(), program_run_ns(*program));
+            let (delivered, secs) = traffic.send(&topo.client, f, args.frames)?;
+            let (busy1, prog1) = (machine_busy_ns(), program_run_ns(*program));
+            let per_frame = |ns: u64| ns as f64 / delivered.max(1) as f64;
+            rates[i].push(RateRun {
+                mpps: delivered as f64 / secs / 1e6,
+                share: delivered as f64 / args.frames as f64,
+                machine_ns: per_frame(busy1.saturating_sub(busy0)),
+                program_ns: prog0
+                    .zip(prog1)
+                    .map(|(a, b)| per_frame(b.saturating_sub(a))),
+            });
+        }
+    }
+
+    // ---- memory ----
+    let agent_rss = agent.pid().and_then(rss_kib);
+    let haproxy_rss = rss_kib(haproxy_pid);
+    let maps = map_memory(&topo.pin_dir())?;
+
+    // ---- report ----
+    let machine = format!(
+        "{} ({} CPUs), kernel {}",
+        host_cpu(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
     );
-    let mut medians = Vec::new();
-    for ((name, _), rs) in rows.iter().zip(&results) {
-        let rps: Vec<f64> = rs.iter().map(|r| r.requests_per_sec).collect();
-        let m = median(&rps);
-        medians.push(m);
-        let (lo, hi) = (
-            rps.iter().copied().fold(f64::INFINITY, f64::min),
-            rps.iter().copied().fold(0.0, f64::max),
-        );
-        let p50 = median(&rs.iter().map(|r| r.p50_ms).collect::<Vec<_>>());
-        let p99 = median(&rs.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
-        let errors: u64 = rs.iter().map(|r| r.errors).sum();
+    let mut md = String::new();
+    writeln!(md, "# xdp-lb vs its peers\n")?;
+    writeln!(
+        md,
+        "Machine: {machine}. All namespaces share these CPUs. {} rounds, interleaved; median (min–max). \
+         Per-packet costs: `target/bench/report.md`.\n",
+        args.rounds
+    )?;
+    let mut med: Vec<Vec<f64>> = Vec::new();
+    for (m, keep_alive) in modes.iter().enumerate() {
         writeln!(
             md,
-            "| {name} | {m:.0} | {lo:.0}–{hi:.0} | {p50:.2} | {p99:.2} | {errors} | {:.2}× |",
-            m / direct
+            "## TCP, {}\n",
+            if *keep_alive {
+                "keep-alive"
+            } else {
+                "a new connection per request"
+            }
+        )?;
+        writeln!(
+            md,
+            "wrk -t2 -c{} -d{}s{} from the client namespace; 3 nginx backends. Machine CPU: busy time of \
+             all CPUs (client, balancer and backends share them) per request. Balancer CPU: xdp-lb's XDP \
+             program run time (kernel BPF stats) plus its agent's process time; haproxy's process time; \
+             nftables works in the kernel's softirq, inside the machine figure only.\n",
+            args.connections,
+            args.seconds,
+            if *keep_alive {
+                ""
+            } else {
+                " -H 'Connection: close'"
+            }
+        )?;
+        writeln!(
+            md,
+            "| path | requests/s | spread | p50 ms | p99 ms | errors | × direct | machine CPU µs/req | balancer CPU µs/req |"
+        )?;
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        let rps_of = |i: usize| {
+            median(
+                &results[m][i]
+                    .iter()
+                    .map(|r| r.requests_per_sec)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let direct = rps_of(0);
+        let mut meds = Vec::new();
+        for (i, (name, _, lb)) in rows.iter().enumerate() {
+            let rs = &results[m][i];
+            let rps: Vec<f64> = rs.iter().map(|r| r.requests_per_sec).collect();
+            let med_rps = median(&rps);
+            meds.push(med_rps);
+            let (lo, hi) = spread(&rps);
+            let pick = |f: fn(&WrkResult) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
+            let errors: u64 = rs.iter().map(|r| r.errors).sum();
+            let lb_cpu = match lb {
+                LbCpu::None if i == 0 => "—".to_owned(),
+                LbCpu::None => "in softirq".to_owned(),
+                _ => format!(
+                    "{:.2}",
+                    median(&rs.iter().filter_map(|r| r.lb_us).collect::<Vec<_>>())
+                ),
+            };
+            writeln!(
+                md,
+                "| {name} | {med_rps:.0} | {lo:.0}–{hi:.0} | {:.2} | {:.2} | {errors} | {:.2}× | {:.1} | {lb_cpu} |",
+                pick(|r| r.p50_ms),
+                pick(|r| r.p99_ms),
+                med_rps / direct,
+                pick(|r| r.machine_us),
+            )?;
+        }
+        let total: f64 = results[m].iter().flatten().map(|r| r.requests).sum();
+        writeln!(md, "\n({total:.0} requests in all.)\n")?;
+        med.push(meds);
+    }
+    writeln!(md, "## Forwarding rate (live frames)\n")?;
+    writeln!(
+        md,
+        "`BPF_PROG_TEST_RUN` live frames from the client namespace ({} frames of 60 bytes per run, 1024 flows), \
+         across the bridge to the node under test and on to the backends, where an XDP program counts and drops them. \
+         Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per delivered frame (the generator \
+         and the bridge are in every row alike); forwarder = run time of the forwarding XDP program per frame \
+         (kernel BPF stats; nftables runs in the kernel's softirq and has no separate figure).\n",
+        args.frames
+    )?;
+    writeln!(
+        md,
+        "| path | Mpps delivered | spread | delivered / sent | × floor | machine CPU ns/frame | forwarder ns/frame |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mpps: Vec<f64> = rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.mpps).collect::<Vec<_>>()))
+        .collect();
+    let machine_ns: Vec<f64> = rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.machine_ns).collect::<Vec<_>>()))
+        .collect();
+    for (i, (name, _, _)) in rate_rows.iter().enumerate() {
+        let v: Vec<f64> = rates[i].iter().map(|x| x.mpps).collect();
+        let (lo, hi) = spread(&v);
+        let share = median(&rates[i].iter().map(|x| x.share).collect::<Vec<_>>());
+        let program: Vec<f64> = rates[i].iter().filter_map(|x| x.program_ns).collect();
+        writeln!(
+            md,
+            "| {name} | {:.3} | {lo:.3}–{hi:.3} | {:.0}% | {:.2}× | {:.0} | {} |",
+            mpps[i],
+            share * 100.0,
+            mpps[i] / mpps[0],
+            machine_ns[i],
+            if program.is_empty() {
+                "in softirq".to_owned()
+            } else {
+                format!("{:.0}", median(&program))
+            }
         )?;
     }
-    let p99 = |i: usize| median(&results[i].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
-    writeln!(md, "\nTargets (issue 7):")?;
+    writeln!(md, "\n## Memory\n")?;
     writeln!(
         md,
-        "- new-connection rate ≥ 2× haproxy: {:.2}× — {}",
-        medians[1] / medians[2],
-        if medians[1] >= 2.0 * medians[2] {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "xdp-lb agent RSS: {} KiB (haproxy, for comparison: {} KiB). BPF maps as the kernel accounts them \
+         (`memlock` in fdinfo; NAT_FLOWS grows with use):\n",
+        agent_rss.map_or("?".into(), |v| v.to_string()),
+        haproxy_rss.map_or("?".into(), |v| v.to_string()),
     )?;
+    writeln!(md, "| map | max entries | memory |")?;
+    writeln!(md, "|---|---:|---:|")?;
+    let mut total_maps = 0;
+    for (name, entries, bytes) in &maps {
+        total_maps += bytes;
+        writeln!(
+            md,
+            "| {name} | {entries} | {:.1} MiB |",
+            *bytes as f64 / 1048576.0
+        )?;
+    }
+    writeln!(md, "| all | | {:.1} MiB |", total_maps as f64 / 1048576.0)?;
+
+    let p99 =
+        |m: usize, i: usize| median(&results[m][i].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let targets = [
+        format!(
+            "xdp-lb DSR forwarding ≥ 0.8× the floor: {:.2}× — {}",
+            mpps[1] / mpps[0],
+            verdict(mpps[1] >= 0.8 * mpps[0])
+        ),
+        format!(
+            "xdp-lb DSR forwarding ≥ 5× nftables DNAT: {:.2}× — {}",
+            mpps[1] / mpps[3],
+            verdict(mpps[1] >= 5.0 * mpps[3])
+        ),
+        format!(
+            "new-connection rate ≥ 2× haproxy: {:.2}× (NAT {:.2}×) — {}",
+            med[0][1] / med[0][3],
+            med[0][2] / med[0][3],
+            verdict(med[0][1] >= 2.0 * med[0][3])
+        ),
+        format!(
+            "new-connection rate ≥ nftables DNAT: {:.2}× (NAT {:.2}×) — {}",
+            med[0][1] / med[0][4],
+            med[0][2] / med[0][4],
+            verdict(med[0][1] >= med[0][4])
+        ),
+        format!(
+            "p99 within 20% of the direct path (new connections): {:.2}× (NAT {:.2}×) — {}",
+            p99(0, 1) / p99(0, 0),
+            p99(0, 2) / p99(0, 0),
+            verdict(p99(0, 1) <= 1.2 * p99(0, 0))
+        ),
+    ];
+    writeln!(md, "\n## Targets (issue 7), ratios within this run\n")?;
+    for t in &targets {
+        writeln!(md, "- {t}")?;
+    }
     writeln!(
         md,
-        "- new-connection rate ≥ nftables DNAT: {:.2}× — {}",
-        medians[1] / medians[3],
-        if medians[1] >= medians[3] {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "\nChart: `target/bench/compare.svg`. Whole run: {:.0} s.",
+        started.elapsed().as_secs_f64()
     )?;
-    writeln!(
-        md,
-        "- p99 within 20% of the direct path: {:.2}× — {}",
-        p99(1) / p99(0),
-        if p99(1) <= 1.2 * p99(0) {
-            "met"
-        } else {
-            "NOT met"
-        }
-    )?;
-    print!("{md}");
+
     let out: PathBuf = xdp_lb_tests::topology::target_dir().join("bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("compare.md"), &md)?;
-    eprintln!(
-        "compare: report written to {}",
-        out.join("compare.md").display()
+    let tcp_chart: Vec<(&str, f64, f64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| (*name, med[0][i], med[1][i]))
+        .collect();
+    let rate_chart: Vec<(&str, f64)> = rate_rows
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| (*name, mpps[i]))
+        .collect();
+    chart(&out.join("compare.svg"), &tcp_chart, &rate_chart, &machine)?;
+
+    // One screen.
+    println!("xdp-lb vs its peers on {machine}");
+    println!(
+        "{:<34} {:>12} {:>12} {:>9} {:>9}",
+        "TCP path", "new conn/s", "keep-alive/s", "p99 ms", "CPU µs/r"
     );
-    if results.iter().flatten().any(|r| r.requests_per_sec <= 0.0) {
-        bail!("a row served nothing; see the logs in {}", dir.display());
+    for (i, (name, _, _)) in rows.iter().enumerate() {
+        println!(
+            "{:<34} {:>12.0} {:>12.0} {:>9.2} {:>9.1}",
+            name,
+            med[0][i],
+            med[1][i],
+            p99(0, i),
+            median(
+                &results[0][i]
+                    .iter()
+                    .map(|r| r.machine_us)
+                    .collect::<Vec<_>>()
+            )
+        );
+    }
+    println!(
+        "{:<48} {:>8} {:>8} {:>12}",
+        "forwarding (live frames)", "Mpps", "× floor", "CPU ns/frame"
+    );
+    for (i, (name, _, _)) in rate_rows.iter().enumerate() {
+        println!(
+            "{:<48} {:>8.3} {:>7.2}× {:>12.0}",
+            name,
+            mpps[i],
+            mpps[i] / mpps[0],
+            machine_ns[i]
+        );
+    }
+    println!(
+        "agent RSS {} KiB; BPF maps {:.1} MiB",
+        agent_rss.map_or("?".into(), |v| v.to_string()),
+        total_maps as f64 / 1048576.0
+    );
+    for t in &targets {
+        println!("target: {t}");
+    }
+    println!(
+        "report: {}, chart: {}",
+        out.join("compare.md").display(),
+        out.join("compare.svg").display()
+    );
+    if results
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|r| r.requests_per_sec <= 0.0)
+        || mpps.iter().any(|m| *m <= 0.0)
+    {
+        bail!("a row carried nothing; see the logs in {}", dir.display());
     }
     Ok(())
+}
+
+fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
