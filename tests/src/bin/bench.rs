@@ -35,6 +35,9 @@ struct Args {
     flows: u32,
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Where the report goes (default: target/bench).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 const CONFIG: &str = r#"
@@ -340,7 +343,10 @@ fn main() -> anyhow::Result<()> {
     nat_rows(&mut md, &args, floor_med, median(&empty_n))?;
     control_plane(&mut md, args.rounds)?;
     print!("{md}");
-    let dir = xdp_lb_tests::topology::target_dir().join("bench");
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| xdp_lb_tests::topology::target_dir().join("bench"));
     std::fs::create_dir_all(&dir)?;
     let path: PathBuf = dir.join("report.md");
     std::fs::write(&path, &md)?;

@@ -51,6 +51,9 @@ struct Args {
     /// Frames per forwarding-rate run.
     #[arg(long, default_value_t = 2_000_000)]
     frames: u32,
+    /// Where the report and the chart go (default: target/bench).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -534,7 +537,9 @@ fn chart(
     let max_rps = tcp.iter().map(|r| r.1.max(r.2)).fold(1.0, f64::max) * 1.15;
     let mut c = ChartBuilder::on(&top)
         .caption(
-            format!("{title}: TCP requests/s (wrk; new connection per request / keep-alive)"),
+            format!(
+                "{title}: TCP requests/s (blue: a new connection per request; green: keep-alive)"
+            ),
             ("sans-serif", 16),
         )
         .margin(10)
@@ -553,6 +558,7 @@ fn chart(
             }
         })
         .x_desc("requests/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     for (i, (_, new_conn, keep)) in tcp.iter().rev().enumerate() {
         let y = (i * 3) as i32;
@@ -761,6 +767,7 @@ fn main() -> anyhow::Result<()> {
         rounds: 1,
         connections: 4,
         frames: 1,
+        out: None,
     };
     for (_, url, _) in &rows {
         wrk(&topo.client, url, &quick, false, LbCpu::None)?;
@@ -1036,18 +1043,23 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     )?;
 
-    let out: PathBuf = xdp_lb_tests::topology::target_dir().join("bench");
+    let out: PathBuf = args
+        .out
+        .clone()
+        .unwrap_or_else(|| xdp_lb_tests::topology::target_dir().join("bench"));
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("compare.md"), &md)?;
+    // Chart labels: the row names up to their first explanation.
+    let short = |name: &'static str| name.split([':', '(']).next().unwrap_or(name).trim();
     let tcp_chart: Vec<(&str, f64, f64)> = rows
         .iter()
         .enumerate()
-        .map(|(i, (name, _, _))| (*name, med[0][i], med[1][i]))
+        .map(|(i, (name, _, _))| (short(name), med[0][i], med[1][i]))
         .collect();
     let rate_chart: Vec<(&str, f64)> = rate_rows
         .iter()
         .enumerate()
-        .map(|(i, (name, _, _))| (*name, mpps[i]))
+        .map(|(i, (name, _, _))| (short(name), mpps[i]))
         .collect();
     chart(&out.join("compare.svg"), &tcp_chart, &rate_chart, &machine)?;
 
