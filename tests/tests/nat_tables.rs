@@ -355,3 +355,39 @@ fn unresolved_next_hop_goes_to_the_kernel_rewritten() {
     assert_eq!(counted, 1);
     assert_eq!((off_action, off_counted), (XDP_DROP, 1));
 }
+
+#[test]
+fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
+    require_root!();
+    // The sweep reads NAT_FLOWS a few thousand entries per syscall and deletes in bulk: check
+    // it over several batches, with fresh entries left alone and stale ones all reclaimed.
+    let config = CONFIG.replace("flow_table_size = 4096", "flow_table_size = 16384");
+    let mut lb = Loaded::new(&config, LOOPBACK_IFINDEX).unwrap();
+    let timeouts = Timeouts::of(&lb.config.agent);
+    let now = xdp_lb::nat::coarse_now_s();
+    let entry = |i: u32, last_seen_s: u32| {
+        let key = xdp_lb_common::FlowKey {
+            src_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 11]),
+            dst_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 2]),
+            src_port_be: xdp_lb_common::port_be(6443),
+            dst_port_be: xdp_lb_common::port_be(1024 + (i % 60_000) as u16),
+            proto: 6,
+            _pad: [i as u8, (i >> 8) as u8, (i >> 16) as u8],
+        };
+        let value = xdp_lb_common::FlowValue {
+            flags: xdp_lb_common::FLOW_F_NAT | xdp_lb_common::FLOW_F_REPLY,
+            last_seen_s,
+            nat_dst_addr_be: i,
+            ..Default::default()
+        };
+        (key, value)
+    };
+    for i in 0..10_000 {
+        let (k, v) = entry(i, if i % 2 == 0 { now } else { now - 60 });
+        lb.dp().maps.nat_flows.insert(k, v, 0).unwrap();
+    }
+    let swept = sweep(&mut lb.dp().maps, &timeouts, now).unwrap();
+    assert_eq!(swept.reclaimed, 5_000, "every stale half-open flow");
+    assert_eq!(swept.live["syn_sent"], 5_000, "every fresh one kept");
+    assert_eq!(lb.dp().maps.nat_flows.keys().count(), 5_000);
+}
