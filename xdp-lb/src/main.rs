@@ -124,7 +124,8 @@ enum InspectWhat {
         #[arg(long, value_name = "NAME")]
         vip: Option<String>,
     },
-    /// Flow-table entries: client, VIP, backend, age.
+    /// Flow-table entries: client, VIP, backend, age; for NAT flows also the SNAT source the
+    /// backend sees and the TCP state that sets the flow's expiry.
     Flows {
         #[arg(long, value_name = "NAME")]
         vip: Option<String>,

@@ -1029,6 +1029,22 @@ fn main() -> anyhow::Result<()> {
             }
         )?;
     }
+    // Program sizes: part of where the per-frame time goes.
+    let sizes: Vec<String> = [xdp_lb_common::PROGRAM_NAME, "xdp_floor_live"]
+        .iter()
+        .filter_map(|name| {
+            let p = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .find(|p| p.name_as_str() == Some(name))?;
+            Some(format!(
+                "{name}: {} bytes of machine code ({} instructions processed by the verifier)",
+                p.size_jitted(),
+                p.verified_instruction_count()
+                    .map_or("?".into(), |n| n.to_string())
+            ))
+        })
+        .collect();
+    writeln!(md, "\nPrograms: {}.", sizes.join("; "))?;
     writeln!(md, "\n## Memory\n")?;
     writeln!(
         md,
