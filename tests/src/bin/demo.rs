@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: a self-contained tour. Builds the TESTBED topology in network
-//! namespaces, runs `xdp-lb run` in the LB namespace, balances 300 HTTP requests from the
-//! client over three backends, prints who answered and the LB's counters, and tears it all
-//! down — also on Ctrl-C.
+//! namespaces, runs `xdp-lb run` on two LB nodes, balances HTTP requests from the client over
+//! three backends by DSR and by NAT, fails a backend and then the VRRP master over, prints who
+//! answered and the LB's counters, and tears it all down — also on Ctrl-C.
 
 use std::{
     collections::BTreeMap,
@@ -23,6 +23,8 @@ use xdp_lb_tests::{
 };
 
 const PORT: u16 = 80;
+/// The NAT VIP's port; the backends answer on PORT.
+const NAT_PORT: u16 = 8080;
 const REQUESTS: usize = 300;
 const LB2_ADDR: &str = "198.18.0.3";
 
@@ -60,7 +62,8 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     let _pass2 = PassProgram::attach(&topo.sw, "p-lb2")?;
     println!(
         "     client {CLIENT_ADDR}  ──┐\n     lb1    {LB_ADDR}  ──┤\n     lb2    {LB2_ADDR}  ──┤  bridge br0 (ns {})\n     be1..3 {}..{} ──┘\n\
-         VIP {VIP}:{PORT}: on the VRRP master's eth0; on each backend's lo (L2 DSR)\n",
+         VIP {VIP}:{PORT}: on the VRRP master's eth0; on each backend's lo (L2 DSR)\n     \
+         VIP {VIP}:{NAT_PORT}: the same address, by NAT to the backends' port {PORT}\n",
         topo.sw.name,
         backend_addr(0),
         backend_addr(2)
@@ -83,6 +86,28 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         PORT,
         "maglev_table_size = 65537\n[vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2",
     );
+    // A second VIP on the same address, by NAT: port 8080 to the backends' port 80.
+    let mut base = base;
+    base.push_str(&format!(
+        "[[vip]]\nname = \"web-nat\"\naddress = \"{VIP}\"\nport = {NAT_PORT}\nforwarding = \"nat\"\nmaglev_table_size = 65537\n\
+         [vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2\n\n"
+    ));
+    for i in 0..3 {
+        base.push_str(&format!(
+            "[[vip.backend]]\naddress = \"{}\"\nport = {PORT}\n\n",
+            backend_addr(i)
+        ));
+    }
+    // NAT's kernel prerequisites on both LB nodes (README, "NAT mode").
+    for ns in [&topo.lb, &lb2] {
+        for key in [
+            "net.ipv4.ip_forward",
+            "net.ipv4.conf.all.accept_local",
+            "net.ipv4.conf.eth0.accept_local",
+        ] {
+            ns.sysctl(key, "1")?;
+        }
+    }
     let vrrp = |priority: u8| {
         format!(
             "[[vrrp]]\nname = \"vi-demo\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"1s\"\n\
@@ -149,15 +174,34 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     println!(
         "\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):"
     );
-    let failed = requests(&topo, &interrupted, REQUESTS)?;
+    let failed = requests(&topo, &interrupted, REQUESTS, PORT)?;
     let served: u64 = services.iter().flatten().map(|s| s.served()).sum();
     println!("     (the backends' own count: {served})");
+    check(&interrupted)?;
+    println!(
+        "\n   The same through the NAT VIP, http://{VIP}:{NAT_PORT}/: the LB rewrites each connection to\n   its own address and a port of its SNAT range towards the backends' port {PORT}, and their\n   answers back (the backends need no VIP for this one):"
+    );
+    let failed = failed + requests(&topo, &interrupted, REQUESTS, NAT_PORT)?;
     check(&interrupted)?;
 
     println!("\n   Backend failover: stopping be2's service. Its HTTP health check (every 500 ms,");
     println!("   down after 2 failures) takes it out of the Maglev table; its flows are purged.");
     services[1] = None;
-    agent.wait_for_log("backend DOWN", Duration::from_secs(5))?;
+    // Both VIPs check be2. Each DOWN line is followed by its map update within a few ms
+    // (the agent logs, then reconciles): wait for both lines (bounded), then a little more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !["vip=web ", "vip=web-nat "].iter().all(|vip| {
+        agent
+            .log_text()
+            .lines()
+            .any(|l| l.contains("backend DOWN") && l.contains(vip))
+    }) {
+        if Instant::now() > deadline {
+            bail!("be2 was not taken out of both VIPs within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     for line in agent
         .log_text()
         .lines()
@@ -166,7 +210,7 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         println!("     {line}");
     }
     println!("   Sending {REQUESTS} more requests:");
-    let failed = failed + requests(&topo, &interrupted, REQUESTS)?;
+    let failed = failed + requests(&topo, &interrupted, REQUESTS, PORT)?;
     check(&interrupted)?;
 
     println!(
@@ -197,7 +241,7 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         "     lb2 is master {:.2} s after the stop. Sending {REQUESTS} requests through lb2:",
         takeover.as_secs_f64()
     );
-    let failed = failed + requests(&topo, &interrupted, REQUESTS)?;
+    let failed = failed + requests(&topo, &interrupted, REQUESTS, PORT)?;
     check(&interrupted)?;
 
     println!("\n7. Stopping lb2.");
@@ -214,6 +258,7 @@ fn requests(
     topo: &DsrTopology,
     interrupted: &Arc<AtomicBool>,
     count: usize,
+    port: u16,
 ) -> anyhow::Result<usize> {
     let started = Instant::now();
     let stop = interrupted.clone();
@@ -224,7 +269,7 @@ fn requests(
                 break;
             }
             out.push(http_get(
-                SocketAddr::from((VIP, PORT)),
+                SocketAddr::from((VIP, port)),
                 Duration::from_secs(3),
             ));
         }
@@ -254,13 +299,19 @@ fn requests(
 fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
     for entry in maps.vips.iter() {
-        let (_, vip) = entry?;
+        let (key, vip) = entry?;
         let c = maps.vip_stats.get(&vip.vip_id, 0)?;
         let (p, b, f) = c.iter().fold((0, 0, 0), |acc, x| {
             (acc.0 + x.packets, acc.1 + x.bytes, acc.2 + x.new_flows)
         });
+        let mode = if vip.flags & xdp_lb_common::VIP_F_NAT != 0 {
+            "NAT, both directions"
+        } else {
+            "DSR, client side"
+        };
         println!(
-            "     VIP {VIP}:{PORT}: {p} packets, {b} bytes, {f} new flows; {} backends",
+            "     VIP {VIP}:{} ({mode}): {p} packets, {b} bytes, {f} new flows; {} backends",
+            u16::from_be_bytes(key.port_be.to_ne_bytes()),
             vip.backend_count
         );
     }
