@@ -15,7 +15,8 @@
 //!   (XDP_TX). It rewrites the whole frame each time because live-frames mode recycles pages
 //!   without re-initialising them, and a page can come back modified by whatever handled the
 //!   frame downstream (the kernel's NAT rewrites addresses and MACs in place).
-//! - `xdp_floor_live`: the floor as a real forwarder: MACs from `FLOOR_MACS`, XDP_TX.
+//! - `xdp_floor_live`: the floor as a real forwarder: MACs and egress interface from
+//!   `FLOOR_FWD`; XDP_TX, or a redirect when the egress is another interface.
 //! - `xdp_sink`: on each backend, counts and drops the generator's frames (IPv4 id
 //!   `GEN_IP_ID`), passing everything else.
 // Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
@@ -100,9 +101,10 @@ static GEN_TEMPLATE: Array<[u8; GEN_LEN]> = Array::with_max_entries(1, 0);
 #[map]
 static GEN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// [0]: the floor's new destination MAC (6 bytes) then source MAC (6 bytes).
+/// [0]: the floor's new destination MAC (6 bytes), source MAC (6 bytes) and egress ifindex
+/// (4 bytes, native order; 0: back out of the ingress interface).
 #[map]
-static FLOOR_MACS: Array<[u8; 12]> = Array::with_max_entries(1, 0);
+static FLOOR_FWD: Array<[u8; 16]> = Array::with_max_entries(1, 0);
 
 /// [0]: generated frames this sink received.
 #[map]
@@ -143,15 +145,20 @@ pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
     let Ok(packet) = parse::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(macs) = FLOOR_MACS.get(0) else {
+    let Some(fwd) = FLOOR_FWD.get(0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: bounds-checked by the parser.
     unsafe {
-        (*packet.eth).dst_addr.copy_from_slice(&macs[..6]);
-        (*packet.eth).src_addr.copy_from_slice(&macs[6..]);
+        (*packet.eth).dst_addr.copy_from_slice(&fwd[..6]);
+        (*packet.eth).src_addr.copy_from_slice(&fwd[6..12]);
     }
-    xdp_action::XDP_TX
+    let ifindex = u32::from_ne_bytes([fwd[12], fwd[13], fwd[14], fwd[15]]);
+    if ifindex == 0 {
+        return xdp_action::XDP_TX;
+    }
+    // SAFETY: a helper call.
+    unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
 }
 
 #[xdp]

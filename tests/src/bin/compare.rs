@@ -5,11 +5,11 @@
 //!
 //! What it measures (issue 7):
 //! 1. Cost per packet: `cargo xtask bench` runs just before (`target/bench/report.md`).
-//! 2. Forwarding rate: frames made in the client namespace by `BPF_PROG_TEST_RUN` in
+//! 2. Forwarding rate: frames made in a generator namespace by `BPF_PROG_TEST_RUN` in
 //!    live-frames mode (`xdp_gen`: 1024 flows by source port), forwarded by the node under
-//!    test, counted and dropped at the backends (`xdp_sink`). Rows: the floor (a bare XDP
-//!    forwarder on a node of its own: the limit of this machine), xdp-lb DSR, xdp-lb NAT,
-//!    nftables DNAT (the kernel's path).
+//!    test from one veth to another, counted and dropped on the backends' side (`xdp_sink`);
+//!    see `RateBed`. Rows: the floor (a bare XDP forwarder: the limit of this machine), xdp-lb
+//!    DSR, xdp-lb NAT, nftables DNAT (the kernel's path).
 //! 3. TCP with wrk, a new connection per request and keep-alive, against three nginx
 //!    backends: directly, xdp-lb DSR, xdp-lb NAT, haproxy `mode tcp` (on a second node),
 //!    nftables DNAT + masquerade (on a third). Requests/s, p50/p99, and CPU per request: the
@@ -35,7 +35,7 @@ use clap::Parser;
 use xdp_lb_tests::{
     Agent, DsrTopology, NetNs, in_netns,
     packet::{Frame, TCP_ACK, TCP_SYN},
-    topology::{PassProgram, VIP, backend_addr},
+    topology::{VIP, backend_addr},
 };
 
 #[derive(Parser)]
@@ -56,10 +56,8 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const PEER_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 const NAT_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
-const FLOOR_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
 const DSR_PORT: u16 = 80;
 const NAT_PORT: u16 = 81;
 const HAPROXY_PORT: u16 = 8081;
@@ -297,7 +295,6 @@ fn spread(v: &[f64]) -> (f64, f64) {
 /// The generator (client namespace) and the sinks (one per backend).
 struct Traffic {
     gen_ebpf: aya::Ebpf,
-    client_ifindex: u32,
     sinks: Vec<aya::Ebpf>,
 }
 
@@ -318,18 +315,9 @@ fn load_in(ns: &NetNs, attach: Option<(&str, &'static str)>) -> anyhow::Result<a
 }
 
 impl Traffic {
-    fn new(topo: &DsrTopology) -> anyhow::Result<Self> {
-        let gen_ebpf = load_in(&topo.client, None)?;
-        let client_ifindex = in_netns(&topo.client.name, || xdp_lb::dataplane::ifindex("eth0"))?
-            .context("client eth0")?;
-        let sinks = topo
-            .backends
-            .iter()
-            .map(|be| load_in(be, Some(("eth0", "xdp_sink"))))
-            .collect::<anyhow::Result<_>>()?;
+    fn new(generator: &NetNs, sinks: Vec<aya::Ebpf>) -> anyhow::Result<Self> {
         Ok(Self {
-            gen_ebpf,
-            client_ifindex,
+            gen_ebpf: load_in(generator, None)?,
             sinks,
         })
     }
@@ -344,9 +332,15 @@ impl Traffic {
         Ok(total)
     }
 
-    /// Sends `frames` copies of `frame` (source ports cycled by the generator) out of the
-    /// client's eth0; returns (frames delivered to the sinks, seconds).
-    fn send(&mut self, ns: &NetNs, frame: &[u8], frames: u32) -> anyhow::Result<(u64, f64)> {
+    /// Sends `frames` copies of `frame` (source ports cycled by the generator) out of interface
+    /// `ifindex` of `ns`; returns (frames delivered to the sinks, seconds).
+    fn send(
+        &mut self,
+        ns: &NetNs,
+        ifindex: u32,
+        frame: &[u8],
+        frames: u32,
+    ) -> anyhow::Result<(u64, f64)> {
         set_template(&mut self.gen_ebpf, frame)?;
         let before = self.delivered()?;
         let program: &Xdp = self
@@ -355,7 +349,6 @@ impl Traffic {
             .context("xdp_gen")?
             .try_into()?;
         let fd = program.fd()?.try_clone()?;
-        let ifindex = self.client_ifindex;
         let frame = frame.to_vec();
         let elapsed = in_netns(&ns.name, move || -> anyhow::Result<f64> {
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
@@ -465,6 +458,263 @@ fn program_run_ns(name: Option<&str>) -> Option<u64> {
             .map(|p| p.run_time().as_nanos() as u64)
             .sum(),
     )
+}
+
+/// The forwarding-rate bed: point-to-point veths only, so that frames stay XDP frames from
+/// the generator to the sinks wherever the forwarder allows it (a bridge would turn every
+/// frame into an skb and cap every row at its own rate).
+///
+/// ```text
+///   ns rgen  gen0 ── in0  ns rfloor (bare XDP forwarder)  out0 ── snk0 ┐
+///            gen1 ── in0  ns rlb    (xdp-lb agent)        out0 ── snk1 ├ ns rsink: XDP sinks
+///            gen2 ── in0  ns rnft   (nftables DNAT)       out0 ── snk2 ┘
+/// ```
+///
+/// Each forwarder's backends are the sink side's addresses (198.18.1X.11-13), reached through
+/// its `out0`, so xdp-lb and the floor redirect from `in0` to `out0` and the kernel forwards.
+struct RateBed {
+    generator: NetNs,
+    fwd: Vec<NetNs>,
+    sink: NetNs,
+    traffic: Traffic,
+    gen_ifindex: Vec<u32>,
+    _floor: aya::Ebpf,
+    _agent: Agent,
+    pin_dir: PathBuf,
+}
+
+const RATE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+
+impl RateBed {
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        let generator = NetNs::new("rgen")?;
+        let sink = NetNs::new("rsink")?;
+        let fwd = vec![
+            NetNs::new("rfloor")?,
+            NetNs::new("rlb")?,
+            NetNs::new("rnft")?,
+        ];
+        for (i, f) in fwd.iter().enumerate() {
+            let net = 10 + i;
+            generator.ip(&[
+                "link",
+                "add",
+                &format!("generator{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "in0",
+                "netns",
+                &f.name,
+            ])?;
+            f.ip(&[
+                "link",
+                "add",
+                "out0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("snk{i}"),
+                "netns",
+                &sink.name,
+            ])?;
+            generator.ip(&[
+                "addr",
+                "add",
+                &format!("198.19.{i}.2/24"),
+                "dev",
+                &format!("generator{i}"),
+            ])?;
+            f.ip(&["addr", "add", &format!("198.19.{i}.1/24"), "dev", "in0"])?;
+            f.ip(&["addr", "add", &format!("198.18.{net}.1/24"), "dev", "out0"])?;
+            for b in 11..=13 {
+                sink.ip(&[
+                    "addr",
+                    "add",
+                    &format!("198.18.{net}.{b}/24"),
+                    "dev",
+                    &format!("snk{i}"),
+                ])?;
+            }
+            for (ns, ifname) in [
+                (&generator, format!("generator{i}")),
+                (f, "in0".into()),
+                (f, "out0".into()),
+                (&sink, format!("snk{i}")),
+            ] {
+                ns.ip(&["link", "set", &ifname, "up"])?;
+            }
+            f.sysctl("net.ipv4.ip_forward", "1")?;
+            f.sysctl("net.ipv4.conf.all.accept_local", "1")?;
+        }
+        let sinks = (0..fwd.len())
+            .map(|i| load_in(&sink, Some((&format!("snk{i}"), "xdp_sink"))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let traffic = Traffic::new(&generator, sinks)?;
+        let gen_ifindex = (0..fwd.len())
+            .map(|i| {
+                let name = format!("generator{i}");
+                in_netns(&generator.name, move || xdp_lb::dataplane::ifindex(&name))?
+                    .context("generator interface")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        // The floor: MAC rewrite and redirect to out0.
+        let mut floor = load_in(&fwd[0], Some(("in0", "xdp_floor_live")))?;
+        {
+            let out0 =
+                in_netns(&fwd[0].name, || xdp_lb::dataplane::ifindex("out0"))?.context("out0")?;
+            let mut f: aya::maps::Array<_, [u8; 16]> =
+                aya::maps::Array::try_from(floor.map_mut("FLOOR_FWD").context("FLOOR_FWD")?)?;
+            let mut v = [0u8; 16];
+            v[..6].copy_from_slice(&mac_of(&sink, "snk0")?);
+            v[6..12].copy_from_slice(&mac_of(&fwd[0], "out0")?);
+            v[12..].copy_from_slice(&out0.to_ne_bytes());
+            f.set(0, v, 0)?;
+        }
+
+        // xdp-lb: a DSR VIP and a NAT VIP on port 80 and 81, backends behind out0.
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", fwd[1].name));
+        let mut config = format!(
+            "[agent]\ninterface = \"in0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\
+             control_socket = \"/run/xlbt/{}.sock\"\nlisten = \"\"\n\n",
+            pin_dir.display(),
+            fwd[1].name
+        );
+        for (name, port, mode) in [("rate-dsr", DSR_PORT, "dsr"), ("rate-nat", NAT_PORT, "nat")] {
+            config.push_str(&format!(
+                "[[vip]]\nname = \"{name}\"\naddress = \"{RATE_VIP}\"\nport = {port}\nforwarding = \"{mode}\"\nmaglev_table_size = 4093\n\
+                 [vip.health_check]\ntype = \"none\"\n"
+            ));
+            for b in 11..=13 {
+                config.push_str(&format!("[[vip.backend]]\naddress = \"198.18.11.{b}\"\n"));
+            }
+        }
+        let config_path = dir.join("xdp-lb-rate.toml");
+        std::fs::write(&config_path, &config)?;
+        let agent = Agent::start(
+            &fwd[1],
+            &["run", "--config", config_path.to_str().context("path")?],
+            dir.join("agent-rate.log"),
+            "xdp-lb is forwarding",
+            Duration::from_secs(30),
+        )?;
+
+        // nftables: DNAT to the backends behind out0. The generator's XDP_TX into in0 needs
+        // NAPI there, which GRO gives a veth without an XDP program (TESTBED.md).
+        fwd[2].exec(&["ethtool", "-K", "in0", "gro", "on"])?;
+        let nft = dir.join("rate-dnat.nft");
+        std::fs::write(
+            &nft,
+            format!(
+                "table ip xlbt_rate {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n\
+                     ip daddr {RATE_VIP} tcp dport {NFT_PORT} dnat to numgen inc mod 3 map {{ 0 : 198.18.12.11, 1 : 198.18.12.12, 2 : 198.18.12.13 }} : 80\n  }}\n\
+                   chain post {{\n    type nat hook postrouting priority srcnat;\n    oif \"out0\" masquerade\n  }}\n}}\n"
+            ),
+        )?;
+        fwd[2].exec(&["nft", "-f", nft.to_str().context("path")?])?;
+        fwd[2].sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Self {
+            generator,
+            fwd,
+            sink,
+            traffic,
+            gen_ifindex,
+            _floor: floor,
+            _agent: agent,
+            pin_dir,
+        })
+    }
+
+    /// The rows, 5 rounds interleaved: (name, program to time), runs.
+    #[expect(clippy::type_complexity, reason = "a local table")]
+    fn measure(
+        &mut self,
+        args: &Args,
+    ) -> anyhow::Result<(Vec<(&'static str, Option<&'static str>)>, Vec<Vec<RateRun>>)> {
+        let gen_mac = |i: usize| mac_of(&self.generator, &format!("generator{i}"));
+        let frame = |i: usize, dst: Ipv4Addr, port: u16, flags: u8| -> anyhow::Result<Vec<u8>> {
+            let mut f = Frame::tcp(Ipv4Addr::new(198, 19, i as u8, 2), 40000, dst, port);
+            f.src_mac = gen_mac(i)?;
+            f.dst_mac = mac_of(&self.fwd[i], "in0")?;
+            f.flags = flags;
+            f.ip_id = GEN_IP_ID;
+            Ok(f.build())
+        };
+        // (name, generator port, frame, XDP program to time)
+        let rows: Vec<(&'static str, usize, Vec<u8>, Option<&'static str>)> = vec![
+            (
+                "floor: bare XDP forwarder (MAC rewrite, redirect)",
+                0,
+                frame(0, Ipv4Addr::new(198, 18, 10, 11), 80, TCP_ACK)?,
+                Some("xdp_floor_live"),
+            ),
+            (
+                "xdp-lb, L2 DSR",
+                1,
+                frame(1, RATE_VIP, DSR_PORT, TCP_ACK)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "xdp-lb, NAT",
+                1,
+                frame(1, RATE_VIP, NAT_PORT, TCP_ACK)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "nftables DNAT (kernel forwarding + conntrack)",
+                2,
+                frame(2, RATE_VIP, NFT_PORT, TCP_ACK)?,
+                None,
+            ),
+        ];
+        // NAT flows open with a SYN, one per generator flow, sent before every NAT run: the
+        // sinks never answer, so the flows stay half-open and expire after nat_syn_timeout
+        // while the other rows run.
+        let nat_syns = frame(1, RATE_VIP, NAT_PORT, TCP_SYN)?;
+        let gen_ns = &self.generator;
+        self.traffic
+            .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+        for (_, port, f, _) in &rows {
+            self.traffic
+                .send(gen_ns, self.gen_ifindex[*port], f, 20_000)?;
+        }
+        let mut runs: Vec<Vec<RateRun>> = rows.iter().map(|_| Vec::new()).collect();
+        for round in 0..args.rounds {
+            eprintln!("compare: forwarding round {}/{}", round + 1, args.rounds);
+            for (i, (name, port, f, program)) in rows.iter().enumerate() {
+                if *name == "xdp-lb, NAT" {
+                    self.traffic
+                        .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+                }
+                let (busy0, prog0) = (machine_busy_ns(), program_run_ns(*program));
+                let (delivered, secs) =
+                    self.traffic
+                        .send(gen_ns, self.gen_ifindex[*port], f, args.frames)?;
+                let (busy1, prog1) = (machine_busy_ns(), program_run_ns(*program));
+                let per_frame = |ns: u64| ns as f64 / delivered.max(1) as f64;
+                runs[i].push(RateRun {
+                    mpps: delivered as f64 / secs / 1e6,
+                    share: delivered as f64 / args.frames as f64,
+                    machine_ns: per_frame(busy1.saturating_sub(busy0)),
+                    program_ns: prog0
+                        .zip(prog1)
+                        .map(|(a, b)| per_frame(b.saturating_sub(a))),
+                });
+            }
+        }
+        Ok((rows.iter().map(|r| (r.0, r.3)).collect(), runs))
+    }
+}
+
+impl Drop for RateBed {
+    fn drop(&mut self) {
+        let _ = xdp_lb::dataplane::remove_pins(&self.pin_dir);
+        let _ = (&self.sink, &self.fwd);
+    }
 }
 
 fn mac_of(ns: &NetNs, interface: &str) -> anyhow::Result<[u8; 6]> {
@@ -713,21 +963,6 @@ fn main() -> anyhow::Result<()> {
     )?;
     natbox.exec(&["nft", "-f", nft.to_str().context("path")?])?;
 
-    // The floor: a bare XDP forwarder on a node of its own, sending to be1.
-    let floor = NetNs::new("floor")?;
-    topo.plug(&floor, "p-floor", FLOOR_NODE)?;
-    let mut floor_ebpf = load_in(&floor, Some(("eth0", "xdp_floor_live")))?;
-    {
-        let mut macs: aya::maps::Array<_, [u8; 12]> =
-            aya::maps::Array::try_from(floor_ebpf.map_mut("FLOOR_MACS").context("FLOOR_MACS")?)?;
-        let mut m = [0u8; 12];
-        m[..6].copy_from_slice(&mac_of(&topo.backends[0], "eth0")?);
-        m[6..].copy_from_slice(&mac_of(&floor, "eth0")?);
-        macs.set(0, m, 0)?;
-    }
-    // Frames XDP_TX'd into a veth need NAPI on its peer (TESTBED.md).
-    let _floor_peer = PassProgram::attach(&topo.sw, "p-floor")?;
-    let _client_peer = PassProgram::attach(&topo.sw, "p-client")?;
     std::thread::sleep(Duration::from_millis(500));
 
     // The kernel's per-program run time, for xdp-lb's CPU per request (off again on drop).
@@ -824,69 +1059,8 @@ fn main() -> anyhow::Result<()> {
     ];
 
     // ---- forwarding rate ----
-    let mut traffic = Traffic::new(&topo)?;
-    let client_mac = mac_of(&topo.client, "eth0")?;
-    let frame = |dst_mac: [u8; 6], dst: Ipv4Addr, port: u16, flags: u8| {
-        let mut f = Frame::tcp(CLIENT, 40000, dst, port);
-        f.src_mac = client_mac;
-        f.dst_mac = dst_mac;
-        f.flags = flags;
-        f.ip_id = GEN_IP_ID;
-        f.build()
-    };
-    let lb_mac = mac_of(&topo.lb, "eth0")?;
-    // (name, frame, the forwarding XDP program's kernel name: its run time per frame)
-    let rate_rows: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
-        (
-            "floor: bare XDP forwarder (MAC rewrite, XDP_TX)",
-            frame(mac_of(&floor, "eth0")?, FLOOR_NODE, 80, TCP_ACK),
-            Some("xdp_floor_live"),
-        ),
-        (
-            "xdp-lb, L2 DSR",
-            frame(lb_mac, VIP, DSR_PORT, TCP_ACK),
-            Some(xdp_lb_common::PROGRAM_NAME),
-        ),
-        (
-            "xdp-lb, NAT",
-            frame(lb_mac, VIP, NAT_PORT, TCP_ACK),
-            Some(xdp_lb_common::PROGRAM_NAME),
-        ),
-        (
-            "nftables DNAT (kernel forwarding + conntrack)",
-            frame(mac_of(&natbox, "eth0")?, NAT_LB, NFT_PORT, TCP_ACK),
-            None,
-        ),
-    ];
-    // NAT flows open with a SYN, one per generator flow, sent before every NAT run: the
-    // backends never answer these frames, so the flows are half-open and expire after
-    // nat_syn_timeout while the other rows run.
-    let nat_syns = frame(lb_mac, VIP, NAT_PORT, TCP_SYN);
-    traffic.send(&topo.client, &nat_syns, 1024)?;
-    for (_, f, _) in &rate_rows {
-        traffic.send(&topo.client, f, 20_000)?;
-    }
-    let mut rates: Vec<Vec<RateRun>> = rate_rows.iter().map(|_| Vec::new()).collect();
-    for round in 0..args.rounds {
-        eprintln!("compare: forwarding round {}/{}", round + 1, args.rounds);
-        for (i, (name, f, program)) in rate_rows.iter().enumerate() {
-            if name.contains("NAT") && !name.contains("nftables") {
-                traffic.send(&topo.client, &nat_syns, 1024)?;
-            }
-            let (busy0, prog0) = (machine_busy_ns(), program_run_ns(*program));
-            let (delivered, secs) = traffic.send(&topo.client, f, args.frames)?;
-            let (busy1, prog1) = (machine_busy_ns(), program_run_ns(*program));
-            let per_frame = |ns: u64| ns as f64 / delivered.max(1) as f64;
-            rates[i].push(RateRun {
-                mpps: delivered as f64 / secs / 1e6,
-                share: delivered as f64 / args.frames as f64,
-                machine_ns: per_frame(busy1.saturating_sub(busy0)),
-                program_ns: prog0
-                    .zip(prog1)
-                    .map(|(a, b)| per_frame(b.saturating_sub(a))),
-            });
-        }
-    }
+    let mut bed = RateBed::new(&dir)?;
+    let (rate_rows, rates) = bed.measure(&args)?;
 
     // ---- memory ----
     let agent_rss = agent.pid().and_then(rss_kib);
@@ -990,11 +1164,12 @@ fn main() -> anyhow::Result<()> {
     writeln!(md, "## Forwarding rate (live frames)\n")?;
     writeln!(
         md,
-        "`BPF_PROG_TEST_RUN` live frames from the client namespace ({} frames of 60 bytes per run, 1024 flows), \
-         across the bridge to the node under test and on to the backends, where an XDP program counts and drops them. \
-         Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per delivered frame (the generator \
-         and the bridge are in every row alike); forwarder = run time of the forwarding XDP program per frame \
-         (kernel BPF stats; nftables runs in the kernel's softirq and has no separate figure).\n",
+        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes per run, 1024 flows) \
+         over point-to-point veths into the node under test, which forwards them out of a second veth to the \
+         backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
+         forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
+         delivered frame (the generator is in every row alike); forwarder = run time of the forwarding XDP \
+         program per frame (kernel BPF stats; nftables runs in the kernel's softirq and has no separate figure).\n",
         args.frames
     )?;
     writeln!(
@@ -1010,7 +1185,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|r| median(&r.iter().map(|x| x.machine_ns).collect::<Vec<_>>()))
         .collect();
-    for (i, (name, _, _)) in rate_rows.iter().enumerate() {
+    for (i, (name, _)) in rate_rows.iter().enumerate() {
         let v: Vec<f64> = rates[i].iter().map(|x| x.mpps).collect();
         let (lo, hi) = spread(&v);
         let share = median(&rates[i].iter().map(|x| x.share).collect::<Vec<_>>());
@@ -1125,7 +1300,7 @@ fn main() -> anyhow::Result<()> {
     let rate_chart: Vec<(&str, f64)> = rate_rows
         .iter()
         .enumerate()
-        .map(|(i, (name, _, _))| (short(name), mpps[i]))
+        .map(|(i, (name, _))| (short(name), mpps[i]))
         .collect();
     chart(&out.join("compare.svg"), &tcp_chart, &rate_chart, &machine)?;
 
@@ -1154,7 +1329,7 @@ fn main() -> anyhow::Result<()> {
         "{:<48} {:>8} {:>8} {:>12}",
         "forwarding (live frames)", "Mpps", "× floor", "CPU ns/frame"
     );
-    for (i, (name, _, _)) in rate_rows.iter().enumerate() {
+    for (i, (name, _)) in rate_rows.iter().enumerate() {
         println!(
             "{:<48} {:>8.3} {:>7.2}× {:>12.0}",
             name,
