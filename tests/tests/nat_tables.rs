@@ -391,3 +391,28 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     assert_eq!(swept.live["syn_sent"], 5_000, "every fresh one kept");
     assert_eq!(lb.dp().maps.nat_flows.keys().count(), 5_000);
 }
+
+#[test]
+fn the_clients_source_port_is_kept_when_the_range_has_it_free() {
+    require_root!();
+    let ns = lan();
+    in_netns(&ns.name, move || {
+        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        // 20002 is in snat_port_range (20000-20003) and free: kept, like the kernel's NAT does.
+        let r = lb
+            .run(&packet(CLIENT, 20002, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        assert_eq!(read_and_verify(&r.out).sport, 20002);
+        // Another client on the same port: taken for this backend, so another one.
+        let other = Ipv4Addr::new(198, 19, 1, 11);
+        let r = lb
+            .run(&packet(other, 20002, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        let sport = read_and_verify(&r.out).sport;
+        assert!(
+            sport != 20002 && (20000..=20003).contains(&sport),
+            "{sport}"
+        );
+    })
+    .unwrap();
+}

@@ -136,11 +136,19 @@ pub fn create(
     }
     let span = port_max - port_min + 1;
     let last_seen_s = now_s();
-    // The first half of the tries are independent random ports: unlike linear probing they
-    // build no clusters of taken ports, so a try fails with probability = the range's occupancy.
-    // The second half walks on from the last random port, so a range smaller than that is
-    // searched completely.
+    // The first try keeps the client's own source port when the range has it, as the kernel's
+    // NAT does: the client chose it so that it is not in TIME_WAIT with this peer, and the
+    // backend then sees one consistent history per port (sequence numbers and timestamps of
+    // the same client connection). A port last used by another client's connection can still
+    // be in TIME_WAIT on the backend, which answers the new SYN with the old connection's ACK;
+    // the client resets and retries a second later (measured: 1 900 SYN retransmissions in
+    // 40 000 connections with random ports only, none with this).
+    // The next tries are independent random ports: unlike linear probing they build no
+    // clusters of taken ports, so a try fails with probability = the range's occupancy.
+    // The last half walks on from the last random port, so a small range is searched
+    // completely.
     let half = NAT_PORT_PROBES / 2;
+    let client_port = u16::from_be_bytes(flow.src_port_be.to_ne_bytes()) as u32;
     let mut start = 0;
     let client = (
         flow.src_addr_be,
@@ -149,7 +157,10 @@ pub fn create(
         flow.dst_port_be,
     );
     for i in 0..NAT_PORT_PROBES {
-        let offset = if i < half {
+        let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
+            start = client_port - port_min;
+            start
+        } else if i < half {
             // SAFETY: a helper call without preconditions.
             start = unsafe { bpf_get_prandom_u32() } % span;
             start

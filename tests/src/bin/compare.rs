@@ -901,15 +901,19 @@ fn main() -> anyhow::Result<()> {
     ] {
         topo.lb.sysctl(key, "1")?;
     }
+    // The LB's own connections (health checks) use ports above the SNAT range, as the README
+    // advises: the SNAT range then covers most client ports, which NAT keeps when it can.
+    topo.lb
+        .sysctl("net.ipv4.ip_local_port_range", "61000 65535")?;
     let mut config = topo.config(&topo.pin_dir(), DSR_PORT, "maglev_table_size = 4093");
     // Closing NAT flows are kept 3 s (conntrack's TIME_WAIT is cut to 1 s for nftables below):
     // at tens of thousands of new connections a second the default 10 s would hold a third of
     // the ports; much shorter, and a late retransmission finds its flow gone. The SNAT
-    // range stays below the kernel's ephemeral ports (32768-60999), which the agent's own
-    // health checks use from the same address.
+    // range stays clear of the LB's own ephemeral ports (set to 61000-65535 below), which the
+    // agent's health checks use from the same address.
     config = config.replace(
         "max_vips = 4\n",
-        "max_vips = 4\nsnat_port_range = \"1024-32767\"\nnat_closing_timeout = \"3s\"\n",
+        "max_vips = 4\nsnat_port_range = \"1024-60999\"\nnat_closing_timeout = \"3s\"\n",
     );
     config.push_str(&format!(
         "[[vip]]\nname = \"web-nat\"\naddress = \"{VIP}\"\nport = {NAT_PORT}\nforwarding = \"nat\"\nmaglev_table_size = 4093\n\n"
