@@ -51,6 +51,25 @@ impl NetNs {
             .map(drop)
     }
 
+    /// The MAC address of `interface` in this namespace.
+    pub fn mac(&self, interface: &str) -> anyhow::Result<[u8; 6]> {
+        let out = self.ip(&["-o", "link", "show", interface])?;
+        let at = out
+            .find("link/ether ")
+            .with_context(|| format!("{interface} has no MAC"))?
+            + "link/ether ".len();
+        let mut mac = [0u8; 6];
+        for (i, part) in out
+            .get(at..at + 17)
+            .context("a short MAC")?
+            .split(':')
+            .enumerate()
+        {
+            mac[i] = u8::from_str_radix(part, 16)?;
+        }
+        Ok(mac)
+    }
+
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
     }

@@ -101,16 +101,6 @@ fn lan() -> NetNs {
     ns
 }
 
-fn lan0_mac(ns: &NetNs) -> [u8; 6] {
-    let out = ns.ip(&["-o", "link", "show", "lan0"]).unwrap();
-    let at = out.find("link/ether ").unwrap() + "link/ether ".len();
-    let mut m = [0u8; 6];
-    for (i, part) in out[at..at + 17].split(':').enumerate() {
-        m[i] = u8::from_str_radix(part, 16).unwrap();
-    }
-    m
-}
-
 /// A frame's fields, read back from bytes.
 #[derive(Debug, PartialEq, Eq)]
 struct Seen {
@@ -170,7 +160,7 @@ fn packet(
 fn both_directions_are_rewritten_with_valid_checksums() {
     require_root!();
     let ns = lan();
-    let lan0 = lan0_mac(&ns);
+    let lan0 = ns.mac("lan0").unwrap();
     in_netns(&ns.name, move || {
         let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
 

@@ -569,8 +569,8 @@ impl RateBed {
             let mut f: aya::maps::Array<_, [u8; 16]> =
                 aya::maps::Array::try_from(floor.map_mut("FLOOR_FWD").context("FLOOR_FWD")?)?;
             let mut v = [0u8; 16];
-            v[..6].copy_from_slice(&mac_of(&sink, "snk0")?);
-            v[6..12].copy_from_slice(&mac_of(&fwd[0], "out0")?);
+            v[..6].copy_from_slice(&sink.mac("snk0")?);
+            v[6..12].copy_from_slice(&fwd[0].mac("out0")?);
             v[12..].copy_from_slice(&out0.to_ne_bytes());
             f.set(0, v, 0)?;
         }
@@ -635,11 +635,11 @@ impl RateBed {
         &mut self,
         args: &Args,
     ) -> anyhow::Result<(Vec<(&'static str, Option<&'static str>)>, Vec<Vec<RateRun>>)> {
-        let gen_mac = |i: usize| mac_of(&self.generator, &format!("generator{i}"));
+        let gen_mac = |i: usize| self.generator.mac(&format!("generator{i}"));
         let frame = |i: usize, dst: Ipv4Addr, port: u16, flags: u8| -> anyhow::Result<Vec<u8>> {
             let mut f = Frame::tcp(Ipv4Addr::new(198, 19, i as u8, 2), 40000, dst, port);
             f.src_mac = gen_mac(i)?;
-            f.dst_mac = mac_of(&self.fwd[i], "in0")?;
+            f.dst_mac = self.fwd[i].mac("in0")?;
             f.flags = flags;
             f.ip_id = GEN_IP_ID;
             Ok(f.build())
@@ -738,16 +738,6 @@ impl Drop for RateBed {
         let _ = xdp_lb::dataplane::remove_pins(&self.pin_dir);
         let _ = (&self.sink, &self.fwd);
     }
-}
-
-fn mac_of(ns: &NetNs, interface: &str) -> anyhow::Result<[u8; 6]> {
-    let out = ns.ip(&["-o", "link", "show", interface])?;
-    let at = out.find("link/ether ").context("no MAC")? + "link/ether ".len();
-    let mut m = [0u8; 6];
-    for (i, part) in out[at..at + 17].split(':').enumerate() {
-        m[i] = u8::from_str_radix(part, 16)?;
-    }
-    Ok(m)
 }
 
 // ---- memory ---------------------------------------------------------------------------------
