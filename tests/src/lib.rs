@@ -16,6 +16,25 @@ pub use netns::{NetNs, in_netns, sh};
 pub use service::{EchoClient, TcpService, http_get};
 pub use topology::{Agent, DsrTopology, NatTopology, xdp_lb_binary};
 
+/// "CPU model (N CPUs), kernel X": the machine label of bench reports.
+pub fn machine_label() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "{cpu} ({} CPUs), kernel {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    )
+}
+
 /// The prefix of every namespace this crate creates; `cleanup_stale` removes leftovers of
 /// runs that were killed before their guards ran.
 pub const NS_PREFIX: &str = "xlbt";

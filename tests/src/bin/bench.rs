@@ -302,13 +302,7 @@ fn main() -> anyhow::Result<()> {
     let floor_med = median(&floor_n);
     let mut md = String::new();
     writeln!(md, "# xdp-lb bench: per-packet cost (BPF_PROG_TEST_RUN)\n")?;
-    writeln!(
-        md,
-        "Machine: {} ({} CPUs), kernel {}.",
-        host_cpu(),
-        num_cpus(),
-        kernel()
-    )?;
+    writeln!(md, "Machine: {}.", xdp_lb_tests::machine_label())?;
     writeln!(
         md,
         "Empty program: {:.1} ns/run with repeat={n} (in every figure below), {:.1} ns/call with repeat=1 \
@@ -673,29 +667,6 @@ fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn host_cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// Control-plane rows: building a Maglev table, and from a health transition to the new table

@@ -1104,14 +1104,7 @@ fn main() -> anyhow::Result<()> {
     let maps = map_memory(&topo.pin_dir())?;
 
     // ---- report ----
-    let machine = format!(
-        "{} ({} CPUs), kernel {}",
-        host_cpu(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    );
+    let machine = xdp_lb_tests::machine_label();
     let mut md = String::new();
     writeln!(md, "# xdp-lb vs its peers\n")?;
     writeln!(
@@ -1400,15 +1393,4 @@ fn main() -> anyhow::Result<()> {
         bail!("a row carried nothing; see the logs in {}", dir.display());
     }
     Ok(())
-}
-
-fn host_cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
