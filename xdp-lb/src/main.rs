@@ -22,7 +22,8 @@ const EXIT_CONFIG: u8 = 2;
     long_about = "A layer-4 TCP load balancer whose data plane is an XDP program.\n\n\
         `xdp-lb run` loads the program, attaches it to agent.interface, and forwards each \
         virtual IP's TCP connections to its backends (Maglev consistent hashing, a flow \
-        table, L2 direct server return), taking backends in and out with health checks and \
+        table; L2 direct server return, or full NAT for plain backends on any subnet and \
+        port), taking backends in and out with health checks and \
         moving the virtual IPs between LB nodes with VRRP (keepalived-compatible). The program \
         and its maps stay pinned, so a restart or upgrade keeps established connections. \
         Validate a file first with `xdp-lb check-config`.",
