@@ -16,6 +16,21 @@ pub use netns::{NetNs, in_netns, sh};
 pub use service::{EchoClient, TcpService, http_get};
 pub use topology::{Agent, DsrTopology, NatTopology, xdp_lb_binary};
 
+/// The median of a bench row's rounds.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// (min, max) of a bench row's rounds.
+pub fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(0.0, f64::max),
+    )
+}
+
 /// "CPU model (N CPUs), kernel X": the machine label of bench reports.
 pub fn machine_label() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -193,6 +193,15 @@ impl Drop for TcpService {
     }
 }
 
+/// A TCP connection with `timeout` for the connect and for every read and write.
+fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<TcpStream> {
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
 /// FNV-1a, 64 bits: detects any corrupted, lost, duplicated or reordered byte of a transfer
 /// with overwhelming probability, computed independently of the network path.
 #[derive(Debug, Clone, Copy)]
@@ -245,10 +254,7 @@ pub fn upload(
     seed: u64,
     timeout: Duration,
 ) -> anyhow::Result<(String, bool)> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let mut stream = connect(addr, timeout)?;
     writeln!(stream, "UPLOAD {n}")?;
     let mut pattern = Pattern::new(seed);
     let mut digest = Digest::new();
@@ -284,9 +290,7 @@ pub fn download(
     seed: u64,
     timeout: Duration,
 ) -> anyhow::Result<(String, bool)> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
+    let mut stream = connect(addr, timeout)?;
     writeln!(stream, "DOWNLOAD {n} {seed}")?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -321,10 +325,7 @@ pub fn download(
 /// One HTTP/1.0 GET over a new connection; returns the body. Call from a thread in the
 /// client namespace (see `in_netns`).
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let mut stream = connect(addr, timeout)?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
     let mut response = String::new();
     stream
@@ -348,10 +349,7 @@ pub struct EchoClient {
 
 impl EchoClient {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)
-            .with_context(|| format!("connect {addr}"))?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+        let stream = connect(addr, timeout)?;
         let mut writer = stream.try_clone()?;
         writer.write_all(b"ECHO\n")?;
         let mut reader = BufReader::new(stream);
@@ -390,9 +388,7 @@ pub fn http_fetch(
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
+    let mut stream = connect(addr, timeout)?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -94,6 +94,15 @@ fn snapshot(shared: &Shared) -> Result<Snapshot, String> {
     })
 }
 
+/// The answer when the pinned maps cannot be read.
+fn maps_unavailable(error: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot read the maps: {error}\n"),
+    )
+        .into_response()
+}
+
 fn health_of<'a>(
     status: &'a serde_json::Value,
     vip: &str,
@@ -144,13 +153,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await.unwrap_or_default();
     let snap = match snapshot(&shared) {
         Ok(s) => s,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the maps: {e}\n"),
-            )
-                .into_response();
-        }
+        Err(e) => return maps_unavailable(e),
     };
     let mut m = Exposition::default();
     m.family(
@@ -436,13 +439,7 @@ async fn stats_page(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await.unwrap_or_default();
     let snap = match snapshot(&shared) {
         Ok(s) => s,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the maps: {e}\n"),
-            )
-                .into_response();
-        }
+        Err(e) => return maps_unavailable(e),
     };
     let now = Instant::now();
     let rates: Option<(f64, Stats)> = {

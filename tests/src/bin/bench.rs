@@ -22,7 +22,9 @@ use clap::Parser;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
     harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, run_program},
+    median,
     packet::{Frame, TCP_ACK},
+    spread,
 };
 
 #[derive(Parser)]
@@ -68,19 +70,6 @@ struct Row {
     proof: String,
     /// Net ns per packet per round.
     rounds: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    (
-        v.iter().copied().fold(f64::INFINITY, f64::min),
-        v.iter().copied().fold(0.0, f64::max),
-    )
 }
 
 /// The i-th distinct client flow (source address and port both vary).
@@ -348,47 +337,21 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-const NAT_CONFIG: &str = r#"
-[agent]
-interface = "lan0"
-pin_dir = "@PIN_DIR@"
-flow_table_size = 1048576
-max_vips = 4
-snat_address = "198.18.0.2"
-snat_port_range = "1024-65535"
-
-[[vip]]
-name = "api"
-address = "198.18.0.100"
-port = 80
-forwarding = "nat"
-[vip.health_check]
-type = "none"
-[[vip.backend]]
-address = "198.18.0.11"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.12"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.13"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.14"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.15"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.16"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.17"
-port = 8080
-[[vip.backend]]
-address = "198.18.0.18"
-port = 8080
-"#;
+/// The NAT VIP of the NAT rows, with eight backends on port 8080 (198.18.0.11-18).
+fn nat_config() -> String {
+    let mut c = String::from(
+        "[agent]\ninterface = \"lan0\"\npin_dir = \"@PIN_DIR@\"\nflow_table_size = 1048576\nmax_vips = 4\n\
+         snat_address = \"198.18.0.2\"\nsnat_port_range = \"1024-65535\"\n\n\
+         [[vip]]\nname = \"api\"\naddress = \"198.18.0.100\"\nport = 80\nforwarding = \"nat\"\n\
+         [vip.health_check]\ntype = \"none\"\n",
+    );
+    for b in 11..=18 {
+        c.push_str(&format!(
+            "[[vip.backend]]\naddress = \"198.18.0.{b}\"\nport = 8080\n"
+        ));
+    }
+    c
+}
 
 /// NAT rows (eight backends, so that twice `--flows` bindings stay well inside their port
 /// ranges: linear probing from a random start finds a port quickly below ~80% occupancy).
@@ -408,23 +371,15 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
     ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])?;
     ns.ip(&["link", "set", "lan0", "up"])?;
     ns.ip(&["link", "set", "lan1", "up"])?;
-    for (addr, mac) in [
-        ("198.18.0.1", "02:99:00:00:00:01"),
-        ("198.18.0.11", "02:be:00:00:00:0b"),
-        ("198.18.0.12", "02:be:00:00:00:0c"),
-        ("198.18.0.13", "02:be:00:00:00:0d"),
-        ("198.18.0.14", "02:be:00:00:00:0e"),
-        ("198.18.0.15", "02:be:00:00:00:0f"),
-        ("198.18.0.16", "02:be:00:00:00:10"),
-        ("198.18.0.17", "02:be:00:00:00:11"),
-        ("198.18.0.18", "02:be:00:00:00:12"),
-    ] {
+    let neighbours = std::iter::once(("198.18.0.1".to_owned(), "02:99:00:00:00:01".to_owned()))
+        .chain((11..=18).map(|b| (format!("198.18.0.{b}"), format!("02:be:00:00:00:{b:02x}"))));
+    for (addr, mac) in neighbours {
         ns.ip(&[
             "neigh",
             "add",
-            addr,
+            &addr,
             "lladdr",
-            mac,
+            &mac,
             "dev",
             "lan0",
             "nud",
@@ -520,7 +475,7 @@ struct NatFigures {
 
 fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
     use xdp_lb_tests::packet::TCP_SYN;
-    let mut lb = Loaded::new(NAT_CONFIG, LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
+    let mut lb = Loaded::new(&nat_config(), LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
     let mut bench_obj =
         aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).context("loading the bench programs")?;
     let p: &mut Xdp = bench_obj

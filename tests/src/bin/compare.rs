@@ -33,8 +33,9 @@ use anyhow::{Context as _, bail, ensure};
 use aya::programs::Xdp;
 use clap::Parser;
 use xdp_lb_tests::{
-    Agent, DsrTopology, NetNs, in_netns,
+    Agent, DsrTopology, NetNs, in_netns, median,
     packet::{Frame, TCP_ACK, TCP_SYN},
+    spread,
     topology::{VIP, backend_addr},
 };
 
@@ -275,19 +276,6 @@ fn wrk(
             _ => None,
         },
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    (
-        v.iter().copied().fold(f64::INFINITY, f64::min),
-        v.iter().copied().fold(0.0, f64::max),
-    )
 }
 
 // ---- forwarding rate (live frames) --------------------------------------------------------
