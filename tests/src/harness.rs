@@ -9,12 +9,11 @@ use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
 use xdp_lb::{
     config::{self, Config},
-    dataplane::{Dataplane, MapSizes, remove_pins},
-    neighbor::L2Next,
-    reconcile::Reconciler,
+    dataplane::{Dataplane, MapSizes, Maps, Reconciler, remove_pins},
+    netlink::L2Next,
     state::{self, Ids},
 };
-use xdp_lb_common::Counter;
+use xdp_lb_common::{Counter, FlowKey, FlowValue};
 
 use crate::packet::LB_MAC;
 
@@ -57,9 +56,12 @@ impl Loaded {
         ));
         let text = config_text.replace("@PIN_DIR@", &pin_dir.display().to_string());
         let config = config::parse(std::path::Path::new("test.toml"), &text)?;
-        let dp = Dataplane::load(&pin_dir, MapSizes::from(&config.agent))
-            .context("loading the program")?;
-        let reconciler = Reconciler::new(&dp.maps)?;
+        let sizes = MapSizes {
+            flow_table_size: config.agent.flow_table_size,
+            max_vips: config.agent.max_vips,
+        };
+        let (dp, maps) = Dataplane::load(&pin_dir, sizes).context("loading the program")?;
+        let reconciler = Reconciler::new(maps)?;
         let ids = Ids::default().assign(&config)?;
         let mut loaded = Self {
             dp: Some(dp),
@@ -72,8 +74,23 @@ impl Loaded {
         Ok(loaded)
     }
 
-    pub fn dp(&mut self) -> &mut Dataplane {
-        self.dp.as_mut().expect("loaded")
+    pub fn dp(&self) -> &Dataplane {
+        self.dp.as_ref().expect("loaded")
+    }
+
+    /// The maps, to read (the reconciler is their one writer).
+    pub fn maps(&self) -> &Maps {
+        self.reconciler.maps()
+    }
+
+    /// A flow table (`FLOWS` or `NAT_FLOWS`) opened from its pin, for a test that writes
+    /// behind the reconciler's back to set up or inspect a state (as the program would).
+    pub fn pinned_flow_table(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue>> {
+        let data = aya::maps::MapData::from_pin(self.pin_dir.join(name))?;
+        Ok(aya::maps::Map::from_map_data(data)?.try_into()?)
     }
 
     /// Re-applies the config (after changing `self.config`), all backends resolved.
@@ -111,21 +128,34 @@ impl Loaded {
         neighbours: &BTreeMap<Ipv4Addr, L2Next>,
         health: &state::Health,
     ) -> anyhow::Result<()> {
-        let desired = state::desired_state(&self.config, &self.ids, neighbours, health);
-        let dp = self.dp.as_mut().expect("loaded");
-        self.reconciler.apply(&mut dp.maps, &desired)?;
+        self.apply_inputs(neighbours, health, None)?;
         Ok(())
+    }
+
+    /// The desired state of these inputs (the interface's SNAT address left to the config),
+    /// applied by the real reconciler; returns what it applied.
+    pub fn apply_inputs(
+        &mut self,
+        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        health: &state::Health,
+        local_mac: Option<[u8; 6]>,
+    ) -> anyhow::Result<xdp_lb::dataplane::ApplyReport> {
+        let desired = state::desired_state(&state::Inputs {
+            config: &self.config,
+            ids: &self.ids,
+            neighbours,
+            health,
+            local_mac,
+            snat_address: None,
+        });
+        Ok(self.reconciler.apply(&desired)?)
     }
 
     /// Turns the data plane's destination-MAC check on for `mac` (as the agent does with its
     /// interface's MAC), all backends resolved via `ifindex`.
     pub fn check_local_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
         let neighbours = self.all_resolved(ifindex);
-        let mut desired =
-            state::desired_state(&self.config, &self.ids, &neighbours, &state::Health::new());
-        desired.settings = desired.settings.with_local_mac(Some(mac));
-        let dp = self.dp.as_mut().expect("loaded");
-        self.reconciler.apply(&mut dp.maps, &desired)?;
+        self.apply_inputs(&neighbours, &state::Health::new(), Some(mac))?;
         Ok(())
     }
 
@@ -140,12 +170,7 @@ impl Loaded {
 
     /// A counter summed over CPUs.
     pub fn counter(&self, c: Counter) -> u64 {
-        self.dp
-            .as_ref()
-            .expect("loaded")
-            .maps
-            .counter(c)
-            .unwrap_or(0)
+        self.maps().counter(c).unwrap_or(0)
     }
 
     pub fn all_counters(&self) -> BTreeMap<&'static str, u64> {

@@ -6,6 +6,7 @@
 //! namespace's interfaces; every guard removes what it made when dropped, also on panic; every
 //! loop is bounded in count and time.
 
+pub mod fixtures;
 pub mod harness;
 pub mod netns;
 pub mod packet;
@@ -15,6 +16,11 @@ pub mod topology;
 pub use netns::{NetNs, in_netns, sh};
 pub use service::{EchoClient, TcpService, http_get};
 pub use topology::{Agent, DsrTopology, NatTopology, xdp_lb_binary};
+
+/// The test-side BPF programs (`test-ebpf`, built by `build.rs`): the bench's floor and empty
+/// programs, the traffic generator and its sinks.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb-bench"));
 
 /// The median of a bench row's rounds.
 pub fn median(v: &[f64]) -> f64 {

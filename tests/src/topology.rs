@@ -320,7 +320,7 @@ impl PassProgram {
     pub fn attach(ns: &NetNs, interface: &str) -> anyhow::Result<Self> {
         let interface = interface.to_owned();
         let ebpf = crate::netns::in_netns(&ns.name, move || -> anyhow::Result<aya::Ebpf> {
-            let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT)?;
+            let mut ebpf = aya::Ebpf::load(crate::BENCH_OBJECT)?;
             let program: &mut aya::programs::Xdp = ebpf
                 .program_mut("xdp_empty")
                 .context("xdp_empty missing")?

@@ -388,20 +388,17 @@ fn a_long_lived_connection_survives_backend_churn_reload_and_an_agent_kill() {
 fn snapshot(pin_dir: &std::path::Path) -> String {
     let maps = Maps::open_pinned(pin_dir).unwrap();
     let mut out = String::new();
-    let mut vips: Vec<_> = maps.vips.iter().map(|e| e.unwrap()).collect();
+    let mut vips = maps.vips();
     vips.sort_by_key(|(k, _)| *k);
     for (k, v) in vips {
-        let table = maps.maglev.read_slot(v.maglev_slot, v.table_size);
+        let table = maps.maglev_table(&v);
         let hash = table
             .iter()
             .fold(0u64, |h, x| h.wrapping_mul(31).wrapping_add(*x as u64));
         out.push_str(&format!("{k:?} {v:?} table#{hash:x}\n"));
     }
-    for (id, b) in maps.backends.iter().enumerate() {
-        let b = b.unwrap();
-        if b.addr_be != 0 {
-            out.push_str(&format!("{id} {b:?}\n"));
-        }
+    for (id, b) in maps.backends() {
+        out.push_str(&format!("{id} {b:?}\n"));
     }
     out
 }

@@ -9,8 +9,9 @@
 
 use std::net::Ipv4Addr;
 
-use xdp_lb::nat::{Timeouts, sweep};
+use xdp_lb::nat::Timeouts;
 use xdp_lb_common::Counter;
+use xdp_lb_common::map_names;
 use xdp_lb_tests::{
     NetNs,
     harness::*,
@@ -292,16 +293,12 @@ fn ports_are_unique_per_backend_and_exhaustion_is_a_counted_drop() {
         // Expiry reclaims half-open flows after nat_syn_timeout (10 s; the sweep is given a
         // clock 12 s ahead: whole seconds on both sides), and their ports serve new flows again.
         let timeouts = Timeouts::of(&lb.config.agent);
-        let now = xdp_lb::nat::coarse_now_s();
-        let early = sweep(&mut lb.dp().maps, &timeouts, now + 9).unwrap();
+        let now = xdp_lb::clock::coarse_now_s();
+        let early = lb.reconciler.expire_nat_flows(&timeouts, now + 9).unwrap();
         assert_eq!((early.reclaimed, early.live["syn_sent"]), (0, 4));
-        let late = sweep(&mut lb.dp().maps, &timeouts, now + 12).unwrap();
+        let late = lb.reconciler.expire_nat_flows(&timeouts, now + 12).unwrap();
         assert_eq!(late.reclaimed, 4);
-        assert_eq!(
-            lb.dp().maps.flows.keys().count(),
-            0,
-            "client directions gone too"
-        );
+        assert_eq!(lb.maps().flows().count(), 0, "client directions gone too");
         let r = lb
             .run(&packet(CLIENT, 41004, VIP, 443, TCP_SYN, b""))
             .unwrap();
@@ -354,7 +351,7 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     let config = CONFIG.replace("flow_table_size = 4096", "flow_table_size = 16384");
     let mut lb = Loaded::new(&config, LOOPBACK_IFINDEX).unwrap();
     let timeouts = Timeouts::of(&lb.config.agent);
-    let now = xdp_lb::nat::coarse_now_s();
+    let now = xdp_lb::clock::coarse_now_s();
     let entry = |i: u32, last_seen_s: u32| {
         let key = xdp_lb_common::FlowKey {
             src_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 11]),
@@ -372,14 +369,16 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
         };
         (key, value)
     };
+    // Written as the program would have (behind the reconciler): the state under test.
+    let mut nat_flows = lb.pinned_flow_table(map_names::NAT_FLOWS).unwrap();
     for i in 0..10_000 {
         let (k, v) = entry(i, if i % 2 == 0 { now } else { now - 60 });
-        lb.dp().maps.nat_flows.insert(k, v, 0).unwrap();
+        nat_flows.insert(k, v, 0).unwrap();
     }
-    let swept = sweep(&mut lb.dp().maps, &timeouts, now).unwrap();
+    let swept = lb.reconciler.expire_nat_flows(&timeouts, now).unwrap();
     assert_eq!(swept.reclaimed, 5_000, "every stale half-open flow");
     assert_eq!(swept.live["syn_sent"], 5_000, "every fresh one kept");
-    assert_eq!(lb.dp().maps.nat_flows.keys().count(), 5_000);
+    assert_eq!(lb.maps().nat_flows().count(), 5_000);
 }
 
 #[test]

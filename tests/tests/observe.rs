@@ -415,14 +415,7 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
     traffic(&bed, 20);
     // Every new flow is either logged or counted as suppressed; wait (bounded) for the log.
     let maps = xdp_lb::dataplane::Maps::open_pinned(&bed.topo.pin_dir()).unwrap();
-    let suppressed = || -> u32 {
-        maps.flow_log_budget
-            .get(&0, 0)
-            .unwrap()
-            .iter()
-            .map(|b| b.suppressed)
-            .sum()
-    };
+    let suppressed = || -> u32 { maps.flow_log_budgets().iter().map(|b| b.suppressed).sum() };
     let logged = |bed: &Bed| {
         bed.agent
             .log_text()
@@ -456,13 +449,7 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
             .all(|l| l.contains("vip=198.18.0.100:80 backend=198.18.0.1")),
         "{lines:?}"
     );
-    let suppressed: u32 = maps
-        .flow_log_budget
-        .get(&0, 0)
-        .unwrap()
-        .iter()
-        .map(|b| b.suppressed)
-        .sum();
+    let suppressed: u32 = maps.flow_log_budgets().iter().map(|b| b.suppressed).sum();
     assert_eq!(
         lines.len() as u32 + suppressed,
         20,

@@ -114,16 +114,7 @@ fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
     );
 
     // Per-VIP and per-backend counters.
-    let dp = lb.dp();
-    let vip_stats: u64 = dp
-        .maps
-        .vip_stats
-        .get(&0, 0)
-        .unwrap()
-        .iter()
-        .map(|c| c.packets)
-        .sum();
-    assert_eq!(vip_stats, 11);
+    assert_eq!(lb.maps().vip_traffic(0).packets, 11);
 }
 
 #[test]
@@ -140,15 +131,13 @@ fn many_flows_spread_over_backends_like_the_table() {
         assert!((900..=1100).contains(&n), "{per_backend:?}");
     }
     // The kernel chose what userspace predicts from the same hash and table.
-    let dp = lb.dp.as_ref().unwrap();
-    let (_, vip) = dp
-        .maps
-        .vips
-        .iter()
-        .find(|e| e.as_ref().unwrap().1.vip_id == 0)
-        .unwrap()
+    let (_, vip) = lb
+        .maps()
+        .vips()
+        .into_iter()
+        .find(|(_, v)| v.vip_id == 0)
         .unwrap();
-    let table = dp.maps.maglev.read_slot(vip.maglev_slot, vip.table_size);
+    let table = lb.maps().maglev_table(&vip);
     for sport in [20000u16, 20001, 21234, 22999] {
         let h = xdp_lb_common::flow_hash(
             xdp_lb_common::ipv4_be(CLIENT.octets()),
@@ -330,7 +319,7 @@ fn other_egress_interface_is_a_redirect() {
     .unwrap();
     ns.ip(&["link", "set", "out0", "up"]).unwrap();
     let result = in_netns(&ns.name, || {
-        let ifindex = xdp_lb::dataplane::ifindex("out0").expect("out0 exists");
+        let ifindex = xdp_lb::netlink::ifindex("out0").expect("out0 exists");
         let lb = Loaded::new(CONFIG, ifindex).unwrap();
         let frame = syn(40000).build();
         let r = lb.run(&frame).unwrap();
@@ -381,7 +370,7 @@ fn maps_pinned_by_an_incompatible_version_are_refused_and_left_alone() {
         std::process::id()
     ));
     std::fs::create_dir_all(&pin_dir).unwrap();
-    let mut other = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).unwrap();
+    let mut other = aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).unwrap();
     let map = other.take_map("BENCH_FLOWS").unwrap();
     let data: aya::maps::MapData = match map {
         aya::maps::Map::LruHashMap(d) => d,
@@ -417,7 +406,7 @@ fn the_bench_generator_varies_source_ports_and_keeps_checksums_valid() {
     require_root!();
     // `cargo xtask bench --compare` sends these frames through the kernel's NAT, which drops
     // a frame whose TCP checksum is wrong: check the generator's incremental update.
-    let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).unwrap();
+    let mut ebpf = aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).unwrap();
     let mut f = Frame::tcp(CLIENT, 40000, VIP, 8082);
     f.flags = TCP_ACK;
     let frame = f.build();

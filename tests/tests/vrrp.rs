@@ -457,7 +457,10 @@ fn status(socket: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
-    use xdp_lb::vrrp::packet::{Advert, ChecksumMode, VRRP_GROUP, Version};
+    use xdp_lb::{
+        config::{ChecksumMode, Version},
+        vrrp::packet::{Advert, VRRP_GROUP},
+    };
     require_root!();
     let b = bed();
     let c1 = config(&b, 1, &vrrp(150, "1s", ""));

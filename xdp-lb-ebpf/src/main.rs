@@ -15,12 +15,12 @@ mod flow_log;
 mod forward;
 mod maps;
 mod nat;
-mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use xdp_lb_common::Counter;
+use xdp_lb_ebpf::parse;
 
 use crate::{
     maps::{BACKEND_STATS, NAT_FLOWS, SETTINGS, VIP_STATS},
@@ -130,15 +130,5 @@ fn verdict_for(reason: Counter) -> u32 {
     }
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -11,6 +11,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::observe::status::AgentStatus;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -34,7 +36,7 @@ pub struct Response {
     pub message: String,
     /// `status` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
+    pub status: Option<Box<AgentStatus>>,
 }
 
 /// A request on its way to the agent's main loop, with the way back.

@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -23,6 +23,7 @@ use tokio::{
 use xdp_lb_common::VipKey;
 
 use crate::{
+    clock::unix_now,
     config::{CheckType, Config, HealthCheckConfig},
     state::vip_key,
 };
@@ -38,12 +39,12 @@ pub struct HealthEvent {
     pub reason: String,
 }
 
-/// What `status` shows for one backend.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What `status` shows for one backend's check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackendHealth {
     pub up: bool,
     /// The last probe's result ("ok", "connect refused", "HTTP 503", "timeout after 1s").
-    pub last_result: String,
+    pub last_check: String,
     /// When the last probe finished (seconds since the Unix epoch).
     pub last_check_unix: u64,
     pub transitions: u64,
@@ -74,11 +75,6 @@ impl Checker {
             events,
             table: Arc::default(),
         }
-    }
-
-    /// Whether `key` is up now (a backend with no check yet counts as its check's start state).
-    pub fn is_up(&self, key: &BackendKey) -> Option<bool> {
-        self.table.lock().ok()?.get(key).map(|h| h.up)
     }
 
     /// Starts checks for new backends, stops those of removed ones, and restarts those whose
@@ -122,14 +118,14 @@ impl Checker {
                 let mut table = self.table.lock().expect("health table poisoned");
                 let entry = table.entry(key).or_insert_with(|| BackendHealth {
                     up: !check.start_down || check.kind == CheckType::None,
-                    last_result: "not checked yet".into(),
+                    last_check: "not checked yet".into(),
                     last_check_unix: 0,
                     transitions: 0,
                     since_unix: now,
                 });
                 if check.kind == CheckType::None && !entry.up {
                     entry.up = true;
-                    entry.last_result = "no check configured".into();
+                    entry.last_check = "no check configured".into();
                 }
                 entry.up
             };
@@ -160,13 +156,6 @@ impl Drop for Checker {
             task.handle.abort();
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 async fn check_loop(
@@ -209,7 +198,7 @@ async fn check_loop(
         if let Ok(mut t) = table.lock()
             && let Some(h) = t.get_mut(&key)
         {
-            h.last_result = shown.clone();
+            h.last_check = shown.clone();
             h.last_check_unix = now;
             if transition {
                 h.up = up;

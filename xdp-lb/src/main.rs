@@ -81,7 +81,7 @@ enum Command {
     /// kept. Reads only.
     Inspect {
         #[command(subcommand)]
-        what: InspectWhat,
+        report: InspectReport,
         /// Print JSON instead of a table.
         #[arg(long, global = true)]
         json: bool,
@@ -116,7 +116,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum InspectWhat {
+enum InspectReport {
     /// VIPs with their backends, table size and traffic.
     Vips,
     /// Backends: address, MAC, interface, weight, share of the Maglev table, traffic.
@@ -150,8 +150,8 @@ enum InspectWhat {
     },
 }
 
-fn inspect(what: InspectWhat, json: bool, pin_dir: &std::path::Path) -> ExitCode {
-    use xdp_lb::inspect::{self, Inspector};
+fn inspect(report: InspectReport, json: bool, pin_dir: &std::path::Path) -> ExitCode {
+    use xdp_lb::observe::{inspect::Inspector, report as print};
     let inspector = match Inspector::open(pin_dir) {
         Ok(i) => i,
         Err(err) => {
@@ -169,24 +169,24 @@ fn inspect(what: InspectWhat, json: bool, pin_dir: &std::path::Path) -> ExitCode
             text(value);
         }
     }
-    let result: Result<(), String> = match what {
-        InspectWhat::Vips => {
-            out(json, &inspector.vips(), |v| inspect::print_vips(v));
+    let result: Result<(), String> = match report {
+        InspectReport::Vips => {
+            out(json, &inspector.vips(), |v| print::print_vips(v));
             Ok(())
         }
-        InspectWhat::Backends { vip } => inspector
+        InspectReport::Backends { vip } => inspector
             .backends(vip.as_deref())
-            .map(|b| out(json, &b, |b| inspect::print_backends(b))),
-        InspectWhat::Flows { vip, limit } => inspector
+            .map(|b| out(json, &b, |b| print::print_backends(b))),
+        InspectReport::Flows { vip, limit } => inspector
             .flows(vip.as_deref(), limit)
-            .map(|f| out(json, &f, |f| inspect::print_flows(f))),
-        InspectWhat::Stats { watch, count } => {
-            inspect::print_stats(&inspector, watch, count, json);
+            .map(|f| out(json, &f, |f| print::print_flows(f))),
+        InspectReport::Stats { watch, count } => {
+            print::print_stats(&inspector, watch, count, json);
             Ok(())
         }
-        InspectWhat::Maglev { vip } => inspector
+        InspectReport::Maglev { vip } => inspector
             .maglev(&vip)
-            .map(|m| out(json, &m, inspect::print_maglev)),
+            .map(|m| out(json, &m, print::print_maglev)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,10 +220,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Inspect {
-            what,
+            report,
             json,
             pin_dir,
-        } => inspect(what, json, &pin_dir),
+        } => inspect(report, json, &pin_dir),
         Command::Status {
             json,
             config,
@@ -241,7 +241,7 @@ fn main() -> ExitCode {
                             serde_json::to_string_pretty(&status).unwrap_or_default()
                         );
                     } else {
-                        print_status(&status);
+                        xdp_lb::observe::report::print_status(&status);
                     }
                     ExitCode::SUCCESS
                 }
@@ -321,11 +321,7 @@ fn main() -> ExitCode {
                                 };
                                 match b.state {
                                     config::AdminState::Active => format!("{at} w{}", b.weight),
-                                    s => format!(
-                                        "{at} w{} ({})",
-                                        b.weight,
-                                        format!("{s:?}").to_lowercase()
-                                    ),
+                                    s => format!("{at} w{} ({})", b.weight, s.as_str()),
                                 }
                             })
                             .collect::<Vec<_>>()
@@ -389,64 +385,4 @@ fn client(socket: &std::path::Path, request: &Request) -> anyhow::Result<Respons
         request,
         std::time::Duration::from_secs(30),
     ))?)
-}
-
-fn print_status(s: &serde_json::Value) {
-    let str_of = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
-    println!(
-        "config {} (loaded at unix {}), up {} s, interface {} ({}), {} health transition(s)",
-        str_of(&s["config"]),
-        s["loaded_unix"],
-        s["uptime_seconds"],
-        str_of(&s["interface"]),
-        str_of(&s["attached"]),
-        s["health_transitions"]
-    );
-    for i in s["vrrp"].as_array().into_iter().flatten() {
-        println!(
-            "VRRP {} (vrid {} on {}): {} priority {} (configured {}), {} transition(s), last: {} — {}",
-            str_of(&i["name"]),
-            i["vrid"],
-            str_of(&i["interface"]),
-            str_of(&i["state"]),
-            i["priority"],
-            i["configured_priority"],
-            i["transitions"],
-            i["last_transition_unix"],
-            str_of(&i["last_cause"])
-        );
-    }
-    for vip in s["vips"].as_array().into_iter().flatten() {
-        println!(
-            "\nVIP {} {}:{} (check: {}){}",
-            str_of(&vip["name"]),
-            str_of(&vip["address"]),
-            vip["port"],
-            str_of(&vip["health_check"]),
-            if vip["usable_backends"].as_bool() == Some(false) {
-                "  NO USABLE BACKEND"
-            } else {
-                ""
-            }
-        );
-        println!(
-            "  {:<16} {:>6} {:<9} {:<7} {:<19} last check",
-            "backend", "weight", "state", "health", "mac"
-        );
-        for b in vip["backends"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<16} {:>6} {:<9} {:<7} {:<19} {}",
-                str_of(&b["address"]),
-                b["weight"],
-                str_of(&b["state"]),
-                str_of(&b["health"]),
-                b["mac"].as_str().unwrap_or("-"),
-                b["last_check"].as_str().unwrap_or("-")
-            );
-        }
-    }
 }

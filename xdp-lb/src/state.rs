@@ -1,9 +1,10 @@
-//! The desired contents of the maps, computed by pure functions from the config, what the
-//! kernel told us about each backend's neighbour, and the id assignment.
+//! The desired contents of the maps, computed by pure functions from [`Inputs`]: the config,
+//! the id assignment, what the kernel told us about each backend's neighbour and about our own
+//! interface, and the backends' health.
 //!
-//! Nothing here touches the kernel; `reconcile` turns a [`DesiredState`] into map writes. Config
-//! reload, a neighbour change and (later) a health transition all produce a new desired state
-//! the same way, so they all share one tested path to the maps.
+//! Nothing here touches the kernel; the reconciler (`dataplane/reconcile.rs`) turns a
+//! [`DesiredState`] into map writes. Config reload, a neighbour change and a health transition
+//! all produce a new desired state the same way, so they all share one tested path to the maps.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,7 +19,7 @@ use xdp_lb_common::{
 use crate::{
     config::{AdminState, CheckType, Config, Forwarding, VipConfig},
     maglev::{self, MaglevBackend},
-    neighbor::L2Next,
+    netlink::L2Next,
 };
 
 /// The kernel-side identity of a VIP.
@@ -162,6 +163,22 @@ fn maglev_identity(address: Ipv4Addr) -> [u8; 4] {
 /// check's start state.
 pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
 
+/// Everything the desired state is a function of.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub ids: &'a Ids,
+    /// The DSR backends' next hops, as the kernel resolved them.
+    pub neighbours: &'a BTreeMap<Ipv4Addr, L2Next>,
+    pub health: &'a Health,
+    /// The MAC of `agent.interface`: when known, only frames addressed to it are balanced (a
+    /// switch floods frames for the VRRP master's MAC to the backup too).
+    pub local_mac: Option<[u8; 6]>,
+    /// The SNAT address in use: `agent.snat_address`, or the interface's address the agent
+    /// looked up. Ignored without NAT VIPs.
+    pub snat_address: Option<Ipv4Addr>,
+}
+
 /// Computes the desired maps.
 ///
 /// A backend carries its established flows (`BACKEND_F_FORWARD`) when its MAC is known, it is
@@ -172,15 +189,15 @@ pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
 /// A NAT backend needs no neighbour entry of its own: the program asks the kernel's FIB for
 /// the next hop of every packet (and the backend may be routed, on another subnet). Its health
 /// check, which connects through the same routes, says whether it is reachable.
-///
-/// The SNAT address comes from `agent.snat_address`; when that is unset the agent fills in
-/// the interface's primary address afterwards (it needs the kernel to find it).
-pub fn desired_state(
-    config: &Config,
-    ids: &Ids,
-    neighbours: &BTreeMap<Ipv4Addr, L2Next>,
-    health: &Health,
-) -> DesiredState {
+pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
+    let Inputs {
+        config,
+        ids,
+        neighbours,
+        health,
+        local_mac,
+        snat_address,
+    } = *inputs;
     let mut state = DesiredState {
         settings: Settings {
             flow_log_per_cpu_per_sec: if config.agent.flow_log {
@@ -189,11 +206,14 @@ pub fn desired_state(
                 0
             },
             ..Default::default()
-        },
+        }
+        .with_local_mac(local_mac),
         ..Default::default()
     };
     if config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
-        state.settings.snat_addr_be = config.agent.snat_address.map_or(0, |a| ipv4_be(a.octets()));
+        state.settings.snat_addr_be = snat_address
+            .or(config.agent.snat_address)
+            .map_or(0, |a| ipv4_be(a.octets()));
         (state.settings.snat_port_min, state.settings.snat_port_max) = config.agent.snat_port_range;
     }
     for vip in &config.vips {
@@ -286,6 +306,60 @@ mod tests {
         config::parse(Path::new("t.toml"), text).unwrap()
     }
 
+    /// The desired state without the interface's own facts (MAC, SNAT address).
+    pub(super) fn desired(
+        config: &Config,
+        ids: &Ids,
+        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        health: &Health,
+    ) -> DesiredState {
+        desired_state(&Inputs {
+            config,
+            ids,
+            neighbours,
+            health,
+            local_mac: None,
+            snat_address: None,
+        })
+    }
+
+    #[test]
+    fn the_interface_mac_and_snat_address_are_inputs() {
+        let c = cfg(&TWO.replace("port = 80", "port = 80\nforwarding = \"nat\""));
+        let ids = Ids::default().assign(&c).unwrap();
+        let mac = [2, 0, 0, 0, 0, 9];
+        let snat: Ipv4Addr = "198.18.0.2".parse().unwrap();
+        let s = desired_state(&Inputs {
+            config: &c,
+            ids: &ids,
+            neighbours: &BTreeMap::new(),
+            health: &Health::new(),
+            local_mac: Some(mac),
+            snat_address: Some(snat),
+        });
+        assert_eq!((s.settings.check_local_mac, s.settings.local_mac), (1, mac));
+        assert_eq!(s.settings.snat_addr_be, ipv4_be(snat.octets()));
+        assert_eq!(
+            (s.settings.snat_port_min, s.settings.snat_port_max),
+            c.agent.snat_port_range
+        );
+        // Without NAT VIPs the SNAT address is not the data plane's business.
+        let dsr = cfg(TWO);
+        let ids = Ids::default().assign(&dsr).unwrap();
+        let s = desired_state(&Inputs {
+            config: &dsr,
+            ids: &ids,
+            neighbours: &BTreeMap::new(),
+            health: &Health::new(),
+            local_mac: None,
+            snat_address: Some(snat),
+        });
+        assert_eq!(
+            (s.settings.snat_addr_be, s.settings.check_local_mac),
+            (0, 0)
+        );
+    }
+
     const TWO: &str = r#"
 [agent]
 interface = "eth0"
@@ -314,7 +388,7 @@ weight = 3
         let c = cfg(TWO);
         let ids = Ids::default().assign(&c).unwrap();
         let only_12: BTreeMap<_, _> = [("198.18.0.12".parse().unwrap(), next(12))].into();
-        let s = desired_state(&c, &ids, &only_12, &Health::new());
+        let s = desired(&c, &ids, &only_12, &Health::new());
         let vip = s.vips.values().next().unwrap();
         assert_eq!(vip.backend_count, 1);
         let id12 = ids.backends[&(vip_key(&c.vips[0]), "198.18.0.12".parse().unwrap())];
@@ -328,7 +402,7 @@ weight = 3
             1
         );
 
-        let none = desired_state(&c, &ids, &BTreeMap::new(), &Health::new());
+        let none = desired(&c, &ids, &BTreeMap::new(), &Health::new());
         assert_eq!(none.vips.values().next().unwrap().backend_count, 0);
         assert!(none.vips.values().next().unwrap().table.is_empty());
     }
@@ -349,7 +423,7 @@ weight = 3
         };
 
         // .12 drains: keeps its flows, gets no new ones.
-        let s = desired_state(&c, &ids, &both, &Health::new());
+        let s = desired(&c, &ids, &both, &Health::new());
         let vip = s.vips.values().next().unwrap();
         assert!(forward(&s, a12) && forward(&s, a11));
         assert_eq!(vip.backend_count, 1);
@@ -357,13 +431,13 @@ weight = 3
 
         // .11 goes down: loses its flows and its entries; nothing is left for new flows.
         let down: Health = [((key, a11), false)].into();
-        let s = desired_state(&c, &ids, &both, &down);
+        let s = desired(&c, &ids, &both, &down);
         assert!(!forward(&s, a11) && forward(&s, a12));
         assert_eq!(s.vips.values().next().unwrap().backend_count, 0);
 
         // Disabled: neither.
         let c = cfg(&TWO.replace("weight = 3", "weight = 3\nstate = \"disabled\""));
-        let s = desired_state(&c, &ids, &both, &Health::new());
+        let s = desired(&c, &ids, &both, &Health::new());
         assert!(!forward(&s, a12));
         assert_eq!(s.vips.values().next().unwrap().backend_count, 1);
     }
@@ -381,7 +455,7 @@ weight = 3
         ]
         .into();
         assert_eq!(
-            desired_state(&c, &ids, &both, &Health::new())
+            desired(&c, &ids, &both, &Health::new())
                 .vips
                 .values()
                 .next()
@@ -452,7 +526,7 @@ mod spread_tests {
                 )
             })
             .collect();
-        let s = desired_state(&c, &ids, &n, &Health::new());
+        let s = super::tests::desired(&c, &ids, &n, &Health::new());
         let vip = s.vips.values().next().unwrap();
         let mut counts = [0usize; 3];
         for port in (40000u16..40600).step_by(2) {

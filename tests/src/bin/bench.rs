@@ -19,7 +19,7 @@ use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
 use anyhow::{Context as _, bail, ensure};
 use aya::programs::Xdp;
 use clap::Parser;
-use xdp_lb_common::Counter;
+use xdp_lb_common::{Counter, map_names};
 use xdp_lb_tests::{
     harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, run_program},
     median,
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).context("loading xdp-lb")?;
     let mut bench_obj =
-        aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).context("loading the bench programs")?;
+        aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).context("loading the bench programs")?;
     for name in ["xdp_floor", "xdp_floor_lookup", "xdp_empty"] {
         let p: &mut Xdp = bench_obj.program_mut(name).context(name)?.try_into()?;
         p.load()?;
@@ -477,7 +477,7 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
     use xdp_lb_tests::packet::TCP_SYN;
     let mut lb = Loaded::new(&nat_config(), LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
     let mut bench_obj =
-        aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT).context("loading the bench programs")?;
+        aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).context("loading the bench programs")?;
     let p: &mut Xdp = bench_obj
         .program_mut("xdp_empty")
         .context("empty")?
@@ -585,19 +585,13 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
 
 /// Removes the NAT flows of these client packets: both directions (frees their ports).
 fn forget_nat_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut flows = lb.pinned_flow_table(map_names::FLOWS)?;
+    let mut nat_flows = lb.pinned_flow_table(map_names::NAT_FLOWS)?;
     for f in frames {
         let key = frame_key(f)?;
-        let v = lb.dp().maps.flows.get(&key, 0)?;
-        let reply = xdp_lb_common::FlowKey {
-            src_addr_be: v.nat_dst_addr_be,
-            dst_addr_be: v.nat_src_addr_be,
-            src_port_be: v.nat_dst_port_be,
-            dst_port_be: v.nat_src_port_be,
-            proto: 6,
-            _pad: [0; 3],
-        };
-        lb.dp().maps.flows.remove(&key)?;
-        lb.dp().maps.nat_flows.remove(&reply)?;
+        let v = flows.get(&key, 0)?;
+        flows.remove(&key)?;
+        nat_flows.remove(&xdp_lb::nat::other_direction(&v))?;
     }
     Ok(())
 }
@@ -615,9 +609,10 @@ fn frame_key(f: &[u8]) -> anyhow::Result<xdp_lb_common::FlowKey> {
 }
 
 fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut flows = lb.pinned_flow_table(map_names::FLOWS)?;
     for f in frames {
         let key = frame_key(f)?;
-        if let Err(e) = lb.dp().maps.flows.remove(&key) {
+        if let Err(e) = flows.remove(&key) {
             bail!("removing a bench flow: {e}");
         }
     }
@@ -683,21 +678,27 @@ fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
             build.push(t.elapsed().as_secs_f64() * 1e3);
             ensure!(table.len() == 65_537);
 
-            let slot_before = lb.dp().maps.vips.get(&key, 0)?.maglev_slot;
+            let slot_before = lb.maps().vip(&key).context("the VIP")?.maglev_slot;
             let down: Health = [((key, lb.config.vips[0].backends[r].address), false)].into();
             // Swaps of one VIP closer together than this wait for it (see reconcile.rs); a
             // real health transition is never that close to the previous one, so the timed
             // swap should not include that wait.
-            std::thread::sleep(xdp_lb::reconcile::SLOT_REUSE_GRACE);
+            std::thread::sleep(xdp_lb::dataplane::SLOT_REUSE_GRACE);
             // Timed like the agent's path: new desired state (Maglev build included), then
             // the reconciler until the VIPS swap.
             let t = std::time::Instant::now();
-            let desired = xdp_lb::state::desired_state(&lb.config, &lb.ids, &neighbours, &down);
+            let desired = xdp_lb::state::desired_state(&xdp_lb::state::Inputs {
+                config: &lb.config,
+                ids: &lb.ids,
+                neighbours: &neighbours,
+                health: &down,
+                local_mac: None,
+                snat_address: None,
+            });
             let computed = t.elapsed().as_secs_f64() * 1e3;
-            let dp = lb.dp.as_mut().context("loaded")?;
-            let report = lb.reconciler.apply(&mut dp.maps, &desired)?;
+            let report = lb.reconciler.apply(&desired)?;
             let total = t.elapsed().as_secs_f64() * 1e3;
-            let slot_after = lb.dp().maps.vips.get(&key, 0)?.maglev_slot;
+            let slot_after = lb.maps().vip(&key).context("the VIP")?.maglev_slot;
             ensure!(slot_after != slot_before, "the table was not swapped");
             let tables = computed
                 + report

@@ -289,7 +289,7 @@ struct Traffic {
 fn load_in(ns: &NetNs, attach: Option<(&str, &'static str)>) -> anyhow::Result<aya::Ebpf> {
     let attach = attach.map(|(i, p)| (i.to_owned(), p));
     in_netns(&ns.name, move || -> anyhow::Result<aya::Ebpf> {
-        let mut ebpf = aya::Ebpf::load(xdp_lb::dataplane::BENCH_OBJECT)?;
+        let mut ebpf = aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT)?;
         if let Some((interface, program)) = attach {
             let p: &mut Xdp = ebpf.program_mut(program).context(program)?.try_into()?;
             p.load()?;
@@ -544,7 +544,7 @@ impl RateBed {
         let gen_ifindex = (0..fwd.len())
             .map(|i| {
                 let name = format!("generator{i}");
-                in_netns(&generator.name, move || xdp_lb::dataplane::ifindex(&name))?
+                in_netns(&generator.name, move || xdp_lb::netlink::ifindex(&name))?
                     .context("generator interface")
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -553,7 +553,7 @@ impl RateBed {
         let mut floor = load_in(&fwd[0], Some(("in0", "xdp_floor_live")))?;
         {
             let out0 =
-                in_netns(&fwd[0].name, || xdp_lb::dataplane::ifindex("out0"))?.context("out0")?;
+                in_netns(&fwd[0].name, || xdp_lb::netlink::ifindex("out0"))?.context("out0")?;
             let mut f: aya::maps::Array<_, [u8; 16]> =
                 aya::maps::Array::try_from(floor.map_mut("FLOOR_FWD").context("FLOOR_FWD")?)?;
             let mut v = [0u8; 16];

@@ -295,19 +295,16 @@ fn be2_out_of_every_vip(pin_dir: &std::path::Path) -> bool {
         return false;
     };
     let be2 = xdp_lb_common::ipv4_be(backend_addr(1).octets());
-    maps.backends.iter().all(|entry| {
-        entry.is_ok_and(|b| b.addr_be != be2 || b.flags & xdp_lb_common::BACKEND_F_FORWARD == 0)
-    })
+    maps.backends()
+        .iter()
+        .all(|(_, b)| b.addr_be != be2 || b.flags & xdp_lb_common::BACKEND_F_FORWARD == 0)
 }
 
 fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let maps = Maps::open_pinned(pin_dir)?;
-    for entry in maps.vips.iter() {
-        let (key, vip) = entry?;
-        let c = maps.vip_stats.get(&vip.vip_id, 0)?;
-        let (p, b, f) = c.iter().fold((0, 0, 0), |acc, x| {
-            (acc.0 + x.packets, acc.1 + x.bytes, acc.2 + x.new_flows)
-        });
+    for (key, vip) in maps.vips() {
+        let c = maps.vip_traffic(vip.vip_id);
+        let (p, b, f) = (c.packets, c.bytes, c.new_flows);
         let mode = if vip.flags & xdp_lb_common::VIP_F_NAT != 0 {
             "NAT, both directions"
         } else {
@@ -319,15 +316,9 @@ fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
             vip.backend_count
         );
     }
-    for (id, entry) in maps.backends.iter().enumerate() {
-        let info = entry?;
-        if info.addr_be == 0 {
-            continue;
-        }
-        let c = maps.backend_stats.get(&(id as u32), 0)?;
-        let (p, f) = c
-            .iter()
-            .fold((0, 0), |acc, x| (acc.0 + x.packets, acc.1 + x.new_flows));
+    for (id, info) in maps.backends() {
+        let c = maps.backend_traffic(id);
+        let (p, f) = (c.packets, c.new_flows);
         let addr = std::net::Ipv4Addr::from(info.addr_be.to_ne_bytes());
         println!("     backend {addr}: {p} packets, {f} new flows");
     }

@@ -5,14 +5,12 @@
 use std::{
     collections::BTreeMap,
     mem::MaybeUninit,
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddrV4},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
-use futures::TryStreamExt as _;
-use netlink_packet_route::{address::AddressAttribute, link::LinkAttribute};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
 use tokio::{
@@ -23,9 +21,13 @@ use tokio::{
 
 use super::{
     machine::{Action, Machine, Params, State},
-    packet::{Advert, IPPROTO_VRRP, RejectReason, VRRP_GROUP, VRRP_TTL, Version, split_ipv4},
+    packet::{Advert, IPPROTO_VRRP, RejectReason, VRRP_GROUP, VRRP_TTL, split_ipv4},
 };
-use crate::config::VrrpConfig;
+use crate::{
+    clock::unix_now,
+    config::{Version, VrrpConfig},
+    netlink::{self, Netlink, NetlinkError},
+};
 
 #[derive(Debug, Error)]
 pub enum VrrpError {
@@ -46,17 +48,17 @@ pub enum VrrpError {
     Netlink {
         name: String,
         #[source]
-        source: rtnetlink::Error,
+        source: NetlinkError,
     },
 }
 
 /// What `status`, `/metrics` and `/stats` show of an instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     pub name: String,
     pub interface: String,
     pub vrid: u8,
-    pub state: &'static str,
+    pub state: State,
     pub priority: u8,
     pub configured_priority: u8,
     pub master_adver_interval_ms: u64,
@@ -66,7 +68,7 @@ pub struct InstanceStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Received packets not accepted, by reason.
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<RejectReason, u64>,
 }
 
 enum Control {
@@ -81,23 +83,16 @@ pub struct Instance {
     task: JoinHandle<()>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Instance {
-    pub async fn start(cfg: VrrpConfig, nl: rtnetlink::Handle) -> Result<Self, VrrpError> {
+    pub async fn start(cfg: VrrpConfig, nl: Netlink) -> Result<Self, VrrpError> {
         let name = cfg.name.clone();
-        let ifindex =
-            crate::dataplane::ifindex(&cfg.interface).ok_or_else(|| VrrpError::NoInterface {
-                name: name.clone(),
-                interface: cfg.interface.clone(),
-            })?;
+        let ifindex = netlink::ifindex(&cfg.interface).ok_or_else(|| VrrpError::NoInterface {
+            name: name.clone(),
+            interface: cfg.interface.clone(),
+        })?;
         let vips: Vec<Ipv4Addr> = cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
-        let primary = primary_address(&nl, ifindex, &vips)
+        let primary = nl
+            .primary_ipv4(ifindex, &vips)
             .await
             .map_err(|source| VrrpError::Netlink {
                 name: name.clone(),
@@ -107,12 +102,14 @@ impl Instance {
                 name: name.clone(),
                 interface: cfg.interface.clone(),
             })?;
-        let mac = link_mac(&nl, ifindex)
+        let mac = nl
+            .link_mac(ifindex)
             .await
             .map_err(|source| VrrpError::Netlink {
                 name: name.clone(),
                 source,
-            })?;
+            })?
+            .unwrap_or([0; 6]);
         let io = |what: &'static str| {
             let name = name.clone();
             move |source| VrrpError::Io { name, what, source }
@@ -163,7 +160,7 @@ impl Instance {
             name: name.clone(),
             interface: cfg.interface.clone(),
             vrid: cfg.vrid,
-            state: State::Initialize.name(),
+            state: State::Initialize,
             priority: machine.priority(),
             configured_priority: cfg.priority,
             master_adver_interval_ms: cfg.advert_interval.as_millis() as u64,
@@ -172,7 +169,7 @@ impl Instance {
             last_cause: "not started".into(),
             adverts_sent: 0,
             adverts_received: 0,
-            rejected: RejectReason::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            rejected: RejectReason::ALL.iter().map(|r| (*r, 0)).collect(),
         }));
         let (control, control_rx) = mpsc::channel(8);
         let worker = Worker {
@@ -227,7 +224,7 @@ struct Worker {
     primary: Ipv4Addr,
     mac: [u8; 6],
     vips: Vec<Ipv4Addr>,
-    nl: rtnetlink::Handle,
+    nl: Netlink,
     socket: AsyncFd<Socket>,
     machine: Machine,
     status: Arc<Mutex<InstanceStatus>>,
@@ -296,7 +293,7 @@ impl Worker {
 
     fn reject(&self, reason: RejectReason) {
         if let Ok(mut s) = self.status.lock() {
-            *s.rejected.entry(reason.name()).or_default() += 1;
+            *s.rejected.entry(reason).or_default() += 1;
         }
     }
 
@@ -393,14 +390,7 @@ impl Worker {
 
     async fn take_addresses(&self) {
         for (addr, prefix) in &self.cfg.virtual_addresses {
-            let r = self
-                .nl
-                .address()
-                .add(self.ifindex, IpAddr::V4(*addr), *prefix)
-                .replace()
-                .execute()
-                .await;
-            if let Err(e) = r {
+            if let Err(e) = self.nl.add_address(self.ifindex, *addr, *prefix).await {
                 tracing::error!(instance = %self.cfg.name, address = %addr, error = %e, "adding the virtual address failed");
             }
         }
@@ -408,23 +398,8 @@ impl Worker {
 
     async fn release_addresses(&self) {
         for (addr, _) in &self.cfg.virtual_addresses {
-            let mut found = Vec::new();
-            let mut dump = self
-                .nl
-                .address()
-                .get()
-                .set_link_index_filter(self.ifindex)
-                .execute();
-            while let Ok(Some(msg)) = dump.try_next().await {
-                let has = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(x)) | AddressAttribute::Address(IpAddr::V4(x)) if x == addr));
-                if has {
-                    found.push(msg);
-                }
-            }
-            for msg in found {
-                if let Err(e) = self.nl.address().del(msg).execute().await {
-                    tracing::warn!(instance = %self.cfg.name, address = %addr, error = %e, "removing the virtual address failed");
-                }
+            if let Err(e) = self.nl.remove_address(self.ifindex, *addr).await {
+                tracing::warn!(instance = %self.cfg.name, address = %addr, error = %e, "removing the virtual address failed");
             }
         }
     }
@@ -460,7 +435,7 @@ impl Worker {
             tokio::time::sleep(delay).await;
             if status
                 .lock()
-                .map(|s| s.state == State::Master.name())
+                .map(|s| s.state == State::Master)
                 .unwrap_or(false)
             {
                 send_garps(&name, ifindex, mac, &vips, count);
@@ -475,7 +450,7 @@ impl Worker {
             tracing::info!(instance = %self.cfg.name, vrid = self.cfg.vrid, from = from.name(), to = to.name(), %cause, "VRRP transition");
         }
         if let Ok(mut s) = self.status.lock() {
-            s.state = to.name();
+            s.state = to;
             s.transitions += 1;
             s.last_transition_unix = unix_now();
             s.last_cause = cause;
@@ -517,40 +492,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// The interface's first IPv4 address that is not a virtual address.
-async fn primary_address(
-    nl: &rtnetlink::Handle,
-    ifindex: u32,
-    vips: &[Ipv4Addr],
-) -> Result<Option<Ipv4Addr>, rtnetlink::Error> {
-    let mut dump = nl.address().get().set_link_index_filter(ifindex).execute();
-    while let Some(msg) = dump.try_next().await? {
-        for a in &msg.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(x)) | AddressAttribute::Address(IpAddr::V4(x)) =
-                a
-                && !vips.contains(x)
-            {
-                return Ok(Some(*x));
-            }
-        }
-    }
-    Ok(None)
-}
-
-async fn link_mac(nl: &rtnetlink::Handle, ifindex: u32) -> Result<[u8; 6], rtnetlink::Error> {
-    let mut links = nl.link().get().match_index(ifindex).execute();
-    while let Some(link) = links.try_next().await? {
-        for a in &link.attributes {
-            if let LinkAttribute::Address(m) = a
-                && m.len() == 6
-            {
-                return Ok([m[0], m[1], m[2], m[3], m[4], m[5]]);
-            }
-        }
-    }
-    Ok([0; 6])
 }
 
 /// A gratuitous ARP request: sender and target protocol address both the VIP, broadcast.

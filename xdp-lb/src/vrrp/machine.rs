@@ -8,21 +8,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::packet::{Advert, Version};
+use super::packet::Advert;
+use crate::config::Version;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Serialized as keepalived names its states (and as `status` and the notify hook show them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
+    #[serde(rename = "INIT")]
     Initialize,
+    #[serde(rename = "BACKUP")]
     Backup,
+    #[serde(rename = "MASTER")]
     Master,
     /// Tracking failed (data plane not attached, a VIP without backends): no adverts, no VIP.
+    #[serde(rename = "FAULT")]
     Fault,
 }
 
 impl State {
+    pub const ALL: [State; 4] = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Initialize => "INIT",

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ChecksumMode, Version};
+
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
 /// The VRRP multicast group (RFC 5798 §5.1.1.2).
@@ -15,23 +17,6 @@ pub const VRRP_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 pub const VRRP_TTL: u8 = 255;
 const TYPE_ADVERTISEMENT: u8 = 1;
 const V2_AUTH_DATA_LEN: usize = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Version {
-    V2,
-    V3,
-}
-
-/// How the VRRPv3 checksum is computed over IPv4 (VRRP.md: the interop trap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChecksumMode {
-    /// RFC 9568 §5.2.8: over the VRRP message only.
-    Rfc9568,
-    /// With the IPv4 pseudo-header, as RFC 5798 §5.2.8 read and keepalived does by default
-    /// (keepalived's `v3_checksum_as_v2` switches it to the RFC 9568 form).
-    PseudoHeader,
-}
 
 /// An advertisement's contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +30,7 @@ pub struct Advert {
 }
 
 /// Why a received packet was not accepted. Each has a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// Multicast advert with TTL ≠ 255.

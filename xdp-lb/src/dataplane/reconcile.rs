@@ -12,6 +12,9 @@
 //!
 //! The reconciler starts from the maps' actual contents, so an agent that restarts on pinned
 //! maps converges them to its config like any other change.
+//!
+//! It owns the only writable [`Maps`]: purging flows and expiring NAT flows are its methods, so
+//! "one writer" holds by construction, not by convention.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,8 +27,9 @@ use xdp_lb_common::{
     BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey, VipName,
 };
 
+use super::{Maps, nat_expiry};
 use crate::{
-    dataplane::Maps,
+    nat::{Sweep, Timeouts},
     state::{DesiredState, DesiredVip},
 };
 
@@ -86,6 +90,7 @@ struct Current {
 }
 
 pub struct Reconciler {
+    maps: Maps,
     current: Current,
     last_swap: BTreeMap<u32, Instant>,
 }
@@ -93,7 +98,7 @@ pub struct Reconciler {
 impl Reconciler {
     /// Reads the maps' current contents (empty for fresh maps; the previous agent's state for
     /// pinned maps it left behind).
-    pub fn new(maps: &Maps) -> Result<Self, ReconcileError> {
+    pub fn new(maps: Maps) -> Result<Self, ReconcileError> {
         let mut current = Current::default();
         for entry in maps.vips.iter() {
             let (key, info) = entry.map_err(map_err("VIPS"))?;
@@ -120,9 +125,15 @@ impl Reconciler {
             current.tx_ports.insert(key.map_err(map_err("TX_PORTS"))?);
         }
         Ok(Self {
+            maps,
             current,
             last_swap: BTreeMap::new(),
         })
+    }
+
+    /// The maps, to read.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
     }
 
     /// Backend ids the maps hold now: id → (vip_id, address).
@@ -153,12 +164,9 @@ impl Reconciler {
             .collect()
     }
 
-    pub fn apply(
-        &mut self,
-        maps: &mut Maps,
-        desired: &DesiredState,
-    ) -> Result<ApplyReport, ReconcileError> {
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, ReconcileError> {
         let started = Instant::now();
+        let maps = &mut self.maps;
         let mut report = ApplyReport::default();
 
         // 0. Data-plane switches.
@@ -258,7 +266,7 @@ impl Reconciler {
             if current.is_none() {
                 zero_traffic(&mut maps.vip_stats, vip.vip_id).map_err(map_err("VIP_STATS"))?;
             }
-            let info = self.swap_in(maps, vip, current.map(|(info, _)| info))?;
+            let info = Self::swap_in(&self.last_swap, maps, vip, current.map(|(info, _)| info))?;
             maps.vips.insert(key, info, 0).map_err(map_err("VIPS"))?;
             self.last_swap.insert(vip.vip_id, Instant::now());
             if current.is_some() {
@@ -321,19 +329,20 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Reclaims expired NAT flows (see `nat.rs`): the only writes to the flow tables besides
-    /// the program's own and the purges above.
+    /// Reclaims the NAT flows that have expired at `now_s` (the data plane's coarse clock,
+    /// `clock::coarse_now_s`): the only writes to the flow tables besides the program's own and
+    /// the purges above.
     pub fn expire_nat_flows(
         &mut self,
-        maps: &mut Maps,
-        timeouts: &crate::nat::Timeouts,
-    ) -> Result<crate::nat::Sweep, ReconcileError> {
-        crate::nat::sweep(maps, timeouts, crate::nat::coarse_now_s()).map_err(map_err("NAT_FLOWS"))
+        timeouts: &Timeouts,
+        now_s: u32,
+    ) -> Result<Sweep, ReconcileError> {
+        nat_expiry::sweep(&mut self.maps, timeouts, now_s).map_err(map_err("NAT_FLOWS"))
     }
 
     /// Writes `vip`'s table into its inactive slot and returns the `VipInfo` that makes it live.
     fn swap_in(
-        &self,
+        last_swap: &BTreeMap<u32, Instant>,
         maps: &mut Maps,
         vip: &DesiredVip,
         current: Option<&VipInfo>,
@@ -350,7 +359,7 @@ impl Reconciler {
             _ => base,
         };
         if !vip.table.is_empty() {
-            if let Some(at) = self.last_swap.get(&vip.vip_id) {
+            if let Some(at) = last_swap.get(&vip.vip_id) {
                 let since = at.elapsed();
                 if since < SLOT_REUSE_GRACE {
                     std::thread::sleep(SLOT_REUSE_GRACE - since);
@@ -371,7 +380,7 @@ impl Reconciler {
 
 /// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` for NAT replies and their port
 /// reservations) that names one of `backend_ids`. Returns how many flows (client directions).
-pub fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
+fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
     let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?;
     purge_map(&mut maps.nat_flows, "NAT_FLOWS", backend_ids)?;
     Ok(purged)

@@ -19,17 +19,10 @@
 //!   `FLOOR_FWD`; XDP_TX, or a redirect when the egress is another interface.
 //! - `xdp_sink`: on each backend, counts and drops the generator's frames (IPv4 id
 //!   `GEN_IP_ID`), passing everything else.
-// Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
+// Built for BPF by the tests crate's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-
-#[path = "parse.rs"]
-#[expect(
-    dead_code,
-    reason = "the floor parses like the data plane but does not use the 5-tuple"
-)]
-mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -38,6 +31,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdp_lb_common::{FlowKey, FlowValue, csum};
+use xdp_lb_ebpf::parse;
 
 /// Same key and value as the data plane's FLOWS; filled by the bench.
 #[map]
@@ -177,15 +171,5 @@ pub fn xdp_sink(ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,17 +1,22 @@
-//! The backends' MACs and egress interfaces, from the kernel's routing and neighbour tables
-//! (rtnetlink), so the XDP program can forward without asking the kernel per packet.
+//! Everything the agent asks the kernel about links, addresses, routes and neighbours, in one
+//! place: rtnetlink for the dynamic facts, `if_nametoindex`/`if_indextoname` for names.
 //!
-//! DSR works at L2: a backend must be on a directly connected subnet. For each backend we ask
+//! The backends' MACs and egress interfaces come from the kernel's routing and neighbour
+//! tables, so the XDP program can forward without asking the kernel per packet. DSR works at L2: a backend must be on a directly connected subnet. For each backend we ask
 //! the kernel for its route (RTM_GETROUTE: which interface, via a gateway or not), then for the
 //! neighbour entry on that interface. A missing or failed entry is not an error: we ask the
 //! kernel to resolve it (RTM_NEWNEIGH with NTF_USE, which triggers an ARP request like a packet
 //! would) and the agent looks again on its next refresh.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    ffi::{CStr, CString},
+    net::{IpAddr, Ipv4Addr},
+};
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::{
-    link::LinkAttribute,
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
     route::{RouteAddress, RouteAttribute},
 };
@@ -40,13 +45,6 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    pub fn resolved(&self) -> Option<L2Next> {
-        match self {
-            Lookup::Resolved(n) => Some(*n),
-            _ => None,
-        }
-    }
-
     /// A short reason for logs and status.
     pub fn describe(&self) -> String {
         match self {
@@ -72,26 +70,29 @@ pub fn fmt_mac(mac: &[u8; 6]) -> String {
 }
 
 #[derive(Debug, Error)]
-pub enum NeighborError {
+pub enum NetlinkError {
     #[error("opening a netlink socket: {0}")]
     Socket(#[from] std::io::Error),
     #[error("netlink: {0}")]
     Netlink(#[from] rtnetlink::Error),
 }
 
-pub struct Neighbors {
+/// An rtnetlink connection in the agent's network namespace. Cheap to clone: clones share the
+/// connection.
+#[derive(Clone)]
+pub struct Netlink {
     handle: Handle,
 }
 
-impl Neighbors {
+impl Netlink {
     /// Opens an rtnetlink connection in the current network namespace. Needs a tokio runtime.
-    pub fn new() -> Result<Self, NeighborError> {
+    pub fn new() -> Result<Self, NetlinkError> {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
         Ok(Self { handle })
     }
 
-    pub async fn lookup(&self, addr: Ipv4Addr) -> Result<Lookup, NeighborError> {
+    pub async fn lookup(&self, addr: Ipv4Addr) -> Result<Lookup, NetlinkError> {
         let Some((ifindex, gateway)) = self.route(addr).await? else {
             return Ok(Lookup::NoRoute);
         };
@@ -136,10 +137,7 @@ impl Neighbors {
         }
     }
 
-    async fn route(
-        &self,
-        addr: Ipv4Addr,
-    ) -> Result<Option<(u32, Option<Ipv4Addr>)>, NeighborError> {
+    async fn route(&self, addr: Ipv4Addr) -> Result<Option<(u32, Option<Ipv4Addr>)>, NetlinkError> {
         let request = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(addr, 32)
             .build();
@@ -167,7 +165,7 @@ impl Neighbors {
         &self,
         ifindex: u32,
         addr: Ipv4Addr,
-    ) -> Result<(NeighbourState, Option<[u8; 6]>), NeighborError> {
+    ) -> Result<(NeighbourState, Option<[u8; 6]>), NetlinkError> {
         let mut dump = self
             .handle
             .neighbours()
@@ -211,14 +209,8 @@ impl Neighbors {
         }
     }
 
-    /// The rtnetlink handle, for other users of the same connection.
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
     /// Whether an XDP program is attached to `ifindex` (the kernel's word, not ours).
-    pub async fn xdp_attached(&self, ifindex: u32) -> Result<bool, NeighborError> {
-        use netlink_packet_route::link::LinkXdp;
+    pub async fn xdp_attached(&self, ifindex: u32) -> Result<bool, NetlinkError> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
         while let Some(link) = links.try_next().await? {
             for attr in &link.attributes {
@@ -233,14 +225,13 @@ impl Neighbors {
     }
 
     /// The first IPv4 address of `ifindex` that is not in `exclude` (the VIPs, which VRRP adds
-    /// and removes): the default SNAT address. The kernel lists an interface's primary
-    /// addresses before its secondaries.
+    /// and removes): the default SNAT address and VRRP's advert source. The kernel lists an
+    /// interface's primary addresses before its secondaries.
     pub async fn primary_ipv4(
         &self,
         ifindex: u32,
         exclude: &[Ipv4Addr],
-    ) -> Result<Option<Ipv4Addr>, NeighborError> {
-        use netlink_packet_route::address::AddressAttribute;
+    ) -> Result<Option<Ipv4Addr>, NetlinkError> {
         let mut addrs = self
             .handle
             .address()
@@ -249,7 +240,8 @@ impl Neighbors {
             .execute();
         while let Some(msg) = addrs.try_next().await? {
             for attr in &msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) = attr
+                if let AddressAttribute::Local(IpAddr::V4(a))
+                | AddressAttribute::Address(IpAddr::V4(a)) = attr
                     && !exclude.contains(a)
                 {
                     return Ok(Some(*a));
@@ -260,7 +252,7 @@ impl Neighbors {
     }
 
     /// The MAC of interface `ifindex`.
-    pub async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NeighborError> {
+    pub async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, NetlinkError> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
         while let Some(link) = links.try_next().await? {
             for attr in &link.attributes {
@@ -273,6 +265,69 @@ impl Neighbors {
         }
         Ok(None)
     }
+    /// Adds `addr/prefix` to `ifindex` (replacing an identical one).
+    pub async fn add_address(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .address()
+            .add(ifindex, IpAddr::V4(addr), prefix)
+            .replace()
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `addr` (whatever its prefix) from `ifindex`; absent is not an error.
+    pub async fn remove_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut found = Vec::new();
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        while let Some(msg) = dump.try_next().await? {
+            let has = msg.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Local(IpAddr::V4(x)) | AddressAttribute::Address(IpAddr::V4(x)) if *x == addr)
+            });
+            if has {
+                found.push(msg);
+            }
+        }
+        for msg in found {
+            self.handle.address().del(msg).execute().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The index of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The name of interface `ifindex`, for reports ("-" for 0, "ifindex N" when it is gone).
+pub fn interface_name(ifindex: u32) -> String {
+    if ifindex == 0 {
+        return "-".into();
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn state_name(state: NeighbourState) -> &'static str {

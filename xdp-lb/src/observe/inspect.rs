@@ -1,20 +1,16 @@
-//! `xdp-lb inspect`: what the data plane holds, read straight from the pinned maps. Works
+//! `xdp-lb inspect` (and `/metrics`, `/stats`): what the data plane holds, read straight from
+//! the pinned maps, as serde views. Works
 //! from any process, while the agent runs and after it died with the data plane kept. Reads
 //! only; the agent's reconciler stays the only writer.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use serde::Serialize;
 use xdp_lb_common::{BACKEND_F_FORWARD, Counter, TrafficCounters, VipInfo, VipKey};
 
 use crate::{
     dataplane::{DataplaneError, Maps},
-    neighbor::fmt_mac,
+    netlink::{fmt_mac, interface_name},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,23 +115,6 @@ fn port(be: u16) -> u16 {
     u16::from_be(be)
 }
 
-fn interface_name(ifindex: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() || ifindex == 0 {
-        return if ifindex == 0 {
-            "-".into()
-        } else {
-            format!("ifindex {ifindex}")
-        };
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 impl Inspector {
     pub fn open(pin_dir: &Path) -> Result<Self, DataplaneError> {
         Ok(Self {
@@ -146,16 +125,10 @@ impl Inspector {
     fn vip_entries(&self) -> Vec<(VipKey, VipInfo, String)> {
         let mut v: Vec<(VipKey, VipInfo, String)> = self
             .maps
-            .vips
-            .iter()
-            .filter_map(Result::ok)
+            .vips()
+            .into_iter()
             .map(|(k, info)| {
-                let name = self
-                    .maps
-                    .vip_names
-                    .get(&info.vip_id, 0)
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default();
+                let name = self.maps.vip_name(info.vip_id).unwrap_or_default();
                 (k, info, name)
             })
             .collect();
@@ -164,12 +137,10 @@ impl Inspector {
     }
 
     fn table(&self, info: &VipInfo) -> Vec<u32> {
-        if info.backend_count == 0 || info.table_size == 0 {
+        if info.backend_count == 0 {
             return Vec::new();
         }
-        self.maps
-            .maglev
-            .read_slot(info.maglev_slot, info.table_size)
+        self.maps.maglev_table(info)
     }
 
     /// The VIP named `name`, or an error listing the names there are.
@@ -197,20 +168,13 @@ impl Inspector {
                     .filter(|(_, b)| b.vip_id == info.vip_id)
                     .count(),
                 backends_in_table: info.backend_count,
-                traffic: Maps::traffic(&self.maps.vip_stats, info.vip_id)
-                    .unwrap_or_default()
-                    .into(),
+                traffic: self.maps.vip_traffic(info.vip_id).into(),
             })
             .collect()
     }
 
     fn backend_entries(&self) -> Vec<(u32, xdp_lb_common::BackendInfo)> {
-        self.maps
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(id, b)| b.ok().filter(|b| b.addr_be != 0).map(|b| (id as u32, b)))
-            .collect()
+        self.maps.backends()
     }
 
     pub fn backends(&self, vip: Option<&str>) -> Result<Vec<BackendView>, String> {
@@ -242,9 +206,7 @@ impl Inspector {
                     } else {
                         100.0 * n as f64 / table.len() as f64
                     },
-                    traffic: Maps::traffic(&self.maps.backend_stats, *id)
-                        .unwrap_or_default()
-                        .into(),
+                    traffic: self.maps.backend_traffic(*id).into(),
                 });
             }
         }
@@ -266,10 +228,9 @@ impl Inspector {
             .into_iter()
             .map(|(id, b)| (id, b.addr_be))
             .collect();
-        let now = monotonic_ns();
+        let now = crate::clock::monotonic_ns();
         let mut out = Vec::new();
-        for entry in self.maps.flows.iter() {
-            let Ok((k, v)) = entry else { continue };
+        for (k, v) in self.maps.flows() {
             if wanted.is_some_and(|w| w != v.vip_id) {
                 continue;
             }
@@ -283,20 +244,10 @@ impl Inspector {
             };
             let (snat, state) = if nat {
                 // The reply direction carries the backend's word on the state.
-                let reply_key = xdp_lb_common::FlowKey {
-                    src_addr_be: v.nat_dst_addr_be,
-                    dst_addr_be: v.nat_src_addr_be,
-                    src_port_be: v.nat_dst_port_be,
-                    dst_port_be: v.nat_src_port_be,
-                    proto: xdp_lb_common::IPPROTO_TCP,
-                    _pad: [0; 3],
-                };
                 let reply_flags = self
                     .maps
-                    .nat_flows
-                    .get(&reply_key, 0)
-                    .map(|r| r.flags)
-                    .unwrap_or(0);
+                    .nat_flow(&crate::nat::other_direction(&v))
+                    .map_or(0, |r| r.flags);
                 (
                     Some(format!(
                         "{}:{}",
@@ -332,21 +283,14 @@ impl Inspector {
         let vips = self
             .vip_entries()
             .into_iter()
-            .map(|(_, info, name)| {
-                (
-                    name,
-                    Maps::traffic(&self.maps.vip_stats, info.vip_id)
-                        .unwrap_or_default()
-                        .into(),
-                )
-            })
+            .map(|(_, info, name)| (name, self.maps.vip_traffic(info.vip_id).into()))
             .collect();
         Stats {
             counters,
             vips,
-            flow_table_entries: self.maps.flows.keys().filter(Result::is_ok).count(),
+            flow_table_entries: self.maps.flows().count(),
             flow_table_size: self.maps.flows_max_entries(),
-            nat_flows: self.maps.nat_flows.keys().filter(Result::is_ok).count(),
+            nat_flows: self.maps.nat_flows().count(),
         }
     }
 
@@ -396,163 +340,4 @@ impl Inspector {
             backends: shares,
         })
     }
-}
-
-/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-// ---- text rendering -------------------------------------------------------------------------
-
-pub fn print_vips(vips: &[VipView]) {
-    println!(
-        "{:<16} {:<22} {:>7} {:>9} {:>12} {:>14} {:>10}",
-        "VIP", "ADDRESS", "TABLE", "BACKENDS", "PACKETS", "BYTES", "NEW FLOWS"
-    );
-    for v in vips {
-        println!(
-            "{:<16} {:<22} {:>7} {:>9} {:>12} {:>14} {:>10}",
-            v.name,
-            format!("{}:{}/{}", v.address, v.port, v.protocol),
-            v.table_size,
-            format!("{}/{}", v.backends_in_table, v.backends),
-            v.traffic.packets,
-            v.traffic.bytes,
-            v.traffic.new_flows
-        );
-    }
-}
-
-pub fn print_backends(backends: &[BackendView]) {
-    println!(
-        "{:<12} {:<16} {:<18} {:<10} {:>6} {:>4} {:>8} {:>12} {:>10}",
-        "VIP", "BACKEND", "MAC", "INTERFACE", "WEIGHT", "FWD", "TABLE%", "PACKETS", "NEW FLOWS"
-    );
-    for b in backends {
-        println!(
-            "{:<12} {:<16} {:<18} {:<10} {:>6} {:>4} {:>7.2}% {:>12} {:>10}",
-            b.vip,
-            b.address.to_string(),
-            b.mac,
-            b.interface,
-            b.weight,
-            if b.forwarding { "yes" } else { "no" },
-            b.table_share_pct,
-            b.traffic.packets,
-            b.traffic.new_flows
-        );
-    }
-}
-
-pub fn print_flows(flows: &[FlowView]) {
-    println!(
-        "{:<22} {:<22} {:<12} {:<22} {:>9}  {:<22} STATE",
-        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)", "NAT SOURCE"
-    );
-    for f in flows {
-        println!(
-            "{:<22} {:<22} {:<12} {:<22} {:>9.1}  {:<22} {}",
-            f.client,
-            f.vip,
-            f.vip_name,
-            f.backend,
-            f.age_seconds,
-            f.snat.as_deref().unwrap_or("-"),
-            f.state.unwrap_or("-")
-        );
-    }
-}
-
-pub fn print_maglev(m: &MaglevView) {
-    println!(
-        "VIP {} table size {} (slot {})",
-        m.vip, m.table_size, m.slot
-    );
-    println!(
-        "{:<16} {:>6} {:>8} {:>9} {:>13}",
-        "BACKEND", "WEIGHT", "ENTRIES", "SHARE", "WEIGHT SHARE"
-    );
-    for b in &m.backends {
-        println!(
-            "{:<16} {:>6} {:>8} {:>8.2}% {:>12.2}%",
-            b.address.to_string(),
-            b.weight,
-            b.entries,
-            b.share_pct,
-            b.weight_share_pct
-        );
-    }
-}
-
-/// Prints the stats once, or every `interval` with rates since the previous print
-/// (`count` prints, or until interrupted).
-pub fn print_stats(inspector: &Inspector, watch: Option<Duration>, count: Option<u64>, json: bool) {
-    let mut previous: Option<(Instant, Stats)> = None;
-    let mut printed = 0u64;
-    loop {
-        let now = Instant::now();
-        let stats = inspector.stats();
-        if json {
-            let rates = previous
-                .as_ref()
-                .map(|(t, p)| rates(p, &stats, now.duration_since(*t)));
-            println!(
-                "{}",
-                serde_json::json!({ "stats": stats, "rates_per_second": rates })
-            );
-        } else {
-            if watch.is_some() {
-                println!("--- {:?}", std::time::SystemTime::now());
-            }
-            println!(
-                "flow table: {} of {} entries; NAT flows: {}",
-                stats.flow_table_entries, stats.flow_table_size, stats.nat_flows
-            );
-            let r = previous
-                .as_ref()
-                .map(|(t, p)| rates(p, &stats, now.duration_since(*t)));
-            println!("{:<22} {:>14} {:>12}", "COUNTER", "TOTAL", "PER SECOND");
-            for (name, v) in &stats.counters {
-                let rate = r
-                    .as_ref()
-                    .and_then(|r| r.get(*name))
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or_else(|| "-".into());
-                println!("{name:<22} {v:>14} {rate:>12}");
-            }
-            for (name, t) in &stats.vips {
-                println!(
-                    "vip {name:<18} {:>14} packets {:>14} bytes {:>10} new flows",
-                    t.packets, t.bytes, t.new_flows
-                );
-            }
-        }
-        printed += 1;
-        let Some(interval) = watch else { return };
-        if count.is_some_and(|c| printed >= c) {
-            return;
-        }
-        previous = Some((now, stats));
-        std::thread::sleep(interval);
-    }
-}
-
-fn rates(prev: &Stats, cur: &Stats, dt: Duration) -> BTreeMap<&'static str, f64> {
-    let secs = dt.as_secs_f64().max(1e-6);
-    cur.counters
-        .iter()
-        .map(|(k, v)| {
-            (
-                *k,
-                v.saturating_sub(prev.counters.get(k).copied().unwrap_or(0)) as f64 / secs,
-            )
-        })
-        .collect()
 }

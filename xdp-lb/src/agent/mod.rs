@@ -1,0 +1,496 @@
+//! `xdp-lb run`: load (or adopt) the data plane and keep its maps in step with the config,
+//! the backends' health and the kernel's neighbour table.
+//!
+//! One task owns the `Reconciler`, the only writer of the maps. Everything else — SIGHUP and
+//! `xdp-lb reload`, health transitions, neighbour changes — arrives as an event in its loop and
+//! produces new [`state::Inputs`], whose desired state is applied as a diff. So reload, a
+//! backend going down and a restart that adopts the previous agent's maps are all the same,
+//! tested path.
+//!
+//! Here: start, the event loop and stop. Beside it: `neighbours` (the backends' next hops),
+//! `nat_setup` (SNAT address, kernel settings), `reload`, `status`, and `guard` (what is undone
+//! however `run` ends).
+
+mod guard;
+mod nat_setup;
+mod neighbours;
+mod reload;
+mod status;
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use thiserror::Error;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use xdp_lb_common::{Counter, VipKey};
+
+use self::{guard::StopGuard, neighbours::Neighbours};
+use crate::{
+    clock,
+    config::{self, Config, ConfigError, XdpMode},
+    control::{self, Command, ControlError, Request, Response},
+    dataplane::{
+        ApplyReport, AttachMode, Dataplane, DataplaneError, MapSizes, ReconcileError, Reconciler,
+    },
+    health::{Checker, HealthEvent},
+    nat::{Sweep, Timeouts},
+    netlink::{self, Netlink, NetlinkError},
+    observe::flow_log,
+    state::{self, Health, Ids, StateError, vip_key},
+    vrrp::instance::{Instance, VrrpError},
+};
+
+/// How often backends' neighbour entries are looked up again (MAC changes, late ARP replies).
+pub const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// How long start-up waits for ARP replies before attaching with what is resolved.
+const INITIAL_RESOLVE_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("updating the maps: {0}")]
+    Reconcile(#[from] ReconcileError),
+    #[error("netlink: {0}")]
+    Netlink(#[from] NetlinkError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Vrrp(#[from] VrrpError),
+    #[error(
+        "NAT needs a source address: agent.snat_address is not set and {0} has no IPv4 address"
+    )]
+    NoSnatAddress(String),
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("removing the pins: {0}")]
+    Cleanup(#[source] std::io::Error),
+}
+
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// On SIGTERM/SIGINT leave the program attached and the maps pinned, for the next
+    /// `xdp-lb run` to adopt (an upgrade without an outage).
+    pub keep_dataplane: bool,
+}
+
+struct Agent {
+    config_path: PathBuf,
+    config: Config,
+    loaded_at: SystemTime,
+    started_at: Instant,
+    /// The data plane, the control socket and the background tasks, undone on drop.
+    guard: StopGuard,
+    reconciler: Reconciler,
+    ids: Ids,
+    netlink: Netlink,
+    neighbours: Neighbours,
+    checker: Checker,
+    /// VIPs that had no usable backend at the last reconcile (logged once per transition).
+    vips_without_backends: BTreeSet<VipKey>,
+    health_transitions: u64,
+    vrrp: Vec<Instance>,
+    /// The MAC of agent.interface: only frames addressed to it are balanced.
+    local_mac: Option<[u8; 6]>,
+    /// NAT: the SNAT address in use (agent.snat_address, or the interface's primary address).
+    snat_address: Option<Ipv4Addr>,
+    nat: NatExpiry,
+}
+
+/// What NAT expiry has seen, for `status` and `/metrics`.
+#[derive(Debug, Default)]
+struct NatExpiry {
+    last: Sweep,
+    reclaimed_total: u64,
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
+    let config = config::load(&opts.config_path)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
+
+    // The control socket first: it refuses to start a second agent on the same socket.
+    let (command_tx, mut commands) = mpsc::channel::<Command>(16);
+    let control_task = control::serve(&config.agent.control_socket, command_tx.clone()).await?;
+    let mut guard = StopGuard::new(config.agent.control_socket.clone(), control_task);
+
+    let sizes = MapSizes {
+        flow_table_size: config.agent.flow_table_size,
+        max_vips: config.agent.max_vips,
+    };
+    let (dataplane, mut maps) = Dataplane::load(&config.agent.pin_dir, sizes)?;
+    if let Some(ring) = maps.take_flow_log() {
+        // The reader runs always; the program only reports when agent.flow_log is on
+        // (SETTINGS), so a reload can switch it.
+        match flow_log::spawn(ring) {
+            Ok(t) => guard.tasks.push(t),
+            Err(e) => tracing::warn!(error = %e, "cannot read the flow log"),
+        }
+    }
+    guard.hold(dataplane);
+    let (health_tx, mut health_events) = mpsc::channel::<HealthEvent>(64);
+    let mut agent = Agent::new(opts.config_path, config, guard, maps, health_tx)?;
+    agent.start().await?;
+    agent.serve_http(command_tx).await;
+
+    let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                let _ = agent.reload(None, "SIGHUP").await;
+            }
+            Some(command) = commands.recv() => {
+                let response = agent.handle(command.request).await;
+                let _ = command.reply.send(response);
+            }
+            Some(event) = health_events.recv() => {
+                agent.on_health(event);
+                agent.track().await;
+            }
+            _ = tick.tick() => {
+                agent.expire_nat();
+                match agent.neighbours.refresh(&agent.netlink, &agent.config).await {
+                    Ok(true) => agent.reconcile_logged("neighbour change"),
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "neighbour refresh failed; will retry"),
+                }
+                agent.track().await;
+            }
+        }
+    };
+    agent.stop(reason, opts.keep_dataplane).await
+}
+
+impl Agent {
+    fn new(
+        config_path: PathBuf,
+        config: Config,
+        mut guard: StopGuard,
+        maps: crate::dataplane::Maps,
+        health_tx: mpsc::Sender<HealthEvent>,
+    ) -> Result<Self, AgentError> {
+        let reconciler = Reconciler::new(maps)?;
+        let adopted = Ids::from_maps(
+            &reconciler.current_vip_ids(),
+            &reconciler.current_backends(),
+        );
+        if guard.dataplane().adopted_maps {
+            tracing::info!(
+                pin_dir = %config.agent.pin_dir.display(),
+                vips = adopted.vips.len(),
+                backends = adopted.backends.len(),
+                "adopting the maps a previous agent left pinned (flow table included); converging them to the config"
+            );
+        }
+        let ids = adopted.assign(&config)?;
+        let netlink = Netlink::new()?;
+        if let Some(logger) = guard.dataplane_mut().take_logger() {
+            match flow_log::spawn_ebpf_logger(logger) {
+                Ok(t) => guard.tasks.push(t),
+                Err(e) => tracing::warn!(error = %e, "cannot read the program's debug log"),
+            }
+        }
+        Ok(Self {
+            config_path,
+            config,
+            loaded_at: SystemTime::now(),
+            started_at: Instant::now(),
+            guard,
+            neighbours: Neighbours::adopted(&reconciler.current_backend_infos()),
+            reconciler,
+            ids,
+            netlink,
+            checker: Checker::new(health_tx),
+            vips_without_backends: BTreeSet::new(),
+            health_transitions: 0,
+            vrrp: Vec::new(),
+            local_mac: None,
+            snat_address: None,
+            nat: NatExpiry::default(),
+        })
+    }
+
+    /// Fills the maps, then attaches: the first packet already sees the whole config.
+    async fn start(&mut self) -> Result<(), AgentError> {
+        self.checker.sync(&self.config);
+        let interface = self.config.agent.interface.clone();
+        if let Some(ifindex) = netlink::ifindex(&interface) {
+            self.local_mac = self
+                .netlink
+                .link_mac(ifindex)
+                .await?
+                .filter(|m| *m != [0; 6]);
+        }
+        self.snat_address = nat_setup::snat_address(&self.netlink, &self.config).await?;
+        if self.snat_address.is_some() {
+            nat_setup::check_sysctls(&self.config);
+        }
+        let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
+        loop {
+            self.neighbours.refresh(&self.netlink, &self.config).await?;
+            if self.neighbours.all_resolved(&self.config) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.reconcile("start")?;
+        self.guard.see_vlan_tags(&interface);
+        let mode = match self.config.agent.xdp_mode {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Driver => AttachMode::Driver,
+            XdpMode::Generic => AttachMode::Generic,
+        };
+        let mode = self.guard.dataplane_mut().attach(&interface, mode)?;
+        for cfg in self.config.vrrp.clone() {
+            self.vrrp
+                .push(Instance::start(cfg, self.netlink.clone()).await?);
+        }
+        self.track().await;
+        tracing::info!(
+            interface = %interface,
+            mode = mode.as_str(),
+            config = %self.config_path.display(),
+            vips = self.config.vips.len(),
+            control_socket = %self.config.agent.control_socket.display(),
+            "xdp-lb is forwarding"
+        );
+        Ok(())
+    }
+
+    /// `agent.listen`: forwarding matters more than the pages, so a failure is logged and the
+    /// agent runs on without them.
+    async fn serve_http(&mut self, commands: mpsc::Sender<Command>) {
+        let Some(addr) = self.config.agent.listen else {
+            return;
+        };
+        let pin_dir = self.config.agent.pin_dir.clone();
+        match crate::observe::http::serve(addr, pin_dir, commands).await {
+            Ok(task) => {
+                tracing::info!(%addr, "serving /metrics, /stats and /healthz");
+                self.guard.tasks.push(task);
+            }
+            Err(err) => {
+                tracing::error!(%addr, error = %err, "cannot serve /metrics and /stats (agent.listen)")
+            }
+        }
+    }
+
+    /// VRRP first (a master sends priority 0 so its peer takes over after Skew_Time only), then
+    /// the data plane: detached and unpinned, or with `keep` left for the next agent.
+    async fn stop(mut self, signal: &str, keep: bool) -> Result<(), AgentError> {
+        for instance in std::mem::take(&mut self.vrrp) {
+            instance.shutdown().await;
+        }
+        self.log_counters();
+        if keep {
+            tracing::info!(
+                signal,
+                pin_dir = %self.config.agent.pin_dir.display(),
+                "stopping with --keep-dataplane: the program stays attached and the maps pinned; the next `xdp-lb run` adopts them"
+            );
+        } else {
+            tracing::info!(
+                signal,
+                "stopping: detaching the program and removing the pins"
+            );
+        }
+        self.guard.finish(keep).map_err(AgentError::Cleanup)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Data-plane tracking for VRRP (level-triggered: every tick and after every change): the
+    /// program must be attached (the kernel says so) and every VIP must have a usable backend.
+    /// What keepalived users scripted as "is haproxy alive?".
+    async fn track(&mut self) {
+        if self.vrrp.is_empty() {
+            return;
+        }
+        let attached = match self
+            .guard
+            .dataplane()
+            .attached()
+            .and_then(|(i, _)| netlink::ifindex(i))
+        {
+            Some(ifindex) => self.netlink.xdp_attached(ifindex).await.unwrap_or(true),
+            None => false,
+        };
+        let problem = if !attached {
+            Some("the XDP program is not attached".to_owned())
+        } else if !self.vips_without_backends.is_empty() {
+            let names: Vec<&str> = self
+                .config
+                .vips
+                .iter()
+                .filter(|v| self.vips_without_backends.contains(&vip_key(v)))
+                .map(|v| v.name.as_str())
+                .collect();
+            Some(format!("VIP {} has no usable backend", names.join(", ")))
+        } else {
+            None
+        };
+        for (instance, cfg) in self.vrrp.iter().zip(&self.config.vrrp) {
+            match (cfg.track_dataplane, cfg.track_weight) {
+                (false, _) => {}
+                (true, 0) => instance.track(problem.clone(), 0).await,
+                (true, weight) => {
+                    let penalty = if problem.is_some() { weight } else { 0 };
+                    instance.track(None, penalty).await
+                }
+            }
+        }
+    }
+
+    /// Reclaims expired NAT flows (every tick while a NAT VIP is configured).
+    fn expire_nat(&mut self) {
+        if self.snat_address.is_none() {
+            return;
+        }
+        let timeouts = Timeouts::of(&self.config.agent);
+        match self
+            .reconciler
+            .expire_nat_flows(&timeouts, clock::coarse_now_s())
+        {
+            Ok(sweep) => {
+                if sweep.reclaimed > 0 {
+                    tracing::debug!(reclaimed = sweep.reclaimed, live = ?sweep.live, "NAT flows expired");
+                }
+                self.nat.reclaimed_total += sweep.reclaimed;
+                self.nat.last = sweep;
+            }
+            Err(err) => tracing::warn!(error = %err, "NAT expiry failed; will retry"),
+        }
+    }
+
+    fn health(&self) -> Health {
+        let mut health = Health::new();
+        if let Ok(table) = self.checker.table.lock() {
+            for (key, h) in table.iter() {
+                health.insert(*key, h.up);
+            }
+        }
+        health
+    }
+
+    fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
+        let health = self.health();
+        let desired = state::desired_state(&state::Inputs {
+            config: &self.config,
+            ids: &self.ids,
+            neighbours: &self.neighbours.resolved,
+            health: &health,
+            local_mac: self.local_mac,
+            snat_address: self.snat_address,
+        });
+        let started = Instant::now();
+        let report = self.reconciler.apply(&desired)?;
+        if !report.is_empty() {
+            tracing::info!(
+                cause,
+                added = ?report.vips_added,
+                updated = ?report.vips_updated,
+                vips_removed = report.vips_removed,
+                backends_written = report.backends_written,
+                backends_removed = report.backends_removed,
+                flows_purged = report.flows_purged,
+                took_us = started.elapsed().as_micros() as u64,
+                "maps updated"
+            );
+        }
+        let empty: BTreeSet<VipKey> = desired
+            .vips
+            .iter()
+            .filter(|(_, v)| v.backend_count == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for (key, vip) in &desired.vips {
+            match (
+                empty.contains(key),
+                self.vips_without_backends.contains(key),
+            ) {
+                (true, false) => tracing::warn!(
+                    vip = %vip.name,
+                    cause,
+                    "VIP has no usable backend: its new connections are dropped (counter drop_no_backend)"
+                ),
+                (false, true) => {
+                    tracing::info!(vip = %vip.name, cause, "VIP has usable backends again")
+                }
+                _ => {}
+            }
+        }
+        self.vips_without_backends = empty;
+        Ok(report)
+    }
+
+    fn reconcile_logged(&mut self, cause: &str) {
+        if let Err(err) = self.reconcile(cause) {
+            tracing::error!(cause, error = %err, "applying a change to the maps failed; will retry on the next change");
+        }
+    }
+
+    fn on_health(&mut self, event: HealthEvent) {
+        self.health_transitions += 1;
+        let (vip, backend) = (&event.vip_name, event.key.1);
+        if event.up {
+            tracing::info!(vip = %vip, backend = %backend, reason = %event.reason, "backend UP");
+        } else {
+            tracing::warn!(vip = %vip, backend = %backend, reason = %event.reason, "backend DOWN");
+        }
+        let cause = format!("health: {backend} {}", if event.up { "up" } else { "down" });
+        self.reconcile_logged(&cause);
+    }
+
+    async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Reload { config } => {
+                let (ok, message) = match self.reload(config, "xdp-lb reload").await {
+                    Ok(message) => (true, message),
+                    Err(message) => (false, message),
+                };
+                Response {
+                    ok,
+                    message,
+                    status: None,
+                }
+            }
+            Request::Status => Response {
+                ok: true,
+                message: "ok".into(),
+                status: Some(Box::new(self.status())),
+            },
+        }
+    }
+
+    fn log_counters(&self) {
+        let maps = self.reconciler.maps();
+        let parts: Vec<String> = Counter::ALL
+            .iter()
+            .filter_map(|c| match maps.counter(*c) {
+                Ok(total) if total > 0 => Some(format!("{}={total}", c.name())),
+                _ => None,
+            })
+            .collect();
+        tracing::info!(counters = %parts.join(" "), "final counters");
+    }
+}
+
+/// Whether `path` parses and validates (for `check-config`).
+pub fn check_config(path: &Path) -> Result<Config, ConfigError> {
+    config::load(path)
+}

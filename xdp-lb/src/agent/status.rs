@@ -1,0 +1,96 @@
+//! The agent's answer to `status`: its config, the data plane's attachment, every backend's
+//! health and neighbour, NAT and VRRP, as one typed [`AgentStatus`].
+
+use crate::{
+    clock::unix_secs,
+    netlink::fmt_mac,
+    observe::status::{AgentStatus, BackendStatus, HealthState, NatStatus, VipStatus},
+    state::vip_key,
+};
+
+use super::Agent;
+
+impl Agent {
+    pub(super) fn status(&self) -> AgentStatus {
+        let table = self
+            .checker
+            .table
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        let vips = self
+            .config
+            .vips
+            .iter()
+            .map(|vip| {
+                let key = vip_key(vip);
+                let backends = vip
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let check = table.get(&(key, b.address)).cloned();
+                        BackendStatus {
+                            address: b.address,
+                            port: b.port,
+                            weight: b.weight,
+                            state: b.state,
+                            health: HealthState::of(check.as_ref()),
+                            check,
+                            mac: self
+                                .neighbours
+                                .resolved
+                                .get(&b.address)
+                                .map(|n| fmt_mac(&n.mac)),
+                            neighbour: self
+                                .neighbours
+                                .lookups
+                                .get(&b.address)
+                                .map(|l| l.describe()),
+                        }
+                    })
+                    .collect();
+                VipStatus {
+                    name: vip.name.clone(),
+                    address: vip.address,
+                    port: vip.port,
+                    forwarding: vip.forwarding,
+                    health_check: vip.health_check.kind,
+                    usable_backends: !self.vips_without_backends.contains(&key),
+                    backends,
+                }
+            })
+            .collect();
+        let (lo, hi) = self.config.agent.snat_port_range;
+        AgentStatus {
+            config: self.config_path.clone(),
+            loaded_unix: unix_secs(self.loaded_at),
+            uptime_seconds: self.started_at.elapsed().as_secs(),
+            interface: self.config.agent.interface.clone(),
+            attached: self
+                .guard
+                .dataplane()
+                .attached()
+                .map(|(_, m)| m.as_str().to_owned()),
+            pin_dir: self.config.agent.pin_dir.clone(),
+            health_transitions: self.health_transitions,
+            vips,
+            nat: self.snat_address.map(|a| NatStatus {
+                snat_address: a,
+                snat_port_range: format!("{lo}-{hi}"),
+                flows: self
+                    .nat
+                    .last
+                    .live
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+                reclaimed_total: self.nat.reclaimed_total,
+            }),
+            vrrp: self
+                .vrrp
+                .iter()
+                .filter_map(|i| i.status.lock().ok().map(|s| s.clone()))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The configuration file: TOML, parsed in two steps.
+//!
+//! 1. `toml` + serde into the `Raw*` structs, which mirror the file and keep the position of
+//!    every value that a later check may complain about (`Spanned`). Syntax errors, unknown keys
+//!    and wrong types are reported here, with toml's own position.
+//! 2. [`validate`] turns them into [`Config`], checking what serde cannot (primes, ranges,
+//!    duplicates, limits) and naming the line and key of the first value that is wrong.
+//!
+//! Nothing is applied until both steps succeed, so a bad file never half-applies.
+
+mod health_check;
+mod place;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod vrrp;
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::place::is_prime;
+use self::{place::Place, raw::RawConfig};
+
+/// Largest `agent.max_vips`: each VIP reserves 2 × 65537 × 4 bytes of Maglev table (512 KiB).
+pub const MAX_MAX_VIPS: u32 = 512;
+/// Largest `agent.flow_table_size` (about 4 GiB of kernel memory with hash overhead).
+pub const MAX_FLOW_TABLE_SIZE: u32 = 1 << 26;
+/// Smallest `maglev_table_size`: below this the per-backend shares are too coarse to honour weights.
+pub const MIN_MAGLEV_TABLE_SIZE: u32 = 251;
+/// Largest backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub vips: Vec<VipConfig>,
+    pub vrrp: Vec<VrrpConfig>,
+}
+
+/// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Version,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Address and prefix length.
+    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
+    /// Non-empty: unicast adverts to these peers instead of multicast.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    pub checksum: ChecksumMode,
+    pub garp_count: u32,
+    pub garp_repeat_delay: Duration,
+    pub track_dataplane: bool,
+    /// 0: tracking failure means Fault; > 0: subtract this from the priority instead.
+    pub track_weight: u8,
+    pub notify: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    pub pin_dir: PathBuf,
+    pub flow_table_size: u32,
+    pub max_vips: u32,
+    /// The agent's control socket (`xdp-lb reload`, `xdp-lb status`), root-only.
+    pub control_socket: PathBuf,
+    /// Where `/metrics`, `/stats` and `/healthz` are served; None: not served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Log new flows and drops (haproxy's connection log), at most `flow_log_rate` events per
+    /// CPU per second.
+    pub flow_log: bool,
+    pub flow_log_rate: u32,
+    /// NAT: the source address of connections to backends; None: the primary IPv4 address of
+    /// `interface`, looked up at start.
+    pub snat_address: Option<Ipv4Addr>,
+    /// NAT: the source ports of connections to backends (inclusive).
+    pub snat_port_range: (u16, u16),
+    /// NAT flow expiry, measured from the flow's last packet: half-open (only the SYN seen),
+    /// established, and closing (FIN or RST seen).
+    pub nat_syn_timeout: Duration,
+    pub nat_established_timeout: Duration,
+    pub nat_closing_timeout: Duration,
+}
+
+/// Default `agent.snat_port_range`.
+pub const DEFAULT_SNAT_PORT_RANGE: (u16, u16) = (20000, 59999);
+
+/// Default `agent.listen`: loopback only; anything else is the operator's explicit choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
+
+/// Default `agent.control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xdp-lb/xdp-lb.sock";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Driver (native) mode, falling back to generic mode with a log line saying so.
+    Auto,
+    Driver,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// L2 direct server return: only MACs are rewritten.
+    Dsr,
+    /// Full NAT: client → VIP becomes SNAT address → backend:port, and back.
+    Nat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub maglev_table_size: u32,
+    pub health_check: HealthCheckConfig,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    /// The port connections go to: the VIP's port unless a NAT VIP says otherwise.
+    pub port: u16,
+    pub weight: u32,
+    pub state: AdminState,
+}
+
+/// The operator's word on a backend, independent of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// In rotation (when healthy).
+    #[default]
+    Active,
+    /// No new flows; established flows continue until they end.
+    Drain,
+    /// Out of rotation; its established flows are purged and re-hashed to other backends.
+    Disabled,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Drain => "drain",
+            AdminState::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Tcp,
+    Http,
+    None,
+}
+
+impl CheckType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckType::Tcp => "tcp",
+            CheckType::Http => "http",
+            CheckType::None => "none",
+        }
+    }
+}
+
+/// `[vip.health_check]`, with haproxy's defaults (inter 2s, rise 2, fall 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckType,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// None: the VIP's port.
+    pub port: Option<u16>,
+    pub http_path: String,
+    pub http_expect_status: u16,
+    pub start_down: bool,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: CheckType::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+            port: None,
+            http_path: "/".into(),
+            http_expect_status: 200,
+            start_down: false,
+        }
+    }
+}
+
+/// A configuration error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The key in dotted form (`vip[1].maglev_table_size`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `[[vrrp]] version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// `[[vrrp]] checksum`: how the VRRPv3 checksum is computed over IPv4 (VRRP.md: the interop
+/// trap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    /// RFC 9568 §5.2.8: over the VRRP message only.
+    Rfc9568,
+    /// With the IPv4 pseudo-header, as RFC 5798 §5.2.8 read and keepalived does by default
+    /// (keepalived's `v3_checksum_as_v2` switches it to the RFC 9568 form).
+    PseudoHeader,
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read the file: {err}"),
+    })?;
+    parse(path, &text)
+}
+
+/// `agent.control_socket` of a file, read leniently (the rest may be invalid).
+pub fn control_socket_of(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value
+        .get("agent")?
+        .get("control_socket")?
+        .as_str()
+        .map(PathBuf::from)
+}
+
+/// Parses and validates configuration text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let place = Place { file: path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        // toml's message can span several lines with its own snippet; keep the first.
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_owned();
+        place.error(err.span(), None, message)
+    })?;
+    validate::validate(&place, raw)
+}

@@ -1,0 +1,159 @@
+//! The file as written: serde structs that mirror the TOML and keep the position (`Spanned`)
+//! of every value a later check may complain about. Unknown keys and wrong types fail here.
+
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{AdminState, CheckType, ChecksumMode, Forwarding, Protocol, XdpMode};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) agent: Spanned<RawAgent>,
+    #[serde(default)]
+    pub(super) vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    pub(super) vrrp: Vec<Spanned<RawVrrp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub(super) name: Spanned<String>,
+    pub(super) interface: Spanned<String>,
+    pub(super) vrid: Spanned<i64>,
+    pub(super) priority: Spanned<i64>,
+    #[serde(default)]
+    pub(super) version: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) advert_interval: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub(super) preempt: Option<bool>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) preempt_delay: Option<Spanned<Duration>>,
+    pub(super) virtual_addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) unicast_peers: Vec<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    pub(super) checksum: Option<ChecksumMode>,
+    #[serde(default)]
+    pub(super) garp_count: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) garp_repeat_delay: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub(super) track_dataplane: Option<bool>,
+    #[serde(default)]
+    pub(super) track_weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) notify: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub(super) interface: Spanned<String>,
+    #[serde(default)]
+    pub(super) xdp_mode: Option<XdpMode>,
+    #[serde(default)]
+    pub(super) pin_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) flow_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) max_vips: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) control_socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) flow_log: Option<bool>,
+    #[serde(default)]
+    pub(super) flow_log_rate: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) snat_address: Option<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    pub(super) snat_port_range: Option<Spanned<String>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) nat_syn_timeout: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) nat_established_timeout: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) nat_closing_timeout: Option<Spanned<Duration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVip {
+    pub(super) name: Spanned<String>,
+    pub(super) address: Spanned<Ipv4Addr>,
+    pub(super) port: Spanned<i64>,
+    #[serde(default)]
+    pub(super) protocol: Option<Protocol>,
+    #[serde(default)]
+    pub(super) forwarding: Option<Spanned<Forwarding>>,
+    #[serde(default)]
+    pub(super) maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub(super) backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub(super) address: Spanned<Ipv4Addr>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) state: Option<AdminState>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    #[serde(default, rename = "type")]
+    pub(super) kind: Option<CheckType>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) interval: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) timeout: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub(super) rise: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) http_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) http_expect_status: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) start_down: Option<bool>,
+}
+
+/// Durations as humantime strings ("2s", "150ms"), keeping their position for errors.
+mod spanned_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, de::Error as _};
+    use toml::Spanned;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Spanned<Duration>>, D::Error> {
+        let s: Spanned<String> = Spanned::deserialize(d)?;
+        let parsed = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {:?}: {e} (use e.g. \"2s\" or \"150ms\")",
+                s.get_ref()
+            ))
+        })?;
+        Ok(Some(Spanned::new(s.span(), parsed)))
+    }
+}
+
+// ---- entry points ---------------------------------------------------------------------------

@@ -1,0 +1,473 @@
+//! Config parsing and validation: every error names its file, line and key.
+
+use std::path::Path;
+
+use xdp_lb_common::{DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE};
+
+use super::*;
+
+mod general {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+interface = "eth0"
+xdp_mode = "auto"
+pin_dir = "/sys/fs/bpf/xdp-lb"
+flow_table_size = 1048576
+
+[[vip]]
+name = "apiserver"
+address = "198.18.0.100"
+port = 6443
+protocol = "tcp"
+forwarding = "dsr"
+maglev_table_size = 65537
+
+[[vip.backend]]
+address = "198.18.0.11"
+weight = 1
+
+[[vip.backend]]
+address = "198.18.0.12"
+weight = 2
+"#;
+
+    #[test]
+    fn nat_vip_with_backend_ports_and_snat_settings() {
+        let text = GOOD
+            .replace("forwarding = \"dsr\"", "forwarding = \"nat\"")
+            .replace("weight = 2", "weight = 2\nport = 8443")
+            .replace(
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_address = \"198.18.0.2\"\nsnat_port_range = \"30000-30999\"\nnat_established_timeout = \"2h\"",
+            );
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.vips[0].forwarding, Forwarding::Nat);
+        assert_eq!(
+            c.vips[0].backends[0].port, 6443,
+            "defaults to the VIP's port"
+        );
+        assert_eq!(c.vips[0].backends[1].port, 8443);
+        assert_eq!(c.agent.snat_address, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(c.agent.snat_port_range, (30000, 30999));
+        assert_eq!(c.agent.nat_established_timeout, Duration::from_secs(7200));
+        assert_eq!(c.agent.nat_syn_timeout, Duration::from_secs(10));
+        assert_eq!(c.agent.nat_closing_timeout, Duration::from_secs(10));
+        let dsr = parse_str(GOOD).unwrap();
+        assert_eq!(dsr.agent.snat_address, None);
+        assert_eq!(dsr.agent.snat_port_range, DEFAULT_SNAT_PORT_RANGE);
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("test.toml"), text)
+    }
+
+    /// Replaces the first occurrence of `from` in the good file and returns the error.
+    fn broken(from: &str, to: &str) -> ConfigError {
+        assert!(GOOD.contains(from), "{from}");
+        parse_str(&GOOD.replacen(from, to, 1)).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.agent.interface, "eth0");
+        assert_eq!(c.agent.xdp_mode, XdpMode::Auto);
+        assert_eq!(c.agent.flow_table_size, 1_048_576);
+        assert_eq!(c.vips.len(), 1);
+        let v = &c.vips[0];
+        assert_eq!(
+            (v.name.as_str(), v.port, v.maglev_table_size),
+            ("apiserver", 6443, 65537)
+        );
+        assert_eq!(
+            v.backends[1],
+            BackendConfig {
+                address: "198.18.0.12".parse().unwrap(),
+                port: 6443,
+                weight: 2,
+                state: AdminState::Active,
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_fill_optional_keys() {
+        let c = parse_str(
+            "[agent]\ninterface = \"eth1\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 80\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.pin_dir, PathBuf::from("/sys/fs/bpf/xdp-lb"));
+        assert_eq!(c.agent.max_vips, DEFAULT_MAX_VIPS);
+        assert_eq!(c.vips[0].maglev_table_size, MAGLEV_MAX_TABLE_SIZE);
+        assert_eq!(c.vips[0].forwarding, Forwarding::Dsr);
+        assert!(c.vips[0].backends.is_empty());
+    }
+
+    #[test]
+    fn each_mistake_has_its_own_error_with_a_line() {
+        let cases: &[(&str, &str, usize, &str, &str)] = &[
+            // (replace, with, line, key, message fragment)
+            (
+                "maglev_table_size = 65537",
+                "maglev_table_size = 65536",
+                14,
+                "vip[0].maglev_table_size",
+                "not a prime",
+            ),
+            (
+                "maglev_table_size = 65537",
+                "maglev_table_size = 131071",
+                14,
+                "vip[0].maglev_table_size",
+                "out of range",
+            ),
+            (
+                "port = 6443",
+                "port = 70000",
+                11,
+                "vip[0].port",
+                "out of range",
+            ),
+            (
+                "weight = 2",
+                "weight = -1",
+                22,
+                "vip[0].backend[1].weight",
+                "out of range",
+            ),
+            (
+                "address = \"198.18.0.12\"",
+                "address = \"198.18.0.11\"",
+                21,
+                "vip[0].backend[1].address",
+                "duplicate backend",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"a-very-long-interface-name\"",
+                3,
+                "agent.interface",
+                "not a valid interface",
+            ),
+            (
+                "pin_dir = \"/sys/fs/bpf/xdp-lb\"",
+                "pin_dir = \"relative\"",
+                5,
+                "agent.pin_dir",
+                "absolute",
+            ),
+            (
+                "name = \"apiserver\"",
+                "name = \"api server\"",
+                9,
+                "vip[0].name",
+                "not a valid name",
+            ),
+            (
+                "weight = 1",
+                "weight = 1\nport = 8443",
+                19,
+                "vip[0].backend[0].port",
+                "needs forwarding = \"nat\"",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_port_range = \"40000-30000\"",
+                7,
+                "agent.snat_port_range",
+                "not a port range",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nnat_closing_timeout = \"100ms\"",
+                7,
+                "agent.nat_closing_timeout",
+                "out of range",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_address = \"127.0.0.1\"",
+                7,
+                "agent.snat_address",
+                "cannot be a source address",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 0",
+                6,
+                "agent.flow_table_size",
+                "out of range",
+            ),
+        ];
+        for (from, to, line, key, fragment) in cases {
+            let err = broken(from, to);
+            assert_eq!(err.line, Some(*line), "{err}");
+            assert_eq!(err.key.as_deref(), Some(*key), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+            let shown = err.to_string();
+            assert!(shown.starts_with(&format!("test.toml:{line}:")), "{shown}");
+        }
+    }
+
+    #[test]
+    fn serde_level_mistakes_name_the_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            (
+                "xdp_mode = \"auto\"",
+                "xdp_mode = \"turbo\"",
+                4,
+                "unknown variant `turbo`",
+            ),
+            ("weight = 1", "wieght = 1", 18, "unknown field `wieght`"),
+            (
+                "address = \"198.18.0.100\"",
+                "address = \"198.18.0.300\"",
+                10,
+                "invalid IPv4 address",
+            ),
+            ("port = 6443", "port = \"https\"", 11, "invalid type"),
+            (
+                "protocol = \"tcp\"",
+                "protocol = \"sctp\"",
+                12,
+                "unknown variant `sctp`",
+            ),
+            ("[agent]", "[agnet]", 2, "unknown field `agnet`"),
+            ("port = 6443", "port = = 6443", 11, ""),
+        ];
+        for (from, to, line, fragment) in cases {
+            let err = broken(from, to);
+            assert_eq!(err.line, Some(*line), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_vip_endpoint_and_name_are_rejected() {
+        let twice =
+            format!("{GOOD}\n[[vip]]\nname = \"other\"\naddress = \"198.18.0.100\"\nport = 6443\n");
+        let err = parse_str(&twice).unwrap_err();
+        assert!(err.message.contains("already used"), "{err}");
+        let same_name = format!(
+            "{GOOD}\n[[vip]]\nname = \"apiserver\"\naddress = \"198.18.0.101\"\nport = 6443\n"
+        );
+        let err = parse_str(&same_name).unwrap_err();
+        assert!(err.message.contains("duplicate VIP name"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let err =
+            parse_str("[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n").unwrap_err();
+        assert!(err.message.contains("missing field `agent`"), "{err}");
+        let err = parse_str("[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\nport = 1\n")
+            .unwrap_err();
+        assert!(err.message.contains("missing field `address`"), "{err}");
+        assert_eq!(err.line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn too_many_vips_for_max_vips() {
+        let text = "[agent]\ninterface = \"eth0\"\nmax_vips = 1\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.1\"\nport = 1\n[[vip]]\nname = \"b\"\naddress = \"198.18.0.2\"\nport = 1\n";
+        let err = parse_str(text).unwrap_err();
+        assert!(err.message.contains("max_vips"), "{err}");
+        assert_eq!(err.line, Some(8), "{err}");
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65537) && is_prime(251) && is_prime(2));
+        assert!(!is_prime(65536) && !is_prime(1) && !is_prime(0) && !is_prime(65535));
+    }
+}
+
+mod health_check {
+    use super::*;
+
+    const BASE: &str = "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 6443\n";
+
+    fn with_check(check: &str) -> Result<Config, ConfigError> {
+        parse(
+            Path::new("h.toml"),
+            &format!(
+                "{BASE}[vip.health_check]\n{check}\n[[vip.backend]]\naddress = \"198.18.0.11\"\nstate = \"drain\"\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_defaults_follow_haproxy() {
+        let c = with_check("type = \"http\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 2\nfall = 3\nport = 8080\nhttp_path = \"/healthz\"\nhttp_expect_status = 200\nstart_down = false").unwrap();
+        let h = &c.vips[0].health_check;
+        assert_eq!(
+            (h.kind, h.interval, h.timeout, h.rise, h.fall, h.port),
+            (
+                CheckType::Http,
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                2,
+                3,
+                Some(8080)
+            )
+        );
+        assert_eq!(h.http_path, "/healthz");
+        assert_eq!(c.vips[0].backends[0].state, AdminState::Drain);
+        let d = with_check("interval = \"500ms\"").unwrap();
+        let h = &d.vips[0].health_check;
+        assert_eq!(
+            (h.kind, h.interval, h.timeout, h.rise, h.fall),
+            (
+                CheckType::Tcp,
+                Duration::from_millis(500),
+                Duration::from_millis(500),
+                2,
+                3
+            )
+        );
+    }
+
+    #[test]
+    fn health_check_mistakes_name_line_and_key() {
+        let cases = [
+            ("interval = \"2 parsecs\"", 8, "invalid duration"),
+            ("type = \"icmp\"", 8, "unknown variant `icmp`"),
+            ("rise = 0", 8, "vip[0].health_check.rise"),
+            (
+                "interval = \"1s\"\ntimeout = \"2s\"",
+                9,
+                "longer than the interval",
+            ),
+            ("http_path = \"healthz\"", 8, "must start with '/'"),
+            ("http_expect_status = 700", 8, "out of range"),
+            ("interval = \"1ms\"", 8, "out of range"),
+        ];
+        for (text, line, fragment) in cases {
+            let err = with_check(text).unwrap_err();
+            assert_eq!(err.line, Some(line), "{text}: {err}");
+            assert!(err.to_string().contains(fragment), "{text}: {err}");
+        }
+        let err = parse(
+            Path::new("h.toml"),
+            &format!("{BASE}[[vip.backend]]\naddress = \"198.18.0.11\"\nstate = \"sleeping\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("unknown variant `sleeping`") && err.line == Some(9),
+            "{err}"
+        );
+    }
+}
+
+mod vrrp {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+[agent]
+interface = "eth0"
+
+[[vrrp]]
+name = "vi-apiserver"
+interface = "eth0"
+vrid = 51
+priority = 150                    # 1..255
+version = 3                       # 3 | 2
+advert_interval = "1s"
+preempt = true
+preempt_delay = "0s"
+virtual_addresses = ["198.18.0.100/24"]
+unicast_peers = []
+checksum = "rfc9568"
+garp_count = 5
+garp_repeat_delay = "5s"
+track_dataplane = true
+track_weight = 0
+notify = "/etc/xdp-lb/notify"
+"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(Path::new("v.toml"), ISSUE_EXAMPLE).unwrap();
+        let v = &c.vrrp[0];
+        assert_eq!(
+            (v.name.as_str(), v.vrid, v.priority, v.version),
+            ("vi-apiserver", 51, 150, Version::V3)
+        );
+        assert_eq!(
+            v.virtual_addresses,
+            vec![("198.18.0.100".parse().unwrap(), 24)]
+        );
+        assert_eq!(
+            (v.checksum, v.garp_count, v.track_dataplane),
+            (ChecksumMode::Rfc9568, 5, true)
+        );
+        assert_eq!(v.notify.as_deref(), Some(Path::new("/etc/xdp-lb/notify")));
+    }
+
+    #[test]
+    fn vrrp_mistakes_name_line_and_key() {
+        let cases = [
+            ("vrid = 51", "vrid = 0", "vrrp[0].vrid", "out of range"),
+            (
+                "version = 3 ",
+                "version = 4 ",
+                "vrrp[0].version",
+                "not a VRRP version",
+            ),
+            (
+                "advert_interval = \"1s\"",
+                "advert_interval = \"15ms\"",
+                "vrrp[0].advert_interval",
+                "10 ms steps",
+            ),
+            ("version = 3 ", "version = 2 ", "", ""),
+            (
+                "checksum = \"rfc9568\"",
+                "checksum = \"crc32\"",
+                "",
+                "unknown variant `crc32`",
+            ),
+            (
+                "virtual_addresses = [\"198.18.0.100/24\"]",
+                "virtual_addresses = [\"198.18.0.100/33\"]",
+                "vrrp[0].virtual_addresses",
+                "not an IPv4 address",
+            ),
+            (
+                "virtual_addresses = [\"198.18.0.100/24\"]",
+                "virtual_addresses = []",
+                "vrrp[0].virtual_addresses",
+                "at least one",
+            ),
+            (
+                "notify = \"/etc/xdp-lb/notify\"",
+                "notify = \"notify.sh\"",
+                "vrrp[0].notify",
+                "absolute",
+            ),
+        ];
+        for (from, to, key, fragment) in cases {
+            let text = ISSUE_EXAMPLE.replacen(from, to, 1);
+            match parse(Path::new("v.toml"), &text) {
+                Ok(c) => {
+                    assert!(key.is_empty(), "{to} should fail");
+                    assert_eq!(c.vrrp[0].version, Version::V2);
+                }
+                Err(e) => {
+                    assert!(e.line.is_some(), "{e}");
+                    assert!(
+                        e.to_string().contains(key) && e.to_string().contains(fragment),
+                        "{to}: {e}"
+                    );
+                }
+            }
+        }
+        // v2 intervals are whole seconds.
+        let v2 = ISSUE_EXAMPLE
+            .replacen("version = 3 ", "version = 2 ", 1)
+            .replacen("\"1s\"", "\"1500ms\"", 1);
+        let e = parse(Path::new("v.toml"), &v2).unwrap_err();
+        assert!(e.to_string().contains("whole seconds"), "{e}");
+    }
+}

@@ -1,0 +1,294 @@
+//! From the file as written to a [`Config`]: what serde cannot check (ranges, primes,
+//! duplicates, limits), naming the line and key of the first value that is wrong.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use xdp_lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS,
+};
+
+use super::{
+    AgentConfig, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
+    DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
+    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, VipConfig, XdpMode,
+    health_check::health_check,
+    place::{Place, is_prime, nat_timeout, port_range, ranged, valid_interface, valid_name},
+    raw::RawConfig,
+    vrrp::vrrp_instance,
+};
+
+pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+    let agent_span = raw.agent.span();
+    let raw_agent = raw.agent.into_inner();
+
+    let interface = valid_interface(place, &raw_agent.interface, "agent.interface".into())?;
+    let pin_dir = match &raw_agent.pin_dir {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(
+                p,
+                "agent.pin_dir",
+                "must be an absolute path on a bpf filesystem",
+            ));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => PathBuf::from("/sys/fs/bpf/xdp-lb"),
+    };
+    let flow_table_size = match &raw_agent.flow_table_size {
+        Some(v) => ranged(place, v, "agent.flow_table_size", 1..=MAX_FLOW_TABLE_SIZE)?,
+        None => DEFAULT_FLOW_TABLE_SIZE,
+    };
+    let max_vips = match &raw_agent.max_vips {
+        Some(v) => ranged(place, v, "agent.max_vips", 1..=MAX_MAX_VIPS)?,
+        None => DEFAULT_MAX_VIPS,
+    };
+    let control_socket = match &raw_agent.control_socket {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(p, "agent.control_socket", "must be an absolute path"));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    };
+    let listen = match &raw_agent.listen {
+        Some(l) if l.get_ref().is_empty() => None,
+        Some(l) => Some(l.get_ref().parse().map_err(|_| {
+            place.at(
+                l,
+                "agent.listen",
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9100\"; \"\" turns it off)",
+                    l.get_ref()
+                ),
+            )
+        })?),
+        None => Some(DEFAULT_LISTEN.parse().expect("valid default")),
+    };
+    let agent = AgentConfig {
+        interface,
+        xdp_mode: raw_agent.xdp_mode.unwrap_or(XdpMode::Auto),
+        pin_dir,
+        flow_table_size,
+        max_vips,
+        control_socket,
+        listen,
+        flow_log: raw_agent.flow_log.unwrap_or(false),
+        flow_log_rate: match &raw_agent.flow_log_rate {
+            Some(v) => ranged(place, v, "agent.flow_log_rate", 1..=1_000_000)?,
+            None => 1000,
+        },
+        snat_address: match &raw_agent.snat_address {
+            Some(a)
+                if a.get_ref().is_unspecified()
+                    || a.get_ref().is_multicast()
+                    || a.get_ref().is_broadcast()
+                    || a.get_ref().is_loopback() =>
+            {
+                return Err(place.at(
+                    a,
+                    "agent.snat_address",
+                    format!("{} cannot be a source address", a.get_ref()),
+                ));
+            }
+            Some(a) => Some(*a.get_ref()),
+            None => None,
+        },
+        snat_port_range: match &raw_agent.snat_port_range {
+            Some(r) => port_range(place, r, "agent.snat_port_range")?,
+            None => DEFAULT_SNAT_PORT_RANGE,
+        },
+        nat_syn_timeout: nat_timeout(place, &raw_agent.nat_syn_timeout, "nat_syn_timeout", 10)?,
+        nat_established_timeout: nat_timeout(
+            place,
+            &raw_agent.nat_established_timeout,
+            "nat_established_timeout",
+            3600,
+        )?,
+        nat_closing_timeout: nat_timeout(
+            place,
+            &raw_agent.nat_closing_timeout,
+            "nat_closing_timeout",
+            10,
+        )?,
+    };
+
+    if raw.vip.len() > max_vips as usize {
+        return Err(place.error(
+            Some(raw.vip[max_vips as usize].span()),
+            Some("vip".into()),
+            format!(
+                "{} VIPs configured but agent.max_vips is {max_vips}; raise agent.max_vips",
+                raw.vip.len()
+            ),
+        ));
+    }
+    if raw.vip.is_empty() {
+        tracing::debug!("no [[vip]] configured: {agent_span:?}");
+    }
+
+    let mut names = BTreeSet::new();
+    let mut endpoints = BTreeSet::new();
+    let mut total_backends = 0usize;
+    let mut vips = Vec::with_capacity(raw.vip.len());
+    for (i, raw_vip) in raw.vip.iter().enumerate() {
+        let vip_span = raw_vip.span();
+        let rv = raw_vip.get_ref();
+        let key = |field: &str| format!("vip[{i}].{field}");
+
+        let name = valid_name(place, &rv.name, key("name"))?;
+        if !names.insert(name.clone()) {
+            return Err(place.at(
+                &rv.name,
+                key("name"),
+                format!("duplicate VIP name {name:?}"),
+            ));
+        }
+        let address = *rv.address.get_ref();
+        if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+            return Err(place.at(
+                &rv.address,
+                key("address"),
+                format!("{address} cannot be a VIP"),
+            ));
+        }
+        let port = ranged(place, &rv.port, &key("port"), 1..=65535)? as u16;
+        let protocol = rv.protocol.unwrap_or(Protocol::Tcp);
+        if !endpoints.insert((address, port, protocol as u8)) {
+            return Err(place.at(
+                &rv.port,
+                key("port"),
+                format!("{address}:{port}/tcp is already used by another VIP"),
+            ));
+        }
+        let forwarding = rv
+            .forwarding
+            .as_ref()
+            .map_or(Forwarding::Dsr, |f| *f.get_ref());
+        let maglev_table_size = match &rv.maglev_table_size {
+            Some(v) => {
+                let size = ranged(
+                    place,
+                    v,
+                    &key("maglev_table_size"),
+                    MIN_MAGLEV_TABLE_SIZE..=MAGLEV_MAX_TABLE_SIZE,
+                )?;
+                if !is_prime(size) {
+                    return Err(place.at(
+                        v,
+                        key("maglev_table_size"),
+                        format!("{size} is not a prime (Maglev needs a prime table size; e.g. 65537, 16381, 4093, 1021)"),
+                    ));
+                }
+                size
+            }
+            None => MAGLEV_MAX_TABLE_SIZE,
+        };
+
+        let mut backends = Vec::with_capacity(rv.backend.len());
+        let mut seen = BTreeSet::new();
+        for (j, raw_backend) in rv.backend.iter().enumerate() {
+            let rb = raw_backend.get_ref();
+            let bkey = |field: &str| format!("vip[{i}].backend[{j}].{field}");
+            let baddr = *rb.address.get_ref();
+            if baddr.is_unspecified()
+                || baddr.is_multicast()
+                || baddr.is_broadcast()
+                || baddr.is_loopback()
+            {
+                return Err(place.at(
+                    &rb.address,
+                    bkey("address"),
+                    format!("{baddr} cannot be a backend"),
+                ));
+            }
+            if !seen.insert(baddr) {
+                return Err(place.at(
+                    &rb.address,
+                    bkey("address"),
+                    format!("duplicate backend {baddr} in VIP {name:?}"),
+                ));
+            }
+            let weight = match &rb.weight {
+                Some(w) => ranged(place, w, &bkey("weight"), 0..=MAX_WEIGHT)?,
+                None => 1,
+            };
+            let bport = match &rb.port {
+                Some(p) => {
+                    let bport = ranged(place, p, &bkey("port"), 1..=65535)? as u16;
+                    if forwarding == Forwarding::Dsr && bport != port {
+                        return Err(place.at(
+                            p,
+                            bkey("port"),
+                            format!(
+                                "DSR forwards to the VIP's port {port}; a backend on another port needs forwarding = \"nat\""
+                            ),
+                        ));
+                    }
+                    bport
+                }
+                None => port,
+            };
+            backends.push(BackendConfig {
+                address: baddr,
+                port: bport,
+                weight,
+                state: rb.state.unwrap_or_default(),
+            });
+        }
+        if backends.len() as u32 >= maglev_table_size {
+            return Err(place.error(
+                Some(vip_span),
+                Some(key("backend")),
+                format!(
+                    "{} backends need a larger maglev_table_size than {maglev_table_size}",
+                    backends.len()
+                ),
+            ));
+        }
+        total_backends += backends.len();
+        if total_backends > MAX_BACKENDS as usize {
+            return Err(place.error(
+                Some(vip_span),
+                Some(key("backend")),
+                format!("more than {MAX_BACKENDS} backends in all VIPs"),
+            ));
+        }
+        let health_check = match &rv.health_check {
+            Some(h) => health_check(place, h.get_ref(), &key("health_check"))?,
+            None => HealthCheckConfig::default(),
+        };
+        vips.push(VipConfig {
+            name,
+            address,
+            port,
+            protocol,
+            forwarding,
+            maglev_table_size,
+            health_check,
+            backends,
+        });
+    }
+    let vrrp = raw
+        .vrrp
+        .iter()
+        .enumerate()
+        .map(|(i, r)| vrrp_instance(place, i, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen_names = BTreeSet::new();
+    let mut seen_vrids = BTreeSet::new();
+    for (i, (r, v)) in raw.vrrp.iter().zip(&vrrp).enumerate() {
+        if !seen_names.insert(v.name.clone()) {
+            return Err(place.at(
+                &r.get_ref().name,
+                format!("vrrp[{i}].name"),
+                format!("duplicate VRRP instance {:?}", v.name),
+            ));
+        }
+        if !seen_vrids.insert((v.interface.clone(), v.vrid)) {
+            return Err(place.at(
+                &r.get_ref().vrid,
+                format!("vrrp[{i}].vrid"),
+                format!("VRID {} is already used on {}", v.vrid, v.interface),
+            ));
+        }
+    }
+    Ok(Config { agent, vips, vrrp })
+}

@@ -1,0 +1,144 @@
+//! `[[vrrp]]` sections: keepalived's `vrrp_instance`, validated.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use toml::Spanned;
+
+use super::{
+    ChecksumMode, ConfigError, Version, VrrpConfig,
+    place::{Place, ranged, valid_interface, valid_name},
+    raw::RawVrrp,
+};
+
+pub(super) fn vrrp_instance(
+    place: &Place<'_>,
+    i: usize,
+    raw: &Spanned<RawVrrp>,
+) -> Result<VrrpConfig, ConfigError> {
+    let r = raw.get_ref();
+    let k = |field: &str| format!("vrrp[{i}].{field}");
+    let name = valid_name(place, &r.name, k("name"))?;
+    let interface = valid_interface(place, &r.interface, k("interface"))?;
+    let vrid = ranged(place, &r.vrid, &k("vrid"), 1..=255)? as u8;
+    let priority = ranged(place, &r.priority, &k("priority"), 1..=255)? as u8;
+    let version = match &r.version {
+        None => Version::V3,
+        Some(v) if *v.get_ref() == 3 => Version::V3,
+        Some(v) if *v.get_ref() == 2 => Version::V2,
+        Some(v) => {
+            return Err(place.at(
+                v,
+                k("version"),
+                format!("{} is not a VRRP version (3 or 2)", v.get_ref()),
+            ));
+        }
+    };
+    let advert_interval = match &r.advert_interval {
+        None => Duration::from_secs(1),
+        Some(d) => {
+            let v = *d.get_ref();
+            let ok = match version {
+                // 12 bits of centiseconds (RFC 5798 §5.2.7).
+                Version::V3 => {
+                    v >= Duration::from_millis(10)
+                        && v <= Duration::from_millis(40_950)
+                        && v.as_millis() % 10 == 0
+                }
+                // An 8-bit count of seconds (RFC 3768 §5.3.7).
+                Version::V2 => {
+                    v >= Duration::from_secs(1)
+                        && v <= Duration::from_secs(255)
+                        && v.subsec_nanos() == 0
+                }
+            };
+            if !ok {
+                let allowed = match version {
+                    Version::V3 => "10 ms steps from 10ms to 40.95s for version 3",
+                    Version::V2 => "whole seconds from 1s to 255s for version 2",
+                };
+                return Err(place.at(
+                    d,
+                    k("advert_interval"),
+                    format!("{v:?} is not allowed ({allowed})"),
+                ));
+            }
+            v
+        }
+    };
+    let preempt_delay = match &r.preempt_delay {
+        Some(d) if *d.get_ref() > Duration::from_secs(3600) => {
+            return Err(place.at(d, k("preempt_delay"), "must be at most 1h"));
+        }
+        Some(d) => *d.get_ref(),
+        None => Duration::ZERO,
+    };
+    let mut virtual_addresses = Vec::new();
+    for a in r.virtual_addresses.get_ref() {
+        let text = a.get_ref();
+        let (addr, prefix) = text.split_once('/').unwrap_or((text, "32"));
+        let parsed = addr
+            .parse::<Ipv4Addr>()
+            .ok()
+            .zip(prefix.parse::<u8>().ok().filter(|p| (1..=32).contains(p)));
+        match parsed {
+            Some((addr, prefix)) if !addr.is_unspecified() && !addr.is_multicast() => {
+                virtual_addresses.push((addr, prefix))
+            }
+            _ => {
+                return Err(place.at(
+                    a,
+                    k("virtual_addresses"),
+                    format!("{text:?} is not an IPv4 address with an optional /prefix"),
+                ));
+            }
+        }
+    }
+    if virtual_addresses.is_empty() {
+        return Err(place.at(
+            &r.virtual_addresses,
+            k("virtual_addresses"),
+            "at least one address is needed",
+        ));
+    }
+    let garp_count = match &r.garp_count {
+        Some(v) => ranged(place, v, &k("garp_count"), 0..=100)?,
+        None => 5,
+    };
+    let garp_repeat_delay = match &r.garp_repeat_delay {
+        Some(d) => *d.get_ref(),
+        None => Duration::from_secs(5),
+    };
+    let track_weight = match &r.track_weight {
+        Some(v) => ranged(place, v, &k("track_weight"), 0..=254)? as u8,
+        None => 0,
+    };
+    let notify = match &r.notify {
+        Some(p) if !p.get_ref().is_absolute() => {
+            return Err(place.at(
+                p,
+                k("notify"),
+                "must be an absolute path to a program (run without a shell)",
+            ));
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    Ok(VrrpConfig {
+        name,
+        interface,
+        vrid,
+        priority,
+        version,
+        advert_interval,
+        preempt: r.preempt.unwrap_or(true),
+        preempt_delay,
+        virtual_addresses,
+        unicast_peers: r.unicast_peers.iter().map(|p| *p.get_ref()).collect(),
+        checksum: r.checksum.unwrap_or(ChecksumMode::Rfc9568),
+        garp_count,
+        garp_repeat_delay,
+        track_dataplane: r.track_dataplane.unwrap_or(true),
+        track_weight,
+        notify,
+    })
+}

@@ -1,0 +1,227 @@
+//! Typed handles on every map of the program, and what may be read from them.
+//!
+//! The fields are private to `dataplane`: outside it a [`Maps`] can only be read (every method
+//! here takes `&self`), so `xdp-lb inspect`, the HTTP server and tests may open the pinned maps
+//! freely. The one value that writes is the one [`super::Reconciler`] owns.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
+};
+use xdp_lb_common::{
+    BackendInfo, Counter, FlowKey, FlowLogBudget, FlowValue, Settings, TrafficCounters, VipInfo,
+    VipKey, VipName, map_names,
+};
+
+use super::{DataplaneError, maglev_array::MaglevArray};
+
+/// Typed handles on every map of the program.
+pub struct Maps {
+    pub(super) vips: HashMap<MapData, VipKey, VipInfo>,
+    pub(super) backends: Array<MapData, BackendInfo>,
+    pub(super) maglev: MaglevArray,
+    pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// NAT reply direction and SNAT port reservations (see `xdp-lb-ebpf/src/nat.rs`).
+    pub(super) nat_flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(super) tx_ports: DevMapHash<MapData>,
+    pub(super) vip_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub(super) backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    counters: PerCpuArray<MapData, u64>,
+    pub(super) vip_names: Array<MapData, VipName>,
+    pub(super) settings: Array<MapData, Settings>,
+    flow_log_budget: PerCpuArray<MapData, FlowLogBudget>,
+    /// The flow-log ring buffer, until the agent takes it to read events.
+    flow_log: Option<RingBuf<MapData>>,
+    flows_size: u32,
+}
+
+impl Maps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Self::from_source(|name| {
+            ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
+                name,
+                place: "the object".into(),
+            })
+        })
+    }
+
+    /// Opens the maps pinned under `pin_dir` by a running (or dead but kept) agent, to read.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::from_source(|name| {
+            let path = pin_dir.join(name);
+            if !path.exists() {
+                return Err(DataplaneError::MissingMap {
+                    name,
+                    place: format!("{} (is xdp-lb running?)", pin_dir.display()),
+                });
+            }
+            let data =
+                MapData::from_pin(&path).map_err(|source| DataplaneError::Map { name, source })?;
+            Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })
+        })
+    }
+
+    fn from_source(
+        mut get: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        fn conv<T: TryFrom<Map, Error = MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, DataplaneError> {
+            T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+        }
+        let maglev = match get(map_names::MAGLEV)? {
+            Map::Array(data) => MaglevArray::new(data)?,
+            _ => {
+                return Err(DataplaneError::WrongMap {
+                    name: map_names::MAGLEV,
+                    detail: "not an array".into(),
+                });
+            }
+        };
+        let flows = get(map_names::FLOWS)?;
+        let flows_size = match &flows {
+            Map::LruHashMap(d) | Map::HashMap(d) => d.info().map(|i| i.max_entries()).unwrap_or(0),
+            _ => 0,
+        };
+        Ok(Self {
+            vips: conv(map_names::VIPS, get(map_names::VIPS)?)?,
+            backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
+            maglev,
+            flows: conv(map_names::FLOWS, flows)?,
+            nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,
+            tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
+            vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
+            backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
+            counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
+            vip_names: conv(map_names::VIP_NAMES, get(map_names::VIP_NAMES)?)?,
+            settings: conv(map_names::SETTINGS, get(map_names::SETTINGS)?)?,
+            flow_log_budget: conv(map_names::FLOW_LOG_BUDGET, get(map_names::FLOW_LOG_BUDGET)?)?,
+            flow_log: Some(conv(map_names::FLOW_LOG, get(map_names::FLOW_LOG)?)?),
+            flows_size,
+        })
+    }
+
+    /// The flow-log ring buffer, for its one reader (the agent takes it once).
+    pub fn take_flow_log(&mut self) -> Option<RingBuf<MapData>> {
+        self.flow_log.take()
+    }
+
+    /// The flow table's size as created.
+    pub fn flows_max_entries(&self) -> u32 {
+        self.flows_size
+    }
+
+    /// Every VIP entry (entries that vanish while we read are skipped).
+    pub fn vips(&self) -> Vec<(VipKey, VipInfo)> {
+        self.vips.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn vip(&self, key: &VipKey) -> Option<VipInfo> {
+        self.vips.get(key, 0).ok()
+    }
+
+    /// The name the agent gave VIP `vip_id` (what `inspect` shows).
+    pub fn vip_name(&self, vip_id: u32) -> Option<String> {
+        self.vip_names
+            .get(&vip_id, 0)
+            .ok()
+            .map(|n| n.as_str().to_owned())
+    }
+
+    /// Every backend id in use, with its entry (a cleared entry means the id is free).
+    pub fn backends(&self) -> Vec<(u32, BackendInfo)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(id, b)| b.ok().filter(|b| b.addr_be != 0).map(|b| (id as u32, b)))
+            .collect()
+    }
+
+    /// The live Maglev table of a VIP (empty when it has no usable backend).
+    pub fn maglev_table(&self, info: &VipInfo) -> Vec<u32> {
+        if info.table_size == 0 || info.maglev_slot >= self.maglev.slots() {
+            return Vec::new();
+        }
+        self.maglev.read_slot(info.maglev_slot, info.table_size)
+    }
+
+    /// Every client-direction flow (entries evicted while we read are skipped).
+    pub fn flows(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        self.flows.iter().filter_map(Result::ok)
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key, 0).ok()
+    }
+
+    /// Every NAT reply-direction entry (one per NAT flow and SNAT port).
+    pub fn nat_flows(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        self.nat_flows.iter().filter_map(Result::ok)
+    }
+
+    pub fn nat_flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.nat_flows.get(key, 0).ok()
+    }
+
+    /// The data plane's switches as the agent last wrote them.
+    pub fn settings(&self) -> Option<Settings> {
+        self.settings.get(&0, 0).ok()
+    }
+
+    /// Interfaces the program may redirect to.
+    pub fn tx_ports(&self) -> Result<Vec<u32>, MapError> {
+        self.tx_ports.keys().collect()
+    }
+
+    /// The flow log's per-CPU budgets (what each CPU has reported and suppressed).
+    pub fn flow_log_budgets(&self) -> Vec<FlowLogBudget> {
+        self.flow_log_budget
+            .get(&0, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A counter summed over CPUs. `Tx` and `Redirect` are summed over the VIPs' counters,
+    /// where the data plane keeps them (see `TrafficCounters`).
+    pub fn counter(&self, counter: Counter) -> Result<u64, MapError> {
+        match counter {
+            Counter::Tx | Counter::Redirect => {
+                let mut total = 0;
+                for values in self.vip_stats.iter() {
+                    for v in values?.iter() {
+                        total += if counter == Counter::Tx {
+                            v.tx
+                        } else {
+                            v.redirect
+                        };
+                    }
+                }
+                Ok(total)
+            }
+            c => Ok(self.counters.get(&(c as u32), 0)?.iter().sum()),
+        }
+    }
+
+    /// A VIP's counters summed over CPUs.
+    pub fn vip_traffic(&self, vip_id: u32) -> TrafficCounters {
+        sum_traffic(&self.vip_stats, vip_id)
+    }
+
+    /// A backend's counters summed over CPUs.
+    pub fn backend_traffic(&self, backend_id: u32) -> TrafficCounters {
+        sum_traffic(&self.backend_stats, backend_id)
+    }
+}
+
+fn sum_traffic(map: &PerCpuArray<MapData, TrafficCounters>, index: u32) -> TrafficCounters {
+    let mut total = TrafficCounters::default();
+    if let Ok(values) = map.get(&index, 0) {
+        for v in values.iter() {
+            total.add(v);
+        }
+    }
+    total
+}

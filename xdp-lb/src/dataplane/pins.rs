@@ -1,0 +1,188 @@
+//! Where the data plane lives between agents: the bpf filesystem, the pins under
+//! `agent.pin_dir`, and the layout check that keeps an agent from adopting maps another version
+//! made.
+
+use std::{ffi::CString, io, path::Path};
+
+use xdp_lb_common::{
+    BackendInfo, FlowKey, FlowValue, Settings, TrafficCounters, VipInfo, VipKey, map_names,
+};
+
+use super::DataplaneError;
+
+/// Name of the pinned XDP link under `pin_dir`.
+pub const LINK_PIN: &str = "link";
+
+/// `statfs` magic of bpffs (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The (key size, value size, entries) each map must have; entries None where it may differ
+/// (sizes the agent sets from its config, kept from the pinned map on adoption).
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 9] {
+    use std::mem::size_of;
+    [
+        (
+            map_names::VIPS,
+            size_of::<VipKey>() as u32,
+            size_of::<VipInfo>() as u32,
+            None,
+        ),
+        (
+            map_names::BACKENDS,
+            4,
+            size_of::<BackendInfo>() as u32,
+            Some(xdp_lb_common::MAX_BACKENDS),
+        ),
+        (map_names::MAGLEV, 4, 8, None),
+        (
+            map_names::FLOWS,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_FLOWS,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::VIP_STATS,
+            4,
+            size_of::<TrafficCounters>() as u32,
+            None,
+        ),
+        (
+            map_names::BACKEND_STATS,
+            4,
+            size_of::<TrafficCounters>() as u32,
+            Some(xdp_lb_common::MAX_BACKENDS),
+        ),
+        (
+            map_names::COUNTERS,
+            4,
+            8,
+            Some(xdp_lb_common::Counter::COUNT),
+        ),
+        (
+            map_names::SETTINGS,
+            4,
+            size_of::<Settings>() as u32,
+            Some(1),
+        ),
+    ]
+}
+
+pub(super) fn check_pinned_layout(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let incompatible = |detail: String| DataplaneError::Incompatible {
+        pin_dir: pin_dir.to_owned(),
+        detail,
+    };
+    for (name, key, value, entries) in expected_layout() {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            return Err(incompatible(format!("map {name} is missing")));
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .map_err(|e| incompatible(format!("map {name}: {e}")))?;
+        if info.key_size() != key || info.value_size() != value {
+            return Err(incompatible(format!(
+                "map {name} has {}-byte keys and {}-byte values, this version uses {key} and {value}",
+                info.key_size(),
+                info.value_size()
+            )));
+        }
+        if let Some(n) = entries
+            && info.max_entries() != n
+        {
+            return Err(incompatible(format!(
+                "map {name} has {} entries, this version uses {n}",
+                info.max_entries()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes every map pin of xdp-lb under `pin_dir`, then the directory if it is empty.
+pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
+    // The link first: removing its pin detaches the program (when no agent holds it).
+    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
+        match std::fs::remove_file(pin_dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir(pin_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Someone else's files are in there: leave them.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+const MAP_NAMES: [&str; 13] = [
+    map_names::VIP_NAMES,
+    map_names::SETTINGS,
+    map_names::FLOW_LOG,
+    map_names::FLOW_LOG_BUDGET,
+    map_names::VIPS,
+    map_names::BACKENDS,
+    map_names::MAGLEV,
+    map_names::FLOWS,
+    map_names::NAT_FLOWS,
+    map_names::TX_PORTS,
+    map_names::VIP_STATS,
+    map_names::BACKEND_STATS,
+    map_names::COUNTERS,
+];
+
+/// Checks that `pin_dir` is (or will be created) on a bpf filesystem, mounting bpffs on
+/// /sys/fs/bpf when that is where it should be and nothing is mounted there yet.
+pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let mut probe = pin_dir;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    if fs_magic(probe) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(sys_bpf) && fs_magic(sys_bpf) != Some(BPF_FS_MAGIC) {
+        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            tracing::info!("mounted bpffs on /sys/fs/bpf");
+            return Ok(());
+        }
+        return Err(DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            reason: format!(
+                "no bpf filesystem, and mounting one on /sys/fs/bpf failed: {}",
+                io::Error::last_os_error()
+            ),
+        });
+    }
+    Err(DataplaneError::PinDir {
+        path: pin_dir.to_owned(),
+        reason: "not on a bpf filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`)".into(),
+    })
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}

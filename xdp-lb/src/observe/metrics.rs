@@ -1,0 +1,265 @@
+//! `/metrics`: the Prometheus text exposition (format 0.0.4) of the maps' counters and the
+//! agent's health, NAT and VRRP state.
+
+use std::fmt::Write as _;
+
+use axum::{
+    http::header,
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    http::Snapshot,
+    inspect::{BackendView, Traffic, VipView},
+    status::AgentStatus,
+};
+use crate::vrrp::{instance::InstanceStatus, machine::State};
+
+/// Escapes a Prometheus label value (exposition format: backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text exposition (format 0.0.4): each family is its HELP and TYPE lines, then
+/// its samples.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    /// `samples`: (label set without braces, possibly empty; value).
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, V)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {value}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
+
+/// The `/metrics` page. Without the agent's status (it did not answer) the map counters are
+/// still served; health, NAT and VRRP families are then empty.
+pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response {
+    let mut m = Exposition::default();
+    m.family(
+        "xdp_lb_info",
+        "gauge",
+        "Agent build information.",
+        [(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
+    );
+    m.family(
+        "xdp_lb_uptime_seconds",
+        "gauge",
+        "Seconds since the agent started.",
+        [(String::new(), status.map_or(0, |s| s.uptime_seconds))],
+    );
+
+    let vip_labels = |v: &VipView| {
+        format!(
+            "vip=\"{}\",address=\"{}:{}\"",
+            label(&v.name),
+            v.address,
+            v.port
+        )
+    };
+    let traffic = |t: &Traffic| [t.packets, t.bytes, t.new_flows];
+    for (pick, (name, help)) in [
+        ("xdp_lb_vip_packets_total", "Packets forwarded for the VIP."),
+        ("xdp_lb_vip_bytes_total", "Bytes forwarded for the VIP."),
+        (
+            "xdp_lb_vip_new_flows_total",
+            "Flows (connections) the VIP balanced.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.family(
+            name,
+            "counter",
+            help,
+            snap.vips
+                .iter()
+                .map(|v| (vip_labels(v), traffic(&v.traffic)[pick])),
+        );
+    }
+
+    let backend_labels =
+        |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
+    for (pick, (name, help)) in [
+        (
+            "xdp_lb_backend_packets_total",
+            "Packets forwarded to the backend.",
+        ),
+        (
+            "xdp_lb_backend_bytes_total",
+            "Bytes forwarded to the backend.",
+        ),
+        (
+            "xdp_lb_backend_new_flows_total",
+            "Flows (connections) sent to the backend.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.family(
+            name,
+            "counter",
+            help,
+            snap.backends
+                .iter()
+                .map(|b| (backend_labels(b), traffic(&b.traffic)[pick])),
+        );
+    }
+    let check = |b: &BackendView| status?.backend(&b.vip, b.address)?.check.clone();
+    m.family(
+        "xdp_lb_backend_up",
+        "gauge",
+        "1 when the backend passes its health check.",
+        snap.backends
+            .iter()
+            .filter_map(|b| check(b).map(|h| (backend_labels(b), h.up as u8))),
+    );
+    m.family(
+        "xdp_lb_backend_forwarding",
+        "gauge",
+        "1 when the data plane forwards to the backend.",
+        snap.backends
+            .iter()
+            .map(|b| (backend_labels(b), b.forwarding as u8)),
+    );
+    m.family(
+        "xdp_lb_backend_table_share_ratio",
+        "gauge",
+        "The backend's share of its VIP's Maglev table.",
+        snap.backends.iter().map(|b| {
+            (
+                backend_labels(b),
+                format!("{:.6}", b.table_share_pct / 100.0),
+            )
+        }),
+    );
+    m.family(
+        "xdp_lb_backend_health_transitions_total",
+        "counter",
+        "Health transitions of the backend.",
+        snap.backends
+            .iter()
+            .filter_map(|b| check(b).map(|h| (backend_labels(b), h.transitions))),
+    );
+    m.family(
+        "xdp_lb_packets_total",
+        "counter",
+        "Packets by verdict and reason (pass_*: to the kernel; drop_*: dropped; tx/redirect: forwarded).",
+        snap.stats
+            .counters
+            .iter()
+            .filter(|(name, _)| !matches!(**name, "new_flow" | "flow_rehashed"))
+            .map(|(name, v)| (format!("verdict=\"{name}\""), *v)),
+    );
+    m.family(
+        "xdp_lb_flows_total",
+        "counter",
+        "Flow-table events: new flows, and flows re-hashed away from a backend that left.",
+        ["new_flow", "flow_rehashed"].into_iter().map(|e| {
+            (
+                format!("event=\"{e}\""),
+                snap.stats.counters.get(e).copied().unwrap_or(0),
+            )
+        }),
+    );
+    m.family(
+        "xdp_lb_flow_table_entries",
+        "gauge",
+        "Entries in the flow table.",
+        [(String::new(), snap.stats.flow_table_entries as u64)],
+    );
+    m.family(
+        "xdp_lb_flow_table_size",
+        "gauge",
+        "Capacity of the flow table (LRU).",
+        [(String::new(), snap.stats.flow_table_size as u64)],
+    );
+    let nat = status.and_then(|s| s.nat.as_ref());
+    m.family(
+        "xdp_lb_nat_flows",
+        "gauge",
+        "NAT flows by TCP state at the agent's last expiry sweep (each holds one SNAT port).",
+        nat.iter()
+            .flat_map(|n| &n.flows)
+            .map(|(state, n)| (format!("state=\"{state}\""), *n)),
+    );
+    m.family(
+        "xdp_lb_nat_flows_reclaimed_total",
+        "counter",
+        "NAT flows the agent reclaimed after their state's timeout.",
+        nat.map(|n| (String::new(), n.reclaimed_total)),
+    );
+
+    let instances: &[InstanceStatus] = status.map_or(&[], |s| &s.vrrp);
+    let instance = |i: &InstanceStatus| format!("instance=\"{}\"", label(&i.name));
+    m.family(
+        "xdp_lb_vrrp_state",
+        "gauge",
+        "VRRP state per instance: 1 for the current state, 0 for the others.",
+        instances.iter().flat_map(|i| {
+            State::ALL.into_iter().map(move |s| {
+                (
+                    format!("{},state=\"{}\"", instance(i), s.name()),
+                    (i.state == s) as u8,
+                )
+            })
+        }),
+    );
+    m.family(
+        "xdp_lb_vrrp_priority",
+        "gauge",
+        "The priority the instance advertises now (after tracking).",
+        instances.iter().map(|i| (instance(i), i.priority)),
+    );
+    m.family(
+        "xdp_lb_vrrp_transitions_total",
+        "counter",
+        "VRRP state transitions.",
+        instances.iter().map(|i| (instance(i), i.transitions)),
+    );
+    m.family(
+        "xdp_lb_vrrp_adverts_total",
+        "counter",
+        "VRRP adverts sent and received.",
+        instances.iter().flat_map(|i| {
+            [("sent", i.adverts_sent), ("received", i.adverts_received)]
+                .into_iter()
+                .map(move |(d, n)| (format!("{},direction=\"{d}\"", instance(i)), n))
+        }),
+    );
+    m.family(
+        "xdp_lb_vrrp_rejected_total",
+        "counter",
+        "Received VRRP packets not accepted, by reason.",
+        instances.iter().flat_map(|i| {
+            i.rejected.iter().map(move |(reason, n)| {
+                (format!("{},reason=\"{}\"", instance(i), reason.name()), *n)
+            })
+        }),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.0,
+    )
+        .into_response()
+}

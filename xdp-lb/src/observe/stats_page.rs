@@ -1,0 +1,161 @@
+//! `/stats`: a self-refreshing HTML page in the spirit of haproxy's stats page: every VIP and
+//! backend with its health, table share and traffic, the verdict counters, and VRRP.
+
+use std::{fmt::Write as _, time::Instant};
+
+use axum::{
+    http::header,
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    http::{Shared, Snapshot},
+    inspect::Stats,
+    status::{AgentStatus, HealthState},
+};
+use crate::config::AdminState;
+
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The `/stats` page; rates are against the previous request's sample.
+pub(super) fn render(shared: &Shared, status: Option<&AgentStatus>, snap: &Snapshot) -> Response {
+    let now = Instant::now();
+    let rates: Option<(f64, Stats)> = {
+        let mut prev = shared.previous.lock().expect("poisoned");
+        let r = prev
+            .as_ref()
+            .map(|(t, s)| (now.duration_since(*t).as_secs_f64().max(0.001), s.clone()));
+        *prev = Some((now, snap.stats.clone()));
+        r
+    };
+    let rate_of = |vip: &str, packets: u64| -> String {
+        match &rates {
+            Some((dt, prev)) => {
+                let before = prev.vips.get(vip).map(|t| t.packets).unwrap_or(packets);
+                format!("{:.0}", packets.saturating_sub(before) as f64 / dt)
+            }
+            None => "–".into(),
+        }
+    };
+    let mut p = String::new();
+    let _ = write!(
+        p,
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>xdp-lb statistics</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#222;background:#fafafa}}
+h1{{font-size:20px;margin:0 0 4px}} .sub{{color:#666;margin-bottom:14px}}
+table{{border-collapse:collapse;width:100%;margin:6px 0 18px;background:#fff}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}}
+th{{background:#dde4ee}} td.l,th.l{{text-align:left}}
+tr.vip td{{background:#eef;font-weight:600}}
+.up{{background:#c8f0c8}} .down{{background:#f6b8b8}} .drain{{background:#f7e3a0}} .off{{background:#ddd}}
+</style></head><body>
+<h1>xdp-lb statistics</h1>
+<div class="sub">config {} · up {} s · interface {} ({}) · flow table {} / {} · refreshes every 2 s</div>
+"#,
+        html(&status.map_or("?".into(), |s| s.config.display().to_string())),
+        status.map_or(0, |s| s.uptime_seconds),
+        html(status.map_or("?", |s| s.interface.as_str())),
+        html(
+            status
+                .and_then(|s| s.attached.as_deref())
+                .unwrap_or("not attached")
+        ),
+        snap.stats.flow_table_entries,
+        snap.stats.flow_table_size,
+    );
+    let _ = write!(
+        p,
+        r#"<table><tr><th class="l">VIP / backend</th><th class="l">address</th><th>weight</th><th class="l">state</th><th class="l">health</th><th class="l">last check</th><th>table share</th><th>packets</th><th>pkt/s</th><th>bytes</th><th>connections</th></tr>"#
+    );
+    for v in &snap.vips {
+        let _ = write!(
+            p,
+            r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l"></td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            html(&v.name),
+            v.address,
+            v.port,
+            v.backends_in_table,
+            v.backends,
+            v.table_size,
+            v.traffic.packets,
+            rate_of(&v.name, v.traffic.packets),
+            human_bytes(v.traffic.bytes),
+            v.traffic.new_flows
+        );
+        for b in snap.backends.iter().filter(|b| b.vip == v.name) {
+            let h = status.and_then(|s| s.backend(&b.vip, b.address));
+            let health = h.map_or(HealthState::Unknown, |h| h.health);
+            let admin = h.map_or(AdminState::Active, |h| h.state);
+            let class = match (health, admin) {
+                (_, AdminState::Disabled) => "off",
+                (HealthState::Down, _) => "down",
+                (_, AdminState::Drain) => "drain",
+                (HealthState::Up, _) => "up",
+                _ => "off",
+            };
+            let _ = write!(
+                p,
+                r#"<tr><td class="l">&nbsp;&nbsp;{}</td><td class="l">{}</td><td>{}</td><td class="l">{}</td><td class="l {class}">{}</td><td class="l">{}</td><td>{:.1}%</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>"#,
+                html(&format!("backend {}", b.id)),
+                b.address,
+                b.weight,
+                admin.as_str(),
+                health.as_str().to_uppercase(),
+                html(
+                    h.and_then(|h| h.check.as_ref())
+                        .map_or("–", |c| c.last_check.as_str())
+                ),
+                b.table_share_pct,
+                b.traffic.packets,
+                human_bytes(b.traffic.bytes),
+                b.traffic.new_flows
+            );
+        }
+    }
+    p.push_str("</table><table><tr><th class=\"l\">verdict / reason</th><th>packets</th></tr>");
+    for (name, v) in &snap.stats.counters {
+        let _ = write!(
+            p,
+            r#"<tr><td class="l">{}</td><td>{v}</td></tr>"#,
+            html(name)
+        );
+    }
+    p.push_str("</table><table><tr><th class=\"l\">VRRP instance</th><th class=\"l\">state</th><th>priority</th></tr>");
+    let vrrp = status.map_or(&[][..], |s| &s.vrrp);
+    if vrrp.is_empty() {
+        p.push_str(r#"<tr><td class="l" colspan="3">no VRRP instance configured</td></tr>"#);
+    }
+    for i in vrrp {
+        let _ = write!(
+            p,
+            r#"<tr><td class="l">{}</td><td class="l">{}</td><td>{}</td></tr>"#,
+            html(&i.name),
+            i.state.name(),
+            i.priority
+        );
+    }
+    p.push_str("</table></body></html>\n");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], p).into_response()
+}

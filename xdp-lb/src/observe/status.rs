@@ -1,0 +1,109 @@
+//! The agent's status, typed: what the control socket answers to `status`, what `xdp-lb
+//! status` prints, and what `/metrics` and `/stats` show of health, NAT and VRRP. One struct
+//! crosses every boundary (serde both ways), so a field is read by name, not by string key.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{AdminState, CheckType, Forwarding},
+    health::BackendHealth,
+    vrrp::instance::InstanceStatus,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The config file in use.
+    pub config: PathBuf,
+    /// When it was loaded (seconds since the Unix epoch).
+    pub loaded_unix: u64,
+    pub uptime_seconds: u64,
+    pub interface: String,
+    /// How the program is attached ("driver", "generic", "adopted"); None: not attached.
+    pub attached: Option<String>,
+    pub pin_dir: PathBuf,
+    pub health_transitions: u64,
+    pub vips: Vec<VipStatus>,
+    /// None without NAT VIPs.
+    pub nat: Option<NatStatus>,
+    pub vrrp: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub forwarding: Forwarding,
+    pub health_check: CheckType,
+    /// At least one backend takes new flows.
+    pub usable_backends: bool,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    /// The operator's word: active, drain or disabled.
+    pub state: AdminState,
+    pub health: HealthState,
+    /// The last check and its history (None before the checker has a record).
+    #[serde(flatten)]
+    pub check: Option<BackendHealth>,
+    /// The next hop's MAC (DSR backends whose neighbour is resolved).
+    pub mac: Option<String>,
+    /// What the kernel said about the backend's neighbour, for a person.
+    pub neighbour: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Up,
+    Down,
+    /// No check result yet.
+    Unknown,
+}
+
+impl HealthState {
+    pub fn of(check: Option<&BackendHealth>) -> Self {
+        match check {
+            Some(h) if h.up => HealthState::Up,
+            Some(_) => HealthState::Down,
+            None => HealthState::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Up => "up",
+            HealthState::Down => "down",
+            HealthState::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    pub snat_address: Ipv4Addr,
+    /// "LOW-HIGH".
+    pub snat_port_range: String,
+    /// Live NAT flows by TCP state at the last expiry sweep.
+    pub flows: BTreeMap<String, u64>,
+    pub reclaimed_total: u64,
+}
+
+impl AgentStatus {
+    /// The status of `backend` of the VIP named `vip`.
+    pub fn backend(&self, vip: &str, backend: Ipv4Addr) -> Option<&BackendStatus> {
+        self.vips
+            .iter()
+            .find(|v| v.name == vip)?
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+    }
+}
