@@ -187,6 +187,24 @@ impl Loaded {
     }
 }
 
+/// The test-side object (`test-ebpf`) with the programs `names` loaded, not attached.
+pub fn bench_programs(names: &[&str]) -> anyhow::Result<aya::Ebpf> {
+    let mut ebpf = aya::Ebpf::load(crate::BENCH_OBJECT).context("loading the bench programs")?;
+    for name in names {
+        let p: &mut aya::programs::Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| name.to_string())?
+            .try_into()?;
+        p.load()?;
+    }
+    Ok(ebpf)
+}
+
+/// The program `name` of `ebpf`.
+pub fn xdp<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a aya::programs::Xdp> {
+    Ok(ebpf.program(name).context(name.to_owned())?.try_into()?)
+}
+
 pub fn run_program(program: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<Run> {
     let mut out = vec![0u8; frame.len() + 256];
     let result = program.test_run(TestRunOptions {

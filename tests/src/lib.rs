@@ -14,7 +14,7 @@ pub mod service;
 pub mod topology;
 
 pub use netns::{NetNs, in_netns, sh};
-pub use service::{EchoClient, TcpService, http_get};
+pub use service::{EchoClient, TcpService, http_get, http_get_many};
 pub use topology::{Agent, DsrTopology, NatTopology, xdp_lb_binary};
 
 /// The test-side BPF programs (`test-ebpf`, built by `build.rs`): the bench's floor and empty

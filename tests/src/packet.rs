@@ -104,22 +104,8 @@ impl Frame {
     }
 }
 
-/// RFC 1071 Internet checksum.
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
-        sum += word as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// RFC 1071 Internet checksum (the one implementation, in xdp-lb-common).
+pub use xdp_lb_common::csum::internet_checksum as checksum;
 
 /// TCP/UDP checksum with the IPv4 pseudo-header (RFC 9293 §3.1).
 pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {

@@ -246,16 +246,35 @@ impl Pattern {
     }
 }
 
-/// Sends `n` pattern bytes to the `UPLOAD` mode; returns (backend, whether the service's digest
-/// of what it received equals the digest of what was sent).
-pub fn upload(
+/// `bytes` pattern bytes from `seed` over one connection, each way checked by digest at the far
+/// end. Call from the client namespace.
+pub struct Transfer {
+    pub bytes: u64,
+    pub seed: u64,
+    pub timeout: Duration,
+}
+
+impl Transfer {
+    /// Sends the bytes to the `UPLOAD` mode; returns (backend, whether the service's digest of
+    /// what it received equals the digest of what was sent).
+    pub fn upload(&self, addr: SocketAddr) -> anyhow::Result<(String, bool)> {
+        upload(addr, self.bytes, self.seed, connect(addr, self.timeout)?)
+    }
+
+    /// Receives the bytes from the `DOWNLOAD` mode; returns (backend, whether exactly the
+    /// expected bytes arrived).
+    pub fn download(&self, addr: SocketAddr) -> anyhow::Result<(String, bool)> {
+        download(self.bytes, self.seed, connect(addr, self.timeout)?)
+    }
+}
+
+fn upload(
     addr: SocketAddr,
     n: u64,
     seed: u64,
-    timeout: Duration,
+    mut stream: TcpStream,
 ) -> anyhow::Result<(String, bool)> {
-    let mut stream = connect(addr, timeout)?;
-    writeln!(stream, "UPLOAD {n}")?;
+    writeln!(stream, "UPLOAD {n}").with_context(|| format!("to {addr}"))?;
     let mut pattern = Pattern::new(seed);
     let mut digest = Digest::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -282,15 +301,7 @@ pub fn upload(
     ))
 }
 
-/// Receives `n` pattern bytes from the `DOWNLOAD` mode; returns (backend, whether exactly the
-/// expected bytes arrived).
-pub fn download(
-    addr: SocketAddr,
-    n: u64,
-    seed: u64,
-    timeout: Duration,
-) -> anyhow::Result<(String, bool)> {
-    let mut stream = connect(addr, timeout)?;
+fn download(n: u64, seed: u64, mut stream: TcpStream) -> anyhow::Result<(String, bool)> {
     writeln!(stream, "DOWNLOAD {n} {seed}")?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -336,6 +347,21 @@ pub fn http_get(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
         anyhow::bail!("unexpected response: {response:?}");
     }
     Ok(body.trim().to_owned())
+}
+
+/// Up to `n` GETs, each over a new connection, stopping at the first failure (so a broken data
+/// plane fails a test in seconds, not `n` timeouts). Call from the client namespace.
+pub fn http_get_many(addr: SocketAddr, n: usize, timeout: Duration) -> Vec<anyhow::Result<String>> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        let answer = http_get(addr, timeout);
+        let failed = answer.is_err();
+        answers.push(answer);
+        if failed {
+            break;
+        }
+    }
+    answers
 }
 
 /// A long-lived connection to the echo mode. Create it on a thread in the client namespace.

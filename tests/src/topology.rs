@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::netns::{NetNs, enter_netns};
+use crate::{
+    fixtures,
+    netns::{NetNs, enter_netns},
+};
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -103,22 +106,23 @@ impl DsrTopology {
         Ok(())
     }
 
-    /// A config for the agent in the LB namespace: one VIP on `port`, every backend weight 1.
-    pub fn config(&self, pin_dir: &Path, port: u16, extra_vip_keys: &str) -> String {
-        let mut c = format!(
-            "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\
-             control_socket = \"{}\"\n\n\
-             [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = {port}\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n{extra_vip_keys}\n",
-            pin_dir.display(),
-            self.control_socket().display(),
-        );
-        for i in 0..self.backends.len() {
-            c.push_str(&format!(
-                "[[vip.backend]]\naddress = \"{}\"\nweight = 1\n\n",
-                backend_addr(i)
-            ));
-        }
-        c
+    /// The `[agent]` section of the agent in the LB namespace (driver mode on eth0), with its
+    /// pins in `pin_dir` and this topology's control socket; add VIPs (`vip`) to it.
+    pub fn agent_config(&self, pin_dir: &Path) -> fixtures::Config {
+        fixtures::config("eth0")
+            .key("xdp_mode", "driver")
+            .bed(pin_dir.display(), 65536, 4)
+            .key("control_socket", self.control_socket())
+    }
+
+    /// The bed's DSR VIP "web" on `port`, every backend in it with weight 1.
+    pub fn vip(&self, port: u16) -> fixtures::Vip {
+        let vip = fixtures::vip("web", VIP, port)
+            .key("protocol", "tcp")
+            .key("forwarding", "dsr");
+        (0..self.backends.len()).fold(vip, |v, i| {
+            v.backend_with(backend_addr(i), &[("weight", "1")])
+        })
     }
 
     /// A control socket unique to this topology (short: socket paths are limited to 108 bytes).

@@ -26,11 +26,15 @@ fn write(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-const GOOD: &str = "[agent]\ninterface = \"eth0\"\n\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n\n[[vip.backend]]\naddress = \"198.18.0.11\"\n";
+fn good() -> String {
+    xdp_lb_tests::fixtures::config("eth0")
+        .vip(xdp_lb_tests::fixtures::vip("web", "198.18.0.100", 80).backend("198.18.0.11"))
+        .to_string()
+}
 
 #[test]
 fn check_config_accepts_a_good_file_and_summarises_it() {
-    let path = write("good.toml", GOOD);
+    let path = write("good.toml", &good());
     let (code, out, err) = xdp_lb(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -43,7 +47,7 @@ fn check_config_accepts_a_good_file_and_summarises_it() {
 
 #[test]
 fn bad_files_exit_2_naming_file_line_and_key() {
-    let path = write("bad.toml", &GOOD.replace("port = 80", "port = 0"));
+    let path = write("bad.toml", &good().replace("port = 80", "port = 0"));
     for args in [
         vec!["check-config", path.to_str().unwrap()],
         vec!["run", "--config", path.to_str().unwrap()],

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use xdp_lb_tests::{
-    Agent, DsrTopology, TcpService, http_get, in_netns, require_root,
+    Agent, DsrTopology, TcpService, http_get, http_get_many, in_netns, require_root,
     topology::{LB_ADDR, VIP},
 };
 
@@ -20,7 +20,9 @@ fn start(topo: &DsrTopology) -> (Agent, Vec<TcpService>) {
     let config = topo.dir.join("xdp-lb.toml");
     std::fs::write(
         &config,
-        topo.config(&topo.pin_dir(), PORT, "maglev_table_size = 65537"),
+        topo.agent_config(&topo.pin_dir())
+            .vip(topo.vip(PORT).key("maglev_table_size", 65537))
+            .to_string(),
     )
     .unwrap();
     let agent = Agent::start(
@@ -41,18 +43,7 @@ fn three_hundred_connections_spread_over_three_backends() {
     let (mut agent, services) = start(&topo);
 
     let answers = in_netns(&topo.client.name, || {
-        let vip = SocketAddr::from((VIP, PORT));
-        // Stops at the first failure, so a broken data plane fails in seconds, not 300 timeouts.
-        let mut answers = Vec::new();
-        for _ in 0..300 {
-            let answer = http_get(vip, Duration::from_secs(3));
-            let failed = answer.is_err();
-            answers.push(answer);
-            if failed {
-                break;
-            }
-        }
-        answers
+        http_get_many(SocketAddr::from((VIP, PORT)), 300, Duration::from_secs(3))
     })
     .unwrap();
     let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
@@ -178,7 +169,10 @@ fn xdp_mode_auto_falls_back_to_generic_and_driver_says_why_it_cannot() {
         let config = dir.join(format!("{mode}.toml"));
         std::fs::write(
             &config,
-            format!("[agent]\ninterface = \"lo\"\nxdp_mode = \"{mode}\"\npin_dir = \"{pin_dir}\"\nflow_table_size = 1024\nmax_vips = 1\n"),
+            xdp_lb_tests::fixtures::config("lo")
+                .key("xdp_mode", mode)
+                .bed(&pin_dir, 1024, 1)
+                .to_string(),
         )
         .unwrap();
         let started = Agent::start(

@@ -13,7 +13,7 @@ use std::{
 
 use xdp_lb::dataplane::Maps;
 use xdp_lb_tests::{
-    Agent, DsrTopology, EchoClient, TcpService, http_get, in_netns, require_root,
+    Agent, DsrTopology, EchoClient, TcpService, fixtures, http_get, in_netns, require_root,
     topology::{VIP, backend_addr, xdp_lb_cli},
 };
 
@@ -24,11 +24,16 @@ const INTERVAL_MS: u64 = 200;
 const RISE: u64 = 2;
 const FALL: u64 = 3;
 
-fn check_keys(kind: &str) -> String {
-    format!(
-        "maglev_table_size = 4093\n[vip.health_check]\ntype = \"{kind}\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{INTERVAL_MS}ms\"\n\
-         rise = {RISE}\nfall = {FALL}\nhttp_path = \"/healthz\"\n"
-    )
+/// The bed's VIP without backends: a small table and fast checks of `kind`.
+fn checked_vip(kind: &str) -> fixtures::Vip {
+    fixtures::vip("web", VIP, PORT)
+        .key("maglev_table_size", 4093)
+        .check("type", kind)
+        .check("interval", format!("{INTERVAL_MS}ms"))
+        .check("timeout", format!("{INTERVAL_MS}ms"))
+        .check("rise", RISE)
+        .check("fall", FALL)
+        .check("http_path", "/healthz")
 }
 
 struct Bed {
@@ -92,26 +97,18 @@ fn config_text(
     kind: &str,
     states: &[(usize, &str)],
 ) -> String {
-    let full = topo.config(&topo.pin_dir(), PORT, &check_keys(kind));
-    let mut out = String::new();
-    let mut index = 0usize;
-    for block in full.split("[[vip.backend]]") {
-        if out.is_empty() {
-            out.push_str(block);
-            continue;
+    let vip = (0..configured).fold(checked_vip(kind), |vip, i| {
+        let state = states
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, s)| format!("{s:?}"));
+        let mut keys = vec![("weight", "1")];
+        if let Some(s) = &state {
+            keys.push(("state", s));
         }
-        if index < configured {
-            out.push_str("[[vip.backend]]");
-            out.push_str(block.trim_end());
-            out.push('\n');
-            if let Some((_, s)) = states.iter().find(|(i, _)| *i == index) {
-                out.push_str(&format!("state = \"{s}\"\n"));
-            }
-            out.push('\n');
-        }
-        index += 1;
-    }
-    out
+        vip.backend_with(backend_addr(i), &keys)
+    });
+    topo.agent_config(&topo.pin_dir()).vip(vip).to_string()
 }
 
 fn start_agent(topo: &DsrTopology, config: &std::path::Path, log: &str) -> Agent {

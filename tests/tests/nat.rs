@@ -10,8 +10,8 @@ use std::{
 };
 
 use xdp_lb_tests::{
-    Agent, NatTopology, TcpService, http_get, in_netns, require_root,
-    service::{download, upload},
+    Agent, NatTopology, TcpService, fixtures, http_get, http_get_many, in_netns, require_root,
+    service::Transfer,
     topology::{VIP, backend_addr, xdp_lb_cli_in},
 };
 
@@ -25,21 +25,25 @@ const CLOSING_TIMEOUT_S: u64 = 2;
 const TEN_MB: u64 = 10 * 1024 * 1024;
 
 fn config(topo: &NatTopology) -> String {
-    let mut c = format!(
-        "[agent]\ninterface = \"eth0\"\nxdp_mode = \"driver\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_vips = 4\n\
-         control_socket = \"{}\"\nlisten = \"\"\nsnat_port_range = \"20000-29999\"\nnat_closing_timeout = \"{CLOSING_TIMEOUT_S}s\"\n\n\
-         [[vip]]\nname = \"api\"\naddress = \"{VIP}\"\nport = {VIP_PORT}\nforwarding = \"nat\"\n\
-         [vip.health_check]\ninterval = \"500ms\"\n\n",
-        topo.inner.pin_dir().display(),
-        topo.inner.control_socket().display(),
+    let port = BACKEND_PORT.to_string();
+    let api = WEIGHTS.iter().enumerate().fold(
+        fixtures::vip("api", VIP, VIP_PORT)
+            .nat()
+            .check("interval", "500ms"),
+        |vip, (i, w)| {
+            vip.backend_with(
+                backend_addr(i),
+                &[("port", &port), ("weight", &w.to_string())],
+            )
+        },
     );
-    for (i, w) in WEIGHTS.iter().enumerate() {
-        c.push_str(&format!(
-            "[[vip.backend]]\naddress = \"{}\"\nport = {BACKEND_PORT}\nweight = {w}\n\n",
-            backend_addr(i)
-        ));
-    }
-    c
+    topo.inner
+        .agent_config(&topo.inner.pin_dir())
+        .key("listen", "")
+        .key("snat_port_range", "20000-29999")
+        .key("nat_closing_timeout", format!("{CLOSING_TIMEOUT_S}s"))
+        .vip(api)
+        .to_string()
 }
 
 fn services(topo: &NatTopology) -> Vec<TcpService> {
@@ -54,17 +58,7 @@ fn services(topo: &NatTopology) -> Vec<TcpService> {
 /// answering backend of each.
 fn connections(topo: &NatTopology, port: u16, n: usize) -> Vec<anyhow::Result<String>> {
     in_netns(&topo.client.name, move || {
-        let vip = SocketAddr::from((VIP, port));
-        let mut answers = Vec::new();
-        for _ in 0..n {
-            let answer = http_get(vip, Duration::from_secs(3));
-            let failed = answer.is_err();
-            answers.push(answer);
-            if failed {
-                break;
-            }
-        }
-        answers
+        http_get_many(SocketAddr::from((VIP, port)), n, Duration::from_secs(3))
     })
     .unwrap()
 }
@@ -73,8 +67,13 @@ fn connections(topo: &NatTopology, port: u16, n: usize) -> Vec<anyhow::Result<St
 fn transfers(topo: &NatTopology, port: u16) -> ((String, bool), (String, bool)) {
     in_netns(&topo.client.name, move || {
         let vip = SocketAddr::from((VIP, port));
-        let up = upload(vip, TEN_MB, 7, Duration::from_secs(10)).unwrap();
-        let down = download(vip, TEN_MB, 11, Duration::from_secs(10)).unwrap();
+        let transfer = |seed| Transfer {
+            bytes: TEN_MB,
+            seed,
+            timeout: Duration::from_secs(10),
+        };
+        let up = transfer(7).upload(vip).unwrap();
+        let down = transfer(11).download(vip).unwrap();
         (up, down)
     })
     .unwrap()

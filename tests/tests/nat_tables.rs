@@ -13,7 +13,7 @@ use xdp_lb::nat::Timeouts;
 use xdp_lb_common::Counter;
 use xdp_lb_common::map_names;
 use xdp_lb_tests::{
-    NetNs,
+    NetNs, fixtures,
     harness::*,
     in_netns,
     packet::{Frame, LB_MAC, TCP_ACK, TCP_SYN, checksum, l4_checksum},
@@ -30,38 +30,28 @@ const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const ROUTER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x01];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
 
-const CONFIG: &str = r#"
-[agent]
-interface = "lan0"
-pin_dir = "@PIN_DIR@"
-flow_table_size = 4096
-max_vips = 4
-snat_address = "198.18.0.2"
-snat_port_range = "20000-20003"
-
-[[vip]]
-name = "api"
-address = "198.18.0.100"
-port = 443
-forwarding = "nat"
-maglev_table_size = 251
-[vip.health_check]
-type = "none"
-[[vip.backend]]
-address = "198.18.0.11"
-port = 6443
-
-[[vip]]
-name = "unresolved"
-address = "198.18.0.100"
-port = 444
-forwarding = "nat"
-maglev_table_size = 251
-[vip.health_check]
-type = "none"
-[[vip.backend]]
-address = "198.18.0.13"
-"#;
+/// A NAT VIP to a backend on :6443 with four SNAT ports, and one whose backend never resolves.
+fn config(flow_table_size: u32) -> String {
+    fixtures::config("lan0")
+        .bed("@PIN_DIR@", flow_table_size, 4)
+        .key("snat_address", "198.18.0.2")
+        .key("snat_port_range", "20000-20003")
+        .vip(
+            fixtures::vip("api", "198.18.0.100", 443)
+                .nat()
+                .key("maglev_table_size", 251)
+                .check("type", "none")
+                .backend_with("198.18.0.11", &[("port", "6443")]),
+        )
+        .vip(
+            fixtures::vip("unresolved", "198.18.0.100", 444)
+                .nat()
+                .key("maglev_table_size", 251)
+                .check("type", "none")
+                .backend(UNRESOLVED),
+        )
+        .to_string()
+}
 
 /// The namespace the program's FIB lookups see.
 fn lan() -> NetNs {
@@ -163,7 +153,7 @@ fn both_directions_are_rewritten_with_valid_checksums() {
     let ns = lan();
     let lan0 = ns.mac("lan0").unwrap();
     in_netns(&ns.name, move || {
-        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
 
         // Client → VIP: SNAT-address:port → backend:6443, out of lan0 to the backend's MAC.
         let syn = packet(CLIENT, 40000, VIP, 443, TCP_SYN, b"");
@@ -268,7 +258,7 @@ fn ports_are_unique_per_backend_and_exhaustion_is_a_counted_drop() {
     require_root!();
     let ns = lan();
     in_netns(&ns.name, move || {
-        let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let mut lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
         let mut ports = Vec::new();
         for i in 0..4 {
             let r = lb
@@ -312,7 +302,7 @@ fn unresolved_next_hop_goes_to_the_kernel_rewritten() {
     require_root!();
     let ns = lan();
     let result = in_netns(&ns.name, move || {
-        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
         let syn = packet(CLIENT, 42000, VIP, 444, TCP_SYN, b"");
         let r = lb.run(&syn).unwrap();
         let passed = (
@@ -348,7 +338,7 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     require_root!();
     // The sweep reads NAT_FLOWS a few thousand entries per syscall and deletes in bulk: check
     // it over several batches, with fresh entries left alone and stale ones all reclaimed.
-    let config = CONFIG.replace("flow_table_size = 4096", "flow_table_size = 16384");
+    let config = config(16384);
     let mut lb = Loaded::new(&config, LOOPBACK_IFINDEX).unwrap();
     let timeouts = Timeouts::of(&lb.config.agent);
     let now = xdp_lb::clock::coarse_now_s();
@@ -386,7 +376,7 @@ fn the_clients_source_port_is_kept_when_the_range_has_it_free() {
     require_root!();
     let ns = lan();
     in_netns(&ns.name, move || {
-        let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+        let lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
         // 20002 is in snat_port_range (20000-20003) and free: kept, like the kernel's NAT does.
         let r = lb
             .run(&packet(CLIENT, 20002, VIP, 443, TCP_SYN, b""))

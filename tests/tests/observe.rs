@@ -17,19 +17,26 @@ struct Bed {
     agent: Agent,
 }
 
-fn bed(extra_agent_keys: &str) -> Bed {
+/// The bed: three backends, fast checks; `flow_log_rate` turns the flow log on.
+fn bed(flow_log_rate: Option<u32>) -> Bed {
     let topo = DsrTopology::new(3).unwrap();
     let services = (0..3)
         .map(|i| TcpService::start(&topo.backends[i].name, PORT, &format!("be{}", i + 1)).unwrap())
         .collect();
     let config = topo.dir.join("xdp-lb.toml");
-    let text = topo
-        .config(
-            &topo.pin_dir(),
-            PORT,
-            "maglev_table_size = 4093\n[vip.health_check]\ninterval = \"300ms\"",
+    let mut agent_config = topo.agent_config(&topo.pin_dir());
+    if let Some(rate) = flow_log_rate {
+        agent_config = agent_config
+            .key("flow_log", true)
+            .key("flow_log_rate", rate);
+    }
+    let text = agent_config
+        .vip(
+            topo.vip(PORT)
+                .key("maglev_table_size", 4093)
+                .check("interval", "300ms"),
         )
-        .replace("[[vip]]", &format!("{extra_agent_keys}\n[[vip]]"));
+        .to_string();
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(
         &topo.lb,
@@ -70,7 +77,7 @@ fn inspect_json(bed: &Bed, args: &[&str]) -> Value {
 #[test]
 fn inspect_in_every_form_matches_the_traffic_sent() {
     require_root!();
-    let mut bed = bed("");
+    let mut bed = bed(None);
     traffic(&bed, CONNECTIONS);
 
     let vips = inspect_json(&bed, &["vips"]);
@@ -302,7 +309,7 @@ fn promtool_check(metrics: &str) {
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     require_root!();
-    let bed = bed("");
+    let bed = bed(None);
     let (code, before) = fetch(&bed, "/metrics");
     assert_eq!(code, 200, "{before}");
     promtool_check(&before);
@@ -411,7 +418,7 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
 #[test]
 fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
     require_root!();
-    let mut bed = bed("flow_log = true\nflow_log_rate = 5\n");
+    let mut bed = bed(Some(5));
     traffic(&bed, 20);
     // Every new flow is either logged or counted as suppressed; wait (bounded) for the log.
     let maps = xdp_lb::dataplane::Maps::open_pinned(&bed.topo.pin_dir()).unwrap();

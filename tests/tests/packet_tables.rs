@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use xdp_lb::config::BackendConfig;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    NetNs,
+    NetNs, fixtures,
     harness::*,
     in_netns,
     packet::{Frame, LB_MAC, TCP_ACK, arp_request, ipv6_tcp},
@@ -16,31 +16,14 @@ use xdp_lb_tests::{
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
-const CONFIG: &str = r#"
-[agent]
-interface = "lo"
-pin_dir = "@PIN_DIR@"
-flow_table_size = 4096
-max_vips = 4
-
-[[vip]]
-name = "web"
-address = "198.18.0.100"
-port = 80
-maglev_table_size = 4093
-
-[[vip.backend]]
-address = "198.18.0.11"
-[[vip.backend]]
-address = "198.18.0.12"
-[[vip.backend]]
-address = "198.18.0.13"
-
-[[vip]]
-name = "empty"
-address = "198.18.0.100"
-port = 81
-"#;
+/// A three-backend VIP on :80 and a VIP without backends on :81.
+fn config() -> String {
+    fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .vip(fixtures::three_backends("web", 80).key("maglev_table_size", 4093))
+        .vip(fixtures::vip("empty", VIP, 81))
+        .to_string()
+}
 
 fn syn(sport: u16) -> Frame {
     Frame::tcp(CLIENT, sport, VIP, 80)
@@ -75,7 +58,7 @@ fn backend_index_of(mac: &[u8]) -> usize {
 #[test]
 fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
     require_root!();
-    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let first = syn(40000).build();
     let r = lb.run(&first).unwrap();
     assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
@@ -120,7 +103,7 @@ fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
 #[test]
 fn many_flows_spread_over_backends_like_the_table() {
     require_root!();
-    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let mut per_backend = [0usize; 3];
     for sport in 20000..23000u16 {
         let r = lb.run(&syn(sport).build()).unwrap();
@@ -157,7 +140,7 @@ fn many_flows_spread_over_backends_like_the_table() {
 #[test]
 fn frames_that_are_not_for_a_vip_pass_untouched() {
     require_root!();
-    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let mut udp = syn(40000);
     udp.proto = 17;
     let mut other_port = syn(40000);
@@ -191,7 +174,7 @@ fn frames_that_are_not_for_a_vip_pass_untouched() {
 #[test]
 fn malformed_and_fragmented_frames_are_never_forwarded() {
     require_root!();
-    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let good = syn(40000).build();
     let eth = 14;
 
@@ -279,7 +262,7 @@ fn malformed_and_fragmented_frames_are_never_forwarded() {
 #[test]
 fn vlan_tag_and_ip_options_are_forwarded_intact() {
     require_root!();
-    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let mut tagged = syn(40001);
     tagged.vlan = Some(100);
     let mut options = syn(40002);
@@ -298,7 +281,7 @@ fn vlan_tag_and_ip_options_are_forwarded_intact() {
 #[test]
 fn vip_without_backends_drops_and_counts() {
     require_root!();
-    let lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     let mut f = syn(40000);
     f.dport = 81;
     let r = lb.run(&f.build()).unwrap();
@@ -320,7 +303,7 @@ fn other_egress_interface_is_a_redirect() {
     ns.ip(&["link", "set", "out0", "up"]).unwrap();
     let result = in_netns(&ns.name, || {
         let ifindex = xdp_lb::netlink::ifindex("out0").expect("out0 exists");
-        let lb = Loaded::new(CONFIG, ifindex).unwrap();
+        let lb = Loaded::new(&config(), ifindex).unwrap();
         let frame = syn(40000).build();
         let r = lb.run(&frame).unwrap();
         (r, frame, lb.counter(Counter::Redirect))
@@ -332,7 +315,7 @@ fn other_egress_interface_is_a_redirect() {
     assert_eq!(redirects, 1);
 
     // An egress interface the devmap cannot hold is refused when the maps are written.
-    let err = Loaded::new(CONFIG, 999_999)
+    let err = Loaded::new(&config(), 999_999)
         .err()
         .expect("TX_PORTS must reject a missing interface");
     assert!(format!("{err:#}").contains("TX_PORTS"), "{err:#}");
@@ -341,7 +324,7 @@ fn other_egress_interface_is_a_redirect() {
 #[test]
 fn frames_for_another_hosts_mac_are_left_to_the_kernel() {
     require_root!();
-    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).unwrap();
+    let mut lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
     lb.check_local_mac(LOOPBACK_IFINDEX, LB_MAC).unwrap();
     // Addressed to us: balanced.
     let ours = syn(40000).build();

@@ -9,7 +9,7 @@ use std::{
 };
 
 use xdp_lb_tests::{
-    Agent, DsrTopology, NetNs, TcpService, http_get, in_netns, require_root,
+    Agent, DsrTopology, NetNs, TcpService, fixtures, http_get, in_netns, require_root,
     topology::{PassProgram, VIP},
 };
 
@@ -50,22 +50,29 @@ fn lb_ns(bed: &Bed, node: usize) -> &NetNs {
 
 /// The config of node 1 or 2: the same VIP and backends, its own pins, socket and stats port
 /// (each node is its own namespace, so the loopback port does not clash), and `vrrp`.
-fn config(bed: &Bed, node: usize, vrrp: &str) -> PathBuf {
-    let base = bed.topo.config(
-        &bed.topo.pin_dir(),
-        PORT,
-        "maglev_table_size = 4093\n[vip.health_check]\ninterval = \"500ms\"",
-    );
-    let lb2_pins = format!("/sys/fs/bpf/{}", bed.lb2.name);
-    let lb2_sock = format!("/run/xlbt/{}.sock", bed.lb2.name);
-    let text = if node == 1 {
-        base
+fn config(bed: &Bed, node: usize, vrrp: fixtures::Vrrp) -> PathBuf {
+    let (pins, socket) = if node == 1 {
+        (bed.topo.pin_dir(), bed.topo.control_socket())
     } else {
-        base.replace(&bed.topo.pin_dir().display().to_string(), &lb2_pins)
-            .replace(&bed.topo.control_socket().display().to_string(), &lb2_sock)
+        (
+            PathBuf::from(format!("/sys/fs/bpf/{}", bed.lb2.name)),
+            PathBuf::from(format!("/run/xlbt/{}.sock", bed.lb2.name)),
+        )
     };
+    let text = bed
+        .topo
+        .agent_config(&pins)
+        .key("control_socket", socket)
+        .vip(
+            bed.topo
+                .vip(PORT)
+                .key("maglev_table_size", 4093)
+                .check("interval", "500ms"),
+        )
+        .vrrp(vrrp)
+        .to_string();
     let path = bed.topo.dir.join(format!("lb{node}-{}.toml", unique()));
-    std::fs::write(&path, format!("{text}\n{vrrp}\n")).unwrap();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -74,11 +81,12 @@ fn unique() -> u64 {
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn vrrp(priority: u8, interval: &str, extra: &str) -> String {
-    format!(
-        "[[vrrp]]\nname = \"vi-test\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nversion = 3\n\
-         advert_interval = \"{interval}\"\nvirtual_addresses = [\"{VIP}/24\"]\ngarp_repeat_delay = \"1s\"\n{extra}\n"
-    )
+fn vrrp(priority: u8, interval: &str) -> fixtures::Vrrp {
+    fixtures::vrrp("vi-test", "eth0", 51, priority)
+        .key("version", 3u8)
+        .key("advert_interval", interval)
+        .addresses(&[&format!("{VIP}/24")])
+        .key("garp_repeat_delay", "1s")
 }
 
 fn start(bed: &Bed, node: usize, config: &std::path::Path, extra_args: &[&str]) -> Agent {
@@ -127,8 +135,8 @@ fn mdi(priority: u32) -> Duration {
 fn two_nodes_elect_the_higher_priority_and_fail_over_on_sigkill_sigterm_and_preempt() {
     require_root!();
     let b = bed();
-    let c1 = config(&b, 1, &vrrp(150, "1s", ""));
-    let c2 = config(&b, 2, &vrrp(100, "1s", ""));
+    let c1 = config(&b, 1, vrrp(150, "1s"));
+    let c2 = config(&b, 2, vrrp(100, "1s"));
     let started = Instant::now();
     let mut lb1 = start(&b, 1, &c1, &[]);
     let mut lb2 = start(&b, 2, &c2, &[]);
@@ -242,11 +250,11 @@ fn two_nodes_elect_the_higher_priority_and_fail_over_on_sigkill_sigterm_and_pree
 fn preempt_false_leaves_a_live_lower_priority_master_in_place() {
     require_root!();
     let b = bed();
-    let c2 = config(&b, 2, &vrrp(100, "1s", ""));
+    let c2 = config(&b, 2, vrrp(100, "1s"));
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb2.wait_for_log("to=\"MASTER\"", mdi(100) + Duration::from_secs(2))
         .unwrap();
-    let c1 = config(&b, 1, &vrrp(150, "1s", "preempt = false"));
+    let c1 = config(&b, 1, vrrp(150, "1s").key("preempt", false));
     let lb1 = start(&b, 1, &c1, &[]);
     std::thread::sleep(mdi(150) + Duration::from_secs(1));
     assert!(
@@ -262,8 +270,8 @@ fn preempt_false_leaves_a_live_lower_priority_master_in_place() {
 fn a_100ms_advert_interval_fails_over_within_half_a_second() {
     require_root!();
     let b = bed();
-    let c1 = config(&b, 1, &vrrp(150, "100ms", ""));
-    let c2 = config(&b, 2, &vrrp(100, "100ms", ""));
+    let c1 = config(&b, 1, vrrp(150, "100ms"));
+    let c2 = config(&b, 2, vrrp(100, "100ms"));
     let mut lb1 = start(&b, 1, &c1, &[]);
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
@@ -353,7 +361,7 @@ fn keepalived_interop_v3_with_its_default_pseudo_header_checksum() {
     let b = bed();
     // xdp-lb master (150), keepalived backup (100).
     let keepalived = Keepalived::start(&b, &b.lb2, 100, "");
-    let c1 = config(&b, 1, &vrrp(150, "1s", "checksum = \"pseudo-header\""));
+    let c1 = config(&b, 1, vrrp(150, "1s").key("checksum", "pseudo-header"));
     let mut lb1 = start(&b, 1, &c1, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
         .unwrap();
@@ -463,7 +471,7 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
     };
     require_root!();
     let b = bed();
-    let c1 = config(&b, 1, &vrrp(150, "1s", ""));
+    let c1 = config(&b, 1, vrrp(150, "1s"));
     let mut lb1 = start(&b, 1, &c1, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
         .unwrap();
@@ -583,8 +591,8 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
 fn track_dataplane_hands_the_vip_over_when_all_backends_die() {
     require_root!();
     let mut b = bed();
-    let c1 = config(&b, 1, &vrrp(150, "1s", "track_dataplane = true"));
-    let c2 = config(&b, 2, &vrrp(100, "1s", "track_dataplane = false"));
+    let c1 = config(&b, 1, vrrp(150, "1s").key("track_dataplane", true));
+    let c2 = config(&b, 2, vrrp(100, "1s").key("track_dataplane", false));
     let mut lb1 = start(&b, 1, &c1, &[]);
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
@@ -628,16 +636,11 @@ fn unicast_mode_works_with_multicast_dropped_and_notify_runs_on_transitions() {
     let c1 = config(
         &b,
         1,
-        &vrrp(
-            150,
-            "1s",
-            &format!(
-                "unicast_peers = [\"{LB2_ADDR}\"]\nnotify = \"{}\"",
-                script.display()
-            ),
-        ),
+        vrrp(150, "1s")
+            .unicast_peers(&[LB2_ADDR])
+            .key("notify", script.clone()),
     );
-    let c2 = config(&b, 2, &vrrp(100, "1s", "unicast_peers = [\"198.18.0.2\"]"));
+    let c2 = config(&b, 2, vrrp(100, "1s").unicast_peers(&["198.18.0.2"]));
     let mut lb1 = start(&b, 1, &c1, &[]);
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
@@ -691,16 +694,12 @@ fn unicast_mode_works_with_multicast_dropped_and_notify_runs_on_transitions() {
 fn keepalived_interop_v2_and_the_reverse_roles() {
     require_root!();
     let b = bed();
-    keepalived_master_then_xdp_lb(
-        &b,
-        "  vrrp_version 2",
-        &vrrp(100, "1s", "").replace("version = 3", "version = 2"),
-    );
+    keepalived_master_then_xdp_lb(&b, "  vrrp_version 2", vrrp(100, "1s").key("version", 2u8));
 }
 
 /// keepalived master (priority 200), xdp-lb backup (100): xdp-lb follows keepalived's adverts
 /// (and accepts every one of them), then takes the VIP when keepalived stops.
-fn keepalived_master_then_xdp_lb(b: &Bed, keepalived_globals: &str, xdp_lb_vrrp: &str) {
+fn keepalived_master_then_xdp_lb(b: &Bed, keepalived_globals: &str, xdp_lb_vrrp: fixtures::Vrrp) {
     let keepalived = Keepalived::start(b, &b.lb2, 200, keepalived_globals);
     let c1 = config(b, 1, xdp_lb_vrrp);
     let mut lb1 = start(b, 1, &c1, &[]);
@@ -732,16 +731,12 @@ fn keepalived_master_then_xdp_lb(b: &Bed, keepalived_globals: &str, xdp_lb_vrrp:
 fn keepalived_interop_v3_reverse_roles_and_v2_with_xdp_lb_master() {
     require_root!();
     // v3, keepalived master, xdp-lb backup (pseudo-header checksums).
-    keepalived_master_then_xdp_lb(&bed(), "", &vrrp(100, "1s", "checksum = \"pseudo-header\""));
+    keepalived_master_then_xdp_lb(&bed(), "", vrrp(100, "1s").key("checksum", "pseudo-header"));
     // v2, xdp-lb master (150), keepalived backup (100).
     {
         let b = bed();
         let keepalived = Keepalived::start(&b, &b.lb2, 100, "  vrrp_version 2");
-        let c1 = config(
-            &b,
-            1,
-            &vrrp(150, "1s", "").replace("version = 3", "version = 2"),
-        );
+        let c1 = config(&b, 1, vrrp(150, "1s").key("version", 2u8));
         let mut lb1 = start(&b, 1, &c1, &[]);
         lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
             .unwrap();
@@ -762,8 +757,8 @@ fn keepalived_interop_v3_reverse_roles_and_v2_with_xdp_lb_master() {
 fn an_established_connection_survives_a_vip_failover() {
     require_root!();
     let b = bed();
-    let c1 = config(&b, 1, &vrrp(150, "1s", ""));
-    let c2 = config(&b, 2, &vrrp(100, "1s", ""));
+    let c1 = config(&b, 1, vrrp(150, "1s"));
+    let c2 = config(&b, 2, vrrp(100, "1s"));
     let mut lb1 = start(&b, 1, &c1, &[]);
     let mut lb2 = start(&b, 2, &c2, &[]);
     lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))

@@ -18,6 +18,35 @@ pub const fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
+/// RFC 1071: the one's-complement sum of `data` taken as big-endian 16-bit words (an odd last
+/// byte padded with zero), added to `acc`, so that parts (a pseudo-header, then the message)
+/// can be chained. For whole messages in userspace (VRRP, test packets): the data plane only
+/// ever updates checksums by delta.
+pub fn sum_be(data: &[u8], acc: u32) -> u32 {
+    let mut sum = acc as u64;
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u64;
+    }
+    if let [last] = words.remainder() {
+        sum += (*last as u64) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u32
+}
+
+/// The checksum field for a sum from [`sum_be`]: folded and complemented.
+pub fn checksum_of(sum: u32) -> u16 {
+    !fold(sum)
+}
+
+/// The RFC 1071 Internet checksum of `data` (0 when `data` already carries a valid one).
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    checksum_of(sum_be(data, 0))
+}
+
 /// The two 16-bit words of an address as it sits in memory.
 #[inline(always)]
 const fn words(addr_be: u32) -> (u32, u32) {
@@ -58,6 +87,20 @@ pub const fn apply(check: u16, delta: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc1071_example_and_odd_lengths() {
+        // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(sum_be(&data, 0), 0xddf2);
+        assert_eq!(internet_checksum(&data), !0xddf2);
+        // An odd last byte is the high byte of a zero-padded word.
+        assert_eq!(sum_be(&[0x12], 0), 0x1200);
+        // A message carrying its own checksum sums to zero.
+        let mut msg = data.to_vec();
+        msg.extend_from_slice(&internet_checksum(&data).to_be_bytes());
+        assert_eq!(internet_checksum(&msg), 0);
+    }
 
     /// RFC 1071 checksum of native-endian words, straight from the definition.
     fn full(words: &[u16]) -> u16 {

@@ -54,7 +54,8 @@ pub enum Counter {
     DropTruncatedIp,
     /// IHL < 5 or total length < IHL: dropped.
     DropBadIpHeader,
-    /// Shorter than the TCP header, or TCP data offset < 5: dropped.
+    /// Shorter than the TCP header, TCP data offset < 5, or a data offset that claims more
+    /// header than the IP payload holds: dropped.
     DropBadTcpHeader,
     /// A VIP with no usable backend (all down, none configured, MAC unresolved): dropped.
     DropNoBackend,
@@ -89,10 +90,12 @@ pub enum Counter {
     /// NAT: IPv4 forwarding is off on the ingress interface (`net.ipv4.conf.IF.forwarding`):
     /// dropped. The agent warns about it at start.
     DropNatForwardingDisabled,
+    /// The program could not read its `SETTINGS` (never expected: a one-entry array): dropped.
+    DropNoSettings,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::DropNatForwardingDisabled as u32 + 1;
+    pub const COUNT: u32 = Counter::DropNoSettings as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -118,9 +121,9 @@ impl Counter {
         Counter::DropNatTableFull,
         Counter::DropNatNoRoute,
         Counter::DropNatForwardingDisabled,
+        Counter::DropNoSettings,
     ];
 
-    /// Stable snake_case name, used in logs, `inspect stats` and metrics.
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
     pub const fn passes(self) -> bool {
         matches!(
@@ -136,6 +139,7 @@ impl Counter {
         )
     }
 
+    /// Stable snake_case name, used in logs, `inspect stats` and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Counter::Tx => "tx",
@@ -161,6 +165,7 @@ impl Counter {
             Counter::DropNatTableFull => "drop_nat_table_full",
             Counter::DropNatNoRoute => "drop_nat_no_route",
             Counter::DropNatForwardingDisabled => "drop_nat_forwarding_disabled",
+            Counter::DropNoSettings => "drop_no_settings",
         }
     }
 }

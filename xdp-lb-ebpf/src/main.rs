@@ -42,7 +42,7 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = parse::parse(ctx)?;
     // Array lookups are inlined by the verifier: a few instructions.
-    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropBadBackend)?;
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: a map value pointer (array lookups never fail in range); eth bounds-checked.
     let (check_mac, local_mac, snat, port_min, port_max) = unsafe {
         (

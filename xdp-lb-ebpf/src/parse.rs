@@ -112,7 +112,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
             *((tcp as *const u8).add(13)),
         )
     };
-    if doff < 5 {
+    // The header must fit in the IP payload: a data offset that claims more (up to 60 bytes)
+    // than the packet carries is a malformed segment, never forwarded (RFC 9293 §3.1).
+    if doff < 5 || (doff as usize) * 4 > tot_len as usize - ihl_bytes {
         return Err(Counter::DropBadTcpHeader);
     }
 

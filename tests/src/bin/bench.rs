@@ -21,7 +21,8 @@ use aya::programs::Xdp;
 use clap::Parser;
 use xdp_lb_common::{Counter, map_names};
 use xdp_lb_tests::{
-    harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, run_program},
+    fixtures,
+    harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, bench_programs, run_program, xdp},
     median,
     packet::{Frame, TCP_ACK},
     spread,
@@ -42,25 +43,13 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-const CONFIG: &str = r#"
-[agent]
-interface = "lo"
-pin_dir = "@PIN_DIR@"
-flow_table_size = 1048576
-max_vips = 4
-
-[[vip]]
-name = "web"
-address = "198.18.0.100"
-port = 80
-
-[[vip.backend]]
-address = "198.18.0.11"
-[[vip.backend]]
-address = "198.18.0.12"
-[[vip.backend]]
-address = "198.18.0.13"
-"#;
+/// The DSR rows' VIP: three backends, a flow table for the 100k-flow row.
+fn config() -> String {
+    fixtures::config("lo")
+        .bed("@PIN_DIR@", 1 << 20, 4)
+        .vip(fixtures::three_backends("web", 80))
+        .to_string()
+}
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
@@ -97,31 +86,17 @@ fn main() -> anyhow::Result<()> {
     );
     let n = args.repeat;
 
-    let mut lb = Loaded::new(CONFIG, LOOPBACK_IFINDEX).context("loading xdp-lb")?;
-    let mut bench_obj =
-        aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).context("loading the bench programs")?;
-    for name in ["xdp_floor", "xdp_floor_lookup", "xdp_empty"] {
-        let p: &mut Xdp = bench_obj.program_mut(name).context(name)?.try_into()?;
-        p.load()?;
-    }
+    let mut lb = Loaded::new(&config(), LOOPBACK_IFINDEX).context("loading xdp-lb")?;
+    let mut bench_obj = bench_programs(&["xdp_floor", "xdp_floor_lookup", "xdp_empty"])?;
     {
         let key = frame_key(&flow(u32::MAX).build())?;
         let mut m: aya::maps::HashMap<_, xdp_lb_common::FlowKey, xdp_lb_common::FlowValue> =
             aya::maps::HashMap::try_from(bench_obj.map_mut("BENCH_FLOWS").context("BENCH_FLOWS")?)?;
         m.insert(key, xdp_lb_common::FlowValue::default(), 0)?;
     }
-    let floor: &Xdp = bench_obj
-        .program("xdp_floor")
-        .context("floor")?
-        .try_into()?;
-    let floor_lookup: &Xdp = bench_obj
-        .program("xdp_floor_lookup")
-        .context("floor_lookup")?
-        .try_into()?;
-    let empty: &Xdp = bench_obj
-        .program("xdp_empty")
-        .context("empty")?
-        .try_into()?;
+    let floor = xdp(&bench_obj, "xdp_floor")?;
+    let floor_lookup = xdp(&bench_obj, "xdp_floor_lookup")?;
+    let empty = xdp(&bench_obj, "xdp_empty")?;
     let program = lb.dp().program() as *const Xdp;
     // SAFETY: `lb` outlives every use below and is not mutated while the reference lives,
     // except through its maps (a separate field).
@@ -339,18 +314,18 @@ fn main() -> anyhow::Result<()> {
 
 /// The NAT VIP of the NAT rows, with eight backends on port 8080 (198.18.0.11-18).
 fn nat_config() -> String {
-    let mut c = String::from(
-        "[agent]\ninterface = \"lan0\"\npin_dir = \"@PIN_DIR@\"\nflow_table_size = 1048576\nmax_vips = 4\n\
-         snat_address = \"198.18.0.2\"\nsnat_port_range = \"1024-65535\"\n\n\
-         [[vip]]\nname = \"api\"\naddress = \"198.18.0.100\"\nport = 80\nforwarding = \"nat\"\n\
-         [vip.health_check]\ntype = \"none\"\n",
-    );
+    let mut api = fixtures::vip("api", "198.18.0.100", 80)
+        .nat()
+        .check("type", "none");
     for b in 11..=18 {
-        c.push_str(&format!(
-            "[[vip.backend]]\naddress = \"198.18.0.{b}\"\nport = 8080\n"
-        ));
+        api = api.backend_with(format!("198.18.0.{b}"), &[("port", "8080")]);
     }
-    c
+    fixtures::config("lan0")
+        .bed("@PIN_DIR@", 1 << 20, 4)
+        .key("snat_address", "198.18.0.2")
+        .key("snat_port_range", "1024-65535")
+        .vip(api)
+        .to_string()
 }
 
 /// NAT rows (eight backends, so that twice `--flows` bindings stay well inside their port
@@ -411,6 +386,7 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
     )?;
     writeln!(md, "| path | ns/packet | spread | × floor | path proof |")?;
     writeln!(md, "|---|---:|---:|---:|---|")?;
+    let forwarded = format!("redirect +{flows}, new_flow +0 per round");
     let rows = [
         (
             "NAT new flow (SYN: Maglev + SNAT port reservation + both entries + FIB)",
@@ -420,22 +396,22 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
         (
             "NAT established, client → backend, one flow (hot cache)",
             rebase(&measured.established_hot),
-            format!("redirect +{flows}, new_flow +0 per round"),
+            forwarded.clone(),
         ),
         (
             "NAT reply, backend → client, one flow (hot cache)",
             rebase(&measured.reply_hot),
-            format!("redirect +{flows}, new_flow +0 per round"),
+            forwarded.clone(),
         ),
         (
             "NAT established, client → backend, flows cycled (cache-cold)",
             rebase(&measured.established),
-            format!("redirect +{flows}, new_flow +0 per round"),
+            forwarded.clone(),
         ),
         (
             "NAT reply, backend → client, flows cycled (cache-cold)",
             rebase(&measured.reply),
-            format!("redirect +{flows}, new_flow +0 per round, output VIP → client checked"),
+            format!("{forwarded}, output VIP → client checked"),
         ),
     ];
     let mut established_ratio = f64::NAN;
@@ -476,17 +452,8 @@ struct NatFigures {
 fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
     use xdp_lb_tests::packet::TCP_SYN;
     let mut lb = Loaded::new(&nat_config(), LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
-    let mut bench_obj =
-        aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT).context("loading the bench programs")?;
-    let p: &mut Xdp = bench_obj
-        .program_mut("xdp_empty")
-        .context("empty")?
-        .try_into()?;
-    p.load()?;
-    let empty: &Xdp = bench_obj
-        .program("xdp_empty")
-        .context("empty")?
-        .try_into()?;
+    let bench_obj = bench_programs(&["xdp_empty"])?;
+    let empty = xdp(&bench_obj, "xdp_empty")?;
     let program = lb.dp().program() as *const Xdp;
     // SAFETY: as in main: `lb` outlives the reference; only its maps change meanwhile.
     let program: &Xdp = unsafe { &*program };
@@ -638,17 +605,14 @@ fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
     writeln!(md, "|---:|---:|---:|---:|")?;
     let mut swap_100 = f64::NAN;
     for n in [100usize, 1000] {
-        let mut text = String::from(
-            "[agent]\ninterface = \"lo\"\npin_dir = \"@PIN_DIR@\"\nflow_table_size = 65536\nmax_vips = 2\n\
-             [[vip]]\nname = \"big\"\naddress = \"198.18.0.100\"\nport = 80\nmaglev_table_size = 65537\n",
-        );
+        let mut big = fixtures::vip("big", "198.18.0.100", 80).key("maglev_table_size", 65537);
         for i in 0..n {
-            text.push_str(&format!(
-                "[[vip.backend]]\naddress = \"198.18.{}.{}\"\n",
-                1 + i / 250,
-                1 + i % 250
-            ));
+            big = big.backend(format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250));
         }
+        let text = fixtures::config("lo")
+            .bed("@PIN_DIR@", 65536, 2)
+            .vip(big)
+            .to_string();
         let mut lb = Loaded::new(&text, LOOPBACK_IFINDEX)?;
         let neighbours = lb.all_resolved(LOOPBACK_IFINDEX);
         // 10k established flows spread over the backends.

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use xdp_lb::dataplane::Maps;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    Agent, DsrTopology, NetNs, TcpService, http_get, in_netns,
+    Agent, DsrTopology, NetNs, TcpService, fixtures, http_get, in_netns,
     topology::{CLIENT_ADDR, LB_ADDR, PassProgram, VIP, backend_addr},
 };
 
@@ -81,23 +81,33 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
 
     let pin_dir = topo.pin_dir();
     let config_path = topo.dir.join("xdp-lb.toml");
-    let base = topo.config(
-        &pin_dir,
-        PORT,
-        "maglev_table_size = 65537\n[vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2",
-    );
+    // Both nodes: the same VIPs and backends, each its own pins, socket and VRRP priority.
+    let checks = |vip: fixtures::Vip| {
+        vip.key("maglev_table_size", 65537)
+            .check("type", "http")
+            .check("http_path", "/healthz")
+            .check("interval", "500ms")
+            .check("fall", 2u32)
+            .check("rise", 2u32)
+    };
     // A second VIP on the same address, by NAT: port 8080 to the backends' port 80.
-    let mut base = base;
-    base.push_str(&format!(
-        "[[vip]]\nname = \"web-nat\"\naddress = \"{VIP}\"\nport = {NAT_PORT}\nforwarding = \"nat\"\nmaglev_table_size = 65537\n\
-         [vip.health_check]\ntype = \"http\"\nhttp_path = \"/healthz\"\ninterval = \"500ms\"\nfall = 2\nrise = 2\n\n"
-    ));
-    for i in 0..3 {
-        base.push_str(&format!(
-            "[[vip.backend]]\naddress = \"{}\"\nport = {PORT}\n\n",
-            backend_addr(i)
-        ));
-    }
+    let port = PORT.to_string();
+    let web_nat = (0..3).fold(
+        checks(fixtures::vip("web-nat", VIP, NAT_PORT).nat()),
+        |vip, i| vip.backend_with(backend_addr(i), &[("port", &port)]),
+    );
+    let node_config = |pins: &std::path::Path, socket: PathBuf, priority: u8| {
+        topo.agent_config(pins)
+            .key("control_socket", socket)
+            .vip(checks(topo.vip(PORT)))
+            .vip(web_nat.clone())
+            .vrrp(
+                fixtures::vrrp("vi-demo", "eth0", 51, priority)
+                    .key("advert_interval", "1s")
+                    .addresses(&[&format!("{VIP}/24")]),
+            )
+            .to_string()
+    };
     // NAT's kernel prerequisites on both LB nodes (README, "NAT mode").
     for ns in [&topo.lb, &lb2] {
         for key in [
@@ -108,24 +118,14 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
             ns.sysctl(key, "1")?;
         }
     }
-    let vrrp = |priority: u8| {
-        format!(
-            "[[vrrp]]\nname = \"vi-demo\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"1s\"\n\
-             virtual_addresses = [\"{VIP}/24\"]\n"
-        )
-    };
-    let config = format!("{base}\n{}", vrrp(150));
+    let config = node_config(&pin_dir, topo.control_socket(), 150);
     std::fs::write(&config_path, &config)?;
     let lb2_pins = PathBuf::from(format!("/sys/fs/bpf/{}", lb2.name));
-    let lb2_config = format!("{base}\n{}", vrrp(100))
-        .replace(
-            &pin_dir.display().to_string(),
-            &lb2_pins.display().to_string(),
-        )
-        .replace(
-            &topo.control_socket().display().to_string(),
-            &format!("/run/xlbt/{}.sock", lb2.name),
-        );
+    let lb2_config = node_config(
+        &lb2_pins,
+        PathBuf::from(format!("/run/xlbt/{}.sock", lb2.name)),
+        100,
+    );
     let lb2_config_path = topo.dir.join("xdp-lb-lb2.toml");
     std::fs::write(&lb2_config_path, &lb2_config)?;
     println!(

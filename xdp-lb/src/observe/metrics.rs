@@ -28,6 +28,37 @@ fn label(v: &str) -> String {
 struct Exposition(String);
 
 impl Exposition {
+    /// The three traffic counters of each VIP or backend (`of`): `xdp_lb_{of}_packets_total`,
+    /// `_bytes_total` and `_new_flows_total`; `to` completes their help texts.
+    fn traffic<'a>(
+        &mut self,
+        of: &str,
+        to: [&str; 2],
+        rows: impl Iterator<Item = (String, &'a Traffic)> + Clone,
+    ) {
+        let [forwarded, flows] = to;
+        type Pick = fn(&Traffic) -> u64;
+        let families: [(&str, String, Pick); 3] = [
+            ("packets", format!("Packets forwarded {forwarded}."), |t| {
+                t.packets
+            }),
+            ("bytes", format!("Bytes forwarded {forwarded}."), |t| {
+                t.bytes
+            }),
+            ("new_flows", format!("Flows (connections) {flows}."), |t| {
+                t.new_flows
+            }),
+        ];
+        for (what, help, pick) in families {
+            self.family(
+                &format!("xdp_lb_{of}_{what}_total"),
+                "counter",
+                &help,
+                rows.clone().map(|(labels, t)| (labels, pick(t))),
+            );
+        }
+    }
+
     /// `samples`: (label set without braces, possibly empty; value).
     fn family<V: std::fmt::Display>(
         &mut self,
@@ -72,56 +103,20 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
             v.port
         )
     };
-    let traffic = |t: &Traffic| [t.packets, t.bytes, t.new_flows];
-    for (pick, (name, help)) in [
-        ("xdp_lb_vip_packets_total", "Packets forwarded for the VIP."),
-        ("xdp_lb_vip_bytes_total", "Bytes forwarded for the VIP."),
-        (
-            "xdp_lb_vip_new_flows_total",
-            "Flows (connections) the VIP balanced.",
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        m.family(
-            name,
-            "counter",
-            help,
-            snap.vips
-                .iter()
-                .map(|v| (vip_labels(v), traffic(&v.traffic)[pick])),
-        );
-    }
-
+    m.traffic(
+        "vip",
+        ["for the VIP", "the VIP balanced"],
+        snap.vips.iter().map(|v| (vip_labels(v), &v.traffic)),
+    );
     let backend_labels =
         |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
-    for (pick, (name, help)) in [
-        (
-            "xdp_lb_backend_packets_total",
-            "Packets forwarded to the backend.",
-        ),
-        (
-            "xdp_lb_backend_bytes_total",
-            "Bytes forwarded to the backend.",
-        ),
-        (
-            "xdp_lb_backend_new_flows_total",
-            "Flows (connections) sent to the backend.",
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        m.family(
-            name,
-            "counter",
-            help,
-            snap.backends
-                .iter()
-                .map(|b| (backend_labels(b), traffic(&b.traffic)[pick])),
-        );
-    }
+    m.traffic(
+        "backend",
+        ["to the backend", "sent to the backend"],
+        snap.backends
+            .iter()
+            .map(|b| (backend_labels(b), &b.traffic)),
+    );
     let check = |b: &BackendView| status?.backend(&b.vip, b.address)?.check.clone();
     m.family(
         "xdp_lb_backend_up",

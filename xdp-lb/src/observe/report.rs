@@ -11,63 +11,95 @@ use super::{
     status::AgentStatus,
 };
 
-pub fn print_vips(vips: &[VipView]) {
-    println!(
-        "{:<16} {:<22} {:>7} {:>9} {:>12} {:>14} {:>10}",
-        "VIP", "ADDRESS", "TABLE", "BACKENDS", "PACKETS", "BYTES", "NEW FLOWS"
-    );
-    for v in vips {
-        println!(
-            "{:<16} {:<22} {:>7} {:>9} {:>12} {:>14} {:>10}",
-            v.name,
-            format!("{}:{}/{}", v.address, v.port, v.protocol),
-            v.table_size,
-            format!("{}/{}", v.backends_in_table, v.backends),
-            v.traffic.packets,
-            v.traffic.bytes,
-            v.traffic.new_flows
-        );
+/// Prints a header row and `rows` aligned under it, `indent` spaces in. `cols` is one spec per
+/// column, `|`-separated: the title, `<` (text, left-aligned) or `>` (numbers, right-aligned),
+/// and the width, e.g. `"VIP<16|PACKETS>12"`.
+fn table(indent: usize, cols: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+    let cols: Vec<(&str, bool, usize)> = cols
+        .split('|')
+        .map(|c| {
+            let at = c.find(['<', '>']).expect("a column spec has < or >");
+            let width = c[at + 1..]
+                .parse()
+                .expect("a column spec ends in its width");
+            (&c[..at], c[at..].starts_with('>'), width)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let cells: Vec<String> = cols
+            .iter()
+            .zip(cells)
+            .map(|(&(_, right, width), cell)| match right {
+                true => format!("{cell:>width$}"),
+                false => format!("{cell:<width$}"),
+            })
+            .collect();
+        println!("{:indent$}{}", "", cells.join(" ").trim_end());
+    };
+    line(cols.iter().map(|c| c.0.to_owned()).collect());
+    for row in rows {
+        line(row);
     }
+}
+
+pub fn print_vips(vips: &[VipView]) {
+    let cols = "VIP<16|ADDRESS<22|TABLE>7|BACKENDS>9|PACKETS>12|BYTES>14|NEW FLOWS>10";
+    table(
+        0,
+        cols,
+        vips.iter().map(|v| {
+            vec![
+                v.name.clone(),
+                format!("{}:{}/{}", v.address, v.port, v.protocol),
+                v.table_size.to_string(),
+                format!("{}/{}", v.backends_in_table, v.backends),
+                v.traffic.packets.to_string(),
+                v.traffic.bytes.to_string(),
+                v.traffic.new_flows.to_string(),
+            ]
+        }),
+    );
 }
 
 pub fn print_backends(backends: &[BackendView]) {
-    println!(
-        "{:<12} {:<16} {:<18} {:<10} {:>6} {:>4} {:>8} {:>12} {:>10}",
-        "VIP", "BACKEND", "MAC", "INTERFACE", "WEIGHT", "FWD", "TABLE%", "PACKETS", "NEW FLOWS"
+    let cols =
+        "VIP<12|BACKEND<16|MAC<18|INTERFACE<10|WEIGHT>6|FWD>4|TABLE%>8|PACKETS>12|NEW FLOWS>10";
+    table(
+        0,
+        cols,
+        backends.iter().map(|b| {
+            vec![
+                b.vip.clone(),
+                b.address.to_string(),
+                b.mac.clone(),
+                b.interface.clone(),
+                b.weight.to_string(),
+                if b.forwarding { "yes" } else { "no" }.into(),
+                format!("{:.2}%", b.table_share_pct),
+                b.traffic.packets.to_string(),
+                b.traffic.new_flows.to_string(),
+            ]
+        }),
     );
-    for b in backends {
-        println!(
-            "{:<12} {:<16} {:<18} {:<10} {:>6} {:>4} {:>7.2}% {:>12} {:>10}",
-            b.vip,
-            b.address.to_string(),
-            b.mac,
-            b.interface,
-            b.weight,
-            if b.forwarding { "yes" } else { "no" },
-            b.table_share_pct,
-            b.traffic.packets,
-            b.traffic.new_flows
-        );
-    }
 }
 
 pub fn print_flows(flows: &[FlowView]) {
-    println!(
-        "{:<22} {:<22} {:<12} {:<22} {:>9}  {:<22} STATE",
-        "CLIENT", "VIP", "NAME", "BACKEND", "AGE (s)", "NAT SOURCE"
+    let cols = "CLIENT<22|VIP<22|NAME<12|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
+    table(
+        0,
+        cols,
+        flows.iter().map(|f| {
+            vec![
+                f.client.clone(),
+                f.vip.clone(),
+                f.vip_name.clone(),
+                f.backend.clone(),
+                format!("{:.1}", f.age_seconds),
+                f.snat.clone().unwrap_or_else(|| "-".into()),
+                f.state.unwrap_or("-").into(),
+            ]
+        }),
     );
-    for f in flows {
-        println!(
-            "{:<22} {:<22} {:<12} {:<22} {:>9.1}  {:<22} {}",
-            f.client,
-            f.vip,
-            f.vip_name,
-            f.backend,
-            f.age_seconds,
-            f.snat.as_deref().unwrap_or("-"),
-            f.state.unwrap_or("-")
-        );
-    }
 }
 
 pub fn print_maglev(m: &MaglevView) {
@@ -75,20 +107,20 @@ pub fn print_maglev(m: &MaglevView) {
         "VIP {} table size {} (slot {})",
         m.vip, m.table_size, m.slot
     );
-    println!(
-        "{:<16} {:>6} {:>8} {:>9} {:>13}",
-        "BACKEND", "WEIGHT", "ENTRIES", "SHARE", "WEIGHT SHARE"
+    let cols = "BACKEND<16|WEIGHT>6|ENTRIES>8|SHARE>9|WEIGHT SHARE>13";
+    table(
+        0,
+        cols,
+        m.backends.iter().map(|b| {
+            vec![
+                b.address.to_string(),
+                b.weight.to_string(),
+                b.entries.to_string(),
+                format!("{:.2}%", b.share_pct),
+                format!("{:.2}%", b.weight_share_pct),
+            ]
+        }),
     );
-    for b in &m.backends {
-        println!(
-            "{:<16} {:>6} {:>8} {:>8.2}% {:>12.2}%",
-            b.address.to_string(),
-            b.weight,
-            b.entries,
-            b.share_pct,
-            b.weight_share_pct
-        );
-    }
 }
 
 /// Prints the stats once, or every `interval` with rates since the previous print
@@ -194,20 +226,22 @@ pub fn print_status(s: &AgentStatus) {
                 "  NO USABLE BACKEND"
             }
         );
-        println!(
-            "  {:<16} {:>6} {:<9} {:<7} {:<19} last check",
-            "backend", "weight", "state", "health", "mac"
+        let cols = "backend<16|weight>6|state<9|health<7|mac<19|last check<0";
+        table(
+            2,
+            cols,
+            vip.backends.iter().map(|b| {
+                vec![
+                    b.address.to_string(),
+                    b.weight.to_string(),
+                    b.state.as_str().into(),
+                    b.health.as_str().into(),
+                    b.mac.clone().unwrap_or_else(|| "-".into()),
+                    b.check
+                        .as_ref()
+                        .map_or("-".into(), |c| c.last_check.clone()),
+                ]
+            }),
         );
-        for b in &vip.backends {
-            println!(
-                "  {:<16} {:>6} {:<9} {:<7} {:<19} {}",
-                b.address.to_string(),
-                b.weight,
-                b.state.as_str(),
-                b.health.as_str(),
-                b.mac.as_deref().unwrap_or("-"),
-                b.check.as_ref().map_or("-", |c| c.last_check.as_str())
-            );
-        }
     }
 }

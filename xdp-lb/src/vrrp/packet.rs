@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use xdp_lb_common::csum::{checksum_of, sum_be};
 
 use crate::config::{ChecksumMode, Version};
 
@@ -80,35 +81,15 @@ impl RejectReason {
     }
 }
 
-/// RFC 1071 one's-complement sum, folded.
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
-        acc += word as u32;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 fn checksum(msg: &[u8], version: Version, mode: ChecksumMode, src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
     let mut acc = 0;
     if version == Version::V3 && mode == ChecksumMode::PseudoHeader {
-        acc = sum(&src.octets(), acc);
-        acc = sum(&dst.octets(), acc);
+        acc = sum_be(&src.octets(), acc);
+        acc = sum_be(&dst.octets(), acc);
         acc += IPPROTO_VRRP as u32;
         acc += msg.len() as u32;
     }
-    fold(sum(msg, acc))
+    checksum_of(sum_be(msg, acc))
 }
 
 impl Advert {

@@ -1,0 +1,467 @@
+//! The forwarding-rate bed: live frames from a generator namespace, through the node under test
+//! (a bare XDP floor, xdp-lb DSR and NAT, nftables), counted by XDP sinks.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::Xdp;
+use xdp_lb_tests::{
+    Agent, NetNs, fixtures, in_netns,
+    packet::{Frame, TCP_ACK, TCP_SYN},
+};
+
+use crate::{Args, DSR_PORT, GEN_IP_ID, NAT_PORT, NFT_PORT, wrk::machine_busy_ns};
+
+/// The generator (client namespace) and the sinks (one per backend).
+pub(crate) struct Traffic {
+    gen_ebpf: aya::Ebpf,
+    sinks: Vec<aya::Ebpf>,
+}
+
+pub(crate) fn load_in(
+    ns: &NetNs,
+    attach: Option<(&str, &'static str)>,
+) -> anyhow::Result<aya::Ebpf> {
+    let attach = attach.map(|(i, p)| (i.to_owned(), p));
+    in_netns(&ns.name, move || -> anyhow::Result<aya::Ebpf> {
+        let mut ebpf = aya::Ebpf::load(xdp_lb_tests::BENCH_OBJECT)?;
+        if let Some((interface, program)) = attach {
+            let p: &mut Xdp = ebpf.program_mut(program).context(program)?.try_into()?;
+            p.load()?;
+            p.attach(&interface, aya::programs::XdpMode::Driver)?;
+        } else {
+            let p: &mut Xdp = ebpf.program_mut("xdp_gen").context("xdp_gen")?.try_into()?;
+            p.load()?;
+        }
+        Ok(ebpf)
+    })?
+}
+
+impl Traffic {
+    pub(crate) fn new(generator: &NetNs, sinks: Vec<aya::Ebpf>) -> anyhow::Result<Self> {
+        Ok(Self {
+            gen_ebpf: load_in(generator, None)?,
+            sinks,
+        })
+    }
+
+    fn delivered(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for s in &self.sinks {
+            let m: aya::maps::PerCpuArray<_, u64> =
+                aya::maps::PerCpuArray::try_from(s.map("SINK_COUNT").context("SINK_COUNT")?)?;
+            total += m.get(&0, 0)?.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Sends `frames` copies of `frame` (source ports cycled by the generator) out of interface
+    /// `ifindex` of `ns`; returns (frames delivered to the sinks, seconds).
+    fn send(
+        &mut self,
+        ns: &NetNs,
+        ifindex: u32,
+        frame: &[u8],
+        frames: u32,
+    ) -> anyhow::Result<(u64, f64)> {
+        set_template(&mut self.gen_ebpf, frame)?;
+        let before = self.delivered()?;
+        let program: &Xdp = self
+            .gen_ebpf
+            .program("xdp_gen")
+            .context("xdp_gen")?
+            .try_into()?;
+        let fd = program.fd()?.try_clone()?;
+        let frame = frame.to_vec();
+        let elapsed = in_netns(&ns.name, move || -> anyhow::Result<f64> {
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+            // egress_ifindex; data_end must be the frame's length.
+            let mut ctx = [0u8; 24];
+            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            let started = Instant::now();
+            run_live(&fd, &frame, &ctx, frames)?;
+            Ok(started.elapsed().as_secs_f64())
+        })??;
+        // Frames still in flight through the veths land within a few ms.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok((self.delivered()? - before, elapsed))
+    }
+}
+
+/// The generator writes every frame from this template (see `xdp_gen`).
+pub(crate) fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result<()> {
+    let mut t: aya::maps::Array<_, [u8; 60]> =
+        aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").context("GEN_TEMPLATE")?)?;
+    t.set(
+        0,
+        <[u8; 60]>::try_from(frame).context("a 60-byte frame")?,
+        0,
+    )?;
+    Ok(())
+}
+
+/// BPF_PROG_TEST_RUN in live-frames mode on a program fd (aya's `test_run` needs the program
+/// object, which stays on this side of the namespace switch).
+pub(crate) fn run_live(
+    fd: &aya::programs::ProgramFd,
+    frame: &[u8],
+    ctx: &[u8],
+    repeat: u32,
+) -> anyhow::Result<()> {
+    // bpf_attr for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h, `test` member).
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let attr = TestAttr {
+        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: 64,
+        ..Default::default()
+    };
+    // SAFETY: attr points at live buffers of the sizes given, for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &attr as *const TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "BPF_PROG_TEST_RUN (live frames): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) struct RateRun {
+    pub(crate) mpps: f64,
+    /// Delivered / sent.
+    pub(crate) share: f64,
+    /// Busy CPU of the whole machine per delivered frame (generator and bridge included).
+    pub(crate) machine_ns: f64,
+    /// Run time of the forwarding XDP program per delivered frame (kernel BPF stats).
+    pub(crate) program_ns: Option<f64>,
+}
+
+/// Total run time of the loaded programs with this kernel name (BPF stats must be on).
+pub(crate) fn program_run_ns(name: Option<&str>) -> Option<u64> {
+    let name = name?;
+    Some(
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str() == Some(name))
+            .map(|p| p.run_time().as_nanos() as u64)
+            .sum(),
+    )
+}
+
+/// The forwarding-rate bed: point-to-point veths only, so that frames stay XDP frames from
+/// the generator to the sinks wherever the forwarder allows it (a bridge would turn every
+/// frame into an skb and cap every row at its own rate).
+///
+/// ```text
+///   ns rgen  gen0 ── in0  ns rfloor (bare XDP forwarder)  out0 ── snk0 ┐
+///            gen1 ── in0  ns rlb    (xdp-lb agent)        out0 ── snk1 ├ ns rsink: XDP sinks
+///            gen2 ── in0  ns rnft   (nftables DNAT)       out0 ── snk2 ┘
+/// ```
+///
+/// Each forwarder's backends are the sink side's addresses (198.18.1X.11-13), reached through
+/// its `out0`, so xdp-lb and the floor redirect from `in0` to `out0` and the kernel forwards.
+pub(crate) struct RateBed {
+    generator: NetNs,
+    fwd: Vec<NetNs>,
+    sink: NetNs,
+    traffic: Traffic,
+    gen_ifindex: Vec<u32>,
+    _floor: aya::Ebpf,
+    _agent: Agent,
+    pin_dir: PathBuf,
+}
+
+pub(crate) const RATE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+
+impl RateBed {
+    pub(crate) fn new(dir: &Path) -> anyhow::Result<Self> {
+        let generator = NetNs::new("rgen")?;
+        let sink = NetNs::new("rsink")?;
+        let fwd = vec![
+            NetNs::new("rfloor")?,
+            NetNs::new("rlb")?,
+            NetNs::new("rnft")?,
+        ];
+        for (i, f) in fwd.iter().enumerate() {
+            let net = 10 + i;
+            generator.ip(&[
+                "link",
+                "add",
+                &format!("generator{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "in0",
+                "netns",
+                &f.name,
+            ])?;
+            f.ip(&[
+                "link",
+                "add",
+                "out0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("snk{i}"),
+                "netns",
+                &sink.name,
+            ])?;
+            generator.ip(&[
+                "addr",
+                "add",
+                &format!("198.19.{i}.2/24"),
+                "dev",
+                &format!("generator{i}"),
+            ])?;
+            f.ip(&["addr", "add", &format!("198.19.{i}.1/24"), "dev", "in0"])?;
+            f.ip(&["addr", "add", &format!("198.18.{net}.1/24"), "dev", "out0"])?;
+            for b in 11..=13 {
+                sink.ip(&[
+                    "addr",
+                    "add",
+                    &format!("198.18.{net}.{b}/24"),
+                    "dev",
+                    &format!("snk{i}"),
+                ])?;
+            }
+            for (ns, ifname) in [
+                (&generator, format!("generator{i}")),
+                (f, "in0".into()),
+                (f, "out0".into()),
+                (&sink, format!("snk{i}")),
+            ] {
+                ns.ip(&["link", "set", &ifname, "up"])?;
+            }
+            f.sysctl("net.ipv4.ip_forward", "1")?;
+            f.sysctl("net.ipv4.conf.all.accept_local", "1")?;
+        }
+        let sinks = (0..fwd.len())
+            .map(|i| load_in(&sink, Some((&format!("snk{i}"), "xdp_sink"))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let traffic = Traffic::new(&generator, sinks)?;
+        let gen_ifindex = (0..fwd.len())
+            .map(|i| {
+                let name = format!("generator{i}");
+                in_netns(&generator.name, move || xdp_lb::netlink::ifindex(&name))?
+                    .context("generator interface")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        // The floor: MAC rewrite and redirect to out0.
+        let mut floor = load_in(&fwd[0], Some(("in0", "xdp_floor_live")))?;
+        {
+            let out0 =
+                in_netns(&fwd[0].name, || xdp_lb::netlink::ifindex("out0"))?.context("out0")?;
+            let mut f: aya::maps::Array<_, [u8; 16]> =
+                aya::maps::Array::try_from(floor.map_mut("FLOOR_FWD").context("FLOOR_FWD")?)?;
+            let mut v = [0u8; 16];
+            v[..6].copy_from_slice(&sink.mac("snk0")?);
+            v[6..12].copy_from_slice(&fwd[0].mac("out0")?);
+            v[12..].copy_from_slice(&out0.to_ne_bytes());
+            f.set(0, v, 0)?;
+        }
+
+        // xdp-lb: a DSR VIP and a NAT VIP on port 80 and 81, backends behind out0.
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", fwd[1].name));
+        let mut config = fixtures::config("in0")
+            .key("xdp_mode", "driver")
+            .bed(pin_dir.display(), 65536, 4)
+            .key("control_socket", format!("/run/xlbt/{}.sock", fwd[1].name))
+            .key("listen", "");
+        for (name, port, mode) in [("rate-dsr", DSR_PORT, "dsr"), ("rate-nat", NAT_PORT, "nat")] {
+            let vip = fixtures::vip(name, RATE_VIP, port)
+                .key("forwarding", mode)
+                .key("maglev_table_size", 4093)
+                .check("type", "none");
+            config = config.vip((11..=13).fold(vip, |v, b| v.backend(format!("198.18.11.{b}"))));
+        }
+        let config = config.to_string();
+        let config_path = dir.join("xdp-lb-rate.toml");
+        std::fs::write(&config_path, &config)?;
+        let agent = Agent::start(
+            &fwd[1],
+            &["run", "--config", config_path.to_str().context("path")?],
+            dir.join("agent-rate.log"),
+            "xdp-lb is forwarding",
+            Duration::from_secs(30),
+        )?;
+
+        // nftables: DNAT to the backends behind out0. The generator's XDP_TX into in0 needs
+        // NAPI there, which GRO gives a veth without an XDP program (TESTBED.md).
+        fwd[2].exec(&["ethtool", "-K", "in0", "gro", "on"])?;
+        let nft = dir.join("rate-dnat.nft");
+        std::fs::write(
+            &nft,
+            format!(
+                "table ip xlbt_rate {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n\
+                     ip daddr {RATE_VIP} tcp dport {NFT_PORT} dnat to numgen inc mod 3 map {{ 0 : 198.18.12.11, 1 : 198.18.12.12, 2 : 198.18.12.13 }} : 80\n  }}\n\
+                   chain post {{\n    type nat hook postrouting priority srcnat;\n    oif \"out0\" masquerade\n  }}\n}}\n"
+            ),
+        )?;
+        fwd[2].exec(&["nft", "-f", nft.to_str().context("path")?])?;
+        fwd[2].sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Self {
+            generator,
+            fwd,
+            sink,
+            traffic,
+            gen_ifindex,
+            _floor: floor,
+            _agent: agent,
+            pin_dir,
+        })
+    }
+
+    /// The rows, 5 rounds interleaved: (name, program to time), runs.
+    #[expect(clippy::type_complexity, reason = "a local table")]
+    pub(crate) fn measure(
+        &mut self,
+        args: &Args,
+    ) -> anyhow::Result<(Vec<(&'static str, Option<&'static str>)>, Vec<Vec<RateRun>>)> {
+        let gen_mac = |i: usize| self.generator.mac(&format!("generator{i}"));
+        let frame = |i: usize, dst: Ipv4Addr, port: u16, flags: u8| -> anyhow::Result<Vec<u8>> {
+            let mut f = Frame::tcp(Ipv4Addr::new(198, 19, i as u8, 2), 40000, dst, port);
+            f.src_mac = gen_mac(i)?;
+            f.dst_mac = self.fwd[i].mac("in0")?;
+            f.flags = flags;
+            f.ip_id = GEN_IP_ID;
+            Ok(f.build())
+        };
+        // (name, generator port, frame, XDP program to time)
+        let rows: Vec<(&'static str, usize, Vec<u8>, Option<&'static str>)> = vec![
+            (
+                "floor: bare XDP forwarder (MAC rewrite, redirect)",
+                0,
+                frame(0, Ipv4Addr::new(198, 18, 10, 11), 80, TCP_ACK)?,
+                Some("xdp_floor_live"),
+            ),
+            (
+                "xdp-lb, L2 DSR",
+                1,
+                frame(1, RATE_VIP, DSR_PORT, TCP_ACK)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "xdp-lb, NAT",
+                1,
+                frame(1, RATE_VIP, NAT_PORT, TCP_ACK)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "nftables DNAT (kernel forwarding + conntrack)",
+                2,
+                frame(2, RATE_VIP, NFT_PORT, TCP_ACK)?,
+                None,
+            ),
+        ];
+        // NAT flows open with a SYN, one per generator flow, sent before every NAT run: the
+        // sinks never answer, so the flows stay half-open and expire after nat_syn_timeout
+        // while the other rows run.
+        let nat_syns = frame(1, RATE_VIP, NAT_PORT, TCP_SYN)?;
+        let gen_ns = &self.generator;
+        self.traffic
+            .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+        for (_, port, f, _) in &rows {
+            self.traffic
+                .send(gen_ns, self.gen_ifindex[*port], f, 20_000)?;
+        }
+        let mut runs: Vec<Vec<RateRun>> = rows.iter().map(|_| Vec::new()).collect();
+        for round in 0..args.rounds {
+            eprintln!("compare: forwarding round {}/{}", round + 1, args.rounds);
+            for (i, (name, port, f, _)) in rows.iter().enumerate() {
+                if *name == "xdp-lb, NAT" {
+                    self.traffic
+                        .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+                }
+                let busy0 = machine_busy_ns();
+                let (delivered, secs) =
+                    self.traffic
+                        .send(gen_ns, self.gen_ifindex[*port], f, args.frames)?;
+                let busy1 = machine_busy_ns();
+                runs[i].push(RateRun {
+                    mpps: delivered as f64 / secs / 1e6,
+                    share: delivered as f64 / args.frames as f64,
+                    machine_ns: busy1.saturating_sub(busy0) as f64 / delivered.max(1) as f64,
+                    program_ns: None,
+                });
+            }
+        }
+        // The programs' own time per frame, in one more run per row with the kernel's BPF
+        // stats on: they read the clock twice per program run, which the rate runs above are
+        // spared.
+        let stats =
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF stats")?;
+        for (i, (name, port, f, program)) in rows.iter().enumerate() {
+            if program.is_none() {
+                continue;
+            }
+            if *name == "xdp-lb, NAT" {
+                self.traffic
+                    .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+            }
+            let before = program_run_ns(*program);
+            let (delivered, _) =
+                self.traffic
+                    .send(gen_ns, self.gen_ifindex[*port], f, args.frames / 2)?;
+            let after = program_run_ns(*program);
+            let ns = before
+                .zip(after)
+                .map(|(a, b)| b.saturating_sub(a) as f64 / delivered.max(1) as f64);
+            for run in &mut runs[i] {
+                run.program_ns = ns;
+            }
+        }
+        drop(stats);
+        Ok((rows.iter().map(|r| (r.0, r.3)).collect(), runs))
+    }
+}
+
+impl Drop for RateBed {
+    fn drop(&mut self) {
+        let _ = xdp_lb::dataplane::remove_pins(&self.pin_dir);
+        let _ = (&self.sink, &self.fwd);
+    }
+}

@@ -1,0 +1,339 @@
+//! `compare.md`, `compare.svg` and the one-screen summary, from what the rounds measured.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::bail;
+use xdp_lb_tests::{median, spread};
+
+use crate::{
+    Args,
+    chart::chart,
+    rate::RateRun,
+    wrk::{LbCpu, WrkResult},
+};
+
+/// Everything the run measured.
+pub(crate) struct Outcome<'a> {
+    pub(crate) args: &'a Args,
+    pub(crate) started: Instant,
+    /// Where the logs are.
+    pub(crate) dir: &'a Path,
+    /// TCP rows: name, URL, how its balancer CPU is read.
+    pub(crate) rows: &'a [(&'static str, String, LbCpu)],
+    /// Keep-alive off, on.
+    pub(crate) modes: [bool; 2],
+    /// [mode][row][round].
+    pub(crate) results: Vec<Vec<Vec<WrkResult>>>,
+    /// [mode][row]: xdp-lb's own CPU per request (µs), from the run with BPF stats on.
+    pub(crate) xdp_lb_cpu: Vec<Vec<Option<f64>>>,
+    pub(crate) tcp_drops: Vec<(&'static str, String)>,
+    pub(crate) rate_rows: Vec<(&'static str, Option<&'static str>)>,
+    /// [row][round].
+    pub(crate) rates: Vec<Vec<RateRun>>,
+    pub(crate) agent_rss: Option<u64>,
+    pub(crate) haproxy_rss: Option<u64>,
+    /// (map, max entries, bytes).
+    pub(crate) maps: Vec<(String, u32, u64)>,
+}
+
+/// Writes the report and the chart, prints the summary; fails when a row carried nothing.
+pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
+    let machine = xdp_lb_tests::machine_label();
+    let mut md = String::new();
+    writeln!(md, "# xdp-lb vs its peers\n")?;
+    writeln!(
+        md,
+        "Machine: {machine}. All namespaces share these CPUs. {} rounds, interleaved; median (min–max). \
+         Per-packet costs: `target/bench/report.md`.\n",
+        o.args.rounds
+    )?;
+    let mut med: Vec<Vec<f64>> = Vec::new();
+    for (m, keep_alive) in o.modes.iter().enumerate() {
+        writeln!(
+            md,
+            "## TCP, {}\n",
+            if *keep_alive {
+                "keep-alive"
+            } else {
+                "a new connection per request"
+            }
+        )?;
+        writeln!(
+            md,
+            "wrk -t2 -c{} -d{}s{} from the client namespace; 3 nginx backends. Machine CPU: busy time of \
+             all CPUs (client, balancer and backends share them) per request. Balancer CPU: xdp-lb's XDP \
+             program run time (kernel BPF stats, in one extra run: they slow the program down) plus its agent's \
+             process time; haproxy's process time; nftables works in the kernel's softirq, inside the machine \
+             figure only.\n",
+            o.args.connections,
+            o.args.seconds,
+            if *keep_alive {
+                ""
+            } else {
+                " -H 'Connection: close'"
+            }
+        )?;
+        writeln!(
+            md,
+            "| path | requests/s | spread | p50 ms | p99 ms | errors | × direct | machine CPU µs/req | balancer CPU µs/req |"
+        )?;
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        let rps_of = |i: usize| {
+            median(
+                &o.results[m][i]
+                    .iter()
+                    .map(|r| r.requests_per_sec)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let direct = rps_of(0);
+        let mut meds = Vec::new();
+        for (i, (name, _, lb)) in o.rows.iter().enumerate() {
+            let rs = &o.results[m][i];
+            let rps: Vec<f64> = rs.iter().map(|r| r.requests_per_sec).collect();
+            let med_rps = median(&rps);
+            meds.push(med_rps);
+            let (lo, hi) = spread(&rps);
+            let pick = |f: fn(&WrkResult) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
+            let errors: u64 = rs.iter().map(|r| r.errors).sum();
+            let lb_cpu = match lb {
+                LbCpu::None if i == 0 => "—".to_owned(),
+                LbCpu::None => "in softirq".to_owned(),
+                LbCpu::Xdp(_) => o.xdp_lb_cpu[m][i].map_or("?".into(), |v| format!("{v:.2}")),
+                _ => format!(
+                    "{:.2}",
+                    median(&rs.iter().filter_map(|r| r.lb_us).collect::<Vec<_>>())
+                ),
+            };
+            writeln!(
+                md,
+                "| {name} | {med_rps:.0} | {lo:.0}–{hi:.0} | {:.2} | {:.2} | {errors} | {:.2}× | {:.1} | {lb_cpu} |",
+                pick(|r| r.p50_ms),
+                pick(|r| r.p99_ms),
+                med_rps / direct,
+                pick(|r| r.machine_us),
+            )?;
+        }
+        let total: f64 = o.results[m].iter().flatten().map(|r| r.requests).sum();
+        writeln!(md, "\n({total:.0} requests in all.)\n")?;
+        med.push(meds);
+    }
+    writeln!(
+        md,
+        "Drop counters of the veths after the TCP o.rows (`ethtool -S`; all o.rows together):\n"
+    )?;
+    for (what, drops) in o.tcp_drops.iter() {
+        writeln!(md, "- {what}: {drops}")?;
+    }
+    writeln!(md)?;
+    writeln!(md, "## Forwarding rate (live frames)\n")?;
+    writeln!(
+        md,
+        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes per run, 1024 flows) \
+         over point-to-point veths into the node under test, which forwards them out of a second veth to the \
+         backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
+         forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
+         delivered frame (the generator is in every row alike); forwarder = run time of the forwarding XDP \
+         program per frame (kernel BPF stats, in one extra run per row so the rate runs do \
+         without them; nftables runs in the kernel's softirq and has no separate figure).\n",
+        o.args.frames
+    )?;
+    writeln!(
+        md,
+        "| path | Mpps delivered | spread | delivered / sent | × floor | machine CPU ns/frame | forwarder ns/frame |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mpps: Vec<f64> = o
+        .rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.mpps).collect::<Vec<_>>()))
+        .collect();
+    let machine_ns: Vec<f64> = o
+        .rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.machine_ns).collect::<Vec<_>>()))
+        .collect();
+    for (i, (name, _)) in o.rate_rows.iter().enumerate() {
+        let v: Vec<f64> = o.rates[i].iter().map(|x| x.mpps).collect();
+        let (lo, hi) = spread(&v);
+        let share = median(&o.rates[i].iter().map(|x| x.share).collect::<Vec<_>>());
+        let program: Vec<f64> = o.rates[i].iter().filter_map(|x| x.program_ns).collect();
+        writeln!(
+            md,
+            "| {name} | {:.3} | {lo:.3}–{hi:.3} | {:.0}% | {:.2}× | {:.0} | {} |",
+            mpps[i],
+            share * 100.0,
+            mpps[i] / mpps[0],
+            machine_ns[i],
+            if program.is_empty() {
+                "in softirq".to_owned()
+            } else {
+                format!("{:.0}", median(&program))
+            }
+        )?;
+    }
+    // Program sizes: part of where the per-frame time goes.
+    let sizes: Vec<String> = [xdp_lb_common::PROGRAM_NAME, "xdp_floor_live"]
+        .iter()
+        .filter_map(|name| {
+            let p = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .find(|p| p.name_as_str() == Some(name))?;
+            Some(format!(
+                "{name}: {} bytes of machine code ({} instructions processed by the verifier)",
+                p.size_jitted(),
+                p.verified_instruction_count()
+                    .map_or("?".into(), |n| n.to_string())
+            ))
+        })
+        .collect();
+    writeln!(md, "\nPrograms: {}.", sizes.join("; "))?;
+    writeln!(md, "\n## Memory\n")?;
+    writeln!(
+        md,
+        "xdp-lb agent RSS: {} KiB (haproxy, for comparison: {} KiB). BPF o.maps as the kernel accounts them \
+         (`memlock` in fdinfo; NAT_FLOWS grows with use):\n",
+        o.agent_rss.map_or("?".into(), |v| v.to_string()),
+        o.haproxy_rss.map_or("?".into(), |v| v.to_string()),
+    )?;
+    writeln!(md, "| map | max entries | memory |")?;
+    writeln!(md, "|---|---:|---:|")?;
+    let mut total_maps = 0;
+    for (name, entries, bytes) in o.maps.iter() {
+        total_maps += bytes;
+        writeln!(
+            md,
+            "| {name} | {entries} | {:.1} MiB |",
+            *bytes as f64 / 1048576.0
+        )?;
+    }
+    writeln!(md, "| all | | {:.1} MiB |", total_maps as f64 / 1048576.0)?;
+
+    let p99 =
+        |m: usize, i: usize| median(&o.results[m][i].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let targets = [
+        format!(
+            "xdp-lb DSR forwarding ≥ 0.8× the floor: {:.2}× — {}",
+            mpps[1] / mpps[0],
+            verdict(mpps[1] >= 0.8 * mpps[0])
+        ),
+        format!(
+            "xdp-lb DSR forwarding ≥ 5× nftables DNAT: {:.2}× — {}",
+            mpps[1] / mpps[3],
+            verdict(mpps[1] >= 5.0 * mpps[3])
+        ),
+        format!(
+            "new-connection rate ≥ 2× haproxy: {:.2}× (NAT {:.2}×) — {}",
+            med[0][1] / med[0][3],
+            med[0][2] / med[0][3],
+            verdict(med[0][1] >= 2.0 * med[0][3])
+        ),
+        format!(
+            "new-connection rate ≥ nftables DNAT: {:.2}× (NAT {:.2}×) — {}",
+            med[0][1] / med[0][4],
+            med[0][2] / med[0][4],
+            verdict(med[0][1] >= med[0][4])
+        ),
+        format!(
+            "p99 within 20% of the direct path (new connections): {:.2}× (NAT {:.2}×) — {}",
+            p99(0, 1) / p99(0, 0),
+            p99(0, 2) / p99(0, 0),
+            verdict(p99(0, 1) <= 1.2 * p99(0, 0))
+        ),
+    ];
+    writeln!(md, "\n## Targets (issue 7), ratios within this run\n")?;
+    for t in &targets {
+        writeln!(md, "- {t}")?;
+    }
+    writeln!(
+        md,
+        "\nChart: `target/bench/compare.svg`. Whole run: {:.0} s.",
+        o.started.elapsed().as_secs_f64()
+    )?;
+
+    let out: PathBuf = o
+        .args
+        .out
+        .clone()
+        .unwrap_or_else(|| xdp_lb_tests::topology::target_dir().join("bench"));
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("compare.md"), &md)?;
+    // Chart labels: the row names up to their first explanation.
+    let short = |name: &'static str| name.split([':', '(']).next().unwrap_or(name).trim();
+    let tcp_chart: Vec<(&str, f64, f64)> = o
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| (short(name), med[0][i], med[1][i]))
+        .collect();
+    let rate_chart: Vec<(&str, f64)> = o
+        .rate_rows
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (short(name), mpps[i]))
+        .collect();
+    chart(&out.join("compare.svg"), &tcp_chart, &rate_chart, &machine)?;
+
+    // One screen.
+    println!("xdp-lb vs its peers on {machine}");
+    println!(
+        "{:<34} {:>12} {:>12} {:>9} {:>9}",
+        "TCP path", "new conn/s", "keep-alive/s", "p99 ms", "CPU µs/r"
+    );
+    for (i, (name, _, _)) in o.rows.iter().enumerate() {
+        println!(
+            "{:<34} {:>12.0} {:>12.0} {:>9.2} {:>9.1}",
+            name,
+            med[0][i],
+            med[1][i],
+            p99(0, i),
+            median(
+                &o.results[0][i]
+                    .iter()
+                    .map(|r| r.machine_us)
+                    .collect::<Vec<_>>()
+            )
+        );
+    }
+    println!(
+        "{:<48} {:>8} {:>8} {:>12}",
+        "forwarding (live frames)", "Mpps", "× floor", "CPU ns/frame"
+    );
+    for (i, (name, _)) in o.rate_rows.iter().enumerate() {
+        println!(
+            "{:<48} {:>8.3} {:>7.2}× {:>12.0}",
+            name,
+            mpps[i],
+            mpps[i] / mpps[0],
+            machine_ns[i]
+        );
+    }
+    println!(
+        "agent RSS {} KiB; BPF o.maps {:.1} MiB",
+        o.agent_rss.map_or("?".into(), |v| v.to_string()),
+        total_maps as f64 / 1048576.0
+    );
+    for t in &targets {
+        println!("target: {t}");
+    }
+    println!(
+        "report: {}, chart: {}",
+        out.join("compare.md").display(),
+        out.join("compare.svg").display()
+    );
+    if o.results
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|r| r.requests_per_sec <= 0.0)
+        || mpps.iter().any(|m| *m <= 0.0)
+    {
+        bail!("a row carried nothing; see the logs in {}", o.dir.display());
+    }
+    Ok(())
+}
