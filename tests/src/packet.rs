@@ -11,7 +11,10 @@ pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x02];
 pub struct Frame {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// An 802.1Q tag (VLAN id).
     pub vlan: Option<u16>,
+    /// An 802.1ad service tag before it (QinQ): the frame is double-tagged.
+    pub outer_vlan: Option<u16>,
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub proto: u8,
@@ -33,6 +36,7 @@ impl Frame {
             src_mac: CLIENT_MAC,
             dst_mac: LB_MAC,
             vlan: None,
+            outer_vlan: None,
             src,
             dst,
             proto: 6,
@@ -89,6 +93,10 @@ impl Frame {
         let mut f = Vec::new();
         f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&self.src_mac);
+        if let Some(vid) = self.outer_vlan {
+            f.extend_from_slice(&0x88a8u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
         if let Some(vid) = self.vlan {
             f.extend_from_slice(&0x8100u16.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
@@ -161,4 +169,42 @@ pub fn ipv6_tcp() -> Vec<u8> {
         0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
     ]);
     f
+}
+
+/// Sends `frames` as they are out of `interface` (an AF_PACKET socket: no stack in between,
+/// so VLAN tags stay in the frame). Call from the namespace that owns the interface.
+pub fn send_raw(interface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let ifindex = xdp_lb::netlink::ifindex(interface)
+        .ok_or_else(|| anyhow::anyhow!("no interface {interface}"))?;
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        anyhow::bail!("packet socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    for frame in frames {
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: valid buffer and address for the duration of the call.
+        let rc = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            anyhow::bail!("sendto: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

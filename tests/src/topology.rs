@@ -97,6 +97,18 @@ impl DsrTopology {
             "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
         ])?;
         self.sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        // Frames leave the switch with their VLAN tags in them, as on a wire: the bridge holds
+        // a tag out of band once it has forwarded a frame, and a veth that may insert it by
+        // "offload" hands it on out of band, where XDP cannot see it (README, troubleshooting).
+        self.sw.exec(&[
+            "ethtool",
+            "-K",
+            &port,
+            "txvlan",
+            "off",
+            "tx-vlan-stag-hw-insert",
+            "off",
+        ])?;
         host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         // veth offloads TCP checksums (CHECKSUM_PARTIAL); a frame that XDP_TX re-sends loses
         // that mark and would reach the backend with only the pseudo-header sum, and be dropped.

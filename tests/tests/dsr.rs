@@ -2,9 +2,12 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
+use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    Agent, DsrTopology, TcpService, http_get, http_get_many, in_netns, require_root,
-    topology::{LB_ADDR, VIP},
+    Agent, DsrTopology, TcpService, http_get, http_get_many, in_netns,
+    packet::{Frame, send_raw},
+    require_root,
+    topology::{CLIENT_ADDR, LB_ADDR, VIP},
 };
 
 const PORT: u16 = 80;
@@ -203,4 +206,63 @@ fn xdp_mode_auto_falls_back_to_generic_and_driver_says_why_it_cannot() {
             );
         }
     }
+}
+
+/// A double-tagged frame must never be forwarded with a tag lost. The agent turns its
+/// interface's receive-VLAN offload off while it runs (a NIC would otherwise strip the outer
+/// tag before XDP sees the frame) and back on at stop; the bed's switch hands frames on with
+/// their tags in them, as a wire does. 802.1ad + 802.1Q SYNs to the VIP then go to the kernel
+/// (`pass_not_ipv4`), and no flow is made.
+#[test]
+fn double_tagged_frames_are_never_forwarded_and_vlan_offload_is_off_while_running() {
+    require_root!();
+    let topo = DsrTopology::new(3).unwrap();
+    let offloads = || {
+        let k = topo.lb.exec(&["ethtool", "-k", "eth0"]).unwrap();
+        ["rx-vlan-offload:", "rx-vlan-stag-hw-parse:"].map(|f| {
+            k.lines()
+                .find(|l| l.starts_with(f))
+                .unwrap_or_else(|| panic!("{f} in {k}"))
+                .contains(": on")
+        })
+    };
+    assert_eq!(offloads(), [true, true], "veth's default");
+    let (mut agent, _services) = start(&topo);
+    assert_eq!(offloads(), [false, false], "off while the agent runs");
+    assert!(
+        agent.log_text().contains("turned receive-VLAN offload off"),
+        "logged: {}",
+        agent.log_text()
+    );
+
+    let maps = xdp_lb::dataplane::Maps::open_pinned(&topo.pin_dir()).unwrap();
+    let counter = |c| maps.counter(c).unwrap();
+    let before = [Counter::PassNotIpv4, Counter::NewFlow, Counter::Tx].map(counter);
+    let lb_mac = topo.lb.mac("eth0").unwrap();
+    let frames: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            let mut f = Frame::tcp(CLIENT_ADDR, 41000 + i, VIP, PORT);
+            f.dst_mac = lb_mac;
+            f.outer_vlan = Some(100);
+            f.vlan = Some(200);
+            f.build()
+        })
+        .collect();
+    in_netns(&topo.client.name, move || send_raw("eth0", &frames))
+        .unwrap()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while counter(Counter::PassNotIpv4) < before[0] + 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = [Counter::PassNotIpv4, Counter::NewFlow, Counter::Tx].map(counter);
+    assert!(after[0] >= before[0] + 20, "passed: {before:?} → {after:?}");
+    assert_eq!(
+        (after[1], after[2]),
+        (before[1], before[2]),
+        "no flow made, nothing forwarded"
+    );
+
+    assert!(agent.stop().unwrap().success());
+    assert_eq!(offloads(), [true, true], "restored at stop");
 }

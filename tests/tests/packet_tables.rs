@@ -147,6 +147,9 @@ fn frames_that_are_not_for_a_vip_pass_untouched() {
     other_port.dport = 22;
     let mut other_addr = syn(40000);
     other_addr.dst = Ipv4Addr::new(198, 18, 0, 2);
+    let mut double_tagged = syn(40000);
+    double_tagged.outer_vlan = Some(100);
+    double_tagged.vlan = Some(200);
     let table: Vec<(&str, Vec<u8>, Counter)> = vec![
         (
             "TCP to another port of the VIP address",
@@ -161,6 +164,11 @@ fn frames_that_are_not_for_a_vip_pass_untouched() {
         ("UDP to the VIP", udp.build(), Counter::PassNotTcp),
         ("ARP", arp_request(CLIENT, VIP), Counter::PassNotIpv4),
         ("IPv6", ipv6_tcp(), Counter::PassNotIpv4),
+        (
+            "TCP to the VIP in two VLAN tags (802.1ad + 802.1Q): one tag is all we forward",
+            double_tagged.build(),
+            Counter::PassNotIpv4,
+        ),
     ];
     for (what, frame, counter) in table {
         let before = lb.counter(counter);
@@ -192,6 +200,10 @@ fn malformed_and_fragmented_frames_are_never_forwarded() {
     tcp_cut[eth + 2..eth + 4].copy_from_slice(&30u16.to_be_bytes());
     let mut doff4 = good.clone();
     doff4[eth + 20 + 12] = 4 << 4;
+    // Data offset 15 (a 60-byte header) in a 40-byte IPv4 packet: the header claims more than
+    // the packet holds (the frame's Ethernet padding does not count).
+    let mut doff15 = good.clone();
+    doff15[eth + 20 + 12] = 15 << 4;
     let mut more_fragments = syn(40000);
     more_fragments.frag = 0x2000;
     let mut later_fragment = syn(40000);
@@ -236,6 +248,12 @@ fn malformed_and_fragmented_frames_are_never_forwarded() {
             Counter::DropBadTcpHeader,
         ),
         (
+            "TCP data offset beyond the packet",
+            doff15,
+            XDP_DROP,
+            Counter::DropBadTcpHeader,
+        ),
+        (
             "first fragment (MF)",
             more_fragments.build(),
             XDP_PASS,
@@ -257,6 +275,18 @@ fn malformed_and_fragmented_frames_are_never_forwarded() {
     }
     assert_eq!(lb.counter(Counter::Tx), 0);
     assert_eq!(lb.counter(Counter::NewFlow), 0);
+
+    // The boundary: options up to exactly the end of the packet are a well-formed header.
+    let mut options = syn(40001);
+    options.payload = vec![1, 1, 1, 1]; // four NOP options
+    let mut fits = options.build();
+    fits[eth + 20 + 12] = 6 << 4;
+    assert_eq!(
+        lb.run(&fits).unwrap().action,
+        XDP_TX,
+        "{:?}",
+        lb.all_counters()
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use std::{ffi::CString, io, os::fd::AsRawFd as _};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
 const ETHTOOL_GFEATURES: u32 = 0x3a;
@@ -74,6 +75,17 @@ impl VlanOffload {
             .filter_map(|f| names.iter().position(|n| n == f));
         dev.set_features(names.len(), indices, true)
     }
+}
+
+/// The name of `interface`'s driver ("veth", "mlx5_core", ...).
+pub fn driver(interface: &str) -> io::Result<String> {
+    // ethtool_drvinfo: cmd, then driver[32], version[32], ... (196 bytes in all).
+    let mut buf = [0u32; 49];
+    buf[0] = ETHTOOL_GDRVINFO;
+    Device::open(interface)?.ioctl(&mut buf)?;
+    let bytes: Vec<u8> = buf[1..9].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 /// An interface, addressed through an `AF_INET` datagram socket as the ioctl wants.

@@ -199,6 +199,13 @@ fn inspect(report: InspectReport, json: bool, pin_dir: &std::path::Path) -> Exit
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A report piped into `head` ends quietly, as other command-line tools do, instead of
+        // failing on the broken pipe. The agent keeps Rust's default (EPIPE is an error on
+        // one socket, never a reason to die).
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Reload { config, socket } => {
             let socket = socket_path(socket, config.as_deref());

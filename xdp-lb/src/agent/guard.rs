@@ -62,6 +62,15 @@ impl StopGuard {
                 "cannot turn receive-VLAN offload off: frames whose outer VLAN tag the NIC strips look untagged to the program"
             ),
         }
+        if crate::ethtool::driver(interface).is_ok_and(|d| d == "veth") {
+            // On veth nothing strips on receive: a tag the peer's stack holds out of band (a
+            // bridge untags every frame it forwards; a VLAN device hands its tag down) stays
+            // out of band unless the *peer* inserts it, and XDP sees only what is in the frame.
+            tracing::warn!(
+                interface,
+                "interface is a veth: VLAN tags reach the program only if its peer puts them in the frame; on the peer run `ethtool -K PEER txvlan off tx-vlan-stag-hw-insert off`"
+            );
+        }
     }
 
     /// The normal stop: `keep` leaves the program attached and the maps pinned.
