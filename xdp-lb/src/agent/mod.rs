@@ -7,15 +7,18 @@
 //! backend going down and a restart that adopts the previous agent's maps are all the same,
 //! tested path.
 //!
-//! Here: start, the event loop and stop. Beside it: `neighbours` (the backends' next hops),
-//! `nat_setup` (SNAT address, kernel settings), `reload`, `status`, and `guard` (what is undone
-//! however `run` ends).
+//! Here: start, the event loop and stop. Beside it: `apply` (inputs → desired state → the
+//! reconciler), `neighbours` (the backends' next hops), `nat_setup` (SNAT address, kernel
+//! settings), `reload`, `status`, `tracking` (VRRP's view of the data plane), and `guard` (what
+//! is undone however `run` ends).
 
+mod apply;
 mod guard;
 mod nat_setup;
 mod neighbours;
 mod reload;
 mod status;
+mod tracking;
 
 use std::{
     collections::BTreeSet,
@@ -33,17 +36,14 @@ use xdp_lb_common::{Counter, VipKey};
 
 use self::{guard::StopGuard, neighbours::Neighbours};
 use crate::{
-    clock,
     config::{self, Config, ConfigError, XdpMode},
     control::{self, Command, ControlError, Request, Response},
-    dataplane::{
-        ApplyReport, AttachMode, Dataplane, DataplaneError, MapSizes, ReconcileError, Reconciler,
-    },
+    dataplane::{AttachMode, Dataplane, DataplaneError, MapSizes, ReconcileError, Reconciler},
     health::{Checker, HealthEvent},
-    nat::{Sweep, Timeouts},
+    nat::Sweep,
     netlink::{self, Netlink, NetlinkError},
     observe::flow_log,
-    state::{self, Health, Ids, StateError, vip_key},
+    state::{Ids, StateError},
     vrrp::instance::{Instance, VrrpError},
 };
 
@@ -312,136 +312,6 @@ impl Agent {
         self.guard.finish(keep).map_err(AgentError::Cleanup)?;
         tracing::info!("stopped");
         Ok(())
-    }
-
-    /// Data-plane tracking for VRRP (level-triggered: every tick and after every change): the
-    /// program must be attached (the kernel says so) and every VIP must have a usable backend.
-    /// What keepalived users scripted as "is haproxy alive?".
-    async fn track(&mut self) {
-        if self.vrrp.is_empty() {
-            return;
-        }
-        let attached = match self
-            .guard
-            .dataplane()
-            .attached()
-            .and_then(|(i, _)| netlink::ifindex(i))
-        {
-            Some(ifindex) => self.netlink.xdp_attached(ifindex).await.unwrap_or(true),
-            None => false,
-        };
-        let problem = if !attached {
-            Some("the XDP program is not attached".to_owned())
-        } else if !self.vips_without_backends.is_empty() {
-            let names: Vec<&str> = self
-                .config
-                .vips
-                .iter()
-                .filter(|v| self.vips_without_backends.contains(&vip_key(v)))
-                .map(|v| v.name.as_str())
-                .collect();
-            Some(format!("VIP {} has no usable backend", names.join(", ")))
-        } else {
-            None
-        };
-        for (instance, cfg) in self.vrrp.iter().zip(&self.config.vrrp) {
-            match (cfg.track_dataplane, cfg.track_weight) {
-                (false, _) => {}
-                (true, 0) => instance.track(problem.clone(), 0).await,
-                (true, weight) => {
-                    let penalty = if problem.is_some() { weight } else { 0 };
-                    instance.track(None, penalty).await
-                }
-            }
-        }
-    }
-
-    /// Reclaims expired NAT flows (every tick while a NAT VIP is configured).
-    fn expire_nat(&mut self) {
-        if self.snat_address.is_none() {
-            return;
-        }
-        let timeouts = Timeouts::of(&self.config.agent);
-        match self
-            .reconciler
-            .expire_nat_flows(&timeouts, clock::coarse_now_s())
-        {
-            Ok(sweep) => {
-                if sweep.reclaimed > 0 {
-                    tracing::debug!(reclaimed = sweep.reclaimed, live = ?sweep.live, "NAT flows expired");
-                }
-                self.nat.reclaimed_total += sweep.reclaimed;
-                self.nat.last = sweep;
-            }
-            Err(err) => tracing::warn!(error = %err, "NAT expiry failed; will retry"),
-        }
-    }
-
-    fn health(&self) -> Health {
-        let mut health = Health::new();
-        if let Ok(table) = self.checker.table.lock() {
-            for (key, h) in table.iter() {
-                health.insert(*key, h.up);
-            }
-        }
-        health
-    }
-
-    fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
-        let health = self.health();
-        let desired = state::desired_state(&state::Inputs {
-            config: &self.config,
-            ids: &self.ids,
-            neighbours: &self.neighbours.resolved,
-            health: &health,
-            local_mac: self.local_mac,
-            snat_address: self.snat_address,
-        });
-        let started = Instant::now();
-        let report = self.reconciler.apply(&desired)?;
-        if !report.is_empty() {
-            tracing::info!(
-                cause,
-                added = ?report.vips_added,
-                updated = ?report.vips_updated,
-                vips_removed = report.vips_removed,
-                backends_written = report.backends_written,
-                backends_removed = report.backends_removed,
-                flows_purged = report.flows_purged,
-                took_us = started.elapsed().as_micros() as u64,
-                "maps updated"
-            );
-        }
-        let empty: BTreeSet<VipKey> = desired
-            .vips
-            .iter()
-            .filter(|(_, v)| v.backend_count == 0)
-            .map(|(k, _)| *k)
-            .collect();
-        for (key, vip) in &desired.vips {
-            match (
-                empty.contains(key),
-                self.vips_without_backends.contains(key),
-            ) {
-                (true, false) => tracing::warn!(
-                    vip = %vip.name,
-                    cause,
-                    "VIP has no usable backend: its new connections are dropped (counter drop_no_backend)"
-                ),
-                (false, true) => {
-                    tracing::info!(vip = %vip.name, cause, "VIP has usable backends again")
-                }
-                _ => {}
-            }
-        }
-        self.vips_without_backends = empty;
-        Ok(report)
-    }
-
-    fn reconcile_logged(&mut self, cause: &str) {
-        if let Err(err) = self.reconcile(cause) {
-            tracing::error!(cause, error = %err, "applying a change to the maps failed; will retry on the next change");
-        }
     }
 
     fn on_health(&mut self, event: HealthEvent) {
