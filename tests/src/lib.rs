@@ -10,6 +10,8 @@ pub mod fixtures;
 pub mod harness;
 pub mod netns;
 pub mod packet;
+pub mod peers;
+pub mod pki;
 pub mod service;
 pub mod topology;
 

@@ -28,5 +28,6 @@ pub mod maglev;
 pub mod nat;
 pub mod netlink;
 pub mod observe;
+pub mod pem;
 pub mod state;
 pub mod vrrp;

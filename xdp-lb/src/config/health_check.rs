@@ -1,11 +1,11 @@
 //! `[vip.health_check]`, validated, with haproxy's defaults.
 
-use std::time::Duration;
+use std::{ops::Range, path::PathBuf, time::Duration};
 
 use toml::Spanned;
 
 use super::{
-    CheckType, ConfigError, HealthCheckConfig,
+    CheckType, ConfigError, HealthCheckConfig, TlsCheckConfig,
     place::{Place, ranged},
     raw::RawHealthCheck,
 };
@@ -13,6 +13,7 @@ use super::{
 pub(super) fn health_check(
     place: &Place<'_>,
     h: &RawHealthCheck,
+    span: Range<usize>,
     key: &str,
 ) -> Result<HealthCheckConfig, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
@@ -82,8 +83,22 @@ pub(super) fn health_check(
         Some(v) => ranged(place, v, &k("http_expect_status"), 100..=599)? as u16,
         None => d.http_expect_status,
     };
+    let kind = h.kind.unwrap_or(CheckType::Tcp);
+    let tls = match kind {
+        CheckType::Https => Some(tls(place, h, span, &k)?),
+        _ => {
+            if let Some((field, at)) = tls_keys(h).into_iter().next() {
+                return Err(place.error(
+                    Some(at),
+                    Some(k(field)),
+                    "a TLS setting needs type = \"https\"".into(),
+                ));
+            }
+            None
+        }
+    };
     Ok(HealthCheckConfig {
-        kind: h.kind.unwrap_or(CheckType::Tcp),
+        kind,
         interval,
         timeout,
         rise,
@@ -92,5 +107,109 @@ pub(super) fn health_check(
         http_path,
         http_expect_status,
         start_down: h.start_down.unwrap_or(false),
+        tls,
+    })
+}
+
+/// The `tls_*` keys present, with their positions.
+fn tls_keys(h: &RawHealthCheck) -> Vec<(&'static str, Range<usize>)> {
+    let at = |v: Option<Range<usize>>, field| v.map(|span| (field, span));
+    [
+        at(
+            h.tls_server_name.as_ref().map(Spanned::span),
+            "tls_server_name",
+        ),
+        at(h.tls_ca_file.as_ref().map(Spanned::span), "tls_ca_file"),
+        at(h.tls_verify.as_ref().map(Spanned::span), "tls_verify"),
+        at(
+            h.tls_client_cert.as_ref().map(Spanned::span),
+            "tls_client_cert",
+        ),
+        at(
+            h.tls_client_key.as_ref().map(Spanned::span),
+            "tls_client_key",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The TLS side of an `https` check. The PEM files are read now, so that a missing or
+/// malformed one is named with its key and line before anything runs.
+fn tls(
+    place: &Place<'_>,
+    h: &RawHealthCheck,
+    check_span: Range<usize>,
+    k: &impl Fn(&str) -> String,
+) -> Result<TlsCheckConfig, ConfigError> {
+    let server_name = match &h.tls_server_name {
+        Some(n) => {
+            if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
+                return Err(place.at(
+                    n,
+                    k("tls_server_name"),
+                    format!("{:?} is not a DNS name or an address", n.get_ref()),
+                ));
+            }
+            Some(n.get_ref().clone())
+        }
+        None => None,
+    };
+    let pem_file = |v: &Option<Spanned<PathBuf>>,
+                    field: &str,
+                    read: fn(&std::path::Path) -> Result<(), String>|
+     -> Result<Option<PathBuf>, ConfigError> {
+        match v {
+            Some(p) => {
+                read(p.get_ref()).map_err(|e| place.at(p, k(field), e))?;
+                Ok(Some(p.get_ref().clone()))
+            }
+            None => Ok(None),
+        }
+    };
+    let ca_file = pem_file(&h.tls_ca_file, "tls_ca_file", |p| {
+        crate::pem::certificates(p).map(drop)
+    })?;
+    let client_cert = pem_file(&h.tls_client_cert, "tls_client_cert", |p| {
+        crate::pem::certificates(p).map(drop)
+    })?;
+    let client_key = pem_file(&h.tls_client_key, "tls_client_key", |p| {
+        crate::pem::private_key(p).map(drop)
+    })?;
+    match (&h.tls_client_cert, &h.tls_client_key) {
+        (Some(c), None) => {
+            return Err(place.at(c, k("tls_client_cert"), "needs tls_client_key too"));
+        }
+        (None, Some(key)) => {
+            return Err(place.at(key, k("tls_client_key"), "needs tls_client_cert too"));
+        }
+        _ => {}
+    }
+    let verify = h.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
+    match (&h.tls_verify, &h.tls_ca_file) {
+        (Some(v), Some(_)) if !*v.get_ref() => {
+            return Err(place.at(
+                v,
+                k("tls_verify"),
+                "tls_verify = false accepts any certificate, so tls_ca_file would be ignored: keep one of them",
+            ));
+        }
+        (None, None) => place.warn(
+            check_span,
+            k("type"),
+            "an https check without tls_ca_file verifies against the system's CAs, which an \
+             apiserver's certificate (signed by the cluster CA) fails: set tls_ca_file (e.g. \
+             /etc/kubernetes/pki/ca.crt), or tls_verify = false to skip verification"
+                .into(),
+        ),
+        _ => {}
+    }
+    Ok(TlsCheckConfig {
+        server_name,
+        ca_file,
+        verify,
+        client_cert,
+        client_key,
     })
 }

@@ -17,6 +17,7 @@ mod validate;
 mod vrrp;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -43,6 +44,26 @@ pub struct Config {
     pub agent: AgentConfig,
     pub vips: Vec<VipConfig>,
     pub vrrp: Vec<VrrpConfig>,
+    /// What is worth saying about the file but does not stop it from loading (`check-config`
+    /// prints them, `run` logs them). Same shape as an error: file, line, key, message.
+    pub warnings: Vec<ConfigError>,
+    /// Line and column of values that later checks may complain about, by dotted key
+    /// (`vip[0].backend[1].address`).
+    pub positions: BTreeMap<String, (usize, usize)>,
+}
+
+impl Config {
+    /// A warning about the value at `key`, placed where the file has it.
+    pub fn warning_at(&self, file: &Path, key: &str, message: String) -> ConfigError {
+        let at = self.positions.get(key);
+        ConfigError {
+            file: file.to_owned(),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
+            key: Some(key.to_owned()),
+            message,
+        }
+    }
 }
 
 /// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.
@@ -178,6 +199,8 @@ impl AdminState {
 pub enum CheckType {
     Tcp,
     Http,
+    /// HTTP over TLS (rustls): the apiserver's /readyz.
+    Https,
     None,
 }
 
@@ -186,6 +209,7 @@ impl CheckType {
         match self {
             CheckType::Tcp => "tcp",
             CheckType::Http => "http",
+            CheckType::Https => "https",
             CheckType::None => "none",
         }
     }
@@ -204,6 +228,23 @@ pub struct HealthCheckConfig {
     pub http_path: String,
     pub http_expect_status: u16,
     pub start_down: bool,
+    /// `type = "https"` only: how the TLS handshake is made and verified.
+    pub tls: Option<TlsCheckConfig>,
+}
+
+/// The TLS side of an `https` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCheckConfig {
+    /// SNI and the name the certificate must carry; None: the backend's address (no SNI is
+    /// sent for an address, and the certificate must carry it as an IP SAN).
+    pub server_name: Option<String>,
+    /// PEM CA bundle to verify against; None: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// false only when the file says `tls_verify = false`: any certificate is accepted.
+    pub verify: bool,
+    /// Client certificate and key (PEM) for backends that want one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for HealthCheckConfig {
@@ -218,6 +259,7 @@ impl Default for HealthCheckConfig {
             http_path: "/".into(),
             http_expect_status: 200,
             start_down: false,
+            tls: None,
         }
     }
 }
@@ -297,7 +339,7 @@ pub fn control_socket_of(path: &Path) -> Option<PathBuf> {
 
 /// Parses and validates configuration text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let place = Place { file: path, text };
+    let place = Place::new(path, text);
     let raw: RawConfig = toml::from_str(text).map_err(|err| {
         // toml's message can span several lines with its own snippet; keep the first.
         let message = err
@@ -308,5 +350,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .to_owned();
         place.error(err.span(), None, message)
     })?;
-    validate::validate(&place, raw)
+    let mut config = validate::validate(&place, raw)?;
+    config.warnings = place.warnings.take();
+    config.positions = place.positions.take();
+    Ok(config)
 }

@@ -1,7 +1,7 @@
 //! Where a value stands in the file, and the field checks every section shares: each error
 //! names the file, line, column and dotted key of the value that is wrong.
 
-use std::{ops::Range, path::Path, time::Duration};
+use std::{cell::RefCell, collections::BTreeMap, ops::Range, path::Path, time::Duration};
 
 use toml::Spanned;
 
@@ -10,9 +10,34 @@ use super::ConfigError;
 pub(super) struct Place<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
+    /// What is worth saying but does not stop the file from loading.
+    pub(super) warnings: RefCell<Vec<ConfigError>>,
+    /// Where some values stand, for checks made after validation (e.g. by `check-config`).
+    pub(super) positions: RefCell<BTreeMap<String, (usize, usize)>>,
 }
 
-impl Place<'_> {
+impl<'a> Place<'a> {
+    pub(super) fn new(file: &'a Path, text: &'a str) -> Self {
+        Self {
+            file,
+            text,
+            warnings: RefCell::default(),
+            positions: RefCell::default(),
+        }
+    }
+
+    /// A warning at `span` about `key`.
+    pub(super) fn warn(&self, span: Range<usize>, key: String, message: String) {
+        let w = self.error(Some(span), Some(key), message);
+        self.warnings.borrow_mut().push(w);
+    }
+
+    /// Keeps the line and column of `key`'s value.
+    pub(super) fn remember<T>(&self, key: String, value: &Spanned<T>) {
+        let at = line_column(self.text, value.span().start);
+        self.positions.borrow_mut().insert(key, at);
+    }
+
     pub(super) fn error(
         &self,
         span: Option<Range<usize>>,

@@ -133,6 +133,16 @@ pub(super) struct RawHealthCheck {
     pub(super) http_expect_status: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) start_down: Option<bool>,
+    #[serde(default)]
+    pub(super) tls_server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tls_ca_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) tls_verify: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) tls_client_cert: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) tls_client_key: Option<Spanned<PathBuf>>,
 }
 
 /// Durations as humantime strings ("2s", "150ms"), keeping their position for errors.

@@ -188,6 +188,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             let rb = raw_backend.get_ref();
             let bkey = |field: &str| format!("vip[{i}].backend[{j}].{field}");
             let baddr = *rb.address.get_ref();
+            place.remember(bkey("address"), &rb.address);
             if baddr.is_unspecified()
                 || baddr.is_multicast()
                 || baddr.is_broadcast()
@@ -233,6 +234,15 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 state: rb.state.unwrap_or_default(),
             });
         }
+        if backends.is_empty() {
+            place.warn(
+                vip_span.clone(),
+                key("backend"),
+                format!(
+                    "VIP {name:?} has no backends: its new connections are dropped (counter drop_no_backend)"
+                ),
+            );
+        }
         if backends.len() as u32 >= maglev_table_size {
             return Err(place.error(
                 Some(vip_span),
@@ -252,7 +262,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             ));
         }
         let health_check = match &rv.health_check {
-            Some(h) => health_check(place, h.get_ref(), &key("health_check"))?,
+            Some(h) => health_check(place, h.get_ref(), h.span(), &key("health_check"))?,
             None => HealthCheckConfig::default(),
         };
         vips.push(VipConfig {
@@ -290,5 +300,11 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             ));
         }
     }
-    Ok(Config { agent, vips, vrrp })
+    Ok(Config {
+        agent,
+        vips,
+        vrrp,
+        warnings: Vec::new(),
+        positions: Default::default(),
+    })
 }

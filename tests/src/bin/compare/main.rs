@@ -35,7 +35,7 @@ use std::{
 
 use self::{
     memory::{map_memory, rss_kib},
-    peers::{Peers, Proc, nginx},
+    peers::Peers,
     rate::RateBed,
     report::Outcome,
     wrk::{LbCpu, WrkResult, wrk},
@@ -44,6 +44,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use xdp_lb_tests::{
     Agent, DsrTopology, NetNs, fixtures,
+    peers::{Proc, nginx},
     topology::{VIP, backend_addr},
 };
 

@@ -1,7 +1,8 @@
 //! Health checks: one tokio task per (VIP, backend), haproxy's semantics.
 //!
-//! A backend is up or down. Every `interval` the task probes it (`tcp`: connect; `http`: GET
-//! `http_path` and compare the status; `none`: no probe, always up). `fall` consecutive
+//! A backend is up or down. Every `interval` the task probes it (`probe.rs`: `tcp` connects;
+//! `http` GETs `http_path` and compares the status; `https` does so over TLS, `tls.rs`; `none`
+//! does not probe and is always up). `fall` consecutive
 //! failures take an up backend down; `rise` consecutive successes bring a down one up. Each
 //! transition is sent to the agent as a [`HealthEvent`] with the reason; the agent turns it
 //! into a new desired state for the one reconciler. The last result of every probe is kept in
@@ -11,17 +12,15 @@ use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-    sync::mpsc,
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 use xdp_lb_common::VipKey;
 
+mod probe;
+mod tls;
+
+pub use self::probe::Prober;
 use crate::{
     clock::unix_now,
     config::{CheckType, Config, HealthCheckConfig},
@@ -171,12 +170,26 @@ async fn check_loop(
         return;
     }
     let addr = SocketAddr::from((key.1, port));
+    let prober = match Prober::new(&check) {
+        Ok(p) => p,
+        Err(reason) => {
+            // The files were readable at validation; say why they are not now, and hold the
+            // backend in its current state rather than guess.
+            tracing::error!(vip = %vip_name, backend = %key.1, %reason, "cannot start the health check");
+            if let Ok(mut t) = table.lock()
+                && let Some(h) = t.get_mut(&key)
+            {
+                h.last_check = format!("check not started: {reason}");
+            }
+            return;
+        }
+    };
     let mut streak = 0u32;
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = probe(addr, &check).await;
+        let result = prober.probe(addr).await;
         let now = unix_now();
         let ok = result.is_ok();
         let shown = match &result {
@@ -225,133 +238,5 @@ async fn check_loop(
                 return; // the agent is stopping
             }
         }
-    }
-}
-
-/// One probe. `Err` carries the reason, phrased for the log.
-pub async fn probe(addr: SocketAddr, check: &HealthCheckConfig) -> Result<(), String> {
-    let started = Instant::now();
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
-            _ => format!("connect failed: {e}"),
-        })?;
-        if check.kind != CheckType::Http {
-            return Ok(());
-        }
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xdp-lb-health-check\r\nConnection: close\r\n\r\n",
-            check.http_path,
-            addr.ip()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("sending the request: {e}"))?;
-        // The status line is all we need; read until it is complete (bounded).
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.contains(&b'\n') && buf.len() < 4096 {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("reading the response: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "no HTTP status line in the response".to_owned())?;
-        if status == check.http_expect_status {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
-        }
-    };
-    match tokio::time::timeout(check.timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "timeout after {}",
-            humantime::format_duration(round_ms(started.elapsed()))
-        )),
-    }
-}
-
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(kind: CheckType) -> HealthCheckConfig {
-        HealthCheckConfig {
-            kind,
-            timeout: Duration::from_millis(300),
-            http_path: "/healthz".into(),
-            ..Default::default()
-        }
-    }
-
-    async fn http_server(status: u16) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-                    )
-                    .await;
-            }
-        });
-        addr
-    }
-
-    #[tokio::test]
-    async fn tcp_probe_reports_refused_and_ok() {
-        let addr = http_server(200).await;
-        assert_eq!(probe(addr, &check(CheckType::Tcp)).await, Ok(()));
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        assert_eq!(
-            probe(closed, &check(CheckType::Tcp)).await,
-            Err("connect refused".into())
-        );
-    }
-
-    #[tokio::test]
-    async fn http_probe_compares_the_status() {
-        assert_eq!(
-            probe(http_server(200).await, &check(CheckType::Http)).await,
-            Ok(())
-        );
-        assert_eq!(
-            probe(http_server(503).await, &check(CheckType::Http)).await,
-            Err("HTTP 503".into())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silent_server_times_out() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Accepts (the kernel does) but never answers the HTTP request.
-        let r = probe(addr, &check(CheckType::Http)).await;
-        assert!(
-            r.as_ref().is_err_and(|e| e.starts_with("timeout after 3")),
-            "{r:?}"
-        );
-        drop(listener);
     }
 }

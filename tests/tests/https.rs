@@ -1,0 +1,188 @@
+//! `https` health checks against real TLS servers: nginx on each backend with a certificate
+//! from a test PKI made by the test, and one backend that accepts TCP but never answers the
+//! TLS handshake. Each backend's state and reason are read back from `xdp-lb status`.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use xdp_lb_tests::{
+    Agent, DsrTopology, fixtures, in_netns,
+    peers::{Proc, nginx_with},
+    pki::Ca,
+    require_root,
+    topology::{VIP, backend_addr, xdp_lb_cli},
+};
+
+const READY: &str = "xdp-lb is forwarding";
+const TLS_PORT: u16 = 443;
+/// be1..be6, what each backend serves.
+const VALID: usize = 0;
+const EXPIRED: usize = 1;
+const WRONG_NAME: usize = 2;
+const OTHER_CA: usize = 3;
+const NOT_READY: usize = 4;
+const SILENT: usize = 5;
+
+struct Bed {
+    topo: DsrTopology,
+    _nginx: Vec<Proc>,
+    _silent: std::net::TcpListener,
+    agent: Agent,
+}
+
+/// The backends' TLS servers, and an agent checking them three ways: verified against the
+/// test CA, not verified, and by DNS name (SNI).
+fn bed() -> Bed {
+    let topo = DsrTopology::new(6).unwrap();
+    let dir = &topo.dir;
+    let ca = Ca::new("xdp-lb test CA").unwrap();
+    let other = Ca::new("another CA").unwrap();
+    let ca_file = ca.write(dir, "ca").unwrap();
+    let addr = |i: usize| backend_addr(i).to_string();
+    let mut nginx = Vec::new();
+    for i in [VALID, EXPIRED, WRONG_NAME, OTHER_CA, NOT_READY] {
+        let leaf = match i {
+            VALID | NOT_READY => ca.leaf(&[&addr(i), "api.test"], false),
+            EXPIRED => ca.leaf(&[&addr(i)], true),
+            WRONG_NAME => ca.leaf(&["198.18.0.99", "other.test"], false),
+            _ => other.leaf(&[&addr(i)], false),
+        }
+        .unwrap();
+        let name = format!("be{}", i + 1);
+        let (cert, key) = leaf.write(dir, &name).unwrap();
+        let readyz = if i == NOT_READY { 503 } else { 200 };
+        let server = format!(
+            "server {{ listen {}:{TLS_PORT} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+             location = /readyz {{ return {readyz} \"ready?\\n\"; }} location / {{ return 200 \"{name}\\n\"; }} }}",
+            addr(i),
+            cert.display(),
+            key.display()
+        );
+        nginx.push(nginx_with(&topo.backends[i], dir, &name, &server).unwrap());
+    }
+    // Accepts TCP (the kernel completes the handshake into the backlog) and never reads.
+    let silent = in_netns(&topo.backends[SILENT].name, move || {
+        std::net::TcpListener::bind((backend_addr(SILENT), TLS_PORT))
+    })
+    .unwrap()
+    .unwrap();
+
+    let checked = |name: &str, port: u16, backends: &[usize]| {
+        let vip = fixtures::vip(name, VIP, port)
+            .key("maglev_table_size", 251)
+            .check("type", "https")
+            .check("port", TLS_PORT)
+            .check("http_path", "/readyz")
+            .check("interval", "300ms")
+            .check("timeout", "300ms")
+            .check("rise", 1u32)
+            .check("fall", 1u32);
+        backends
+            .iter()
+            .fold(vip, |v, i| v.backend(backend_addr(*i)))
+    };
+    let all = [VALID, EXPIRED, WRONG_NAME, OTHER_CA, NOT_READY, SILENT];
+    let config = topo
+        .agent_config(&topo.pin_dir())
+        .key("listen", "")
+        .vip(checked("verified", 443, &all).check("tls_ca_file", ca_file.clone()))
+        .vip(checked("unverified", 444, &all).check("tls_verify", false))
+        .vip(
+            checked("named", 445, &[VALID, WRONG_NAME])
+                .check("tls_ca_file", ca_file)
+                .check("tls_server_name", "api.test"),
+        )
+        .to_string();
+    let path = dir.join("xdp-lb.toml");
+    std::fs::write(&path, config).unwrap();
+    let agent = Agent::start(
+        &topo.lb,
+        &["run", "--config", path.to_str().unwrap()],
+        dir.join("agent.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    Bed {
+        topo,
+        _nginx: nginx,
+        _silent: silent,
+        agent,
+    }
+}
+
+/// (VIP, backend index) → (health, last check), from `xdp-lb status --json`.
+fn checks(socket: &Path) -> BTreeMap<(String, usize), (String, String)> {
+    let (code, out, err) =
+        xdp_lb_cli(&["status", "--json", "--socket", socket.to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut out = BTreeMap::new();
+    for vip in status["vips"].as_array().unwrap() {
+        for b in vip["backends"].as_array().unwrap() {
+            let address = b["address"].as_str().unwrap();
+            let i = (0..6)
+                .find(|i| backend_addr(*i).to_string() == address)
+                .unwrap();
+            out.insert(
+                (vip["name"].as_str().unwrap().to_owned(), i),
+                (
+                    b["health"].as_str().unwrap_or("?").to_owned(),
+                    b["last_check"].as_str().unwrap_or("-").to_owned(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn https_checks_verify_the_certificate_and_say_why_a_backend_is_down() {
+    require_root!();
+    let mut bed = bed();
+    // (VIP, backend) → expected health and the start of the reason.
+    let down = |reason: &'static str| ("down", reason);
+    let expected: BTreeMap<(&str, usize), (&str, &str)> = [
+        (("verified", VALID), ("up", "ok")),
+        (("verified", EXPIRED), down("certificate expired")),
+        (("verified", WRONG_NAME), down("name mismatch")),
+        (("verified", OTHER_CA), down("unknown CA")),
+        (("verified", NOT_READY), down("HTTP 503")),
+        (("verified", SILENT), down("handshake timeout")),
+        // tls_verify = false: any certificate; /readyz and the handshake still decide.
+        (("unverified", VALID), ("up", "ok")),
+        (("unverified", EXPIRED), ("up", "ok")),
+        (("unverified", WRONG_NAME), ("up", "ok")),
+        (("unverified", OTHER_CA), ("up", "ok")),
+        (("unverified", NOT_READY), down("HTTP 503")),
+        (("unverified", SILENT), down("handshake timeout")),
+        // tls_server_name: SNI and the name checked is api.test, not the address.
+        (("named", VALID), ("up", "ok")),
+        (("named", WRONG_NAME), down("name mismatch")),
+    ]
+    .into();
+    let matches = |got: &BTreeMap<(String, usize), (String, String)>| {
+        expected.iter().all(|((vip, i), (health, reason))| {
+            got.get(&((*vip).to_owned(), *i))
+                .is_some_and(|(h, r)| h == health && r.starts_with(reason))
+        })
+    };
+    let socket = bed.topo.control_socket();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = checks(&socket);
+    while !matches(&got) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = checks(&socket);
+    }
+    assert!(matches(&got), "expected {expected:#?}\ngot {got:#?}");
+    // The reasons are in the log too, with the transition.
+    let log = bed.agent.log_text();
+    for reason in [
+        "certificate expired",
+        "unknown CA",
+        "name mismatch",
+        "HTTP 503",
+    ] {
+        assert!(log.contains(reason), "{reason} not logged:\n{log}");
+    }
+    assert!(bed.agent.stop().unwrap().success());
+}

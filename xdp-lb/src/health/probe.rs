@@ -1,0 +1,215 @@
+//! One probe of one backend: `tcp` (connect), `http` (GET `http_path`, compare the status) and
+//! `https` (the same over TLS). `Err` carries the reason, phrased for the log and `status`:
+//! "connect refused", "HTTP 503", "certificate expired", "handshake timeout", ...
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+
+use super::tls;
+use crate::config::{CheckType, HealthCheckConfig};
+
+/// A check's probe, built once when the check starts (the TLS configuration is the costly
+/// part: certificates parsed, trust store loaded).
+pub struct Prober {
+    check: HealthCheckConfig,
+    tls: Option<(TlsConnector, Option<rustls::pki_types::ServerName<'static>>)>,
+}
+
+/// How far a probe got, so that a timeout says where it stalled.
+#[derive(Clone, Copy)]
+enum Stage {
+    Connect,
+    Handshake,
+    Response,
+}
+
+impl Prober {
+    pub fn new(check: &HealthCheckConfig) -> Result<Self, String> {
+        let tls = match (&check.kind, &check.tls) {
+            (CheckType::Https, Some(t)) => {
+                let name = t
+                    .server_name
+                    .as_deref()
+                    .map(|n| rustls::pki_types::ServerName::try_from(n.to_owned()))
+                    .transpose()
+                    .map_err(|e| format!("tls_server_name: {e}"))?;
+                Some((TlsConnector::from(Arc::new(tls::client_config(t)?)), name))
+            }
+            (CheckType::Https, None) => return Err("an https check without TLS settings".into()),
+            _ => None,
+        };
+        Ok(Self {
+            check: check.clone(),
+            tls,
+        })
+    }
+
+    pub async fn probe(&self, addr: SocketAddr) -> Result<(), String> {
+        let started = Instant::now();
+        let mut stage = Stage::Connect;
+        let result = tokio::time::timeout(self.check.timeout, self.attempt(addr, &mut stage)).await;
+        match result {
+            Ok(result) => result,
+            Err(_) => {
+                let took = humantime::format_duration(std::time::Duration::from_millis(
+                    started.elapsed().as_millis() as u64,
+                ));
+                Err(match stage {
+                    Stage::Handshake => format!("handshake timeout after {took}"),
+                    Stage::Connect | Stage::Response => format!("timeout after {took}"),
+                })
+            }
+        }
+    }
+
+    async fn attempt(&self, addr: SocketAddr, stage: &mut Stage) -> Result<(), String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
+            _ => format!("connect failed: {e}"),
+        })?;
+        match (&self.check.kind, &self.tls) {
+            (CheckType::Http, _) => {
+                *stage = Stage::Response;
+                http_status(stream, &self.check, &addr.ip().to_string()).await
+            }
+            (CheckType::Https, Some((connector, name))) => {
+                *stage = Stage::Handshake;
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+                let host = match &name {
+                    rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
+                    _ => addr.ip().to_string(),
+                };
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| tls::describe(&e))?;
+                *stage = Stage::Response;
+                http_status(stream, &self.check, &host).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sends the GET and compares the status line with `http_expect_status`.
+async fn http_status(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    check: &HealthCheckConfig,
+    host: &str,
+) -> Result<(), String> {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xdp-lb-health-check\r\nConnection: close\r\n\r\n",
+        check.http_path,
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    // The status line is all we need; read until it is complete (bounded).
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "no HTTP status line in the response".to_owned())?;
+    if status == check.http_expect_status {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn probe(addr: SocketAddr, check: &HealthCheckConfig) -> Result<(), String> {
+        Prober::new(check).unwrap().probe(addr).await
+    }
+
+    fn check(kind: CheckType) -> HealthCheckConfig {
+        HealthCheckConfig {
+            kind,
+            timeout: Duration::from_millis(300),
+            http_path: "/healthz".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn http_server(status: u16) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_reports_refused_and_ok() {
+        let addr = http_server(200).await;
+        assert_eq!(probe(addr, &check(CheckType::Tcp)).await, Ok(()));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert_eq!(
+            probe(closed, &check(CheckType::Tcp)).await,
+            Err("connect refused".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_compares_the_status() {
+        assert_eq!(
+            probe(http_server(200).await, &check(CheckType::Http)).await,
+            Ok(())
+        );
+        assert_eq!(
+            probe(http_server(503).await, &check(CheckType::Http)).await,
+            Err("HTTP 503".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts (the kernel does) but never answers the HTTP request.
+        let r = probe(addr, &check(CheckType::Http)).await;
+        assert!(
+            r.as_ref().is_err_and(|e| e.starts_with("timeout after 3")),
+            "{r:?}"
+        );
+        drop(listener);
+    }
+}
