@@ -302,6 +302,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => match agent::check_config(&file) {
             Ok(config) => {
+                for warning in config
+                    .warnings
+                    .iter()
+                    .chain(&agent::route_warnings(&file, &config))
+                {
+                    eprintln!("xdp-lb: warning: {warning}");
+                }
                 let backends: usize = config.vips.iter().map(|v| v.backends.len()).sum();
                 println!(
                     "{}: OK: interface {}, {} VIP(s), {} backend(s)",

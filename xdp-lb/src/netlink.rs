@@ -137,7 +137,12 @@ impl Netlink {
         }
     }
 
-    async fn route(&self, addr: Ipv4Addr) -> Result<Option<(u32, Option<Ipv4Addr>)>, NetlinkError> {
+    /// The route to `addr`: (egress ifindex, gateway if not on-link); None without a route.
+    /// Only asks: nothing is sent, no neighbour is resolved.
+    pub async fn route(
+        &self,
+        addr: Ipv4Addr,
+    ) -> Result<Option<(u32, Option<Ipv4Addr>)>, NetlinkError> {
         let request = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(addr, 32)
             .build();

@@ -29,6 +29,9 @@ impl Agent {
             Ok(c) => c,
             Err(err) => return reject(err.to_string()),
         };
+        for warning in &new.warnings {
+            tracing::warn!("configuration: {warning}");
+        }
         if let Some(key) = needs_restart(&self.config, &new) {
             return reject(format!(
                 "{key} cannot change while running (restart the agent)"
