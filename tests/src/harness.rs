@@ -147,6 +147,7 @@ impl Loaded {
             health,
             local_mac,
             snat_address: None,
+            ramps: &state::Ramps::new(),
         });
         Ok(self.reconciler.apply(&desired)?)
     }

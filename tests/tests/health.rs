@@ -97,7 +97,17 @@ fn config_text(
     kind: &str,
     states: &[(usize, &str)],
 ) -> String {
-    let vip = (0..configured).fold(checked_vip(kind), |vip, i| {
+    config_with(topo, configured, checked_vip(kind), states)
+}
+
+/// The config with `vip` and the first `configured` backends.
+fn config_with(
+    topo: &DsrTopology,
+    configured: usize,
+    vip: fixtures::Vip,
+    states: &[(usize, &str)],
+) -> String {
+    let vip = (0..configured).fold(vip, |vip, i| {
         let state = states
             .iter()
             .find(|(j, _)| *j == i)
@@ -542,4 +552,60 @@ fn keep_dataplane_leaves_forwarding_running_for_the_next_agent() {
         !bed.topo.pin_dir().exists(),
         "a clean stop removes the pins"
     );
+}
+
+/// haproxy's `slowstart`: a backend that comes back takes its share of new connections step by
+/// step over the period, while established connections keep their backends.
+#[test]
+fn slow_start_ramps_a_recovering_backends_share_of_new_connections() {
+    require_root!();
+    let mut bed = Bed::new(3, 3, "tcp");
+    let text = config_with(
+        &bed.topo,
+        3,
+        checked_vip("tcp").key("slowstart", "6s"),
+        &[],
+    );
+    let (code, _, err) = bed.reload(&text);
+    assert_eq!(code, 0, "{err}");
+    bed.services[1] = None;
+    bed.agent
+        .wait_for_log("backend DOWN", Duration::from_secs(3))
+        .unwrap();
+    // Long-lived connections to the two that stay: the ramp must not move them.
+    let mut clients = bed.client(|| {
+        (0..6)
+            .map(|_| EchoClient::connect(SocketAddr::from((VIP, PORT)), Duration::from_secs(2)))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })
+    .unwrap();
+    assert!(clients.iter().all(|c| c.backend != "be2"));
+
+    bed.services[1] = Some(TcpService::start(&bed.topo.backends[1].name, PORT, "be2").unwrap());
+    bed.agent
+        .wait_for_log("slow start: the backend takes its share", Duration::from_secs(3))
+        .unwrap();
+    let up_at = Instant::now();
+    // be2's share of 200 new connections, at a point of the 6 s ramp.
+    let share_at = |bed: &Bed, after: Duration| {
+        if let Some(wait) = after.checked_sub(up_at.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let per = bed.spread(200);
+        *per.get("be2").unwrap_or(&0) as f64 / 200.0
+    };
+    let early = share_at(&bed, Duration::from_millis(300));
+    let middle = share_at(&bed, Duration::from_millis(3300));
+    let done = share_at(&bed, Duration::from_secs(8));
+    println!("be2's share of new connections: {early:.2} → {middle:.2} → {done:.2}");
+    assert!(early < 0.12, "at the start of the ramp: {early}");
+    assert!(
+        middle > early + 0.06 && middle < 0.30,
+        "halfway: {early} → {middle}"
+    );
+    assert!(done > 0.25, "after the ramp: a full third, got {done}");
+    for c in &mut clients {
+        c.round_trip().unwrap();
+    }
+    assert!(bed.agent.stop().unwrap().success());
 }

@@ -80,6 +80,7 @@ fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
         port: 80,
         weight: 1,
         state: Default::default(),
+        slowstart: None,
     });
     lb.apply(LOOPBACK_IFINDEX).unwrap();
     for _ in 0..5 {

@@ -163,6 +163,22 @@ fn maglev_identity(address: Ipv4Addr) -> [u8; 4] {
 /// check's start state.
 pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
 
+/// Backends in slow start: the fraction (0, 1) of their share of new flows they take now.
+pub type Ramps = BTreeMap<(VipKey, Ipv4Addr), f64>;
+
+/// Maglev weights are the configured weights times this, so that a backend in slow start can
+/// take a fraction of its share (the table depends only on the weights' ratios).
+const WEIGHT_SCALE: u32 = 100;
+
+/// A backend's Maglev weight: its configured weight, scaled down while it ramps up.
+fn maglev_weight(weight: u32, ramp: Option<f64>) -> u32 {
+    let full = weight * WEIGHT_SCALE;
+    match ramp {
+        Some(f) if weight > 0 => ((full as f64 * f.clamp(0.0, 1.0)).round() as u32).max(1),
+        _ => full,
+    }
+}
+
 /// Everything the desired state is a function of.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
@@ -177,6 +193,8 @@ pub struct Inputs<'a> {
     /// The SNAT address in use: `agent.snat_address`, or the interface's address the agent
     /// looked up. Ignored without NAT VIPs.
     pub snat_address: Option<Ipv4Addr>,
+    /// Backends in slow start.
+    pub ramps: &'a Ramps,
 }
 
 /// Computes the desired maps.
@@ -197,6 +215,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
         health,
         local_mac,
         snat_address,
+        ramps,
     } = *inputs;
     let mut state = DesiredState {
         settings: Settings {
@@ -265,7 +284,11 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
             );
             inputs.push(MaglevBackend {
                 identity,
-                weight: if new_flows { b.weight } else { 0 },
+                weight: if new_flows {
+                    maglev_weight(b.weight, ramps.get(&(key, b.address)).copied())
+                } else {
+                    0
+                },
             });
             backend_ids.push(id);
         }
@@ -320,6 +343,7 @@ mod tests {
             health,
             local_mac: None,
             snat_address: None,
+            ramps: &Ramps::new(),
         })
     }
 
@@ -336,6 +360,7 @@ mod tests {
             health: &Health::new(),
             local_mac: Some(mac),
             snat_address: Some(snat),
+            ramps: &Ramps::new(),
         });
         assert_eq!((s.settings.check_local_mac, s.settings.local_mac), (1, mac));
         assert_eq!(s.settings.snat_addr_be, ipv4_be(snat.octets()));
@@ -353,6 +378,7 @@ mod tests {
             health: &Health::new(),
             local_mac: None,
             snat_address: Some(snat),
+            ramps: &Ramps::new(),
         });
         assert_eq!(
             (s.settings.snat_addr_be, s.settings.check_local_mac),
@@ -463,6 +489,41 @@ weight = 3
                 .backend_count,
             0
         );
+    }
+
+    #[test]
+    fn a_ramping_backend_takes_a_fraction_of_its_share() {
+        let c = cfg(&TWO.replace("weight = 3", "weight = 1"));
+        let ids = Ids::default().assign(&c).unwrap();
+        let key = vip_key(&c.vips[0]);
+        let a12: Ipv4Addr = "198.18.0.12".parse().unwrap();
+        let both: BTreeMap<_, _> = [
+            ("198.18.0.11".parse().unwrap(), next(11)),
+            (a12, next(12)),
+        ]
+        .into();
+        let share = |f: Option<f64>| {
+            let ramps: Ramps = f.map(|f| ((key, a12), f)).into_iter().collect();
+            let s = desired_state(&Inputs {
+                config: &c,
+                ids: &ids,
+                neighbours: &both,
+                health: &Health::new(),
+                local_mac: None,
+                snat_address: None,
+                ramps: &ramps,
+            });
+            let table = &s.vips[&key].table;
+            let id = ids.backends[&(key, a12)];
+            table.iter().filter(|b| **b == id).count() as f64 / table.len() as f64
+        };
+        let (quarter, half, full) = (share(Some(0.25)), share(Some(0.5)), share(None));
+        // Weights 0.25:1 → 20%, 0.5:1 → 33%, 1:1 → 50% (the table is 251 entries).
+        assert!((quarter - 0.2).abs() < 0.03, "{quarter}");
+        assert!((half - 1.0 / 3.0).abs() < 0.03, "{half}");
+        assert!((full - 0.5).abs() < 0.03, "{full}");
+        // A finished ramp is the same table as none: scaled weights keep their ratios.
+        assert_eq!(share(Some(1.0)), full);
     }
 
     #[test]

@@ -658,6 +658,7 @@ fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
                 health: &down,
                 local_mac: None,
                 snat_address: None,
+                ramps: &xdp_lb::state::Ramps::new(),
             });
             let computed = t.elapsed().as_secs_f64() * 1e3;
             let report = lb.reconciler.apply(&desired)?;

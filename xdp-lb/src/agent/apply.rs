@@ -48,6 +48,7 @@ impl Agent {
 
     pub(super) fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
         let health = self.health();
+        let ramps = self.slow_start.fractions(Instant::now());
         let desired = state::desired_state(&state::Inputs {
             config: &self.config,
             ids: &self.ids,
@@ -55,6 +56,7 @@ impl Agent {
             health: &health,
             local_mac: self.local_mac,
             snat_address: self.snat_address,
+            ramps: &ramps,
         });
         let started = Instant::now();
         let report = self.reconciler.apply(&desired)?;

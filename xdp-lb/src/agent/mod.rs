@@ -17,6 +17,7 @@ mod guard;
 mod nat_setup;
 mod neighbours;
 mod reload;
+mod slow_start;
 mod status;
 mod tracking;
 
@@ -100,6 +101,8 @@ struct Agent {
     /// VIPs that had no usable backend at the last reconcile (logged once per transition).
     vips_without_backends: BTreeSet<VipKey>,
     health_transitions: u64,
+    /// Backends taking their share of new flows step by step.
+    slow_start: slow_start::SlowStart,
     vrrp: Vec<Instance>,
     /// The MAC of agent.interface: only frames addressed to it are balanced.
     local_mac: Option<[u8; 6]>,
@@ -167,6 +170,11 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
             }
             _ = tick.tick() => {
                 agent.expire_nat();
+                if agent.slow_start.active() {
+                    // One step: finished ramps are at their full share in this table.
+                    agent.reconcile_logged("slow start");
+                    agent.slow_start.finish(Instant::now());
+                }
                 match agent.neighbours.refresh(&agent.netlink, &agent.config).await {
                     Ok(true) => agent.reconcile_logged("neighbour change"),
                     Ok(false) => {}
@@ -225,6 +233,7 @@ impl Agent {
             local_mac: None,
             snat_address: None,
             nat: NatExpiry::default(),
+            slow_start: Default::default(),
         })
     }
 
@@ -324,6 +333,9 @@ impl Agent {
             tracing::info!(vip = %vip, backend = %backend, reason = %event.reason, "backend UP");
         } else {
             tracing::warn!(vip = %vip, backend = %backend, reason = %event.reason, "backend DOWN");
+        }
+        if event.up {
+            self.slow_start.came_up(&self.config, event.key.0, backend);
         }
         let cause = format!("health: {backend} {}", if event.up { "up" } else { "down" });
         self.reconcile_logged(&cause);

@@ -53,6 +53,7 @@ impl Agent {
         let old_ids = std::mem::replace(&mut self.ids, ids);
         // New backends start in their check's start state; removed ones stop being checked.
         self.checker.sync(&self.config);
+        self.slow_start.reloaded(&old_config, &self.config);
         // Resolve new backends' MACs first (bounded, as at start), so that they take new
         // connections as soon as the reload is acknowledged.
         let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;

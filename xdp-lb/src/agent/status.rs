@@ -46,6 +46,7 @@ impl Agent {
                                 .lookups
                                 .get(&b.address)
                                 .map(|l| l.describe()),
+                            slow_start_pct: self.slow_start.percent(key, b.address),
                         }
                     })
                     .collect();

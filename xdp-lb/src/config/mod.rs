@@ -158,8 +158,19 @@ pub struct VipConfig {
     pub protocol: Protocol,
     pub forwarding: Forwarding,
     pub maglev_table_size: u32,
+    /// `slowstart`: a backend that comes up (or is added) takes its share of new flows in
+    /// steps over this time; zero: at once.
+    pub slowstart: Duration,
     pub health_check: HealthCheckConfig,
     pub backends: Vec<BackendConfig>,
+}
+
+impl VipConfig {
+    /// How long `backend` takes to reach its full share after it comes up (haproxy's
+    /// `slowstart`): its own setting, else the VIP's; zero: at once.
+    pub fn slowstart_of(&self, backend: &BackendConfig) -> Duration {
+        backend.slowstart.unwrap_or(self.slowstart)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +180,8 @@ pub struct BackendConfig {
     pub port: u16,
     pub weight: u32,
     pub state: AdminState,
+    /// Overrides the VIP's `slowstart` for this backend.
+    pub slowstart: Option<Duration>,
 }
 
 /// The operator's word on a backend, independent of its health.

@@ -94,6 +94,8 @@ pub(super) struct RawVip {
     pub(super) forwarding: Option<Spanned<Forwarding>>,
     #[serde(default)]
     pub(super) maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) slowstart: Option<Spanned<Duration>>,
     #[serde(default)]
     pub(super) health_check: Option<Spanned<RawHealthCheck>>,
     #[serde(default)]
@@ -108,6 +110,8 @@ pub(super) struct RawBackend {
     pub(super) port: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) weight: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) slowstart: Option<Spanned<Duration>>,
     #[serde(default)]
     pub(super) state: Option<AdminState>,
 }

@@ -88,6 +88,7 @@ weight = 2
                 port: 6443,
                 weight: 2,
                 state: AdminState::Active,
+                slowstart: None,
             }
         );
     }

@@ -232,6 +232,11 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 port: bport,
                 weight,
                 state: rb.state.unwrap_or_default(),
+                slowstart: rb
+                    .slowstart
+                    .as_ref()
+                    .map(|s| slowstart(place, s, &bkey("slowstart")))
+                    .transpose()?,
             });
         }
         if backends.is_empty() {
@@ -272,6 +277,12 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             protocol,
             forwarding,
             maglev_table_size,
+            slowstart: rv
+                .slowstart
+                .as_ref()
+                .map(|s| slowstart(place, s, &key("slowstart")))
+                .transpose()?
+                .unwrap_or_default(),
             health_check,
             backends,
         });
@@ -307,4 +318,17 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         warnings: Vec::new(),
         positions: Default::default(),
     })
+}
+
+/// `slowstart`: 0s (off) up to an hour.
+fn slowstart(
+    place: &Place<'_>,
+    value: &toml::Spanned<std::time::Duration>,
+    key: &str,
+) -> Result<std::time::Duration, ConfigError> {
+    let d = *value.get_ref();
+    if d > std::time::Duration::from_secs(3600) {
+        return Err(place.at(value, key, format!("{d:?} is out of range (0s..=1h)")));
+    }
+    Ok(d)
 }

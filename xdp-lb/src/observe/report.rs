@@ -234,7 +234,10 @@ pub fn print_status(s: &AgentStatus) {
                 vec![
                     b.address.to_string(),
                     b.weight.to_string(),
-                    b.state.as_str().into(),
+                    match b.slow_start_pct {
+                        Some(pct) => format!("{} {pct}%", b.state.as_str()),
+                        None => b.state.as_str().into(),
+                    },
                     b.health.as_str().into(),
                     b.mac.clone().unwrap_or_else(|| "-".into()),
                     b.check

@@ -57,6 +57,9 @@ pub struct BackendStatus {
     pub mac: Option<String>,
     /// What the kernel said about the backend's neighbour, for a person.
     pub neighbour: Option<String>,
+    /// In slow start: the percent of its share of new flows it takes now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start_pct: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
