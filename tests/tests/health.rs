@@ -560,12 +560,7 @@ fn keep_dataplane_leaves_forwarding_running_for_the_next_agent() {
 fn slow_start_ramps_a_recovering_backends_share_of_new_connections() {
     require_root!();
     let mut bed = Bed::new(3, 3, "tcp");
-    let text = config_with(
-        &bed.topo,
-        3,
-        checked_vip("tcp").key("slowstart", "6s"),
-        &[],
-    );
+    let text = config_with(&bed.topo, 3, checked_vip("tcp").key("slowstart", "6s"), &[]);
     let (code, _, err) = bed.reload(&text);
     assert_eq!(code, 0, "{err}");
     bed.services[1] = None;
@@ -573,17 +568,21 @@ fn slow_start_ramps_a_recovering_backends_share_of_new_connections() {
         .wait_for_log("backend DOWN", Duration::from_secs(3))
         .unwrap();
     // Long-lived connections to the two that stay: the ramp must not move them.
-    let mut clients = bed.client(|| {
-        (0..6)
-            .map(|_| EchoClient::connect(SocketAddr::from((VIP, PORT)), Duration::from_secs(2)))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })
-    .unwrap();
+    let mut clients = bed
+        .client(|| {
+            (0..6)
+                .map(|_| EchoClient::connect(SocketAddr::from((VIP, PORT)), Duration::from_secs(2)))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .unwrap();
     assert!(clients.iter().all(|c| c.backend != "be2"));
 
     bed.services[1] = Some(TcpService::start(&bed.topo.backends[1].name, PORT, "be2").unwrap());
     bed.agent
-        .wait_for_log("slow start: the backend takes its share", Duration::from_secs(3))
+        .wait_for_log(
+            "slow start: the backend takes its share",
+            Duration::from_secs(3),
+        )
         .unwrap();
     let up_at = Instant::now();
     // be2's share of 200 new connections, at a point of the 6 s ramp.

@@ -12,6 +12,7 @@
 //! - `netlink` — every link, address, route and neighbour question to the kernel;
 //!   `ethtool` — the one offload the data plane must have off.
 //! - `observe/` — `inspect`, typed `status`, `/metrics`, `/stats`, the flow log, CLI tables.
+//! - `import/` — `xdp-lb import`: haproxy.cfg and keepalived.conf to xdp-lb.toml, with a report.
 //! - `control` — the control socket (`xdp-lb reload`, `xdp-lb status`); `clock` — time.
 //! - The XDP program itself is in the `xdp-lb-ebpf` crate: `parse.rs` (how a packet is parsed),
 //!   `balance.rs` (how a backend is chosen), `forward.rs` (how it is sent on by DSR), `nat.rs`
@@ -24,6 +25,7 @@ pub mod control;
 pub mod dataplane;
 pub mod ethtool;
 pub mod health;
+pub mod import;
 pub mod maglev;
 pub mod nat;
 pub mod netlink;

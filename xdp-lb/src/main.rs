@@ -106,6 +106,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Translate haproxy.cfg and/or keepalived.conf into an xdp-lb configuration.
+    ///
+    /// Prints the TOML (or writes it to --output) and a report on stderr: each directive
+    /// translated, approximated (how) or ignored (why). The result passes check-config; review
+    /// the report before you use it. Exit status 2 names the file and line of anything that
+    /// cannot be parsed or lacks a value xdp-lb needs.
+    #[command(
+        after_help = "Examples:\n  xdp-lb import --haproxy /etc/haproxy/haproxy.cfg --keepalived /etc/keepalived/keepalived.conf -o xdp-lb.toml\n  xdp-lb import --keepalived /etc/keepalived/keepalived.conf   # virtual_server blocks and VRRP only"
+    )]
+    Import {
+        /// haproxy's configuration: frontends/listens in mode tcp become VIPs.
+        #[arg(long, value_name = "FILE", required_unless_present = "keepalived")]
+        haproxy: Option<PathBuf>,
+        /// keepalived's configuration: vrrp_instance → [[vrrp]]; virtual_server → VIPs.
+        /// haproxy's `bind *:PORT` means its first virtual address.
+        #[arg(long, value_name = "FILE")]
+        keepalived: Option<PathBuf>,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Check a configuration file and print a summary; exit status 2 if it is invalid.
     ///
     /// Reports the file, line, column and key of the first problem. Loads nothing.
@@ -300,6 +321,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Import {
+            haproxy,
+            keepalived,
+            output,
+        } => import(haproxy.as_deref(), keepalived.as_deref(), output.as_deref()),
         Command::CheckConfig { file } => match agent::check_config(&file) {
             Ok(config) => {
                 for warning in config
@@ -399,4 +425,42 @@ fn client(socket: &std::path::Path, request: &Request) -> anyhow::Result<Respons
         request,
         std::time::Duration::from_secs(30),
     ))?)
+}
+
+fn import(
+    haproxy: Option<&std::path::Path>,
+    keepalived: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    let imported = match xdp_lb::import::import(haproxy, keepalived) {
+        Ok(i) => i,
+        Err(err) => {
+            eprintln!("xdp-lb: import: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for line in &imported.report {
+        eprintln!("{line}");
+    }
+    let (translated, approximated, ignored) = imported.counts();
+    eprintln!(
+        "xdp-lb: import: {translated} translated, {approximated} approximated, {ignored} ignored"
+    );
+    // What the import wrote must load as it stands.
+    let shown = output.unwrap_or(std::path::Path::new("imported.toml"));
+    if let Err(err) = config::parse(shown, &imported.toml) {
+        eprintln!("xdp-lb: import: the result does not validate ({err}); please report this");
+        return ExitCode::FAILURE;
+    }
+    match output {
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, &imported.toml) {
+                eprintln!("xdp-lb: import: writing {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("xdp-lb: import: wrote {}", path.display());
+        }
+        None => print!("{}", imported.toml),
+    }
+    ExitCode::SUCCESS
 }

@@ -497,11 +497,8 @@ weight = 3
         let ids = Ids::default().assign(&c).unwrap();
         let key = vip_key(&c.vips[0]);
         let a12: Ipv4Addr = "198.18.0.12".parse().unwrap();
-        let both: BTreeMap<_, _> = [
-            ("198.18.0.11".parse().unwrap(), next(11)),
-            (a12, next(12)),
-        ]
-        .into();
+        let both: BTreeMap<_, _> =
+            [("198.18.0.11".parse().unwrap(), next(11)), (a12, next(12))].into();
         let share = |f: Option<f64>| {
             let ramps: Ramps = f.map(|f| ((key, a12), f)).into_iter().collect();
             let s = desired_state(&Inputs {

@@ -49,7 +49,11 @@ impl SlowStart {
         let active = |c: &Config| -> BTreeMap<(VipKey, Ipv4Addr), AdminState> {
             c.vips
                 .iter()
-                .flat_map(|v| v.backends.iter().map(move |b| ((vip_key(v), b.address), b.state)))
+                .flat_map(|v| {
+                    v.backends
+                        .iter()
+                        .map(move |b| ((vip_key(v), b.address), b.state))
+                })
                 .collect()
         };
         let (before, after) = (active(old), active(new));

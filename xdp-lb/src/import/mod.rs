@@ -1,0 +1,229 @@
+//! `xdp-lb import`: a configuration from the classic control-plane pair — haproxy's
+//! `haproxy.cfg` and keepalived's `keepalived.conf` — with a report of what became of each
+//! directive: translated, approximated (and how), or ignored (and why).
+//!
+//! - `haproxy.rs` and `keepalived.rs` read their file into the [`Plan`] below, reporting as
+//!   they go; a file that cannot be parsed, or lacks a value xdp-lb needs, is an error naming
+//!   its file and line.
+//! - `emit.rs` writes the plan as TOML, each block under a comment naming where it came from.
+//!
+//! The result is checked with the same validation as `check-config` before it is written.
+
+mod emit;
+mod haproxy;
+mod keepalived;
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use thiserror::Error;
+
+/// A place in an input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        write!(f, "{name}:{}", self.line)
+    }
+}
+
+/// What became of one directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Translated(String),
+    /// Translated with a different meaning; says how.
+    Approximated(String),
+    /// Left out; says why.
+    Ignored(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportLine {
+    pub source: Source,
+    pub directive: String,
+    pub outcome: Outcome,
+}
+
+impl fmt::Display for ReportLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (word, text) = match &self.outcome {
+            Outcome::Translated(t) => ("translated", t),
+            Outcome::Approximated(t) => ("APPROXIMATED", t),
+            Outcome::Ignored(t) => ("ignored", t),
+        };
+        write!(f, "{}: {}: {word}: {text}", self.source, self.directive)
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("{place}: {message}")]
+pub struct ImportError {
+    pub place: Source,
+    pub message: String,
+}
+
+/// An imported configuration: its TOML, and the report.
+#[derive(Debug)]
+pub struct Imported {
+    pub toml: String,
+    pub report: Vec<ReportLine>,
+}
+
+impl Imported {
+    /// (translated, approximated, ignored).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let count = |f: fn(&Outcome) -> bool| self.report.iter().filter(|l| f(&l.outcome)).count();
+        (
+            count(|o| matches!(o, Outcome::Translated(_))),
+            count(|o| matches!(o, Outcome::Approximated(_))),
+            count(|o| matches!(o, Outcome::Ignored(_))),
+        )
+    }
+}
+
+/// What the inputs say, in xdp-lb's terms.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub interface: Option<(String, Source)>,
+    pub listen: Option<(SocketAddr, Source)>,
+    pub vips: Vec<Vip>,
+    pub vrrp: Vec<Vrrp>,
+    pub report: Vec<ReportLine>,
+}
+
+impl Plan {
+    pub fn report(&mut self, source: &Source, directive: &str, outcome: Outcome) {
+        self.report.push(ReportLine {
+            source: source.clone(),
+            directive: directive.trim().to_owned(),
+            outcome,
+        });
+    }
+
+    /// The first virtual address of the VRRP instances (what `bind *:PORT` means).
+    pub fn vrrp_address(&self) -> Option<Ipv4Addr> {
+        self.vrrp
+            .iter()
+            .flat_map(|v| v.addresses.iter())
+            .map(|(a, _)| *a)
+            .next()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Vip {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// "dsr" or "nat"; None: the default (DSR).
+    pub forwarding: Option<&'static str>,
+    pub check: Check,
+    pub slowstart: Option<Duration>,
+    pub backends: Vec<Backend>,
+    /// Where the VIP and its backends came from (e.g. a frontend and a backend).
+    pub from: Vec<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: Option<u32>,
+    /// "drain" or "disabled"; None: active.
+    pub state: Option<&'static str>,
+    pub slowstart: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Check {
+    /// "tcp", "http", "https" or "none".
+    pub kind: Option<&'static str>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub expect_status: Option<u16>,
+    /// https: `Some(false)` for haproxy's `verify none` / keepalived's SSL_GET.
+    pub tls_verify: Option<bool>,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Vrrp {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Option<u8>,
+    pub advert_interval: Option<Duration>,
+    pub preempt: Option<bool>,
+    pub preempt_delay: Option<Duration>,
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    pub unicast_peers: Vec<Ipv4Addr>,
+    pub notify: Option<PathBuf>,
+    pub track_dataplane: bool,
+    pub from: Source,
+}
+
+/// Imports either file or both (keepalived first: haproxy's `bind *` means its VIP).
+pub fn import(haproxy: Option<&Path>, keepalived: Option<&Path>) -> Result<Imported, ImportError> {
+    let mut plan = Plan::default();
+    if let Some(path) = keepalived {
+        keepalived::read(path, &mut plan)?;
+    }
+    if let Some(path) = haproxy {
+        haproxy::read(path, &mut plan)?;
+    }
+    let toml = emit::toml(&plan, haproxy, keepalived);
+    Ok(Imported {
+        toml,
+        report: plan.report,
+    })
+}
+
+/// Reads a whole input file, or says which one could not be read.
+fn read_file(path: &Path) -> Result<String, ImportError> {
+    std::fs::read_to_string(path).map_err(|e| ImportError {
+        place: Source {
+            file: path.to_owned(),
+            line: 0,
+        },
+        message: format!("cannot read the file: {e}"),
+    })
+}
+
+/// A duration as haproxy and keepalived write it: a number with an optional unit (haproxy:
+/// us, ms (default), s, m, h, d; keepalived: seconds, possibly fractional).
+pub(crate) fn duration(text: &str, default_unit_ms: bool) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let ms = match unit {
+        "" if default_unit_ms => n,
+        "" => n * 1000.0,
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        _ => return None,
+    };
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64))
+}
