@@ -173,7 +173,7 @@ pub(super) fn read(path: &Path, plan: &mut Plan) -> Result<(), ImportError> {
         let Some(p) = current.as_mut() else {
             return Err(err(&source, format!("`{keyword}` outside any section")));
         };
-        if !indented && !matches!(p.kind.as_str(), "global") && is_unknown_top_level(keyword) {
+        if !indented && is_unknown_top_level(keyword) {
             return Err(err(
                 &source,
                 format!(
@@ -357,6 +357,10 @@ fn bind_address(spec: &str, source: &Source, plan: &Plan) -> Result<Vec<SocketAd
                 err(source, format!("bind {part:?}: {h:?} is not an IPv4 address"))
             })?,
         };
+        if address.is_loopback() {
+            // kubespray's per-node localhost balancer: local clients never pass through XDP.
+            continue;
+        }
         out.push(SocketAddr::from((address, port)));
     }
     Ok(out)
@@ -455,11 +459,21 @@ fn resolve(proxies: &[Proxy], plan: &mut Plan) -> Result<(), ImportError> {
         for (spec, source) in &front.binds {
             addresses.extend(bind_address(spec, source, plan)?);
         }
-        if addresses.is_empty() {
+        if front.binds.is_empty() {
             return Err(err(
                 &from,
                 format!("{} {} has no bind line", front.kind, front.name),
             ));
+        }
+        if addresses.is_empty() {
+            plan.report(
+                &from,
+                &format!("{} {}", front.kind, front.name),
+                Outcome::Ignored(
+                    "it listens on loopback only (a per-node localhost balancer): local clients never pass through XDP, so there is no VIP to make".into(),
+                ),
+            );
+            continue;
         }
         for addr in addresses {
             let base = vip_name(&front.name);
@@ -553,7 +567,6 @@ fn vip_from(
                 }
                 "disabled" => b.state = Some("disabled"),
                 "verify" if value()? == "none" => check.tls_verify = Some(false),
-                }
                 "ca-file" => check.tls_ca_file = Some(value()?.into()),
                 "backup" => {
                     b.weight = Some(0);
@@ -597,11 +610,8 @@ fn vip_from(
     } else if check.kind.is_none() {
         check.kind = Some("tcp");
     }
-    // haproxy's check timeout may exceed its interval; xdp-lb's may not.
-    if let (Some(t), Some(i)) = (check.timeout, check.interval)
-        && t > i
-    {
-        check.timeout = Some(i);
+    if let Some(from) = &back.from {
+        check.fit_timeout(from, plan);
     }
     let slowstart = (!slowstarts.is_empty() && slowstarts.iter().all(|s| *s == slowstarts[0]))
         .then(|| slowstarts[0]);

@@ -419,11 +419,7 @@ fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportError> {
     if vip.check.kind.is_none() {
         vip.check.kind = Some("none");
     }
-    if let (Some(t), Some(i)) = (vip.check.timeout, vip.check.interval)
-        && t > i
-    {
-        vip.check.timeout = Some(i);
-    }
+    vip.check.fit_timeout(&node.source, plan);
     plan.report(
         &node.source,
         &format!("virtual_server {addr} {port}"),

@@ -162,6 +162,28 @@ pub(crate) struct Check {
     pub tls_ca_file: Option<PathBuf>,
 }
 
+impl Check {
+    /// xdp-lb's check timeout may not exceed its interval (haproxy's and keepalived's may):
+    /// cut it to the interval and say so.
+    pub fn fit_timeout(&mut self, source: &Source, plan: &mut Plan) {
+        let interval = self.interval.unwrap_or(Duration::from_secs(2));
+        if let Some(t) = self.timeout
+            && t > interval
+        {
+            self.timeout = Some(interval);
+            plan.report(
+                source,
+                "check timeout",
+                Outcome::Approximated(format!(
+                    "{} is longer than the check interval; cut to {}",
+                    humantime::format_duration(t),
+                    humantime::format_duration(interval)
+                )),
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Vrrp {
     pub name: String,
@@ -189,6 +211,9 @@ pub fn import(haproxy: Option<&Path>, keepalived: Option<&Path>) -> Result<Impor
         haproxy::read(path, &mut plan)?;
     }
     let toml = emit::toml(&plan, haproxy, keepalived);
+    // In the order of the files (haproxy first, as on the command line), then of their lines.
+    let rank = |s: &Source| (Some(s.file.as_path()) != haproxy, s.line);
+    plan.report.sort_by_key(|l| rank(&l.source));
     Ok(Imported {
         toml,
         report: plan.report,
@@ -226,4 +251,23 @@ pub(crate) fn duration(text: &str, default_unit_ms: bool) -> Option<Duration> {
         _ => return None,
     };
     (ms.is_finite() && ms >= 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_both_dialects() {
+        // haproxy: milliseconds unless a unit says otherwise.
+        assert_eq!(duration("2000", true), Some(Duration::from_secs(2)));
+        assert_eq!(duration("15s", true), Some(Duration::from_secs(15)));
+        assert_eq!(duration("1m", true), Some(Duration::from_secs(60)));
+        assert_eq!(duration("500us", true), Some(Duration::from_micros(500)));
+        // keepalived: seconds, possibly fractional.
+        assert_eq!(duration("3", false), Some(Duration::from_secs(3)));
+        assert_eq!(duration("0.5", false), Some(Duration::from_millis(500)));
+        assert_eq!(duration("2x", true), None);
+        assert_eq!(duration("", true), None);
+    }
 }
