@@ -21,6 +21,8 @@ const WRONG_NAME: usize = 2;
 const OTHER_CA: usize = 3;
 const NOT_READY: usize = 4;
 const SILENT: usize = 5;
+/// Wants a client certificate from the test CA (nginx `ssl_verify_client on`).
+const WANTS_CLIENT_CERT: usize = 6;
 
 struct Bed {
     topo: DsrTopology,
@@ -32,16 +34,25 @@ struct Bed {
 /// The backends' TLS servers, and an agent checking them three ways: verified against the
 /// test CA, not verified, and by DNS name (SNI).
 fn bed() -> Bed {
-    let topo = DsrTopology::new(6).unwrap();
+    let topo = DsrTopology::new(7).unwrap();
     let dir = &topo.dir;
     let ca = Ca::new("xdp-lb test CA").unwrap();
     let other = Ca::new("another CA").unwrap();
     let ca_file = ca.write(dir, "ca").unwrap();
     let addr = |i: usize| backend_addr(i).to_string();
     let mut nginx = Vec::new();
-    for i in [VALID, EXPIRED, WRONG_NAME, OTHER_CA, NOT_READY] {
+    let client = ca.leaf(&["health-check.test"], false).unwrap();
+    let (client_cert, client_key) = client.write(dir, "client").unwrap();
+    for i in [
+        VALID,
+        EXPIRED,
+        WRONG_NAME,
+        OTHER_CA,
+        NOT_READY,
+        WANTS_CLIENT_CERT,
+    ] {
         let leaf = match i {
-            VALID | NOT_READY => ca.leaf(&[&addr(i), "api.test"], false),
+            VALID | NOT_READY | WANTS_CLIENT_CERT => ca.leaf(&[&addr(i), "api.test"], false),
             EXPIRED => ca.leaf(&[&addr(i)], true),
             WRONG_NAME => ca.leaf(&["198.18.0.99", "other.test"], false),
             _ => other.leaf(&[&addr(i)], false),
@@ -50,8 +61,16 @@ fn bed() -> Bed {
         let name = format!("be{}", i + 1);
         let (cert, key) = leaf.write(dir, &name).unwrap();
         let readyz = if i == NOT_READY { 503 } else { 200 };
+        let client_auth = if i == WANTS_CLIENT_CERT {
+            format!(
+                "ssl_verify_client on; ssl_client_certificate {};",
+                ca_file.display()
+            )
+        } else {
+            String::new()
+        };
         let server = format!(
-            "server {{ listen {}:{TLS_PORT} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+            "server {{ listen {}:{TLS_PORT} ssl; ssl_certificate {}; ssl_certificate_key {}; {client_auth}\n\
              location = /readyz {{ return {readyz} \"ready?\\n\"; }} location / {{ return 200 \"{name}\\n\"; }} }}",
             addr(i),
             cert.display(),
@@ -80,7 +99,15 @@ fn bed() -> Bed {
             .iter()
             .fold(vip, |v, i| v.backend(backend_addr(*i)))
     };
-    let all = [VALID, EXPIRED, WRONG_NAME, OTHER_CA, NOT_READY, SILENT];
+    let all = [
+        VALID,
+        EXPIRED,
+        WRONG_NAME,
+        OTHER_CA,
+        NOT_READY,
+        SILENT,
+        WANTS_CLIENT_CERT,
+    ];
     let config = topo
         .agent_config(&topo.pin_dir())
         .key("listen", "")
@@ -88,8 +115,14 @@ fn bed() -> Bed {
         .vip(checked("unverified", 444, &all).check("tls_verify", false))
         .vip(
             checked("named", 445, &[VALID, WRONG_NAME])
-                .check("tls_ca_file", ca_file)
+                .check("tls_ca_file", ca_file.clone())
                 .check("tls_server_name", "api.test"),
+        )
+        .vip(
+            checked("client-cert", 446, &[WANTS_CLIENT_CERT])
+                .check("tls_ca_file", ca_file)
+                .check("tls_client_cert", client_cert)
+                .check("tls_client_key", client_key),
         )
         .to_string();
     let path = dir.join("xdp-lb.toml");
@@ -120,7 +153,7 @@ fn checks(socket: &Path) -> BTreeMap<(String, usize), (String, String)> {
     for vip in status["vips"].as_array().unwrap() {
         for b in vip["backends"].as_array().unwrap() {
             let address = b["address"].as_str().unwrap();
-            let i = (0..6)
+            let i = (0..7)
                 .find(|i| backend_addr(*i).to_string() == address)
                 .unwrap();
             out.insert(
@@ -148,6 +181,8 @@ fn https_checks_verify_the_certificate_and_say_why_a_backend_is_down() {
         (("verified", OTHER_CA), down("unknown CA")),
         (("verified", NOT_READY), down("HTTP 503")),
         (("verified", SILENT), down("handshake timeout")),
+        // nginx answers a request without the client certificate it wants with 400.
+        (("verified", WANTS_CLIENT_CERT), down("HTTP 400")),
         // tls_verify = false: any certificate; /readyz and the handshake still decide.
         (("unverified", VALID), ("up", "ok")),
         (("unverified", EXPIRED), ("up", "ok")),
@@ -155,9 +190,12 @@ fn https_checks_verify_the_certificate_and_say_why_a_backend_is_down() {
         (("unverified", OTHER_CA), ("up", "ok")),
         (("unverified", NOT_READY), down("HTTP 503")),
         (("unverified", SILENT), down("handshake timeout")),
+        (("unverified", WANTS_CLIENT_CERT), down("HTTP 400")),
         // tls_server_name: SNI and the name checked is api.test, not the address.
         (("named", VALID), ("up", "ok")),
         (("named", WRONG_NAME), down("name mismatch")),
+        // tls_client_cert/tls_client_key: the certificate the backend asks for.
+        (("client-cert", WANTS_CLIENT_CERT), ("up", "ok")),
     ]
     .into();
     let matches = |got: &BTreeMap<(String, usize), (String, String)>| {

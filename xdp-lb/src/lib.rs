@@ -8,7 +8,8 @@
 //! - `dataplane/` — the loaded program and its maps: `Reconciler`, the one writer
 //!   (`reconcile`, `nat_expiry`), typed handles anyone may read (`maps`), pins and layout.
 //! - `agent/` — `xdp-lb run`: start, the event loop, reload, status, stop (`guard`).
-//! - `health` — health checks; `nat` — NAT expiry rules; `vrrp/` — how the VIP fails over.
+//! - `health/` — health checks (tcp, http, https over rustls; `pem` reads their files); `nat` —
+//!   NAT expiry rules; `vrrp/` — how the VIP fails over.
 //! - `netlink` — every link, address, route and neighbour question to the kernel;
 //!   `ethtool` — the one offload the data plane must have off.
 //! - `observe/` — `inspect`, typed `status`, `/metrics`, `/stats`, the flow log, CLI tables.

@@ -1,0 +1,180 @@
+//! keepalived's LVS side: a `virtual_server` with its `real_server`s and their checks becomes a
+//! VIP (`lb_kind DR` → DSR, `NAT` → NAT).
+
+use super::{address, number, parse::Node, parse::err, seconds};
+use crate::import::{Backend, Check, ImportError, Outcome, Plan, Vip};
+
+pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportError> {
+    let (Some(addr), Some(_)) = (node.arg(0), node.arg(1)) else {
+        return Err(err(
+            &node.source,
+            "virtual_server needs an address and a port",
+        ));
+    };
+    let address = address(node, addr)?;
+    let port: u16 = number(node, 1)?;
+    let mut vip = Vip {
+        name: format!("vs-{addr}-{port}").replace('.', "-"),
+        address,
+        port,
+        forwarding: None,
+        check: Check::default(),
+        slowstart: None,
+        backends: Vec::new(),
+        from: vec![node.source.clone()],
+    };
+    for d in node.children() {
+        let outcome = match d.keyword() {
+            "delay_loop" => {
+                vip.check.interval = Some(seconds(d)?);
+                Outcome::Translated("check interval".into())
+            }
+            "lb_kind" => match d.arg(0) {
+                Some("DR") => {
+                    vip.forwarding = Some("dsr");
+                    Outcome::Translated("forwarding = \"dsr\"".into())
+                }
+                Some("NAT") => {
+                    vip.forwarding = Some("nat");
+                    Outcome::Translated("forwarding = \"nat\"".into())
+                }
+                other => {
+                    return Err(err(&d.source, format!("lb_kind {other:?}: xdp-lb forwards by DR (dsr) or NAT, not by tunnel")));
+                }
+            },
+            "lb_algo" => Outcome::Approximated(
+                "xdp-lb balances with Maglev consistent hashing (weights honoured)".into(),
+            ),
+            "protocol" => match d.arg(0) {
+                Some("TCP") => Outcome::Translated("TCP".into()),
+                other => return Err(err(&d.source, format!("protocol {other:?}: xdp-lb balances TCP"))),
+            },
+            "persistence_timeout" => Outcome::Approximated(
+                "no persistence table: Maglev sends a client's connections where its 5-tuple hashes; established connections keep their backend".into(),
+            ),
+            "real_server" => {
+                real_server(d, &mut vip, plan)?;
+                continue;
+            }
+            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+        };
+        plan.report(&d.source, &d.text(), outcome);
+    }
+    if vip.backends.is_empty() {
+        return Err(err(
+            &node.source,
+            format!("virtual_server {addr} {port}: no real_server"),
+        ));
+    }
+    if vip.check.kind.is_none() {
+        vip.check.kind = Some("none");
+    }
+    vip.check.fit_timeout(&node.source, plan);
+    plan.report(
+        &node.source,
+        &format!("virtual_server {addr} {port}"),
+        Outcome::Translated(format!("VIP {}", vip.name)),
+    );
+    plan.vips.push(vip);
+    Ok(())
+}
+
+fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), ImportError> {
+    let addr = node
+        .arg(0)
+        .ok_or_else(|| err(&node.source, "real_server needs an address and a port"))?;
+    let address = address(node, addr)?;
+    let port: u16 = number(node, 1)?;
+    if vip.forwarding == Some("dsr") && port != vip.port {
+        return Err(err(
+            &node.source,
+            format!(
+                "real_server {addr} {port}: DR keeps the port ({}); use lb_kind NAT for another port",
+                vip.port
+            ),
+        ));
+    }
+    let mut b = Backend {
+        address,
+        port,
+        weight: None,
+        state: None,
+        slowstart: None,
+    };
+    for d in node.children() {
+        let outcome = match d.keyword() {
+            "weight" => {
+                b.weight = Some(number(d, 0)?);
+                Outcome::Translated("weight".into())
+            }
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET") => {
+                vip.check.kind = Some(match kw {
+                    "TCP_CHECK" => "tcp",
+                    "HTTP_GET" => "http",
+                    _ => {
+                        // keepalived's SSL_GET does not verify the certificate.
+                        vip.check.tls_verify = Some(false);
+                        "https"
+                    }
+                });
+                for c in d.children() {
+                    let o = match c.keyword() {
+                        "connect_timeout" => {
+                            vip.check.timeout = Some(seconds(c)?);
+                            Outcome::Translated("check timeout".into())
+                        }
+                        "connect_port" => {
+                            vip.check.port = Some(number(c, 0)?);
+                            Outcome::Translated("check port".into())
+                        }
+                        "retry" | "nb_get_retry" => {
+                            vip.check.fall = Some(number::<u32>(c, 0)?.max(1));
+                            Outcome::Translated("fall".into())
+                        }
+                        "delay_before_retry" => {
+                            Outcome::Approximated("xdp-lb retries at the check interval".into())
+                        }
+                        "url" => {
+                            for u in c.children() {
+                                match u.keyword() {
+                                    "path" => vip.check.path = u.arg(0).map(Into::into),
+                                    "status_code" => vip.check.expect_status = Some(number(u, 0)?),
+                                    _ => {}
+                                }
+                                plan.report(
+                                    &u.source,
+                                    &u.text(),
+                                    match u.keyword() {
+                                        "path" => Outcome::Translated("http_path".into()),
+                                        "status_code" => {
+                                            Outcome::Translated("http_expect_status".into())
+                                        }
+                                        _ => Outcome::Ignored(
+                                            "only path and status_code are translated".into(),
+                                        ),
+                                    },
+                                );
+                            }
+                            continue;
+                        }
+                        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+                    };
+                    plan.report(&c.source, &c.text(), o);
+                }
+                Outcome::Translated(format!(
+                    "the VIP's check: type = {:?}",
+                    vip.check.kind.unwrap_or("tcp")
+                ))
+            }
+            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+        };
+        plan.report(&d.source, &d.text(), outcome);
+    }
+    plan.report(
+        &node.source,
+        &node.text(),
+        Outcome::Translated(format!("backend {address}:{port}")),
+    );
+    vip.backends.push(b);
+    Ok(())
+}
