@@ -148,15 +148,19 @@ fn https_checks_name_bad_tls_files_and_warn_about_unverifiable_ones() {
     let ca = xdp_lb_tests::pki::Ca::new("test CA").unwrap();
     let ca_file = ca.write(&dir(), "https-ca").unwrap();
     let not_pem = write("not-pem.crt", "this is not a certificate\n");
+    let https_vip = |keys: &[(&str, &str)]| {
+        keys.iter()
+            .fold(
+                xdp_lb_tests::fixtures::vip("api", "198.18.0.100", 6443)
+                    .check("type", "https")
+                    .check("http_path", "/readyz"),
+                |v, (k, val)| v.check(k, *val),
+            )
+            .backend("198.18.0.11")
+    };
     let https = |keys: &[(&str, &str)]| {
-        let vip = keys.iter().fold(
-            xdp_lb_tests::fixtures::vip("api", "198.18.0.100", 6443)
-                .check("type", "https")
-                .check("http_path", "/readyz"),
-            |v, (k, val)| v.check(k, *val),
-        );
         xdp_lb_tests::fixtures::config("eth0")
-            .vip(vip.backend("198.18.0.11"))
+            .vip(https_vip(keys))
             .to_string()
     };
     // A CA file that is there and valid: no warning.
@@ -227,14 +231,10 @@ fn https_checks_name_bad_tls_files_and_warn_about_unverifiable_ones() {
 
     // Loads, but says what will go wrong: no CA file and verification on; a VIP without
     // backends.
-    let text = format!(
-        "{}{}",
-        https(&[]),
-        xdp_lb_tests::fixtures::config("eth0")
-            .vip(xdp_lb_tests::fixtures::vip("empty", "198.18.0.100", 80))
-            .to_string()
-            .replace("[agent]\ninterface = \"eth0\"\n", "")
-    );
+    let text = xdp_lb_tests::fixtures::config("eth0")
+        .vip(https_vip(&[]))
+        .vip(xdp_lb_tests::fixtures::vip("empty", "198.18.0.100", 80))
+        .to_string();
     let path = write("https-warn.toml", &text);
     let (code, out, err) = xdp_lb(&["check-config", path.to_str().unwrap()]);
     assert!(code == 0 && out.contains("OK"), "{out}{err}");
