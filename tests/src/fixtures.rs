@@ -170,6 +170,15 @@ impl Vip {
         self
     }
 
+    /// A list of strings (`allow = ["198.51.100.0/24", …]`).
+    pub fn list(mut self, key: &str, items: &[&str]) -> Self {
+        let items: Vec<String> = items.iter().map(|i| i.toml()).collect();
+        self.keys
+            .0
+            .push((key.to_owned(), format!("[{}]", items.join(", "))));
+        self
+    }
+
     /// `forwarding = "nat"`.
     pub fn nat(self) -> Self {
         self.key("forwarding", "nat")

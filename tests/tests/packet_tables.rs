@@ -457,3 +457,103 @@ fn the_bench_generator_varies_source_ports_and_keeps_checksums_valid() {
     }
     assert!(ports.len() > 1, "source ports vary: {ports:?}");
 }
+
+/// Per-VIP allow and deny lists: looked up for new flows only, the longest prefix decides, an
+/// allow list refuses what it does not name, a VIP without lists admits everyone; a reload
+/// that denies a source purges its flows and leaves the others'.
+#[test]
+fn allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
+    require_root!();
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .vip(
+            fixtures::three_backends("web", 80)
+                .key("maglev_table_size", 4093)
+                .list("allow", &["198.18.0.0/16", "198.18.5.7"])
+                .list("deny", &["198.18.5.0/24"]),
+        )
+        .vip(fixtures::three_backends("open", 81).key("maglev_table_size", 4093))
+        .to_string();
+    let mut lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
+    let from = |src: [u8; 4], sport: u16, port: u16| {
+        Frame::tcp(Ipv4Addr::from(src), sport, VIP, port).build()
+    };
+    let cases = [
+        (
+            "in the allowed /16",
+            [198, 18, 1, 1],
+            80,
+            XDP_TX,
+            Counter::NewFlow,
+        ),
+        (
+            "in the denied /24",
+            [198, 18, 5, 8],
+            80,
+            XDP_DROP,
+            Counter::DropDenied,
+        ),
+        (
+            "the allowed /32 inside it",
+            [198, 18, 5, 7],
+            80,
+            XDP_TX,
+            Counter::NewFlow,
+        ),
+        (
+            "not in the allow list",
+            [198, 19, 0, 1],
+            80,
+            XDP_DROP,
+            Counter::DropNotAllowed,
+        ),
+        (
+            "a VIP without lists",
+            [198, 19, 0, 1],
+            81,
+            XDP_TX,
+            Counter::NewFlow,
+        ),
+    ];
+    for (what, src, port, action, counter) in cases {
+        let before = lb.counter(counter);
+        let r = lb.run(&from(src, 40000, port)).unwrap();
+        assert_eq!(r.action, action, "{what}: {:?}", lb.all_counters());
+        assert_eq!(lb.counter(counter), before + 1, "{what}");
+    }
+    let web = lb.maps().vip_traffic(0);
+    assert_eq!(
+        (web.denied, web.not_allowed),
+        (1, 1),
+        "counted on the VIP, per list"
+    );
+    assert_eq!(lb.maps().flows().count(), 3, "no state for refused sources");
+
+    // A reload denies 198.18.1.0/24: that source's established flow goes, the others stay.
+    let ack = |src: [u8; 4]| {
+        let mut f = Frame::tcp(Ipv4Addr::from(src), 40000, VIP, 80);
+        f.flags = TCP_ACK;
+        f.build()
+    };
+    lb.config.vips[0]
+        .deny
+        .push("198.18.1.0/24".parse::<xdp_lb::config::Cidr>().unwrap());
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    let new_flows = lb.counter(Counter::NewFlow);
+    assert_eq!(
+        lb.run(&ack([198, 18, 5, 7])).unwrap().action,
+        XDP_TX,
+        "still admitted"
+    );
+    assert_eq!(
+        lb.run(&ack([198, 18, 1, 1])).unwrap().action,
+        XDP_DROP,
+        "denied now"
+    );
+    assert_eq!(
+        lb.counter(Counter::NewFlow),
+        new_flows,
+        "the admitted flow was kept"
+    );
+    assert_eq!(lb.maps().flows().count(), 2);
+}

@@ -32,6 +32,7 @@ pub mod map_names {
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
+    pub const ACL: &str = "ACL";
 }
 
 /// Name of the XDP program in the object.
@@ -90,6 +91,28 @@ pub struct VipInfo {
 
 /// The VIP forwards by full NAT (`forwarding = "nat"`) instead of L2 DSR.
 pub const VIP_F_NAT: u32 = 1 << 0;
+/// The VIP has an allow or a deny list: a new flow's source is looked up in `ACL`.
+pub const VIP_F_ACL: u32 = 1 << 1;
+/// The VIP has an allow list: a source that matches no entry of its lists is refused.
+pub const VIP_F_ALLOWLIST: u32 = 1 << 2;
+
+/// The data of an `ACL` key (an LPM trie): the VIP, then the client's source address. Every
+/// entry's prefix length covers the whole VIP id (32 bits) plus its CIDR's prefix of the
+/// address, so a lookup with all 64 bits finds the longest matching prefix among that VIP's
+/// lists, and only that VIP's. (The trie compares bytes in order; since the VIP id is always
+/// matched whole, its byte order does not matter.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclData {
+    pub vip_id: u32,
+    pub addr_be: u32,
+}
+
+/// `ACL` values: what the longest matching prefix says.
+pub const ACL_ALLOW: u32 = 1;
+pub const ACL_DENY: u32 = 2;
+/// Entries of `ACL`, all VIPs together.
+pub const MAX_ACL_ENTRIES: u32 = 65_536;
 
 /// The value of `BACKENDS`, indexed by backend id.
 #[repr(C)]
@@ -342,6 +365,7 @@ mod pod {
     // SAFETY: all of these are repr(C), made only of integers, with explicit padding fields,
     // so every bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::AclData {}
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::FlowKey {}

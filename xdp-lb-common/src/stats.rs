@@ -15,6 +15,10 @@ pub struct TrafficCounters {
     pub tx: u64,
     /// Of `packets`, redirected to another interface (XDP_REDIRECT).
     pub redirect: u64,
+    /// VIPs: new flows refused because the source is in the deny list.
+    pub denied: u64,
+    /// VIPs: new flows refused because the source is not in the allow list.
+    pub not_allowed: u64,
 }
 
 impl TrafficCounters {
@@ -24,6 +28,8 @@ impl TrafficCounters {
         self.new_flows += other.new_flows;
         self.tx += other.tx;
         self.redirect += other.redirect;
+        self.denied += other.denied;
+        self.not_allowed += other.not_allowed;
     }
 }
 
@@ -92,10 +98,14 @@ pub enum Counter {
     DropNatForwardingDisabled,
     /// The program could not read its `SETTINGS` (never expected: a one-entry array): dropped.
     DropNoSettings,
+    /// A new flow from a source in the VIP's deny list: dropped before any state is made.
+    DropDenied,
+    /// A new flow from a source the VIP's allow list does not name: dropped likewise.
+    DropNotAllowed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::DropNoSettings as u32 + 1;
+    pub const COUNT: u32 = Counter::DropNotAllowed as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -122,6 +132,8 @@ impl Counter {
         Counter::DropNatNoRoute,
         Counter::DropNatForwardingDisabled,
         Counter::DropNoSettings,
+        Counter::DropDenied,
+        Counter::DropNotAllowed,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
@@ -166,6 +178,8 @@ impl Counter {
             Counter::DropNatNoRoute => "drop_nat_no_route",
             Counter::DropNatForwardingDisabled => "drop_nat_forwarding_disabled",
             Counter::DropNoSettings => "drop_no_settings",
+            Counter::DropDenied => "drop_denied",
+            Counter::DropNotAllowed => "drop_not_allowed",
         }
     }
 }

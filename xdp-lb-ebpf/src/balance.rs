@@ -9,6 +9,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
+    acl,
     maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
     nat::{self, Rewrite},
     parse::Packet,
@@ -79,6 +80,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
     // SAFETY: as above.
     let vip = unsafe { &*vip };
+    acl::admits(vip, flow.src_addr_be)?;
     let is_nat = vip.flags & VIP_F_NAT != 0;
     if is_nat && !nat::opens_flow(packet.tcp_flags) {
         return Err(Counter::PassNatNoFlow);

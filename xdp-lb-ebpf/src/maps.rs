@@ -6,12 +6,12 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey, FlowLogBudget,
-    FlowValue, MAGLEV_SLOT_ELEMS, MAX_BACKENDS, MAX_TX_PORTS, Settings, TrafficCounters, VipInfo,
-    VipKey, VipName,
+    AclData, BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey,
+    FlowLogBudget, FlowValue, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS,
+    Settings, TrafficCounters, VipInfo, VipKey, VipName,
 };
 
 #[map]
@@ -36,6 +36,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FL
 #[map]
 pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
     HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
+
+/// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
+#[map]
+pub static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]

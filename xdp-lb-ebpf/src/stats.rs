@@ -3,7 +3,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use xdp_lb_common::{Counter, TrafficCounters};
 
-use crate::maps::COUNTERS;
+use crate::maps::{COUNTERS, VIP_STATS};
 
 #[inline(always)]
 pub fn count(counter: Counter) {
@@ -34,6 +34,21 @@ pub fn add_traffic(
                 (*c).tx += 1;
             } else {
                 (*c).redirect += 1;
+            }
+        }
+    }
+}
+
+/// Counts a new flow a VIP's lists refused, on the VIP (the global counter is the verdict's).
+#[inline(always)]
+pub fn count_refused(vip_id: u32, reason: Counter) {
+    if let Some(c) = VIP_STATS.get_ptr_mut(vip_id) {
+        // SAFETY: as above.
+        unsafe {
+            if reason == Counter::DropDenied {
+                (*c).denied += 1;
+            } else {
+                (*c).not_allowed += 1;
             }
         }
     }

@@ -12,12 +12,12 @@ use std::{
 };
 
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings, VIP_F_NAT, VipKey,
-    hash::murmur3_32, ipv4_be, port_be,
+    ACL_ALLOW, ACL_DENY, BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings,
+    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_NAT, VipKey, hash::murmur3_32, ipv4_be, port_be,
 };
 
 use crate::{
-    config::{AdminState, CheckType, Config, Forwarding, VipConfig},
+    config::{AdminState, CheckType, Cidr, Config, Forwarding, VipConfig},
     maglev::{self, MaglevBackend},
     netlink::L2Next,
 };
@@ -69,9 +69,30 @@ pub struct DesiredBackend {
     pub info: BackendInfo,
 }
 
+/// An `ACL` entry: (VIP id, prefix) → `ACL_ALLOW` or `ACL_DENY`.
+pub type Acl = BTreeMap<(u32, Cidr), u32>;
+
+/// Whether a VIP with these `flags` and entries lets `src` open a flow: what the program's
+/// longest-prefix lookup decides (`xdp-lb-ebpf/src/acl.rs`), for purging flows on reload.
+pub fn admits(acl: &Acl, vip_id: u32, flags: u32, src: Ipv4Addr) -> bool {
+    if flags & VIP_F_ACL == 0 {
+        return true;
+    }
+    let longest = acl
+        .iter()
+        .filter(|((v, c), _)| *v == vip_id && c.contains(src))
+        .max_by_key(|((_, c), _)| c.len);
+    match longest {
+        Some((_, action)) => *action != ACL_DENY,
+        None => flags & VIP_F_ALLOWLIST == 0,
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub vips: BTreeMap<VipKey, DesiredVip>,
+    /// The VIPs' allow and deny lists.
+    pub acl: Acl,
     pub backends: BTreeMap<u32, DesiredBackend>,
     /// Egress interfaces the program may redirect to.
     pub tx_ports: BTreeSet<u32>,
@@ -311,9 +332,25 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
                 hash_seed: hash_seed(&key),
                 table,
                 backend_count,
-                flags: if nat { VIP_F_NAT } else { 0 },
+                flags: if nat { VIP_F_NAT } else { 0 }
+                    | if vip.allow.is_empty() && vip.deny.is_empty() {
+                        0
+                    } else {
+                        VIP_F_ACL
+                    }
+                    | if vip.allow.is_empty() {
+                        0
+                    } else {
+                        VIP_F_ALLOWLIST
+                    },
             },
         );
+        for c in &vip.allow {
+            state.acl.insert((vip_id, *c), ACL_ALLOW);
+        }
+        for c in &vip.deny {
+            state.acl.insert((vip_id, *c), ACL_DENY);
+        }
     }
     state
 }
@@ -521,6 +558,47 @@ weight = 3
         assert!((full - 0.5).abs() < 0.03, "{full}");
         // A finished ramp is the same table as none: scaled weights keep their ratios.
         assert_eq!(share(Some(1.0)), full);
+    }
+
+    #[test]
+    fn the_longest_prefix_of_the_lists_decides() {
+        let text = TWO.replace(
+            "maglev_table_size = 251",
+            "maglev_table_size = 251\nallow = [\"198.18.0.0/16\", \"198.18.5.7\"]\ndeny = [\"198.18.5.0/24\"]",
+        );
+        let c = cfg(&text);
+        let ids = Ids::default().assign(&c).unwrap();
+        let s = desired(&c, &ids, &BTreeMap::new(), &Health::new());
+        let vip = s.vips.values().next().unwrap();
+        assert_eq!(
+            vip.flags & (VIP_F_ACL | VIP_F_ALLOWLIST),
+            VIP_F_ACL | VIP_F_ALLOWLIST
+        );
+        assert_eq!(s.acl.len(), 3);
+        let admits = |a: &str| admits(&s.acl, vip.vip_id, vip.flags, a.parse().unwrap());
+        assert!(admits("198.18.1.1"), "in the allowed /16");
+        assert!(!admits("198.18.5.8"), "the denied /24 is longer");
+        assert!(admits("198.18.5.7"), "the allowed /32 is longer still");
+        assert!(
+            !admits("198.19.0.1"),
+            "an allow list refuses what it does not name"
+        );
+        // Deny only: everything else is admitted; no lists: no lookup at all.
+        let c = cfg(&TWO.replace(
+            "maglev_table_size = 251",
+            "maglev_table_size = 251\ndeny = [\"198.18.5.0/24\"]",
+        ));
+        let s = desired(&c, &ids, &BTreeMap::new(), &Health::new());
+        let vip = s.vips.values().next().unwrap();
+        assert_eq!(vip.flags & (VIP_F_ACL | VIP_F_ALLOWLIST), VIP_F_ACL);
+        assert!(admits_in(&s, "198.19.0.1") && !admits_in(&s, "198.18.5.1"));
+        let s = desired(&cfg(TWO), &ids, &BTreeMap::new(), &Health::new());
+        assert_eq!(s.vips.values().next().unwrap().flags & VIP_F_ACL, 0);
+    }
+
+    fn admits_in(s: &DesiredState, a: &str) -> bool {
+        let vip = s.vips.values().next().unwrap();
+        admits(&s.acl, vip.vip_id, vip.flags, a.parse().unwrap())
     }
 
     #[test]

@@ -57,6 +57,8 @@ impl Agent {
                     forwarding: vip.forwarding,
                     health_check: vip.health_check.kind,
                     usable_backends: !self.vips_without_backends.contains(&key),
+                    allow: vip.allow.iter().map(ToString::to_string).collect(),
+                    deny: vip.deny.iter().map(ToString::to_string).collect(),
                     backends,
                 }
             })

@@ -161,8 +161,67 @@ pub struct VipConfig {
     /// `slowstart`: a backend that comes up (or is added) takes its share of new flows in
     /// steps over this time; zero: at once.
     pub slowstart: Duration,
+    /// Sources that may open flows (empty: any source not denied).
+    pub allow: Vec<Cidr>,
+    /// Sources that may not (the longest matching prefix of both lists decides).
+    pub deny: Vec<Cidr>,
     pub health_check: HealthCheckConfig,
     pub backends: Vec<BackendConfig>,
+}
+
+/// An IPv4 prefix: `198.51.100.0/24`, or an address alone (`/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Whether `a` is inside this prefix.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
+        u32::from(a) & mask == u32::from(self.addr)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    /// `a.b.c.d/len` or an address (`/32`), without host bits (a `198.51.100.1/24` is most
+    /// likely a typo for `.0/24` or `/32`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, len) = text.split_once('/').unwrap_or((text, "32"));
+        let addr: Ipv4Addr = addr.parse().map_err(|_| {
+            let why = if addr.contains(':') {
+                "an IPv6 prefix: the lists take IPv4 prefixes until xdp-lb balances IPv6"
+            } else {
+                "not an IPv4 address"
+            };
+            format!("{text:?} is {why} (e.g. \"198.51.100.0/24\")")
+        })?;
+        let len: u8 = match len.parse() {
+            Ok(n) if n <= 32 => n,
+            _ => return Err(format!("{text:?}: the prefix length must be 0..=32")),
+        };
+        let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+        let network = Cidr {
+            addr: (u32::from(addr) & mask).into(),
+            len,
+        };
+        if network.addr != addr {
+            return Err(format!(
+                "{text:?} has host bits set: did you mean {network} (or {addr}/32)?"
+            ));
+        }
+        Ok(network)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
 }
 
 impl VipConfig {

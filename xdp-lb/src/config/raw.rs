@@ -94,6 +94,10 @@ pub(super) struct RawVip {
     pub(super) forwarding: Option<Spanned<Forwarding>>,
     #[serde(default)]
     pub(super) maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) deny: Vec<Spanned<String>>,
     #[serde(default, with = "spanned_duration")]
     pub(super) slowstart: Option<Spanned<Duration>>,
     #[serde(default)]

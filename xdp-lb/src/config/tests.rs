@@ -284,6 +284,68 @@ weight = 2
     }
 }
 
+mod source_lists {
+    use super::*;
+
+    fn with(keys: &str) -> Result<Config, ConfigError> {
+        parse(
+            Path::new("l.toml"),
+            &format!(
+                "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 80\n{keys}\n[[vip.backend]]\naddress = \"198.18.0.11\"\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn lists_parse_and_each_mistake_names_its_entry() {
+        let c =
+            with("allow = [\"198.51.100.0/24\", \"203.0.113.7\"]\ndeny = [\"198.51.100.128/25\"]")
+                .unwrap();
+        assert_eq!(c.vips[0].allow.len(), 2);
+        assert_eq!(c.vips[0].allow[1].to_string(), "203.0.113.7/32");
+        assert_eq!(c.vips[0].deny[0].len, 25);
+        for (keys, at, message) in [
+            (
+                "allow = [\"198.51.100.0/24\", \"198.51.100\"]",
+                "vip[0].allow[1]",
+                "not an IPv4 address",
+            ),
+            (
+                "deny = [\"198.51.100.0/33\"]",
+                "vip[0].deny[0]",
+                "the prefix length must be 0..=32",
+            ),
+            (
+                "deny = [\"198.51.100.1/24\"]",
+                "vip[0].deny[0]",
+                "did you mean 198.51.100.0/24",
+            ),
+            (
+                "allow = [\"2001:db8::/32\"]",
+                "vip[0].allow[0]",
+                "an IPv6 prefix",
+            ),
+            (
+                "allow = [\"10.0.0.0/8\", \"10.0.0.0/8\"]",
+                "vip[0].allow[1]",
+                "listed twice",
+            ),
+            (
+                "allow = [\"10.0.0.0/8\"]\ndeny = [\"10.0.0.0/8\"]",
+                "vip[0].deny[0]",
+                "in both lists",
+            ),
+        ] {
+            let e = with(keys).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(at), "{keys}: {e}");
+            assert!(
+                e.line.is_some() && e.to_string().contains(message),
+                "{keys}: {e}"
+            );
+        }
+    }
+}
+
 mod health_check {
     use super::*;
 

@@ -8,7 +8,7 @@ use xdp_lb_common::{
 };
 
 use super::{
-    AgentConfig, BackendConfig, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
+    AgentConfig, BackendConfig, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
     MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, VipConfig, XdpMode,
     health_check::health_check,
@@ -266,6 +266,15 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 format!("more than {MAX_BACKENDS} backends in all VIPs"),
             ));
         }
+        let allow = cidrs(place, &rv.allow, &key("allow"))?;
+        let deny = cidrs(place, &rv.deny, &key("deny"))?;
+        if let Some((j, c)) = deny.iter().enumerate().find(|(_, c)| allow.contains(c)) {
+            return Err(place.at(
+                &rv.deny[j],
+                key(&format!("deny[{j}]")),
+                format!("{c} is in both lists: keep it in one"),
+            ));
+        }
         let health_check = match &rv.health_check {
             Some(h) => health_check(place, h.get_ref(), h.span(), &key("health_check"))?,
             None => HealthCheckConfig::default(),
@@ -283,6 +292,8 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 .map(|s| slowstart(place, s, &key("slowstart")))
                 .transpose()?
                 .unwrap_or_default(),
+            allow,
+            deny,
             health_check,
             backends,
         });
@@ -331,4 +342,25 @@ fn slowstart(
         return Err(place.at(value, key, format!("{d:?} is out of range (0s..=1h)")));
     }
     Ok(d)
+}
+
+/// A source list of CIDRs (see `Cidr`'s `FromStr`), without repeats.
+fn cidrs(
+    place: &Place<'_>,
+    values: &[toml::Spanned<String>],
+    key: &str,
+) -> Result<Vec<Cidr>, ConfigError> {
+    let mut out: Vec<Cidr> = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let cidr: Cidr = v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| place.at(v, &k, e))?;
+        if out.contains(&cidr) {
+            return Err(place.at(v, &k, format!("{cidr} is listed twice")));
+        }
+        out.push(cidr);
+    }
+    Ok(out)
 }

@@ -8,11 +8,14 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key,
+    },
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, FlowKey, FlowLogBudget, FlowValue, Settings, TrafficCounters, VipInfo,
-    VipKey, VipName, map_names,
+    AclData, BackendInfo, Counter, FlowKey, FlowLogBudget, FlowValue, Settings, TrafficCounters,
+    VipInfo, VipKey, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -26,6 +29,8 @@ pub struct Maps {
     /// NAT reply direction and SNAT port reservations (see `xdp-lb-ebpf/src/nat.rs`).
     pub(super) nat_flows: HashMap<MapData, FlowKey, FlowValue>,
     pub(super) tx_ports: DevMapHash<MapData>,
+    /// The VIPs' allow and deny lists (`xdp-lb-ebpf/src/acl.rs`).
+    pub(super) acl: LpmTrie<MapData, AclData, u32>,
     pub(super) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(super) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     counters: PerCpuArray<MapData, u64>,
@@ -93,6 +98,7 @@ impl Maps {
             flows: conv(map_names::FLOWS, flows)?,
             nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
+            acl: conv(map_names::ACL, get(map_names::ACL)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
@@ -169,6 +175,19 @@ impl Maps {
     /// The data plane's switches as the agent last wrote them.
     pub fn settings(&self) -> Option<Settings> {
         self.settings.get(&0, 0).ok()
+    }
+
+    /// Every allow/deny entry: (VIP id, source prefix length, source address) → action.
+    pub fn acl_entries(&self) -> Vec<(u32, u8, std::net::Ipv4Addr, u32)> {
+        self.acl
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, action): (Key<AclData>, u32)| {
+                let d = k.data();
+                let len = k.prefix_len().saturating_sub(32) as u8;
+                (d.vip_id, len, d.addr_be.to_ne_bytes().into(), action)
+            })
+            .collect()
     }
 
     /// Interfaces the program may redirect to.

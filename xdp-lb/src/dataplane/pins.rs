@@ -5,7 +5,7 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    BackendInfo, FlowKey, FlowValue, Settings, TrafficCounters, VipInfo, VipKey, map_names,
+    AclData, BackendInfo, FlowKey, FlowValue, Settings, TrafficCounters, VipInfo, VipKey, map_names,
 };
 
 use super::DataplaneError;
@@ -18,7 +18,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 9] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 10] {
     use std::mem::size_of;
     [
         (
@@ -63,6 +63,12 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 9] {
             4,
             8,
             Some(xdp_lb_common::Counter::COUNT),
+        ),
+        (
+            map_names::ACL,
+            4 + size_of::<AclData>() as u32,
+            4,
+            Some(xdp_lb_common::MAX_ACL_ENTRIES),
         ),
         (
             map_names::SETTINGS,
@@ -123,7 +129,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 13] = [
+const MAP_NAMES: [&str; 14] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -134,6 +140,7 @@ const MAP_NAMES: [&str; 13] = [
     map_names::FLOWS,
     map_names::NAT_FLOWS,
     map_names::TX_PORTS,
+    map_names::ACL,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
     map_names::COUNTERS,

@@ -1,14 +1,16 @@
 //! The one writer of the maps: diffs a [`DesiredState`] against what the maps hold and writes
 //! the difference, in an order that never shows a packet a half-applied state:
 //!
-//! 1. egress interfaces into `TX_PORTS`, then backends into `BACKENDS` — before any table
-//!    names them;
+//! 1. allow/deny entries into `ACL` (obsolete ones out first) — before a VIP's flags say to
+//!    look them up; then egress interfaces into `TX_PORTS`, then backends into `BACKENDS` —
+//!    before any table names them;
 //! 2. per VIP, the new Maglev table into the VIP's *inactive* slot, then one `VIPS` update that
 //!    switches slot, size and backend count together (an RCU element swap in the kernel);
 //! 3. VIPs that are gone from `VIPS`;
 //! 4. backends that are gone: `BACKENDS` entry cleared (so flows still naming it are re-hashed)
 //!    and their flow-table entries purged (so a reused id never inherits them);
-//! 5. egress interfaces no longer used.
+//! 5. egress interfaces no longer used;
+//! 6. flows whose source a changed list now refuses (flows of sources still admitted stay).
 //!
 //! The reconciler starts from the maps' actual contents, so an agent that restarts on pinned
 //! maps converges them to its config like any other change.
@@ -21,16 +23,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::MapError;
+use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey, VipName,
+    AclData, BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey,
+    VipName,
 };
 
 use super::{Maps, nat_expiry};
 use crate::{
+    config::Cidr,
     nat::{Sweep, Timeouts},
-    state::{DesiredState, DesiredVip},
+    state::{Acl, DesiredState, DesiredVip, admits},
 };
 
 /// A slot that was live may still be read by a packet that looked up the old `VipInfo` just
@@ -87,6 +91,8 @@ struct Current {
     /// VIP_NAMES by vip id.
     names: BTreeMap<u32, String>,
     settings: Option<Settings>,
+    /// ACL by (VIP id, prefix).
+    acl: Acl,
 }
 
 pub struct Reconciler {
@@ -121,6 +127,9 @@ impl Reconciler {
             }
         }
         current.settings = maps.settings.get(&0, 0).ok();
+        for (vip_id, len, addr, action) in maps.acl_entries() {
+            current.acl.insert((vip_id, Cidr { addr, len }), action);
+        }
         for key in maps.tx_ports.keys() {
             current.tx_ports.insert(key.map_err(map_err("TX_PORTS"))?);
         }
@@ -177,7 +186,40 @@ impl Reconciler {
             self.current.settings = Some(desired.settings);
         }
 
-        // 1. Egress interfaces, then backends.
+        // 1. Allow and deny lists: obsolete entries out, then new ones in. A VIP whose lists
+        // changed has its refused sources' flows purged below (step 6).
+        let acl_changed: BTreeSet<u32> = self
+            .current
+            .acl
+            .iter()
+            .filter(|(k, v)| desired.acl.get(k) != Some(v))
+            .chain(
+                desired
+                    .acl
+                    .iter()
+                    .filter(|(k, v)| self.current.acl.get(k) != Some(v)),
+            )
+            .map(|((vip_id, _), _)| *vip_id)
+            .collect();
+        for key in self.current.acl.keys().copied().collect::<Vec<_>>() {
+            if !desired.acl.contains_key(&key) {
+                match maps.acl.remove(&acl_key(&key)) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("ACL")(e)),
+                }
+                self.current.acl.remove(&key);
+            }
+        }
+        for (key, action) in &desired.acl {
+            if self.current.acl.get(key) != Some(action) {
+                maps.acl
+                    .insert(&acl_key(key), *action, 0)
+                    .map_err(map_err("ACL"))?;
+                self.current.acl.insert(*key, *action);
+            }
+        }
+
+        // Egress interfaces, then backends.
         for &ifindex in desired.tx_ports.difference(&self.current.tx_ports.clone()) {
             maps.tx_ports
                 .insert(ifindex, ifindex, None, 0)
@@ -318,6 +360,14 @@ impl Reconciler {
             report.flows_purged += purge_flows(maps, &purge)?;
         }
 
+        // 6. (after 5) Flows of sources the changed lists now refuse.
+        let refusing: BTreeMap<u32, u32> = desired
+            .vips
+            .values()
+            .filter(|v| acl_changed.contains(&v.vip_id))
+            .map(|v| (v.vip_id, v.flags))
+            .collect();
+
         // 5. Egress interfaces no longer used.
         for ifindex in self.current.tx_ports.clone().difference(&desired.tx_ports) {
             match maps.tx_ports.remove(*ifindex) {
@@ -325,6 +375,9 @@ impl Reconciler {
                 Err(e) => return Err(map_err("TX_PORTS")(e)),
             }
             self.current.tx_ports.remove(ifindex);
+        }
+        if !refusing.is_empty() {
+            report.flows_purged += purge_refused(maps, &desired.acl, &refusing)?;
         }
         Ok(report)
     }
@@ -376,6 +429,45 @@ impl Reconciler {
             flags: vip.flags,
         })
     }
+}
+
+/// The `ACL` key of an entry: the whole VIP id, then the prefix.
+fn acl_key(&(vip_id, cidr): &(u32, Cidr)) -> Key<AclData> {
+    Key::new(
+        32 + cidr.len as u32,
+        AclData {
+            vip_id,
+            addr_be: u32::from_ne_bytes(cidr.addr.octets()),
+        },
+    )
+}
+
+/// Removes the client-direction flows of `vips` (id → flags) whose source their lists now
+/// refuse: their next packet is refused like a new flow's. (A NAT flow's reply entry then
+/// expires with its state's timeout.) Returns how many.
+fn purge_refused(
+    maps: &mut Maps,
+    acl: &Acl,
+    vips: &BTreeMap<u32, u32>,
+) -> Result<usize, ReconcileError> {
+    let doomed: Vec<FlowKey> = maps
+        .flows()
+        .filter(|(k, v)| {
+            vips.get(&v.vip_id).is_some_and(|flags| {
+                !admits(acl, v.vip_id, *flags, k.src_addr_be.to_ne_bytes().into())
+            })
+        })
+        .map(|(k, _)| k)
+        .collect();
+    let mut purged = 0;
+    for key in doomed {
+        match maps.flows.remove(&key) {
+            Ok(()) => purged += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("FLOWS")(e)),
+        }
+    }
+    Ok(purged)
 }
 
 /// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` for NAT replies and their port

@@ -43,6 +43,10 @@ pub struct VipView {
     /// Backends holding entries of the live table (usable for new flows).
     pub backends_in_table: u32,
     pub traffic: Traffic,
+    /// New flows its deny list refused.
+    pub denied: u64,
+    /// New flows its allow list refused.
+    pub not_allowed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +173,8 @@ impl Inspector {
                     .count(),
                 backends_in_table: info.backend_count,
                 traffic: self.maps.vip_traffic(info.vip_id).into(),
+                denied: self.maps.vip_traffic(info.vip_id).denied,
+                not_allowed: self.maps.vip_traffic(info.vip_id).not_allowed,
             })
             .collect()
     }

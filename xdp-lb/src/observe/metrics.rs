@@ -108,6 +108,16 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
         ["for the VIP", "the VIP balanced"],
         snap.vips.iter().map(|v| (vip_labels(v), &v.traffic)),
     );
+    m.family(
+        "xdp_lb_vip_refused_total",
+        "counter",
+        "New flows a VIP's source lists refused: list=\"deny\" (the source is denied) or \"allow\" (the allow list does not name it).",
+        snap.vips.iter().flat_map(|v| {
+            [("deny", v.denied), ("allow", v.not_allowed)]
+                .into_iter()
+                .map(move |(list, n)| (format!("{},list=\"{list}\"", vip_labels(v)), n))
+        }),
+    );
     let backend_labels =
         |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
     m.traffic(

@@ -43,7 +43,7 @@ fn table(indent: usize, cols: &str, rows: impl IntoIterator<Item = Vec<String>>)
 }
 
 pub fn print_vips(vips: &[VipView]) {
-    let cols = "VIP<16|ADDRESS<22|TABLE>7|BACKENDS>9|PACKETS>12|BYTES>14|NEW FLOWS>10";
+    let cols = "VIP<16|ADDRESS<22|TABLE>7|BACKENDS>9|PACKETS>12|BYTES>14|NEW FLOWS>10|REFUSED>8";
     table(
         0,
         cols,
@@ -56,6 +56,7 @@ pub fn print_vips(vips: &[VipView]) {
                 v.traffic.packets.to_string(),
                 v.traffic.bytes.to_string(),
                 v.traffic.new_flows.to_string(),
+                (v.denied + v.not_allowed).to_string(),
             ]
         }),
     );

@@ -39,6 +39,11 @@ pub struct VipStatus {
     pub health_check: CheckType,
     /// At least one backend takes new flows.
     pub usable_backends: bool,
+    /// The source lists (CIDRs) in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
     pub backends: Vec<BackendStatus>,
 }
 

@@ -1,0 +1,31 @@
+//! Per-VIP allow and deny lists: who may open a flow. Checked only for new flows, before any
+//! state is made (flow entry, SNAT port); a packet of an established flow never pays for it,
+//! and a VIP without lists does not look (`VIP_F_ACL`). The longest matching prefix decides;
+//! a VIP with an allow list refuses a source no prefix matches.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use xdp_lb_common::{ACL_DENY, AclData, Counter, VIP_F_ACL, VIP_F_ALLOWLIST, VipInfo};
+
+use crate::{maps::ACL, stats::count_refused};
+
+#[inline(always)]
+pub fn admits(vip: &VipInfo, src_addr_be: u32) -> Result<(), Counter> {
+    if vip.flags & VIP_F_ACL == 0 {
+        return Ok(());
+    }
+    let key = Key::new(
+        64,
+        AclData {
+            vip_id: vip.vip_id,
+            addr_be: src_addr_be,
+        },
+    );
+    let refused = match ACL.get(&key) {
+        Some(&ACL_DENY) => Counter::DropDenied,
+        Some(_) => return Ok(()),
+        None if vip.flags & VIP_F_ALLOWLIST != 0 => Counter::DropNotAllowed,
+        None => return Ok(()),
+    };
+    count_refused(vip.vip_id, refused);
+    Err(refused)
+}
