@@ -1,7 +1,7 @@
 //! Packet tables through BPF_PROG_TEST_RUN: input frame → expected verdict, output bytes and
 //! counter. The program and its maps are the real ones, filled by the real reconciler.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use xdp_lb::config::BackendConfig;
 use xdp_lb_common::Counter;
@@ -556,4 +556,78 @@ fn allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
         "the admitted flow was kept"
     );
     assert_eq!(lb.maps().flows().count(), 2);
+}
+
+/// `new_flows_per_source`: a source's new flows above its rate are refused (±10% of the rate
+/// at a steady offered load), other sources are unaffected, established flows never limited,
+/// and sources of one `limit_prefix_v4` share a bucket.
+#[test]
+fn the_per_source_limit_holds_its_rate_and_spares_others() {
+    require_root!();
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 65536, 4)
+        .vip(
+            fixtures::three_backends("web", 80)
+                .key("maglev_table_size", 4093)
+                .key("new_flows_per_source", "100/s")
+                .key("new_flows_burst", 10u32),
+        )
+        .vip(
+            fixtures::three_backends("net", 81)
+                .key("maglev_table_size", 4093)
+                .key("new_flows_per_source", "1/m")
+                .key("new_flows_burst", 5u32)
+                .key("limit_prefix_v4", 24u32),
+        )
+        .to_string();
+    let lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
+    let syn = |src: [u8; 4], sport: u16, port: u16| {
+        Frame::tcp(Ipv4Addr::from(src), sport, VIP, port).build()
+    };
+    // Source A offers ~500 new flows a second for 2 s; source B 25 a second meanwhile.
+    let (mut a_ok, mut b_ok, mut b_sent) = (0u32, 0u32, 0u32);
+    let started = std::time::Instant::now();
+    let mut sport = 1024u16;
+    while started.elapsed() < Duration::from_secs(2) {
+        sport += 1;
+        if lb.run(&syn([198, 18, 1, 1], sport, 80)).unwrap().action == XDP_TX {
+            a_ok += 1;
+        }
+        if sport.is_multiple_of(20) {
+            b_sent += 1;
+            if lb.run(&syn([198, 18, 2, 2], sport, 80)).unwrap().action == XDP_TX {
+                b_ok += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = 10.0 + 100.0 * elapsed;
+    println!(
+        "source A: {a_ok} of {} admitted in {elapsed:.2} s (expected {expected:.0})",
+        sport - 1024
+    );
+    assert!(
+        (a_ok as f64 - expected).abs() <= 0.1 * 100.0 * elapsed + 1.0,
+        "A: {a_ok} admitted, expected {expected:.0} ± 10% of the rate"
+    );
+    assert_eq!(b_ok, b_sent, "B stays under the limit: every flow admitted");
+    assert_eq!(
+        lb.maps().vip_traffic(0).rate_limited,
+        lb.counter(Counter::DropRateLimited)
+    );
+    // An established flow of A is never limited.
+    let mut ack = Frame::tcp(Ipv4Addr::new(198, 18, 1, 1), 1025, VIP, 80);
+    ack.flags = TCP_ACK;
+    for _ in 0..50 {
+        assert_eq!(lb.run(&ack.build()).unwrap().action, XDP_TX);
+    }
+    // Two sources of one /24 share a bucket of 5.
+    let shared = (0..10u16)
+        .filter(|i| {
+            let src = [198, 18, 3, 1 + (*i % 2) as u8];
+            lb.run(&syn(src, 2000 + i, 81)).unwrap().action == XDP_TX
+        })
+        .count();
+    assert_eq!(shared, 5, "one bucket for the /24");
 }

@@ -33,6 +33,8 @@ pub mod map_names {
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
     pub const ACL: &str = "ACL";
+    pub const VIP_LIMITS: &str = "VIP_LIMITS";
+    pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
 }
 
 /// Name of the XDP program in the object.
@@ -95,6 +97,48 @@ pub const VIP_F_NAT: u32 = 1 << 0;
 pub const VIP_F_ACL: u32 = 1 << 1;
 /// The VIP has an allow list: a source that matches no entry of its lists is refused.
 pub const VIP_F_ALLOWLIST: u32 = 1 << 2;
+
+/// The VIP limits new flows per source (`VIP_LIMITS[vip_id]`, buckets in `SOURCE_BUCKETS`).
+pub const VIP_F_LIMIT: u32 = 1 << 3;
+
+/// The value of `VIP_LIMITS` (indexed by VIP id): a per-source token bucket, in units the agent
+/// chose so that the program neither divides nor overflows. A bucket holds `tokens` in
+/// nanosecond-units: it gains `rate` of them per nanosecond, a new flow costs `token` of them
+/// (the length of the rate's unit in nanoseconds: 1e9 for "/s", 60e9 for "/m"), and it holds
+/// at most `burst` × `token`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipLimit {
+    pub rate: u64,
+    pub token: u64,
+    /// `burst` × `token`.
+    pub capacity: u64,
+    /// After this long idle a bucket is full (`capacity` / `rate`): caps the refill so that
+    /// elapsed × rate cannot overflow.
+    pub fill_ns: u64,
+    /// Sources in one prefix share a bucket (`limit_prefix_v4`), as it sits in the packet.
+    pub prefix_mask_be: u32,
+    pub _pad: u32,
+}
+
+/// The key of `SOURCE_BUCKETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    pub vip_id: u32,
+    pub src_prefix_be: u32,
+}
+
+/// A value of `SOURCE_BUCKETS` (an LRU hash: idle sources' buckets are evicted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Entries of `SOURCE_BUCKETS`, all VIPs together.
+pub const SOURCE_BUCKETS_SIZE: u32 = 65_536;
 
 /// The data of an `ACL` key (an LPM trie): the VIP, then the client's source address. Every
 /// entry's prefix length covers the whole VIP id (32 bits) plus its CIDR's prefix of the
@@ -366,6 +410,9 @@ mod pod {
     // so every bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::AclData {}
+    unsafe impl aya::Pod for super::VipLimit {}
+    unsafe impl aya::Pod for super::BucketKey {}
+    unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::FlowKey {}

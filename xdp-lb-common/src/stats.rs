@@ -19,6 +19,8 @@ pub struct TrafficCounters {
     pub denied: u64,
     /// VIPs: new flows refused because the source is not in the allow list.
     pub not_allowed: u64,
+    /// VIPs: new flows refused because the source went over `new_flows_per_source`.
+    pub rate_limited: u64,
 }
 
 impl TrafficCounters {
@@ -30,6 +32,7 @@ impl TrafficCounters {
         self.redirect += other.redirect;
         self.denied += other.denied;
         self.not_allowed += other.not_allowed;
+        self.rate_limited += other.rate_limited;
     }
 }
 
@@ -102,10 +105,12 @@ pub enum Counter {
     DropDenied,
     /// A new flow from a source the VIP's allow list does not name: dropped likewise.
     DropNotAllowed,
+    /// A new flow from a source over the VIP's `new_flows_per_source`: dropped likewise.
+    DropRateLimited,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::DropNotAllowed as u32 + 1;
+    pub const COUNT: u32 = Counter::DropRateLimited as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -134,6 +139,7 @@ impl Counter {
         Counter::DropNoSettings,
         Counter::DropDenied,
         Counter::DropNotAllowed,
+        Counter::DropRateLimited,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
@@ -180,6 +186,7 @@ impl Counter {
             Counter::DropNoSettings => "drop_no_settings",
             Counter::DropDenied => "drop_denied",
             Counter::DropNotAllowed => "drop_not_allowed",
+            Counter::DropRateLimited => "drop_rate_limited",
         }
     }
 }

@@ -9,7 +9,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    acl,
+    acl, limit,
     maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
     nat::{self, Rewrite},
     parse::Packet,
@@ -81,6 +81,9 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     // SAFETY: as above.
     let vip = unsafe { &*vip };
     acl::admits(vip, flow.src_addr_be)?;
+    // SAFETY: a helper call without preconditions. Read once for the limit and the new flow.
+    let now = unsafe { bpf_ktime_get_ns() };
+    limit::admits(vip, flow.src_addr_be, now)?;
     let is_nat = vip.flags & VIP_F_NAT != 0;
     if is_nat && !nat::opens_flow(packet.tcp_flags) {
         return Err(Counter::PassNatNoFlow);
@@ -112,8 +115,6 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
         return Err(Counter::DropBadBackend);
     }
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let nat = if is_nat {
         Some(nat::create(
             flow, vip.vip_id, backend_id, backend, settings, now,

@@ -14,6 +14,7 @@ mod acl;
 mod balance;
 mod flow_log;
 mod forward;
+mod limit;
 mod maps;
 mod nat;
 mod stats;

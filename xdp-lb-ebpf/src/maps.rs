@@ -9,9 +9,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    AclData, BackendInfo, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FlowKey,
-    FlowLogBudget, FlowValue, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS,
-    Settings, TrafficCounters, VipInfo, VipKey, VipName,
+    AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
+    FlowKey, FlowLogBudget, FlowValue, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS,
+    MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey, VipLimit,
+    VipName,
 };
 
 #[map]
@@ -40,6 +41,16 @@ pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
 /// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
 #[map]
 pub static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
+
+/// Per-source new-flow limits by VIP id (see `limit.rs`).
+#[map]
+pub static VIP_LIMITS: Array<VipLimit> = Array::pinned(DEFAULT_MAX_VIPS, 0);
+
+/// Token buckets of the sources of limited VIPs. An LRU: a source idle long enough to be
+/// evicted had a full bucket anyway.
+#[map]
+pub static SOURCE_BUCKETS: LruHashMap<BucketKey, Bucket> =
+    LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]

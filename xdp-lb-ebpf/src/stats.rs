@@ -39,16 +39,16 @@ pub fn add_traffic(
     }
 }
 
-/// Counts a new flow a VIP's lists refused, on the VIP (the global counter is the verdict's).
+/// Counts a new flow a VIP's lists or limit refused, on the VIP (the global counter is the verdict's).
 #[inline(always)]
 pub fn count_refused(vip_id: u32, reason: Counter) {
     if let Some(c) = VIP_STATS.get_ptr_mut(vip_id) {
         // SAFETY: as above.
         unsafe {
-            if reason == Counter::DropDenied {
-                (*c).denied += 1;
-            } else {
-                (*c).not_allowed += 1;
+            match reason {
+                Counter::DropDenied => (*c).denied += 1,
+                Counter::DropNotAllowed => (*c).not_allowed += 1,
+                _ => (*c).rate_limited += 1,
             }
         }
     }

@@ -13,7 +13,8 @@ use std::{
 
 use xdp_lb_common::{
     ACL_ALLOW, ACL_DENY, BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings,
-    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_NAT, VipKey, hash::murmur3_32, ipv4_be, port_be,
+    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipLimit, hash::murmur3_32,
+    ipv4_be, port_be,
 };
 
 use crate::{
@@ -69,6 +70,25 @@ pub struct DesiredBackend {
     pub info: BackendInfo,
 }
 
+/// A `new_flows_per_source` limit in the program's units (see `VipLimit`): a bucket gains
+/// `count` tokens per `per`, i.e. `count` nanosecond-units per nanosecond if a token costs
+/// `per` in nanoseconds.
+pub fn vip_limit(l: &crate::config::SourceLimit) -> VipLimit {
+    let token = l.per.as_nanos() as u64;
+    let capacity = l.burst as u64 * token;
+    VipLimit {
+        rate: l.count as u64,
+        token,
+        capacity,
+        fill_ns: capacity / l.count as u64 + 1,
+        prefix_mask_be: u32::MAX
+            .checked_shl(32 - l.prefix as u32)
+            .unwrap_or(0)
+            .to_be(),
+        _pad: 0,
+    }
+}
+
 /// An `ACL` entry: (VIP id, prefix) → `ACL_ALLOW` or `ACL_DENY`.
 pub type Acl = BTreeMap<(u32, Cidr), u32>;
 
@@ -93,6 +113,8 @@ pub struct DesiredState {
     pub vips: BTreeMap<VipKey, DesiredVip>,
     /// The VIPs' allow and deny lists.
     pub acl: Acl,
+    /// Per-source new-flow limits by VIP id.
+    pub limits: BTreeMap<u32, VipLimit>,
     pub backends: BTreeMap<u32, DesiredBackend>,
     /// Egress interfaces the program may redirect to.
     pub tx_ports: BTreeSet<u32>,
@@ -342,9 +364,13 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
                         0
                     } else {
                         VIP_F_ALLOWLIST
-                    },
+                    }
+                    | if vip.limit.is_some() { VIP_F_LIMIT } else { 0 },
             },
         );
+        if let Some(l) = vip.limit {
+            state.limits.insert(vip_id, vip_limit(&l));
+        }
         for c in &vip.allow {
             state.acl.insert((vip_id, *c), ACL_ALLOW);
         }

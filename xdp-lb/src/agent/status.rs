@@ -59,6 +59,10 @@ impl Agent {
                     usable_backends: !self.vips_without_backends.contains(&key),
                     allow: vip.allow.iter().map(ToString::to_string).collect(),
                     deny: vip.deny.iter().map(ToString::to_string).collect(),
+                    new_flows_per_source: vip.limit.map(|l| {
+                        let unit = if l.per.as_secs() == 60 { "m" } else { "s" };
+                        format!("{}/{unit}, burst {}, per /{}", l.count, l.burst, l.prefix)
+                    }),
                     backends,
                 }
             })

@@ -165,8 +165,20 @@ pub struct VipConfig {
     pub allow: Vec<Cidr>,
     /// Sources that may not (the longest matching prefix of both lists decides).
     pub deny: Vec<Cidr>,
+    /// `new_flows_per_source`: how many new flows one source (prefix) may open.
+    pub limit: Option<SourceLimit>,
     pub health_check: HealthCheckConfig,
     pub backends: Vec<BackendConfig>,
+}
+
+/// A per-source new-flow limit: `count` per `per` (a second or a minute), `burst` at once,
+/// sources counted together per `/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimit {
+    pub count: u32,
+    pub per: Duration,
+    pub burst: u32,
+    pub prefix: u8,
 }
 
 /// An IPv4 prefix: `198.51.100.0/24`, or an address alone (`/32`).

@@ -98,6 +98,12 @@ pub(super) struct RawVip {
     pub(super) allow: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) new_flows_per_source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) new_flows_burst: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) limit_prefix_v4: Option<Spanned<i64>>,
     #[serde(default, with = "spanned_duration")]
     pub(super) slowstart: Option<Spanned<Duration>>,
     #[serde(default)]

@@ -346,6 +346,74 @@ mod source_lists {
     }
 }
 
+mod source_limits {
+    use super::*;
+
+    fn with(keys: &str) -> Result<Config, ConfigError> {
+        parse(
+            Path::new("r.toml"),
+            &format!(
+                "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"198.18.0.100\"\nport = 80\n{keys}\n[[vip.backend]]\naddress = \"198.18.0.11\"\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn a_limit_parses_with_its_defaults_and_each_mistake_names_its_key() {
+        let l = with("new_flows_per_source = \"100/s\"").unwrap().vips[0]
+            .limit
+            .unwrap();
+        assert_eq!(
+            (l.count, l.per, l.burst, l.prefix),
+            (100, Duration::from_secs(1), 100, 32)
+        );
+        let l =
+            with("new_flows_per_source = \"600/m\"\nnew_flows_burst = 20\nlimit_prefix_v4 = 24")
+                .unwrap()
+                .vips[0]
+                .limit
+                .unwrap();
+        assert_eq!(
+            (l.count, l.per, l.burst, l.prefix),
+            (600, Duration::from_secs(60), 20, 24)
+        );
+        for (keys, at, message) in [
+            (
+                "new_flows_per_source = \"100\"",
+                "vip[0].new_flows_per_source",
+                "a rate needs a unit",
+            ),
+            (
+                "new_flows_per_source = \"100/h\"",
+                "vip[0].new_flows_per_source",
+                "the unit is s or m",
+            ),
+            (
+                "new_flows_per_source = \"0/s\"",
+                "vip[0].new_flows_per_source",
+                "1..=10000000",
+            ),
+            (
+                "new_flows_per_source = \"10/s\"\nlimit_prefix_v4 = 33",
+                "vip[0].limit_prefix_v4",
+                "out of range",
+            ),
+            (
+                "new_flows_burst = 5",
+                "vip[0].new_flows_burst",
+                "needs new_flows_per_source",
+            ),
+        ] {
+            let e = with(keys).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(at), "{keys}: {e}");
+            assert!(
+                e.line.is_some() && e.to_string().contains(message),
+                "{keys}: {e}"
+            );
+        }
+    }
+}
+
 mod health_check {
     use super::*;
 

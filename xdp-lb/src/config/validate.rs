@@ -10,7 +10,7 @@ use xdp_lb_common::{
 use super::{
     AgentConfig, BackendConfig, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
-    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, VipConfig, XdpMode,
+    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SourceLimit, VipConfig, XdpMode,
     health_check::health_check,
     place::{Place, is_prime, nat_timeout, port_range, ranged, valid_interface, valid_name},
     raw::RawConfig,
@@ -294,6 +294,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 .unwrap_or_default(),
             allow,
             deny,
+            limit: source_limit(place, rv, &key)?,
             health_check,
             backends,
         });
@@ -363,4 +364,68 @@ fn cidrs(
         out.push(cidr);
     }
     Ok(out)
+}
+
+/// `new_flows_per_source = "N/s"` (or `"N/m"`), with `new_flows_burst` (default N, at least 1)
+/// and `limit_prefix_v4` (default 32).
+fn source_limit(
+    place: &Place<'_>,
+    rv: &super::raw::RawVip,
+    key: &impl Fn(&str) -> String,
+) -> Result<Option<SourceLimit>, ConfigError> {
+    let Some(rate) = &rv.new_flows_per_source else {
+        for (field, present) in [
+            (
+                "new_flows_burst",
+                rv.new_flows_burst.as_ref().map(|v| v.span()),
+            ),
+            (
+                "limit_prefix_v4",
+                rv.limit_prefix_v4.as_ref().map(|v| v.span()),
+            ),
+        ] {
+            if let Some(span) = present {
+                return Err(place.error(
+                    Some(span),
+                    Some(key(field)),
+                    "needs new_flows_per_source".into(),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let text = rate.get_ref().trim();
+    let bad = |why: &str| {
+        place.at(
+            rate,
+            key("new_flows_per_source"),
+            format!("{text:?}: {why} (e.g. \"100/s\" or \"600/m\")"),
+        )
+    };
+    let (count, unit) = text
+        .split_once('/')
+        .ok_or_else(|| bad("a rate needs a unit"))?;
+    let per = match unit.trim() {
+        "s" => std::time::Duration::from_secs(1),
+        "m" => std::time::Duration::from_secs(60),
+        _ => return Err(bad("the unit is s or m")),
+    };
+    let count: u32 = match count.trim().parse() {
+        Ok(n) if (1..=10_000_000).contains(&n) => n,
+        _ => return Err(bad("the count must be 1..=10000000")),
+    };
+    let burst = match &rv.new_flows_burst {
+        Some(b) => ranged(place, b, &key("new_flows_burst"), 1..=10_000_000)?,
+        None => count,
+    };
+    let prefix = match &rv.limit_prefix_v4 {
+        Some(p) => ranged(place, p, &key("limit_prefix_v4"), 0..=32)? as u8,
+        None => 32,
+    };
+    Ok(Some(SourceLimit {
+        count,
+        per,
+        burst,
+        prefix,
+    }))
 }

@@ -14,8 +14,8 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    AclData, BackendInfo, Counter, FlowKey, FlowLogBudget, FlowValue, Settings, TrafficCounters,
-    VipInfo, VipKey, VipName, map_names,
+    AclData, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowLogBudget, FlowValue, Settings,
+    TrafficCounters, VipInfo, VipKey, VipLimit, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -31,6 +31,9 @@ pub struct Maps {
     pub(super) tx_ports: DevMapHash<MapData>,
     /// The VIPs' allow and deny lists (`xdp-lb-ebpf/src/acl.rs`).
     pub(super) acl: LpmTrie<MapData, AclData, u32>,
+    /// Per-source new-flow limits by VIP id, and the sources' buckets (`limit.rs`).
+    pub(super) vip_limits: Array<MapData, VipLimit>,
+    source_buckets: HashMap<MapData, BucketKey, Bucket>,
     pub(super) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(super) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     counters: PerCpuArray<MapData, u64>,
@@ -99,6 +102,8 @@ impl Maps {
             nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             acl: conv(map_names::ACL, get(map_names::ACL)?)?,
+            vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
+            source_buckets: conv(map_names::SOURCE_BUCKETS, get(map_names::SOURCE_BUCKETS)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
@@ -188,6 +193,16 @@ impl Maps {
                 (d.vip_id, len, d.addr_be.to_ne_bytes().into(), action)
             })
             .collect()
+    }
+
+    /// The per-source limit of VIP `vip_id` as the program reads it.
+    pub fn vip_limit(&self, vip_id: u32) -> Option<VipLimit> {
+        self.vip_limits.get(&vip_id, 0).ok()
+    }
+
+    /// Sources with a new-flow bucket (limited VIPs' recent sources).
+    pub fn source_buckets(&self) -> usize {
+        self.source_buckets.keys().filter(Result::is_ok).count()
     }
 
     /// Interfaces the program may redirect to.

@@ -191,6 +191,7 @@ impl Dataplane {
             .map_max_entries(map_names::VIPS, sizes.max_vips)
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
             .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)
+            .map_max_entries(map_names::VIP_LIMITS, sizes.max_vips)
             .map_max_entries(map_names::MAGLEV, maglev_entries)
             .load(PROGRAM_OBJECT)
             .map_err(DataplaneError::Load)?;

@@ -5,7 +5,8 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    AclData, BackendInfo, FlowKey, FlowValue, Settings, TrafficCounters, VipInfo, VipKey, map_names,
+    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowValue, Settings, TrafficCounters,
+    VipInfo, VipKey, VipLimit, map_names,
 };
 
 use super::DataplaneError;
@@ -18,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 10] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 12] {
     use std::mem::size_of;
     [
         (
@@ -69,6 +70,13 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 10] {
             4 + size_of::<AclData>() as u32,
             4,
             Some(xdp_lb_common::MAX_ACL_ENTRIES),
+        ),
+        (map_names::VIP_LIMITS, 4, size_of::<VipLimit>() as u32, None),
+        (
+            map_names::SOURCE_BUCKETS,
+            size_of::<BucketKey>() as u32,
+            size_of::<Bucket>() as u32,
+            Some(xdp_lb_common::SOURCE_BUCKETS_SIZE),
         ),
         (
             map_names::SETTINGS,
@@ -129,7 +137,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 14] = [
+const MAP_NAMES: [&str; 16] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -141,6 +149,8 @@ const MAP_NAMES: [&str; 14] = [
     map_names::NAT_FLOWS,
     map_names::TX_PORTS,
     map_names::ACL,
+    map_names::VIP_LIMITS,
+    map_names::SOURCE_BUCKETS,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
     map_names::COUNTERS,

@@ -27,7 +27,7 @@ use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
     AclData, BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey,
-    VipName,
+    VipLimit, VipName,
 };
 
 use super::{Maps, nat_expiry};
@@ -93,6 +93,8 @@ struct Current {
     settings: Option<Settings>,
     /// ACL by (VIP id, prefix).
     acl: Acl,
+    /// VIP_LIMITS by VIP id (only the VIPs with a limit).
+    limits: BTreeMap<u32, VipLimit>,
 }
 
 pub struct Reconciler {
@@ -218,6 +220,20 @@ impl Reconciler {
                 self.current.acl.insert(*key, *action);
             }
         }
+
+        // Per-source limits, before the VIP flag that says to read them. An entry that is no
+        // longer wanted stays (its VIP's flag is off); a reused VIP id overwrites it.
+        for (&vip_id, limit) in &desired.limits {
+            if self.current.limits.get(&vip_id) != Some(limit) {
+                maps.vip_limits
+                    .set(vip_id, *limit, 0)
+                    .map_err(map_err("VIP_LIMITS"))?;
+                self.current.limits.insert(vip_id, *limit);
+            }
+        }
+        self.current
+            .limits
+            .retain(|id, _| desired.limits.contains_key(id));
 
         // Egress interfaces, then backends.
         for &ifindex in desired.tx_ports.difference(&self.current.tx_ports.clone()) {

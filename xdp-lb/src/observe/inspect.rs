@@ -47,6 +47,8 @@ pub struct VipView {
     pub denied: u64,
     /// New flows its allow list refused.
     pub not_allowed: u64,
+    /// New flows its per-source limit refused.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +177,7 @@ impl Inspector {
                 traffic: self.maps.vip_traffic(info.vip_id).into(),
                 denied: self.maps.vip_traffic(info.vip_id).denied,
                 not_allowed: self.maps.vip_traffic(info.vip_id).not_allowed,
+                rate_limited: self.maps.vip_traffic(info.vip_id).rate_limited,
             })
             .collect()
     }

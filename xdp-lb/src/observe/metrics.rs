@@ -111,11 +111,15 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
     m.family(
         "xdp_lb_vip_refused_total",
         "counter",
-        "New flows a VIP's source lists refused: list=\"deny\" (the source is denied) or \"allow\" (the allow list does not name it).",
+        "New flows a VIP refused before any state: reason=\"denied\" (its deny list), \"not_allowed\" (its allow list does not name the source), \"rate_limited\" (new_flows_per_source).",
         snap.vips.iter().flat_map(|v| {
-            [("deny", v.denied), ("allow", v.not_allowed)]
-                .into_iter()
-                .map(move |(list, n)| (format!("{},list=\"{list}\"", vip_labels(v)), n))
+            [
+                ("denied", v.denied),
+                ("not_allowed", v.not_allowed),
+                ("rate_limited", v.rate_limited),
+            ]
+            .into_iter()
+            .map(move |(reason, n)| (format!("{},reason=\"{reason}\"", vip_labels(v)), n))
         }),
     );
     let backend_labels =

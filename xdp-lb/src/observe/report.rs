@@ -56,7 +56,7 @@ pub fn print_vips(vips: &[VipView]) {
                 v.traffic.packets.to_string(),
                 v.traffic.bytes.to_string(),
                 v.traffic.new_flows.to_string(),
-                (v.denied + v.not_allowed).to_string(),
+                (v.denied + v.not_allowed + v.rate_limited).to_string(),
             ]
         }),
     );

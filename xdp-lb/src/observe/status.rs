@@ -44,6 +44,9 @@ pub struct VipStatus {
     pub allow: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// `new_flows_per_source`, as configured ("100/s, burst 200, per /32").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_flows_per_source: Option<String>,
     pub backends: Vec<BackendStatus>,
 }
 
