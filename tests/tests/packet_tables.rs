@@ -631,3 +631,36 @@ fn the_per_source_limit_holds_its_rate_and_spares_others() {
         .count();
     assert_eq!(shared, 5, "one bucket for the /24");
 }
+
+/// `agent.flow_insert_rate`: a CPU records at most that many new DSR flows a second; the rest
+/// are forwarded by their Maglev choice all the same (and so are their next packets).
+#[test]
+fn the_insert_cap_forwards_new_flows_without_recording_them() {
+    require_root!();
+    // One CPU, so that one per-CPU budget is what the test spends.
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set; this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .key("flow_insert_rate", 5u32)
+        .vip(fixtures::three_backends("web", 80).key("maglev_table_size", 4093))
+        .to_string();
+    let lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
+    let mut chosen = Vec::new();
+    for sport in 30000..30020u16 {
+        let r = lb.run(&syn(sport).build()).unwrap();
+        assert_eq!(r.action, XDP_TX, "forwarded whether recorded or not");
+        chosen.push(backend_index_of(&r.out));
+    }
+    assert_eq!(lb.maps().flows().count(), 5, "five recorded this second");
+    assert_eq!(lb.counter(Counter::FlowNotRecorded), 15);
+    // An unrecorded flow's next packet goes where its first went.
+    let mut ack = syn(30019);
+    ack.flags = TCP_ACK;
+    let r = lb.run(&ack.build()).unwrap();
+    assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen[19]));
+}

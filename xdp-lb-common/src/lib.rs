@@ -35,6 +35,7 @@ pub mod map_names {
     pub const ACL: &str = "ACL";
     pub const VIP_LIMITS: &str = "VIP_LIMITS";
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
+    pub const INSERT_BUDGET: &str = "INSERT_BUDGET";
 }
 
 /// Name of the XDP program in the object.
@@ -324,6 +325,18 @@ pub struct Settings {
     /// NAT: the SNAT port range, inclusive, host order.
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// DSR flow-table inserts each CPU may make per second (`agent.flow_insert_rate`); above
+    /// it a new flow is forwarded by its Maglev choice without an entry. 0: no cap.
+    pub flow_inserts_per_cpu_per_sec: u32,
+}
+
+/// The value of `INSERT_BUDGET` (per CPU): this second's DSR flow-table inserts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertBudget {
+    pub window_start_ns: u64,
+    pub used: u32,
+    pub _pad: u32,
 }
 
 impl Settings {
@@ -411,6 +424,7 @@ mod pod {
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::AclData {}
     unsafe impl aya::Pod for super::VipLimit {}
+    unsafe impl aya::Pod for super::InsertBudget {}
     unsafe impl aya::Pod for super::BucketKey {}
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::VipInfo {}

@@ -107,10 +107,14 @@ pub enum Counter {
     DropNotAllowed,
     /// A new flow from a source over the VIP's `new_flows_per_source`: dropped likewise.
     DropRateLimited,
+    /// A new DSR flow forwarded by its Maglev choice without a flow-table entry: this CPU made
+    /// `agent.flow_insert_rate` inserts this second already (a flood does not cost an insert
+    /// per packet). Its next packets take the same Maglev choice while the table is unchanged.
+    FlowNotRecorded,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::DropRateLimited as u32 + 1;
+    pub const COUNT: u32 = Counter::FlowNotRecorded as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -140,6 +144,7 @@ impl Counter {
         Counter::DropDenied,
         Counter::DropNotAllowed,
         Counter::DropRateLimited,
+        Counter::FlowNotRecorded,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
@@ -187,6 +192,7 @@ impl Counter {
             Counter::DropDenied => "drop_denied",
             Counter::DropNotAllowed => "drop_not_allowed",
             Counter::DropRateLimited => "drop_rate_limited",
+            Counter::FlowNotRecorded => "flow_not_recorded",
         }
     }
 }

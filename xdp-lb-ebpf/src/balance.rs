@@ -10,7 +10,7 @@ use xdp_lb_common::{
 
 use crate::{
     acl, limit,
-    maps::{BACKENDS, FLOWS, MAGLEV, VIPS},
+    maps::{BACKENDS, FLOWS, INSERT_BUDGET, MAGLEV, VIPS},
     nat::{self, Rewrite},
     parse::Packet,
     stats::count,
@@ -126,9 +126,14 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
             created_ns: now,
             ..FlowValue::default()
         };
-        // An LRU insert only fails on allocation failure under memory pressure; the packet is
-        // still forwarded and the flow's next packet picks the same backend from the same table.
-        let _ = FLOWS.insert(flow, value, 0);
+        if may_insert(settings, now) {
+            // An LRU insert only fails on allocation failure under memory pressure; the packet
+            // is still forwarded and the flow's next packet picks the same backend from the
+            // same table.
+            let _ = FLOWS.insert(flow, value, 0);
+        } else {
+            count(Counter::FlowNotRecorded);
+        }
         None
     };
     count(Counter::NewFlow);
@@ -140,4 +145,32 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         new_flow: true,
         nat,
     })
+}
+
+/// Whether this CPU may insert one more DSR flow this second (`agent.flow_insert_rate`, as
+/// Katran caps its LRU inserts): under a SYN flood each spoofed SYN would otherwise cost an
+/// insert and churn established flows out of the LRU. A flow not recorded still goes to its
+/// Maglev choice, as do its next packets while the table is unchanged.
+#[inline(always)]
+fn may_insert(settings: *const Settings, now: u64) -> bool {
+    // SAFETY: the settings map value, valid while this program runs.
+    let limit = unsafe { (*settings).flow_inserts_per_cpu_per_sec };
+    if limit == 0 {
+        return true;
+    }
+    let Some(budget) = INSERT_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, while this program runs.
+    unsafe {
+        if now.wrapping_sub((*budget).window_start_ns) >= 1_000_000_000 {
+            (*budget).window_start_ns = now;
+            (*budget).used = 0;
+        }
+        if (*budget).used >= limit {
+            return false;
+        }
+        (*budget).used += 1;
+    }
+    true
 }

@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
-    FlowKey, FlowLogBudget, FlowValue, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS,
-    MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey, VipLimit,
-    VipName,
+    FlowKey, FlowLogBudget, FlowValue, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
+    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+    VipLimit, VipName,
 };
 
 #[map]
@@ -51,6 +51,10 @@ pub static VIP_LIMITS: Array<VipLimit> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 #[map]
 pub static SOURCE_BUCKETS: LruHashMap<BucketKey, Bucket> =
     LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
+
+/// This second's DSR flow-table inserts, per CPU (`agent.flow_insert_rate`).
+#[map]
+pub static INSERT_BUDGET: PerCpuArray<InsertBudget> = PerCpuArray::pinned(1, 0);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]

@@ -262,6 +262,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
     } = *inputs;
     let mut state = DesiredState {
         settings: Settings {
+            flow_inserts_per_cpu_per_sec: config.agent.flow_insert_rate,
             flow_log_per_cpu_per_sec: if config.agent.flow_log {
                 config.agent.flow_log_rate
             } else {

@@ -105,6 +105,8 @@ pub struct AgentConfig {
     /// CPU per second.
     pub flow_log: bool,
     pub flow_log_rate: u32,
+    /// DSR flow-table inserts per CPU per second (0: no cap).
+    pub flow_insert_rate: u32,
     /// NAT: the source address of connections to backends; None: the primary IPv4 address of
     /// `interface`, looked up at start.
     pub snat_address: Option<Ipv4Addr>,

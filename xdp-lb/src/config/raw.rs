@@ -71,6 +71,8 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) flow_log_rate: Option<Spanned<i64>>,
     #[serde(default)]
+    pub(super) flow_insert_rate: Option<Spanned<i64>>,
+    #[serde(default)]
     pub(super) snat_address: Option<Spanned<Ipv4Addr>>,
     #[serde(default)]
     pub(super) snat_port_range: Option<Spanned<String>>,

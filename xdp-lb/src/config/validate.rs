@@ -71,6 +71,10 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         control_socket,
         listen,
         flow_log: raw_agent.flow_log.unwrap_or(false),
+        flow_insert_rate: match &raw_agent.flow_insert_rate {
+            Some(v) => ranged(place, v, "agent.flow_insert_rate", 0..=100_000_000)?,
+            None => 0,
+        },
         flow_log_rate: match &raw_agent.flow_log_rate {
             Some(v) => ranged(place, v, "agent.flow_log_rate", 1..=1_000_000)?,
             None => 1000,

@@ -137,7 +137,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 16] = [
+const MAP_NAMES: [&str; 17] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -151,6 +151,7 @@ const MAP_NAMES: [&str; 16] = [
     map_names::ACL,
     map_names::VIP_LIMITS,
     map_names::SOURCE_BUCKETS,
+    map_names::INSERT_BUDGET,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
     map_names::COUNTERS,

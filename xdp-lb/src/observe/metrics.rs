@@ -174,14 +174,19 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
         snap.stats
             .counters
             .iter()
-            .filter(|(name, _)| !matches!(**name, "new_flow" | "flow_rehashed"))
+            .filter(|(name, _)| {
+                !matches!(
+                    **name,
+                    "new_flow" | "flow_rehashed" | "flow_not_recorded"
+                )
+            })
             .map(|(name, v)| (format!("verdict=\"{name}\""), *v)),
     );
     m.family(
         "xdp_lb_flows_total",
         "counter",
-        "Flow-table events: new flows, and flows re-hashed away from a backend that left.",
-        ["new_flow", "flow_rehashed"].into_iter().map(|e| {
+        "Flow-table events: new flows, flows re-hashed away from a backend that left, and new DSR flows not recorded (agent.flow_insert_rate).",
+        ["new_flow", "flow_rehashed", "flow_not_recorded"].into_iter().map(|e| {
             (
                 format!("event=\"{e}\""),
                 snap.stats.counters.get(e).copied().unwrap_or(0),
