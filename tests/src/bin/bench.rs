@@ -721,8 +721,10 @@ fn protection_rows(md: &mut String, args: &Args, floor_med: f64) -> anyhow::Resu
     let syn = |src: Ipv4Addr, sport: u16, port: u16| Frame::tcp(src, sport, VIP, port).build();
     let denied = syn(Ipv4Addr::new(198, 19, 0, 9), 4000, 80);
     let limited = syn(Ipv4Addr::new(198, 19, 7, 9), 4000, 80);
+    // Its first flow (from another port) spends the source's bucket of 1.
+    let first = syn(Ipv4Addr::new(198, 19, 7, 9), 4001, 80);
     ensure!(
-        lb.run(&limited)?.action == XDP_TX,
+        lb.run(&first)?.action == XDP_TX,
         "the limited source's first flow"
     );
     let unrecorded = syn(Ipv4Addr::new(198, 19, 8, 9), 4000, 81);
