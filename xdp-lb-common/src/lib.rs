@@ -451,10 +451,15 @@ mod tests {
         assert_eq!(size_of::<BackendInfo>(), 36);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowValue>(), 56);
-        assert_eq!(size_of::<TrafficCounters>(), 40);
+        assert_eq!(size_of::<TrafficCounters>(), 64);
         assert_eq!(size_of::<FlowEvent>(), 32);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
-        assert_eq!(size_of::<Settings>(), 24);
+        assert_eq!(size_of::<Settings>(), 28);
+        assert_eq!(size_of::<AclData>(), 8);
+        assert_eq!(size_of::<VipLimit>(), 40);
+        assert_eq!(size_of::<BucketKey>(), 8);
+        assert_eq!(size_of::<Bucket>(), 16);
+        assert_eq!(size_of::<InsertBudget>(), 16);
     }
 
     #[test]
