@@ -34,6 +34,8 @@ fn bed(flow_log_rate: Option<u32>) -> Bed {
         .vip(
             topo.vip(PORT)
                 .key("maglev_table_size", 4093)
+                // A list no test source is on: shown by `status`, counted as "refused".
+                .list("deny", &["198.19.255.0/24"])
                 .check("interval", "300ms"),
         )
         .to_string();
@@ -347,8 +349,21 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     assert!(
         page.contains("web")
             && page.contains("198.18.0.12")
-            && page.contains("http-equiv=\"refresh\""),
+            && page.contains("http-equiv=\"refresh\"")
+            && page.contains(">refused</th>")
+            && page.contains("rate limited 0\">0</td>"),
         "{page}"
+    );
+    let socket = bed.topo.control_socket();
+    let (code, out, err) = xdp_lb_cli_in(
+        &bed.topo.lb,
+        &["status", "--socket", socket.to_str().unwrap()],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  protection: deny 198.19.255.0/24\n"),
+        "{out}"
     );
 
     // Rendered by a real browser, inside the LB's namespace (the page is on its loopback).

@@ -227,6 +227,19 @@ pub fn print_status(s: &AgentStatus) {
                 "  NO USABLE BACKEND"
             }
         );
+        let mut protection = Vec::new();
+        if !vip.allow.is_empty() {
+            protection.push(format!("allow {}", vip.allow.join(", ")));
+        }
+        if !vip.deny.is_empty() {
+            protection.push(format!("deny {}", vip.deny.join(", ")));
+        }
+        if let Some(limit) = &vip.new_flows_per_source {
+            protection.push(format!("new flows per source {limit}"));
+        }
+        if !protection.is_empty() {
+            println!("  protection: {}", protection.join("; "));
+        }
         let cols = "backend<16|weight>6|state<9|health<7|mac<19|last check<0";
         table(
             2,

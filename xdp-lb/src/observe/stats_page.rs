@@ -87,12 +87,12 @@ tr.vip td{{background:#eef;font-weight:600}}
     );
     let _ = write!(
         p,
-        r#"<table><tr><th class="l">VIP / backend</th><th class="l">address</th><th>weight</th><th class="l">state</th><th class="l">health</th><th class="l">last check</th><th>table share</th><th>packets</th><th>pkt/s</th><th>bytes</th><th>connections</th></tr>"#
+        r#"<table><tr><th class="l">VIP / backend</th><th class="l">address</th><th>weight</th><th class="l">state</th><th class="l">health</th><th class="l">last check</th><th>table share</th><th>packets</th><th>pkt/s</th><th>bytes</th><th>connections</th><th title="new flows refused by the allow/deny lists and new_flows_per_source">refused</th></tr>"#
     );
     for v in &snap.vips {
         let _ = write!(
             p,
-            r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l"></td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l"></td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="denied {} / not allowed {} / rate limited {}">{}</td></tr>"#,
             html(&v.name),
             v.address,
             v.port,
@@ -102,7 +102,11 @@ tr.vip td{{background:#eef;font-weight:600}}
             v.traffic.packets,
             rate_of(&v.name, v.traffic.packets),
             human_bytes(v.traffic.bytes),
-            v.traffic.new_flows
+            v.traffic.new_flows,
+            v.denied,
+            v.not_allowed,
+            v.rate_limited,
+            v.denied + v.not_allowed + v.rate_limited
         );
         for b in snap.backends.iter().filter(|b| b.vip == v.name) {
             let h = status.and_then(|s| s.backend(&b.vip, b.address));
@@ -117,7 +121,7 @@ tr.vip td{{background:#eef;font-weight:600}}
             };
             let _ = write!(
                 p,
-                r#"<tr><td class="l">&nbsp;&nbsp;{}</td><td class="l">{}</td><td>{}</td><td class="l">{}</td><td class="l {class}">{}</td><td class="l">{}</td><td>{:.1}%</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>"#,
+                r#"<tr><td class="l">&nbsp;&nbsp;{}</td><td class="l">{}</td><td>{}</td><td class="l">{}</td><td class="l {class}">{}</td><td class="l">{}</td><td>{:.1}%</td><td>{}</td><td></td><td>{}</td><td>{}</td><td></td></tr>"#,
                 html(&format!("backend {}", b.id)),
                 b.address,
                 b.weight,
