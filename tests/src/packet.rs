@@ -174,27 +174,48 @@ pub fn ipv6_tcp() -> Vec<u8> {
 /// Sends `frames` as they are out of `interface` (an AF_PACKET socket: no stack in between,
 /// so VLAN tags stay in the frame). Call from the namespace that owns the interface.
 pub fn send_raw(interface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    let ifindex = xdp_lb::netlink::ifindex(interface)
-        .ok_or_else(|| anyhow::anyhow!("no interface {interface}"))?;
-    // SAFETY: plain socket(2); the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        anyhow::bail!("packet socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
+    let sender = RawSender::open(interface)?;
     for frame in frames {
+        sender.send(frame)?;
+    }
+    Ok(())
+}
+
+/// An AF_PACKET socket bound to one interface for sending whole frames.
+pub struct RawSender {
+    fd: std::os::fd::OwnedFd,
+    addr: libc::sockaddr_ll,
+}
+
+impl RawSender {
+    /// Call from the namespace that owns the interface.
+    pub fn open(interface: &str) -> anyhow::Result<Self> {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        let ifindex = xdp_lb::netlink::ifindex(interface)
+            .ok_or_else(|| anyhow::anyhow!("no interface {interface}"))?;
+        // SAFETY: plain socket(2); the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            anyhow::bail!("packet socket: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        Ok(Self { fd, addr })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let mut addr = self.addr;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: valid buffer and address for the duration of the call.
         let rc = unsafe {
             libc::sendto(
-                fd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
@@ -205,6 +226,81 @@ pub fn send_raw(interface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         if rc < 0 {
             anyhow::bail!("sendto: {}", std::io::Error::last_os_error());
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// A random-source SYN flood as `hping3 -S --rand-source` makes one (hping3 is not packaged
+/// for this machine kind): SYNs from random addresses of `sources` and random ports.
+pub struct SynFlood {
+    pub src_mac: [u8; 6],
+    /// The next hop's MAC (the router, or the LB).
+    pub dst_mac: [u8; 6],
+    /// Source addresses: a random host of this /prefix each time.
+    pub sources: (Ipv4Addr, u8),
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    pub rate_per_s: u64,
+    pub count: u64,
+}
+
+/// What a flood achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodReport {
+    pub sent: u64,
+    pub elapsed: std::time::Duration,
+}
+
+impl FloodReport {
+    pub fn rate_per_s(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl SynFlood {
+    /// Sends the flood out of `interface`, paced in 2 ms steps; call from its namespace.
+    /// Bounded: `count` frames, and at most twice the planned duration plus 5 s.
+    pub fn run(&self, interface: &str) -> anyhow::Result<FloodReport> {
+        use std::time::{Duration, Instant};
+        let sender = RawSender::open(interface)?;
+        let host_bits = 32 - u32::from(self.sources.1);
+        let net = u32::from(self.sources.0) & !((1u64 << host_bits) - 1) as u32;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(self.dport);
+        let mut next = move || {
+            // xorshift64: any spread will do, it is a flood.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let planned = Duration::from_secs_f64(self.count as f64 / self.rate_per_s as f64);
+        let start = Instant::now();
+        let deadline = start + planned * 2 + Duration::from_secs(5);
+        let mut sent = 0u64;
+        while sent < self.count && Instant::now() < deadline {
+            let due =
+                ((start.elapsed().as_secs_f64() * self.rate_per_s as f64) as u64).min(self.count);
+            while sent < due {
+                let r = next();
+                let host = (r as u32) & ((1u64 << host_bits) - 1) as u32;
+                let mut f = Frame::tcp(
+                    Ipv4Addr::from(net | host.max(1)),
+                    1024 + ((r >> 32) as u16 % 60000),
+                    self.dst,
+                    self.dport,
+                );
+                f.src_mac = self.src_mac;
+                f.dst_mac = self.dst_mac;
+                f.ip_id = (r >> 48) as u16;
+                // A full veth backlog refuses a frame: the flood loses it, as a wire would.
+                let _ = sender.send(&f.build());
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(FloodReport {
+            sent,
+            elapsed: start.elapsed(),
+        })
+    }
 }
