@@ -168,9 +168,51 @@ fn both_directions_are_rewritten_with_valid_checksums() {
         assert!((20000..=20003).contains(&out.sport), "{}", out.sport);
         let snat_port = out.sport;
         assert_eq!(lb.counter(Counter::NewFlow), 1);
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        // Half-open: only the port's reservation exists, in the half-open LRU.
+        assert_eq!(
+            (
+                lb.maps().nat_embryonic().count(),
+                lb.maps().nat_flows().count(),
+                lb.maps().flows().count()
+            ),
+            (1, 0, 0)
+        );
+        // The client's retransmitted SYN goes on through the same port; not a second flow.
+        let r = lb.run(&syn).unwrap();
+        assert_eq!(read_and_verify(&r.out).sport, snat_port);
+        assert_eq!(lb.counter(Counter::NewFlow), 1);
+
+        // Backend → SNAT-address:port: VIP:443 → client:40000, to the router's MAC (the client
+        // is routed through it).
+        let reply = packet(
+            BACKEND,
+            6443,
+            SNAT,
+            snat_port,
+            TCP_SYN | TCP_ACK,
+            &data[..333],
+        );
+        let r = lb.run(&reply).unwrap();
+        assert_eq!(r.action, XDP_REDIRECT);
+        let out = read_and_verify(&r.out);
+        assert_eq!((out.dst_mac, out.src_mac), (ROUTER_MAC, lan0));
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (VIP, 443, CLIENT, 40000)
+        );
+        assert_eq!(out.payload, &data[..333]);
+        // The SYN-ACK proves nothing (it comes back whoever sent the SYN): still half-open.
+        assert_eq!(
+            (
+                lb.maps().nat_embryonic().count(),
+                lb.maps().nat_flows().count(),
+                lb.maps().flows().count()
+            ),
+            (1, 0, 0)
+        );
 
         // The next packet of the flow, with data: same binding, payload intact.
-        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         let r = lb
             .run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, &data))
             .unwrap();
@@ -181,6 +223,15 @@ fn both_directions_are_rewritten_with_valid_checksums() {
         );
         assert_eq!(out.payload, data);
         assert_eq!(lb.counter(Counter::NewFlow), 1, "no second flow");
+        // The client's ACK promoted the flow: both directions in the flow tables.
+        assert_eq!(
+            (
+                lb.maps().nat_embryonic().count(),
+                lb.maps().nat_flows().count(),
+                lb.maps().flows().count()
+            ),
+            (0, 1, 1)
+        );
         // The flow caches its next hop and asks the FIB again once a second: a moved backend
         // MAC is followed within about a second.
         let again = lb
@@ -215,26 +266,6 @@ fn both_directions_are_rewritten_with_valid_checksums() {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-
-        // Backend → SNAT-address:port: VIP:443 → client:40000, to the router's MAC (the client
-        // is routed through it).
-        let reply = packet(
-            BACKEND,
-            6443,
-            SNAT,
-            snat_port,
-            TCP_SYN | TCP_ACK,
-            &data[..333],
-        );
-        let r = lb.run(&reply).unwrap();
-        assert_eq!(r.action, XDP_REDIRECT);
-        let out = read_and_verify(&r.out);
-        assert_eq!((out.dst_mac, out.src_mac), (ROUTER_MAC, lan0));
-        assert_eq!(
-            (out.src, out.sport, out.dst, out.dport),
-            (VIP, 443, CLIENT, 40000)
-        );
-        assert_eq!(out.payload, &data[..333]);
 
         // Not a binding (another port of the range): the host's own traffic, untouched.
         let other_port = if snat_port == 20000 { 20001 } else { 20000 };

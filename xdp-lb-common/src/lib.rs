@@ -32,6 +32,8 @@ pub mod map_names {
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
+    pub const NAT_EMBRYONIC: &str = "NAT_EMBRYONIC";
+    pub const NAT_EMBRYONIC_CLIENT: &str = "NAT_EMBRYONIC_CLIENT";
     pub const ACL: &str = "ACL";
     pub const VIP_LIMITS: &str = "VIP_LIMITS";
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";

@@ -93,6 +93,10 @@ pub enum Counter {
     DropNatPortsExhausted,
     /// NAT: `NAT_FLOWS` is full (`agent.flow_table_size` bindings): dropped.
     DropNatTableFull,
+    /// NAT: a backend's SYN-ACK for a half-open flow whose client has another flow already
+    /// (its retransmitted SYN took another SNAT port, answered first): dropped; that backend's
+    /// half-open connection times out.
+    DropNatDuplicateReply,
     /// NAT: the kernel has no route to the backend or client (unreachable, blackhole,
     /// prohibit): dropped.
     DropNatNoRoute,
@@ -138,6 +142,7 @@ impl Counter {
         Counter::PassNatMtu,
         Counter::DropNatPortsExhausted,
         Counter::DropNatTableFull,
+        Counter::DropNatDuplicateReply,
         Counter::DropNatNoRoute,
         Counter::DropNatForwardingDisabled,
         Counter::DropNoSettings,
@@ -186,6 +191,7 @@ impl Counter {
             Counter::PassNatMtu => "pass_nat_mtu",
             Counter::DropNatPortsExhausted => "drop_nat_ports_exhausted",
             Counter::DropNatTableFull => "drop_nat_table_full",
+            Counter::DropNatDuplicateReply => "drop_nat_duplicate_reply",
             Counter::DropNatNoRoute => "drop_nat_no_route",
             Counter::DropNatForwardingDisabled => "drop_nat_forwarding_disabled",
             Counter::DropNoSettings => "drop_no_settings",

@@ -80,14 +80,23 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
     // SAFETY: as above.
     let vip = unsafe { &*vip };
+    let is_nat = vip.flags & VIP_F_NAT != 0;
+    if is_nat && !nat::opens_flow(packet.tcp_flags) {
+        // Not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
+        // connection we do not know. Before the lists and limits: the SYN passed them.
+        let (rewrite, backend_id) = nat::promote(flow)?;
+        return Ok(Choice {
+            backend_id,
+            backend: core::ptr::null(),
+            vip_id: vip.vip_id,
+            new_flow: false,
+            nat: Some(rewrite),
+        });
+    }
     acl::admits(vip, flow.src_addr_be)?;
     // SAFETY: a helper call without preconditions. Read once for the limit and the new flow.
     let now = unsafe { bpf_ktime_get_ns() };
     limit::admits(vip, flow.src_addr_be, now)?;
-    let is_nat = vip.flags & VIP_F_NAT != 0;
-    if is_nat && !nat::opens_flow(packet.tcp_flags) {
-        return Err(Counter::PassNatNoFlow);
-    }
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }
@@ -115,10 +124,10 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
         return Err(Counter::DropBadBackend);
     }
-    let nat = if is_nat {
-        Some(nat::create(
-            flow, vip.vip_id, backend_id, backend, settings, now,
-        )?)
+    let (nat, new_flow) = if is_nat {
+        let (rewrite, fresh) =
+            nat::create(flow, vip.vip_id, backend_id, backend, settings, now, hash)?;
+        (Some(rewrite), fresh)
     } else {
         let value = FlowValue {
             backend_id,
@@ -134,15 +143,17 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         } else {
             count(Counter::FlowNotRecorded);
         }
-        None
+        (None, true)
     };
-    count(Counter::NewFlow);
-    crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
+    if new_flow {
+        count(Counter::NewFlow);
+        crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
+    }
     Ok(Choice {
         backend_id,
         backend,
         vip_id: vip.vip_id,
-        new_flow: true,
+        new_flow,
         nat,
     })
 }

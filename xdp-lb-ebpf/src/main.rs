@@ -25,7 +25,7 @@ use xdp_lb_common::Counter;
 use xdp_lb_ebpf::parse;
 
 use crate::{
-    maps::{BACKEND_STATS, NAT_FLOWS, SETTINGS, VIP_STATS},
+    maps::{BACKEND_STATS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
     stats::{add_traffic, count},
 };
 
@@ -69,6 +69,19 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
             // SAFETY: a map value pointer from a successful lookup.
             let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
             let rewrite = nat::touch(entry, packet.tcp_flags);
+            let action = nat::rewrite_and_route(ctx, &packet, &rewrite)?;
+            let tx = action == xdp_action::XDP_TX;
+            add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
+            add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
+            return Ok(action);
+        }
+        if port >= port_min
+            && port <= port_max
+            && let Some(embryo) = NAT_EMBRYONIC.get_ptr(packet.flow)
+        {
+            // SAFETY: as above.
+            let (vip_id, backend_id) = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
+            let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
             let action = nat::rewrite_and_route(ctx, &packet, &rewrite)?;
             let tx = action == xdp_action::XDP_TX;
             add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);

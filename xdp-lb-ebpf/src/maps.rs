@@ -38,6 +38,22 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FL
 pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
     HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
 
+/// Half-open NAT flows: the client's SYN went on to the backend, which has not answered yet.
+/// Keyed and valued like `NAT_FLOWS` (the reply direction), and like it the SNAT port's
+/// reservation while it lives. An LRU, so that a flood of spoofed SYNs evicts its own
+/// half-open entries and can never crowd out an established flow or hold ports for long: an
+/// evicted entry's port is free the moment it goes. The client's ACK promotes the flow to
+/// `NAT_FLOWS` and `FLOWS` (`nat.rs`). The agent sizes it like `FLOWS`.
+#[map]
+pub static NAT_EMBRYONIC: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// The client direction of the half-open NAT flows (client 5-tuple → its rewrite): where the
+/// client's ACK finds its flow to promote it, and a retransmitted SYN its port.
+#[map]
+pub static NAT_EMBRYONIC_CLIENT: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
 /// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
 #[map]
 pub static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);

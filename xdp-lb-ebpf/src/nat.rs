@@ -11,6 +11,15 @@
 //! port to a second flow; the agent reclaims entries by TCP state and idle time instead
 //! (`xdp-lb/src/nat.rs`).
 //!
+//! A flow starts half-open: the client's SYN reserves its port in `NAT_EMBRYONIC` (reply key)
+//! and `NAT_EMBRYONIC_CLIENT` (client key), two LRUs, and nothing else. The backend's SYN-ACK
+//! comes back through the LB whoever the source was (it is addressed to the SNAT address), so
+//! it proves nothing; only the client's ACK of it, which a spoofed source never sends, moves
+//! the flow into `NAT_FLOWS` and `FLOWS`. So a random-source SYN flood churns only the half-open LRU: it
+//! cannot fill `NAT_FLOWS`, evict an established flow, or hold SNAT ports longer than its own
+//! turnover (issue 13; measured in `tests/tests/flood.rs`). A legitimate half-open flow lives
+//! one round trip to the backend, far shorter than a flood takes to cycle the LRU.
+//!
 //! Each entry carries its direction's rewrite and the checksum deltas of that rewrite,
 //! computed once at flow creation (RFC 1624), so a packet costs a few stores, two adds and one
 //! `bpf_fib_lookup` for the next hop (the kernel's routes and neighbours).
@@ -31,7 +40,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    maps::{FLOWS, NAT_FLOWS},
+    maps::{FLOWS, NAT_EMBRYONIC, NAT_EMBRYONIC_CLIENT, NAT_FLOWS},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -109,9 +118,12 @@ pub fn opens_flow(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
 }
 
-/// Creates both entries of a new NAT flow: reserves an SNAT port for the backend (the reply
-/// entry, insert-if-absent), then records the client's direction. Returns the client
-/// direction's rewrite.
+/// Opens a half-open NAT flow for a client's SYN: reserves an SNAT port for the backend (the
+/// reply entry in `NAT_EMBRYONIC`, insert-if-absent) and records the client's direction in
+/// `NAT_EMBRYONIC_CLIENT`. Nothing goes into `FLOWS` or `NAT_FLOWS` yet: the client's ACK
+/// promotes the flow (`promote`), so spoofed SYNs, which never get that far, never touch the
+/// established flows' tables. Returns the client direction's rewrite, and
+/// false when this SYN is a retransmission of a flow already half-open.
 #[inline(always)]
 pub fn create(
     flow: &FlowKey,
@@ -120,7 +132,8 @@ pub fn create(
     backend: *const BackendInfo,
     settings: *const Settings,
     now_ns: u64,
-) -> Result<Rewrite, Counter> {
+    flow_hash: u32,
+) -> Result<(Rewrite, bool), Counter> {
     // SAFETY: map value pointers from successful lookups.
     let (backend_addr, backend_port) = unsafe { ((*backend).addr_be, (*backend).port_be) };
     let (snat, port_min, port_max) = unsafe {
@@ -147,6 +160,11 @@ pub fn create(
     // clusters of taken ports, so a try fails with probability = the range's occupancy.
     // The last half walks on from the last random port, so a small range is searched
     // completely.
+    // A retransmitted SYN of a half-open flow goes on through the port its first SYN took.
+    // SAFETY: a map lookup; the value is copied out at once.
+    if let Some(forward) = unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }.copied() {
+        return Ok((Rewrite::of(&forward, core::ptr::null_mut(), true), false));
+    }
     let half = NAT_PORT_PROBES / 2;
     let client_port = u16::from_be_bytes(flow.src_port_be.to_ne_bytes()) as u32;
     let mut start = 0;
@@ -159,6 +177,11 @@ pub fn create(
     for i in 0..NAT_PORT_PROBES {
         let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
             start = client_port - port_min;
+            start
+        } else if i == 0 {
+            // Outside the range, the first try is still a function of the flow (its Maglev
+            // hash): a retransmitted SYN then finds the port its first SYN reserved.
+            start = flow_hash % span;
             start
         } else if i < half {
             // SAFETY: a helper call without preconditions.
@@ -203,38 +226,146 @@ pub fn create(
             nh_dmac: [0; 6],
             nh_smac: [0; 6],
         };
-        match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
+        match NAT_EMBRYONIC.insert(reply_key, reply, BPF_NOEXIST as u64) {
             Ok(()) => {}
             Err(e) if e == -EEXIST => continue,
-            // E2BIG: max_entries reached; ENOMEM: no memory for the element.
+            // An LRU insert fails only when the kernel has no memory for the element.
             Err(_) => return Err(Counter::DropNatTableFull),
         }
-        let out = (snat, backend_addr, snat_port_be, backend_port);
-        let (ip_delta, l4_delta) = csum::nat_deltas(client, out);
-        let forward = FlowValue {
-            backend_id,
-            vip_id,
-            created_ns: now_ns,
-            flags: FLOW_F_NAT,
-            last_seen_s,
-            nat_src_addr_be: snat,
-            nat_dst_addr_be: backend_addr,
-            nat_src_port_be: snat_port_be,
-            nat_dst_port_be: backend_port,
-            ip_csum_delta: ip_delta,
-            l4_csum_delta: l4_delta,
-            nh_ifindex: 0,
-            nh_dmac: [0; 6],
-            nh_smac: [0; 6],
-        };
-        // An LRU insert fails only under memory pressure. The reservation stays (the agent
-        // reclaims it after the SYN timeout) and the client's retransmitted SYN tries again.
-        if FLOWS.insert(flow, forward, 0).is_err() {
+        // A port an established flow holds is taken too. Checked after our insert: a promotion
+        // on another CPU inserts into NAT_FLOWS before it deletes its half-open entry, so one
+        // of the two inserts always sees the other.
+        // SAFETY: a map lookup; only its presence is used.
+        if unsafe { NAT_FLOWS.get(reply_key) }.is_some() {
+            let _ = NAT_EMBRYONIC.remove(reply_key);
+            continue;
+        }
+        let forward = forward_entry(client, &reply_key, backend_id, vip_id, now_ns);
+        if NAT_EMBRYONIC_CLIENT.insert(flow, forward, 0).is_err() {
+            let _ = NAT_EMBRYONIC.remove(reply_key);
             return Err(Counter::DropNatTableFull);
         }
-        return Ok(Rewrite::of(&forward, core::ptr::null_mut(), true));
+        return Ok((Rewrite::of(&forward, core::ptr::null_mut(), true), true));
     }
     Err(Counter::DropNatPortsExhausted)
+}
+
+/// The client direction's entry of a NAT flow (client → VIP becomes SNAT:port → backend),
+/// from the client's 4-tuple and the flow's reply key.
+#[inline(always)]
+fn forward_entry(
+    client: (u32, u32, u16, u16),
+    reply_key: &FlowKey,
+    backend_id: u32,
+    vip_id: u32,
+    created_ns: u64,
+) -> FlowValue {
+    let out = (
+        reply_key.dst_addr_be,
+        reply_key.src_addr_be,
+        reply_key.dst_port_be,
+        reply_key.src_port_be,
+    );
+    let (ip_delta, l4_delta) = csum::nat_deltas(client, out);
+    FlowValue {
+        backend_id,
+        vip_id,
+        created_ns,
+        flags: FLOW_F_NAT,
+        last_seen_s: now_s(),
+        nat_src_addr_be: out.0,
+        nat_dst_addr_be: out.1,
+        nat_src_port_be: out.2,
+        nat_dst_port_be: out.3,
+        ip_csum_delta: ip_delta,
+        l4_csum_delta: l4_delta,
+        nh_ifindex: 0,
+        nh_dmac: [0; 6],
+        nh_smac: [0; 6],
+    }
+}
+
+/// A backend's packet for a half-open flow (its SYN-ACK, or a RST when nothing listens): on
+/// to the client, rewritten. A RST ends the half-open flow.
+#[inline(always)]
+pub fn reply_half_open(reply_key: &FlowKey, embryo: *const FlowValue, tcp_flags: u8) -> Rewrite {
+    // SAFETY: a map value pointer from a successful lookup, copied out at once.
+    let e = unsafe { *embryo };
+    if tcp_flags & TCP_RST != 0 {
+        let _ = NAT_EMBRYONIC.remove(reply_key);
+    }
+    Rewrite::of(&e, core::ptr::null_mut(), true)
+}
+
+/// A client's packet without SYN and without a flow, to a NAT VIP: the ACK that completes a
+/// half-open flow's handshake promotes it. The reply entry moves to `NAT_FLOWS` (inserted
+/// before the half-open one is deleted, so the port is never free in between) and the
+/// client's direction to `FLOWS`. Returns the rewrite and the backend id. A spoofed SYN never gets here: its source never sees the
+/// backend's SYN-ACK, so it cannot ACK it.
+#[inline(always)]
+pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
+    // SAFETY: a map lookup; the value is copied out at once.
+    let Some(forward) = (unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }).copied() else {
+        // A connection we do not know (e.g. made on another LB node before a failover): the
+        // kernel answers it with a RST.
+        return Err(Counter::PassNatNoFlow);
+    };
+    let reply_key = FlowKey {
+        src_addr_be: forward.nat_dst_addr_be,
+        dst_addr_be: forward.nat_src_addr_be,
+        src_port_be: forward.nat_dst_port_be,
+        dst_port_be: forward.nat_src_port_be,
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    // The port's reservation must still be this flow's: the LRU may have evicted it (a flood)
+    // and another flow taken the port since.
+    // SAFETY: as above.
+    let Some(reply) = (unsafe { NAT_EMBRYONIC.get(reply_key) }).copied() else {
+        let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+        return Err(Counter::PassNatNoFlow);
+    };
+    if (
+        reply.nat_dst_addr_be,
+        reply.nat_dst_port_be,
+        reply.nat_src_port_be,
+    ) != (flow.src_addr_be, flow.src_port_be, flow.dst_port_be)
+    {
+        let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+        return Err(Counter::PassNatNoFlow);
+    }
+    let now = now_s();
+    let reply = FlowValue {
+        flags: reply.flags | FLOW_F_ESTABLISHED,
+        last_seen_s: now,
+        ..reply
+    };
+    match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            let _ = NAT_EMBRYONIC.remove(reply_key);
+            let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+            return Err(Counter::DropNatDuplicateReply);
+        }
+        // E2BIG: `flow_table_size` established NAT flows; ENOMEM: no memory for the element.
+        // The half-open flow stays: the client's next ACK tries again.
+        Err(_) => return Err(Counter::DropNatTableFull),
+    }
+    let forward = FlowValue {
+        last_seen_s: now,
+        ..forward
+    };
+    if FLOWS.insert(flow, forward, 0).is_err() {
+        // An LRU insert fails only without memory: undo, the client's next ACK tries again.
+        let _ = NAT_FLOWS.remove(reply_key);
+        return Err(Counter::DropNatTableFull);
+    }
+    let _ = NAT_EMBRYONIC.remove(reply_key);
+    let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+    Ok((
+        Rewrite::of(&forward, core::ptr::null_mut(), true),
+        forward.backend_id,
+    ))
 }
 
 /// Rewrites addresses, ports and both checksums, then sends the packet to the next hop the

@@ -392,7 +392,7 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
     let forwarded = format!("redirect +{flows}, new_flow +0 per round");
     let rows = [
         (
-            "NAT new flow (SYN: Maglev + SNAT port reservation + both entries + FIB)",
+            "NAT new flow (SYN: Maglev + SNAT port reservation + both half-open entries + FIB)",
             rebase(&measured.new_flow),
             format!("new_flow +{flows} per round, output SNAT → backend:8080 checked"),
         ),
@@ -465,8 +465,8 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         f.flags = flags;
         f.build()
     };
-    // The established set: one SYN each (not timed), recording each flow's SNAT port and
-    // backend from the output, to build the backends' replies.
+    // The established set: one SYN and the client's ACK each (not timed), recording each
+    // flow's SNAT port and backend from the output, to build the backends' replies.
     let mut established = Vec::new();
     let mut replies = Vec::new();
     for i in 0..flows {
@@ -486,7 +486,15 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         let mut reply = Frame::tcp(backend, 8080, Ipv4Addr::new(198, 18, 0, 2), snat_port);
         reply.flags = TCP_ACK;
         replies.push(reply.build());
-        established.push(packet(i, TCP_ACK));
+        // The client's ACK promotes the half-open flow (nat.rs): now it is established.
+        let ack = packet(i, TCP_ACK);
+        let r = run_program(program, &ack, 1)?;
+        ensure!(
+            r.action == xdp_lb_tests::harness::XDP_REDIRECT,
+            "NAT ACK (promotion): {}",
+            r.action
+        );
+        established.push(ack);
     }
     let r = run_program(program, &replies[0], 1)?;
     ensure!(
@@ -553,15 +561,15 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
     })
 }
 
-/// Removes the NAT flows of these client packets: both directions (frees their ports).
+/// Removes the half-open NAT flows these SYNs made: both entries (frees their ports).
 fn forget_nat_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut flows = lb.pinned_flow_table(map_names::FLOWS)?;
-    let mut nat_flows = lb.pinned_flow_table(map_names::NAT_FLOWS)?;
+    let mut clients = lb.pinned_flow_table(map_names::NAT_EMBRYONIC_CLIENT)?;
+    let mut replies = lb.pinned_flow_table(map_names::NAT_EMBRYONIC)?;
     for f in frames {
         let key = frame_key(f)?;
-        let v = flows.get(&key, 0)?;
-        flows.remove(&key)?;
-        nat_flows.remove(&xdp_lb::nat::other_direction(&v))?;
+        let v = clients.get(&key, 0)?;
+        clients.remove(&key)?;
+        replies.remove(&xdp_lb::nat::other_direction(&v))?;
     }
     Ok(())
 }

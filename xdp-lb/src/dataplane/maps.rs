@@ -28,6 +28,10 @@ pub struct Maps {
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
     /// NAT reply direction and SNAT port reservations (see `xdp-lb-ebpf/src/nat.rs`).
     pub(super) nat_flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// Half-open NAT flows (an LRU; see `NAT_EMBRYONIC` in `xdp-lb-ebpf/src/maps.rs`).
+    pub(super) nat_embryonic: HashMap<MapData, FlowKey, FlowValue>,
+    /// Their client directions (`NAT_EMBRYONIC_CLIENT`).
+    pub(super) nat_embryonic_client: HashMap<MapData, FlowKey, FlowValue>,
     pub(super) tx_ports: DevMapHash<MapData>,
     /// The VIPs' allow and deny lists (`xdp-lb-ebpf/src/acl.rs`).
     pub(super) acl: LpmTrie<MapData, AclData, u32>,
@@ -100,6 +104,11 @@ impl Maps {
             maglev,
             flows: conv(map_names::FLOWS, flows)?,
             nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,
+            nat_embryonic: conv(map_names::NAT_EMBRYONIC, get(map_names::NAT_EMBRYONIC)?)?,
+            nat_embryonic_client: conv(
+                map_names::NAT_EMBRYONIC_CLIENT,
+                get(map_names::NAT_EMBRYONIC_CLIENT)?,
+            )?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             acl: conv(map_names::ACL, get(map_names::ACL)?)?,
             vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
@@ -171,6 +180,11 @@ impl Maps {
     /// Every NAT reply-direction entry (one per NAT flow and SNAT port).
     pub fn nat_flows(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
         self.nat_flows.iter().filter_map(Result::ok)
+    }
+
+    /// Every half-open NAT flow (reply-direction key and entry, awaiting the backend's SYN-ACK).
+    pub fn nat_embryonic(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        self.nat_embryonic.iter().filter_map(Result::ok)
     }
 
     pub fn nat_flow(&self, key: &FlowKey) -> Option<FlowValue> {

@@ -188,6 +188,8 @@ impl Dataplane {
             .default_map_pin_directory(pin_dir)
             .map_max_entries(map_names::FLOWS, sizes.flow_table_size)
             .map_max_entries(map_names::NAT_FLOWS, sizes.flow_table_size)
+            .map_max_entries(map_names::NAT_EMBRYONIC, sizes.flow_table_size)
+            .map_max_entries(map_names::NAT_EMBRYONIC_CLIENT, sizes.flow_table_size)
             .map_max_entries(map_names::VIPS, sizes.max_vips)
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
             .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)

@@ -1,5 +1,6 @@
 //! The reconciler's NAT expiry walk: reads `NAT_FLOWS` in bulk, decides each flow by the rules
-//! in `crate::nat`, and deletes the expired flows' two entries (client side first).
+//! in `crate::nat`, and deletes the expired flows' two entries (client side first); then the
+//! half-open flows (`NAT_EMBRYONIC`, `NAT_EMBRYONIC_CLIENT`) older than `nat_syn_timeout`.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -27,12 +28,7 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
         .min(timeouts.closing)
         .as_secs()
         .max(1);
-    let entries = lookup_all(maps.nat_flows.map()).map_err(|io_error| {
-        MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_lookup_batch",
-            io_error,
-        })
-    })?;
+    let entries = read_all(maps.nat_flows.map())?;
     let mut doomed: Vec<(FlowKey, Option<FlowKey>)> = Vec::new();
     for (reply_key, reply) in entries {
         if (now_s.saturating_sub(reply.last_seen_s) as u64) <= shortest {
@@ -66,6 +62,28 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
     delete_all(maps.flows.map(), &clients);
     let replies: Vec<FlowKey> = doomed.iter().map(|(r, _)| *r).collect();
     out.reclaimed = delete_all(maps.nat_flows.map(), &replies) as u64;
+
+    // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
+    // answered within `nat_syn_timeout` give their ports back now rather than at the next
+    // eviction.
+    let embryos = read_all(maps.nat_embryonic.map())?;
+    let mut stale = Vec::new();
+    for (key, embryo) in embryos {
+        if expired(embryo.flags, embryo.last_seen_s, now_s, timeouts) {
+            stale.push(key);
+        } else {
+            *out.live.entry(NatState::SynSent.name()).or_default() += 1;
+        }
+    }
+    out.reclaimed += delete_all(maps.nat_embryonic.map(), &stale) as u64;
+    // Their client directions by the same rule (not counted again: one flow, two entries).
+    let clients = read_all(maps.nat_embryonic_client.map())?;
+    let stale: Vec<FlowKey> = clients
+        .into_iter()
+        .filter(|(_, c)| expired(c.flags, c.last_seen_s, now_s, timeouts))
+        .map(|(k, _)| k)
+        .collect();
+    delete_all(maps.nat_embryonic_client.map(), &stale);
     Ok(out)
 }
 
@@ -101,6 +119,15 @@ fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+fn read_all(map: &MapData) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+    lookup_all(map).map_err(|io_error| {
+        MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        })
+    })
 }
 
 /// Every entry of a flow hash map, a few thousand per syscall.

@@ -19,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 12] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 14] {
     use std::mem::size_of;
     [
         (
@@ -43,6 +43,18 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 12] {
         ),
         (
             map_names::NAT_FLOWS,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_EMBRYONIC,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_EMBRYONIC_CLIENT,
             size_of::<FlowKey>() as u32,
             size_of::<FlowValue>() as u32,
             None,
@@ -137,7 +149,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 17] = [
+const MAP_NAMES: [&str; 19] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -147,6 +159,8 @@ const MAP_NAMES: [&str; 17] = [
     map_names::MAGLEV,
     map_names::FLOWS,
     map_names::NAT_FLOWS,
+    map_names::NAT_EMBRYONIC,
+    map_names::NAT_EMBRYONIC_CLIENT,
     map_names::TX_PORTS,
     map_names::ACL,
     map_names::VIP_LIMITS,

@@ -486,11 +486,17 @@ fn purge_refused(
     Ok(purged)
 }
 
-/// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` for NAT replies and their port
-/// reservations) that names one of `backend_ids`. Returns how many flows (client directions).
+/// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` and the half-open `NAT_EMBRYONIC*`
+/// for NAT replies and their port reservations) that names one of `backend_ids`. Returns how many flows (client directions).
 fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
     let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?;
     purge_map(&mut maps.nat_flows, "NAT_FLOWS", backend_ids)?;
+    purge_map(&mut maps.nat_embryonic, "NAT_EMBRYONIC", backend_ids)?;
+    purge_map(
+        &mut maps.nat_embryonic_client,
+        "NAT_EMBRYONIC_CLIENT",
+        backend_ids,
+    )?;
     Ok(purged)
 }
 

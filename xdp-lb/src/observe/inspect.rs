@@ -89,6 +89,8 @@ pub struct Stats {
     pub flow_table_size: u32,
     /// NAT flows (reply entries in NAT_FLOWS, one per flow and SNAT port).
     pub nat_flows: usize,
+    /// Half-open NAT flows (in NAT_EMBRYONIC: SYN sent on, the backend not yet answered).
+    pub nat_half_open: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +302,7 @@ impl Inspector {
             flow_table_entries: self.maps.flows().count(),
             flow_table_size: self.maps.flows_max_entries(),
             nat_flows: self.maps.nat_flows().count(),
+            nat_half_open: self.maps.nat_embryonic().count(),
         }
     }
 

@@ -145,8 +145,11 @@ pub fn print_stats(inspector: &Inspector, watch: Option<Duration>, count: Option
                 println!("--- {:?}", std::time::SystemTime::now());
             }
             println!(
-                "flow table: {} of {} entries; NAT flows: {}",
-                stats.flow_table_entries, stats.flow_table_size, stats.nat_flows
+                "flow table: {} of {} entries; NAT flows: {} (+{} half-open)",
+                stats.flow_table_entries,
+                stats.flow_table_size,
+                stats.nat_flows,
+                stats.nat_half_open
             );
             let r = previous
                 .as_ref()
