@@ -78,6 +78,8 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "keep-alive",
         "agent RSS",
         "| FLOWS |",
+        "random-source SYN flood",
+        "the kernel's SYN cookies (reference)",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");
     }

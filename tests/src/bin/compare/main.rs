@@ -17,10 +17,13 @@
 //!    program's run time from the kernel's BPF stats plus the agent's process time; haproxy:
 //!    its process time; nftables runs in softirq and has no separate figure).
 //! 4. Memory: the agent's RSS and each BPF map's memory as the kernel accounts it (fdinfo).
-//! 5. `target/bench/compare.md`, `target/bench/compare.svg` (plotters), and a one-screen
+//! 5. Legitimate connections under a random-source SYN flood (issue 13): xdp-lb NAT and DSR,
+//!    and the kernel's own SYN cookies on a plain host as the reference (`flood.rs`).
+//! 6. `target/bench/compare.md`, `target/bench/compare.svg` (plotters), and a one-screen
 //!    summary on stdout.
 
 mod chart;
+mod flood;
 mod memory;
 mod peers;
 mod rate;
@@ -222,6 +225,9 @@ fn main() -> anyhow::Result<()> {
     let haproxy_rss = rss_kib(haproxy_pid);
     let maps = map_memory(&topo.pin_dir())?;
 
+    // ---- under a SYN flood ----
+    let floods = flood::measure(&topo, args.seconds)?;
+
     report::write(&Outcome {
         args: &args,
         started,
@@ -236,6 +242,7 @@ fn main() -> anyhow::Result<()> {
         agent_rss,
         haproxy_rss,
         maps,
+        floods,
     })
 }
 

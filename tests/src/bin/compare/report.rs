@@ -12,6 +12,7 @@ use xdp_lb_tests::{median, spread};
 use crate::{
     Args,
     chart::chart,
+    flood::FloodRow,
     rate::RateRun,
     wrk::{LbCpu, WrkResult},
 };
@@ -38,6 +39,7 @@ pub(crate) struct Outcome<'a> {
     pub(crate) haproxy_rss: Option<u64>,
     /// (map, max entries, bytes).
     pub(crate) maps: Vec<(String, u32, u64)>,
+    pub(crate) floods: Vec<FloodRow>,
 }
 
 /// Writes the report and the chart, prints the summary; fails when a row carried nothing.
@@ -213,6 +215,25 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
     }
     writeln!(md, "| all | | {:.1} MiB |", total_maps as f64 / 1048576.0)?;
 
+    writeln!(md, "\n## New connections under a random-source SYN flood\n")?;
+    writeln!(
+        md,
+        "Each target flooded with SYNs from random addresses while the client opens 20 new \
+         connections a second to it, each given 1 s (a lost SYN counts as a failure).\n"
+    )?;
+    writeln!(md, "| target | flood SYN/s | legitimate connections |")?;
+    writeln!(md, "|---|---:|---:|")?;
+    for f in &o.floods {
+        writeln!(
+            md,
+            "| {} | {:.0} | {} of {} ({:.1}%) |",
+            f.name,
+            f.flood.rate_per_s(),
+            f.ok,
+            f.tried,
+            f.success_pct()
+        )?;
+    }
     let p99 =
         |m: usize, i: usize| median(&o.results[m][i].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -245,8 +266,25 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
             p99(0, 2) / p99(0, 0),
             verdict(p99(0, 1) <= 1.2 * p99(0, 0))
         ),
+        {
+            let pct = |prefix: &str| {
+                o.floods
+                    .iter()
+                    .find(|f| f.name.starts_with(prefix))
+                    .map_or(f64::NAN, FloodRow::success_pct)
+            };
+            let (nat, cookies) = (pct("xdp-lb, NAT"), pct("plain host"));
+            format!(
+                "legitimate NAT connections under a SYN flood ≥ 99% and ≥ the kernel's SYN \
+                 cookies: {nat:.1}% (SYN cookies {cookies:.1}%) — {}",
+                verdict(nat >= 99.0 && nat >= cookies)
+            )
+        },
     ];
-    writeln!(md, "\n## Targets (issue 7), ratios within this run\n")?;
+    writeln!(
+        md,
+        "\n## Targets (issues 7 and 13), ratios within this run\n"
+    )?;
     for t in &targets {
         writeln!(md, "- {t}")?;
     }
@@ -314,6 +352,20 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         );
     }
     println!(
+        "{:<48} {:>11} {:>16}",
+        "under a SYN flood", "flood SYN/s", "legit conns"
+    );
+    for f in &o.floods {
+        println!(
+            "{:<48} {:>11.0} {:>9}/{:<3} {:.0}%",
+            f.name,
+            f.flood.rate_per_s(),
+            f.ok,
+            f.tried,
+            f.success_pct()
+        );
+    }
+    println!(
         "agent RSS {} KiB; BPF o.maps {:.1} MiB",
         o.agent_rss.map_or("?".into(), |v| v.to_string()),
         total_maps as f64 / 1048576.0
@@ -332,6 +384,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         .flatten()
         .any(|r| r.requests_per_sec <= 0.0)
         || mpps.iter().any(|m| *m <= 0.0)
+        || o.floods.iter().any(|f| f.flood.sent == 0 || f.ok == 0)
     {
         bail!("a row carried nothing; see the logs in {}", o.dir.display());
     }
