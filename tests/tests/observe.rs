@@ -497,4 +497,27 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
             .log_text()
             .contains("vip=198.18.0.100:80 reason=drop_no_backend")
     );
+    // The first drop per source per second: five more dropped SYNs within half a second (the
+    // budget, 5 a second per CPU, would take them all) add at most two lines (a second may
+    // begin in between).
+    let drop_lines = |bed: &Bed| {
+        bed.agent
+            .log_text()
+            .matches("flow drop client=198.18.0.1:")
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = drop_lines(&bed);
+    in_netns(&bed.topo.client.name, || {
+        for _ in 0..5 {
+            let _ = http_get(SocketAddr::from((VIP, PORT)), Duration::from_millis(80));
+        }
+    })
+    .unwrap();
+    bed.agent
+        .wait_for_log("reason=drop_no_backend", Duration::from_secs(2))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let added = drop_lines(&bed) - before;
+    assert!((1..=2).contains(&added), "{added} drop lines for 5 drops");
 }

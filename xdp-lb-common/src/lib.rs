@@ -31,6 +31,7 @@ pub mod map_names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
+    pub const FLOW_LOG_SOURCES: &str = "FLOW_LOG_SOURCES";
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
     pub const NAT_EMBRYONIC: &str = "NAT_EMBRYONIC";
     pub const NAT_EMBRYONIC_CLIENT: &str = "NAT_EMBRYONIC_CLIENT";
@@ -142,6 +143,9 @@ pub struct Bucket {
 
 /// Entries of `SOURCE_BUCKETS`, all VIPs together.
 pub const SOURCE_BUCKETS_SIZE: u32 = 65_536;
+
+/// Entries of `FLOW_LOG_SOURCES`: the sources whose drops the flow log dedupes per second.
+pub const FLOW_LOG_SOURCES_SIZE: u32 = 16_384;
 
 /// The data of an `ACL` key (an LPM trie): the VIP, then the client's source address. Every
 /// entry's prefix length covers the whole VIP id (32 bits) plus its CIDR's prefix of the

@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
-    FlowKey, FlowLogBudget, FlowValue, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
-    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
-    VipLimit, VipName,
+    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowLogBudget, FlowValue, InsertBudget, MAGLEV_SLOT_ELEMS,
+    MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters,
+    VipInfo, VipKey, VipLimit, VipName,
 };
 
 #[map]
@@ -92,6 +92,11 @@ pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 /// New flows and drops, for the agent's flow log (`agent.flow_log`).
 #[map]
 pub static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+/// The second in which each source's last drop was logged (`flow_log.rs`): one line per
+/// source per second. An LRU: a source evicted has not been logged for a while.
+#[map]
+pub static FLOW_LOG_SOURCES: LruHashMap<u32, u32> = LruHashMap::pinned(FLOW_LOG_SOURCES_SIZE, 0);
 
 #[map]
 pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget> = PerCpuArray::pinned(1, 0);

@@ -19,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 14] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 15] {
     use std::mem::size_of;
     [
         (
@@ -58,6 +58,12 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 14] {
             size_of::<FlowKey>() as u32,
             size_of::<FlowValue>() as u32,
             None,
+        ),
+        (
+            map_names::FLOW_LOG_SOURCES,
+            4,
+            4,
+            Some(xdp_lb_common::FLOW_LOG_SOURCES_SIZE),
         ),
         (
             map_names::VIP_STATS,
@@ -149,11 +155,12 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 19] = [
+const MAP_NAMES: [&str; 20] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
     map_names::FLOW_LOG_BUDGET,
+    map_names::FLOW_LOG_SOURCES,
     map_names::VIPS,
     map_names::BACKENDS,
     map_names::MAGLEV,
