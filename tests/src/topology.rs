@@ -360,6 +360,15 @@ pub fn xdp_lb_cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
     ))
 }
 
+/// `xdp-lb inspect stats --json` on the maps pinned in `pin_dir`, run in `ns`.
+pub fn inspect_stats(ns: &NetNs, pin_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let pin_dir = pin_dir.to_str().context("pin dir path")?;
+    let (code, out, err) =
+        xdp_lb_cli_in(ns, &["inspect", "--pin-dir", pin_dir, "stats", "--json"])?;
+    anyhow::ensure!(code == 0, "inspect stats: {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
 /// Like [`xdp_lb_cli`], run inside `ns`'s network namespace (interface names are per namespace).
 pub fn xdp_lb_cli_in(ns: &NetNs, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
     let ns_path = ns.path();

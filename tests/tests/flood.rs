@@ -17,7 +17,7 @@ use xdp_lb_tests::{
     Agent, EchoClient, NatTopology, TcpService, fixtures, http_get, in_netns,
     packet::{FloodReport, SynFlood},
     require_root,
-    topology::{VIP, backend_addr, xdp_lb_cli_in},
+    topology::{VIP, backend_addr, inspect_stats},
 };
 
 const DSR_PORT: u16 = 80;
@@ -99,20 +99,7 @@ fn bed() -> Bed {
 }
 
 fn counters(bed: &Bed) -> serde_json::Value {
-    let pin_dir = bed.topo.inner.pin_dir();
-    let (code, out, err) = xdp_lb_cli_in(
-        bed.topo.lb(),
-        &[
-            "inspect",
-            "--pin-dir",
-            pin_dir.to_str().unwrap(),
-            "stats",
-            "--json",
-        ],
-    )
-    .unwrap();
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
+    inspect_stats(bed.topo.lb(), &bed.topo.inner.pin_dir()).unwrap()
 }
 
 /// Floods `port` while the legitimate client opens `LEGIT` connections to it; returns the

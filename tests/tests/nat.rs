@@ -92,21 +92,8 @@ fn assert_all_answered(answers: &[anyhow::Result<String>], n: usize) -> BTreeMap
 }
 
 fn nat_flows(topo: &NatTopology) -> u64 {
-    let pin_dir = topo.inner.pin_dir();
-    let (code, out, err) = xdp_lb_cli_in(
-        topo.lb(),
-        &[
-            "inspect",
-            "--pin-dir",
-            pin_dir.to_str().unwrap(),
-            "stats",
-            "--json",
-        ],
-    )
-    .unwrap();
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["stats"]["nat_flows"]
+    xdp_lb_tests::topology::inspect_stats(topo.lb(), &topo.inner.pin_dir()).unwrap()["stats"]
+        ["nat_flows"]
         .as_u64()
         .expect("nat_flows in stats")
 }
