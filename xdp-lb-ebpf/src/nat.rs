@@ -160,7 +160,9 @@ pub fn create(
     // clusters of taken ports, so a try fails with probability = the range's occupancy.
     // The last half walks on from the last random port, so a small range is searched
     // completely.
-    // A retransmitted SYN of a half-open flow goes on through the port its first SYN took.
+    // A retransmitted SYN of a half-open flow goes on through the port its first SYN took. (If
+    // a flood evicted that reservation meanwhile and another flow took the port, the client's
+    // ACK fails `promote`'s check and the kernel resets the client, which reconnects.)
     // SAFETY: a map lookup; the value is copied out at once.
     if let Some(forward) = unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }.copied() {
         return Ok((Rewrite::of(&forward, core::ptr::null_mut(), true), false));
@@ -180,7 +182,7 @@ pub fn create(
             start
         } else if i == 0 {
             // Outside the range, the first try is still a function of the flow (its Maglev
-            // hash): a retransmitted SYN then finds the port its first SYN reserved.
+            // hash, already computed): the same 4-tuple tries the same port first.
             start = flow_hash % span;
             start
         } else if i < half {
