@@ -16,6 +16,7 @@ mod maglev_array;
 mod maps;
 mod nat_expiry;
 mod pins;
+mod purge;
 mod reconcile;
 
 use std::{

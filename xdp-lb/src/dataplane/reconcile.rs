@@ -26,15 +26,18 @@ use std::{
 use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
-    AclData, BACKEND_F_FORWARD, BackendInfo, FlowKey, Settings, TrafficCounters, VipInfo, VipKey,
-    VipLimit, VipName,
+    AclData, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters, VipInfo, VipKey, VipLimit,
+    VipName,
 };
 
-use super::{Maps, nat_expiry};
+use super::{
+    Maps, nat_expiry,
+    purge::{purge_flows, purge_refused},
+};
 use crate::{
     config::Cidr,
     nat::{Sweep, Timeouts},
-    state::{Acl, DesiredState, DesiredVip, admits},
+    state::{Acl, DesiredState, DesiredVip},
 };
 
 /// A slot that was live may still be read by a packet that looked up the old `VipInfo` just
@@ -56,7 +59,7 @@ pub enum ReconcileError {
     NoSlot { name: String, vip_id: u32 },
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(MapError) -> ReconcileError {
+pub(super) fn map_err(map: &'static str) -> impl FnOnce(MapError) -> ReconcileError {
     move |source| ReconcileError::Map { map, source }
 }
 
@@ -456,74 +459,6 @@ fn acl_key(&(vip_id, cidr): &(u32, Cidr)) -> Key<AclData> {
             addr_be: u32::from_ne_bytes(cidr.addr.octets()),
         },
     )
-}
-
-/// Removes the client-direction flows of `vips` (id → flags) whose source their lists now
-/// refuse: their next packet is refused like a new flow's. (A NAT flow's reply entry then
-/// expires with its state's timeout.) Returns how many.
-fn purge_refused(
-    maps: &mut Maps,
-    acl: &Acl,
-    vips: &BTreeMap<u32, u32>,
-) -> Result<usize, ReconcileError> {
-    let doomed: Vec<FlowKey> = maps
-        .flows()
-        .filter(|(k, v)| {
-            vips.get(&v.vip_id).is_some_and(|flags| {
-                !admits(acl, v.vip_id, *flags, k.src_addr_be.to_ne_bytes().into())
-            })
-        })
-        .map(|(k, _)| k)
-        .collect();
-    let mut purged = 0;
-    for key in doomed {
-        match maps.flows.remove(&key) {
-            Ok(()) => purged += 1,
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("FLOWS")(e)),
-        }
-    }
-    Ok(purged)
-}
-
-/// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` and the half-open `NAT_EMBRYONIC*`
-/// for NAT replies and their port reservations) that names one of `backend_ids`. Returns how many flows (client directions).
-fn purge_flows(maps: &mut Maps, backend_ids: &BTreeSet<u32>) -> Result<usize, ReconcileError> {
-    let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?;
-    purge_map(&mut maps.nat_flows, "NAT_FLOWS", backend_ids)?;
-    purge_map(&mut maps.nat_embryonic, "NAT_EMBRYONIC", backend_ids)?;
-    purge_map(
-        &mut maps.nat_embryonic_client,
-        "NAT_EMBRYONIC_CLIENT",
-        backend_ids,
-    )?;
-    Ok(purged)
-}
-
-fn purge_map(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, FlowKey, xdp_lb_common::FlowValue>,
-    name: &'static str,
-    backend_ids: &BTreeSet<u32>,
-) -> Result<usize, ReconcileError> {
-    let mut doomed: Vec<FlowKey> = Vec::new();
-    for entry in map.iter() {
-        match entry {
-            Ok((key, value)) if backend_ids.contains(&value.backend_id) => doomed.push(key),
-            Ok(_) => {}
-            // An entry evicted or expired while we iterate: skip it.
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(name)(e)),
-        }
-    }
-    let mut purged = 0;
-    for key in doomed {
-        match map.remove(&key) {
-            Ok(()) => purged += 1,
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(name)(e)),
-        }
-    }
-    Ok(purged)
 }
 
 /// Resets one element of a per-CPU counter array (all CPUs) for a newly assigned id.
