@@ -93,9 +93,8 @@ pub enum Counter {
     DropNatPortsExhausted,
     /// NAT: `NAT_FLOWS` is full (`agent.flow_table_size` bindings): dropped.
     DropNatTableFull,
-    /// NAT: a backend's SYN-ACK for a half-open flow whose client has another flow already
-    /// (its retransmitted SYN took another SNAT port, answered first): dropped; that backend's
-    /// half-open connection times out.
+    /// NAT: a client packet that would promote a half-open flow while another CPU is promoting
+    /// it (the client's ACK and its first data racing): dropped; the client sends it again.
     DropNatDuplicateReply,
     /// NAT: the kernel has no route to the backend or client (unreachable, blackhole,
     /// prohibit): dropped.

@@ -125,8 +125,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         return Err(Counter::DropBadBackend);
     }
     let (nat, new_flow) = if is_nat {
-        let (rewrite, fresh) =
-            nat::create(flow, vip.vip_id, backend_id, backend, settings, now, hash)?;
+        let (rewrite, fresh) = nat::create(flow, vip.vip_id, backend_id, backend, settings, now)?;
         (Some(rewrite), fresh)
     } else {
         let value = FlowValue {

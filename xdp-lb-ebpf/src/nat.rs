@@ -132,7 +132,6 @@ pub fn create(
     backend: *const BackendInfo,
     settings: *const Settings,
     now_ns: u64,
-    flow_hash: u32,
 ) -> Result<(Rewrite, bool), Counter> {
     // SAFETY: map value pointers from successful lookups.
     let (backend_addr, backend_port) = unsafe { ((*backend).addr_be, (*backend).port_be) };
@@ -179,11 +178,6 @@ pub fn create(
     for i in 0..NAT_PORT_PROBES {
         let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
             start = client_port - port_min;
-            start
-        } else if i == 0 {
-            // Outside the range, the first try is still a function of the flow (its Maglev
-            // hash, already computed): the same 4-tuple tries the same port first.
-            start = flow_hash % span;
             start
         } else if i < half {
             // SAFETY: a helper call without preconditions.
@@ -309,8 +303,10 @@ pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
     // SAFETY: a map lookup; the value is copied out at once.
     let Some(forward) = (unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }).copied() else {
         // A connection we do not know (e.g. made on another LB node before a failover): the
-        // kernel answers it with a RST.
-        return Err(Counter::PassNatNoFlow);
+        // kernel answers it with a RST. Unless another CPU promoted this very flow between our
+        // `FLOWS` miss and here (the client's ACK and its first data race): then it is in
+        // `FLOWS` now. The same holds for each early return below.
+        return promoted_meanwhile(flow).ok_or(Counter::PassNatNoFlow);
     };
     let reply_key = FlowKey {
         src_addr_be: forward.nat_dst_addr_be,
@@ -324,8 +320,7 @@ pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
     // and another flow taken the port since.
     // SAFETY: as above.
     let Some(reply) = (unsafe { NAT_EMBRYONIC.get(reply_key) }).copied() else {
-        let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
-        return Err(Counter::PassNatNoFlow);
+        return promoted_meanwhile(flow).ok_or(Counter::PassNatNoFlow);
     };
     if (
         reply.nat_dst_addr_be,
@@ -344,10 +339,10 @@ pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
     };
     match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
         Ok(()) => {}
+        // Another CPU is promoting this flow right now (its `FLOWS` entry may not be there
+        // yet: then this packet is dropped and the client sends it again).
         Err(e) if e == -EEXIST => {
-            let _ = NAT_EMBRYONIC.remove(reply_key);
-            let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
-            return Err(Counter::DropNatDuplicateReply);
+            return promoted_meanwhile(flow).ok_or(Counter::DropNatDuplicateReply);
         }
         // E2BIG: `flow_table_size` established NAT flows; ENOMEM: no memory for the element.
         // The half-open flow stays: the client's next ACK tries again.
@@ -365,6 +360,17 @@ pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
     let _ = NAT_EMBRYONIC.remove(reply_key);
     let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
     Ok((
+        Rewrite::of(&forward, core::ptr::null_mut(), true),
+        forward.backend_id,
+    ))
+}
+
+/// The flow's client-direction entry, if another CPU's promotion has put it in `FLOWS`.
+#[inline(always)]
+fn promoted_meanwhile(flow: &FlowKey) -> Option<(Rewrite, u32)> {
+    // SAFETY: a map lookup; the value is copied out at once.
+    let forward = unsafe { FLOWS.get(flow) }.copied()?;
+    Some((
         Rewrite::of(&forward, core::ptr::null_mut(), true),
         forward.backend_id,
     ))
