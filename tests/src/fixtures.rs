@@ -81,6 +81,8 @@ pub struct Config {
     agent: Keys,
     vips: Vec<Vip>,
     vrrp: Vec<Vrrp>,
+    /// `[announce]`: None, no section.
+    announce: Option<Keys>,
 }
 
 /// An `[agent]` section on `interface`, nothing else yet.
@@ -91,6 +93,7 @@ pub fn config(interface: &str) -> Config {
         agent,
         vips: Vec::new(),
         vrrp: Vec::new(),
+        announce: None,
     }
 }
 
@@ -118,6 +121,14 @@ impl Config {
         self.vrrp.push(vrrp);
         self
     }
+
+    /// Sets an `[announce]` key (the section appears with its first key).
+    pub fn announce(mut self, key: &str, value: impl Value) -> Self {
+        self.announce
+            .get_or_insert_with(Keys::default)
+            .set(key, value);
+        self
+    }
 }
 
 impl Display for Config {
@@ -139,6 +150,10 @@ impl Display for Config {
         for v in &self.vrrp {
             out.push_str("\n[[vrrp]]\n");
             v.0.write(&mut out);
+        }
+        if let Some(a) = &self.announce {
+            out.push_str("\n[announce]\n");
+            a.write(&mut out);
         }
         f.write_str(&out)
     }

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod packet;
 pub mod peers;
 pub mod pki;
+pub mod scale_out;
 pub mod service;
 pub mod topology;
 

@@ -393,6 +393,11 @@ impl EchoClient {
         })
     }
 
+    /// The client's port: the flow's source port, as the LB's flow table keys it.
+    pub fn local_port(&self) -> u16 {
+        self.writer.local_addr().map_or(0, |a| a.port())
+    }
+
     /// One round trip; checks the answer came from the same backend with the same payload.
     pub fn round_trip(&mut self) -> anyhow::Result<()> {
         self.seq += 1;

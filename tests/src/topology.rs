@@ -88,34 +88,7 @@ impl DsrTopology {
 
     /// A veth pair: `eth0` in `host`, `port` in sw on br0.
     pub fn plug(&self, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-        let port = if port.starts_with("p-") {
-            port.to_owned()
-        } else {
-            format!("p-{port}")
-        };
-        self.sw.ip(&[
-            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
-        ])?;
-        self.sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
-        // Frames leave the switch with their VLAN tags in them, as on a wire: the bridge holds
-        // a tag out of band once it has forwarded a frame, and a veth that may insert it by
-        // "offload" hands it on out of band, where XDP cannot see it (README, troubleshooting).
-        self.sw.exec(&[
-            "ethtool",
-            "-K",
-            &port,
-            "txvlan",
-            "off",
-            "tx-vlan-stag-hw-insert",
-            "off",
-        ])?;
-        host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-        // veth offloads TCP checksums (CHECKSUM_PARTIAL); a frame that XDP_TX re-sends loses
-        // that mark and would reach the backend with only the pseudo-header sum, and be dropped.
-        // Real NICs hand XDP complete frames, so make the test hosts send complete ones too.
-        host.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
-        host.ip(&["link", "set", "eth0", "up"])?;
-        Ok(())
+        plug_into(&self.sw, host, port, addr)
     }
 
     /// The `[agent]` section of the agent in the LB namespace (driver mode on eth0), with its
@@ -164,7 +137,65 @@ impl Drop for DsrTopology {
     }
 }
 
-fn scratch_dir() -> anyhow::Result<PathBuf> {
+/// A veth pair: `eth0` in `host` with `addr/24`, `port` in `sw` on its bridge br0.
+pub fn plug_into(sw: &NetNs, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    let port = if port.starts_with("p-") {
+        port.to_owned()
+    } else {
+        format!("p-{port}")
+    };
+    sw.ip(&[
+        "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
+    ])?;
+    sw.ip(&["link", "set", &port, "master", "br0", "up"])?;
+    // Frames leave the switch with their VLAN tags in them, as on a wire: the bridge holds
+    // a tag out of band once it has forwarded a frame, and a veth that may insert it by
+    // "offload" hands it on out of band, where XDP cannot see it (README, troubleshooting).
+    sw.exec(&[
+        "ethtool",
+        "-K",
+        &port,
+        "txvlan",
+        "off",
+        "tx-vlan-stag-hw-insert",
+        "off",
+    ])?;
+    host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    // veth offloads TCP checksums (CHECKSUM_PARTIAL); a frame that XDP_TX re-sends loses
+    // that mark and would reach the backend with only the pseudo-header sum, and be dropped.
+    // Real NICs hand XDP complete frames, so make the test hosts send complete ones too.
+    host.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+    host.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// The client's segment behind a router: `r-client` (198.19.1.1/24) in `router`, `eth0`
+/// (`client_addr`/24, default route through the router) in `client`.
+pub fn link_client(router: &NetNs, client: &NetNs, client_addr: Ipv4Addr) -> anyhow::Result<()> {
+    router.ip(&[
+        "link",
+        "add",
+        "r-client",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ])?;
+    router.ip(&["addr", "add", "198.19.1.1/24", "dev", "r-client"])?;
+    router.exec(&["ethtool", "-K", "r-client", "tx", "off"])?;
+    router.ip(&["link", "set", "r-client", "up"])?;
+    client.ip(&["addr", "add", &format!("{client_addr}/24"), "dev", "eth0"])?;
+    client.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+    client.ip(&["link", "set", "eth0", "up"])?;
+    client.ip(&["route", "add", "default", "via", "198.19.1.1"])?;
+    Ok(())
+}
+
+/// A fresh scratch directory under target/testbed for one topology's configs and logs.
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = target_dir()
         .join("testbed")
         .join(format!("run-{}-{}", std::process::id(), unique()));
@@ -439,34 +470,7 @@ impl NatTopology {
         let t = &topo.inner;
         t.plug(&topo.router, "p-router", ROUTER_ADDR)?;
         topo.router.sysctl("net.ipv4.ip_forward", "1")?;
-        topo.router.ip(&[
-            "link",
-            "add",
-            "r-client",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &topo.client.name,
-        ])?;
-        topo.router
-            .ip(&["addr", "add", "198.19.1.1/24", "dev", "r-client"])?;
-        topo.router
-            .exec(&["ethtool", "-K", "r-client", "tx", "off"])?;
-        topo.router.ip(&["link", "set", "r-client", "up"])?;
-        topo.client.ip(&[
-            "addr",
-            "add",
-            &format!("{NAT_CLIENT_ADDR}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        topo.client.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
-        topo.client.ip(&["link", "set", "eth0", "up"])?;
-        topo.client
-            .ip(&["route", "add", "default", "via", "198.19.1.1"])?;
+        link_client(&topo.router, &topo.client, NAT_CLIENT_ADDR)?;
 
         t.plug(&t.lb, "p-lb", LB_ADDR)?;
         t.lb.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;

@@ -27,6 +27,10 @@ pub enum Request {
         config: Option<PathBuf>,
     },
     Status,
+    /// Withdraw every announcement, keep forwarding (`[announce]`).
+    Drain,
+    /// End a drain.
+    Undrain,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

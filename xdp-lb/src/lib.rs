@@ -9,7 +9,8 @@
 //!   (`reconcile`, `nat_expiry`), typed handles anyone may read (`maps`), pins and layout.
 //! - `agent/` — `xdp-lb run`: start, the event loop, reload, status, stop (`guard`).
 //! - `health/` — health checks (tcp, http, https over rustls; `pem` reads their files); `nat` —
-//!   NAT expiry rules; `vrrp/` — how the VIP fails over.
+//!   NAT expiry rules; `vrrp/` — how the VIP fails over; `route_announce` — how a VIP is
+//!   announced to the routers for several active nodes behind ECMP (`[announce]`).
 //! - `netlink` — every link, address, route and neighbour question to the kernel;
 //!   `ethtool` — the one offload the data plane must have off.
 //! - `observe/` — `inspect`, typed `status`, `/metrics`, `/stats`, the flow log, CLI tables.
@@ -32,5 +33,6 @@ pub mod nat;
 pub mod netlink;
 pub mod observe;
 pub mod pem;
+pub mod route_announce;
 pub mod state;
 pub mod vrrp;

@@ -75,6 +75,33 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Withdraw every announced VIP from the routers ([announce]) and keep forwarding what
+    /// still arrives: maintenance without cutting a connection.
+    ///
+    /// The routing engine withdraws the routes, the routers move new flows to the other
+    /// nodes, and flows already here are forwarded until they end or move (every node picks
+    /// the same backend). `xdp-lb status` shows "draining"; `xdp-lb undrain` ends it. A drain
+    /// lasts until undrain or the agent's stop (a restarted agent announces again).
+    #[command(after_help = "Examples:
+  sudo xdp-lb drain && sleep 60 && sudo systemctl stop xdp-lb   # maintenance
+  sudo xdp-lb undrain")]
+    Drain {
+        /// Find the control socket through this config file's agent.control_socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The agent's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// End a drain: announce again every VIP this node can serve.
+    Undrain {
+        /// Find the control socket through this config file's agent.control_socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The agent's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Read the data plane's pinned maps: VIPs, backends, flows, counters, Maglev tables.
     ///
     /// Works from any process while the agent runs, and after it died with the data plane
@@ -218,6 +245,25 @@ fn inspect(report: InspectReport, json: bool, pin_dir: &std::path::Path) -> Exit
     }
 }
 
+/// Prints the agent's answer to a command: its message on stdout when it did it (exit 0), on
+/// stderr with `refused` when it would not, and exit 1 when no agent answered.
+fn verdict(answer: anyhow::Result<Response>, refused: ExitCode) -> ExitCode {
+    match answer {
+        Ok(r) if r.ok => {
+            println!("{}", r.message);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("xdp-lb: {}", r.message);
+            refused
+        }
+        Err(err) => {
+            eprintln!("xdp-lb: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -227,31 +273,31 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    let cli_command_is_drain = matches!(cli.command, Command::Drain { .. });
     match cli.command {
         Command::Reload { config, socket } => {
             let socket = socket_path(socket, config.as_deref());
             // Send the path as the agent sees it: absolute.
             let config = config.map(|c| std::path::absolute(&c).unwrap_or(c));
-            match client(&socket, &Request::Reload { config }) {
-                Ok(r) if r.ok => {
-                    println!("{}", r.message);
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    eprintln!("xdp-lb: {}", r.message);
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(err) => {
-                    eprintln!("xdp-lb: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            verdict(
+                client(&socket, &Request::Reload { config }),
+                ExitCode::from(EXIT_CONFIG),
+            )
         }
         Command::Inspect {
             report,
             json,
             pin_dir,
         } => inspect(report, json, &pin_dir),
+        Command::Drain { config, socket } | Command::Undrain { config, socket } => {
+            let request = if cli_command_is_drain {
+                Request::Drain
+            } else {
+                Request::Undrain
+            };
+            let socket = socket_path(socket, config.as_deref());
+            verdict(client(&socket, &request), ExitCode::FAILURE)
+        }
         Command::Status {
             json,
             config,

@@ -18,7 +18,7 @@ use netlink_packet_route::{
     address::AddressAttribute,
     link::{LinkAttribute, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
-    route::{RouteAddress, RouteAttribute},
+    route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope},
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 use thiserror::Error;
@@ -270,6 +270,84 @@ impl Netlink {
         }
         Ok(None)
     }
+    /// Puts `addr/32 dev ifindex scope link proto protocol` into routing `table` (replacing an
+    /// identical one): how a VIP is offered to the routing engine (`route_announce`).
+    pub async fn add_table_route(
+        &self,
+        table: u32,
+        protocol: u8,
+        ifindex: u32,
+        addr: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .output_interface(ifindex)
+            .table_id(table)
+            .protocol(RouteProtocol::from(protocol))
+            .scope(RouteScope::Link)
+            .build();
+        self.handle.route().add(route).replace().execute().await?;
+        Ok(())
+    }
+
+    /// Removes `addr/32` from routing `table`; absent is not an error.
+    pub async fn remove_table_route(
+        &self,
+        table: u32,
+        protocol: u8,
+        addr: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .table_id(table)
+            .protocol(RouteProtocol::from(protocol))
+            // RT_SCOPE_NOWHERE matches a route of any scope (fib_table_delete); the builder's
+            // default, universe, would miss our scope-link route and answer ESRCH.
+            .scope(RouteScope::NoWhere)
+            .build();
+        match self.handle.route().del(route).execute().await {
+            // ESRCH: no such route.
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| c.get()) == Some(-libc::ESRCH) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// The `/32` destinations in routing `table` put there with `protocol` (what a previous
+    /// agent announced).
+    pub async fn table_routes(
+        &self,
+        table: u32,
+        protocol: u8,
+    ) -> Result<Vec<Ipv4Addr>, NetlinkError> {
+        let mut found = Vec::new();
+        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut dump = self.handle.route().get(request).execute();
+        while let Some(route) = dump.try_next().await? {
+            let in_table = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            });
+            let in_table = in_table.unwrap_or(route.header.table as u32);
+            if in_table != table
+                || route.header.protocol != RouteProtocol::from(protocol)
+                || route.header.destination_prefix_length != 32
+            {
+                continue;
+            }
+            for attr in &route.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet(a)) = attr {
+                    found.push(*a);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Adds `addr/prefix` to `ifindex` (replacing an identical one).
     pub async fn add_address(
         &self,

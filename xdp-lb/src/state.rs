@@ -336,6 +336,13 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
             });
             backend_ids.push(id);
         }
+        // Maglev breaks ties between backends by their turn order: order them by identity, so
+        // that nodes whose files list the same backends in another order build the same table
+        // (active-active nodes behind ECMP must choose alike).
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| inputs[i].identity);
+        let inputs: Vec<MaglevBackend<'_>> = order.iter().map(|&i| inputs[i]).collect();
+        let backend_ids: Vec<u32> = order.iter().map(|&i| backend_ids[i]).collect();
         let (table, backend_count) = match maglev::build(&inputs, vip.maglev_table_size) {
             Some(t) => {
                 let count = inputs.iter().filter(|i| i.weight > 0).count() as u32;
@@ -646,6 +653,60 @@ weight = 3
             ids.backends[&(key, "198.18.0.11".parse().unwrap())]
         );
         assert_eq!(ids2.backends.len(), 2);
+    }
+
+    /// Active-active nodes (README, "Scale out") must pick the same backend for a flow: the
+    /// table, read as backend addresses, cannot depend on the file's order or the ids a node's
+    /// history gave its backends.
+    #[test]
+    fn nodes_with_the_same_backends_build_the_same_table() {
+        let three = |order: [u8; 3]| {
+            let mut t = String::from(
+                "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\nmaglev_table_size = 251\n",
+            );
+            for o in order {
+                t.push_str(&format!(
+                    "[[vip.backend]]\naddress = \"198.18.0.{o}\"\nweight = {}\n",
+                    o - 10
+                ));
+            }
+            cfg(&t)
+        };
+        let by_address = |c: &Config, ids: &Ids| {
+            let n: BTreeMap<Ipv4Addr, L2Next> = c.vips[0]
+                .backends
+                .iter()
+                .map(|b| {
+                    (
+                        b.address,
+                        L2Next {
+                            ifindex: 1,
+                            mac: [0; 6],
+                            src_mac: [0; 6],
+                        },
+                    )
+                })
+                .collect();
+            let s = desired(c, ids, &n, &Health::new());
+            let vip = s.vips.values().next().unwrap().clone();
+            let table: Vec<Ipv4Addr> = vip.table.iter().map(|id| s.backends[id].address).collect();
+            (vip.hash_seed, table)
+        };
+        let a = three([11, 12, 13]);
+        let b = three([13, 11, 12]);
+        let ids_a = Ids::default().assign(&a).unwrap();
+        // Node b's ids come from another history: one backend it saw first, then the rest.
+        let ids_b = Ids::default()
+            .assign(&three([12, 13, 11]))
+            .unwrap()
+            .assign(&b)
+            .unwrap();
+        assert_ne!(
+            ids_a.backends.values().collect::<Vec<_>>(),
+            ids_b.backends.values().collect::<Vec<_>>(),
+            "the test needs different ids"
+        );
+        assert_eq!(by_address(&a, &ids_a), by_address(&b, &ids_b));
     }
 
     #[test]

@@ -29,6 +29,8 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     "keepalived",
     "haproxy",
+    // The routing engine of the scale-out tests and demo (BGP + BFD to a router namespace).
+    "bird2",
     "nftables",
     "wrk",
     // Backends for the comparative bench (fast enough not to be what is measured).
@@ -119,7 +121,7 @@ fn apt_packages(did: &mut Vec<String>) -> anyhow::Result<()> {
     // hold ports or VIPs on the host.
     if std::path::Path::new("/run/systemd/system").exists() {
         // One unit at a time: systemctl stops at the first unit it does not know.
-        for unit in ["haproxy", "keepalived", "prometheus", "nginx"] {
+        for unit in ["haproxy", "keepalived", "prometheus", "nginx", "bird"] {
             let _ = Command::new("systemctl")
                 .args(["disable", "--now", unit])
                 .status();

@@ -46,6 +46,7 @@ use crate::{
     nat::Sweep,
     netlink::{self, Netlink, NetlinkError},
     observe::flow_log,
+    route_announce::Announcer,
     state::{Ids, StateError},
     vrrp::instance::{Instance, VrrpError},
 };
@@ -111,6 +112,8 @@ struct Agent {
     /// NAT: the SNAT address in use (agent.snat_address, or the interface's primary address).
     snat_address: Option<Ipv4Addr>,
     nat: NatExpiry,
+    /// `[announce]`: the VIP routes the routing engine advertises.
+    announcer: Option<Announcer>,
 }
 
 /// What NAT expiry has seen, for `status` and `/metrics`.
@@ -165,6 +168,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
             Some(command) = commands.recv() => {
                 let response = agent.handle(command.request).await;
                 let _ = command.reply.send(response);
+                // A reload or a drain changes what is announced: say so to the routers now.
+                agent.track().await;
             }
             Some(event) = health_events.recv() => {
                 agent.on_health(event);
@@ -236,6 +241,7 @@ impl Agent {
             snat_address: None,
             nat: NatExpiry::default(),
             slow_start: Default::default(),
+            announcer: None,
         })
     }
 
@@ -274,6 +280,9 @@ impl Agent {
             self.vrrp
                 .push(Instance::start(cfg, self.netlink.clone()).await?);
         }
+        if let Some(cfg) = self.config.announce.clone() {
+            self.announcer = Some(Announcer::start(cfg, self.netlink.clone()).await);
+        }
         self.track().await;
         tracing::info!(
             interface = %interface,
@@ -304,9 +313,23 @@ impl Agent {
         }
     }
 
-    /// VRRP first (a master sends priority 0 so its peer takes over after Skew_Time only), then
-    /// the data plane: detached and unpinned, or with `keep` left for the next agent.
+    /// The routers first: announcements are withdrawn and the program keeps forwarding for
+    /// `announce.grace`, so flows in flight move to the other nodes before this one stops
+    /// (with `keep`, the next agent adopts the routes instead). Then VRRP (a master sends
+    /// priority 0 so its peer takes over after Skew_Time only), then the data plane: detached
+    /// and unpinned, or with `keep` left for the next agent.
     async fn stop(mut self, signal: &str, keep: bool) -> Result<(), AgentError> {
+        if let Some(mut announcer) = self.announcer.take() {
+            let grace = self.config.announce.as_ref().map(|a| a.grace);
+            if !keep && announcer.withdraw_all(signal).await {
+                let grace = grace.unwrap_or_default();
+                tracing::info!(
+                    ?grace,
+                    "announce: withdrawn; forwarding for announce.grace before detaching"
+                );
+                tokio::time::sleep(grace).await;
+            }
+        }
         for instance in std::mem::take(&mut self.vrrp) {
             instance.shutdown().await;
         }
@@ -361,6 +384,31 @@ impl Agent {
                 message: "ok".into(),
                 status: Some(Box::new(self.status())),
             },
+            Request::Drain | Request::Undrain => {
+                let on = request == Request::Drain;
+                let Some(announcer) = self.announcer.as_mut() else {
+                    return Response {
+                        ok: false,
+                        message: "nothing to drain: the config has no [announce] section".into(),
+                        status: None,
+                    };
+                };
+                let was = announcer.draining();
+                announcer.set_draining(on);
+                let message = match (was, on) {
+                    (true, true) => "already draining",
+                    (false, false) => "not draining",
+                    (false, true) => {
+                        "draining: every VIP is withdrawn; flows that still arrive are forwarded (`xdp-lb undrain` ends it)"
+                    }
+                    (true, false) => "undrained: VIPs this node can serve are announced again",
+                };
+                Response {
+                    ok: true,
+                    message: message.into(),
+                    status: None,
+                }
+            }
         }
     }
 

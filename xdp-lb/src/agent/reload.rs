@@ -71,6 +71,11 @@ impl Agent {
             Ok(report) => {
                 self.config_path = path;
                 self.loaded_at = SystemTime::now();
+                if let (Some(announcer), Some(cfg)) =
+                    (self.announcer.as_mut(), self.config.announce.clone())
+                {
+                    announcer.set_config(cfg);
+                }
                 let message = format!(
                     "reloaded {}: {} VIP(s) added, {} updated, {} removed; {} backend(s) written, {} removed",
                     self.config_path.display(),
@@ -100,8 +105,14 @@ impl Agent {
 /// The first setting that is fixed while the agent runs and differs in `new`.
 fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
-    let fixed: [(bool, &'static str); 8] = [
+    let table = |c: &Config| c.announce.as_ref().map(|a| a.table);
+    let fixed: [(bool, &'static str); 10] = [
         (old.vrrp != new.vrrp, "[[vrrp]] sections"),
+        (
+            old.announce.is_some() != new.announce.is_some(),
+            "the [announce] section (adding or removing it)",
+        ),
+        (table(old) != table(new), "announce.table"),
         (a.interface != b.interface, "agent.interface"),
         (a.xdp_mode != b.xdp_mode, "agent.xdp_mode"),
         (a.pin_dir != b.pin_dir, "agent.pin_dir"),

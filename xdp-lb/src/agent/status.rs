@@ -63,6 +63,7 @@ impl Agent {
                         let unit = if l.per.as_secs() == 60 { "m" } else { "s" };
                         format!("{}/{unit}, burst {}, per /{}", l.count, l.burst, l.prefix)
                     }),
+                    announce: self.announcer.as_ref().and_then(|a| a.verdict(&vip.name)),
                     backends,
                 }
             })
@@ -98,6 +99,7 @@ impl Agent {
                 .iter()
                 .filter_map(|i| i.status.lock().ok().map(|s| s.clone()))
                 .collect(),
+            announce: self.announcer.as_ref().map(|a| a.status()),
         }
     }
 }

@@ -2,14 +2,14 @@
 //! from the agent's own knowledge.
 
 use super::Agent;
-use crate::{netlink, state::vip_key};
+use crate::{netlink, route_announce::Facts, state::vip_key};
 
 impl Agent {
-    /// Data-plane tracking for VRRP (level-triggered: every tick and after every change): the
-    /// program must be attached (the kernel says so) and every VIP must have a usable backend.
-    /// What keepalived users scripted as "is haproxy alive?".
+    /// Data-plane tracking for VRRP and for the announcements (level-triggered: every tick and
+    /// after every change): the program must be attached (the kernel says so) and every VIP
+    /// must have a usable backend. What keepalived users scripted as "is haproxy alive?".
     pub(super) async fn track(&mut self) {
-        if self.vrrp.is_empty() {
+        if self.vrrp.is_empty() && self.announcer.is_none() {
             return;
         }
         let attached = match self
@@ -21,6 +21,17 @@ impl Agent {
             Some(ifindex) => self.netlink.xdp_attached(ifindex).await.unwrap_or(true),
             None => false,
         };
+        if let Some(announcer) = self.announcer.as_mut() {
+            let facts = Facts {
+                config: &self.config,
+                attached,
+                without_backends: &self.vips_without_backends,
+            };
+            announcer.sync(&facts).await;
+        }
+        if self.vrrp.is_empty() {
+            return;
+        }
         let problem = if !attached {
             Some("the XDP program is not attached".to_owned())
         } else if !self.vips_without_backends.is_empty() {

@@ -8,6 +8,7 @@
 //!
 //! Nothing is applied until both steps succeed, so a bad file never half-applies.
 
+mod announce;
 mod health_check;
 mod place;
 mod raw;
@@ -26,7 +27,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use self::place::is_prime;
+pub use self::{
+    announce::{DEFAULT_ANNOUNCE_GRACE, DEFAULT_ANNOUNCE_TABLE, DEFAULT_ENGINE_SOCKET},
+    place::is_prime,
+};
 use self::{place::Place, raw::RawConfig};
 
 /// Largest `agent.max_vips`: each VIP reserves 2 × 65537 × 4 bytes of Maglev table (512 KiB).
@@ -44,6 +48,8 @@ pub struct Config {
     pub agent: AgentConfig,
     pub vips: Vec<VipConfig>,
     pub vrrp: Vec<VrrpConfig>,
+    /// `[announce]`: None when the section is absent (no VIP is announced).
+    pub announce: Option<AnnounceConfig>,
     /// What is worth saying about the file but does not stop it from loading (`check-config`
     /// prints them, `run` logs them). Same shape as an error: file, line, key, message.
     pub warnings: Vec<ConfigError>,
@@ -64,6 +70,22 @@ impl Config {
             message,
         }
     }
+}
+
+/// `[announce]`: this node offers VIPs to a routing engine (BIRD, FRR) as `/32` routes in a
+/// kernel table of their own, which the engine learns and advertises (README, "Scale out").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// The kernel routing table the VIP routes go into (never one this host routes by).
+    pub table: u32,
+    /// The device the routes name (`dev`): the one the VIP's traffic arrives on.
+    pub interface: String,
+    /// Names of the VIPs announced (every VIP unless `vips` lists some).
+    pub vips: Vec<String>,
+    /// On SIGTERM: how long to keep forwarding after the withdrawal, before detaching.
+    pub grace: Duration,
+    /// A Unix socket of the routing engine, checked for "is it running?"; None: not checked.
+    pub engine_socket: Option<PathBuf>,
 }
 
 /// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.

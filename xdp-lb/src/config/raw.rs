@@ -16,6 +16,23 @@ pub(super) struct RawConfig {
     pub(super) vip: Vec<Spanned<RawVip>>,
     #[serde(default)]
     pub(super) vrrp: Vec<Spanned<RawVrrp>>,
+    #[serde(default)]
+    pub(super) announce: Option<Spanned<RawAnnounce>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnnounce {
+    #[serde(default)]
+    pub(super) table: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) interface: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) vips: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) grace: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub(super) engine_socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]

@@ -602,3 +602,112 @@ notify = "/etc/xdp-lb/notify"
         assert!(e.to_string().contains("whole seconds"), "{e}");
     }
 }
+
+mod announce {
+    use super::*;
+
+    const BASE: &str = r#"
+[agent]
+interface = "eth0"
+
+[[vip]]
+name = "web"
+address = "198.18.0.100"
+port = 80
+
+[[vip.backend]]
+address = "198.18.0.11"
+
+[[vip]]
+name = "api"
+address = "198.18.0.101"
+port = 6443
+
+[[vip.backend]]
+address = "198.18.0.12"
+"#;
+
+    #[test]
+    fn defaults_and_every_key() {
+        let c = parse(Path::new("a.toml"), BASE).unwrap();
+        assert_eq!(c.announce, None, "no section: nothing announced");
+        let c = parse(Path::new("a.toml"), &format!("{BASE}\n[announce]\n")).unwrap();
+        let a = c.announce.unwrap();
+        assert_eq!(a.table, DEFAULT_ANNOUNCE_TABLE);
+        assert_eq!(a.interface, "eth0", "defaults to agent.interface");
+        assert_eq!(a.vips, ["web", "api"], "every VIP by default");
+        assert_eq!(a.grace, DEFAULT_ANNOUNCE_GRACE);
+        assert_eq!(a.engine_socket, Some(DEFAULT_ENGINE_SOCKET.into()));
+        let text = format!(
+            "{BASE}\n[announce]\ntable = 4242\ninterface = \"lo\"\nvips = [\"api\"]\ngrace = \"1500ms\"\nengine_socket = \"\"\n"
+        );
+        let a = parse(Path::new("a.toml"), &text).unwrap().announce.unwrap();
+        assert_eq!(
+            (
+                a.table,
+                a.interface.as_str(),
+                a.vips,
+                a.grace,
+                a.engine_socket
+            ),
+            (
+                4242,
+                "lo",
+                vec!["api".to_owned()],
+                Duration::from_millis(1500),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn inconsistent_sections_name_line_and_key() {
+        let vrrp = "\n[[vrrp]]\nname = \"lb\"\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nvirtual_addresses = [\"198.18.0.100/24\"]\n";
+        let cases: [(String, &str, &str); 8] = [
+            ("table = 254".into(), "announce.table", "main"),
+            ("table = 0".into(), "announce.table", "table 0"),
+            ("table = -1".into(), "announce.table", "not a routing table"),
+            (
+                "vips = [\"nope\"]".into(),
+                "announce.vips[0]",
+                "no [[vip]] is named",
+            ),
+            (
+                "vips = [\"web\", \"web\"]".into(),
+                "announce.vips[1]",
+                "listed twice",
+            ),
+            ("grace = \"10m\"".into(), "announce.grace", "out of range"),
+            (
+                "engine_socket = \"bird.ctl\"".into(),
+                "announce.engine_socket",
+                "absolute",
+            ),
+            (
+                format!("table = 1000\n{vrrp}"),
+                "announce.vips",
+                "moved by VRRP",
+            ),
+        ];
+        for (section, key, fragment) in cases {
+            let text = format!("{BASE}\n[announce]\n{section}\n");
+            let e = parse(Path::new("a.toml"), &text).unwrap_err();
+            assert!(e.line.is_some(), "{section}: {e}");
+            let s = e.to_string();
+            assert!(
+                s.starts_with("a.toml:") && s.contains(key) && s.contains(fragment),
+                "{section}: {s}"
+            );
+        }
+        // A VRRP address that is not announced is fine.
+        let text = format!("{BASE}\n[announce]\nvips = [\"api\"]\n{vrrp}");
+        assert!(parse(Path::new("a.toml"), &text).is_ok());
+        // Unknown keys are caught by serde, with their line.
+        let e = parse(
+            Path::new("a.toml"),
+            &format!("{BASE}\n[announce]\ntabel = 1\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tabel"), "{e}");
+    }
+}

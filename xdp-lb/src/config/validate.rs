@@ -11,6 +11,7 @@ use super::{
     AgentConfig, BackendConfig, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
     MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SourceLimit, VipConfig, XdpMode,
+    announce::announce,
     health_check::health_check,
     place::{Place, is_prime, nat_timeout, port_range, ranged, valid_interface, valid_name},
     raw::RawConfig,
@@ -327,10 +328,15 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             ));
         }
     }
+    let announce = match &raw.announce {
+        Some(a) => Some(announce(place, a, &agent.interface, &vips, &vrrp)?),
+        None => None,
+    };
     Ok(Config {
         agent,
         vips,
         vrrp,
+        announce,
         warnings: Vec::new(),
         positions: Default::default(),
     })

@@ -268,6 +268,7 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
             })
         }),
     );
+    announce_families(&mut m, status);
     (
         [(
             header::CONTENT_TYPE,
@@ -276,4 +277,40 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
         m.0,
     )
         .into_response()
+}
+
+/// `[announce]`: whether each VIP is announced to the routers, drain, and the routing engine.
+fn announce_families(m: &mut Exposition, status: Option<&AgentStatus>) {
+    let Some((s, a)) = status.and_then(|s| Some((s, s.announce.as_ref()?))) else {
+        return;
+    };
+    m.family(
+        "xdp_lb_vip_announced",
+        "gauge",
+        "1 while the VIP's route is offered to the routing engine ([announce]), 0 while withdrawn; the reason is in `xdp-lb status`.",
+        s.vips.iter().filter_map(|v| {
+            let verdict = v.announce.as_ref()?;
+            Some((
+                format!("vip=\"{}\"", label(&v.name)),
+                (verdict == "announced") as u8,
+            ))
+        }),
+    );
+    m.family(
+        "xdp_lb_draining",
+        "gauge",
+        "1 while `xdp-lb drain` holds every announcement back.",
+        [(String::new(), a.draining as u8)],
+    );
+    let reachable = match a.engine {
+        crate::route_announce::Engine::NotChecked => None,
+        crate::route_announce::Engine::Reachable => Some(1u8),
+        crate::route_announce::Engine::NotReachable(_) => Some(0),
+    };
+    m.family(
+        "xdp_lb_routing_engine_reachable",
+        "gauge",
+        "1 while the routing engine answers on announce.engine_socket.",
+        reachable.map(|r| (String::new(), r)),
+    );
 }

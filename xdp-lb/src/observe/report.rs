@@ -217,9 +217,23 @@ pub fn print_status(s: &AgentStatus) {
             i.last_cause
         );
     }
+    if let Some(a) = &s.announce {
+        let announced: Vec<String> = a.announced.iter().map(ToString::to_string).collect();
+        println!(
+            "announce: table {}{}, routing engine {}, announced: {}",
+            a.table,
+            if a.draining { ", DRAINING" } else { "" },
+            a.engine.describe(),
+            if announced.is_empty() {
+                "none".to_owned()
+            } else {
+                announced.join(", ")
+            }
+        );
+    }
     for vip in &s.vips {
         println!(
-            "\nVIP {} {}:{} (check: {}){}",
+            "\nVIP {} {}:{} (check: {}){}{}",
             vip.name,
             vip.address,
             vip.port,
@@ -228,7 +242,11 @@ pub fn print_status(s: &AgentStatus) {
                 ""
             } else {
                 "  NO USABLE BACKEND"
-            }
+            },
+            vip.announce
+                .as_ref()
+                .map(|v| format!("  {v}"))
+                .unwrap_or_default()
         );
         let mut protection = Vec::new();
         if !vip.allow.is_empty() {

@@ -92,10 +92,16 @@ tr.vip td{{background:#eef;font-weight:600}}
     for v in &snap.vips {
         let _ = write!(
             p,
-            r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l"></td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="denied {} / not allowed {} / rate limited {}">{}</td></tr>"#,
+            r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l" title="[announce]: whether this node offers the VIP to the routers">{}</td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="denied {} / not allowed {} / rate limited {}">{}</td></tr>"#,
             html(&v.name),
             v.address,
             v.port,
+            html(
+                status
+                    .and_then(|s| s.vips.iter().find(|x| x.name == v.name))
+                    .and_then(|x| x.announce.as_deref())
+                    .unwrap_or("")
+            ),
             v.backends_in_table,
             v.backends,
             v.table_size,
@@ -138,7 +144,22 @@ tr.vip td{{background:#eef;font-weight:600}}
             );
         }
     }
-    p.push_str("</table><table><tr><th class=\"l\">verdict / reason</th><th>packets</th></tr>");
+    p.push_str("</table>");
+    if let Some(a) = status.and_then(|s| s.announce.as_ref()) {
+        let _ = write!(
+            p,
+            r#"<div class="sub">announce: table {}{} · routing engine {} · {} address(es) announced</div>"#,
+            a.table,
+            if a.draining {
+                " · <b>DRAINING</b>"
+            } else {
+                ""
+            },
+            html(&a.engine.describe()),
+            a.announced.len()
+        );
+    }
+    p.push_str("<table><tr><th class=\"l\">verdict / reason</th><th>packets</th></tr>");
     for (name, v) in &snap.stats.counters {
         let _ = write!(
             p,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::{AdminState, CheckType, Forwarding},
     health::BackendHealth,
+    route_announce::AnnounceStatus,
     vrrp::instance::InstanceStatus,
 };
 
@@ -28,6 +29,9 @@ pub struct AgentStatus {
     /// None without NAT VIPs.
     pub nat: Option<NatStatus>,
     pub vrrp: Vec<InstanceStatus>,
+    /// `[announce]`: the routing table, drain and the routing engine; None without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<AnnounceStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +51,9 @@ pub struct VipStatus {
     /// `new_flows_per_source`, as configured ("100/s, burst 200, per /32").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_flows_per_source: Option<String>,
+    /// Under `[announce]`: "announced" or "withdrawn: REASON"; None: not announced by config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
     pub backends: Vec<BackendStatus>,
 }
 
