@@ -364,6 +364,52 @@ pub fn http_get_many(addr: SocketAddr, n: usize, timeout: Duration) -> Vec<anyho
     answers
 }
 
+/// What a demo's run of requests came to: answers per backend (by the name each answered
+/// with), failures, and how long it took.
+pub struct Tally {
+    pub per_backend: std::collections::BTreeMap<String, usize>,
+    pub answered: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+}
+
+/// Up to `count` sequential HTTP requests to `addr` from namespace `ns`, each a new connection,
+/// stopping early when `stop` is set (a demo's Ctrl-C).
+pub fn request_tally(
+    ns: &str,
+    addr: SocketAddr,
+    count: usize,
+    stop: std::sync::Arc<AtomicBool>,
+) -> anyhow::Result<Tally> {
+    let started = std::time::Instant::now();
+    let answers = crate::in_netns(ns, move || {
+        let mut out = Vec::new();
+        for _ in 0..count {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            out.push(http_get(addr, Duration::from_secs(3)));
+        }
+        out
+    })?;
+    let mut tally = Tally {
+        per_backend: Default::default(),
+        answered: 0,
+        failed: 0,
+        elapsed: started.elapsed(),
+    };
+    for a in answers {
+        match a {
+            Ok(name) => {
+                *tally.per_backend.entry(name.trim().to_owned()).or_default() += 1;
+                tally.answered += 1;
+            }
+            Err(_) => tally.failed += 1,
+        }
+    }
+    Ok(tally)
+}
+
 /// A long-lived connection to the echo mode. Create it on a thread in the client namespace.
 pub struct EchoClient {
     reader: BufReader<TcpStream>,

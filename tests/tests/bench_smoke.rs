@@ -77,6 +77,8 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "floor: bare XDP forwarder",
         "keep-alive",
         "agent RSS",
+        "Scale out: active nodes behind ECMP",
+        "the router dropped its",
         "| FLOWS |",
         "random-source SYN flood",
         "the kernel's SYN cookies (reference)",

@@ -275,7 +275,7 @@ fn a_dead_node_is_routed_around_and_every_connection_survives() {
 #[test]
 fn a_node_without_backends_withdraws_alone() {
     require_root!();
-    let (mut topo, _services) = running(3, 2, 3);
+    let (topo, _services) = running(3, 2, 3);
     let lb2 = &topo.nodes[1].ns;
     for b in 0..2 {
         lb2.ip(&[

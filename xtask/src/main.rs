@@ -38,9 +38,14 @@ enum Verb {
         /// Only run tests whose name contains this (passed to the test harness).
         filter: Option<String>,
     },
-    /// Build, create a namespace topology (client, LB, three backends), balance 300 requests,
-    /// print who answered and the LB's counters, and tear everything down. Needs root.
-    Demo,
+    /// Build, create a namespace topology, show balancing (DSR and NAT), a backend failing and
+    /// a VRRP failover, then the scale-out part (three active nodes behind a router's ECMP,
+    /// announced with BIRD, one of them killed), and tear everything down. Needs root.
+    Demo {
+        /// Only one part: `vrrp` (one active node, VRRP failover) or `scale-out`.
+        #[arg(value_parser = ["vrrp", "scale-out"])]
+        part: Option<String>,
+    },
     /// Per-packet cost of each data-plane path against a floor program (BPF_PROG_TEST_RUN).
     Bench {
         /// Repeats per measured path (at least 1M for the report).
@@ -85,11 +90,17 @@ fn run(verb: Verb) -> anyhow::Result<()> {
             Ok(())
         }
         Verb::Test { filter } => test(filter.as_deref()),
-        Verb::Demo => {
+        Verb::Demo { part } => {
             require_root("demo")?;
             setup::setup()?;
             cargo(&["build", "--release", "-p", "xdp-lb"])?;
-            tests_bin("demo", &[])
+            if part.as_deref() != Some("scale-out") {
+                tests_bin("demo", &[])?;
+            }
+            if part.as_deref() != Some("vrrp") {
+                tests_bin("demo_scale_out", &[])?;
+            }
+            Ok(())
         }
         Verb::Bench { repeat, compare } => {
             require_root("bench")?;

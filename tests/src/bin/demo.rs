@@ -4,7 +4,6 @@
 //! answered and the LB's counters, and tears it all down — also on Ctrl-C.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{
@@ -18,7 +17,8 @@ use anyhow::{Context as _, bail};
 use xdp_lb::dataplane::Maps;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    Agent, DsrTopology, NetNs, TcpService, fixtures, http_get, in_netns,
+    Agent, DsrTopology, NetNs, TcpService, fixtures,
+    service::request_tally,
     topology::{CLIENT_ADDR, LB_ADDR, PassProgram, VIP, backend_addr},
 };
 
@@ -253,39 +253,23 @@ fn requests(
     count: usize,
     port: u16,
 ) -> anyhow::Result<usize> {
-    let started = Instant::now();
-    let stop = interrupted.clone();
-    let answers = in_netns(&topo.client.name, move || {
-        let mut out = Vec::new();
-        for _ in 0..count {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            out.push(http_get(
-                SocketAddr::from((VIP, port)),
-                Duration::from_secs(3),
-            ));
-        }
-        out
-    })?;
-    let elapsed = started.elapsed();
-    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = 0;
-    for a in &answers {
-        match a {
-            Ok(name) => *per_backend.entry(name.clone()).or_default() += 1,
-            Err(_) => failed += 1,
-        }
-    }
-    for (name, n) in &per_backend {
+    let t = request_tally(
+        &topo.client.name,
+        SocketAddr::from((VIP, port)),
+        count,
+        interrupted.clone(),
+    )?;
+    for (name, n) in &t.per_backend {
         println!("     {name}: {n:>4}  {}", "#".repeat(n / 4));
     }
     println!(
-        "     {} answered, {failed} failed, in {:.2} s ({:.0} connections/s)",
-        answers.len() - failed,
-        elapsed.as_secs_f64(),
-        (answers.len() - failed) as f64 / elapsed.as_secs_f64()
+        "     {} answered, {} failed, in {:.2} s ({:.0} connections/s)",
+        t.answered,
+        t.failed,
+        t.elapsed.as_secs_f64(),
+        t.answered as f64 / t.elapsed.as_secs_f64()
     );
+    let failed = t.failed;
     Ok(failed)
 }
 

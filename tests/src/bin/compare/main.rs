@@ -19,7 +19,9 @@
 //! 4. Memory: the agent's RSS and each BPF map's memory as the kernel accounts it (fdinfo).
 //! 5. Legitimate connections under a random-source SYN flood (issue 13): xdp-lb NAT and DSR,
 //!    and the kernel's own SYN cookies on a plain host as the reference (`flood.rs`).
-//! 6. `target/bench/compare.md`, `target/bench/compare.svg` (plotters), and a one-screen
+//! 6. Scale out (issue 14): new connections/s through 1, 2 and 3 active nodes behind a
+//!    router's ECMP (BIRD), and the time from a node's death to the reroute (`scale.rs`).
+//! 7. `target/bench/compare.md`, `target/bench/compare.svg` (plotters), and a one-screen
 //!    summary on stdout.
 
 mod chart;
@@ -28,6 +30,7 @@ mod memory;
 mod peers;
 mod rate;
 mod report;
+mod scale;
 mod wrk;
 
 use std::{
@@ -228,6 +231,9 @@ fn main() -> anyhow::Result<()> {
     // ---- under a SYN flood ----
     let floods = flood::measure(&topo, args.seconds)?;
 
+    // ---- scale out: 1, 2, 3 active nodes behind ECMP ----
+    let scale = scale::measure(&args)?;
+
     report::write(&Outcome {
         args: &args,
         started,
@@ -243,6 +249,7 @@ fn main() -> anyhow::Result<()> {
         haproxy_rss,
         maps,
         floods,
+        scale,
     })
 }
 

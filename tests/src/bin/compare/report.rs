@@ -14,6 +14,7 @@ use crate::{
     chart::chart,
     flood::FloodRow,
     rate::RateRun,
+    scale::ScaleFigures,
     wrk::{LbCpu, WrkResult},
 };
 
@@ -40,6 +41,7 @@ pub(crate) struct Outcome<'a> {
     /// (map, max entries, bytes).
     pub(crate) maps: Vec<(String, u32, u64)>,
     pub(crate) floods: Vec<FloodRow>,
+    pub(crate) scale: ScaleFigures,
 }
 
 /// Writes the report and the chart, prints the summary; fails when a row carried nothing.
@@ -234,6 +236,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
             f.success_pct()
         )?;
     }
+    let scale_lines = scale_section(&mut md, &o.scale)?;
     let p99 =
         |m: usize, i: usize| median(&o.results[m][i].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -370,6 +373,9 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         o.agent_rss.map_or("?".into(), |v| v.to_string()),
         total_maps as f64 / 1048576.0
     );
+    for l in &scale_lines {
+        println!("{l}");
+    }
     for t in &targets {
         println!("target: {t}");
     }
@@ -385,8 +391,59 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         .any(|r| r.requests_per_sec <= 0.0)
         || mpps.iter().any(|m| *m <= 0.0)
         || o.floods.iter().any(|f| f.flood.sent == 0 || f.ok == 0)
+        || o.scale.rates.iter().flatten().any(|r| *r <= 0.0)
     {
         bail!("a row carried nothing; see the logs in {}", o.dir.display());
     }
     Ok(())
+}
+
+/// Scale out: 1, 2 and 3 active nodes, and the reroute time; returns the summary lines.
+fn scale_section(md: &mut String, f: &ScaleFigures) -> anyhow::Result<Vec<String>> {
+    writeln!(
+        md,
+        "\n## Scale out: active nodes behind ECMP (BIRD, BGP + BFD)\n\n\
+         New connections/s (wrk, `Connection: close`) from the client through a router namespace \
+         whose ECMP route has one next hop per active node (the others drained), to the same \
+         three nginx backends. Every node, the router, the client and the backends share this \
+         machine's CPUs: the rows show that more nodes do not cost throughput and that the \
+         flows spread, not capacity (on real hosts each node brings its own CPUs and queues).\n"
+    )?;
+    writeln!(
+        md,
+        "| active nodes | new connections/s | spread | × one node | new flows per node (last round) |"
+    )?;
+    writeln!(md, "|---:|---:|---:|---:|---|")?;
+    let one = median(&f.rates[0]);
+    let mut lines = Vec::new();
+    for (k, rates) in f.rates.iter().enumerate() {
+        let (lo, hi) = spread(rates);
+        let m = median(rates);
+        let per_node: Vec<String> = f.spread[k].iter().map(u64::to_string).collect();
+        writeln!(
+            md,
+            "| {} | {m:.0} | {lo:.0}–{hi:.0} | {:.2}× | {} |",
+            k + 1,
+            m / one,
+            per_node.join(" / ")
+        )?;
+        lines.push(format!(
+            "scale out: {} active node(s) {m:>8.0} new conn/s  {:.2}× one node  (new flows per node {})",
+            k + 1,
+            m / one,
+            per_node.join("/")
+        ));
+    }
+    let (lo, hi) = spread(&f.reroute);
+    let reroute = median(&f.reroute);
+    writeln!(
+        md,
+        "\nA node dies (its link down, then its agent and BIRD SIGKILLed): the router dropped its \
+         next hop after {reroute:.2} s (median of {}, {lo:.2}–{hi:.2} s; BFD 100 ms × 3).",
+        f.reroute.len()
+    )?;
+    lines.push(format!(
+        "scale out: node death to reroute {reroute:.2} s (median, {lo:.2}–{hi:.2} s)"
+    ));
+    Ok(lines)
 }
