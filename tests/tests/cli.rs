@@ -56,6 +56,48 @@ fn check_config_accepts_a_good_file_and_summarises_it() {
     );
 }
 
+/// `[announce]`: summarised when good; an inconsistent section (a VIP both announced and moved
+/// by VRRP, a table the host routes by) exits 2 with file, line and key.
+#[test]
+fn check_config_on_the_announce_section() {
+    let announced = xdp_lb_tests::fixtures::config("eth0")
+        .vip(xdp_lb_tests::fixtures::vip("web", "198.18.0.100", 80).backend("198.18.0.11"))
+        .announce("table", 1000);
+    let path = write("announce.toml", &announced.to_string());
+    let (code, out, err) = xdp_lb(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("announce web as /32 routes in table 1000"),
+        "{out}"
+    );
+
+    let main_table = write(
+        "announce-main.toml",
+        &announced.clone().announce("table", 254).to_string(),
+    );
+    let (code, _, err) = xdp_lb(&["check-config", main_table.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{}:", main_table.display()))
+            && err.contains("announce.table: table 254"),
+        "{err}"
+    );
+    let both = write(
+        "announce-vrrp.toml",
+        &announced
+            .vrrp(
+                xdp_lb_tests::fixtures::vrrp("lb", "eth0", 51, 100).addresses(&["198.18.0.100/24"]),
+            )
+            .to_string(),
+    );
+    let (code, _, err) = xdp_lb(&["check-config", both.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("announce.vips") && err.contains("moved by VRRP"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_files_exit_2_naming_file_line_and_key() {
     let path = write("bad.toml", &good().replace("port = 80", "port = 0"));

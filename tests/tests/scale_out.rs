@@ -13,6 +13,7 @@ use xdp_lb_common::{Counter, flow_hash, ipv4_be, port_be};
 use xdp_lb_tests::{
     EchoClient, TcpService, http_get_many, in_netns, require_root,
     scale_out::{CLIENT_ADDR, Node, ROUTER_ADDR, ScaleOut, TABLE, VIP, node_addr},
+    service::http_fetch,
     topology::{backend_addr, xdp_lb_cli_in},
 };
 
@@ -130,8 +131,11 @@ fn three_nodes_spread_connections_and_choose_alike() {
     let mut topo = ScaleOut::new(3, 3).unwrap();
     let _services = services(&topo);
     for i in 0..3 {
-        let config = topo.node_config(i, i == 2).to_string();
-        topo.start_node(i, Some(config)).unwrap();
+        let mut config = topo.node_config(i, i == 2);
+        if i == 0 {
+            config = config.key("listen", "127.0.0.1:9100");
+        }
+        topo.start_node(i, Some(config.to_string())).unwrap();
     }
     topo.wait_next_hops(&nodes(&[0, 1, 2]), Duration::from_secs(15))
         .unwrap();
@@ -143,6 +147,24 @@ fn three_nodes_spread_connections_and_choose_alike() {
         (TABLE, false, vec![VIP])
     );
     assert_eq!(a.engine, xdp_lb::route_announce::Engine::Reachable);
+    // /metrics and /stats say the same.
+    let (metrics, stats) = in_netns(&topo.nodes[0].ns.name, || {
+        let at = SocketAddr::from(([127, 0, 0, 1], 9100));
+        let get = |path| http_fetch(at, path, Duration::from_secs(3)).unwrap().1;
+        (get("/metrics"), get("/stats"))
+    })
+    .unwrap();
+    for line in [
+        "xdp_lb_vip_announced{vip=\"web\"} 1",
+        "xdp_lb_draining 0",
+        "xdp_lb_routing_engine_reachable 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in /metrics:\n{metrics}");
+    }
+    assert!(
+        stats.contains("announced") && stats.contains("routing engine reachable"),
+        "{stats}"
+    );
 
     let before: Vec<u64> = topo
         .nodes

@@ -414,6 +414,18 @@ fn main() -> ExitCode {
                             .join(", ")
                     );
                 }
+                if let Some(a) = &config.announce {
+                    println!(
+                        "  announce {} as /32 routes in table {} (dev {}), grace {:?}, routing engine {}",
+                        a.vips.join(", "),
+                        a.table,
+                        a.interface,
+                        a.grace,
+                        a.engine_socket
+                            .as_ref()
+                            .map_or("not checked".into(), |p| format!("at {}", p.display()))
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {

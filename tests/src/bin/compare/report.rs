@@ -411,7 +411,7 @@ fn scale_section(md: &mut String, f: &ScaleFigures) -> anyhow::Result<Vec<String
     )?;
     writeln!(
         md,
-        "| active nodes | new connections/s | spread | × one node | new flows per node (last round) |"
+        "| active nodes | new connections/s | spread | × one node | packets forwarded per node (last round) |"
     )?;
     writeln!(md, "|---:|---:|---:|---:|---|")?;
     let one = median(&f.rates[0]);
@@ -428,7 +428,7 @@ fn scale_section(md: &mut String, f: &ScaleFigures) -> anyhow::Result<Vec<String
             per_node.join(" / ")
         )?;
         lines.push(format!(
-            "scale out: {} active node(s) {m:>8.0} new conn/s  {:.2}× one node  (new flows per node {})",
+            "scale out: {} active node(s) {m:>8.0} new conn/s  {:.2}× one node  (packets per node {})",
             k + 1,
             m / one,
             per_node.join("/")

@@ -23,8 +23,9 @@ const NODES: usize = 3;
 pub(crate) struct ScaleFigures {
     /// [active nodes − 1][round]: new connections per second (wrk, `Connection: close`).
     pub(crate) rates: Vec<Vec<f64>>,
-    /// [active nodes − 1]: how many new flows each node took in the last round (the proof that
-    /// the row ran through that many nodes).
+    /// [active nodes − 1]: packets each node forwarded in the last round (the proof that the
+    /// row ran through that many nodes; not new flows: after the first rounds every client port
+    /// the kernel reuses finds its earlier flow in the tables, a hit).
     pub(crate) spread: Vec<Vec<u64>>,
     /// Seconds from a node's link going down to the router dropping its next hop, per round.
     pub(crate) reroute: Vec<f64>,
@@ -41,10 +42,10 @@ fn set_draining(topo: &ScaleOut, i: usize, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_flows(topo: &ScaleOut, i: usize) -> u64 {
+fn forwarded(topo: &ScaleOut, i: usize) -> u64 {
     xdp_lb::dataplane::Maps::open_pinned(&topo.nodes[i].pin_dir())
         .ok()
-        .and_then(|m| m.counter(xdp_lb_common::Counter::NewFlow).ok())
+        .and_then(|m| m.counter(xdp_lb_common::Counter::Tx).ok())
         .unwrap_or(0)
 }
 
@@ -72,7 +73,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<ScaleFigures> {
             }
             let hops: Vec<_> = (0..active).map(node_addr).collect();
             topo.wait_next_hops(&hops, Duration::from_secs(5))?;
-            let before: Vec<u64> = (0..NODES).map(|i| new_flows(&topo, i)).collect();
+            let before: Vec<u64> = (0..NODES).map(|i| forwarded(&topo, i)).collect();
             let r = wrk(&topo.client, &url, args, false, LbCpu::None)?;
             ensure!(
                 r.requests > 0.0,
@@ -81,8 +82,13 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<ScaleFigures> {
             );
             rates[active - 1].push(r.requests_per_sec);
             spread[active - 1] = (0..NODES)
-                .map(|i| new_flows(&topo, i).saturating_sub(before[i]))
+                .map(|i| forwarded(&topo, i).saturating_sub(before[i]))
                 .collect();
+            ensure!(
+                spread[active - 1][..active].iter().all(|&p| p > 0),
+                "{active} node(s) active, but not every one forwarded: {:?}",
+                spread[active - 1]
+            );
         }
     }
     for i in 0..NODES {
