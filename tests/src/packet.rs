@@ -112,6 +112,66 @@ impl Frame {
     }
 }
 
+/// An ICMP error from `router` to `vip` about a TCP segment `vip:vport → client:cport` that
+/// the VIP (a DSR backend) sent: type 3 code 4 "fragmentation needed" (RFC 1191) with next-hop
+/// `mtu` unless `kind` and `code` say otherwise. It embeds the segment's IPv4 header and TCP
+/// header as a router does; `embedded` cuts that to so many bytes.
+pub fn icmp_error(
+    router: Ipv4Addr,
+    vip: Ipv4Addr,
+    vport: u16,
+    client: Ipv4Addr,
+    cport: u16,
+    (kind, code, mtu): (u8, u8, u16),
+    embedded: usize,
+) -> Vec<u8> {
+    let mut inner = Frame::tcp(vip, vport, client, cport);
+    inner.flags = TCP_ACK;
+    inner.payload = vec![0x5a; 1400];
+    let inner = inner.build();
+    // The original IPv4 packet starts after the 14-byte Ethernet header; a router quotes its
+    // header and the start of its payload.
+    let quoted = &inner[14..14 + embedded.min(40)];
+    let mut icmp = vec![kind, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quoted);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(router, vip, 1, &icmp)
+}
+
+/// An ICMP echo request (ping) from `src` to `dst`.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend_from_slice(b"xdp-lb ping");
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(src, dst, 1, &icmp)
+}
+
+/// An Ethernet frame (client MAC → LB MAC) carrying `payload` in an IPv4 packet of `proto`.
+fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}
+
 /// RFC 1071 Internet checksum (the one implementation, in xdp-lb-common).
 pub use xdp_lb_common::csum::internet_checksum as checksum;
 

@@ -9,7 +9,7 @@ use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
     in_netns,
-    packet::{Frame, LB_MAC, TCP_ACK, arp_request, ipv6_tcp},
+    packet::{Frame, LB_MAC, TCP_ACK, arp_request, icmp_echo, icmp_error, ipv6_tcp},
     require_root,
 };
 
@@ -663,4 +663,77 @@ fn the_insert_cap_forwards_new_flows_without_recording_them() {
     ack.flags = TCP_ACK;
     let r = lb.run(&ack.build()).unwrap();
     assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen[19]));
+}
+
+/// Path-MTU discovery through a DSR VIP: a router's "fragmentation needed" about a segment a
+/// backend sent from the VIP reaches that backend (its flow entry, else its Maglev choice),
+/// unchanged but for the MACs; every other ICMP goes to the kernel, counted.
+#[test]
+fn icmp_fragmentation_needed_reaches_the_backend_that_owns_the_flow() {
+    require_root!();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
+    let router = Ipv4Addr::new(198, 18, 0, 254);
+    let too_big = |vport, cport| icmp_error(router, VIP, vport, CLIENT, cport, (3, 4, 1280), 40);
+
+    // An established flow: its backend gets the error.
+    let r = lb.run(&syn(40000).build()).unwrap();
+    let chosen = backend_index_of(&r.out);
+    let icmp = too_big(80, 40000);
+    let r = lb.run(&icmp).unwrap();
+    assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
+    expect_forwarded(&icmp, &r.out, backend_mac(chosen));
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 1);
+
+    // A flow this node has no entry for (it came through another node): the Maglev choice,
+    // the backend its next packet gets here; the error records no flow.
+    let icmp = too_big(80, 40001);
+    let r = lb.run(&icmp).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    let owner = backend_index_of(&r.out);
+    assert_eq!(
+        lb.counter(Counter::NewFlow),
+        1,
+        "an ICMP error opens no flow"
+    );
+    let r = lb.run(&syn(40001).build()).unwrap();
+    assert_eq!(
+        backend_index_of(&r.out),
+        owner,
+        "the SYN of that flow picks the same"
+    );
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
+
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("ping to the VIP", icmp_echo(CLIENT, VIP)),
+        (
+            "host unreachable about a VIP flow",
+            icmp_error(router, VIP, 80, CLIENT, 40000, (3, 1, 0), 40),
+        ),
+        (
+            "fragmentation needed, quote cut short",
+            icmp_error(router, VIP, 80, CLIENT, 40000, (3, 4, 1280), 24),
+        ),
+        ("about a VIP without backends", too_big(81, 40000)),
+        ("about a port that is no VIP", too_big(8080, 40000)),
+        (
+            "to an address that is no VIP",
+            icmp_error(
+                router,
+                Ipv4Addr::new(198, 18, 0, 2),
+                80,
+                CLIENT,
+                40000,
+                (3, 4, 1280),
+                40,
+            ),
+        ),
+    ];
+    for (what, frame) in cases {
+        let before = lb.counter(Counter::PassIcmp);
+        let r = lb.run(&frame).unwrap();
+        assert_eq!(r.action, XDP_PASS, "{what}");
+        assert_eq!(r.out, frame, "{what}: passed untouched");
+        assert_eq!(lb.counter(Counter::PassIcmp), before + 1, "{what}");
+    }
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
 }

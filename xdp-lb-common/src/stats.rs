@@ -114,10 +114,17 @@ pub enum Counter {
     /// `agent.flow_insert_rate` inserts this second already (a flood does not cost an insert
     /// per packet). Its next packets take the same Maglev choice while the table is unchanged.
     FlowNotRecorded,
+    /// An ICMP "fragmentation needed" about a DSR VIP's packet, forwarded to the backend that
+    /// owns the flow (its flow entry, else its Maglev choice), so path-MTU discovery works
+    /// through the balancer. Its verdict (TX or redirect) is not in the VIP's traffic.
+    IcmpTooBigToBackend,
+    /// ICMP that is not a "fragmentation needed" about a DSR VIP's TCP packet (echo, other
+    /// errors, a NAT VIP's, cut short): passed to the kernel, as before the balancer.
+    PassIcmp,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::FlowNotRecorded as u32 + 1;
+    pub const COUNT: u32 = Counter::PassIcmp as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -149,6 +156,8 @@ impl Counter {
         Counter::DropNotAllowed,
         Counter::DropRateLimited,
         Counter::FlowNotRecorded,
+        Counter::IcmpTooBigToBackend,
+        Counter::PassIcmp,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
@@ -163,6 +172,7 @@ impl Counter {
                 | Counter::PassNatNoFlow
                 | Counter::PassNatNoNeighbour
                 | Counter::PassNatMtu
+                | Counter::PassIcmp
         )
     }
 
@@ -198,6 +208,8 @@ impl Counter {
             Counter::DropNotAllowed => "drop_not_allowed",
             Counter::DropRateLimited => "drop_rate_limited",
             Counter::FlowNotRecorded => "flow_not_recorded",
+            Counter::IcmpTooBigToBackend => "icmp_too_big_to_backend",
+            Counter::PassIcmp => "pass_icmp",
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowValue, IPPROTO_TCP, Settings,
+    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowValue, IPPROTO_TCP, Settings,
     VIP_F_NAT, VipInfo, VipKey, flow_hash, maglev_elem, maglev_unpack,
 };
 
@@ -100,30 +100,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let hash = flow_hash(
-        flow.src_addr_be,
-        flow.dst_addr_be,
-        flow.src_port_be,
-        flow.dst_port_be,
-        flow.proto,
-        vip.hash_seed,
-    );
-    // table_size is never 0 when backend_count is not (the agent writes both in one update);
-    // the check is for the verifier and for a corrupted map.
-    if vip.table_size == 0 {
-        return Err(Counter::DropNoBackend);
-    }
-    let index = hash % vip.table_size;
-    let elem = *MAGLEV
-        .get(maglev_elem(vip.maglev_slot, index))
-        .ok_or(Counter::DropBadBackend)?;
-    let backend_id = maglev_unpack(elem, index);
-    let backend = BACKENDS
-        .get_ptr(backend_id)
-        .ok_or(Counter::DropBadBackend)?;
-    if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
-        return Err(Counter::DropBadBackend);
-    }
+    let (backend_id, backend) = maglev_choice(vip, flow)?;
     let (nat, new_flow) = if is_nat {
         let (rewrite, fresh) = nat::create(flow, vip.vip_id, backend_id, backend, settings, now)?;
         (Some(rewrite), fresh)
@@ -183,4 +160,71 @@ fn may_insert(settings: *const Settings, now: u64) -> bool {
         (*budget).used += 1;
     }
     true
+}
+
+/// The VIP's Maglev choice for `flow`: the backend every node with the same backends picks.
+#[inline(always)]
+fn maglev_choice(vip: &VipInfo, flow: &FlowKey) -> Result<(u32, *const BackendInfo), Counter> {
+    let hash = flow_hash(
+        flow.src_addr_be,
+        flow.dst_addr_be,
+        flow.src_port_be,
+        flow.dst_port_be,
+        flow.proto,
+        vip.hash_seed,
+    );
+    // table_size is never 0 when backend_count is not (the agent writes both in one update);
+    // the check is for the verifier and for a corrupted map.
+    if vip.table_size == 0 {
+        return Err(Counter::DropNoBackend);
+    }
+    let index = hash % vip.table_size;
+    let elem = *MAGLEV
+        .get(maglev_elem(vip.maglev_slot, index))
+        .ok_or(Counter::DropBadBackend)?;
+    let backend_id = maglev_unpack(elem, index);
+    let backend = BACKENDS
+        .get_ptr(backend_id)
+        .ok_or(Counter::DropBadBackend)?;
+    // SAFETY: a map value pointer from a successful lookup.
+    if unsafe { (*backend).flags } & BACKEND_F_FORWARD == 0 {
+        return Err(Counter::DropBadBackend);
+    }
+    Ok((backend_id, backend))
+}
+
+/// The backend that owns `flow` of a DSR VIP, without changing any state: its flow entry, else
+/// its Maglev choice (what its next packet would get). For an ICMP error about the flow
+/// (`parse::TooBig`); anything that is not a DSR VIP's flow is `PassIcmp`, for the kernel.
+#[inline(always)]
+pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
+    if let Some(entry) = FLOWS.get_ptr(flow) {
+        // SAFETY: map value pointers from successful lookups; plain integers.
+        let (backend_id, flow_vip, flow_flags) =
+            unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
+        if flow_flags & FLOW_F_NAT != 0 {
+            return Err(Counter::PassIcmp);
+        }
+        if let Some(backend) = BACKENDS.get_ptr(backend_id)
+            && unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0
+            && unsafe { (*backend).vip_id } == flow_vip
+        {
+            return Ok(backend);
+        }
+    }
+    let vip_key = VipKey {
+        addr_be: flow.dst_addr_be,
+        port_be: flow.dst_port_be,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassIcmp)?;
+    // SAFETY: as above.
+    let vip = unsafe { &*vip };
+    if vip.flags & VIP_F_NAT != 0 || vip.backend_count == 0 {
+        return Err(Counter::PassIcmp);
+    }
+    maglev_choice(vip, flow)
+        .map(|(_, backend)| backend)
+        .map_err(|_| Counter::PassIcmp)
 }

@@ -3,7 +3,8 @@
 //! backends' replies back). Everything else goes on to the kernel untouched.
 //!
 //! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
-//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). Everything that can be precomputed — Maglev tables,
+//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). Off that path, an ICMP
+//! "fragmentation needed" about a DSR flow goes to the flow's backend (`too_big`). Everything that can be precomputed — Maglev tables,
 //! backend MACs and egress interfaces, per-VIP seeds — is precomputed by the agent.
 // Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
@@ -42,7 +43,12 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
-    let packet = parse::parse(ctx)?;
+    let packet = match parse::parse(ctx) {
+        Ok(packet) => packet,
+        // Off the TCP path: ICMP errors about a VIP's packets.
+        Err(Counter::PassNotTcp) => return too_big(ctx),
+        Err(reason) => return Err(reason),
+    };
     // Array lookups are inlined by the verifier: a few instructions.
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: a map value pointer (array lookups never fail in range); eth bounds-checked.
@@ -132,6 +138,25 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
         choice.new_flow,
         tx,
     );
+    Ok(action)
+}
+
+/// Path-MTU discovery through the balancer (RFC 1191): a "fragmentation needed" that a router
+/// sent to the VIP about a packet a DSR backend sent from it goes on to that backend, unchanged
+/// but for the MACs, so the backend's kernel lowers the path MTU of the connection. Without
+/// this the error would end here and the connection stall on every full-size segment.
+#[inline(always)]
+fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
+    let icmp = parse::parse_too_big(ctx)?;
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: as in try_xdp_lb.
+    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    if check_mac != 0 && unsafe { (*icmp.eth).dst_addr } != local_mac {
+        return Err(Counter::PassNotLocalMac);
+    }
+    let backend = balance::owner(&icmp.flow)?;
+    let action = forward::forward_dsr(ctx, icmp.eth, backend)?;
+    count(Counter::IcmpTooBigToBackend);
     Ok(action)
 }
 

@@ -16,6 +16,9 @@ use network_types::{
 };
 use xdp_lb_common::{Counter, FlowKey, IPPROTO_TCP};
 
+/// ICMP's protocol number (RFC 792).
+pub const IPPROTO_ICMP: u8 = 1;
+
 /// A pointer to a `T` at `offset` bytes into the frame, or `None` if the frame is too short.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
@@ -53,8 +56,20 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// The IPv4 header of a frame, checked: where it is and what it says.
+struct L3 {
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    l3_off: usize,
+    ihl_bytes: usize,
+    proto: u8,
+    tot_len: u16,
+    src: u32,
+    dst: u32,
+}
+
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
+fn parse_l3(ctx: &XdpContext) -> Result<L3, Counter> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
@@ -85,11 +100,39 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
     if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || (tot_len as usize) < ihl_bytes {
         return Err(Counter::DropBadIpHeader);
     }
-    if proto != IPPROTO_TCP {
+    if proto != IPPROTO_TCP && proto != IPPROTO_ICMP {
         return Err(Counter::PassNotTcp);
     }
     if frags & IP_MF_OFFSET_MASK != 0 {
         return Err(Counter::PassFragment);
+    }
+    Ok(L3 {
+        eth,
+        ip,
+        l3_off,
+        ihl_bytes,
+        proto,
+        tot_len,
+        src,
+        dst,
+    })
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
+    let L3 {
+        eth,
+        ip,
+        l3_off,
+        ihl_bytes,
+        proto,
+        tot_len,
+        src,
+        dst,
+    } = parse_l3(ctx)?;
+    if proto != IPPROTO_TCP {
+        // ICMP: see `parse_too_big`.
+        return Err(Counter::PassNotTcp);
     }
     // Verifier constraint: this pointer check must come before the length checks below.
     // Otherwise LLVM proves it redundant from them (frame_len is data_end - data) and drops
@@ -132,5 +175,74 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
             _pad: [0; 3],
         },
         len: frame_len as u32,
+    })
+}
+
+/// An ICMP "fragmentation needed" (type 3, code 4; RFC 792, RFC 1191) about a packet a VIP
+/// sent: in DSR the backend answers clients from the VIP, so a router on the way back that
+/// finds a packet too big reports it to the VIP — to us, not to the backend, which would never
+/// learn the path MTU. `flow` is the flow the error is about, as the client sent it
+/// (client → VIP), so it finds that flow's backend.
+pub struct TooBig {
+    pub eth: *mut EthHdr,
+    pub flow: FlowKey,
+}
+
+/// ICMP type 3 "destination unreachable", code 4 "fragmentation needed and DF set".
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+/// Type, code, checksum, unused, next-hop MTU (RFC 1191 §4): the embedded header follows.
+const ICMP_HDR_LEN: usize = 8;
+
+/// Parses a frame the TCP parser passed as not TCP: a "fragmentation needed" about a VIP's TCP
+/// packet, or the reason it is not one. Called only for non-TCP frames, so the TCP path pays
+/// nothing for it. Anything else (echo, other errors, cut-short or odd embedded headers) is
+/// `PassIcmp`: the kernel answers or ignores it as before.
+#[inline(always)]
+pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
+    let l3 = parse_l3(ctx)?;
+    if l3.proto != IPPROTO_ICMP {
+        return Err(Counter::PassNotTcp);
+    }
+    let l4_off = l3.l3_off + l3.ihl_bytes;
+    // The embedded IPv4 header (without options: a VIP's packets carry none) and the first 8
+    // bytes of its TCP header, which RFC 792 guarantees and which hold the ports.
+    let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4_off).ok_or(Counter::PassIcmp)?;
+    let inner: *const Ipv4Hdr = ptr_at(ctx, l4_off + ICMP_HDR_LEN).ok_or(Counter::PassIcmp)?;
+    let ports: *const [u8; 8] =
+        ptr_at(ctx, l4_off + ICMP_HDR_LEN + Ipv4Hdr::LEN).ok_or(Counter::PassIcmp)?;
+    // SAFETY: each pointer was bounds-checked by ptr_at.
+    let (kind, code, vihl, proto, inner_src, inner_dst, sport, dport) = unsafe {
+        (
+            (*icmp)[0],
+            (*icmp)[1],
+            (*inner).vihl,
+            (*inner).proto,
+            u32::from_ne_bytes((*inner).src_addr),
+            u32::from_ne_bytes((*inner).dst_addr),
+            u16::from_ne_bytes([(*ports)[0], (*ports)[1]]),
+            u16::from_ne_bytes([(*ports)[2], (*ports)[3]]),
+        )
+    };
+    if kind != ICMP_DEST_UNREACH
+        || code != ICMP_FRAG_NEEDED
+        || vihl != 0x45
+        || proto != IPPROTO_TCP
+        // The error goes to the packet's source: the VIP that sent it.
+        || inner_src != l3.dst
+        || (l3.tot_len as usize) < l3.ihl_bytes + ICMP_HDR_LEN + Ipv4Hdr::LEN + 8
+    {
+        return Err(Counter::PassIcmp);
+    }
+    Ok(TooBig {
+        eth: l3.eth,
+        flow: FlowKey {
+            src_addr_be: inner_dst,
+            dst_addr_be: inner_src,
+            src_port_be: dport,
+            dst_port_be: sport,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        },
     })
 }

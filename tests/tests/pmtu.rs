@@ -1,0 +1,60 @@
+//! Path-MTU discovery through a DSR VIP (README, "Packets xdp-lb does not forward"): the
+//! backends answer clients directly from the VIP, so a router that finds an answer too big for
+//! the next link sends "fragmentation needed" to the VIP — to the LB node. The node passes it on
+//! to the backend that owns the flow, which lowers the connection's path MTU; without that the
+//! download would stall on its first full-size segment (a PMTU black hole).
+
+use std::{net::SocketAddr, time::Duration};
+
+use xdp_lb::dataplane::Maps;
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    TcpService, in_netns, require_root,
+    scale_out::{ScaleOut, VIP, node_addr},
+    service::Transfer,
+};
+
+#[test]
+fn a_download_through_a_1280_byte_link_completes() {
+    require_root!();
+    let mut topo = ScaleOut::new(1, 1).unwrap();
+    let _service = TcpService::start(&topo.backends[0].name, 80, "be1").unwrap();
+    topo.start_agent(0, None).unwrap();
+    // The node's route on the router (no BGP needed here), and a 1280-byte link between the
+    // router and the client: the client still says MSS 1460, so the backend's full-size
+    // segments (1500 bytes, DF set) do not fit the router's way out.
+    topo.router
+        .ip(&[
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &node_addr(0).to_string(),
+        ])
+        .unwrap();
+    topo.router
+        .ip(&["link", "set", "r-client", "mtu", "1280"])
+        .unwrap();
+
+    let transfer = Transfer {
+        bytes: 4 << 20,
+        seed: 7,
+        timeout: Duration::from_secs(20),
+    };
+    let (backend, intact) = in_netns(&topo.client.name, move || {
+        transfer.download(SocketAddr::from((VIP, 80)))
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", topo.logs()));
+    assert_eq!(backend, "be1");
+    assert!(intact, "4 MiB arrived, every byte as sent");
+    let maps = Maps::open_pinned(&topo.nodes[0].pin_dir()).unwrap();
+    let forwarded = maps.counter(Counter::IcmpTooBigToBackend).unwrap();
+    println!("ICMP fragmentation-needed forwarded to the backend: {forwarded}");
+    assert!(forwarded >= 1, "the error took the LB path");
+    // The backend learnt the path MTU of the client.
+    let cache = topo.backends[0]
+        .ip(&["route", "get", "198.19.1.10"])
+        .unwrap();
+    assert!(cache.contains("mtu 1280"), "{cache}");
+}
