@@ -16,7 +16,7 @@ use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
     in_netns,
-    packet::{Frame, LB_MAC, TCP_ACK, TCP_SYN, checksum, l4_checksum},
+    packet::{Frame, LB_MAC, TCP_ACK, TCP_SYN, checksum, icmp_error, l4_checksum},
     require_root,
 };
 
@@ -423,6 +423,94 @@ fn the_clients_source_port_is_kept_when_the_range_has_it_free() {
             sport != 20002 && (20000..=20003).contains(&sport),
             "{sport}"
         );
+    })
+    .unwrap();
+}
+
+/// An ICMP error frame's translation, read back: outer source and destination, the quoted
+/// packet's addresses and ports, the next-hop MTU; every checksum verified from scratch.
+fn read_icmp(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, (Ipv4Addr, u16, Ipv4Addr, u16), u16) {
+    let ip = &frame[14..34];
+    assert_eq!(checksum(ip), 0, "outer IPv4 header checksum");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let icmp = &frame[34..14 + total];
+    assert_eq!(checksum(icmp), 0, "ICMP checksum over the whole message");
+    let quoted = &icmp[8..28];
+    assert_eq!(checksum(quoted), 0, "the quoted IPv4 header's checksum");
+    let ports = &icmp[28..32];
+    let at = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    (
+        at(&ip[12..16]),
+        at(&ip[16..20]),
+        (
+            at(&quoted[12..16]),
+            u16::from_be_bytes([ports[0], ports[1]]),
+            at(&quoted[16..20]),
+            u16::from_be_bytes([ports[2], ports[3]]),
+        ),
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+    )
+}
+
+/// Path-MTU discovery through NAT: a "fragmentation needed" about the LB's reply to the client
+/// is translated for the backend, one about the LB's packet to the backend for the client; each
+/// handed to the kernel to forward, checksums valid. Without a flow: passed as it was.
+#[test]
+fn icmp_fragmentation_needed_is_translated_for_the_other_side() {
+    require_root!();
+    let ns = lan();
+    in_netns(&ns.name, move || {
+        let lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
+        // A NAT flow: SYN, the backend's SYN-ACK, the client's ACK.
+        let r = lb
+            .run(&packet(CLIENT, 40000, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        let snat_port = read_and_verify(&r.out).sport;
+        lb.run(&packet(
+            BACKEND,
+            6443,
+            SNAT,
+            snat_port,
+            TCP_SYN | TCP_ACK,
+            b"",
+        ))
+        .unwrap();
+        lb.run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, b""))
+            .unwrap();
+        let hop = Ipv4Addr::new(198, 19, 1, 1);
+
+        // About the LB's reply VIP:443 → client:40000 (sent to the VIP by a router on the
+        // client's side): for the backend, about its packet backend:6443 → SNAT:port.
+        let icmp = icmp_error(hop, VIP, 443, CLIENT, 40000, (3, 4, 1280), 40);
+        let r = lb.run(&icmp).unwrap();
+        assert_eq!(r.action, XDP_PASS, "{:?}", lb.all_counters());
+        assert_eq!(
+            read_icmp(&r.out),
+            (hop, BACKEND, (BACKEND, 6443, SNAT, snat_port), 1280)
+        );
+        assert_eq!(lb.counter(Counter::IcmpTooBigTranslated), 1);
+
+        // About the LB's packet SNAT:port → backend:6443 (sent to the SNAT address by a router
+        // on the backends' side): for the client, about its packet client:40000 → VIP:443.
+        let icmp = icmp_error(ROUTER, SNAT, snat_port, BACKEND, 6443, (3, 4, 1400), 40);
+        let r = lb.run(&icmp).unwrap();
+        assert_eq!(r.action, XDP_PASS);
+        assert_eq!(
+            read_icmp(&r.out),
+            (ROUTER, CLIENT, (CLIENT, 40000, VIP, 443), 1400)
+        );
+        assert_eq!(lb.counter(Counter::IcmpTooBigTranslated), 2);
+
+        // No such flow: the kernel gets it as it came.
+        for icmp in [
+            icmp_error(hop, VIP, 443, CLIENT, 40999, (3, 4, 1280), 40),
+            icmp_error(ROUTER, SNAT, 20003, BACKEND, 6443, (3, 4, 1280), 40),
+        ] {
+            let r = lb.run(&icmp).unwrap();
+            assert_eq!((r.action, &r.out), (XDP_PASS, &icmp));
+        }
+        assert_eq!(lb.counter(Counter::PassIcmp), 2);
+        assert_eq!(lb.counter(Counter::IcmpTooBigTranslated), 2);
     })
     .unwrap();
 }

@@ -2,16 +2,18 @@
 //! backends answer clients directly from the VIP, so a router that finds an answer too big for
 //! the next link sends "fragmentation needed" to the VIP — to the LB node. The node passes it on
 //! to the backend that owns the flow, which lowers the connection's path MTU; without that the
-//! download would stall on its first full-size segment (a PMTU black hole).
+//! download would stall on its first full-size segment (a PMTU black hole). Through NAT the
+//! error is translated for the backend, whose packets the LB rewrote.
 
 use std::{net::SocketAddr, time::Duration};
 
 use xdp_lb::dataplane::Maps;
 use xdp_lb_common::Counter;
 use xdp_lb_tests::{
-    TcpService, in_netns, require_root,
+    Agent, NatTopology, TcpService, fixtures, in_netns, require_root,
     scale_out::{ScaleOut, VIP, node_addr},
     service::Transfer,
+    topology::backend_addr,
 };
 
 #[test]
@@ -55,6 +57,60 @@ fn a_download_through_a_1280_byte_link_completes() {
     // The backend learnt the path MTU of the client.
     let cache = topo.backends[0]
         .ip(&["route", "get", "198.19.1.10"])
+        .unwrap();
+    assert!(cache.contains("mtu 1280"), "{cache}");
+}
+
+/// The same through a NAT VIP: the router's error about the LB's (rewritten) reply reaches the
+/// backend translated, about the backend's own packet to the SNAT address.
+#[test]
+fn a_nat_download_through_a_1280_byte_link_completes() {
+    require_root!();
+    let topo = NatTopology::new(1).unwrap();
+    let _service = TcpService::start(&topo.backends()[0].name, 8080, "be1").unwrap();
+    let config = topo.dir().join("xdp-lb.toml");
+    std::fs::write(
+        &config,
+        topo.inner
+            .agent_config(&topo.inner.pin_dir())
+            .key("listen", "")
+            .vip(
+                fixtures::vip("api", VIP, 80)
+                    .nat()
+                    .backend_with(backend_addr(0), &[("port", "8080")]),
+            )
+            .to_string(),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        topo.lb(),
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir().join("agent.log"),
+        "xdp-lb is forwarding",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    topo.router
+        .ip(&["link", "set", "r-client", "mtu", "1280"])
+        .unwrap();
+    let transfer = Transfer {
+        bytes: 4 << 20,
+        seed: 9,
+        timeout: Duration::from_secs(20),
+    };
+    let (backend, intact) = in_netns(&topo.client.name, move || {
+        transfer.download(SocketAddr::from((VIP, 80)))
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", agent.log_text()));
+    assert_eq!(backend, "be1");
+    assert!(intact, "4 MiB arrived, every byte as sent");
+    let maps = Maps::open_pinned(&topo.inner.pin_dir()).unwrap();
+    let translated = maps.counter(Counter::IcmpTooBigTranslated).unwrap();
+    println!("ICMP fragmentation-needed translated for the backend: {translated}");
+    assert!(translated >= 1, "the error took the LB path");
+    let cache = topo.backends()[0]
+        .ip(&["route", "get", "198.18.0.2"])
         .unwrap();
     assert!(cache.contains("mtu 1280"), "{cache}");
 }

@@ -77,6 +77,17 @@ pub const fn nat_deltas(old: (u32, u32, u16, u16), new: (u32, u32, u16, u16)) ->
     (fold(ip), fold(l4))
 }
 
+/// The delta of an ICMP checksum when the IPv4 header and TCP ports quoted in its message are
+/// rewritten from `old` to `new` (src, dst, sport, dport) and the quoted header's checksum is
+/// updated with [`nat_deltas`]`.0`: only the ports count. The quoted header's checksum keeps
+/// that header's one's-complement sum constant, so its address changes and its checksum change
+/// cancel out in the ICMP sum (RFC 1624's arithmetic); the ports have no checksum of their own
+/// in the quote (the TCP checksum is past the 8 bytes RFC 792 guarantees, and is left as is).
+#[inline(always)]
+pub const fn quoted_ports_delta(old: (u16, u16), new: (u16, u16)) -> u16 {
+    fold(diff16(old.0, new.0) + diff16(old.1, new.1))
+}
+
 /// Applies a delta from [`nat_deltas`] to a checksum field as read from the packet
 /// (`u16::from_ne_bytes`); returns the new field value, to be stored with `to_ne_bytes`.
 #[inline(always)]
@@ -146,6 +157,65 @@ mod tests {
             assert!(
                 after == expect || (after ^ expect) == 0xffff && (after == 0 || expect == 0),
                 "{after:#x} != {expect:#x}"
+            );
+        }
+    }
+
+    /// An ICMP message quoting an IPv4 header (with its checksum) and TCP ports: rewriting
+    /// the quote's addresses and ports, updating the quoted checksum by `nat_deltas().0` and
+    /// the ICMP checksum by `quoted_ports_delta` equals recomputing the ICMP checksum.
+    #[test]
+    fn a_rewritten_quote_needs_only_its_ports_in_the_icmp_delta() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..10_000 {
+            let old = (next(), next(), next() as u16, next() as u16);
+            let new = (next(), next(), next() as u16, next() as u16);
+            let other = [next() as u16, next() as u16, next() as u16, next() as u16];
+            // [type/code, checksum slot, rest of the ICMP header, the quoted header's other
+            // words, its checksum, its addresses, then the ports]
+            let message = |f: (u32, u32, u16, u16), ip_check: u16| {
+                [
+                    other[0],
+                    other[1],
+                    other[2],
+                    other[3],
+                    ip_check,
+                    f.0 as u16,
+                    (f.0 >> 16) as u16,
+                    f.1 as u16,
+                    (f.1 >> 16) as u16,
+                    f.2,
+                    f.3,
+                ]
+            };
+            let header = |f: (u32, u32, u16, u16)| {
+                [
+                    other[2],
+                    other[3],
+                    f.0 as u16,
+                    (f.0 >> 16) as u16,
+                    f.1 as u16,
+                    (f.1 >> 16) as u16,
+                ]
+            };
+            let ip_before = full(&header(old));
+            let icmp_before = full(&message(old, ip_before));
+            let (ip_delta, _) = nat_deltas(old, new);
+            let ip_after = apply(ip_before, ip_delta);
+            let icmp_after = apply(
+                icmp_before,
+                quoted_ports_delta((old.2, old.3), (new.2, new.3)),
+            );
+            let expect = full(&message(new, ip_after));
+            assert!(
+                icmp_after == expect || (icmp_after ^ expect) == 0xffff,
+                "{icmp_after:#x} != {expect:#x}"
             );
         }
     }

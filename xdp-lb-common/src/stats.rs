@@ -121,10 +121,14 @@ pub enum Counter {
     /// ICMP that is not a "fragmentation needed" about a DSR VIP's TCP packet (echo, other
     /// errors, a NAT VIP's, cut short): passed to the kernel, as before the balancer.
     PassIcmp,
+    /// An ICMP "fragmentation needed" about a NAT flow's packet, translated for the other side
+    /// (about the LB's reply to the client: for the backend; about the LB's packet to the
+    /// backend: for the client) and passed to the kernel, which forwards it there.
+    IcmpTooBigTranslated,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::PassIcmp as u32 + 1;
+    pub const COUNT: u32 = Counter::IcmpTooBigTranslated as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -158,6 +162,7 @@ impl Counter {
         Counter::FlowNotRecorded,
         Counter::IcmpTooBigToBackend,
         Counter::PassIcmp,
+        Counter::IcmpTooBigTranslated,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
@@ -210,6 +215,7 @@ impl Counter {
             Counter::FlowNotRecorded => "flow_not_recorded",
             Counter::IcmpTooBigToBackend => "icmp_too_big_to_backend",
             Counter::PassIcmp => "pass_icmp",
+            Counter::IcmpTooBigTranslated => "icmp_too_big_translated",
         }
     }
 }

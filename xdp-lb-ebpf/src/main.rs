@@ -22,11 +22,11 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use xdp_lb_common::Counter;
+use xdp_lb_common::{Counter, FLOW_F_NAT};
 use xdp_lb_ebpf::parse;
 
 use crate::{
-    maps::{BACKEND_STATS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
+    maps::{BACKEND_STATS, FLOWS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
     stats::{add_traffic, count},
 };
 
@@ -144,15 +144,38 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
 /// Path-MTU discovery through the balancer (RFC 1191): a "fragmentation needed" that a router
 /// sent to the VIP about a packet a DSR backend sent from it goes on to that backend, unchanged
 /// but for the MACs, so the backend's kernel lowers the path MTU of the connection. Without
-/// this the error would end here and the connection stall on every full-size segment.
+/// this the error would end here and the connection stall on every full-size segment. For a
+/// NAT flow the error is translated for the side that sent the packet and handed to the kernel
+/// to forward (`nat::translate_too_big`).
 #[inline(always)]
 fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     let icmp = parse::parse_too_big(ctx)?;
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: as in try_xdp_lb.
-    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    let (check_mac, local_mac, snat) = unsafe {
+        (
+            (*settings).check_local_mac,
+            (*settings).local_mac,
+            (*settings).snat_addr_be,
+        )
+    };
     if check_mac != 0 && unsafe { (*icmp.eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
+    }
+    // NAT: about the LB's packet to a backend (sent from the SNAT address: the reply entry
+    // names it), or about its reply to a client (sent from the VIP: the client's entry).
+    let nat_entry = if snat != 0 && icmp.flow.dst_addr_be == snat {
+        Some(NAT_FLOWS.get_ptr(icmp.flow).ok_or(Counter::PassIcmp)?)
+    } else {
+        FLOWS
+            .get_ptr(icmp.flow)
+            // SAFETY: a map value pointer from a successful lookup.
+            .filter(|e| unsafe { (**e).flags } & FLOW_F_NAT != 0)
+    };
+    if let Some(entry) = nat_entry {
+        nat::translate_too_big(&icmp, entry);
+        count(Counter::IcmpTooBigTranslated);
+        return Ok(xdp_action::XDP_PASS);
     }
     let backend = balance::owner(&icmp.flow)?;
     let action = forward::forward_dsr(ctx, icmp.eth, backend)?;

@@ -465,3 +465,56 @@ fn send(
     // redirect and is counted there (xdp_redirect_err).
     Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
 }
+
+/// Translates an ICMP "fragmentation needed" about a NAT flow's packet for the other side of
+/// the translation, in place: `entry` is the flow entry of the direction `icmp.flow` names, and
+/// the quoted packet went the other way (it is the LB's rewritten packet), so the quote gets
+/// the addresses and ports that packet had before the rewrite, and the error goes to the host
+/// that sent it: a backend (about the LB's reply to a client) or a client (about the LB's
+/// packet to a backend). The next-hop MTU is kept: NAT44 does not change header sizes.
+/// Checksums by delta: the outer and quoted IPv4 headers and the ICMP message
+/// (`csum::quoted_ports_delta`). The kernel forwards the result (NAT needs forwarding on).
+#[inline(always)]
+pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValue) {
+    // SAFETY: a map value pointer from a successful lookup; the packet pointers were
+    // bounds-checked by the parser and the frame has not been resized.
+    unsafe {
+        let v = &*entry;
+        let (src, dst) = (
+            u32::from_ne_bytes((*icmp.inner).src_addr),
+            u32::from_ne_bytes((*icmp.inner).dst_addr),
+        );
+        let sport = u16::from_ne_bytes([(*icmp.ports)[0], (*icmp.ports)[1]]);
+        let dport = u16::from_ne_bytes([(*icmp.ports)[2], (*icmp.ports)[3]]);
+        let new = (
+            v.nat_dst_addr_be,
+            v.nat_src_addr_be,
+            v.nat_dst_port_be,
+            v.nat_src_port_be,
+        );
+        let (inner_ip_delta, _) = csum::nat_deltas((src, dst, sport, dport), new);
+        (*icmp.inner).src_addr = new.0.to_ne_bytes();
+        (*icmp.inner).dst_addr = new.1.to_ne_bytes();
+        (*icmp.inner).check =
+            csum::apply(u16::from_ne_bytes((*icmp.inner).check), inner_ip_delta).to_ne_bytes();
+        let [a, b] = new.2.to_ne_bytes();
+        let [c, d] = new.3.to_ne_bytes();
+        (*icmp.ports)[0] = a;
+        (*icmp.ports)[1] = b;
+        (*icmp.ports)[2] = c;
+        (*icmp.ports)[3] = d;
+        let icmp_delta = csum::quoted_ports_delta((sport, dport), (new.2, new.3));
+        let check = u16::from_ne_bytes([(*icmp.icmp)[2], (*icmp.icmp)[3]]);
+        let [e, f] = csum::apply(check, icmp_delta).to_ne_bytes();
+        (*icmp.icmp)[2] = e;
+        (*icmp.icmp)[3] = f;
+        // The error goes to the quoted packet's (new) source.
+        let outer_dst = u32::from_ne_bytes((*icmp.ip).dst_addr);
+        let outer_src = u32::from_ne_bytes((*icmp.ip).src_addr);
+        let (outer_delta, _) =
+            csum::nat_deltas((outer_src, outer_dst, 0, 0), (outer_src, new.0, 0, 0));
+        (*icmp.ip).dst_addr = new.0.to_ne_bytes();
+        (*icmp.ip).check =
+            csum::apply(u16::from_ne_bytes((*icmp.ip).check), outer_delta).to_ne_bytes();
+    }
+}

@@ -186,13 +186,19 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
 pub struct TooBig {
     pub eth: *mut EthHdr,
     pub flow: FlowKey,
+    /// For NAT's translation (each bounds-checked): the outer IPv4 header, the ICMP header, the
+    /// embedded IPv4 header and the first 8 bytes of the embedded TCP header.
+    pub ip: *mut Ipv4Hdr,
+    pub icmp: *mut [u8; ICMP_HDR_LEN],
+    pub inner: *mut Ipv4Hdr,
+    pub ports: *mut [u8; 8],
 }
 
 /// ICMP type 3 "destination unreachable", code 4 "fragmentation needed and DF set".
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 /// Type, code, checksum, unused, next-hop MTU (RFC 1191 §4): the embedded header follows.
-const ICMP_HDR_LEN: usize = 8;
+pub const ICMP_HDR_LEN: usize = 8;
 
 /// Parses a frame the TCP parser passed as not TCP: a "fragmentation needed" about a VIP's TCP
 /// packet, or the reason it is not one. Called only for non-TCP frames, so the TCP path pays
@@ -207,9 +213,9 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
     let l4_off = l3.l3_off + l3.ihl_bytes;
     // The embedded IPv4 header (without options: a VIP's packets carry none) and the first 8
     // bytes of its TCP header, which RFC 792 guarantees and which hold the ports.
-    let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4_off).ok_or(Counter::PassIcmp)?;
-    let inner: *const Ipv4Hdr = ptr_at(ctx, l4_off + ICMP_HDR_LEN).ok_or(Counter::PassIcmp)?;
-    let ports: *const [u8; 8] =
+    let icmp: *mut [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4_off).ok_or(Counter::PassIcmp)?;
+    let inner: *mut Ipv4Hdr = ptr_at(ctx, l4_off + ICMP_HDR_LEN).ok_or(Counter::PassIcmp)?;
+    let ports: *mut [u8; 8] =
         ptr_at(ctx, l4_off + ICMP_HDR_LEN + Ipv4Hdr::LEN).ok_or(Counter::PassIcmp)?;
     // SAFETY: each pointer was bounds-checked by ptr_at.
     let (kind, code, vihl, proto, inner_src, inner_dst, sport, dport) = unsafe {
@@ -236,6 +242,10 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
     }
     Ok(TooBig {
         eth: l3.eth,
+        ip: l3.ip,
+        icmp,
+        inner,
+        ports,
         flow: FlowKey {
             src_addr_be: inner_dst,
             dst_addr_be: inner_src,
