@@ -16,6 +16,39 @@ use xdp_lb_tests::{
     topology::backend_addr,
 };
 
+/// Squeezes the router's link to the client to 1280 bytes, downloads 4 MiB from the client
+/// through the VIP (every byte checked), and returns the LB's `counter` afterwards.
+fn download_through_1280(
+    router: &xdp_lb_tests::NetNs,
+    client: &str,
+    pin_dir: &std::path::Path,
+    counter: Counter,
+    logs: impl FnOnce() -> String,
+) -> u64 {
+    router
+        .ip(&["link", "set", "r-client", "mtu", "1280"])
+        .unwrap();
+    let transfer = Transfer {
+        bytes: 4 << 20,
+        seed: 7,
+        timeout: Duration::from_secs(20),
+    };
+    let (backend, intact) = in_netns(client, move || {
+        transfer.download(SocketAddr::from((VIP, 80)))
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", logs()));
+    assert_eq!(backend, "be1");
+    assert!(intact, "4 MiB arrived, every byte as sent");
+    let n = Maps::open_pinned(pin_dir)
+        .unwrap()
+        .counter(counter)
+        .unwrap();
+    println!("{}: {n}", counter.name());
+    assert!(n >= 1, "the error took the LB path");
+    n
+}
+
 #[test]
 fn a_download_through_a_1280_byte_link_completes() {
     require_root!();
@@ -34,26 +67,13 @@ fn a_download_through_a_1280_byte_link_completes() {
             &node_addr(0).to_string(),
         ])
         .unwrap();
-    topo.router
-        .ip(&["link", "set", "r-client", "mtu", "1280"])
-        .unwrap();
-
-    let transfer = Transfer {
-        bytes: 4 << 20,
-        seed: 7,
-        timeout: Duration::from_secs(20),
-    };
-    let (backend, intact) = in_netns(&topo.client.name, move || {
-        transfer.download(SocketAddr::from((VIP, 80)))
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", topo.logs()));
-    assert_eq!(backend, "be1");
-    assert!(intact, "4 MiB arrived, every byte as sent");
-    let maps = Maps::open_pinned(&topo.nodes[0].pin_dir()).unwrap();
-    let forwarded = maps.counter(Counter::IcmpTooBigToBackend).unwrap();
-    println!("ICMP fragmentation-needed forwarded to the backend: {forwarded}");
-    assert!(forwarded >= 1, "the error took the LB path");
+    download_through_1280(
+        &topo.router,
+        &topo.client.name,
+        &topo.nodes[0].pin_dir(),
+        Counter::IcmpTooBigToBackend,
+        || topo.logs(),
+    );
     // The backend learnt the path MTU of the client.
     let cache = topo.backends[0]
         .ip(&["route", "get", "198.19.1.10"])
@@ -90,25 +110,13 @@ fn a_nat_download_through_a_1280_byte_link_completes() {
         Duration::from_secs(20),
     )
     .unwrap();
-    topo.router
-        .ip(&["link", "set", "r-client", "mtu", "1280"])
-        .unwrap();
-    let transfer = Transfer {
-        bytes: 4 << 20,
-        seed: 9,
-        timeout: Duration::from_secs(20),
-    };
-    let (backend, intact) = in_netns(&topo.client.name, move || {
-        transfer.download(SocketAddr::from((VIP, 80)))
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", agent.log_text()));
-    assert_eq!(backend, "be1");
-    assert!(intact, "4 MiB arrived, every byte as sent");
-    let maps = Maps::open_pinned(&topo.inner.pin_dir()).unwrap();
-    let translated = maps.counter(Counter::IcmpTooBigTranslated).unwrap();
-    println!("ICMP fragmentation-needed translated for the backend: {translated}");
-    assert!(translated >= 1, "the error took the LB path");
+    download_through_1280(
+        &topo.router,
+        &topo.client.name,
+        &topo.inner.pin_dir(),
+        Counter::IcmpTooBigTranslated,
+        || agent.log_text(),
+    );
     let cache = topo.backends()[0]
         .ip(&["route", "get", "198.18.0.2"])
         .unwrap();

@@ -122,15 +122,19 @@ mod tests {
         !fold(sum)
     }
 
-    #[test]
-    fn incremental_equals_recomputed() {
-        let mut seed = 0x1234_5678u32;
-        let mut next = || {
+    /// A small deterministic generator of test words (xorshift32).
+    fn xorshift(mut seed: u32) -> impl FnMut() -> u32 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
             seed
-        };
+        }
+    }
+
+    #[test]
+    fn incremental_equals_recomputed() {
+        let mut next = xorshift(0x1234_5678);
         for _ in 0..10_000 {
             let old = (next(), next(), next() as u16, next() as u16);
             let new = (next(), next(), next() as u16, next() as u16);
@@ -166,13 +170,7 @@ mod tests {
     /// the ICMP checksum by `quoted_ports_delta` equals recomputing the ICMP checksum.
     #[test]
     fn a_rewritten_quote_needs_only_its_ports_in_the_icmp_delta() {
-        let mut seed = 0x9e37_79b9u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9);
         for _ in 0..10_000 {
             let old = (next(), next(), next() as u16, next() as u16);
             let new = (next(), next(), next() as u16, next() as u16);
