@@ -56,6 +56,37 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
                 .or_default() += 1;
         }
     }
+    // The bulk read is a snapshot: a flow may have come back to life since (a client that
+    // reuses its port sends a SYN on its closing flow, which reopens it). Deleting it now
+    // would reset that new connection at its next packet, so each doomed flow is looked at
+    // again, alone, right before the deletes; what changed is left for the next sweep.
+    let doomed: Vec<(FlowKey, Option<FlowKey>)> = doomed
+        .into_iter()
+        .filter_map(|(reply_key, client_key)| {
+            let reply = maps.nat_flows.get(&reply_key, 0).ok()?;
+            // The client entry, if it still belongs to this flow (a new connection from the
+            // same client port may have a binding of its own by now).
+            let client = client_key.and_then(|k| {
+                maps.flows
+                    .get(&k, 0)
+                    .ok()
+                    .filter(|c| same_binding(c, &reply_key))
+                    .map(|c| (k, c))
+            });
+            let (flags, last) = match &client {
+                Some((_, c)) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
+                None => (reply.flags, reply.last_seen_s),
+            };
+            if expired(flags, last, now_s, timeouts) {
+                Some((reply_key, client.map(|(k, _)| k)))
+            } else {
+                *out.live
+                    .entry(FlowValue::nat_state(flags).name())
+                    .or_default() += 1;
+                None
+            }
+        })
+        .collect();
     // The client directions first: a packet racing the sweep then misses the flow (and is
     // reset by the kernel) rather than using a binding whose port is about to be reused.
     let clients: Vec<FlowKey> = doomed.iter().filter_map(|(_, c)| *c).collect();
