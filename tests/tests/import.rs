@@ -106,7 +106,7 @@ fn the_corpus_imports_and_checks() {
     assert!(!r.preempt);
     assert_eq!(
         r.unicast_peers,
-        ["10.0.0.3".parse::<std::net::Ipv4Addr>().unwrap()]
+        ["10.0.0.3".parse::<std::net::IpAddr>().unwrap()]
     );
     assert_eq!(c.agent.interface, "ens192");
 
@@ -126,6 +126,23 @@ fn the_corpus_imports_and_checks() {
         c.vrrp[0].version,
         config::Version::V2,
         "keepalived's default"
+    );
+
+    // Dual stack: the IPv6 instance becomes a VRRPv3 IPv6 instance (keepalived's own choice
+    // for IPv6, whatever vrrp_version says), beside the IPv4 one.
+    let (c, _) = import(None, Some("keepalived-dual-stack.conf"));
+    assert_eq!(c.vrrp.len(), 2);
+    assert_eq!(
+        (c.vrrp[0].is_ipv6(), c.vrrp[0].version),
+        (false, config::Version::V2)
+    );
+    assert_eq!(
+        (c.vrrp[1].is_ipv6(), c.vrrp[1].version, c.vrrp[1].vrid),
+        (true, config::Version::V3, 52)
+    );
+    assert_eq!(
+        c.vrrp[1].virtual_addresses,
+        [("2001:db8::100".parse().unwrap(), 64)]
     );
 
     // listen sections and a stats page; a backup server and send-proxy are reported.

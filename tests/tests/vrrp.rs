@@ -51,6 +51,11 @@ fn lb_ns(bed: &Bed, node: usize) -> &NetNs {
 /// The config of node 1 or 2: the same VIP and backends, its own pins, socket and stats port
 /// (each node is its own namespace, so the loopback port does not clash), and `vrrp`.
 fn config(bed: &Bed, node: usize, vrrp: fixtures::Vrrp) -> PathBuf {
+    config_with(bed, node, vec![vrrp])
+}
+
+/// [`config`] with several `[[vrrp]]` instances.
+fn config_with(bed: &Bed, node: usize, instances: Vec<fixtures::Vrrp>) -> PathBuf {
     let (pins, socket) = if node == 1 {
         (bed.topo.pin_dir(), bed.topo.control_socket())
     } else {
@@ -59,17 +64,20 @@ fn config(bed: &Bed, node: usize, vrrp: fixtures::Vrrp) -> PathBuf {
             PathBuf::from(format!("/run/xlbt/{}.sock", bed.lb2.name)),
         )
     };
-    let text = bed
-        .topo
-        .agent_config(&pins)
-        .key("control_socket", socket)
-        .vip(
+    let text = instances
+        .into_iter()
+        .fold(
             bed.topo
-                .vip(PORT)
-                .key("maglev_table_size", 4093)
-                .check("interval", "500ms"),
+                .agent_config(&pins)
+                .key("control_socket", socket)
+                .vip(
+                    bed.topo
+                        .vip(PORT)
+                        .key("maglev_table_size", 4093)
+                        .check("interval", "500ms"),
+                ),
+            |c, v| c.vrrp(v),
         )
-        .vrrp(vrrp)
         .to_string();
     let path = bed.topo.dir.join(format!("lb{node}-{}.toml", unique()));
     std::fs::write(&path, text).unwrap();
@@ -297,14 +305,27 @@ struct Keepalived {
 
 impl Keepalived {
     fn start(bed: &Bed, ns: &NetNs, priority: u8, extra_globals: &str) -> Self {
+        Self::start_instance(bed, ns, priority, extra_globals, 51, &format!("{VIP}/24"))
+    }
+
+    /// keepalived with one instance of `vrid` holding `address` (IPv4 or IPv6: keepalived runs
+    /// the instance over the address's family).
+    fn start_instance(
+        bed: &Bed,
+        ns: &NetNs,
+        priority: u8,
+        extra_globals: &str,
+        vrid: u8,
+        address: &str,
+    ) -> Self {
         let id = unique();
         let conf = bed.topo.dir.join(format!("keepalived-{id}.conf"));
         std::fs::write(
             &conf,
             format!(
                 "global_defs {{\n  vrrp_version 3\n  script_user root\n  enable_script_security\n{extra_globals}\n}}\n\
-                 vrrp_instance vi-test {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n\
-                 advert_int 1\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n}}\n"
+                 vrrp_instance vi-test {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n  priority {priority}\n\
+                 advert_int 1\n  virtual_ipaddress {{\n    {address} dev eth0\n  }}\n}}\n"
             ),
         )
         .unwrap();
@@ -483,9 +504,10 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
         vrid,
         priority,
         interval_cs: 100,
-        addresses: vec![VIP],
+        addresses: vec![std::net::IpAddr::V4(VIP)],
     };
-    let good = |priority: u8| advert(priority, 51).encode(ChecksumMode::Rfc9568, src, VRRP_GROUP);
+    let (src_ip, group) = (std::net::IpAddr::V4(src), std::net::IpAddr::V4(VRRP_GROUP));
+    let good = |priority: u8| advert(priority, 51).encode(ChecksumMode::Rfc9568, src_ip, group);
     let mut bad_checksum = good(255);
     bad_checksum[6] ^= 0xff;
     let mut version4 = good(255);
@@ -498,13 +520,13 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
         (
             "foreign VRID",
             255,
-            advert(255, 52).encode(ChecksumMode::Rfc9568, src, VRRP_GROUP),
+            advert(255, 52).encode(ChecksumMode::Rfc9568, src_ip, group),
             "vrid",
         ),
         (
             "higher priority, pseudo-header checksum we do not use",
             255,
-            advert(255, 51).encode(ChecksumMode::PseudoHeader, src, VRRP_GROUP),
+            advert(255, 51).encode(ChecksumMode::PseudoHeader, src_ip, group),
             "checksum",
         ),
     ];
@@ -528,11 +550,7 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
         attacker,
         "198.18.0.2",
         255,
-        advert(255, 51).encode(
-            ChecksumMode::Rfc9568,
-            "198.18.0.2".parse().unwrap(),
-            VRRP_GROUP,
-        ),
+        advert(255, 51).encode(ChecksumMode::Rfc9568, "198.18.0.2".parse().unwrap(), group),
     );
     std::thread::sleep(Duration::from_millis(300));
     let s = status(&socket);
@@ -809,4 +827,230 @@ fn wait_for_adverts(b: &Bed, n: u64) {
             .unwrap_or(0)
             >= n
     });
+}
+
+// ---- VRRPv3 over IPv6 (RFC 5798): ff02::12, link-local sources, hop limit 255, unsolicited
+// neighbour advertisements ----
+
+const VIP6: &str = "2001:2::100";
+
+/// The bed with IPv6 on the segment: link-local addresses usable (DAD done) on both LB nodes,
+/// and the client on 2001:2::/64 to reach the IPv6 virtual address.
+fn bed6() -> Bed {
+    let b = bed();
+    b.topo
+        .client
+        .ip(&["-6", "addr", "add", "2001:2::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    for ns in [&b.topo.lb, &b.lb2, &b.topo.client] {
+        wait_for(
+            "a usable IPv6 link-local address",
+            Duration::from_secs(5),
+            || {
+                let a = ns.ip(&["-6", "addr", "show", "dev", "eth0"]).unwrap();
+                a.contains("fe80::") && !a.contains("tentative")
+            },
+        );
+    }
+    b
+}
+
+fn vrrp6(priority: u8, interval: &str) -> fixtures::Vrrp {
+    fixtures::vrrp("vi-test6", "eth0", 52, priority)
+        .key("advert_interval", interval)
+        .addresses(&[&format!("{VIP6}/64")])
+        .key("garp_repeat_delay", "1s")
+}
+
+fn holds_vip6(ns: &NetNs) -> bool {
+    ns.ip(&["-6", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&format!("{VIP6}/64"))
+}
+
+/// The client's neighbour entry for the IPv6 VIP, after a ping: which MAC answers for it.
+fn vip6_answers_from(bed: &Bed) -> Option<String> {
+    bed.topo
+        .client
+        .exec(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", VIP6])
+        .ok()?;
+    let n = bed.topo.client.ip(&["-6", "neigh", "show", VIP6]).ok()?;
+    let mac = n.split_whitespace().skip_while(|w| *w != "lladdr").nth(1)?;
+    Some(mac.to_owned())
+}
+
+fn mac_of(ns: &NetNs) -> String {
+    ns.mac("eth0")
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An IPv4 and an IPv6 instance side by side on both nodes, 100 ms adverts: the higher
+/// priority holds both; SIGKILL (and its link down) moves both within half a second, and the
+/// unsolicited neighbour advertisement points the client at the new master at once.
+#[test]
+fn ipv6_instance_beside_an_ipv4_one_fails_over_within_half_a_second() {
+    require_root!();
+    let b = bed6();
+    let c1 = config_with(&b, 1, vec![vrrp(150, "100ms"), vrrp6(150, "100ms")]);
+    let c2 = config_with(&b, 2, vec![vrrp(100, "100ms"), vrrp6(100, "100ms")]);
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    let mut lb2 = start(&b, 2, &c2, &[]);
+    wait_for("lb1 holds both VIPs", Duration::from_secs(3), || {
+        holds_vip(&b.topo.lb) && holds_vip6(&b.topo.lb)
+    });
+    let socket2 = PathBuf::from(format!("/run/xlbt/{}.sock", b.lb2.name));
+    wait_for("lb2 hearing both masters", Duration::from_secs(5), || {
+        let s = status(&socket2);
+        (0..2).all(|i| s["vrrp"][i]["adverts_received"].as_u64().unwrap_or(0) >= 3)
+    });
+    let s = status(&socket2);
+    let v6 = s["vrrp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "vi-test6")
+        .unwrap()
+        .clone();
+    assert_eq!(v6["state"], "BACKUP", "{v6}");
+    for (reason, n) in v6["rejected"].as_object().unwrap() {
+        assert_eq!(n, 0, "lb2 rejected IPv6 adverts ({reason}): {v6}");
+    }
+    assert!(!holds_vip6(&b.lb2));
+    assert_eq!(vip6_answers_from(&b), Some(mac_of(&b.topo.lb)));
+
+    let killed = Instant::now();
+    lb1.kill9();
+    b.topo.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
+    let took = wait_for("lb2 holds both VIPs", Duration::from_secs(2), || {
+        holds_vip(&b.lb2) && holds_vip6(&b.lb2)
+    });
+    println!("IPv4 + IPv6 instances, 100 ms adverts, SIGKILL: lb2 holds both after {took:?}");
+    assert!(
+        killed.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        killed.elapsed()
+    );
+    // The client's cache was pointed at lb2 by the unsolicited NA (no solicitation needed).
+    let n = b.topo.client.ip(&["-6", "neigh", "show", VIP6]).unwrap();
+    assert!(n.contains(&mac_of(&b.lb2)), "{n}");
+    assert_eq!(vip6_answers_from(&b), Some(mac_of(&b.lb2)));
+    assert!(lb2.stop().unwrap().success());
+    assert!(
+        !holds_vip6(&b.lb2),
+        "a clean stop releases the IPv6 address"
+    );
+}
+
+/// keepalived over IPv6 in both roles: xdp-lb master with keepalived backup (keepalived
+/// stays backup; takes over when xdp-lb stops), then keepalived master with xdp-lb backup
+/// (xdp-lb accepts every advert; takes over when keepalived stops).
+#[test]
+fn keepalived_interop_over_ipv6_in_both_roles() {
+    require_root!();
+    {
+        let b = bed6();
+        let keepalived = Keepalived::start_instance(&b, &b.lb2, 100, "", 52, &format!("{VIP6}/64"));
+        let c1 = config(&b, 1, vrrp6(150, "1s"));
+        let mut lb1 = start(&b, 1, &c1, &[]);
+        lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(holds_vip6(&b.topo.lb), "{}", lb1.log_text());
+        assert!(
+            !holds_vip6(&b.lb2),
+            "keepalived must stay backup while xdp-lb advertises over IPv6:\n{}",
+            keepalived.log_text()
+        );
+        assert!(lb1.stop().unwrap().success());
+        wait_for(
+            "keepalived master over IPv6",
+            Duration::from_secs(4),
+            || holds_vip6(&b.lb2),
+        );
+    }
+    {
+        let b = bed6();
+        let keepalived = Keepalived::start_instance(&b, &b.lb2, 200, "", 52, &format!("{VIP6}/64"));
+        let c1 = config(&b, 1, vrrp6(100, "1s"));
+        let mut lb1 = start(&b, 1, &c1, &[]);
+        wait_for(
+            "keepalived master over IPv6",
+            Duration::from_secs(6),
+            || holds_vip6(&b.lb2),
+        );
+        std::thread::sleep(mdi(100) + Duration::from_secs(1));
+        assert!(
+            !lb1.log_text().contains("to=\"MASTER\""),
+            "xdp-lb must follow keepalived's IPv6 adverts: {}",
+            lb1.log_text()
+        );
+        let s = status(&b.topo.control_socket());
+        assert!(
+            s["vrrp"][0]["adverts_received"].as_u64().unwrap() >= 3,
+            "{s}"
+        );
+        for (reason, n) in s["vrrp"][0]["rejected"].as_object().unwrap() {
+            assert_eq!(
+                n, 0,
+                "xdp-lb rejected keepalived's IPv6 adverts ({reason}): {s}"
+            );
+        }
+        drop(keepalived); // SIGTERM: keepalived sends priority 0
+        lb1.wait_for_log("to=\"MASTER\"", Duration::from_secs(2) + mdi(100))
+            .unwrap();
+        wait_for(
+            "the IPv6 VIP on xdp-lb only",
+            Duration::from_secs(2),
+            || holds_vip6(&b.topo.lb) && !holds_vip6(&b.lb2),
+        );
+    }
+}
+
+/// Hostile IPv6 adverts from a third host: a routed one (hop limit 64) and one with a bad
+/// checksum, both claiming priority 255, change nothing and are counted by reason.
+#[test]
+fn routed_or_garbled_ipv6_adverts_change_nothing_and_are_counted() {
+    require_root!();
+    let b = bed6();
+    let c1 = config(&b, 1, vrrp6(150, "1s"));
+    let mut lb1 = start(&b, 1, &c1, &[]);
+    lb1.wait_for_log("to=\"MASTER\"", mdi(150) + Duration::from_secs(2))
+        .unwrap();
+    let attacker = b.topo.client.name.clone();
+    in_netns(&attacker, || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let ifindex = xdp_lb::netlink::ifindex("eth0").unwrap();
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(112))).unwrap();
+        s.set_multicast_if_v6(ifindex).unwrap();
+        let group = std::net::SocketAddrV6::new(xdp_lb::vrrp::packet::VRRP_GROUP_V6, 0, 0, ifindex);
+        let advert = xdp_lb::vrrp::packet::Advert {
+            version: xdp_lb::config::Version::V3,
+            vrid: 52,
+            priority: 255,
+            interval_cs: 100,
+            addresses: vec![VIP6.parse().unwrap()],
+        };
+        // Encoded for a source it does not send from: the checksum cannot hold.
+        let garbled = advert.encode(
+            xdp_lb::config::ChecksumMode::Rfc9568,
+            "fe80::dead".parse().unwrap(),
+            std::net::IpAddr::V6(xdp_lb::vrrp::packet::VRRP_GROUP_V6),
+        );
+        s.set_multicast_hops_v6(64).unwrap();
+        s.send_to(&garbled, &SockAddr::from(group)).unwrap();
+        s.set_multicast_hops_v6(255).unwrap();
+        s.send_to(&garbled, &SockAddr::from(group)).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let s = status(&b.topo.control_socket());
+    let v6 = &s["vrrp"][0];
+    assert_eq!(v6["state"], "MASTER", "{v6}");
+    assert_eq!(v6["rejected"]["ttl"], 1, "the routed one: {v6}");
+    assert_eq!(v6["rejected"]["checksum"], 1, "the garbled one: {v6}");
+    assert!(holds_vip6(&b.topo.lb));
 }

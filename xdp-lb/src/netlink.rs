@@ -10,12 +10,12 @@
 
 use std::{
     ffi::{CStr, CString},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags},
     link::{LinkAttribute, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope},
@@ -237,6 +237,19 @@ impl Netlink {
         ifindex: u32,
         exclude: &[Ipv4Addr],
     ) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        Ok(self
+            .addresses(ifindex)
+            .await?
+            .into_iter()
+            .find_map(|a| match a {
+                IpAddr::V4(a) if !exclude.contains(&a) => Some(a),
+                _ => None,
+            }))
+    }
+
+    /// The addresses of `ifindex`, in the kernel's order (primary before secondary).
+    async fn addresses(&self, ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+        let mut found = Vec::new();
         let mut addrs = self
             .handle
             .address()
@@ -244,16 +257,19 @@ impl Netlink {
             .set_link_index_filter(ifindex)
             .execute();
         while let Some(msg) = addrs.try_next().await? {
-            for attr in &msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a))
-                | AddressAttribute::Address(IpAddr::V4(a)) = attr
-                    && !exclude.contains(a)
-                {
-                    return Ok(Some(*a));
-                }
-            }
+            // IFA_LOCAL is the address itself on point-to-point links, where IFA_ADDRESS is
+            // the peer's; elsewhere both are the same.
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(a) => Some(*a),
+                _ => None,
+            });
+            let address = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(a) => Some(*a),
+                _ => None,
+            });
+            found.extend(local.or(address));
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// The MAC of interface `ifindex`.
@@ -348,24 +364,28 @@ impl Netlink {
         Ok(found)
     }
 
-    /// Adds `addr/prefix` to `ifindex` (replacing an identical one).
+    /// Adds `addr/prefix` to `ifindex` (replacing an identical one). An IPv6 address is added
+    /// without duplicate address detection (IFA_F_NODAD): a VRRP master must answer for it at
+    /// once, and the backup that might also hold it does not (VRRP decides, not DAD).
     pub async fn add_address(
         &self,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         prefix: u8,
     ) -> Result<(), NetlinkError> {
-        self.handle
-            .address()
-            .add(ifindex, IpAddr::V4(addr), prefix)
-            .replace()
-            .execute()
-            .await?;
+        let mut request = self.handle.address().add(ifindex, addr, prefix).replace();
+        if addr.is_ipv6() {
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request.execute().await?;
         Ok(())
     }
 
     /// Removes `addr` (whatever its prefix) from `ifindex`; absent is not an error.
-    pub async fn remove_address(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+    pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
         let mut found = Vec::new();
         let mut dump = self
             .handle
@@ -375,7 +395,7 @@ impl Netlink {
             .execute();
         while let Some(msg) = dump.try_next().await? {
             let has = msg.attributes.iter().any(|a| {
-                matches!(a, AddressAttribute::Local(IpAddr::V4(x)) | AddressAttribute::Address(IpAddr::V4(x)) if *x == addr)
+                matches!(a, AddressAttribute::Local(x) | AddressAttribute::Address(x) if *x == addr)
             });
             if has {
                 found.push(msg);
@@ -385,6 +405,19 @@ impl Netlink {
             self.handle.address().del(msg).execute().await?;
         }
         Ok(())
+    }
+
+    /// The IPv6 link-local address of `ifindex` (fe80::/10): a VRRP IPv6 instance's source
+    /// address and tie-breaker (RFC 5798 §5.1.2.1).
+    pub async fn link_local_ipv6(&self, ifindex: u32) -> Result<Option<Ipv6Addr>, NetlinkError> {
+        Ok(self
+            .addresses(ifindex)
+            .await?
+            .into_iter()
+            .find_map(|a| match a {
+                IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Some(a),
+                _ => None,
+            }))
     }
 }
 

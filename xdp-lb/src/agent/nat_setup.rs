@@ -27,7 +27,11 @@ pub(super) async fn snat_address(
         config
             .vrrp
             .iter()
-            .flat_map(|v| v.virtual_addresses.iter().map(|(a, _)| *a)),
+            .flat_map(|v| v.virtual_addresses.iter())
+            .filter_map(|(a, _)| match a {
+                std::net::IpAddr::V4(a) => Some(*a),
+                std::net::IpAddr::V6(_) => None,
+            }),
     );
     let found = match netlink::ifindex(interface) {
         Some(ifindex) => netlink.primary_ipv4(ifindex, &exclude).await?,

@@ -99,10 +99,10 @@ pub struct VrrpConfig {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Address and prefix length.
-    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
-    /// Non-empty: unicast adverts to these peers instead of multicast.
-    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Address and prefix length; all IPv4 or all IPv6 (the instance's family).
+    pub virtual_addresses: Vec<(std::net::IpAddr, u8)>,
+    /// Non-empty: unicast adverts to these peers instead of multicast (the instance's family).
+    pub unicast_peers: Vec<std::net::IpAddr>,
     pub checksum: ChecksumMode,
     pub garp_count: u32,
     pub garp_repeat_delay: Duration,
@@ -110,6 +110,15 @@ pub struct VrrpConfig {
     /// 0: tracking failure means Fault; > 0: subtract this from the priority instead.
     pub track_weight: u8,
     pub notify: Option<PathBuf>,
+}
+
+impl VrrpConfig {
+    /// Whether the instance runs over IPv6 (its virtual addresses are IPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_addresses
+            .first()
+            .is_some_and(|(a, _)| a.is_ipv6())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub(super) struct RawVrrp {
     pub(super) preempt_delay: Option<Spanned<Duration>>,
     pub(super) virtual_addresses: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
-    pub(super) unicast_peers: Vec<Spanned<Ipv4Addr>>,
+    pub(super) unicast_peers: Vec<Spanned<std::net::IpAddr>>,
     #[serde(default)]
     pub(super) checksum: Option<ChecksumMode>,
     #[serde(default)]

@@ -536,6 +536,68 @@ notify = "/etc/xdp-lb/notify"
         assert_eq!(v.notify.as_deref(), Some(Path::new("/etc/xdp-lb/notify")));
     }
 
+    /// IPv6 instances (VRRPv3, RFC 5798): one family per instance, beside IPv4 ones.
+    #[test]
+    fn ipv6_instances_and_their_mistakes() {
+        let v6 = ISSUE_EXAMPLE
+            .replacen(
+                "[\"198.18.0.100/24\"]",
+                "[\"2001:2::100/64\", \"2001:2::101\"]",
+                1,
+            )
+            .replacen("vrid = 51", "vrid = 52", 1);
+        let c = parse(Path::new("v.toml"), &v6).unwrap();
+        assert!(c.vrrp[0].is_ipv6());
+        assert_eq!(
+            c.vrrp[0].virtual_addresses,
+            vec![
+                ("2001:2::100".parse().unwrap(), 64),
+                ("2001:2::101".parse().unwrap(), 128)
+            ]
+        );
+        // Side by side with the IPv4 instance.
+        let both = format!("{ISSUE_EXAMPLE}\n{}", &v6[v6.find("[[vrrp]]").unwrap()..]).replacen(
+            "name = \"vi-apiserver\"",
+            "name = \"v4\"",
+            1,
+        );
+        let c = parse(Path::new("v.toml"), &both).unwrap();
+        assert_eq!((c.vrrp[0].is_ipv6(), c.vrrp[1].is_ipv6()), (false, true));
+        let cases = [
+            (
+                v6.replacen("\"2001:2::101\"", "\"198.18.0.101\"", 1),
+                "vrrp[0].virtual_addresses",
+                "one instance is IPv4 or IPv6",
+            ),
+            (
+                v6.replacen("version = 3 ", "version = 2 ", 1),
+                "vrrp[0].version",
+                "VRRPv2 is IPv4 only",
+            ),
+            (
+                v6.replacen("unicast_peers = []", "unicast_peers = [\"198.18.0.3\"]", 1),
+                "vrrp[0].unicast_peers",
+                "not of the family",
+            ),
+            (
+                v6.replacen("\"2001:2::101\"", "\"fe80::1\"", 1),
+                "vrrp[0].virtual_addresses",
+                "link-local",
+            ),
+            (
+                v6.replacen("\"2001:2::101\"", "\"2001:2::101/129\"", 1),
+                "vrrp[0].virtual_addresses",
+                "not an IPv4 or IPv6 address",
+            ),
+        ];
+        for (text, key, fragment) in cases {
+            let e = parse(Path::new("v.toml"), &text).unwrap_err();
+            assert!(e.line.is_some(), "{e}");
+            let s = e.to_string();
+            assert!(s.contains(key) && s.contains(fragment), "{s}");
+        }
+    }
+
     #[test]
     fn vrrp_mistakes_name_line_and_key() {
         let cases = [
@@ -563,7 +625,7 @@ notify = "/etc/xdp-lb/notify"
                 "virtual_addresses = [\"198.18.0.100/24\"]",
                 "virtual_addresses = [\"198.18.0.100/33\"]",
                 "vrrp[0].virtual_addresses",
-                "not an IPv4 address",
+                "not an IPv4 or IPv6 address",
             ),
             (
                 "virtual_addresses = [\"198.18.0.100/24\"]",

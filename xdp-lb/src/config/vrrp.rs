@@ -1,6 +1,6 @@
 //! `[[vrrp]]` sections: keepalived's `vrrp_instance`, validated.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use toml::Spanned;
 
@@ -72,23 +72,56 @@ pub(super) fn vrrp_instance(
         Some(d) => *d.get_ref(),
         None => Duration::ZERO,
     };
-    let mut virtual_addresses = Vec::new();
+    // Addresses of one family per instance: an instance runs over IPv4 or over IPv6 (RFC
+    // 5798 §5: a virtual router's addresses are all of the family its adverts travel in).
+    let mut virtual_addresses: Vec<(IpAddr, u8)> = Vec::new();
     for a in r.virtual_addresses.get_ref() {
         let text = a.get_ref();
-        let (addr, prefix) = text.split_once('/').unwrap_or((text, "32"));
-        let parsed = addr
-            .parse::<Ipv4Addr>()
-            .ok()
-            .zip(prefix.parse::<u8>().ok().filter(|p| (1..=32).contains(p)));
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let parsed = addr.parse::<IpAddr>().ok().and_then(|addr| {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| (1..=max).contains(p))?,
+            };
+            Some((addr, prefix))
+        });
         match parsed {
-            Some((addr, prefix)) if !addr.is_unspecified() && !addr.is_multicast() => {
-                virtual_addresses.push((addr, prefix))
-            }
-            _ => {
+            Some((addr, _))
+                if addr.is_unspecified()
+                    || addr.is_multicast()
+                    || matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) =>
+            {
                 return Err(place.at(
                     a,
                     k("virtual_addresses"),
-                    format!("{text:?} is not an IPv4 address with an optional /prefix"),
+                    format!(
+                        "{text:?} cannot be a virtual address (unspecified, multicast or IPv6 link-local)"
+                    ),
+                ));
+            }
+            Some((addr, prefix)) => {
+                if let Some((first, _)) = virtual_addresses.first()
+                    && first.is_ipv4() != addr.is_ipv4()
+                {
+                    return Err(place.at(
+                        a,
+                        k("virtual_addresses"),
+                        format!(
+                            "{text:?} is not of the family of {first}: one instance is IPv4 or IPv6; make a second [[vrrp]] for the other family"
+                        ),
+                    ));
+                }
+                virtual_addresses.push((addr, prefix))
+            }
+            None => {
+                return Err(place.at(
+                    a,
+                    k("virtual_addresses"),
+                    format!("{text:?} is not an IPv4 or IPv6 address with an optional /prefix"),
                 ));
             }
         }
@@ -99,6 +132,28 @@ pub(super) fn vrrp_instance(
             k("virtual_addresses"),
             "at least one address is needed",
         ));
+    }
+    let ipv6 = virtual_addresses[0].0.is_ipv6();
+    if ipv6 && version == Version::V2 {
+        return Err(place.at(
+            r.version.as_ref().expect("v2 is only ever explicit"),
+            k("version"),
+            "VRRPv2 is IPv4 only (RFC 3768); IPv6 virtual addresses need version 3",
+        ));
+    }
+    let mut unicast_peers = Vec::new();
+    for p in &r.unicast_peers {
+        if p.get_ref().is_ipv6() != ipv6 {
+            return Err(place.at(
+                p,
+                k("unicast_peers"),
+                format!(
+                    "{} is not of the family of the virtual addresses",
+                    p.get_ref()
+                ),
+            ));
+        }
+        unicast_peers.push(*p.get_ref());
     }
     let garp_count = match &r.garp_count {
         Some(v) => ranged(place, v, &k("garp_count"), 0..=100)?,
@@ -133,7 +188,7 @@ pub(super) fn vrrp_instance(
         preempt: r.preempt.unwrap_or(true),
         preempt_delay,
         virtual_addresses,
-        unicast_peers: r.unicast_peers.iter().map(|p| *p.get_ref()).collect(),
+        unicast_peers,
         checksum: r.checksum.unwrap_or(ChecksumMode::Rfc9568),
         garp_count,
         garp_repeat_delay,

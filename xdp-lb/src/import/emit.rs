@@ -120,9 +120,12 @@ pub(super) fn toml(plan: &Plan, haproxy: Option<&Path>, keepalived: Option<&Path
         let _ = writeln!(t, "interface = {}", quoted(&v.interface));
         let _ = writeln!(t, "vrid = {}", v.vrid);
         let _ = writeln!(t, "priority = {}", v.priority);
-        let version = v.version.unwrap_or(2);
+        // keepalived runs an instance of IPv6 addresses as VRRPv3 whatever vrrp_version says
+        // (VRRPv2 is IPv4 only); the IPv6 checksum always has its pseudo-header.
+        let ipv6 = v.addresses.first().is_some_and(|(a, _)| a.is_ipv6());
+        let version = if ipv6 { 3 } else { v.version.unwrap_or(2) };
         let _ = writeln!(t, "version = {version}");
-        if version == 3 {
+        if version == 3 && !ipv6 {
             // keepalived's default VRRPv3 checksum includes the IPv4 pseudo-header.
             t.push_str("checksum = \"pseudo-header\"\n");
         }

@@ -112,13 +112,16 @@ impl Plan {
         });
     }
 
-    /// The first virtual address of the VRRP instances (what `bind *:PORT` means).
+    /// The first IPv4 virtual address of the VRRP instances (what `bind *:PORT` means: the
+    /// data plane balances IPv4 VIPs).
     pub fn vrrp_address(&self) -> Option<Ipv4Addr> {
         self.vrrp
             .iter()
             .flat_map(|v| v.addresses.iter())
-            .map(|(a, _)| *a)
-            .next()
+            .find_map(|(a, _)| match a {
+                std::net::IpAddr::V4(a) => Some(*a),
+                std::net::IpAddr::V6(_) => None,
+            })
     }
 }
 
@@ -194,8 +197,8 @@ pub(crate) struct Vrrp {
     pub advert_interval: Option<Duration>,
     pub preempt: Option<bool>,
     pub preempt_delay: Option<Duration>,
-    pub addresses: Vec<(Ipv4Addr, u8)>,
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+    pub unicast_peers: Vec<std::net::IpAddr>,
     pub notify: Option<PathBuf>,
     pub track_dataplane: bool,
     pub from: Source,

@@ -4,7 +4,7 @@
 //! network. `vrrp::instance` does the I/O.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -70,7 +70,7 @@ pub struct Params {
     pub preempt: bool,
     pub preempt_delay: Duration,
     /// Our primary address on the interface: breaks priority ties (RFC 5798 §6.4.3).
-    pub primary: Ipv4Addr,
+    pub primary: IpAddr,
 }
 
 pub struct Machine {
@@ -220,7 +220,7 @@ impl Machine {
     }
 
     /// A valid advert for our VRID from `from` (RFC 5798 §6.4.2, §6.4.3).
-    pub fn on_advert(&mut self, now: Instant, from: Ipv4Addr, advert: &Advert) -> Vec<Action> {
+    pub fn on_advert(&mut self, now: Instant, from: IpAddr, advert: &Advert) -> Vec<Action> {
         let mut actions = Vec::new();
         let theirs = advert.priority;
         let interval = Duration::from_millis(advert.interval_cs as u64 * 10);
@@ -324,6 +324,8 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn params(priority: u8) -> Params {
@@ -333,7 +335,7 @@ mod tests {
             advert_interval: Duration::from_secs(1),
             preempt: true,
             preempt_delay: Duration::ZERO,
-            primary: Ipv4Addr::new(198, 18, 0, 2),
+            primary: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
         }
     }
 
@@ -354,7 +356,7 @@ mod tests {
         })
     }
 
-    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
 
     #[test]
     fn timers_follow_the_rfc() {

@@ -1,8 +1,9 @@
-//! VRRP advertisements on the wire: VRRPv3 (RFC 5798 §5.1, RFC 9568) and VRRPv2 (RFC 3768
-//! §5.1), IPv4. Encoding, decoding and every receive check of RFC 5798 §7.1 that needs only
-//! the packet, each failing with its own [`RejectReason`] so it can be counted.
+//! VRRP advertisements on the wire: VRRPv3 (RFC 5798 §5.1, RFC 9568) over IPv4 and IPv6, and
+//! VRRPv2 (RFC 3768 §5.1, IPv4 only). Encoding, decoding and every receive check of RFC 5798
+//! §7.1 that needs only the packet, each failing with its own [`RejectReason`] so it can be
+//! counted. The addresses an advert carries are of the family it travels in.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 use xdp_lb_common::csum::{checksum_of, sum_be};
@@ -13,6 +14,8 @@ use crate::config::{ChecksumMode, Version};
 pub const IPPROTO_VRRP: u8 = 112;
 /// The VRRP multicast group (RFC 5798 §5.1.1.2).
 pub const VRRP_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The VRRP multicast group for IPv6 (RFC 5798 §5.1.2.2): link-local scope.
+pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// Adverts are sent with TTL 255 and a multicast advert with another TTL was forwarded by a
 /// router, so it is not from our segment (RFC 5798 §5.1.1.3, §7.1).
 pub const VRRP_TTL: u8 = 255;
@@ -27,7 +30,8 @@ pub struct Advert {
     pub priority: u8,
     /// v3: centiseconds (12 bits); v2: seconds × 100 (so both are centiseconds here).
     pub interval_cs: u16,
-    pub addresses: Vec<Ipv4Addr>,
+    /// All of the family the advert travels in.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// Why a received packet was not accepted. Each has a counter.
@@ -81,21 +85,40 @@ impl RejectReason {
     }
 }
 
-fn checksum(msg: &[u8], version: Version, mode: ChecksumMode, src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
+/// The checksum over `msg` (RFC 5798 §5.2.8). Over IPv6 it always covers the IPv6
+/// pseudo-header (RFC 8200 §8.1: addresses, upper-layer length, next header); over IPv4 only
+/// in the `PseudoHeader` form of VRRPv3 (VRRP.md: the interop trap).
+fn checksum(msg: &[u8], version: Version, mode: ChecksumMode, src: IpAddr, dst: IpAddr) -> u16 {
     let mut acc = 0;
-    if version == Version::V3 && mode == ChecksumMode::PseudoHeader {
-        acc = sum_be(&src.octets(), acc);
-        acc = sum_be(&dst.octets(), acc);
-        acc += IPPROTO_VRRP as u32;
-        acc += msg.len() as u32;
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            acc = sum_be(&s.octets(), acc);
+            acc = sum_be(&d.octets(), acc);
+            acc = sum_be(&(msg.len() as u32).to_be_bytes(), acc);
+            acc += IPPROTO_VRRP as u32;
+        }
+        (s, d) if version == Version::V3 && mode == ChecksumMode::PseudoHeader => {
+            acc = sum_be(&octets(s), acc);
+            acc = sum_be(&octets(d), acc);
+            acc += IPPROTO_VRRP as u32;
+            acc += msg.len() as u32;
+        }
+        _ => {}
     }
     checksum_of(sum_be(msg, acc))
 }
 
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 impl Advert {
     /// The VRRP message (without the IP header), checksum filled in for `src` → `dst`.
-    pub fn encode(&self, mode: ChecksumMode, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let mut m = Vec::with_capacity(8 + 4 * self.addresses.len() + V2_AUTH_DATA_LEN);
+    pub fn encode(&self, mode: ChecksumMode, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let mut m = Vec::with_capacity(8 + 16 * self.addresses.len() + V2_AUTH_DATA_LEN);
         let version = match self.version {
             Version::V2 => 2u8,
             Version::V3 => 3u8,
@@ -113,7 +136,7 @@ impl Advert {
         }
         m.extend_from_slice(&[0, 0]);
         for a in &self.addresses {
-            m.extend_from_slice(&a.octets());
+            m.extend_from_slice(&octets(*a));
         }
         if self.version == Version::V2 {
             m.extend_from_slice(&[0; V2_AUTH_DATA_LEN]);
@@ -130,9 +153,10 @@ impl Advert {
         expected: Version,
         vrid: u8,
         mode: ChecksumMode,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
     ) -> Result<Advert, RejectReason> {
+        let width = if src.is_ipv6() { 16 } else { 4 };
         if msg.len() < 8 {
             return Err(RejectReason::Short);
         }
@@ -149,7 +173,7 @@ impl Advert {
         }
         let count = msg[3] as usize;
         let needed = 8
-            + 4 * count
+            + width * count
             + if version == Version::V2 {
                 V2_AUTH_DATA_LEN
             } else {
@@ -176,8 +200,13 @@ impl Advert {
         };
         let addresses = (0..count)
             .map(|i| {
-                let o = 8 + 4 * i;
-                Ipv4Addr::new(msg[o], msg[o + 1], msg[o + 2], msg[o + 3])
+                let o = 8 + width * i;
+                if width == 16 {
+                    let b: [u8; 16] = msg[o..o + 16].try_into().expect("16 bytes");
+                    IpAddr::V6(b.into())
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(msg[o], msg[o + 1], msg[o + 2], msg[o + 3]))
+                }
             })
             .collect();
         Ok(Advert {
@@ -211,7 +240,8 @@ pub fn split_ipv4(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
 mod tests {
     use super::*;
 
-    const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+    const G: IpAddr = IpAddr::V4(VRRP_GROUP);
 
     fn advert(version: Version) -> Advert {
         Advert {
@@ -219,7 +249,7 @@ mod tests {
             vrid: 51,
             priority: 150,
             interval_cs: 100,
-            addresses: vec![Ipv4Addr::new(198, 18, 0, 100)],
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100))],
         }
     }
 
@@ -228,9 +258,9 @@ mod tests {
         for version in [Version::V2, Version::V3] {
             for mode in [ChecksumMode::Rfc9568, ChecksumMode::PseudoHeader] {
                 let a = advert(version);
-                let m = a.encode(mode, SRC, VRRP_GROUP);
+                let m = a.encode(mode, SRC, G);
                 assert_eq!(
-                    Advert::decode(&m, version, 51, mode, SRC, VRRP_GROUP),
+                    Advert::decode(&m, version, 51, mode, SRC, G),
                     Ok(a.clone()),
                     "{version:?} {mode:?}"
                 );
@@ -240,9 +270,9 @@ mod tests {
 
     #[test]
     fn the_two_v3_checksum_forms_do_not_accept_each_other() {
-        let m = advert(Version::V3).encode(ChecksumMode::PseudoHeader, SRC, VRRP_GROUP);
+        let m = advert(Version::V3).encode(ChecksumMode::PseudoHeader, SRC, G);
         assert_eq!(
-            Advert::decode(&m, Version::V3, 51, ChecksumMode::Rfc9568, SRC, VRRP_GROUP),
+            Advert::decode(&m, Version::V3, 51, ChecksumMode::Rfc9568, SRC, G),
             Err(RejectReason::Checksum)
         );
         // The pseudo-header binds the addresses: the same bytes from another source fail.
@@ -252,8 +282,8 @@ mod tests {
                 Version::V3,
                 51,
                 ChecksumMode::PseudoHeader,
-                Ipv4Addr::new(198, 18, 0, 3),
-                VRRP_GROUP
+                IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3)),
+                G
             ),
             Err(RejectReason::Checksum)
         );
@@ -264,28 +294,63 @@ mod tests {
         // A VRRPv3 advert as keepalived 2.2 sends it (default: pseudo-header checksum):
         // vrid 51, priority 100, 1 s, 198.18.0.100, from 198.18.0.3 to 224.0.0.18. The checksum
         // 0xfd4b was computed by hand (RFC 1071 over pseudo-header + message), not by this code.
-        let src = Ipv4Addr::new(198, 18, 0, 3);
+        let src = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
         let m = [0x31, 51, 100, 1, 0x00, 0x64, 0xfd, 0x4b, 198, 18, 0, 100];
-        let a = Advert::decode(
-            &m,
-            Version::V3,
-            51,
-            ChecksumMode::PseudoHeader,
-            src,
-            VRRP_GROUP,
-        )
-        .unwrap();
+        let a = Advert::decode(&m, Version::V3, 51, ChecksumMode::PseudoHeader, src, G).unwrap();
         assert_eq!(
             (a.priority, a.interval_cs, a.addresses.len()),
             (100, 100, 1)
         );
     }
 
+    /// VRRPv3 over IPv6: 16-byte addresses and a checksum over the IPv6 pseudo-header,
+    /// checked here against a sum computed independently from the RFC 8200 §8.1 layout.
+    #[test]
+    fn ipv6_adverts_round_trip_with_the_pseudo_header() {
+        let src: IpAddr = "fe80::1".parse().unwrap();
+        let dst = IpAddr::V6(VRRP_GROUP_V6);
+        let a = Advert {
+            version: Version::V3,
+            vrid: 52,
+            priority: 100,
+            interval_cs: 10,
+            addresses: vec![
+                "2001:2::100".parse().unwrap(),
+                "2001:2::101".parse().unwrap(),
+            ],
+        };
+        // Either checksum setting: over IPv6 the pseudo-header is always in.
+        let m = a.encode(ChecksumMode::Rfc9568, src, dst);
+        assert_eq!(m.len(), 8 + 32);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
+        pseudo.extend_from_slice(&VRRP_GROUP_V6.octets());
+        pseudo.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_VRRP]);
+        pseudo.extend_from_slice(&m);
+        assert_eq!(xdp_lb_common::csum::internet_checksum(&pseudo), 0);
+        for mode in [ChecksumMode::Rfc9568, ChecksumMode::PseudoHeader] {
+            assert_eq!(
+                Advert::decode(&m, Version::V3, 52, mode, src, dst),
+                Ok(a.clone())
+            );
+        }
+        let other: IpAddr = "fe80::2".parse().unwrap();
+        assert_eq!(
+            Advert::decode(&m, Version::V3, 52, ChecksumMode::Rfc9568, other, dst),
+            Err(RejectReason::Checksum)
+        );
+        assert_eq!(
+            Advert::decode(&m[..30], Version::V3, 52, ChecksumMode::Rfc9568, src, dst),
+            Err(RejectReason::Short),
+            "two 16-byte addresses announced"
+        );
+    }
+
     #[test]
     fn each_malformation_has_its_reason() {
-        let good = advert(Version::V3).encode(ChecksumMode::Rfc9568, SRC, VRRP_GROUP);
-        let d =
-            |m: &[u8]| Advert::decode(m, Version::V3, 51, ChecksumMode::Rfc9568, SRC, VRRP_GROUP);
+        let good = advert(Version::V3).encode(ChecksumMode::Rfc9568, SRC, G);
+        let d = |m: &[u8]| Advert::decode(m, Version::V3, 51, ChecksumMode::Rfc9568, SRC, G);
         assert_eq!(d(&good[..7]), Err(RejectReason::Short));
         assert_eq!(
             d(&good[..10]),
@@ -295,12 +360,12 @@ mod tests {
         let mut v4 = good.clone();
         v4[0] = 0x41;
         assert_eq!(d(&v4), Err(RejectReason::Version));
-        let v2 = advert(Version::V2).encode(ChecksumMode::Rfc9568, SRC, VRRP_GROUP);
+        let v2 = advert(Version::V2).encode(ChecksumMode::Rfc9568, SRC, G);
         assert_eq!(d(&v2), Err(RejectReason::Version));
         let re = |mut m: Vec<u8>| {
             m[6] = 0;
             m[7] = 0;
-            let c = checksum(&m, Version::V3, ChecksumMode::Rfc9568, SRC, VRRP_GROUP);
+            let c = checksum(&m, Version::V3, ChecksumMode::Rfc9568, SRC, G);
             m[6..8].copy_from_slice(&c.to_be_bytes());
             m
         };
@@ -317,7 +382,7 @@ mod tests {
 
     #[test]
     fn ip_header_is_split_off() {
-        let msg = advert(Version::V3).encode(ChecksumMode::Rfc9568, SRC, VRRP_GROUP);
+        let msg = advert(Version::V3).encode(ChecksumMode::Rfc9568, SRC, G);
         let mut ip = vec![
             0x45,
             0,
@@ -344,7 +409,10 @@ mod tests {
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         ip.extend_from_slice(&msg);
         let (src, dst, ttl, m) = split_ipv4(&ip).unwrap();
-        assert_eq!((src, dst, ttl, m), (SRC, VRRP_GROUP, 255, &msg[..]));
+        assert_eq!(
+            (IpAddr::V4(src), IpAddr::V4(dst), ttl, m),
+            (SRC, G, 255, &msg[..])
+        );
         assert_eq!(split_ipv4(&ip[..10]), None);
     }
 }

@@ -40,6 +40,16 @@ fn address(node: &Node, text: &str) -> Result<Ipv4Addr, ImportError> {
         .map_err(|_| err(&node.source, format!("{text:?} is not an IPv4 address")))
 }
 
+/// A VRRP address: IPv4 or IPv6 (an instance's family; check-config refuses a mix).
+fn vrrp_address(node: &Node, text: &str) -> Result<std::net::IpAddr, ImportError> {
+    text.parse().map_err(|_| {
+        err(
+            &node.source,
+            format!("{text:?} is not an IPv4 or IPv6 address"),
+        )
+    })
+}
+
 pub(super) fn read(path: &Path, plan: &mut Plan) -> Result<(), ImportError> {
     let text = read_file(path)?;
     let nodes = parse(path, &text)?;
@@ -149,9 +159,9 @@ fn instance(node: &Node, version: Option<u8>, plan: &mut Plan) -> Result<(), Imp
                 for a in d.children() {
                     let (addr, len) = match a.keyword().split_once('/') {
                         Some((addr, len)) => (addr, len.parse::<u8>().map_err(|_| err(&a.source, format!("{:?}: bad prefix length", a.keyword())))?),
-                        None => (a.keyword(), 32),
+                        None => (a.keyword(), if a.keyword().contains(':') { 128 } else { 32 }),
                     };
-                    v.addresses.push((address(a, addr)?, len));
+                    v.addresses.push((vrrp_address(a, addr)?, len));
                     let extra = a.words.len() > 1;
                     plan.report(
                         &a.source,
@@ -170,7 +180,7 @@ fn instance(node: &Node, version: Option<u8>, plan: &mut Plan) -> Result<(), Imp
             }
             "unicast_peer" => {
                 for p in d.children() {
-                    v.unicast_peers.push(address(p, p.keyword())?);
+                    v.unicast_peers.push(vrrp_address(p, p.keyword())?);
                     plan.report(&p.source, &p.text(), Outcome::Translated("unicast_peers".into()));
                 }
                 continue;
