@@ -204,7 +204,51 @@ pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// A minimal IPv6 TCP SYN frame (for "not IPv4 → pass").
+/// An IPv6 frame from 2001:2::1 to 2001:2::100: the extension headers `exts` (each its type
+/// — hop-by-hop 0, routing 43, fragment 44, destination options 60 — and its length in bytes,
+/// a multiple of 8), then `l4` as protocol `upper`. The payload length is the true one.
+pub fn ipv6_frame(exts: &[(u8, usize)], upper: u8, l4: &[u8]) -> Vec<u8> {
+    let kinds: Vec<u8> = exts.iter().map(|(k, _)| *k).chain([upper]).collect();
+    let mut payload = Vec::new();
+    for (i, (_, len)) in exts.iter().enumerate() {
+        let mut h = vec![0u8; *len];
+        h[0] = kinds[i + 1];
+        // Hdr Ext Len in 8-octet units beyond the first (the fragment header's is reserved).
+        h[1] = (len / 8 - 1) as u8;
+        payload.extend_from_slice(&h);
+    }
+    payload.extend_from_slice(l4);
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.push(kinds[0]);
+    f.push(64);
+    f.extend_from_slice(&"2001:2::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f.extend_from_slice(
+        &"2001:2::100"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    f.extend_from_slice(&payload);
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}
+
+/// A 20-byte TCP SYN header (data offset 5) from port 40000 to 80; no checksum (the parser
+/// does not check one).
+pub fn tcp_header() -> Vec<u8> {
+    vec![
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+    ]
+}
+
+/// A minimal IPv6 TCP SYN frame (to an address that is no VIP).
 pub fn ipv6_tcp() -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&LB_MAC);

@@ -212,7 +212,7 @@ fn xdp_mode_auto_falls_back_to_generic_and_driver_says_why_it_cannot() {
 /// interface's receive-VLAN offload off while it runs (a NIC would otherwise strip the outer
 /// tag before XDP sees the frame) and back on at stop; the bed's switch hands frames on with
 /// their tags in them, as a wire does. 802.1ad + 802.1Q SYNs to the VIP then go to the kernel
-/// (`pass_not_ipv4`), and no flow is made.
+/// (`pass_not_ip`), and no flow is made.
 #[test]
 fn double_tagged_frames_are_never_forwarded_and_vlan_offload_is_off_while_running() {
     require_root!();
@@ -237,7 +237,7 @@ fn double_tagged_frames_are_never_forwarded_and_vlan_offload_is_off_while_runnin
 
     let maps = xdp_lb::dataplane::Maps::open_pinned(&topo.pin_dir()).unwrap();
     let counter = |c| maps.counter(c).unwrap();
-    let before = [Counter::PassNotIpv4, Counter::NewFlow, Counter::Tx].map(counter);
+    let before = [Counter::PassNotIp, Counter::NewFlow, Counter::Tx].map(counter);
     let lb_mac = topo.lb.mac("eth0").unwrap();
     let frames: Vec<Vec<u8>> = (0..20)
         .map(|i| {
@@ -252,10 +252,10 @@ fn double_tagged_frames_are_never_forwarded_and_vlan_offload_is_off_while_runnin
         .unwrap()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while counter(Counter::PassNotIpv4) < before[0] + 20 && std::time::Instant::now() < deadline {
+    while counter(Counter::PassNotIp) < before[0] + 20 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after = [Counter::PassNotIpv4, Counter::NewFlow, Counter::Tx].map(counter);
+    let after = [Counter::PassNotIp, Counter::NewFlow, Counter::Tx].map(counter);
     assert!(after[0] >= before[0] + 20, "passed: {before:?} → {after:?}");
     assert_eq!(
         (after[1], after[2]),

@@ -9,7 +9,10 @@ use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
     in_netns,
-    packet::{Frame, LB_MAC, TCP_ACK, arp_request, icmp_echo, icmp_error, ipv6_tcp},
+    packet::{
+        Frame, LB_MAC, TCP_ACK, arp_request, icmp_echo, icmp_error, ipv6_frame, ipv6_tcp,
+        tcp_header,
+    },
     require_root,
 };
 
@@ -163,12 +166,16 @@ fn frames_that_are_not_for_a_vip_pass_untouched() {
             Counter::PassNotVip,
         ),
         ("UDP to the VIP", udp.build(), Counter::PassNotTcp),
-        ("ARP", arp_request(CLIENT, VIP), Counter::PassNotIpv4),
-        ("IPv6", ipv6_tcp(), Counter::PassNotIpv4),
+        ("ARP", arp_request(CLIENT, VIP), Counter::PassNotIp),
+        (
+            "IPv6 TCP (no IPv6 VIP is balanced yet)",
+            ipv6_tcp(),
+            Counter::PassNotVip,
+        ),
         (
             "TCP to the VIP in two VLAN tags (802.1ad + 802.1Q): one tag is all we forward",
             double_tagged.build(),
-            Counter::PassNotIpv4,
+            Counter::PassNotIp,
         ),
     ];
     for (what, frame, counter) in table {
@@ -736,4 +743,109 @@ fn icmp_fragmentation_needed_reaches_the_backend_that_owns_the_flow() {
         assert_eq!(lb.counter(Counter::PassIcmp), before + 1, "{what}");
     }
     assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
+}
+
+/// IPv6 by the IPv4 policy (RFC 8200): extension headers walked (at most four), a fragment
+/// header passed, anything cut short or lying about its length dropped, each counted. No IPv6
+/// VIP is balanced yet, so a well-formed TCP packet is passed as not for a VIP.
+#[test]
+fn ipv6_frames_are_checked_and_counted_by_the_ipv4_policy() {
+    require_root!();
+    let lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
+    let tcp = tcp_header();
+    let (hop, routing, fragment, dest) = (0u8, 43u8, 44u8, 60u8);
+    let with_payload_len = |mut f: Vec<u8>, len: u16| {
+        f[18..20].copy_from_slice(&len.to_be_bytes());
+        f
+    };
+    let plain = ipv6_frame(&[], 6, &tcp);
+    let mut version4 = plain.clone();
+    version4[14] = 0x40;
+    let mut long_doff = tcp.clone();
+    long_doff[12] = 0xf0;
+    // An extension header claiming 2048 bytes in a packet that has 8.
+    let mut ext_too_long = ipv6_frame(&[(dest, 8)], 6, &tcp);
+    ext_too_long[54 + 1] = 255;
+    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+        ("TCP", plain.clone(), Counter::PassNotVip),
+        (
+            "hop-by-hop, destination options, routing, destination options, TCP",
+            ipv6_frame(&[(hop, 8), (dest, 16), (routing, 24), (dest, 8)], 6, &tcp),
+            Counter::PassNotVip,
+        ),
+        (
+            "five extension headers",
+            ipv6_frame(
+                &[(hop, 8), (dest, 8), (routing, 8), (dest, 8), (dest, 8)],
+                6,
+                &tcp,
+            ),
+            Counter::PassIpv6ExtLimit,
+        ),
+        (
+            "a fragment header",
+            ipv6_frame(&[(fragment, 8)], 6, &tcp),
+            Counter::PassFragment,
+        ),
+        (
+            "a fragment header after hop-by-hop",
+            ipv6_frame(&[(hop, 8), (fragment, 8)], 6, &tcp),
+            Counter::PassFragment,
+        ),
+        (
+            "ICMPv6",
+            ipv6_frame(&[], 58, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            Counter::PassIcmp,
+        ),
+        (
+            "UDP",
+            ipv6_frame(&[], 17, &[0, 53, 0, 53, 0, 8, 0, 0]),
+            Counter::PassNotTcp,
+        ),
+        (
+            "header cut short",
+            plain[..14 + 30].to_vec(),
+            Counter::DropTruncatedIp,
+        ),
+        (
+            "payload length beyond the frame",
+            with_payload_len(plain.clone(), 400),
+            Counter::DropTruncatedIp,
+        ),
+        (
+            "payload length 0",
+            with_payload_len(plain.clone(), 0),
+            Counter::DropBadIpHeader,
+        ),
+        (
+            "version 4 in an IPv6 frame",
+            version4,
+            Counter::DropBadIpHeader,
+        ),
+        (
+            "an extension header beyond the payload",
+            ext_too_long,
+            Counter::DropTruncatedIp,
+        ),
+        (
+            "TCP cut short",
+            ipv6_frame(&[], 6, &tcp[..10]),
+            Counter::DropBadTcpHeader,
+        ),
+        (
+            "a TCP data offset beyond the payload",
+            ipv6_frame(&[], 6, &long_doff),
+            Counter::DropBadTcpHeader,
+        ),
+    ];
+    for (what, frame, counter) in cases {
+        let before = lb.counter(counter);
+        let r = lb.run(&frame).unwrap();
+        let verdict = if counter.passes() { XDP_PASS } else { XDP_DROP };
+        assert_eq!(r.action, verdict, "{what}: {:?}", lb.all_counters());
+        assert_eq!(lb.counter(counter), before + 1, "{what}: {counter:?}");
+        if counter.passes() {
+            assert_eq!(r.out, frame, "{what}: passed untouched");
+        }
+    }
 }

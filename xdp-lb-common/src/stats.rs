@@ -48,14 +48,15 @@ pub enum Counter {
     Tx = 0,
     /// Forwarded through another interface (XDP_REDIRECT). Kept in `VIP_STATS.redirect`.
     Redirect,
-    /// Not IPv4 (ARP, IPv6, LLDP, two VLAN tags, ...): passed to the kernel.
-    PassNotIpv4,
-    /// IPv4 but not TCP: passed.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, two VLAN tags, ...): passed to the kernel.
+    PassNotIp,
+    /// IPv4 or IPv6 but not TCP (nor ICMP about a VIP flow): passed.
     PassNotTcp,
     /// TCP but not to a configured VIP address/port: passed.
     PassNotVip,
-    /// An IPv4 fragment: it may carry no TCP header, so it cannot be balanced consistently;
-    /// passed to the kernel, which reassembles or drops it.
+    /// An IPv4 fragment, or an IPv6 packet with a fragment header: it may carry no TCP
+    /// header, so it cannot be balanced consistently; passed to the kernel, which reassembles
+    /// or drops it.
     PassFragment,
     /// Shorter than an Ethernet header (or its VLAN tag): dropped.
     DropTruncatedEth,
@@ -125,15 +126,18 @@ pub enum Counter {
     /// (about the LB's reply to the client: for the backend; about the LB's packet to the
     /// backend: for the client) and passed to the kernel, which forwards it there.
     IcmpTooBigTranslated,
+    /// IPv6 with more extension headers before TCP than the program walks
+    /// (`IPV6_MAX_EXT_HEADERS`): passed to the kernel, whose own parser has no such bound.
+    PassIpv6ExtLimit,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::IcmpTooBigTranslated as u32 + 1;
+    pub const COUNT: u32 = Counter::PassIpv6ExtLimit as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
         Counter::Redirect,
-        Counter::PassNotIpv4,
+        Counter::PassNotIp,
         Counter::PassNotTcp,
         Counter::PassNotVip,
         Counter::PassFragment,
@@ -163,13 +167,14 @@ impl Counter {
         Counter::IcmpTooBigToBackend,
         Counter::PassIcmp,
         Counter::IcmpTooBigTranslated,
+        Counter::PassIpv6ExtLimit,
     ];
 
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
     pub const fn passes(self) -> bool {
         matches!(
             self,
-            Counter::PassNotIpv4
+            Counter::PassNotIp
                 | Counter::PassNotTcp
                 | Counter::PassNotVip
                 | Counter::PassFragment
@@ -178,6 +183,7 @@ impl Counter {
                 | Counter::PassNatNoNeighbour
                 | Counter::PassNatMtu
                 | Counter::PassIcmp
+                | Counter::PassIpv6ExtLimit
         )
     }
 
@@ -186,7 +192,7 @@ impl Counter {
         match self {
             Counter::Tx => "tx",
             Counter::Redirect => "redirect",
-            Counter::PassNotIpv4 => "pass_not_ipv4",
+            Counter::PassNotIp => "pass_not_ip",
             Counter::PassNotTcp => "pass_not_tcp",
             Counter::PassNotVip => "pass_not_vip",
             Counter::PassFragment => "pass_fragment",
@@ -216,6 +222,7 @@ impl Counter {
             Counter::IcmpTooBigToBackend => "icmp_too_big_to_backend",
             Counter::PassIcmp => "pass_icmp",
             Counter::IcmpTooBigTranslated => "icmp_too_big_translated",
+            Counter::PassIpv6ExtLimit => "pass_ipv6_ext_limit",
         }
     }
 }

@@ -1,4 +1,6 @@
-//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), IPv4, TCP.
+//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), IPv4, TCP; IPv6 with its
+//! extension headers is checked by the same policy (no IPv6 VIP is balanced yet, so a
+//! well-formed IPv6 TCP packet is `PassNotVip`).
 //!
 //! Every header is reached through [`ptr_at`], the one bounds check the verifier needs to see
 //! before each access. The outcome is either a [`Packet`] (a well-formed TCP/IPv4 frame) or the
@@ -47,6 +49,18 @@ pub struct Packet {
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
 const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+/// IPv6 extension headers walked before the upper-layer header, at most. A chain this long
+/// is already unusual (hop-by-hop, destination options, routing, destination options is the
+/// longest RFC 8200 §4.1 recommends before a fragment header); longer ones go to the kernel.
+pub const IPV6_MAX_EXT_HEADERS: usize = 4;
+/// Next-header values (IANA): the extension headers walked, the fragment header, ICMPv6.
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+const NEXTHDR_ICMPV6: u8 = 58;
+const IPV6_HDR_LEN: usize = 40;
 /// More-fragments flag and fragment offset of the IPv4 `frags` field (RFC 791 §3.1).
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
@@ -68,8 +82,10 @@ struct L3 {
     dst: u32,
 }
 
+/// `walk_ipv6`: whether an IPv6 frame's verdict is worked out (the TCP path) or it is simply
+/// not IPv4 (`PassNotTcp`: the ICMP path, which runs only after the TCP path passed a frame).
 #[inline(always)]
-fn parse_l3(ctx: &XdpContext) -> Result<L3, Counter> {
+fn parse_l3(ctx: &XdpContext, walk_ipv6: bool) -> Result<L3, Counter> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
@@ -80,8 +96,16 @@ fn parse_l3(ctx: &XdpContext) -> Result<L3, Counter> {
         l3_off += VlanHdr::LEN;
     }
     if ether_type != ETH_P_IPV4 {
+        // IPv6 after the IPv4 test: IPv4 frames pay no compare for it.
+        if ether_type == ETH_P_IPV6 {
+            return Err(if walk_ipv6 {
+                ipv6_verdict(ctx, l3_off)
+            } else {
+                Counter::PassNotTcp
+            });
+        }
         // Includes a second VLAN tag: we forward at most one (documented limit).
-        return Err(Counter::PassNotIpv4);
+        return Err(Counter::PassNotIp);
     }
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
@@ -129,7 +153,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
         tot_len,
         src,
         dst,
-    } = parse_l3(ctx)?;
+    } = parse_l3(ctx, true)?;
     if proto != IPPROTO_TCP {
         // ICMP: see `parse_too_big`.
         return Err(Counter::PassNotTcp);
@@ -206,7 +230,7 @@ pub const ICMP_HDR_LEN: usize = 8;
 /// `PassIcmp`: the kernel answers or ignores it as before.
 #[inline(always)]
 pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
-    let l3 = parse_l3(ctx)?;
+    let l3 = parse_l3(ctx, false)?;
     if l3.proto != IPPROTO_ICMP {
         return Err(Counter::PassNotTcp);
     }
@@ -255,4 +279,69 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
             _pad: [0; 3],
         },
     })
+}
+
+/// What becomes of an IPv6 frame (RFC 8200): the header and the extension headers before the
+/// upper-layer one are checked as IPv4's are — cut short or lying about its length: dropped;
+/// a fragment header: passed (no TCP header to balance on, as for IPv4 fragments); hop-by-hop,
+/// routing and destination options walked, at most `IPV6_MAX_EXT_HEADERS`; a well-formed
+/// TCP packet: `PassNotVip` (IPv6 VIPs are not balanced yet).
+#[inline(always)]
+fn ipv6_verdict(ctx: &XdpContext, l3_off: usize) -> Counter {
+    let Some(ip6) = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, l3_off) else {
+        return Counter::DropTruncatedIp;
+    };
+    // SAFETY: ptr_at checked that the header lies inside the frame.
+    let (version, payload_len, mut next) = unsafe {
+        (
+            (*ip6)[0] >> 4,
+            u16::from_be_bytes([(*ip6)[4], (*ip6)[5]]) as usize,
+            (*ip6)[6],
+        )
+    };
+    // A zero payload length means a jumbogram (RFC 2675), which no Ethernet frame carries.
+    if version != 6 || payload_len == 0 {
+        return Counter::DropBadIpHeader;
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let end = l3_off + IPV6_HDR_LEN + payload_len;
+    if end > frame_len {
+        return Counter::DropTruncatedIp;
+    }
+    let mut off = l3_off + IPV6_HDR_LEN;
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
+        match next {
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                // Next header, then the length in 8-octet units beyond the first 8.
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
+                    return Counter::DropTruncatedIp;
+                };
+                // SAFETY: as above.
+                let (n, len) = unsafe { ((*ext)[0], ((*ext)[1] as usize + 1) * 8) };
+                next = n;
+                off += len;
+                if off > end {
+                    return Counter::DropTruncatedIp;
+                }
+            }
+            _ => break,
+        }
+    }
+    match next {
+        NEXTHDR_FRAGMENT => Counter::PassFragment,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => Counter::PassIpv6ExtLimit,
+        NEXTHDR_ICMPV6 => Counter::PassIcmp,
+        IPPROTO_TCP => {
+            let Some(tcp) = ptr_at::<[u8; 20]>(ctx, off) else {
+                return Counter::DropBadTcpHeader;
+            };
+            // SAFETY: as above.
+            let doff = unsafe { (*tcp)[12] } >> 4;
+            if off + 20 > end || doff < 5 || off + (doff as usize) * 4 > end {
+                return Counter::DropBadTcpHeader;
+            }
+            Counter::PassNotVip
+        }
+        _ => Counter::PassNotTcp,
+    }
 }
