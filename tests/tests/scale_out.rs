@@ -469,6 +469,11 @@ fn no_routing_engine_then_one_then_a_reload_without_the_vip() {
         log.contains("announce: routing engine not reachable"),
         "{log}"
     );
+    let (_, text, _) = cli(node, "status");
+    assert!(
+        text.contains("announce: routing engine not reachable"),
+        "{text}"
+    );
     // Forwarding goes on: a static route on the router stands in for the missing BGP.
     let via = node_addr(0).to_string();
     let vip = format!("{VIP}/32");

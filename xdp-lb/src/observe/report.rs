@@ -220,10 +220,10 @@ pub fn print_status(s: &AgentStatus) {
     if let Some(a) = &s.announce {
         let announced: Vec<String> = a.announced.iter().map(ToString::to_string).collect();
         println!(
-            "announce: table {}{}, routing engine {}, announced: {}",
+            "announce: routing engine {}, table {}{}, announced: {}",
+            a.engine.describe(),
             a.table,
             if a.draining { ", DRAINING" } else { "" },
-            a.engine.describe(),
             if announced.is_empty() {
                 "none".to_owned()
             } else {

@@ -148,14 +148,14 @@ tr.vip td{{background:#eef;font-weight:600}}
     if let Some(a) = status.and_then(|s| s.announce.as_ref()) {
         let _ = write!(
             p,
-            r#"<div class="sub">announce: table {}{} · routing engine {} · {} address(es) announced</div>"#,
+            r#"<div class="sub">announce: routing engine {} · table {}{} · {} address(es) announced</div>"#,
+            html(&a.engine.describe()),
             a.table,
             if a.draining {
                 " · <b>DRAINING</b>"
             } else {
                 ""
             },
-            html(&a.engine.describe()),
             a.announced.len()
         );
     }
