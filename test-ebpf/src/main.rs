@@ -54,7 +54,8 @@ pub fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
 /// exactly what it does.
 #[inline(always)]
 fn floor(ctx: &XdpContext, lookup: bool) -> u32 {
-    let Ok(packet) = parse::parse(ctx) else {
+    // The floor is the IPv4 path's: an IPv6 frame passes.
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(ctx) else {
         return xdp_action::XDP_PASS;
     };
     if lookup && BENCH_FLOWS.get_ptr(packet.flow).is_none() {
@@ -109,7 +110,7 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
     };
     // SAFETY: both are GEN_LEN bytes, the frame's bounds checked by ptr_at.
     unsafe { *frame = *template };
-    let Ok(packet) = parse::parse(&ctx) else {
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
     let Some(n) = GEN_STATE.get_ptr_mut(0) else {
@@ -131,7 +132,7 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
-    let Ok(packet) = parse::parse(&ctx) else {
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
     let Some(fwd) = FLOOR_FWD.get(0) else {
@@ -152,7 +153,7 @@ pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn xdp_sink(ctx: XdpContext) -> u32 {
-    let Ok(packet) = parse::parse(&ctx) else {
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: bounds-checked by the parser.

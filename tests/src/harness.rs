@@ -3,7 +3,7 @@
 //! bench. BPF_PROG_TEST_RUN runs with the loopback device as the ingress interface
 //! (ifindex 1), so backends "reached through" ifindex 1 are forwarded with XDP_TX.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -58,6 +58,7 @@ impl Loaded {
         let config = config::parse(std::path::Path::new("test.toml"), &text)?;
         let sizes = MapSizes {
             flow_table_size: config.agent.flow_table_size,
+            flow_table_size_ipv6: config.agent.flow_table_size_ipv6,
             max_vips: config.agent.max_vips,
         };
         let (dp, maps) = Dataplane::load(&pin_dir, sizes).context("loading the program")?;
@@ -101,7 +102,7 @@ impl Loaded {
     }
 
     /// Every configured backend resolved via `ifindex`, with MAC `backend_mac(i)`.
-    pub fn all_resolved(&self, ifindex: u32) -> BTreeMap<Ipv4Addr, L2Next> {
+    pub fn all_resolved(&self, ifindex: u32) -> BTreeMap<IpAddr, L2Next> {
         let mut neighbours = BTreeMap::new();
         for vip in &self.config.vips {
             for (i, b) in vip.backends.iter().enumerate() {
@@ -118,14 +119,14 @@ impl Loaded {
         neighbours
     }
 
-    pub fn apply_with(&mut self, neighbours: &BTreeMap<Ipv4Addr, L2Next>) -> anyhow::Result<()> {
+    pub fn apply_with(&mut self, neighbours: &BTreeMap<IpAddr, L2Next>) -> anyhow::Result<()> {
         self.apply_health(neighbours, &state::Health::new())
     }
 
     /// Applies the config with the given health (what the agent does on a health transition).
     pub fn apply_health(
         &mut self,
-        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        neighbours: &BTreeMap<IpAddr, L2Next>,
         health: &state::Health,
     ) -> anyhow::Result<()> {
         self.apply_inputs(neighbours, health, None)?;
@@ -136,7 +137,7 @@ impl Loaded {
     /// applied by the real reconciler; returns what it applied.
     pub fn apply_inputs(
         &mut self,
-        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        neighbours: &BTreeMap<IpAddr, L2Next>,
         health: &state::Health,
         local_mac: Option<[u8; 6]>,
     ) -> anyhow::Result<xdp_lb::dataplane::ApplyReport> {
@@ -183,8 +184,8 @@ impl Loaded {
     }
 
     /// The backend id of (vip 0, backend address).
-    pub fn backend_id(&self, vip: usize, address: Ipv4Addr) -> u32 {
-        self.ids.backends[&(state::vip_key(&self.config.vips[vip]), address)]
+    pub fn backend_id(&self, vip: usize, address: impl Into<IpAddr>) -> u32 {
+        self.ids.backends[&(state::vip_key(&self.config.vips[vip]), address.into())]
     }
 }
 

@@ -400,6 +400,7 @@ fn maps_pinned_by_an_incompatible_version_are_refused_and_left_alone() {
     data.pin(pin_dir.join("VIPS")).unwrap();
     let sizes = xdp_lb::dataplane::MapSizes {
         flow_table_size: 1024,
+        flow_table_size_ipv6: 1024,
         max_vips: 4,
     };
     let err = xdp_lb::dataplane::Dataplane::load(&pin_dir, sizes)
@@ -848,4 +849,115 @@ fn ipv6_frames_are_checked_and_counted_by_the_ipv4_policy() {
             assert_eq!(r.out, frame, "{what}: passed untouched");
         }
     }
+}
+
+/// An IPv4 and an IPv6 VIP side by side (three backends each), as a dual-stack node has them.
+fn dual_stack_config() -> String {
+    fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .vip(fixtures::three_backends("web", 80).key("maglev_table_size", 4093))
+        .vip(
+            fixtures::vip("web6", "2001:2::100", 80)
+                .key("maglev_table_size", 4093)
+                .backend("2001:2::11")
+                .backend("2001:2::12")
+                .backend("2001:2::13"),
+        )
+        .to_string()
+}
+
+/// A TCP segment from 2001:2::1 `sport` to the IPv6 VIP's port 80, after `exts`.
+fn syn6(sport: u16, exts: &[(u8, usize)]) -> Vec<u8> {
+    let mut tcp = tcp_header();
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    ipv6_frame(exts, 6, &tcp)
+}
+
+/// IPv6 DSR: a SYN to the IPv6 VIP goes to a backend with only its MACs changed, the flow
+/// sticks (in FLOWS6) while the backend set changes, flows spread over the backends like the
+/// IPv4 VIP's, extension headers ride along untouched, and the IPv4 VIP beside it is
+/// unaffected. A backend taken out re-hashes its IPv6 flows.
+#[test]
+fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
+    require_root!();
+    let mut lb = Loaded::new(&dual_stack_config(), LOOPBACK_IFINDEX).unwrap();
+    let first = syn6(40000, &[]);
+    let r = lb.run(&first).unwrap();
+    assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
+    let chosen = backend_index_of(&r.out);
+    expect_forwarded(&first, &r.out, backend_mac(chosen));
+    assert_eq!(lb.counter(Counter::NewFlow), 1);
+    assert_eq!(lb.maps().flows6().count(), 1, "the flow is in FLOWS6");
+    assert_eq!(lb.maps().flows().count(), 0, "and not in the IPv4 table");
+    let v6_id = lb
+        .maps()
+        .vips()
+        .iter()
+        .find(|(k, _)| matches!(k, xdp_lb_common::AnyVipKey::V6(_)))
+        .unwrap()
+        .1
+        .vip_id;
+
+    // Hop-by-hop and destination options before TCP: the same flow, forwarded intact.
+    let dest = 60u8;
+    let with_exts = syn6(40000, &[(0, 8), (dest, 16)]);
+    let r = lb.run(&with_exts).unwrap();
+    assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
+    expect_forwarded(&with_exts, &r.out, backend_mac(chosen));
+    assert_eq!(lb.counter(Counter::NewFlow), 1, "the same 5-tuple");
+
+    // A fourth backend joins: the established flow stays.
+    lb.config.vips[1].backends.push(BackendConfig {
+        address: "2001:2::14".parse().unwrap(),
+        port: 80,
+        weight: 1,
+        state: Default::default(),
+        slowstart: None,
+    });
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    for _ in 0..3 {
+        let r = lb.run(&first).unwrap();
+        assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen));
+    }
+    lb.config.vips[1].backends.pop();
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+
+    // 3000 source ports spread within 10% of a third each.
+    let mut per_backend = [0usize; 3];
+    for sport in 20000..23000u16 {
+        let r = lb.run(&syn6(sport, &[])).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        per_backend[backend_index_of(&r.out)] += 1;
+    }
+    for n in per_backend {
+        assert!((900..=1100).contains(&n), "{per_backend:?}");
+    }
+    assert_eq!(lb.maps().vip_traffic(v6_id).new_flows, 3001);
+
+    // The IPv4 VIP beside it balances as before.
+    let r = lb.run(&syn(40000).build()).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    assert_eq!(lb.maps().flows().count(), 1);
+
+    // The chosen backend is disabled: its IPv6 flows are purged and re-hashed elsewhere.
+    let address = lb.config.vips[1].backends[chosen].address;
+    lb.config.vips[1].backends[chosen].state = xdp_lb::config::AdminState::Disabled;
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    assert!(
+        lb.maps()
+            .flows6()
+            .all(|(_, v)| v.backend_id != lb.backend_id(1, address)),
+        "no flow names the disabled backend"
+    );
+    let r = lb.run(&first).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    assert_ne!(backend_index_of(&r.out), chosen);
+
+    // Not the VIP's port, or another address: passed untouched.
+    let mut other_port = syn6(40001, &[]);
+    other_port[14 + 40 + 3] = 81;
+    let before = lb.counter(Counter::PassNotVip);
+    let r = lb.run(&other_port).unwrap();
+    assert_eq!((r.action, r.out), (XDP_PASS, other_port));
+    assert_eq!(lb.counter(Counter::PassNotVip), before + 1);
 }

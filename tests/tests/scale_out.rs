@@ -144,7 +144,7 @@ fn three_nodes_spread_connections_and_choose_alike() {
     let a = s.announce.as_ref().expect("announce status");
     assert_eq!(
         (a.table, a.draining, a.announced.clone()),
-        (TABLE, false, vec![VIP])
+        (TABLE, false, vec![std::net::IpAddr::V4(VIP)])
     );
     assert_eq!(a.engine, xdp_lb::route_announce::Engine::Reachable);
     // /metrics and /stats say the same.

@@ -45,6 +45,30 @@ pub const fn flow_hash(
     fmix32(h ^ 12)
 }
 
+/// [`flow_hash`] of an IPv6 5-tuple: each address as four words as the packet carries them.
+#[inline(always)]
+pub const fn flow_hash6(
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    src_port_be: u16,
+    dst_port_be: u16,
+    proto: u8,
+    seed: u32,
+) -> u32 {
+    let ports = ((src_port_be as u32) << 16) | dst_port_be as u32;
+    let mut h = seed ^ proto as u32;
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
+    h = mix(h, dst[0]);
+    h = mix(h, dst[1]);
+    h = mix(h, dst[2]);
+    h = mix(h, dst[3]);
+    h = mix(h, ports);
+    fmix32(h ^ 36)
+}
+
 /// A 32-bit hash of arbitrary bytes (MurmurHash3 x86_32), for userspace: Maglev permutations
 /// and per-VIP seeds. Deterministic across hosts and versions, unlike `std`'s `DefaultHasher`.
 pub const fn murmur3_32(bytes: &[u8], seed: u32) -> u32 {
@@ -93,6 +117,27 @@ mod tests {
         for port in 30000u16..33000 {
             buckets[(flow_hash(0x0100_12c6, 0x6400_12c6, port.to_be(), 80u16.to_be(), 6, 1) % 3)
                 as usize] += 1;
+        }
+        for b in buckets {
+            assert!((900..1100).contains(&b), "{buckets:?}");
+        }
+    }
+
+    #[test]
+    fn flow_hash6_depends_on_every_word_and_spreads() {
+        let (s, d) = ([1, 2, 3, 4], [5, 6, 7, 8]);
+        let base = flow_hash6(&s, &d, 3, 4, 6, 7);
+        for i in 0..4 {
+            let mut s2 = s;
+            s2[i] ^= 1 << 9;
+            assert_ne!(base, flow_hash6(&s2, &d, 3, 4, 6, 7));
+            let mut d2 = d;
+            d2[i] ^= 1 << 9;
+            assert_ne!(base, flow_hash6(&s, &d2, 3, 4, 6, 7));
+        }
+        let mut buckets = [0u32; 3];
+        for port in 30000u16..33000 {
+            buckets[(flow_hash6(&s, &d, port.to_be(), 80u16.to_be(), 6, 1) % 3) as usize] += 1;
         }
         for b in buckets {
             assert!((900..1100).contains(&b), "{buckets:?}");

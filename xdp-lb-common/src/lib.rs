@@ -14,7 +14,7 @@ pub mod csum;
 pub mod hash;
 pub mod stats;
 
-pub use hash::flow_hash;
+pub use hash::{flow_hash, flow_hash6};
 pub use stats::{Counter, TrafficCounters};
 
 /// Names of the maps in the eBPF object. The agent, `inspect` and the tests find maps by these.
@@ -39,6 +39,8 @@ pub mod map_names {
     pub const VIP_LIMITS: &str = "VIP_LIMITS";
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
     pub const INSERT_BUDGET: &str = "INSERT_BUDGET";
+    pub const VIPS6: &str = "VIPS6";
+    pub const FLOWS6: &str = "FLOWS6";
 }
 
 /// Name of the XDP program in the object.
@@ -72,6 +74,44 @@ pub struct VipKey {
     pub port_be: u16,
     pub proto: u8,
     pub _pad: u8,
+}
+
+/// The key of `VIPS6`: an IPv6 VIP's (address, port, protocol) as found in the packet. IPv6
+/// VIPs have maps of their own (`VIPS6`, `FLOWS6`) so that the IPv4 keys stay 8 and 16 bytes:
+/// hashing and comparing 128-bit addresses would cost every IPv4 packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey6 {
+    pub addr: [u8; 16],
+    pub port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A VIP's kernel key in either family: which map it lives in and its key there. The agent's
+/// identity of a VIP (ids, health, slow start) across both families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnyVipKey {
+    V4(VipKey),
+    V6(VipKey6),
+}
+
+impl AnyVipKey {
+    /// The VIP's address.
+    pub fn address(&self) -> core::net::IpAddr {
+        match self {
+            AnyVipKey::V4(k) => core::net::IpAddr::from(k.addr_be.to_ne_bytes()),
+            AnyVipKey::V6(k) => core::net::IpAddr::from(k.addr),
+        }
+    }
+
+    /// The VIP's port, in network order.
+    pub fn port_be(&self) -> u16 {
+        match self {
+            AnyVipKey::V4(k) => k.port_be,
+            AnyVipKey::V6(k) => k.port_be,
+        }
+    }
 }
 
 /// The value of `VIPS`: everything the program needs to pick a backend for this VIP.
@@ -186,11 +226,24 @@ pub struct BackendInfo {
     /// NAT VIPs: the backend's port (network order). DSR keeps the VIP's port.
     pub port_be: u16,
     pub _pad: u16,
+    /// An IPv6 backend's address (then `addr_be` is 0); all zero for an IPv4 backend.
+    pub addr6: [u8; 16],
 }
 
 /// The backend may keep carrying the flows already pinned to it (active or draining). When a
 /// flow's backend lacks this flag the program re-hashes the flow through the Maglev table.
 pub const BACKEND_F_FORWARD: u32 = 1 << 0;
+
+impl BackendInfo {
+    /// The backend's address: `addr6` when it is IPv6, else `addr_be`.
+    pub fn address(&self) -> core::net::IpAddr {
+        if self.addr_be == 0 && self.addr6 != [0; 16] {
+            core::net::IpAddr::from(self.addr6)
+        } else {
+            core::net::IpAddr::from(self.addr_be.to_ne_bytes())
+        }
+    }
+}
 
 /// The key of `FLOWS`: the TCP 5-tuple as found in the packet.
 #[repr(C)]
@@ -198,6 +251,19 @@ pub const BACKEND_F_FORWARD: u32 = 1 << 0;
 pub struct FlowKey {
     pub src_addr_be: u32,
     pub dst_addr_be: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The key of `FLOWS6`: an IPv6 TCP 5-tuple as found in the packet (see `VipKey6` for why
+/// IPv6 has maps of its own).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
     pub src_port_be: u16,
     pub dst_port_be: u16,
     pub proto: u8,
@@ -428,6 +494,8 @@ mod pod {
     // SAFETY: all of these are repr(C), made only of integers, with explicit padding fields,
     // so every bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipKey6 {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
     unsafe impl aya::Pod for super::AclData {}
     unsafe impl aya::Pod for super::VipLimit {}
     unsafe impl aya::Pod for super::InsertBudget {}
@@ -454,8 +522,10 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 24);
-        assert_eq!(size_of::<BackendInfo>(), 36);
+        assert_eq!(size_of::<BackendInfo>(), 52);
         assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<VipKey6>(), 20);
+        assert_eq!(size_of::<FlowKey6>(), 40);
         assert_eq!(size_of::<FlowValue>(), 56);
         assert_eq!(size_of::<TrafficCounters>(), 64);
         assert_eq!(size_of::<FlowEvent>(), 32);

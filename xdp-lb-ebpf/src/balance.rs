@@ -4,15 +4,16 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowValue, IPPROTO_TCP, Settings,
-    VIP_F_NAT, VipInfo, VipKey, flow_hash, maglev_elem, maglev_unpack,
+    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_TCP,
+    Settings, VIP_F_NAT, VipInfo, VipKey, VipKey6, flow_hash, flow_hash6, maglev_elem,
+    maglev_unpack,
 };
 
 use crate::{
     acl, limit,
-    maps::{BACKENDS, FLOWS, INSERT_BUDGET, MAGLEV, VIPS},
+    maps::{BACKENDS, FLOWS, FLOWS6, INSERT_BUDGET, MAGLEV, VIPS, VIPS6},
     nat::{self, Rewrite},
-    parse::Packet,
+    parse::{Packet, Packet6},
     stats::count,
 };
 
@@ -46,11 +47,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
         let (backend_id, flow_vip, flow_flags) =
             unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
-        let backend = BACKENDS
-            .get_ptr(backend_id)
-            .ok_or(Counter::DropBadBackend)?;
-        let (flags, backend_vip) = unsafe { ((*backend).flags, (*backend).vip_id) };
-        if flags & BACKEND_F_FORWARD != 0 && backend_vip == flow_vip {
+        if let Some(backend) = live_backend(backend_id, flow_vip)? {
             let nat = if flow_flags & FLOW_F_NAT != 0 {
                 Some(nat::touch(entry, packet.tcp_flags))
             } else {
@@ -100,7 +97,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let (backend_id, backend) = maglev_choice(vip, flow)?;
+    let (backend_id, backend) = maglev_choice(vip, maglev_hash(vip, flow))?;
     let (nat, new_flow) = if is_nat {
         let (rewrite, fresh) = nat::create(flow, vip.vip_id, backend_id, backend, settings, now)?;
         (Some(rewrite), fresh)
@@ -134,6 +131,18 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     })
 }
 
+/// A flow entry's backend, if it may still carry the flow: it forwards and still belongs to
+/// the flow's VIP. An id outside `BACKENDS` is a corrupted entry.
+#[inline(always)]
+fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const BackendInfo>, Counter> {
+    let backend = BACKENDS
+        .get_ptr(backend_id)
+        .ok_or(Counter::DropBadBackend)?;
+    // SAFETY: a map value pointer from a successful lookup; plain integers.
+    let (flags, backend_vip) = unsafe { ((*backend).flags, (*backend).vip_id) };
+    Ok((flags & BACKEND_F_FORWARD != 0 && backend_vip == flow_vip).then_some(backend))
+}
+
 /// Whether this CPU may insert one more DSR flow this second (`agent.flow_insert_rate`, as
 /// Katran caps its LRU inserts): under a SYN flood each spoofed SYN would otherwise cost an
 /// insert and churn established flows out of the LRU. A flow not recorded still goes to its
@@ -162,17 +171,48 @@ fn may_insert(settings: *const Settings, now: u64) -> bool {
     true
 }
 
-/// The VIP's Maglev choice for `flow`: the backend every node with the same backends picks.
+/// The seeded hash of an IPv4 flow that indexes its VIP's Maglev table.
 #[inline(always)]
-fn maglev_choice(vip: &VipInfo, flow: &FlowKey) -> Result<(u32, *const BackendInfo), Counter> {
-    let hash = flow_hash(
+fn maglev_hash(vip: &VipInfo, flow: &FlowKey) -> u32 {
+    flow_hash(
         flow.src_addr_be,
         flow.dst_addr_be,
         flow.src_port_be,
         flow.dst_port_be,
         flow.proto,
         vip.hash_seed,
-    );
+    )
+}
+
+/// The seeded hash of an IPv6 flow: all 128 bits of both addresses count, so clients that
+/// differ only in their interface identifier (the low 64 bits) still spread.
+#[inline(always)]
+fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
+    flow_hash6(
+        &words(&flow.src_addr),
+        &words(&flow.dst_addr),
+        flow.src_port_be,
+        flow.dst_port_be,
+        flow.proto,
+        vip.hash_seed,
+    )
+}
+
+/// An IPv6 address as four words in memory order (what `flow_hash6` mixes).
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The VIP's Maglev choice for a flow of this `hash`: the backend every node with the same
+/// backends picks.
+#[inline(always)]
+fn maglev_choice(vip: &VipInfo, hash: u32) -> Result<(u32, *const BackendInfo), Counter> {
     // table_size is never 0 when backend_count is not (the agent writes both in one update);
     // the check is for the verifier and for a corrupted map.
     if vip.table_size == 0 {
@@ -224,7 +264,68 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
     if vip.flags & VIP_F_NAT != 0 || vip.backend_count == 0 {
         return Err(Counter::PassIcmp);
     }
-    maglev_choice(vip, flow)
+    maglev_choice(vip, maglev_hash(vip, flow))
         .map(|(_, backend)| backend)
         .map_err(|_| Counter::PassIcmp)
+}
+
+/// IPv6 DSR flows: as `choose_backend`, in `FLOWS6` and `VIPS6`. IPv6 VIPs have no NAT, allow
+/// and deny lists or source limits yet (the agent's config check refuses them), so the path is
+/// the flow table, then the VIP's Maglev table.
+#[inline(always)]
+pub fn choose_backend6(packet: &Packet6, settings: *const Settings) -> Result<Choice, Counter> {
+    let flow = &packet.flow;
+    if let Some(entry) = FLOWS6.get_ptr(flow) {
+        // SAFETY: a map value pointer from a successful lookup; plain integers.
+        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
+        if let Some(backend) = live_backend(backend_id, flow_vip)? {
+            return Ok(Choice {
+                backend_id,
+                backend,
+                vip_id: flow_vip,
+                new_flow: false,
+                nat: None,
+            });
+        }
+        count(Counter::FlowRehashed);
+    }
+    let vip_key = VipKey6 {
+        addr: flow.dst_addr,
+        port_be: flow.dst_port_be,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let vip: *const VipInfo = VIPS6.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
+    // SAFETY: as above.
+    let vip = unsafe { &*vip };
+    if vip.flags & VIP_F_NAT != 0 {
+        // Never written by the agent (no NAT66 yet); a corrupted map is not forwarded.
+        return Err(Counter::PassNotVip);
+    }
+    if vip.backend_count == 0 {
+        return Err(Counter::DropNoBackend);
+    }
+    let (backend_id, backend) = maglev_choice(vip, maglev_hash6(vip, flow))?;
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if may_insert(settings, now) {
+        let value = FlowValue {
+            backend_id,
+            vip_id: vip.vip_id,
+            created_ns: now,
+            ..FlowValue::default()
+        };
+        // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
+        let _ = FLOWS6.insert(flow, value, 0);
+    } else {
+        count(Counter::FlowNotRecorded);
+    }
+    count(Counter::NewFlow);
+    Ok(Choice {
+        backend_id,
+        backend,
+        vip_id: vip.vip_id,
+        new_flow: true,
+        nat: None,
+    })
 }

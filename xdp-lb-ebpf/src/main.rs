@@ -1,4 +1,4 @@
-//! The xdp-lb data plane: for each TCP/IPv4 frame to a VIP, choose a backend and forward the
+//! The xdp-lb data plane: for each TCP frame to a VIP (IPv4, or IPv6 in DSR), choose a backend and forward the
 //! frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
 //! backends' replies back). Everything else goes on to the kernel untouched.
 //!
@@ -22,8 +22,9 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
+use network_types::eth::EthHdr;
 use xdp_lb_common::{Counter, FLOW_F_NAT};
-use xdp_lb_ebpf::parse;
+use xdp_lb_ebpf::parse::{self, Packet6, Parsed};
 
 use crate::{
     maps::{BACKEND_STATS, FLOWS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
@@ -44,7 +45,8 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = match parse::parse(ctx) {
-        Ok(packet) => packet,
+        Ok(Parsed::V4(packet)) => packet,
+        Ok(Parsed::V6(packet)) => return ipv6(ctx, &packet),
         // Off the TCP path: ICMP errors about a VIP's packets.
         Err(Counter::PassNotTcp) => return too_big(ctx),
         Err(reason) => return Err(reason),
@@ -129,16 +131,33 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
         }
     };
     // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
-    let tx = action == xdp_action::XDP_TX;
-    add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow, tx);
-    add_traffic(
-        &BACKEND_STATS,
-        choice.backend_id,
-        packet.len,
-        choice.new_flow,
-        tx,
-    );
+    count_forwarded(&choice, packet.len, action);
     Ok(action)
+}
+
+/// An IPv6 TCP frame: DSR to the backend of its flow (`balance::choose_backend6`). Only the
+/// MACs change, as for IPv4: the backend holds the VIP and answers the client itself.
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: as in try_xdp_lb.
+    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
+        return Err(Counter::PassNotLocalMac);
+    }
+    let choice = balance::choose_backend6(packet, settings)?;
+    let action = forward::forward_dsr(ctx, eth, choice.backend)?;
+    count_forwarded(&choice, packet.len, action);
+    Ok(action)
+}
+
+/// The VIP's and the backend's traffic counters of a forwarded packet.
+#[inline(always)]
+fn count_forwarded(choice: &balance::Choice, len: u32, action: u32) {
+    let tx = action == xdp_action::XDP_TX;
+    add_traffic(&VIP_STATS, choice.vip_id, len, choice.new_flow, tx);
+    add_traffic(&BACKEND_STATS, choice.backend_id, len, choice.new_flow, tx);
 }
 
 /// Path-MTU discovery through the balancer (RFC 1191): a "fragmentation needed" that a router

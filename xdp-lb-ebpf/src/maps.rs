@@ -10,13 +10,18 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
-    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowLogBudget, FlowValue, InsertBudget, MAGLEV_SLOT_ELEMS,
-    MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters,
-    VipInfo, VipKey, VipLimit, VipName,
+    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue, InsertBudget,
+    MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings,
+    TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
 };
 
 #[map]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
+
+/// IPv6 VIPs. Their ids, Maglev slots, backends and counters share the IPv4 VIPs' arrays;
+/// only the keyed maps are per family, so IPv4 keys stay small (see `VipKey6`).
+#[map]
+pub static VIPS6: HashMap<VipKey6, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
 
 #[map]
 pub static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);
@@ -30,6 +35,11 @@ pub static MAGLEV: Array<u64> =
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// IPv6 flows, as `FLOWS`. The agent sizes it like `FLOWS`; an LRU allocates its entries up
+/// front, so an IPv4-only node pays its memory too (documented in README, "Memory").
+#[map]
+pub static FLOWS6: LruHashMap<FlowKey6, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// NAT reply direction (backend → SNAT address:port), one entry per NAT flow; also the SNAT
 /// port reservations (see `nat.rs`). A plain hash, never evicted behind our back; allocated on

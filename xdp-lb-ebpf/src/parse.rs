@@ -1,10 +1,9 @@
-//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), IPv4, TCP; IPv6 with its
-//! extension headers is checked by the same policy (no IPv6 VIP is balanced yet, so a
-//! well-formed IPv6 TCP packet is `PassNotVip`).
+//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), then IPv4 and TCP, or
+//! IPv6, its extension headers and TCP, checked by the same policy.
 //!
 //! Every header is reached through [`ptr_at`], the one bounds check the verifier needs to see
-//! before each access. The outcome is either a [`Packet`] (a well-formed TCP/IPv4 frame) or the
-//! [`Counter`] that says why it is not one; `Pass*` counters go to the kernel untouched and
+//! before each access. The outcome is either a [`Parsed`] frame (a well-formed TCP/IPv4
+//! [`Packet`] or TCP/IPv6 [`Packet6`]) or the [`Counter`] that says why it is not one; `Pass*` counters go to the kernel untouched and
 //! `Drop*` counters are dropped (see `xdp_lb_common::Counter` for the policy).
 
 use core::mem::size_of;
@@ -16,7 +15,7 @@ use network_types::{
     tcp::TcpHdr,
     vlan::VlanHdr,
 };
-use xdp_lb_common::{Counter, FlowKey, IPPROTO_TCP};
+use xdp_lb_common::{Counter, FlowKey, FlowKey6, IPPROTO_TCP};
 
 /// ICMP's protocol number (RFC 792).
 pub const IPPROTO_ICMP: u8 = 1;
@@ -44,6 +43,23 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Frame length in bytes (for the byte counters).
     pub len: u32,
+}
+
+/// A well-formed TCP/IPv6 frame. DSR rewrites only its MACs, so no header pointer is kept:
+/// the caller takes the Ethernet header again (verifier constraint: a packet pointer in this
+/// struct, copied out through the `Parsed` enum, was spilled as two 32-bit halves, which the
+/// verifier refuses — "invalid size of register spill").
+pub struct Packet6 {
+    pub tcp_flags: u8,
+    /// The 5-tuple, in network order as carried by the packet.
+    pub flow: FlowKey6,
+    pub len: u32,
+}
+
+/// A frame the program balances: the two families take separate paths and maps.
+pub enum Parsed {
+    V4(Packet),
+    V6(Packet6),
 }
 
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
@@ -82,10 +98,22 @@ struct L3 {
     dst: u32,
 }
 
-/// `walk_ipv6`: whether an IPv6 frame's verdict is worked out (the TCP path) or it is simply
-/// not IPv4 (`PassNotTcp`: the ICMP path, which runs only after the TCP path passed a frame).
+/// The IPv4 header, or why there is none: `Ipv6` (the IPv6 header's offset) for an IPv6
+/// frame, which the caller parses (the TCP path) or leaves alone (the ICMP path).
+enum NotV4 {
+    Ipv6(usize),
+    Verdict(Counter),
+}
+
+impl From<Counter> for NotV4 {
+    #[inline(always)]
+    fn from(c: Counter) -> Self {
+        NotV4::Verdict(c)
+    }
+}
+
 #[inline(always)]
-fn parse_l3(ctx: &XdpContext, walk_ipv6: bool) -> Result<L3, Counter> {
+fn parse_l3(ctx: &XdpContext) -> Result<L3, NotV4> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
@@ -98,14 +126,10 @@ fn parse_l3(ctx: &XdpContext, walk_ipv6: bool) -> Result<L3, Counter> {
     if ether_type != ETH_P_IPV4 {
         // IPv6 after the IPv4 test: IPv4 frames pay no compare for it.
         if ether_type == ETH_P_IPV6 {
-            return Err(if walk_ipv6 {
-                ipv6_verdict(ctx, l3_off)
-            } else {
-                Counter::PassNotTcp
-            });
+            return Err(NotV4::Ipv6(l3_off));
         }
         // Includes a second VLAN tag: we forward at most one (documented limit).
-        return Err(Counter::PassNotIp);
+        return Err(Counter::PassNotIp.into());
     }
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
@@ -122,13 +146,13 @@ fn parse_l3(ctx: &XdpContext, walk_ipv6: bool) -> Result<L3, Counter> {
     // Masking keeps the offset provably in 20..=60 for the verifier.
     let ihl_bytes = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || (tot_len as usize) < ihl_bytes {
-        return Err(Counter::DropBadIpHeader);
+        return Err(Counter::DropBadIpHeader.into());
     }
     if proto != IPPROTO_TCP && proto != IPPROTO_ICMP {
-        return Err(Counter::PassNotTcp);
+        return Err(Counter::PassNotTcp.into());
     }
     if frags & IP_MF_OFFSET_MASK != 0 {
-        return Err(Counter::PassFragment);
+        return Err(Counter::PassFragment.into());
     }
     Ok(L3 {
         eth,
@@ -143,7 +167,7 @@ fn parse_l3(ctx: &XdpContext, walk_ipv6: bool) -> Result<L3, Counter> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
+pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
     let L3 {
         eth,
         ip,
@@ -153,7 +177,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
         tot_len,
         src,
         dst,
-    } = parse_l3(ctx, true)?;
+    } = match parse_l3(ctx) {
+        Ok(l3) => l3,
+        Err(NotV4::Ipv6(l3_off)) => return parse_ipv6(ctx, l3_off).map(Parsed::V6),
+        Err(NotV4::Verdict(c)) => return Err(c),
+    };
     if proto != IPPROTO_TCP {
         // ICMP: see `parse_too_big`.
         return Err(Counter::PassNotTcp);
@@ -185,7 +213,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
         return Err(Counter::DropBadTcpHeader);
     }
 
-    Ok(Packet {
+    Ok(Parsed::V4(Packet {
         eth,
         ip,
         tcp,
@@ -199,7 +227,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Counter> {
             _pad: [0; 3],
         },
         len: frame_len as u32,
-    })
+    }))
 }
 
 /// An ICMP "fragmentation needed" (type 3, code 4; RFC 792, RFC 1191) about a packet a VIP
@@ -230,7 +258,11 @@ pub const ICMP_HDR_LEN: usize = 8;
 /// `PassIcmp`: the kernel answers or ignores it as before.
 #[inline(always)]
 pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
-    let l3 = parse_l3(ctx, false)?;
+    let l3 = match parse_l3(ctx) {
+        Ok(l3) => l3,
+        Err(NotV4::Ipv6(..)) => return Err(Counter::PassNotTcp),
+        Err(NotV4::Verdict(c)) => return Err(c),
+    };
     if l3.proto != IPPROTO_ICMP {
         return Err(Counter::PassNotTcp);
     }
@@ -281,16 +313,14 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
     })
 }
 
-/// What becomes of an IPv6 frame (RFC 8200): the header and the extension headers before the
-/// upper-layer one are checked as IPv4's are — cut short or lying about its length: dropped;
-/// a fragment header: passed (no TCP header to balance on, as for IPv4 fragments); hop-by-hop,
-/// routing and destination options walked, at most `IPV6_MAX_EXT_HEADERS`; a well-formed
-/// TCP packet: `PassNotVip` (IPv6 VIPs are not balanced yet).
+/// An IPv6 frame (RFC 8200): the header and the extension headers before the upper-layer one
+/// are checked as IPv4's are — cut short or lying about its length: dropped; a fragment
+/// header: passed (no TCP header to balance on, as for IPv4 fragments); hop-by-hop, routing
+/// and destination options walked, at most `IPV6_MAX_EXT_HEADERS`. A well-formed TCP segment
+/// is a [`Packet6`].
 #[inline(always)]
-fn ipv6_verdict(ctx: &XdpContext, l3_off: usize) -> Counter {
-    let Some(ip6) = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, l3_off) else {
-        return Counter::DropTruncatedIp;
-    };
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Packet6, Counter> {
+    let ip6 = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let (version, payload_len, mut next) = unsafe {
         (
@@ -301,47 +331,69 @@ fn ipv6_verdict(ctx: &XdpContext, l3_off: usize) -> Counter {
     };
     // A zero payload length means a jumbogram (RFC 2675), which no Ethernet frame carries.
     if version != 6 || payload_len == 0 {
-        return Counter::DropBadIpHeader;
+        return Err(Counter::DropBadIpHeader);
     }
     let frame_len = ctx.data_end() - ctx.data();
     let end = l3_off + IPV6_HDR_LEN + payload_len;
     if end > frame_len {
-        return Counter::DropTruncatedIp;
+        return Err(Counter::DropTruncatedIp);
     }
     let mut off = l3_off + IPV6_HDR_LEN;
     for _ in 0..IPV6_MAX_EXT_HEADERS {
         match next {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 // Next header, then the length in 8-octet units beyond the first 8.
-                let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
-                    return Counter::DropTruncatedIp;
-                };
+                let ext = ptr_at::<[u8; 2]>(ctx, off).ok_or(Counter::DropTruncatedIp)?;
                 // SAFETY: as above.
                 let (n, len) = unsafe { ((*ext)[0], ((*ext)[1] as usize + 1) * 8) };
                 next = n;
                 off += len;
                 if off > end {
-                    return Counter::DropTruncatedIp;
+                    return Err(Counter::DropTruncatedIp);
                 }
             }
             _ => break,
         }
     }
     match next {
-        NEXTHDR_FRAGMENT => Counter::PassFragment,
-        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => Counter::PassIpv6ExtLimit,
-        NEXTHDR_ICMPV6 => Counter::PassIcmp,
-        IPPROTO_TCP => {
-            let Some(tcp) = ptr_at::<[u8; 20]>(ctx, off) else {
-                return Counter::DropBadTcpHeader;
-            };
-            // SAFETY: as above.
-            let doff = unsafe { (*tcp)[12] } >> 4;
-            if off + 20 > end || doff < 5 || off + (doff as usize) * 4 > end {
-                return Counter::DropBadTcpHeader;
-            }
-            Counter::PassNotVip
-        }
-        _ => Counter::PassNotTcp,
+        IPPROTO_TCP => {}
+        NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => return Err(Counter::PassIpv6ExtLimit),
+        NEXTHDR_ICMPV6 => return Err(Counter::PassIcmp),
+        _ => return Err(Counter::PassNotTcp),
     }
+    let tcp = ptr_at::<[u8; 20]>(ctx, off).ok_or(Counter::DropBadTcpHeader)?;
+    // SAFETY: as above.
+    let (doff, tcp_flags, sport, dport) = unsafe {
+        (
+            (*tcp)[12] >> 4,
+            (*tcp)[13],
+            u16::from_ne_bytes([(*tcp)[0], (*tcp)[1]]),
+            u16::from_ne_bytes([(*tcp)[2], (*tcp)[3]]),
+        )
+    };
+    if off + 20 > end || doff < 5 || off + (doff as usize) * 4 > end {
+        return Err(Counter::DropBadTcpHeader);
+    }
+    // Source at bytes 8..24, destination at 24..40 of the fixed header.
+    // SAFETY: the fixed header was bounds-checked above.
+    let (src_addr, dst_addr) = unsafe {
+        let b = ip6 as *const u8;
+        (
+            *(b.add(8) as *const [u8; 16]),
+            *(b.add(24) as *const [u8; 16]),
+        )
+    };
+    Ok(Packet6 {
+        tcp_flags,
+        flow: FlowKey6 {
+            src_addr,
+            dst_addr,
+            src_port_be: sport,
+            dst_port_be: dport,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        },
+        len: frame_len as u32,
+    })
 }

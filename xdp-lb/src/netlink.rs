@@ -39,7 +39,7 @@ pub enum Lookup {
     /// On-link through `ifindex`, but the MAC is not known (yet): resolution was requested.
     Pending { ifindex: u32, state: &'static str },
     /// Routed through a gateway: not reachable at L2, so not usable for DSR.
-    NotOnLink { via: Ipv4Addr },
+    NotOnLink { via: IpAddr },
     /// No route at all.
     NoRoute,
 }
@@ -92,7 +92,10 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    pub async fn lookup(&self, addr: Ipv4Addr) -> Result<Lookup, NetlinkError> {
+    /// IPv6 backends are resolved the same way: the kernel's neighbour table holds both
+    /// families, and NTF_USE makes it send a neighbour solicitation (NDP, RFC 4861) instead of
+    /// an ARP request.
+    pub async fn lookup(&self, addr: IpAddr) -> Result<Lookup, NetlinkError> {
         let Some((ifindex, gateway)) = self.route(addr).await? else {
             return Ok(Lookup::NoRoute);
         };
@@ -139,13 +142,15 @@ impl Netlink {
 
     /// The route to `addr`: (egress ifindex, gateway if not on-link); None without a route.
     /// Only asks: nothing is sent, no neighbour is resolved.
-    pub async fn route(
-        &self,
-        addr: Ipv4Addr,
-    ) -> Result<Option<(u32, Option<Ipv4Addr>)>, NetlinkError> {
-        let request = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(addr, 32)
-            .build();
+    pub async fn route(&self, addr: IpAddr) -> Result<Option<(u32, Option<IpAddr>)>, NetlinkError> {
+        let request = match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
         let mut routes = self.handle.route().get(request).execute();
         let route = match routes.try_next().await {
             Ok(Some(route)) => route,
@@ -159,7 +164,8 @@ impl Netlink {
         for attr in &route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => oif = Some(*i),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gateway = Some(IpAddr::V6(*g)),
                 _ => {}
             }
         }
@@ -169,13 +175,17 @@ impl Netlink {
     async fn neighbour(
         &self,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> Result<(NeighbourState, Option<[u8; 6]>), NetlinkError> {
+        let family = match addr {
+            IpAddr::V4(_) => netlink_packet_route::AddressFamily::Inet,
+            IpAddr::V6(_) => netlink_packet_route::AddressFamily::Inet6,
+        };
         let mut dump = self
             .handle
             .neighbours()
             .get()
-            .set_address_family(netlink_packet_route::AddressFamily::Inet)
+            .set_address_family(family)
             .execute();
         while let Some(msg) = dump.try_next().await? {
             if msg.header.ifindex != ifindex {
@@ -185,7 +195,12 @@ impl Netlink {
             let mut lladdr = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        dst = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        dst = Some(IpAddr::V6(*a))
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         lladdr = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
                     }
@@ -201,11 +216,11 @@ impl Netlink {
 
     /// Asks the kernel to (re)resolve `addr` on `ifindex`: RTM_NEWNEIGH with NTF_USE makes
     /// neigh_add() call neigh_event_send(), exactly what an outgoing packet would do.
-    async fn request_resolution(&self, ifindex: u32, addr: Ipv4Addr) {
+    async fn request_resolution(&self, ifindex: u32, addr: IpAddr) {
         let request = self
             .handle
             .neighbours()
-            .add(ifindex, IpAddr::V4(addr))
+            .add(ifindex, addr)
             .state(NeighbourState::None)
             .flags(NeighbourFlags::Use)
             .replace();
@@ -286,17 +301,19 @@ impl Netlink {
         }
         Ok(None)
     }
-    /// Puts `addr/32 dev ifindex scope link proto protocol` into routing `table` (replacing an
-    /// identical one): how a VIP is offered to the routing engine (`route_announce`).
+    /// Puts `addr/32` (IPv6: `/128`) `dev ifindex scope link proto protocol` into routing
+    /// `table` (replacing an identical one): how a VIP is offered to the routing engine
+    /// (`route_announce`).
     pub async fn add_table_route(
         &self,
         table: u32,
         protocol: u8,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> Result<(), NetlinkError> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(addr, 32)
+        let route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, host_prefix(addr))
+            .map_err(|e| NetlinkError::Socket(std::io::Error::other(e.to_string())))?
             .output_interface(ifindex)
             .table_id(table)
             .protocol(RouteProtocol::from(protocol))
@@ -311,10 +328,11 @@ impl Netlink {
         &self,
         table: u32,
         protocol: u8,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> Result<(), NetlinkError> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(addr, 32)
+        let route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, host_prefix(addr))
+            .map_err(|e| NetlinkError::Socket(std::io::Error::other(e.to_string())))?
             .table_id(table)
             .protocol(RouteProtocol::from(protocol))
             // RT_SCOPE_NOWHERE matches a route of any scope (fib_table_delete); the builder's
@@ -333,31 +351,42 @@ impl Netlink {
         }
     }
 
-    /// The `/32` destinations in routing `table` put there with `protocol` (what a previous
-    /// agent announced).
+    /// The host routes (`/32`, `/128`) in routing `table` put there with `protocol` (what a
+    /// previous agent announced), both families.
     pub async fn table_routes(
         &self,
         table: u32,
         protocol: u8,
-    ) -> Result<Vec<Ipv4Addr>, NetlinkError> {
+    ) -> Result<Vec<IpAddr>, NetlinkError> {
         let mut found = Vec::new();
-        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let mut dump = self.handle.route().get(request).execute();
+        let v4 = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        let v6 = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute();
+        let mut dump = futures::StreamExt::chain(v4, v6);
         while let Some(route) = dump.try_next().await? {
             let in_table = route.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Table(t) => Some(*t),
                 _ => None,
             });
             let in_table = in_table.unwrap_or(route.header.table as u32);
-            if in_table != table
-                || route.header.protocol != RouteProtocol::from(protocol)
-                || route.header.destination_prefix_length != 32
-            {
+            if in_table != table || route.header.protocol != RouteProtocol::from(protocol) {
                 continue;
             }
             for attr in &route.attributes {
-                if let RouteAttribute::Destination(RouteAddress::Inet(a)) = attr {
-                    found.push(*a);
+                let a = match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => IpAddr::V4(*a),
+                    RouteAttribute::Destination(RouteAddress::Inet6(a)) => IpAddr::V6(*a),
+                    _ => continue,
+                };
+                if route.header.destination_prefix_length == host_prefix(a) {
+                    found.push(a);
                 }
             }
         }
@@ -459,4 +488,9 @@ fn state_name(state: NeighbourState) -> &'static str {
         NeighbourState::Noarp => "noarp",
         _ => "unknown",
     }
+}
+
+/// The prefix length of a host route: 32 for IPv4, 128 for IPv6.
+fn host_prefix(a: IpAddr) -> u8 {
+    if a.is_ipv6() { 128 } else { 32 }
 }

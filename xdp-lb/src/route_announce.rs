@@ -14,13 +14,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
-use xdp_lb_common::VipKey;
+use xdp_lb_common::AnyVipKey;
 
 use crate::{
     config::{AnnounceConfig, Config},
@@ -42,7 +42,7 @@ pub struct Facts<'a> {
     /// The kernel reports the program attached to agent.interface.
     pub attached: bool,
     /// VIPs with no usable backend at the last reconcile.
-    pub without_backends: &'a BTreeSet<VipKey>,
+    pub without_backends: &'a BTreeSet<AnyVipKey>,
 }
 
 /// Whether the routing engine answers on `announce.engine_socket`.
@@ -62,14 +62,14 @@ pub struct AnnounceStatus {
     pub draining: bool,
     pub engine: Engine,
     /// Addresses whose route is in the table now.
-    pub announced: Vec<Ipv4Addr>,
+    pub announced: Vec<IpAddr>,
 }
 
 pub struct Announcer {
     cfg: AnnounceConfig,
     netlink: Netlink,
     /// Addresses whose route is in the table (what the kernel has, as far as we know).
-    installed: BTreeSet<Ipv4Addr>,
+    installed: BTreeSet<IpAddr>,
     /// Per announced VIP (by name): None when announced, else why not.
     verdicts: BTreeMap<String, Option<String>>,
     draining: bool,
@@ -176,7 +176,7 @@ impl Announcer {
                 }
             }
         }
-        let wanted: BTreeSet<Ipv4Addr> = facts
+        let wanted: BTreeSet<IpAddr> = facts
             .config
             .vips
             .iter()
@@ -188,7 +188,7 @@ impl Announcer {
         self.probe_engine().await;
     }
 
-    async fn converge(&mut self, wanted: &BTreeSet<Ipv4Addr>) {
+    async fn converge(&mut self, wanted: &BTreeSet<IpAddr>) {
         for addr in self
             .installed
             .difference(wanted)

@@ -8,13 +8,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use xdp_lb_common::{
-    ACL_ALLOW, ACL_DENY, BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS, Settings,
-    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipLimit, hash::murmur3_32,
-    ipv4_be, port_be,
+    ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS,
+    Settings, VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipKey6, VipLimit,
+    hash::murmur3_32, ipv4_be, port_be,
 };
 
 use crate::{
@@ -23,24 +23,43 @@ use crate::{
     netlink::L2Next,
 };
 
-/// The kernel-side identity of a VIP.
-pub fn vip_key(vip: &VipConfig) -> VipKey {
-    VipKey {
-        addr_be: ipv4_be(vip.address.octets()),
-        port_be: port_be(vip.port),
-        proto: IPPROTO_TCP,
-        _pad: 0,
+/// The kernel-side identity of a VIP: its key in `VIPS` or `VIPS6`.
+pub fn vip_key(vip: &VipConfig) -> AnyVipKey {
+    match vip.address {
+        IpAddr::V4(a) => AnyVipKey::V4(VipKey {
+            addr_be: ipv4_be(a.octets()),
+            port_be: port_be(vip.port),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        }),
+        IpAddr::V6(a) => AnyVipKey::V6(VipKey6 {
+            addr: a.octets(),
+            port_be: port_be(vip.port),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        }),
     }
 }
 
 /// The seed of the VIP's flow hash: a function of the VIP alone, so every LB node with the same
 /// config sends a flow to the same backend and a VRRP failover does not move flows.
-pub fn hash_seed(key: &VipKey) -> u32 {
-    let mut bytes = [0u8; 7];
-    bytes[..4].copy_from_slice(&key.addr_be.to_ne_bytes());
-    bytes[4..6].copy_from_slice(&key.port_be.to_ne_bytes());
-    bytes[6] = key.proto;
-    murmur3_32(&bytes, 0x7864_706c) // "xdpl"
+pub fn hash_seed(key: &AnyVipKey) -> u32 {
+    let mut bytes = [0u8; 19];
+    let n = match key {
+        AnyVipKey::V4(k) => {
+            bytes[..4].copy_from_slice(&k.addr_be.to_ne_bytes());
+            bytes[4..6].copy_from_slice(&k.port_be.to_ne_bytes());
+            bytes[6] = k.proto;
+            7
+        }
+        AnyVipKey::V6(k) => {
+            bytes[..16].copy_from_slice(&k.addr);
+            bytes[16..18].copy_from_slice(&k.port_be.to_ne_bytes());
+            bytes[18] = k.proto;
+            19
+        }
+    };
+    murmur3_32(&bytes[..n], 0x7864_706c) // "xdpl"
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +78,8 @@ pub struct DesiredVip {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredBackend {
-    pub vip: VipKey,
-    pub address: Ipv4Addr,
+    pub vip: AnyVipKey,
+    pub address: IpAddr,
     pub weight: u32,
     /// The kernel knows its MAC.
     pub resolved: bool,
@@ -110,7 +129,7 @@ pub fn admits(acl: &Acl, vip_id: u32, flags: u32, src: Ipv4Addr) -> bool {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    pub vips: BTreeMap<VipKey, DesiredVip>,
+    pub vips: BTreeMap<AnyVipKey, DesiredVip>,
     /// The VIPs' allow and deny lists.
     pub acl: Acl,
     /// Per-source new-flow limits by VIP id.
@@ -126,8 +145,8 @@ pub struct DesiredState {
 /// so counters and flow-table entries keep meaning the same thing across reloads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ids {
-    pub vips: BTreeMap<VipKey, u32>,
-    pub backends: BTreeMap<(VipKey, Ipv4Addr), u32>,
+    pub vips: BTreeMap<AnyVipKey, u32>,
+    pub backends: BTreeMap<(AnyVipKey, IpAddr), u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,10 +161,10 @@ impl Ids {
     /// Ids as the maps hold them (a restarted agent keeps its predecessor's ids, so counters
     /// and flow-table entries keep their meaning). `backends` maps id → (vip_id, address).
     pub fn from_maps(
-        vips: &BTreeMap<VipKey, u32>,
-        backends: &BTreeMap<u32, (u32, Ipv4Addr)>,
+        vips: &BTreeMap<AnyVipKey, u32>,
+        backends: &BTreeMap<u32, (u32, IpAddr)>,
     ) -> Ids {
-        let by_id: BTreeMap<u32, VipKey> = vips.iter().map(|(k, id)| (*id, *k)).collect();
+        let by_id: BTreeMap<u32, AnyVipKey> = vips.iter().map(|(k, id)| (*id, *k)).collect();
         let backends = backends
             .iter()
             .filter_map(|(id, (vip_id, addr))| by_id.get(vip_id).map(|k| ((*k, *addr), *id)))
@@ -196,18 +215,21 @@ fn lowest_free<'a>(used: impl Iterator<Item = &'a u32>, limit: u32) -> Option<u3
     (0..limit).find(|id| !used.contains(id))
 }
 
-/// The identity hashed into a backend's Maglev permutation: its address. It must not depend on
-/// ids or order, so that nodes and restarts agree on the table.
-fn maglev_identity(address: Ipv4Addr) -> [u8; 4] {
-    address.octets()
+/// The identity hashed into a backend's Maglev permutation: its address (4 or 16 bytes). It
+/// must not depend on ids or order, so that nodes and restarts agree on the table.
+fn maglev_identity(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 /// Whether each backend passes its health check; a backend missing here counts as its
 /// check's start state.
-pub type Health = BTreeMap<(VipKey, Ipv4Addr), bool>;
+pub type Health = BTreeMap<(AnyVipKey, IpAddr), bool>;
 
 /// Backends in slow start: the fraction (0, 1) of their share of new flows they take now.
-pub type Ramps = BTreeMap<(VipKey, Ipv4Addr), f64>;
+pub type Ramps = BTreeMap<(AnyVipKey, IpAddr), f64>;
 
 /// Maglev weights are the configured weights times this, so that a backend in slow start can
 /// take a fraction of its share (the table depends only on the weights' ratios).
@@ -228,7 +250,7 @@ pub struct Inputs<'a> {
     pub config: &'a Config,
     pub ids: &'a Ids,
     /// The DSR backends' next hops, as the kernel resolved them.
-    pub neighbours: &'a BTreeMap<Ipv4Addr, L2Next>,
+    pub neighbours: &'a BTreeMap<IpAddr, L2Next>,
     pub health: &'a Health,
     /// The MAC of `agent.interface`: when known, only frames addressed to it are balanced (a
     /// switch floods frames for the VRRP master's MAC to the backup too).
@@ -283,7 +305,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
         let nat = vip.forwarding == Forwarding::Nat;
         let key = vip_key(vip);
         let vip_id = ids.vips[&key];
-        let identities: Vec<[u8; 4]> = vip
+        let identities: Vec<Vec<u8>> = vip
             .backends
             .iter()
             .map(|b| maglev_identity(b.address))
@@ -299,12 +321,15 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
             let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
             let new_flows = forward && b.state == AdminState::Active;
             let mut info = BackendInfo {
-                addr_be: ipv4_be(b.address.octets()),
                 vip_id,
                 weight: b.weight,
                 port_be: port_be(b.port),
                 ..Default::default()
             };
+            match b.address {
+                IpAddr::V4(a) => info.addr_be = ipv4_be(a.octets()),
+                IpAddr::V6(a) => info.addr6 = a.octets(),
+            }
             if let Some(n) = next.filter(|_| !nat) {
                 info.ifindex = n.ifindex;
                 info.mac = n.mac;
@@ -404,7 +429,7 @@ mod tests {
     pub(super) fn desired(
         config: &Config,
         ids: &Ids,
-        neighbours: &BTreeMap<Ipv4Addr, L2Next>,
+        neighbours: &BTreeMap<IpAddr, L2Next>,
         health: &Health,
     ) -> DesiredState {
         desired_state(&Inputs {
@@ -510,12 +535,12 @@ weight = 3
         let c = cfg(&text);
         let ids = Ids::default().assign(&c).unwrap();
         let key = vip_key(&c.vips[0]);
-        let (a11, a12): (Ipv4Addr, Ipv4Addr) = (
+        let (a11, a12): (IpAddr, IpAddr) = (
             "198.18.0.11".parse().unwrap(),
             "198.18.0.12".parse().unwrap(),
         );
         let both: BTreeMap<_, _> = [(a11, next(11)), (a12, next(12))].into();
-        let forward = |s: &DesiredState, a: Ipv4Addr| {
+        let forward = |s: &DesiredState, a: IpAddr| {
             s.backends[&ids.backends[&(key, a)]].info.flags & BACKEND_F_FORWARD != 0
         };
 
@@ -567,7 +592,7 @@ weight = 3
         let c = cfg(&TWO.replace("weight = 3", "weight = 1"));
         let ids = Ids::default().assign(&c).unwrap();
         let key = vip_key(&c.vips[0]);
-        let a12: Ipv4Addr = "198.18.0.12".parse().unwrap();
+        let a12: IpAddr = "198.18.0.12".parse().unwrap();
         let both: BTreeMap<_, _> =
             [("198.18.0.11".parse().unwrap(), next(11)), (a12, next(12))].into();
         let share = |f: Option<f64>| {
@@ -673,7 +698,7 @@ weight = 3
             cfg(&t)
         };
         let by_address = |c: &Config, ids: &Ids| {
-            let n: BTreeMap<Ipv4Addr, L2Next> = c.vips[0]
+            let n: BTreeMap<IpAddr, L2Next> = c.vips[0]
                 .backends
                 .iter()
                 .map(|b| {
@@ -689,7 +714,7 @@ weight = 3
                 .collect();
             let s = desired(c, ids, &n, &Health::new());
             let vip = s.vips.values().next().unwrap().clone();
-            let table: Vec<Ipv4Addr> = vip.table.iter().map(|id| s.backends[id].address).collect();
+            let table: Vec<IpAddr> = vip.table.iter().map(|id| s.backends[id].address).collect();
             (vip.hash_seed, table)
         };
         let a = three([11, 12, 13]);
@@ -713,13 +738,34 @@ weight = 3
     fn seed_is_a_function_of_the_vip_only() {
         let c = cfg(TWO);
         let k = vip_key(&c.vips[0]);
+        let AnyVipKey::V4(k4) = k else {
+            panic!("an IPv4 VIP")
+        };
         assert_eq!(hash_seed(&k), hash_seed(&k));
         assert_ne!(
             hash_seed(&k),
-            hash_seed(&VipKey {
+            hash_seed(&AnyVipKey::V4(VipKey {
                 port_be: port_be(81),
-                ..k
-            })
+                ..k4
+            }))
+        );
+        // The IPv4 seed is what it was before IPv6 keys existed (tables do not move on upgrade).
+        let mut old = [0u8; 7];
+        old[..4].copy_from_slice(&k4.addr_be.to_ne_bytes());
+        old[4..6].copy_from_slice(&k4.port_be.to_ne_bytes());
+        old[6] = k4.proto;
+        assert_eq!(hash_seed(&k), murmur3_32(&old, 0x7864_706c));
+        // An IPv6 VIP's seed covers its whole address.
+        let v6 = cfg(&TWO
+            .replace("198.18.0.100", "2001:2::100")
+            .replace("198.18.0.1", "2001:2::1"));
+        let v6b = cfg(&TWO
+            .replace("198.18.0.100", "2001:2:1::100")
+            .replace("198.18.0.1", "2001:2::1"));
+        assert!(matches!(vip_key(&v6.vips[0]), AnyVipKey::V6(_)));
+        assert_ne!(
+            hash_seed(&vip_key(&v6.vips[0])),
+            hash_seed(&vip_key(&v6b.vips[0]))
         );
     }
 }
@@ -736,7 +782,7 @@ mod spread_tests {
         let text = "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n[[vip.backend]]\naddress = \"198.18.0.11\"\n[[vip.backend]]\naddress = \"198.18.0.12\"\n[[vip.backend]]\naddress = \"198.18.0.13\"\n";
         let c = config::parse(Path::new("t"), text).unwrap();
         let ids = Ids::default().assign(&c).unwrap();
-        let n: BTreeMap<Ipv4Addr, L2Next> = c.vips[0]
+        let n: BTreeMap<IpAddr, L2Next> = c.vips[0]
             .backends
             .iter()
             .map(|b| {

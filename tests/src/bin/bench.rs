@@ -634,10 +634,13 @@ fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
                 "populating flows"
             );
         }
-        let ids: Vec<[u8; 4]> = lb.config.vips[0]
+        let ids: Vec<Vec<u8>> = lb.config.vips[0]
             .backends
             .iter()
-            .map(|b| b.address.octets())
+            .map(|b| match b.address {
+                std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                std::net::IpAddr::V6(a) => a.octets().to_vec(),
+            })
             .collect();
         let inputs: Vec<MaglevBackend<'_>> = ids
             .iter()

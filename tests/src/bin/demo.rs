@@ -296,7 +296,7 @@ fn print_counters(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         };
         println!(
             "     VIP {VIP}:{} ({mode}): {p} packets, {b} bytes, {f} new flows; {} backends",
-            u16::from_be_bytes(key.port_be.to_ne_bytes()),
+            u16::from_be_bytes(key.port_be().to_ne_bytes()),
             vip.backend_count
         );
     }

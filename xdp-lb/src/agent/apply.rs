@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, time::Instant};
 
-use xdp_lb_common::VipKey;
+use xdp_lb_common::AnyVipKey;
 
 use super::{Agent, AgentError};
 use crate::{
@@ -73,7 +73,7 @@ impl Agent {
                 "maps updated"
             );
         }
-        let empty: BTreeSet<VipKey> = desired
+        let empty: BTreeSet<AnyVipKey> = desired
             .vips
             .iter()
             .filter(|(_, v)| v.backend_count == 0)

@@ -34,7 +34,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use xdp_lb_common::{Counter, VipKey};
+use xdp_lb_common::{AnyVipKey, Counter};
 
 pub use self::host_checks::route_warnings;
 use self::{guard::StopGuard, neighbours::Neighbours};
@@ -102,7 +102,7 @@ struct Agent {
     neighbours: Neighbours,
     checker: Checker,
     /// VIPs that had no usable backend at the last reconcile (logged once per transition).
-    vips_without_backends: BTreeSet<VipKey>,
+    vips_without_backends: BTreeSet<AnyVipKey>,
     health_transitions: u64,
     /// Backends taking their share of new flows step by step.
     slow_start: slow_start::SlowStart,
@@ -139,6 +139,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
 
     let sizes = MapSizes {
         flow_table_size: config.agent.flow_table_size,
+        flow_table_size_ipv6: config.agent.flow_table_size_ipv6,
         max_vips: config.agent.max_vips,
     };
     let (dataplane, mut maps) = Dataplane::load(&config.agent.pin_dir, sizes)?;

@@ -22,7 +22,14 @@ pub(super) async fn snat_address(
         return Ok(Some(a));
     }
     let interface = &config.agent.interface;
-    let mut exclude: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+    let mut exclude: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .filter_map(|v| match v.address {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     exclude.extend(
         config
             .vrrp

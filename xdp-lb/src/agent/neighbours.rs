@@ -3,7 +3,7 @@
 //! about each backend, so that a change is logged once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use xdp_lb_common::{BACKEND_F_FORWARD, BackendInfo};
 
@@ -15,9 +15,9 @@ use crate::{
 #[derive(Debug, Default)]
 pub(super) struct Neighbours {
     /// DSR backends' next hops, as the desired state takes them.
-    pub(super) resolved: BTreeMap<Ipv4Addr, L2Next>,
+    pub(super) resolved: BTreeMap<IpAddr, L2Next>,
     /// The last lookup per backend address, to log changes once (and for `status`).
-    pub(super) lookups: BTreeMap<Ipv4Addr, Lookup>,
+    pub(super) lookups: BTreeMap<IpAddr, Lookup>,
 }
 
 impl Neighbours {
@@ -30,7 +30,7 @@ impl Neighbours {
             .filter(|info| info.flags & BACKEND_F_FORWARD != 0)
             .map(|info| {
                 (
-                    Ipv4Addr::from(info.addr_be.to_ne_bytes()),
+                    info.address(),
                     L2Next {
                         ifindex: info.ifindex,
                         mac: info.mac,
@@ -95,7 +95,7 @@ impl Neighbours {
     }
 }
 
-fn log_change(addr: Ipv4Addr, lookup: &Lookup, nat_only: bool) {
+fn log_change(addr: IpAddr, lookup: &Lookup, nat_only: bool) {
     match lookup {
         Lookup::Resolved(_) => {
             tracing::info!(backend = %addr, "backend reachable: {}", lookup.describe())
@@ -107,7 +107,7 @@ fn log_change(addr: Ipv4Addr, lookup: &Lookup, nat_only: bool) {
     }
 }
 
-fn backend_addresses(config: &Config) -> BTreeSet<Ipv4Addr> {
+fn backend_addresses(config: &Config) -> BTreeSet<IpAddr> {
     config
         .vips
         .iter()
@@ -116,8 +116,8 @@ fn backend_addresses(config: &Config) -> BTreeSet<Ipv4Addr> {
 }
 
 /// Backends of NAT VIPs only (the program asks the FIB for their next hop per packet).
-fn nat_only_backends(config: &Config) -> BTreeSet<Ipv4Addr> {
-    let of = |nat: bool| -> BTreeSet<Ipv4Addr> {
+fn nat_only_backends(config: &Config) -> BTreeSet<IpAddr> {
+    let of = |nat: bool| -> BTreeSet<IpAddr> {
         config
             .vips
             .iter()

@@ -106,7 +106,7 @@ impl Agent {
 fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
     let table = |c: &Config| c.announce.as_ref().map(|a| a.table);
-    let fixed: [(bool, &'static str); 10] = [
+    let fixed: [(bool, &'static str); 11] = [
         (old.vrrp != new.vrrp, "[[vrrp]] sections"),
         (
             old.announce.is_some() != new.announce.is_some(),
@@ -119,6 +119,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         (
             a.flow_table_size != b.flow_table_size,
             "agent.flow_table_size",
+        ),
+        (
+            a.flow_table_size_ipv6 != b.flow_table_size_ipv6,
+            "agent.flow_table_size_ipv6",
         ),
         (a.max_vips != b.max_vips, "agent.max_vips"),
         (a.control_socket != b.control_socket, "agent.control_socket"),

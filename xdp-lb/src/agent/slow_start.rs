@@ -8,11 +8,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
-use xdp_lb_common::VipKey;
+use xdp_lb_common::AnyVipKey;
 
 use crate::{
     config::{AdminState, Config},
@@ -22,12 +22,12 @@ use crate::{
 #[derive(Debug, Default)]
 pub(super) struct SlowStart {
     /// Backends ramping up: since when, over how long.
-    ramps: BTreeMap<(VipKey, Ipv4Addr), (Instant, Duration)>,
+    ramps: BTreeMap<(AnyVipKey, IpAddr), (Instant, Duration)>,
 }
 
 impl SlowStart {
     /// `backend` of the VIP `vip` came up now: ramp it if its VIP asks for slow start.
-    pub(super) fn came_up(&mut self, config: &Config, vip: VipKey, backend: Ipv4Addr) {
+    pub(super) fn came_up(&mut self, config: &Config, vip: AnyVipKey, backend: IpAddr) {
         let period = config
             .vips
             .iter()
@@ -46,7 +46,7 @@ impl SlowStart {
     /// After a reload: backends that joined a VIP that was already there, or became active,
     /// ramp; backends that left stop ramping.
     pub(super) fn reloaded(&mut self, old: &Config, new: &Config) {
-        let active = |c: &Config| -> BTreeMap<(VipKey, Ipv4Addr), AdminState> {
+        let active = |c: &Config| -> BTreeMap<(AnyVipKey, IpAddr), AdminState> {
             c.vips
                 .iter()
                 .flat_map(|v| {
@@ -57,7 +57,7 @@ impl SlowStart {
                 .collect()
         };
         let (before, after) = (active(old), active(new));
-        let old_vips: Vec<VipKey> = old.vips.iter().map(vip_key).collect();
+        let old_vips: Vec<AnyVipKey> = old.vips.iter().map(vip_key).collect();
         for (&(vip, backend), state) in &after {
             let was = before.get(&(vip, backend));
             let joins = old_vips.contains(&vip)
@@ -95,7 +95,7 @@ impl SlowStart {
     }
 
     /// Percent of its share a backend takes now, for `status` (None: not ramping).
-    pub(super) fn percent(&self, vip: VipKey, backend: Ipv4Addr) -> Option<u32> {
+    pub(super) fn percent(&self, vip: AnyVipKey, backend: IpAddr) -> Option<u32> {
         let f = self.fractions(Instant::now());
         f.get(&(vip, backend)).map(|f| (f * 100.0) as u32)
     }

@@ -104,7 +104,7 @@ pub(super) fn announce(
             if instance
                 .virtual_addresses
                 .iter()
-                .any(|(a, _)| *a == std::net::IpAddr::V4(vip.address))
+                .any(|(a, _)| *a == vip.address)
             {
                 let at = r.vips.as_ref().map_or(raw.span(), |l| l.span());
                 return Err(place.error(

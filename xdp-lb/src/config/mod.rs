@@ -20,7 +20,7 @@ mod vrrp;
 use std::{
     collections::BTreeMap,
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -127,6 +127,8 @@ pub struct AgentConfig {
     pub xdp_mode: XdpMode,
     pub pin_dir: PathBuf,
     pub flow_table_size: u32,
+    /// The IPv6 flow table's size (`FLOWS6`, preallocated like `FLOWS`).
+    pub flow_table_size_ipv6: u32,
     pub max_vips: u32,
     /// The agent's control socket (`xdp-lb reload`, `xdp-lb status`), root-only.
     pub control_socket: PathBuf,
@@ -149,6 +151,10 @@ pub struct AgentConfig {
     pub nat_established_timeout: Duration,
     pub nat_closing_timeout: Duration,
 }
+
+/// Default `agent.flow_table_size_ipv6`: 65536 entries, about 10 MB of kernel memory that an
+/// IPv4-only node pays too (an LRU map is allocated up front).
+pub const DEFAULT_FLOW_TABLE_SIZE_IPV6: u32 = 1 << 16;
 
 /// Default `agent.snat_port_range`.
 pub const DEFAULT_SNAT_PORT_RANGE: (u16, u16) = (20000, 59999);
@@ -186,7 +192,8 @@ pub enum Forwarding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipConfig {
     pub name: String,
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6; its backends are of the same family.
+    pub address: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
@@ -279,7 +286,7 @@ impl VipConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The port connections go to: the VIP's port unless a NAT VIP says otherwise.
     pub port: u16,
     pub weight: u32,

@@ -1,7 +1,11 @@
 //! The file as written: serde structs that mirror the TOML and keep the position (`Spanned`)
 //! of every value a later check may complain about. Unknown keys and wrong types fail here.
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -78,6 +82,8 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) flow_table_size: Option<Spanned<i64>>,
     #[serde(default)]
+    pub(super) flow_table_size_ipv6: Option<Spanned<i64>>,
+    #[serde(default)]
     pub(super) max_vips: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) control_socket: Option<Spanned<PathBuf>>,
@@ -105,7 +111,7 @@ pub(super) struct RawAgent {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVip {
     pub(super) name: Spanned<String>,
-    pub(super) address: Spanned<Ipv4Addr>,
+    pub(super) address: Spanned<IpAddr>,
     pub(super) port: Spanned<i64>,
     #[serde(default)]
     pub(super) protocol: Option<Protocol>,
@@ -134,7 +140,7 @@ pub(super) struct RawVip {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
-    pub(super) address: Spanned<Ipv4Addr>,
+    pub(super) address: Spanned<IpAddr>,
     #[serde(default)]
     pub(super) port: Option<Spanned<i64>>,
     #[serde(default)]

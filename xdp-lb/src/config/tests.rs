@@ -226,7 +226,7 @@ weight = 2
                 "address = \"198.18.0.100\"",
                 "address = \"198.18.0.300\"",
                 10,
-                "invalid IPv4 address",
+                "invalid IP address",
             ),
             ("port = 6443", "port = \"https\"", 11, "invalid type"),
             (
@@ -771,5 +771,111 @@ address = "198.18.0.12"
         )
         .unwrap_err();
         assert!(e.to_string().contains("tabel"), "{e}");
+    }
+}
+
+mod ipv6 {
+    use super::*;
+
+    const DUAL: &str = r#"
+[agent]
+interface = "eth0"
+
+[[vip]]
+name = "web4"
+address = "198.18.0.100"
+port = 80
+
+[[vip.backend]]
+address = "198.18.0.11"
+
+[[vip]]
+name = "web6"
+address = "2001:2::100"
+port = 80
+
+[[vip.backend]]
+address = "2001:2::11"
+
+[[vip.backend]]
+address = "2001:2::12"
+"#;
+
+    fn err(from: &str, to: &str) -> ConfigError {
+        assert!(DUAL.contains(from), "{from}");
+        parse(Path::new("test.toml"), &DUAL.replacen(from, to, 1)).expect_err("rejected")
+    }
+
+    #[test]
+    fn a_dual_stack_pair_of_vips_parses() {
+        let c = parse(Path::new("test.toml"), DUAL).unwrap();
+        assert_eq!(c.vips[1].address, "2001:2::100".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.vips[1].backends[1].address,
+            "2001:2::12".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(c.agent.flow_table_size_ipv6, DEFAULT_FLOW_TABLE_SIZE_IPV6);
+    }
+
+    #[test]
+    fn a_vip_mixing_families_is_refused_at_the_backend() {
+        let e = err("address = \"2001:2::12\"", "address = \"198.18.0.12\"");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(22), Some("vip[1].backend[1].address")),
+            "{e}"
+        );
+        assert!(e.message.contains("IPv6"), "{e}");
+        let e = err("address = \"198.18.0.11\"", "address = \"2001:2::11\"");
+        assert_eq!(e.key.as_deref(), Some("vip[0].backend[0].address"), "{e}");
+    }
+
+    #[test]
+    fn what_ipv6_vips_cannot_have_yet_is_refused_by_name() {
+        let cases = [
+            (
+                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\nforwarding = \"nat\"\n\n[[vip.backend]]\naddress = \"2001",
+                "vip[1].forwarding",
+            ),
+            (
+                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\nallow = [\"2001:2::/48\"]\n\n[[vip.backend]]\naddress = \"2001",
+                "vip[1].allow[0]",
+            ),
+            (
+                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\ndeny = [\"2001:2::/48\"]\n\n[[vip.backend]]\naddress = \"2001",
+                "vip[1].deny[0]",
+            ),
+            (
+                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\nnew_flows_per_source = \"10/s\"\n\n[[vip.backend]]\naddress = \"2001",
+                "vip[1].new_flows_per_source",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = err(from, to);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(17), "{e}");
+        }
+    }
+
+    #[test]
+    fn unusable_ipv6_addresses_are_refused() {
+        for (from, to, key) in [
+            ("\"2001:2::100\"", "\"fe80::1\"", "vip[1].address"),
+            ("\"2001:2::100\"", "\"ff02::1\"", "vip[1].address"),
+            ("\"2001:2::100\"", "\"::\"", "vip[1].address"),
+            ("\"2001:2::11\"", "\"::1\"", "vip[1].backend[0].address"),
+            (
+                "\"2001:2::11\"",
+                "\"::ffff:198.18.0.1\"",
+                "vip[1].backend[0].address",
+            ),
+        ] {
+            let e = err(from, to);
+            assert_eq!(e.key.as_deref(), Some(key), "{from} → {to}: {e}");
+        }
     }
 }

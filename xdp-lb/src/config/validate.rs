@@ -1,7 +1,7 @@
 //! From the file as written to a [`Config`]: what serde cannot check (ranges, primes,
 //! duplicates, limits), naming the line and key of the first value that is wrong.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use xdp_lb_common::{
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE, MAX_BACKENDS,
@@ -38,6 +38,15 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         Some(v) => ranged(place, v, "agent.flow_table_size", 1..=MAX_FLOW_TABLE_SIZE)?,
         None => DEFAULT_FLOW_TABLE_SIZE,
     };
+    let flow_table_size_ipv6 = match &raw_agent.flow_table_size_ipv6 {
+        Some(v) => ranged(
+            place,
+            v,
+            "agent.flow_table_size_ipv6",
+            1..=MAX_FLOW_TABLE_SIZE,
+        )?,
+        None => super::DEFAULT_FLOW_TABLE_SIZE_IPV6,
+    };
     let max_vips = match &raw_agent.max_vips {
         Some(v) => ranged(place, v, "agent.max_vips", 1..=MAX_MAX_VIPS)?,
         None => DEFAULT_MAX_VIPS,
@@ -68,6 +77,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         xdp_mode: raw_agent.xdp_mode.unwrap_or(XdpMode::Auto),
         pin_dir,
         flow_table_size,
+        flow_table_size_ipv6,
         max_vips,
         control_socket,
         listen,
@@ -147,11 +157,11 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             ));
         }
         let address = *rv.address.get_ref();
-        if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+        if let Some(why) = unusable(address, false) {
             return Err(place.at(
                 &rv.address,
                 key("address"),
-                format!("{address} cannot be a VIP"),
+                format!("{address} cannot be a VIP: {why}"),
             ));
         }
         let port = ranged(place, &rv.port, &key("port"), 1..=65535)? as u16;
@@ -194,15 +204,21 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             let bkey = |field: &str| format!("vip[{i}].backend[{j}].{field}");
             let baddr = *rb.address.get_ref();
             place.remember(bkey("address"), &rb.address);
-            if baddr.is_unspecified()
-                || baddr.is_multicast()
-                || baddr.is_broadcast()
-                || baddr.is_loopback()
-            {
+            if let Some(why) = unusable(baddr, true) {
                 return Err(place.at(
                     &rb.address,
                     bkey("address"),
-                    format!("{baddr} cannot be a backend"),
+                    format!("{baddr} cannot be a backend: {why}"),
+                ));
+            }
+            if baddr.is_ipv6() != address.is_ipv6() {
+                return Err(place.at(
+                    &rb.address,
+                    bkey("address"),
+                    format!(
+                        "VIP {name:?} is {} ({address}) and its backends must be too: a VIP does not translate between families",
+                        family(address)
+                    ),
                 ));
             }
             if !seen.insert(baddr) {
@@ -270,6 +286,9 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 Some(key("backend")),
                 format!("more than {MAX_BACKENDS} backends in all VIPs"),
             ));
+        }
+        if address.is_ipv6() {
+            ipv6_limits(place, rv, &key)?;
         }
         let allow = cidrs(place, &rv.allow, &key("allow"))?;
         let deny = cidrs(place, &rv.deny, &key("deny"))?;
@@ -438,4 +457,58 @@ fn source_limit(
         burst,
         prefix,
     }))
+}
+
+/// Why `a` cannot be a VIP (or, `backend`, a backend's) address, if it cannot.
+fn unusable(a: IpAddr, backend: bool) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
+            Some("not a unicast address")
+        }
+        IpAddr::V4(v4) if backend && v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("not a unicast address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+        // fe80::/10: meaningful only with an interface (a scope), which packets do not carry.
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address: write the IPv4 address")
+        }
+        _ => None,
+    }
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv6() { "IPv6" } else { "IPv4" }
+}
+
+/// What IPv6 VIPs cannot have yet: NAT66, allow and deny lists and per-source limits (the
+/// data plane's IPv6 path is DSR only; README, "Known limits"). Refused rather than ignored.
+fn ipv6_limits(
+    place: &Place<'_>,
+    rv: &super::raw::RawVip,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if let Some(f) = &rv.forwarding
+        && *f.get_ref() == Forwarding::Nat
+    {
+        return Err(place.at(
+            f,
+            key("forwarding"),
+            "IPv6 VIPs forward by DSR only for now (NAT66 is not implemented yet)",
+        ));
+    }
+    if let Some(a) = rv.allow.first() {
+        return Err(place.at(a, key("allow[0]"), "IPv6 VIPs take no allow list yet"));
+    }
+    if let Some(d) = rv.deny.first() {
+        return Err(place.at(d, key("deny[0]"), "IPv6 VIPs take no deny list yet"));
+    }
+    if let Some(l) = &rv.new_flows_per_source {
+        return Err(place.at(
+            l,
+            key("new_flows_per_source"),
+            "IPv6 VIPs take no per-source limit yet",
+        ));
+    }
+    Ok(())
 }

@@ -14,8 +14,8 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    AclData, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowLogBudget, FlowValue, Settings,
-    TrafficCounters, VipInfo, VipKey, VipLimit, VipName, map_names,
+    AclData, AnyVipKey, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowKey6, FlowLogBudget,
+    FlowValue, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -23,6 +23,9 @@ use super::{DataplaneError, maglev_array::MaglevArray};
 /// Typed handles on every map of the program.
 pub struct Maps {
     pub(super) vips: HashMap<MapData, VipKey, VipInfo>,
+    /// IPv6 VIPs and flows (their ids, tables and backends share the arrays below).
+    pub(super) vips6: HashMap<MapData, VipKey6, VipInfo>,
+    pub(super) flows6: HashMap<MapData, FlowKey6, FlowValue>,
     pub(super) backends: Array<MapData, BackendInfo>,
     pub(super) maglev: MaglevArray,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
@@ -100,6 +103,8 @@ impl Maps {
         };
         Ok(Self {
             vips: conv(map_names::VIPS, get(map_names::VIPS)?)?,
+            vips6: conv(map_names::VIPS6, get(map_names::VIPS6)?)?,
+            flows6: conv(map_names::FLOWS6, get(map_names::FLOWS6)?)?,
             backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
             maglev,
             flows: conv(map_names::FLOWS, flows)?,
@@ -134,13 +139,20 @@ impl Maps {
         self.flows_size
     }
 
-    /// Every VIP entry (entries that vanish while we read are skipped).
-    pub fn vips(&self) -> Vec<(VipKey, VipInfo)> {
-        self.vips.iter().filter_map(Result::ok).collect()
+    /// Every VIP entry, IPv4 then IPv6 (entries that vanish while we read are skipped).
+    pub fn vips(&self) -> Vec<(AnyVipKey, VipInfo)> {
+        let v4 = self.vips.iter().filter_map(Result::ok);
+        let v6 = self.vips6.iter().filter_map(Result::ok);
+        v4.map(|(k, v)| (AnyVipKey::V4(k), v))
+            .chain(v6.map(|(k, v)| (AnyVipKey::V6(k), v)))
+            .collect()
     }
 
-    pub fn vip(&self, key: &VipKey) -> Option<VipInfo> {
-        self.vips.get(key, 0).ok()
+    pub fn vip(&self, key: &AnyVipKey) -> Option<VipInfo> {
+        match key {
+            AnyVipKey::V4(k) => self.vips.get(k, 0).ok(),
+            AnyVipKey::V6(k) => self.vips6.get(k, 0).ok(),
+        }
     }
 
     /// The name the agent gave VIP `vip_id` (what `inspect` shows).
@@ -156,7 +168,11 @@ impl Maps {
         self.backends
             .iter()
             .enumerate()
-            .filter_map(|(id, b)| b.ok().filter(|b| b.addr_be != 0).map(|b| (id as u32, b)))
+            .filter_map(|(id, b)| {
+                b.ok()
+                    .filter(|b| b.addr_be != 0 || b.addr6 != [0; 16])
+                    .map(|b| (id as u32, b))
+            })
             .collect()
     }
 
@@ -171,6 +187,11 @@ impl Maps {
     /// Every client-direction flow (entries evicted while we read are skipped).
     pub fn flows(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
         self.flows.iter().filter_map(Result::ok)
+    }
+
+    /// Every IPv6 flow (entries evicted while we read are skipped).
+    pub fn flows6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue)> + '_ {
+        self.flows6.iter().filter_map(Result::ok)
     }
 
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {

@@ -94,6 +94,8 @@ pub enum DataplaneError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapSizes {
     pub flow_table_size: u32,
+    /// `FLOWS6`, the IPv6 flow table.
+    pub flow_table_size_ipv6: u32,
     pub max_vips: u32,
 }
 
@@ -191,7 +193,9 @@ impl Dataplane {
             .map_max_entries(map_names::NAT_FLOWS, sizes.flow_table_size)
             .map_max_entries(map_names::NAT_EMBRYONIC, sizes.flow_table_size)
             .map_max_entries(map_names::NAT_EMBRYONIC_CLIENT, sizes.flow_table_size)
+            .map_max_entries(map_names::FLOWS6, sizes.flow_table_size_ipv6)
             .map_max_entries(map_names::VIPS, sizes.max_vips)
+            .map_max_entries(map_names::VIPS6, sizes.max_vips)
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
             .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)
             .map_max_entries(map_names::VIP_LIMITS, sizes.max_vips)

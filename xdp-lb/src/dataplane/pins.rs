@@ -5,8 +5,8 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowValue, Settings, TrafficCounters,
-    VipInfo, VipKey, VipLimit, map_names,
+    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, Settings,
+    TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
 };
 
 use super::DataplaneError;
@@ -19,13 +19,25 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 15] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 17] {
     use std::mem::size_of;
     [
         (
             map_names::VIPS,
             size_of::<VipKey>() as u32,
             size_of::<VipInfo>() as u32,
+            None,
+        ),
+        (
+            map_names::VIPS6,
+            size_of::<VipKey6>() as u32,
+            size_of::<VipInfo>() as u32,
+            None,
+        ),
+        (
+            map_names::FLOWS6,
+            size_of::<FlowKey6>() as u32,
+            size_of::<FlowValue>() as u32,
             None,
         ),
         (
@@ -155,13 +167,15 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 20] = [
+const MAP_NAMES: [&str; 22] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
     map_names::FLOW_LOG_BUDGET,
     map_names::FLOW_LOG_SOURCES,
     map_names::VIPS,
+    map_names::VIPS6,
+    map_names::FLOWS6,
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,

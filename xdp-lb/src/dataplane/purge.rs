@@ -48,7 +48,8 @@ pub(super) fn purge_flows(
     maps: &mut Maps,
     backend_ids: &BTreeSet<u32>,
 ) -> Result<usize, ReconcileError> {
-    let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?;
+    let purged = purge_map(&mut maps.flows, "FLOWS", backend_ids)?
+        + purge_map(&mut maps.flows6, "FLOWS6", backend_ids)?;
     purge_map(&mut maps.nat_flows, "NAT_FLOWS", backend_ids)?;
     purge_map(&mut maps.nat_embryonic, "NAT_EMBRYONIC", backend_ids)?;
     purge_map(
@@ -59,12 +60,12 @@ pub(super) fn purge_flows(
     Ok(purged)
 }
 
-fn purge_map(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, FlowKey, xdp_lb_common::FlowValue>,
+fn purge_map<K: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, xdp_lb_common::FlowValue>,
     name: &'static str,
     backend_ids: &BTreeSet<u32>,
 ) -> Result<usize, ReconcileError> {
-    let mut doomed: Vec<FlowKey> = Vec::new();
+    let mut doomed: Vec<K> = Vec::new();
     for entry in map.iter() {
         match entry {
             Ok((key, value)) if backend_ids.contains(&value.backend_id) => doomed.push(key),

@@ -26,8 +26,8 @@ use std::{
 use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
-    AclData, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters, VipInfo, VipKey, VipLimit,
-    VipName,
+    AclData, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters, VipInfo,
+    VipLimit, VipName,
 };
 
 use super::{
@@ -88,7 +88,7 @@ impl ApplyReport {
 /// What the maps hold, as far as the reconciler is concerned.
 #[derive(Debug, Default)]
 struct Current {
-    vips: BTreeMap<VipKey, (VipInfo, Vec<u32>)>,
+    vips: BTreeMap<AnyVipKey, (VipInfo, Vec<u32>)>,
     backends: BTreeMap<u32, BackendInfo>,
     tx_ports: BTreeSet<u32>,
     /// VIP_NAMES by vip id.
@@ -111,8 +111,16 @@ impl Reconciler {
     /// pinned maps it left behind).
     pub fn new(maps: Maps) -> Result<Self, ReconcileError> {
         let mut current = Current::default();
-        for entry in maps.vips.iter() {
-            let (key, info) = entry.map_err(map_err("VIPS"))?;
+        let v4 = maps.vips.iter().map(|e| {
+            e.map(|(k, v)| (AnyVipKey::V4(k), v))
+                .map_err(map_err("VIPS"))
+        });
+        let v6 = maps.vips6.iter().map(|e| {
+            e.map(|(k, v)| (AnyVipKey::V6(k), v))
+                .map_err(map_err("VIPS6"))
+        });
+        for entry in v4.chain(v6).collect::<Vec<_>>() {
+            let (key, info) = entry?;
             let table = if info.table_size > 0 && info.maglev_slot < maps.maglev.slots() {
                 maps.maglev.read_slot(info.maglev_slot, info.table_size)
             } else {
@@ -151,16 +159,11 @@ impl Reconciler {
     }
 
     /// Backend ids the maps hold now: id → (vip_id, address).
-    pub fn current_backends(&self) -> BTreeMap<u32, (u32, std::net::Ipv4Addr)> {
+    pub fn current_backends(&self) -> BTreeMap<u32, (u32, std::net::IpAddr)> {
         self.current
             .backends
             .iter()
-            .map(|(id, b)| {
-                (
-                    *id,
-                    (b.vip_id, std::net::Ipv4Addr::from(b.addr_be.to_ne_bytes())),
-                )
-            })
+            .map(|(id, b)| (*id, (b.vip_id, b.address())))
             .collect()
     }
 
@@ -170,7 +173,7 @@ impl Reconciler {
     }
 
     /// The VIP ids the maps hold now.
-    pub fn current_vip_ids(&self) -> BTreeMap<VipKey, u32> {
+    pub fn current_vip_ids(&self) -> BTreeMap<AnyVipKey, u32> {
         self.current
             .vips
             .iter()
@@ -251,7 +254,9 @@ impl Reconciler {
         let mut purge: BTreeSet<u32> = BTreeSet::new();
         for (&id, backend) in &desired.backends {
             if let Some(old) = self.current.backends.get(&id)
-                && (old.addr_be != backend.info.addr_be || old.vip_id != backend.info.vip_id)
+                && (old.addr_be != backend.info.addr_be
+                    || old.addr6 != backend.info.addr6
+                    || old.vip_id != backend.info.vip_id)
             {
                 maps.backends
                     .set(id, BackendInfo::default(), 0)
@@ -328,7 +333,10 @@ impl Reconciler {
                 zero_traffic(&mut maps.vip_stats, vip.vip_id).map_err(map_err("VIP_STATS"))?;
             }
             let info = Self::swap_in(&self.last_swap, maps, vip, current.map(|(info, _)| info))?;
-            maps.vips.insert(key, info, 0).map_err(map_err("VIPS"))?;
+            match key {
+                AnyVipKey::V4(k) => maps.vips.insert(k, info, 0).map_err(map_err("VIPS"))?,
+                AnyVipKey::V6(k) => maps.vips6.insert(k, info, 0).map_err(map_err("VIPS6"))?,
+            }
             self.last_swap.insert(vip.vip_id, Instant::now());
             if current.is_some() {
                 report.vips_updated.push(vip.name.clone());
@@ -343,7 +351,7 @@ impl Reconciler {
         }
 
         // 3. VIPs that are gone.
-        let gone: Vec<VipKey> = self
+        let gone: Vec<AnyVipKey> = self
             .current
             .vips
             .keys()
@@ -351,9 +359,13 @@ impl Reconciler {
             .copied()
             .collect();
         for key in gone {
-            match maps.vips.remove(&key) {
+            let (removed, map) = match &key {
+                AnyVipKey::V4(k) => (maps.vips.remove(k), "VIPS"),
+                AnyVipKey::V6(k) => (maps.vips6.remove(k), "VIPS6"),
+            };
+            match removed {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("VIPS")(e)),
+                Err(e) => return Err(map_err(map)(e)),
             }
             self.current.vips.remove(&key);
             report.vips_removed += 1;

@@ -10,12 +10,12 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
-use xdp_lb_common::VipKey;
+use xdp_lb_common::AnyVipKey;
 
 mod probe;
 mod tls;
@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// A backend's identity for health: the VIP it serves and its address.
-pub type BackendKey = (VipKey, Ipv4Addr);
+pub type BackendKey = (AnyVipKey, IpAddr);
 
 #[derive(Debug, Clone)]
 pub struct HealthEvent {

@@ -75,7 +75,7 @@ impl Prober {
         match (&self.check.kind, &self.tls) {
             (CheckType::Http, _) => {
                 *stage = Stage::Response;
-                http_status(stream, &self.check, &addr.ip().to_string()).await
+                http_status(stream, &self.check, &host_header(addr.ip())).await
             }
             (CheckType::Https, Some((connector, name))) => {
                 *stage = Stage::Handshake;
@@ -84,7 +84,7 @@ impl Prober {
                     .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
                 let host = match &name {
                     rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
-                    _ => addr.ip().to_string(),
+                    _ => host_header(addr.ip()),
                 };
                 let stream = connector
                     .connect(name, stream)
@@ -95,6 +95,15 @@ impl Prober {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The `Host` header of an address: an IPv6 literal in brackets (RFC 9110 §7.2, RFC 3986
+/// §3.2.2), or nginx and haproxy answer 400.
+fn host_header(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
     }
 }
 

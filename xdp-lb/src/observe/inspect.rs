@@ -3,10 +3,14 @@
 //! from any process, while the agent runs and after it died with the data plane kept. Reads
 //! only; the agent's reconciler stays the only writer.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
 use serde::Serialize;
-use xdp_lb_common::{BACKEND_F_FORWARD, Counter, TrafficCounters, VipInfo, VipKey};
+use xdp_lb_common::{AnyVipKey, BACKEND_F_FORWARD, Counter, TrafficCounters, VipInfo};
 
 use crate::{
     dataplane::{DataplaneError, Maps},
@@ -34,7 +38,7 @@ impl From<TrafficCounters> for Traffic {
 pub struct VipView {
     pub name: String,
     pub vip_id: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub protocol: &'static str,
     pub table_size: u32,
@@ -55,7 +59,7 @@ pub struct VipView {
 pub struct BackendView {
     pub id: u32,
     pub vip: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub mac: String,
     pub interface: String,
     pub weight: u32,
@@ -87,6 +91,8 @@ pub struct Stats {
     pub vips: BTreeMap<String, Traffic>,
     pub flow_table_entries: usize,
     pub flow_table_size: u32,
+    /// IPv6 flows (in `FLOWS6`).
+    pub flow_table_ipv6_entries: usize,
     /// NAT flows (reply entries in NAT_FLOWS, one per flow and SNAT port).
     pub nat_flows: usize,
     /// Half-open NAT flows (in NAT_EMBRYONIC: SYN sent on, the backend not yet answered).
@@ -103,7 +109,7 @@ pub struct MaglevView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MaglevShare {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub weight: u32,
     pub entries: u32,
     pub share_pct: f64,
@@ -130,8 +136,8 @@ impl Inspector {
         })
     }
 
-    fn vip_entries(&self) -> Vec<(VipKey, VipInfo, String)> {
-        let mut v: Vec<(VipKey, VipInfo, String)> = self
+    fn vip_entries(&self) -> Vec<(AnyVipKey, VipInfo, String)> {
+        let mut v: Vec<(AnyVipKey, VipInfo, String)> = self
             .maps
             .vips()
             .into_iter()
@@ -152,7 +158,7 @@ impl Inspector {
     }
 
     /// The VIP named `name`, or an error listing the names there are.
-    fn find_vip(&self, name: &str) -> Result<(VipKey, VipInfo, String), String> {
+    fn find_vip(&self, name: &str) -> Result<(AnyVipKey, VipInfo, String), String> {
         let vips = self.vip_entries();
         let names: Vec<String> = vips.iter().map(|v| v.2.clone()).collect();
         vips.into_iter()
@@ -167,8 +173,8 @@ impl Inspector {
             .map(|(k, info, name)| VipView {
                 name,
                 vip_id: info.vip_id,
-                address: addr(k.addr_be),
-                port: port(k.port_be),
+                address: k.address(),
+                port: port(k.port_be()),
                 protocol: "tcp",
                 table_size: info.table_size,
                 backends: backends
@@ -206,7 +212,7 @@ impl Inspector {
                 out.push(BackendView {
                     id: *id,
                     vip: name.clone(),
-                    address: addr(b.addr_be),
+                    address: b.address(),
                     mac: fmt_mac(&b.mac),
                     interface: interface_name(b.ifindex),
                     weight: b.weight,
@@ -234,10 +240,10 @@ impl Inspector {
             .into_iter()
             .map(|(_, i, n)| (i.vip_id, n))
             .collect();
-        let backends: BTreeMap<u32, u32> = self
+        let backends: BTreeMap<u32, IpAddr> = self
             .backend_entries()
             .into_iter()
-            .map(|(id, b)| (id, b.addr_be))
+            .map(|(id, b)| (id, b.address()))
             .collect();
         let now = crate::clock::monotonic_ns();
         let mut out = Vec::new();
@@ -250,7 +256,7 @@ impl Inspector {
                 Some(_) if nat => {
                     format!("{}:{}", addr(v.nat_dst_addr_be), port(v.nat_dst_port_be))
                 }
-                Some(a) => addr(*a).to_string(),
+                Some(a) => a.to_string(),
                 None => format!("id {} (gone)", v.backend_id),
             };
             let (snat, state) = if nat {
@@ -280,6 +286,28 @@ impl Inspector {
                 state,
             });
             if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        for (k, v) in self.maps.flows6() {
+            if wanted.is_some_and(|w| w != v.vip_id) {
+                continue;
+            }
+            let backend = match backends.get(&v.backend_id) {
+                Some(a) => a.to_string(),
+                None => format!("id {} (gone)", v.backend_id),
+            };
+            let (src, dst) = (IpAddr::from(k.src_addr), IpAddr::from(k.dst_addr));
+            out.push(FlowView {
+                client: format!("[{src}]:{}", port(k.src_port_be)),
+                vip: format!("[{dst}]:{}", port(k.dst_port_be)),
+                vip_name: names.get(&v.vip_id).cloned().unwrap_or_else(|| "?".into()),
+                backend,
+                age_seconds: now.saturating_sub(v.created_ns) as f64 / 1e9,
+                snat: None,
+                state: None,
+            });
+            if out.len() >= limit {
                 break;
             }
         }
@@ -301,6 +329,7 @@ impl Inspector {
             vips,
             flow_table_entries: self.maps.flows().count(),
             flow_table_size: self.maps.flows_max_entries(),
+            flow_table_ipv6_entries: self.maps.flows6().count(),
             nat_flows: self.maps.nat_flows().count(),
             nat_half_open: self.maps.nat_embryonic().count(),
         }
@@ -329,7 +358,7 @@ impl Inspector {
                 let n = entries.get(id).copied().unwrap_or(0);
                 let in_table = entries.contains_key(id);
                 MaglevShare {
-                    address: addr(b.addr_be),
+                    address: b.address(),
                     weight: b.weight,
                     entries: n,
                     share_pct: if table.is_empty() {

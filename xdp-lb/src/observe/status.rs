@@ -2,7 +2,11 @@
 //! status` prints, and what `/metrics` and `/stats` show of health, NAT and VRRP. One struct
 //! crosses every boundary (serde both ways), so a field is read by name, not by string key.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +41,7 @@ pub struct AgentStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VipStatus {
     pub name: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub forwarding: Forwarding,
     pub health_check: CheckType,
@@ -59,7 +63,7 @@ pub struct VipStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub weight: u32,
     /// The operator's word: active, drain or disabled.
@@ -116,7 +120,7 @@ pub struct NatStatus {
 
 impl AgentStatus {
     /// The status of `backend` of the VIP named `vip`.
-    pub fn backend(&self, vip: &str, backend: Ipv4Addr) -> Option<&BackendStatus> {
+    pub fn backend(&self, vip: &str, backend: IpAddr) -> Option<&BackendStatus> {
         self.vips
             .iter()
             .find(|v| v.name == vip)?
