@@ -49,6 +49,18 @@ impl Value for std::net::Ipv4Addr {
     }
 }
 
+impl Value for std::net::Ipv6Addr {
+    fn toml(&self) -> String {
+        self.to_string().toml()
+    }
+}
+
+impl Value for std::net::IpAddr {
+    fn toml(&self) -> String {
+        self.to_string().toml()
+    }
+}
+
 impl Value for std::path::PathBuf {
     fn toml(&self) -> String {
         self.display().to_string().toml()

@@ -42,7 +42,13 @@ impl TcpService {
         let (stop2, served2, health2) = (stop.clone(), served.clone(), health.clone());
         let thread = std::thread::spawn(move || {
             let listener = enter_netns(&path)
-                .and_then(|()| TcpListener::bind(("0.0.0.0", port)).context("bind"))
+                // Both families on one socket ([::] takes IPv4 as mapped addresses); IPv4
+                // alone where the kernel has no IPv6.
+                .and_then(|()| {
+                    TcpListener::bind(("::", port))
+                        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+                        .context("bind")
+                })
                 .and_then(|l| l.set_nonblocking(true).map(|()| l).context("nonblocking"));
             let listener = match listener {
                 Ok(l) => {

@@ -9,7 +9,7 @@
 use std::{
     fs,
     io::Read as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -29,6 +29,15 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 pub fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 11 + i as u8)
+}
+
+/// The IPv6 side of the DSR topology (`DsrTopology::add_ipv6`), in 2001:2::/48.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+pub const LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+
+pub fn backend_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x11 + i as u16)
 }
 
 pub struct DsrTopology {
@@ -84,6 +93,45 @@ impl DsrTopology {
             }
         }
         Ok(topo)
+    }
+
+    /// Dual stack: every host's eth0 gets its address in 2001:2::/64, the LB holds `VIP6` on
+    /// eth0 (so clients resolve it to the LB's MAC by NDP) and the backends on lo, where the
+    /// kernel never answers neighbour solicitations for it (an IPv6 address on lo is not a
+    /// target on eth0: ndisc looks addresses up strictly by the receiving interface), so
+    /// IPv6 DSR needs no arp_ignore counterpart. Addresses are added without duplicate
+    /// address detection, which would hold them tentative for a second.
+    pub fn add_ipv6(&self) -> anyhow::Result<()> {
+        let add = |ns: &NetNs, addr: String, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+        };
+        add(&self.client, format!("{CLIENT_ADDR6}/64"), "eth0")?;
+        add(&self.lb, format!("{LB_ADDR6}/64"), "eth0")?;
+        // Deprecated (preferred_lft 0), as the VRRP agent adds it: otherwise Linux picks the
+        // /128 VIP as the source of the LB's own connections to the subnet (its health
+        // checks), whose answers the backends, holding the VIP on lo, keep to themselves.
+        self.lb.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{VIP6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+            "preferred_lft",
+            "0",
+        ])?;
+        for (i, be) in self.backends.iter().enumerate() {
+            add(be, format!("{}/64", backend_addr6(i)), "eth0")?;
+            add(be, format!("{VIP6}/128"), "lo")?;
+        }
+        Ok(())
+    }
+
+    /// The IPv6 DSR VIP "web6" on `port`, every backend's IPv6 address in it.
+    pub fn vip6(&self, port: u16) -> fixtures::Vip {
+        let vip = fixtures::vip("web6", VIP6, port);
+        (0..self.backends.len()).fold(vip, |v, i| v.backend(backend_addr6(i)))
     }
 
     /// A veth pair: `eth0` in `host`, `port` in sw on br0.

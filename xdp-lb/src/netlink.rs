@@ -395,7 +395,8 @@ impl Netlink {
 
     /// Adds `addr/prefix` to `ifindex` (replacing an identical one). An IPv6 address is added
     /// without duplicate address detection (IFA_F_NODAD): a VRRP master must answer for it at
-    /// once, and the backup that might also hold it does not (VRRP decides, not DAD).
+    /// once, and the backup that might also hold it does not (VRRP decides, not DAD); and
+    /// deprecated, so that it is never a source address (below).
     pub async fn add_address(
         &self,
         ifindex: u32,
@@ -404,10 +405,18 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         let mut request = self.handle.address().add(ifindex, addr, prefix).replace();
         if addr.is_ipv6() {
-            request
-                .message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            let attributes = &mut request.message_mut().attributes;
+            attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            // Preferred lifetime 0 ("deprecated", valid forever): the address is answered
+            // for but never chosen as a source (RFC 6724 §5, rule 3). Linux otherwise
+            // prefers a VIP's /128 over the interface's /64 for destinations in the same
+            // subnet (rule 8, with the match capped at each prefix length), and the node's
+            // own connections — health checks to DSR backends, which hold the VIP on lo —
+            // would leave from the VIP and their answers never come back.
+            let mut lifetimes = netlink_packet_route::address::CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            attributes.push(AddressAttribute::CacheInfo(lifetimes));
         }
         request.execute().await?;
         Ok(())
