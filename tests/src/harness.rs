@@ -90,6 +90,14 @@ impl Loaded {
         &self,
         name: &str,
     ) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue>> {
+        self.pinned_flows(name)
+    }
+
+    /// A flow table of either family (`FLOWS6`'s keys are `FlowKey6`), as `pinned_flow_table`.
+    pub fn pinned_flows<K: aya::Pod>(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, K, FlowValue>> {
         let data = aya::maps::MapData::from_pin(self.pin_dir.join(name))?;
         Ok(aya::maps::Map::from_map_data(data)?.try_into()?)
     }

@@ -961,3 +961,73 @@ fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
     assert_eq!((r.action, r.out), (XDP_PASS, other_port));
     assert_eq!(lb.counter(Counter::PassNotVip), before + 1);
 }
+
+/// An ICMPv6 Packet Too Big from a router (2001:2::fe) to the IPv6 VIP about the segment a
+/// DSR backend sent from it (VIP:80 → 2001:2::1:`client_port`), `inner_src` as the embedded
+/// source.
+fn packet_too_big6(client_port: u16, inner_src: &str) -> Vec<u8> {
+    let v6 = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let mut tcp = tcp_header();
+    tcp[0..2].copy_from_slice(&80u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&client_port.to_be_bytes());
+    let mut inner = vec![0x60, 0, 0, 0, 0x05, 0xc8, 6, 64];
+    inner.extend_from_slice(&v6(inner_src));
+    inner.extend_from_slice(&v6("2001:2::1"));
+    inner.extend_from_slice(&tcp);
+    let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00]; // MTU 1280
+    icmp.extend_from_slice(&inner);
+    let mut f = ipv6_frame(&[], 58, &icmp);
+    f[22..38].copy_from_slice(&v6("2001:2::fe"));
+    f
+}
+
+/// Path-MTU discovery through the balancer over IPv6 (RFC 8201): a Packet Too Big about a DSR
+/// flow reaches the backend that owns it (its FLOWS6 entry), unchanged but for the MACs; one
+/// about a flow the table does not hold goes to the Maglev choice its next packet would get;
+/// one about a packet the VIP did not send, or any other ICMPv6, goes to the kernel.
+#[test]
+fn icmpv6_packet_too_big_reaches_the_backend_that_owns_the_flow() {
+    require_root!();
+    let lb = Loaded::new(&dual_stack_config(), LOOPBACK_IFINDEX).unwrap();
+    let r = lb.run(&syn6(40000, &[])).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    let owner = backend_index_of(&r.out);
+
+    let ptb = packet_too_big6(40000, "2001:2::100");
+    let r = lb.run(&ptb).unwrap();
+    assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
+    expect_forwarded(&ptb, &r.out, backend_mac(owner));
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 1);
+    assert_eq!(
+        lb.counter(Counter::NewFlow),
+        1,
+        "no flow made by an ICMP error"
+    );
+
+    // A flow not in the table: the backend a SYN of it would get (checked afterwards).
+    let r = lb.run(&packet_too_big6(40123, "2001:2::100")).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    let predicted = backend_index_of(&r.out);
+    let r = lb.run(&syn6(40123, &[])).unwrap();
+    assert_eq!(backend_index_of(&r.out), predicted);
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
+
+    // About a packet another address sent: the kernel's.
+    let stray = packet_too_big6(40000, "2001:2::99");
+    let before = lb.counter(Counter::PassIcmp);
+    let r = lb.run(&stray).unwrap();
+    assert_eq!((r.action, r.out), (XDP_PASS, stray));
+    assert_eq!(lb.counter(Counter::PassIcmp), before + 1);
+    // Another ICMPv6 type (destination unreachable) with the same content: the kernel's.
+    let mut unreachable = packet_too_big6(40000, "2001:2::100");
+    unreachable[54] = 1;
+    let r = lb.run(&unreachable).unwrap();
+    assert_eq!(r.action, XDP_PASS);
+    // Cut short inside the embedded header: the kernel's, never forwarded.
+    let short = ptb[..14 + 40 + 8 + 20].to_vec();
+    let mut short = short;
+    short[18..20].copy_from_slice(&(28u16).to_be_bytes());
+    let r = lb.run(&short).unwrap();
+    assert_eq!(r.action, XDP_PASS);
+    assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
+}

@@ -289,13 +289,7 @@ pub fn choose_backend6(packet: &Packet6, settings: *const Settings) -> Result<Ch
         }
         count(Counter::FlowRehashed);
     }
-    let vip_key = VipKey6 {
-        addr: flow.dst_addr,
-        port_be: flow.dst_port_be,
-        proto: IPPROTO_TCP,
-        _pad: 0,
-    };
-    let vip: *const VipInfo = VIPS6.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
+    let vip = vip6(flow).ok_or(Counter::PassNotVip)?;
     // SAFETY: as above.
     let vip = unsafe { &*vip };
     if vip.flags & VIP_F_NAT != 0 {
@@ -328,4 +322,37 @@ pub fn choose_backend6(packet: &Packet6, settings: *const Settings) -> Result<Ch
         new_flow: true,
         nat: None,
     })
+}
+
+/// The backend that owns IPv6 `flow` of a DSR VIP, without changing any state (as `owner`).
+#[inline(always)]
+pub fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
+    if let Some(entry) = FLOWS6.get_ptr(flow) {
+        // SAFETY: a map value pointer from a successful lookup; plain integers.
+        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
+        if let Ok(Some(backend)) = live_backend(backend_id, flow_vip) {
+            return Ok(backend);
+        }
+    }
+    let vip = vip6(flow).ok_or(Counter::PassIcmp)?;
+    // SAFETY: as above.
+    let vip = unsafe { &*vip };
+    if vip.flags & VIP_F_NAT != 0 || vip.backend_count == 0 {
+        return Err(Counter::PassIcmp);
+    }
+    maglev_choice(vip, maglev_hash6(vip, flow))
+        .map(|(_, backend)| backend)
+        .map_err(|_| Counter::PassIcmp)
+}
+
+/// The IPv6 VIP an IPv6 flow is addressed to, if any.
+#[inline(always)]
+fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
+    let key = VipKey6 {
+        addr: flow.dst_addr,
+        port_be: flow.dst_port_be,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    VIPS6.get_ptr(key)
 }

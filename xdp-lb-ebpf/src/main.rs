@@ -47,6 +47,7 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     let packet = match parse::parse(ctx) {
         Ok(Parsed::V4(packet)) => packet,
         Ok(Parsed::V6(packet)) => return ipv6(ctx, &packet),
+        Ok(Parsed::TooBig6(flow)) => return too_big6(ctx, &flow),
         // Off the TCP path: ICMP errors about a VIP's packets.
         Err(Counter::PassNotTcp) => return too_big(ctx),
         Err(reason) => return Err(reason),
@@ -198,6 +199,25 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     }
     let backend = balance::owner(&icmp.flow)?;
     let action = forward::forward_dsr(ctx, icmp.eth, backend)?;
+    count(Counter::IcmpTooBigToBackend);
+    Ok(action)
+}
+
+/// Path-MTU discovery for IPv6 (RFC 8201): a Packet Too Big about a packet a DSR backend
+/// sent from an IPv6 VIP goes on to that backend, unchanged but for the MACs (the ICMPv6
+/// checksum covers no MAC). As for IPv4 (`too_big`), the backend is the flow's entry or its
+/// Maglev choice.
+#[inline(always)]
+fn too_big6(ctx: &XdpContext, flow: &xdp_lb_common::FlowKey6) -> Result<u32, Counter> {
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: as in try_xdp_lb.
+    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
+        return Err(Counter::PassNotLocalMac);
+    }
+    let backend = balance::owner6(flow)?;
+    let action = forward::forward_dsr(ctx, eth, backend)?;
     count(Counter::IcmpTooBigToBackend);
     Ok(action)
 }

@@ -60,6 +60,9 @@ pub struct Packet6 {
 pub enum Parsed {
     V4(Packet),
     V6(Packet6),
+    /// An ICMPv6 Packet Too Big about a packet a VIP sent (see `too_big6`): the flow it is
+    /// about, as the client sent it.
+    TooBig6(FlowKey6),
 }
 
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
@@ -179,7 +182,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
         dst,
     } = match parse_l3(ctx) {
         Ok(l3) => l3,
-        Err(NotV4::Ipv6(l3_off)) => return parse_ipv6(ctx, l3_off).map(Parsed::V6),
+        Err(NotV4::Ipv6(l3_off)) => return parse_ipv6(ctx, l3_off),
         Err(NotV4::Verdict(c)) => return Err(c),
     };
     if proto != IPPROTO_TCP {
@@ -319,7 +322,7 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
 /// and destination options walked, at most `IPV6_MAX_EXT_HEADERS`. A well-formed TCP segment
 /// is a [`Packet6`].
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Packet6, Counter> {
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed, Counter> {
     let ip6 = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let (version, payload_len, mut next) = unsafe {
@@ -359,7 +362,7 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Packet6, Counter> {
         IPPROTO_TCP => {}
         NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => return Err(Counter::PassIpv6ExtLimit),
-        NEXTHDR_ICMPV6 => return Err(Counter::PassIcmp),
+        NEXTHDR_ICMPV6 => return too_big6(ctx, ip6, off, end),
         _ => return Err(Counter::PassNotTcp),
     }
     let tcp = ptr_at::<[u8; 20]>(ctx, off).ok_or(Counter::DropBadTcpHeader)?;
@@ -384,7 +387,7 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Packet6, Counter> {
             *(b.add(24) as *const [u8; 16]),
         )
     };
-    Ok(Packet6 {
+    Ok(Parsed::V6(Packet6 {
         tcp_flags,
         flow: FlowKey6 {
             src_addr,
@@ -395,5 +398,60 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Packet6, Counter> {
             _pad: [0; 3],
         },
         len: frame_len as u32,
-    })
+    }))
+}
+
+/// ICMPv6 "Packet Too Big" (type 2; RFC 4443 §3.2, RFC 8201).
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+
+/// An ICMPv6 Packet Too Big about a TCP segment a VIP sent: as for IPv4 (`parse_too_big`), in
+/// DSR the backend answers from the VIP, so a router that finds its packet too big tells the
+/// VIP — us — and the backend would never learn the path MTU. The embedded packet is the
+/// backend's (VIP → client, without extension headers: a VIP's packets carry none); the flow
+/// returned is the client's direction. Anything else ICMPv6 is `PassIcmp`: neighbour
+/// discovery and echo go to the kernel as before.
+#[inline(always)]
+fn too_big6(
+    ctx: &XdpContext,
+    ip6: *const [u8; IPV6_HDR_LEN],
+    off: usize,
+    end: usize,
+) -> Result<Parsed, Counter> {
+    // Type, code, checksum, MTU; then the invoking packet's IPv6 header and 8 bytes of TCP.
+    let icmp = ptr_at::<[u8; 8]>(ctx, off).ok_or(Counter::PassIcmp)?;
+    let inner = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, off + 8).ok_or(Counter::PassIcmp)?;
+    let ports = ptr_at::<[u8; 4]>(ctx, off + 8 + IPV6_HDR_LEN).ok_or(Counter::PassIcmp)?;
+    // SAFETY: each pointer was bounds-checked by ptr_at.
+    let (kind, next, sport, dport) = unsafe {
+        (
+            (*icmp)[0],
+            (*inner)[6],
+            u16::from_ne_bytes([(*ports)[0], (*ports)[1]]),
+            u16::from_ne_bytes([(*ports)[2], (*ports)[3]]),
+        )
+    };
+    if kind != ICMPV6_PACKET_TOO_BIG || next != IPPROTO_TCP || off + 8 + IPV6_HDR_LEN + 8 > end {
+        return Err(Counter::PassIcmp);
+    }
+    // SAFETY: both headers were bounds-checked above.
+    let (outer_dst, inner_src, inner_dst) = unsafe {
+        let (o, i) = (ip6 as *const u8, inner as *const u8);
+        (
+            *(o.add(24) as *const [u8; 16]),
+            *(i.add(8) as *const [u8; 16]),
+            *(i.add(24) as *const [u8; 16]),
+        )
+    };
+    // The error goes to the packet's source: the VIP that sent it.
+    if inner_src != outer_dst {
+        return Err(Counter::PassIcmp);
+    }
+    Ok(Parsed::TooBig6(FlowKey6 {
+        src_addr: inner_dst,
+        dst_addr: inner_src,
+        src_port_be: dport,
+        dst_port_be: sport,
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    }))
 }

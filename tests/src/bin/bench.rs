@@ -49,8 +49,26 @@ struct Args {
 fn config() -> String {
     fixtures::config("lo")
         .bed("@PIN_DIR@", 1 << 20, 4)
+        .key("flow_table_size_ipv6", 1 << 20)
         .vip(fixtures::three_backends("web", 80))
+        .vip(
+            fixtures::vip("web6", "2001:2::100", 80)
+                .backend("2001:2::11")
+                .backend("2001:2::12")
+                .backend("2001:2::13"),
+        )
         .to_string()
+}
+
+/// The i-th distinct IPv6 client flow to "web6" (source address and port both vary).
+fn flow6(i: u32) -> Vec<u8> {
+    let mut tcp = xdp_lb_tests::packet::tcp_header();
+    tcp[0..2].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
+    tcp[13] = TCP_ACK;
+    let mut f = xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp);
+    // The source address's last four bytes (IPv6 source at 22..38 of the frame).
+    f[34..38].copy_from_slice(&i.to_be_bytes());
+    f
 }
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -129,6 +147,12 @@ fn main() -> anyhow::Result<()> {
         r.action == XDP_PASS && r.out == pass_frame,
         "non-VIP: expected an untouched XDP_PASS"
     );
+    let hit6_frame = flow6(u32::MAX);
+    let r = lb.run(&hit6_frame)?;
+    ensure!(
+        r.action == XDP_TX && r.out[12..] == hit6_frame[12..] && lb.maps().flows6().count() == 1,
+        "xdp-lb: expected an IPv6 DSR XDP_TX that made a flow in FLOWS6"
+    );
 
     let mut rows: Vec<Row> = Vec::new();
     let mut empty_n = Vec::new();
@@ -139,6 +163,9 @@ fn main() -> anyhow::Result<()> {
     let mut pass = Vec::new();
     let mut new_flow = Vec::new();
     let mut many = Vec::new();
+    let mut hit6 = Vec::new();
+    let mut new_flow6 = Vec::new();
+    let new6_frames: Vec<Vec<u8>> = (0..args.flows).map(flow6).collect();
 
     // Pre-create the many-flows set once (their creation is not timed here).
     let many_frames: Vec<Vec<u8>> = (0..args.flows).map(|i| flow(i).build()).collect();
@@ -217,6 +244,30 @@ fn main() -> anyhow::Result<()> {
             "many-flows row: some packets missed the flow table"
         );
         many.push(sum / args.flows as f64);
+
+        // IPv6: flow-table hit (repeat N) and new flows (repeat 1), as the IPv4 rows.
+        let (tx0, nf0) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
+        let (a, ns) = per_run(program, &hit6_frame, n)?;
+        ensure!(
+            a == XDP_TX
+                && lb.counter(Counter::Tx) - tx0 == n as u64
+                && lb.counter(Counter::NewFlow) == nf0,
+            "IPv6 flow-hit row took another path"
+        );
+        hit6.push(ns);
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &new6_frames {
+            let (a, ns) = per_run(program, f, 1)?;
+            ensure!(a == XDP_TX, "IPv6 new-flow row");
+            sum += ns;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == args.flows as u64,
+            "IPv6 new-flow row: not every packet made a new flow"
+        );
+        new_flow6.push(sum / args.flows as f64);
+        forget_flows6(&mut lb, &new6_frames)?;
     }
 
     // repeat=1 figures onto the repeat=N footing: remove the per-call overhead, keep the
@@ -263,6 +314,18 @@ fn main() -> anyhow::Result<()> {
         method: format!("repeat={n}"),
         proof: format!("pass_not_vip +{n} per round"),
         rounds: pass.clone(),
+    });
+    rows.push(Row {
+        name: "xdp-lb: IPv6 VIP packet, flow-table hit (FLOWS6)",
+        method: format!("repeat={n}"),
+        proof: format!("tx +{n}, new_flow +0 per round"),
+        rounds: hit6.clone(),
+    });
+    rows.push(Row {
+        name: "xdp-lb: IPv6 VIP packet, new flow (Maglev + flow insert)",
+        method: format!("repeat=1 × {} distinct flows", args.flows),
+        proof: format!("new_flow +{} per round", args.flows),
+        rounds: rebase(&new_flow6),
     });
 
     let floor_med = median(&floor_n);
@@ -593,6 +656,25 @@ fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         let key = frame_key(f)?;
         if let Err(e) = flows.remove(&key) {
             bail!("removing a bench flow: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Removes the IPv6 bench flows of `frames` from `FLOWS6` (the next round's are new again).
+fn forget_flows6(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut flows = lb.pinned_flows::<xdp_lb_common::FlowKey6>(map_names::FLOWS6)?;
+    for f in frames {
+        let mut key = xdp_lb_common::FlowKey6 {
+            src_port_be: u16::from_ne_bytes([f[54], f[55]]),
+            dst_port_be: u16::from_ne_bytes([f[56], f[57]]),
+            proto: 6,
+            ..Default::default()
+        };
+        key.src_addr.copy_from_slice(&f[22..38]);
+        key.dst_addr.copy_from_slice(&f[38..54]);
+        if let Err(e) = flows.remove(&key) {
+            bail!("removing an IPv6 bench flow: {e}");
         }
     }
     Ok(())
