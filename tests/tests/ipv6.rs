@@ -36,8 +36,8 @@ fn spread(topo: &DsrTopology, vip: IpAddr, count: usize) -> BTreeMap<String, usi
 /// A dual-stack node: the IPv4 VIP and the IPv6 VIP side by side, three backends each (the
 /// same hosts, one service on both families). 300 IPv6 connections spread 33% ± 10% per
 /// backend, IPv4 ones still balance, an HTTP check over IPv6 takes a backend whose
-/// /healthz answers 503 out and brings it back, and inspect/status name the IPv6 VIP,
-/// backends and flows.
+/// /healthz answers 503 out and brings it back, and inspect, status and the flow log name the
+/// IPv6 VIP, backends and flows.
 #[test]
 fn a_dual_stack_pair_of_vips_balances_both_families() {
     require_root!();
@@ -49,6 +49,7 @@ fn a_dual_stack_pair_of_vips_balances_both_families() {
     let config = topo.dir.join("xdp-lb.toml");
     let text = topo
         .agent_config(&topo.pin_dir())
+        .key("flow_log", true)
         .vip(topo.vip(PORT).key("maglev_table_size", 4093))
         .vip(
             topo.vip6(PORT)
@@ -115,6 +116,13 @@ fn a_dual_stack_pair_of_vips_balances_both_families() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("[2001:2::1]:"), "{out}");
     assert!(out.contains("2001:2::1"), "{out}");
+
+    // The flow log names IPv6 flows as they are.
+    let log = agent.log_text();
+    assert!(
+        log.contains("flow new client=[2001:2::1]:") && log.contains("vip=[2001:2::100]:80"),
+        "{log}"
+    );
 
     // An HTTP check over IPv6: be1's /healthz answers 503 → down, then 200 → up.
     services[0].set_health_status(503);

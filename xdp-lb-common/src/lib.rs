@@ -447,6 +447,26 @@ pub struct FlowEvent {
 
 pub const FLOW_EVENT_NEW: u32 = 1;
 pub const FLOW_EVENT_DROP: u32 = 2;
+/// The same events about IPv6 flows, carried as [`FlowEvent6`].
+pub const FLOW_EVENT_NEW6: u32 = 3;
+pub const FLOW_EVENT_DROP6: u32 = 4;
+
+/// A flow-log event about an IPv6 flow. Starts like [`FlowEvent`] (`ts_ns`, then `kind`), so
+/// the reader tells the two apart by `kind` before it reads the rest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent6 {
+    pub ts_ns: u64,
+    /// `FLOW_EVENT_NEW6` or `FLOW_EVENT_DROP6`.
+    pub kind: u32,
+    pub reason: u32,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub backend_addr: [u8; 16],
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub _pad: u32,
+}
 
 /// Per-CPU rate limiter of the flow log: a one-second window.
 #[repr(C)]
@@ -529,6 +549,7 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 56);
         assert_eq!(size_of::<TrafficCounters>(), 64);
         assert_eq!(size_of::<FlowEvent>(), 32);
+        assert_eq!(size_of::<FlowEvent6>(), 72);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
         assert_eq!(size_of::<Settings>(), 28);
         assert_eq!(size_of::<AclData>(), 8);

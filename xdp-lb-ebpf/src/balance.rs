@@ -315,6 +315,8 @@ pub fn choose_backend6(packet: &Packet6, settings: *const Settings) -> Result<Ch
         count(Counter::FlowNotRecorded);
     }
     count(Counter::NewFlow);
+    // SAFETY: a map value pointer from a successful lookup.
+    crate::flow_log::new_flow6(flow, unsafe { (*backend).addr6 }, now);
     Ok(Choice {
         backend_id,
         backend,

@@ -4,27 +4,29 @@
 //! drop paths call this; an established flow's packets never do.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use xdp_lb_common::{Counter, FLOW_EVENT_DROP, FLOW_EVENT_NEW, FlowEvent, FlowKey};
+use xdp_lb_common::{
+    Counter, FLOW_EVENT_DROP, FLOW_EVENT_DROP6, FLOW_EVENT_NEW, FLOW_EVENT_NEW6, FlowEvent,
+    FlowEvent6, FlowKey, FlowKey6,
+};
 
 use crate::maps::{FLOW_LOG, FLOW_LOG_BUDGET, FLOW_LOG_SOURCES, SETTINGS};
 
 const SECOND_NS: u64 = 1_000_000_000;
 
-/// `now`: the caller's reading of bpf_ktime_get_ns(), when it has one.
+/// Whether this CPU may report one more event this second (the flow log on, its budget not
+/// spent); `now` is the caller's reading of bpf_ktime_get_ns().
 #[inline(always)]
-fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: Option<u64>) {
+fn within_budget(now: u64) -> bool {
     let Some(settings) = SETTINGS.get(0) else {
-        return;
+        return false;
     };
     let limit = settings.flow_log_per_cpu_per_sec;
     if limit == 0 {
-        return;
+        return false;
     }
     let Some(budget) = FLOW_LOG_BUDGET.get_ptr_mut(0) else {
-        return;
+        return false;
     };
-    // SAFETY: a helper call without preconditions.
-    let now = now.unwrap_or_else(|| unsafe { bpf_ktime_get_ns() });
     // SAFETY: this CPU's slot of a per-CPU array, while this program runs.
     unsafe {
         if now.wrapping_sub((*budget).window_start_ns) >= SECOND_NS {
@@ -33,9 +35,17 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: Opt
         }
         if (*budget).used >= limit {
             (*budget).suppressed += 1;
-            return;
+            return false;
         }
         (*budget).used += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64) {
+    if !within_budget(now) {
+        return;
     }
     let event = FlowEvent {
         ts_ns: now,
@@ -53,7 +63,7 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: Opt
 
 #[inline(always)]
 pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
-    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be, Some(now));
+    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be, now);
 }
 
 /// A dropped packet: logged for the first drop of its source in each second only, so that a
@@ -61,23 +71,69 @@ pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
 /// still can; the budget then bounds it).
 #[inline(always)]
 pub fn drop(flow: &FlowKey, reason: Counter) {
-    let Some(settings) = SETTINGS.get(0) else {
-        return;
-    };
+    if let Some(now) = first_drop_this_second(flow.src_addr_be) {
+        report(FLOW_EVENT_DROP, reason as u32, flow, 0, now);
+    }
+}
+
+/// The time, if the flow log is on and `source` has not had a drop logged this second.
+/// `source` is an IPv4 address, or an IPv6 one folded to 32 bits (a collision only merges two
+/// sources' one-line-per-second allowance).
+#[inline(always)]
+fn first_drop_this_second(source: u32) -> Option<u64> {
+    let settings = SETTINGS.get(0)?;
     if settings.flow_log_per_cpu_per_sec == 0 {
-        return;
+        return None;
     }
     // SAFETY: a helper call without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let second = (now / SECOND_NS) as u32;
-    match FLOW_LOG_SOURCES.get_ptr_mut(flow.src_addr_be) {
+    match FLOW_LOG_SOURCES.get_ptr_mut(source) {
         // SAFETY: a map value pointer from a successful lookup.
-        Some(last) if unsafe { *last } == second => return,
+        Some(last) if unsafe { *last } == second => return None,
         // SAFETY: as above. Racing CPUs may both log this second's first drop: harmless.
         Some(last) => unsafe { *last = second },
         None => {
-            let _ = FLOW_LOG_SOURCES.insert(flow.src_addr_be, second, 0);
+            let _ = FLOW_LOG_SOURCES.insert(source, second, 0);
         }
     }
-    report(FLOW_EVENT_DROP, reason as u32, flow, 0, Some(now));
+    Some(now)
+}
+
+#[inline(always)]
+fn report6(kind: u32, reason: u32, flow: &FlowKey6, backend_addr: [u8; 16], now: u64) {
+    if !within_budget(now) {
+        return;
+    }
+    let event = FlowEvent6 {
+        ts_ns: now,
+        kind,
+        reason,
+        src_addr: flow.src_addr,
+        dst_addr: flow.dst_addr,
+        backend_addr,
+        src_port_be: flow.src_port_be,
+        dst_port_be: flow.dst_port_be,
+        _pad: 0,
+    };
+    let _ = FLOW_LOG.output::<FlowEvent6>(&event, 0);
+}
+
+/// A new IPv6 flow, as `new_flow`.
+#[inline(always)]
+pub fn new_flow6(flow: &FlowKey6, backend_addr: [u8; 16], now: u64) {
+    report6(FLOW_EVENT_NEW6, 0, flow, backend_addr, now);
+}
+
+/// A dropped IPv6 packet, as `drop`.
+#[inline(always)]
+pub fn drop6(flow: &FlowKey6, reason: Counter) {
+    let a = &flow.src_addr;
+    let folded = u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
+        ^ u32::from_ne_bytes([a[4], a[5], a[6], a[7]])
+        ^ u32::from_ne_bytes([a[8], a[9], a[10], a[11]])
+        ^ u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+    if let Some(now) = first_drop_this_second(folded) {
+        report6(FLOW_EVENT_DROP6, reason as u32, flow, [0; 16], now);
+    }
 }

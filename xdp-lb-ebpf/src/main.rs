@@ -147,8 +147,15 @@ fn ipv6(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
     }
-    let choice = balance::choose_backend6(packet, settings)?;
-    let action = forward::forward_dsr(ctx, eth, choice.backend)?;
+    let forwarded = balance::choose_backend6(packet, settings).and_then(|choice| {
+        forward::forward_dsr(ctx, eth, choice.backend).map(|action| (choice, action))
+    });
+    let (choice, action) = forwarded.inspect_err(|reason| {
+        if !matches!(reason, Counter::PassNotVip) {
+            // An IPv6 VIP packet we could not forward.
+            flow_log::drop6(&packet.flow, *reason);
+        }
+    })?;
     count_forwarded(&choice, packet.len, action);
     Ok(action)
 }

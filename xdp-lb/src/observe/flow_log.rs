@@ -4,23 +4,31 @@
 //! ```text
 //! INFO flow new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12
 //! INFO flow drop client=198.18.0.1:40314 vip=198.18.0.100:80 reason=drop_no_backend
+//! INFO flow new client=[2001:db8::1]:40316 vip=[2001:db8::100]:80 backend=2001:db8::12
 //! ```
 //!
 //! Also polls aya-log, which carries the program's rare debug messages.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     task::JoinHandle,
 };
-use xdp_lb_common::{Counter, FLOW_EVENT_NEW, FlowEvent};
+use xdp_lb_common::{
+    Counter, FLOW_EVENT_DROP6, FLOW_EVENT_NEW, FLOW_EVENT_NEW6, FlowEvent, FlowEvent6,
+};
 
 /// Formats one event; `None` for a record that is not a `FlowEvent`.
 pub fn format(bytes: &[u8]) -> Option<String> {
     if bytes.len() < size_of::<FlowEvent>() {
         return None;
+    }
+    // Both kinds of event start with the timestamp, then the kind.
+    let kind = u32::from_ne_bytes(bytes[8..12].try_into().ok()?);
+    if kind == FLOW_EVENT_NEW6 || kind == FLOW_EVENT_DROP6 {
+        return format6(bytes);
     }
     // SAFETY: length checked; FlowEvent is plain integers, read unaligned.
     let e: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -33,11 +41,47 @@ pub fn format(bytes: &[u8]) -> Option<String> {
             addr(e.backend_addr_be)
         )
     } else {
-        let reason = Counter::ALL
-            .get(e.reason as usize)
-            .map_or("unknown", |c| c.name());
-        format!("drop client={client} vip={vip} reason={reason}")
+        format!(
+            "drop client={client} vip={vip} reason={}",
+            reason_name(e.reason)
+        )
     })
+}
+
+/// An IPv6 event, addresses in brackets with their ports (RFC 5952 §6).
+fn format6(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < size_of::<FlowEvent6>() {
+        return None;
+    }
+    // SAFETY: length checked; FlowEvent6 is plain integers, read unaligned.
+    let e: FlowEvent6 = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let client = format!(
+        "[{}]:{}",
+        Ipv6Addr::from(e.src_addr),
+        u16::from_be(e.src_port_be)
+    );
+    let vip = format!(
+        "[{}]:{}",
+        Ipv6Addr::from(e.dst_addr),
+        u16::from_be(e.dst_port_be)
+    );
+    Some(if e.kind == FLOW_EVENT_NEW6 {
+        format!(
+            "new client={client} vip={vip} backend={}",
+            Ipv6Addr::from(e.backend_addr)
+        )
+    } else {
+        format!(
+            "drop client={client} vip={vip} reason={}",
+            reason_name(e.reason)
+        )
+    })
+}
+
+fn reason_name(reason: u32) -> &'static str {
+    Counter::ALL
+        .get(reason as usize)
+        .map_or("unknown", |c| c.name())
 }
 
 /// Reads the flow log until aborted.
@@ -116,5 +160,42 @@ mod tests {
             "drop client=198.18.0.1:40312 vip=198.18.0.100:80 reason=drop_no_backend"
         );
         assert_eq!(format(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn ipv6_events_name_addresses_in_brackets() {
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap().octets();
+        let e = FlowEvent6 {
+            kind: FLOW_EVENT_NEW6,
+            src_addr: v6("2001:2::1"),
+            dst_addr: v6("2001:2::100"),
+            backend_addr: v6("2001:2::12"),
+            src_port_be: xdp_lb_common::port_be(40316),
+            dst_port_be: xdp_lb_common::port_be(80),
+            ..Default::default()
+        };
+        // SAFETY: FlowEvent6 is plain integers.
+        let raw = |e: &FlowEvent6| unsafe {
+            std::slice::from_raw_parts(
+                (e as *const FlowEvent6).cast::<u8>(),
+                size_of::<FlowEvent6>(),
+            )
+            .to_vec()
+        };
+        assert_eq!(
+            format(&raw(&e)).unwrap(),
+            "new client=[2001:2::1]:40316 vip=[2001:2::100]:80 backend=2001:2::12"
+        );
+        let d = FlowEvent6 {
+            kind: FLOW_EVENT_DROP6,
+            reason: Counter::DropNoBackend as u32,
+            ..e
+        };
+        assert_eq!(
+            format(&raw(&d)).unwrap(),
+            "drop client=[2001:2::1]:40316 vip=[2001:2::100]:80 reason=drop_no_backend"
+        );
+        // Cut short: not an event.
+        assert_eq!(format(&raw(&e)[..40]), None);
     }
 }
