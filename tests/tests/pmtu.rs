@@ -5,7 +5,10 @@
 //! download would stall on its first full-size segment (a PMTU black hole). Through NAT the
 //! error is translated for the backend, whose packets the LB rewrote.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use xdp_lb::dataplane::Maps;
 use xdp_lb_common::Counter;
@@ -25,6 +28,18 @@ fn download_through_1280(
     counter: Counter,
     logs: impl FnOnce() -> String,
 ) -> u64 {
+    download_from_through_1280(IpAddr::V4(VIP), router, client, pin_dir, counter, logs)
+}
+
+/// `download_through_1280` from `vip`, of either family.
+fn download_from_through_1280(
+    vip: IpAddr,
+    router: &xdp_lb_tests::NetNs,
+    client: &str,
+    pin_dir: &std::path::Path,
+    counter: Counter,
+    logs: impl FnOnce() -> String,
+) -> u64 {
     router
         .ip(&["link", "set", "r-client", "mtu", "1280"])
         .unwrap();
@@ -33,11 +48,9 @@ fn download_through_1280(
         seed: 7,
         timeout: Duration::from_secs(20),
     };
-    let (backend, intact) = in_netns(client, move || {
-        transfer.download(SocketAddr::from((VIP, 80)))
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", logs()));
+    let (backend, intact) = in_netns(client, move || transfer.download(SocketAddr::new(vip, 80)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("download failed: {e:#}\n{}", logs()));
     assert_eq!(backend, "be1");
     assert!(intact, "4 MiB arrived, every byte as sent");
     let n = Maps::open_pinned(pin_dir)
@@ -119,6 +132,74 @@ fn a_nat_download_through_a_1280_byte_link_completes() {
     );
     let cache = topo.backends()[0]
         .ip(&["route", "get", "198.18.0.2"])
+        .unwrap();
+    assert!(cache.contains("mtu 1280"), "{cache}");
+}
+
+/// The same over IPv6 through a DSR VIP (RFC 8201): the router's Packet Too Big about the
+/// backend's segment goes to the IPv6 VIP, i.e. to the node, which passes it on to the
+/// backend; IPv6 routers never fragment, so without it the download stalls.
+#[test]
+fn an_ipv6_download_through_a_1280_byte_link_completes() {
+    require_root!();
+    let mut topo = ScaleOut::new(1, 1).unwrap();
+    let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+    let (vip6, router6, node6, backend6) = (
+        v6("2001:2::100"),
+        v6("2001:2::1"),
+        v6("2001:2::2"),
+        v6("2001:2::11"),
+    );
+    let add = |ns: &xdp_lb_tests::NetNs, addr: String, dev: &str| {
+        ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+            .unwrap();
+    };
+    add(&topo.router, format!("{router6}/64"), "eth0");
+    add(&topo.router, "2001:2:1::1/64".into(), "r-client");
+    topo.router
+        .sysctl("net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    add(&topo.client, "2001:2:1::10/64".into(), "eth0");
+    topo.client
+        .ip(&["-6", "route", "add", "default", "via", "2001:2:1::1"])
+        .unwrap();
+    add(&topo.nodes[0].ns, format!("{node6}/64"), "eth0");
+    add(&topo.backends[0], format!("{backend6}/64"), "eth0");
+    add(&topo.backends[0], format!("{vip6}/128"), "lo");
+    topo.backends[0]
+        .ip(&["-6", "route", "add", "default", "via", &router6.to_string()])
+        .unwrap();
+    topo.router
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{vip6}/128"),
+            "via",
+            &node6.to_string(),
+        ])
+        .unwrap();
+    let _service = TcpService::start(&topo.backends[0].name, 80, "be1").unwrap();
+    let config = topo
+        .node_config(0, false)
+        .vip(
+            fixtures::vip("web6", vip6, 80)
+                .key("maglev_table_size", 4093)
+                .backend(backend6),
+        )
+        .to_string();
+    topo.start_agent(0, Some(config)).unwrap();
+    download_from_through_1280(
+        IpAddr::V6(vip6),
+        &topo.router,
+        &topo.client.name,
+        &topo.nodes[0].pin_dir(),
+        Counter::IcmpTooBigToBackend,
+        || topo.logs(),
+    );
+    // The backend learnt the path MTU of the client.
+    let cache = topo.backends[0]
+        .ip(&["-6", "route", "get", "2001:2:1::10"])
         .unwrap();
     assert!(cache.contains("mtu 1280"), "{cache}");
 }
