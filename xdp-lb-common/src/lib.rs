@@ -41,6 +41,9 @@ pub mod map_names {
     pub const INSERT_BUDGET: &str = "INSERT_BUDGET";
     pub const VIPS6: &str = "VIPS6";
     pub const FLOWS6: &str = "FLOWS6";
+    pub const NAT_FLOWS6: &str = "NAT_FLOWS6";
+    pub const NAT_EMBRYONIC6: &str = "NAT_EMBRYONIC6";
+    pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
 }
 
 /// Name of the XDP program in the object.
@@ -270,15 +273,132 @@ pub struct FlowKey6 {
     pub _pad: [u8; 3],
 }
 
+/// An IPv6 address as four 32-bit words in memory order (what `flow_hash6` mixes and
+/// `bpf_fib_lookup` takes).
+#[inline(always)]
+pub const fn ipv6_words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// A flow key of either family, as the NAT code sees it: two addresses, two ports. Lets the
+/// NAT flow logic (the program's `nat.rs`, the agent's expiry) be written once for IPv4 and
+/// IPv6; each family keeps its own key type and maps (IPv4 keys stay 16 bytes).
+pub trait FlowTuple: Copy {
+    /// An address in network order: `u32` or `[u8; 16]`.
+    type Addr: Copy + PartialEq + Default;
+    fn tuple(src: Self::Addr, dst: Self::Addr, src_port_be: u16, dst_port_be: u16) -> Self;
+    fn src(&self) -> Self::Addr;
+    fn dst(&self) -> Self::Addr;
+    fn src_port_be(&self) -> u16;
+    fn dst_port_be(&self) -> u16;
+    fn set_dst_port_be(&mut self, port_be: u16);
+    /// The unfolded checksum sum of rewriting the addresses (src, dst) from `old` to `new`
+    /// (`csum::addr_sum`, `csum::addr_sum6`): folded, the IPv4 header checksum's delta (IPv6
+    /// has no header checksum: unused); with the ports (`csum::with_ports`), the TCP
+    /// checksum's (the pseudo-header covers the addresses).
+    fn addr_sum(old: (&Self::Addr, &Self::Addr), new: (&Self::Addr, &Self::Addr)) -> u32;
+    /// Whether this family has an IP header checksum (IPv4) to update by the folded addr_sum.
+    const IP_CHECKSUM: bool;
+}
+
+impl FlowTuple for FlowKey {
+    type Addr = u32;
+    #[inline(always)]
+    fn tuple(src: u32, dst: u32, src_port_be: u16, dst_port_be: u16) -> Self {
+        FlowKey {
+            src_addr_be: src,
+            dst_addr_be: dst,
+            src_port_be,
+            dst_port_be,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn src(&self) -> u32 {
+        self.src_addr_be
+    }
+    #[inline(always)]
+    fn dst(&self) -> u32 {
+        self.dst_addr_be
+    }
+    #[inline(always)]
+    fn src_port_be(&self) -> u16 {
+        self.src_port_be
+    }
+    #[inline(always)]
+    fn dst_port_be(&self) -> u16 {
+        self.dst_port_be
+    }
+    #[inline(always)]
+    fn set_dst_port_be(&mut self, port_be: u16) {
+        self.dst_port_be = port_be;
+    }
+    #[inline(always)]
+    fn addr_sum(old: (&u32, &u32), new: (&u32, &u32)) -> u32 {
+        csum::addr_sum((*old.0, *old.1), (*new.0, *new.1))
+    }
+    const IP_CHECKSUM: bool = true;
+}
+
+impl FlowTuple for FlowKey6 {
+    type Addr = [u8; 16];
+    #[inline(always)]
+    fn tuple(src: [u8; 16], dst: [u8; 16], src_port_be: u16, dst_port_be: u16) -> Self {
+        FlowKey6 {
+            src_addr: src,
+            dst_addr: dst,
+            src_port_be,
+            dst_port_be,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn src(&self) -> [u8; 16] {
+        self.src_addr
+    }
+    #[inline(always)]
+    fn dst(&self) -> [u8; 16] {
+        self.dst_addr
+    }
+    #[inline(always)]
+    fn src_port_be(&self) -> u16 {
+        self.src_port_be
+    }
+    #[inline(always)]
+    fn dst_port_be(&self) -> u16 {
+        self.dst_port_be
+    }
+    #[inline(always)]
+    fn set_dst_port_be(&mut self, port_be: u16) {
+        self.dst_port_be = port_be;
+    }
+    #[inline(always)]
+    fn addr_sum(old: (&[u8; 16], &[u8; 16]), new: (&[u8; 16], &[u8; 16])) -> u32 {
+        csum::addr_sum6(old, new)
+    }
+    const IP_CHECKSUM: bool = false;
+}
+
 /// The value of `FLOWS` (keyed by the client's 5-tuple) and of `NAT_FLOWS` (keyed by the
-/// backend's reply 5-tuple: backend → SNAT address and port).
+/// backend's reply 5-tuple: backend → SNAT address and port); with IPv6 addresses, of `FLOWS6`
+/// and `NAT_FLOWS6` ([`FlowValue6`]).
 ///
 /// A DSR flow only names its backend. A NAT flow (`FLOW_F_NAT`) also carries the rewrite of
 /// its direction: the packet's new source and destination, and the checksum deltas of that
 /// rewrite, computed once when the flow is created (see [`csum`]).
+///
+/// Generic over the address (`u32` for IPv4, `[u8; 16]` for IPv6, both in network order) so
+/// the NAT code is written once for both families; the IPv4 layout is the one it always had.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowValue {
+pub struct FlowValueOf<A> {
     pub backend_id: u32,
     pub vip_id: u32,
     /// `bpf_ktime_get_ns()` when the flow was created (CLOCK_MONOTONIC).
@@ -288,11 +408,11 @@ pub struct FlowValue {
     /// NAT: CLOCK_MONOTONIC_COARSE seconds of the last packet in this direction, refreshed at
     /// most once a second (a write per packet would bounce the cache line between CPUs).
     pub last_seen_s: u32,
-    pub nat_src_addr_be: u32,
-    pub nat_dst_addr_be: u32,
+    pub nat_src_addr_be: A,
+    pub nat_dst_addr_be: A,
     pub nat_src_port_be: u16,
     pub nat_dst_port_be: u16,
-    /// [`csum::nat_deltas`] of this direction's rewrite.
+    /// [`csum::nat_deltas`] of this direction's rewrite (IPv6 has no header checksum: 0).
     pub ip_csum_delta: u16,
     pub l4_csum_delta: u16,
     /// NAT: this direction's next hop as `bpf_fib_lookup` last gave it (0: not looked up yet).
@@ -302,6 +422,11 @@ pub struct FlowValue {
     pub nh_dmac: [u8; 6],
     pub nh_smac: [u8; 6],
 }
+
+/// An IPv4 flow entry (56 bytes).
+pub type FlowValue = FlowValueOf<u32>;
+/// An IPv6 flow entry (80 bytes): the NAT66 rewrite needs the 128-bit addresses.
+pub type FlowValue6 = FlowValueOf<[u8; 16]>;
 
 /// A NAT flow: rewrite addresses and ports (else DSR: MACs only).
 pub const FLOW_F_NAT: u32 = 1 << 0;
@@ -317,7 +442,7 @@ pub const FLOW_F_CLOSING: u32 = 1 << 3;
 /// two CPUs can never take the same (SNAT address, port, backend) tuple.
 pub const NAT_PORT_PROBES: u32 = 16;
 
-impl FlowValue {
+impl<A> FlowValueOf<A> {
     /// Which timeout applies to this NAT flow, given both directions' flags.
     pub const fn nat_state(flags: u32) -> NatState {
         if flags & FLOW_F_CLOSING != 0 {
@@ -400,6 +525,8 @@ pub struct Settings {
     /// DSR flow-table inserts each CPU may make per second (`agent.flow_insert_rate`); above
     /// it a new flow is forwarded by its Maglev choice without an entry. 0: no cap.
     pub flow_inserts_per_cpu_per_sec: u32,
+    /// NAT66: the IPv6 source address of connections to backends (all zero: no IPv6 NAT VIP).
+    pub snat_addr6: [u8; 16],
 }
 
 /// The value of `INSERT_BUDGET` (per CPU): this second's DSR flow-table inserts.
@@ -525,6 +652,7 @@ mod pod {
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FlowValue6 {}
     unsafe impl aya::Pod for super::TrafficCounters {}
     unsafe impl aya::Pod for super::VipName {}
     unsafe impl aya::Pod for super::Settings {}
@@ -547,11 +675,12 @@ mod tests {
         assert_eq!(size_of::<VipKey6>(), 20);
         assert_eq!(size_of::<FlowKey6>(), 40);
         assert_eq!(size_of::<FlowValue>(), 56);
+        assert_eq!(size_of::<FlowValue6>(), 80);
         assert_eq!(size_of::<TrafficCounters>(), 64);
         assert_eq!(size_of::<FlowEvent>(), 32);
         assert_eq!(size_of::<FlowEvent6>(), 72);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
-        assert_eq!(size_of::<Settings>(), 28);
+        assert_eq!(size_of::<Settings>(), 44);
         assert_eq!(size_of::<AclData>(), 8);
         assert_eq!(size_of::<VipLimit>(), 40);
         assert_eq!(size_of::<BucketKey>(), 8);

@@ -170,6 +170,18 @@ impl Counter {
         Counter::PassIpv6ExtLimit,
     ];
 
+    /// The counter of index `i`, if there is one.
+    #[inline(always)]
+    pub const fn from_index(i: u32) -> Option<Counter> {
+        if i < Self::COUNT {
+            // SAFETY: `repr(u32)` with the discriminants 0..COUNT, in order (the test
+            // `all_lists_every_counter_in_index_order` checks them).
+            Some(unsafe { core::mem::transmute::<u32, Counter>(i) })
+        } else {
+            None
+        }
+    }
+
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
     pub const fn passes(self) -> bool {
         matches!(
@@ -235,6 +247,7 @@ mod tests {
     fn all_lists_every_counter_in_index_order() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{}", c.name());
+            assert_eq!(Counter::from_index(i as u32), Some(*c));
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     acl, limit,
     maps::{BACKENDS, FLOWS, FLOWS6, INSERT_BUDGET, MAGLEV, VIPS, VIPS6},
     nat::{self, Rewrite},
-    parse::{Packet, Packet6},
+    parse::Packet,
     stats::count,
 };
 
@@ -22,13 +22,14 @@ use crate::{
 #[cfg(target_endian = "big")]
 compile_error!("xdp-lb's Maglev table layout assumes little-endian BPF (bpfel)");
 
-pub struct Choice {
+/// The backend chosen for a packet; `A` is its family's address (`u32` or `[u8; 16]`).
+pub struct Choice<A> {
     pub backend_id: u32,
     pub backend: *const BackendInfo,
     pub vip_id: u32,
     pub new_flow: bool,
     /// NAT flows: the rewrite of this packet (None: DSR).
-    pub nat: Option<Rewrite>,
+    pub nat: Option<Rewrite<A>>,
 }
 
 /// Flow table first: for an established flow this is the only hash lookup on the packet's
@@ -41,7 +42,7 @@ pub struct Choice {
 /// answer a mid-connection packet with a RST anyway): it falls through to the VIP, where only
 /// a SYN opens a flow and anything else is passed to the kernel, which resets the connection.
 #[inline(always)]
-pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choice, Counter> {
+pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choice<u32>, Counter> {
     let flow = &packet.flow;
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
@@ -81,7 +82,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if is_nat && !nat::opens_flow(packet.tcp_flags) {
         // Not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
         // connection we do not know. Before the lists and limits: the SYN passed them.
-        let (rewrite, backend_id) = nat::promote(flow)?;
+        let (rewrite, backend_id) = nat::promote(&mut nat::NatSlots::new(), flow)?;
         return Ok(Choice {
             backend_id,
             backend: core::ptr::null(),
@@ -99,7 +100,19 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     }
     let (backend_id, backend) = maglev_choice(vip, maglev_hash(vip, flow))?;
     let (nat, new_flow) = if is_nat {
-        let (rewrite, fresh) = nat::create(flow, vip.vip_id, backend_id, backend, settings, now)?;
+        // SAFETY: a map value pointer from a successful lookup.
+        let backend_addr = unsafe { (*backend).addr_be };
+        let (rewrite, fresh) = nat::create(
+            &mut nat::NatSlots::new(),
+            flow,
+            vip.vip_id,
+            backend_id,
+            backend_addr,
+            backend,
+            settings,
+            now,
+            nat::reply_addr_sum(flow, &backend_addr, settings),
+        )?;
         (Some(rewrite), fresh)
     } else {
         let value = FlowValue {
@@ -134,7 +147,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
 /// A flow entry's backend, if it may still carry the flow: it forwards and still belongs to
 /// the flow's VIP. An id outside `BACKENDS` is a corrupted entry.
 #[inline(always)]
-fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const BackendInfo>, Counter> {
+pub fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const BackendInfo>, Counter> {
     let backend = BACKENDS
         .get_ptr(backend_id)
         .ok_or(Counter::DropBadBackend)?;
@@ -148,7 +161,7 @@ fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const BackendI
 /// insert and churn established flows out of the LRU. A flow not recorded still goes to its
 /// Maglev choice, as do its next packets while the table is unchanged.
 #[inline(always)]
-fn may_insert(settings: *const Settings, now: u64) -> bool {
+pub fn may_insert(settings: *const Settings, now: u64) -> bool {
     // SAFETY: the settings map value, valid while this program runs.
     let limit = unsafe { (*settings).flow_inserts_per_cpu_per_sec };
     if limit == 0 {
@@ -185,12 +198,13 @@ fn maglev_hash(vip: &VipInfo, flow: &FlowKey) -> u32 {
 }
 
 /// The seeded hash of an IPv6 flow: all 128 bits of both addresses count, so clients that
-/// differ only in their interface identifier (the low 64 bits) still spread.
-#[inline(always)]
-fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
+/// differ only in their interface identifier (the low 64 bits) still spread. A call of its
+/// own: its spills would otherwise land in its callers' tight stack (see `ipv6.rs`).
+#[inline(never)]
+pub fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
     flow_hash6(
-        &words(&flow.src_addr),
-        &words(&flow.dst_addr),
+        &xdp_lb_common::ipv6_words(&flow.src_addr),
+        &xdp_lb_common::ipv6_words(&flow.dst_addr),
         flow.src_port_be,
         flow.dst_port_be,
         flow.proto,
@@ -198,21 +212,10 @@ fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
     )
 }
 
-/// An IPv6 address as four words in memory order (what `flow_hash6` mixes).
-#[inline(always)]
-fn words(a: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-    ]
-}
-
 /// The VIP's Maglev choice for a flow of this `hash`: the backend every node with the same
 /// backends picks.
 #[inline(always)]
-fn maglev_choice(vip: &VipInfo, hash: u32) -> Result<(u32, *const BackendInfo), Counter> {
+pub fn maglev_choice(vip: &VipInfo, hash: u32) -> Result<(u32, *const BackendInfo), Counter> {
     // table_size is never 0 when backend_count is not (the agent writes both in one update);
     // the check is for the verifier and for a corrupted map.
     if vip.table_size == 0 {
@@ -269,69 +272,17 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
         .map_err(|_| Counter::PassIcmp)
 }
 
-/// IPv6 DSR flows: as `choose_backend`, in `FLOWS6` and `VIPS6`. IPv6 VIPs have no NAT, allow
-/// and deny lists or source limits yet (the agent's config check refuses them), so the path is
-/// the flow table, then the VIP's Maglev table.
-#[inline(always)]
-pub fn choose_backend6(packet: &Packet6, settings: *const Settings) -> Result<Choice, Counter> {
-    let flow = &packet.flow;
-    if let Some(entry) = FLOWS6.get_ptr(flow) {
-        // SAFETY: a map value pointer from a successful lookup; plain integers.
-        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
-        if let Some(backend) = live_backend(backend_id, flow_vip)? {
-            return Ok(Choice {
-                backend_id,
-                backend,
-                vip_id: flow_vip,
-                new_flow: false,
-                nat: None,
-            });
-        }
-        count(Counter::FlowRehashed);
-    }
-    let vip = vip6(flow).ok_or(Counter::PassNotVip)?;
-    // SAFETY: as above.
-    let vip = unsafe { &*vip };
-    if vip.flags & VIP_F_NAT != 0 {
-        // Never written by the agent (no NAT66 yet); a corrupted map is not forwarded.
-        return Err(Counter::PassNotVip);
-    }
-    if vip.backend_count == 0 {
-        return Err(Counter::DropNoBackend);
-    }
-    let (backend_id, backend) = maglev_choice(vip, maglev_hash6(vip, flow))?;
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if may_insert(settings, now) {
-        let value = FlowValue {
-            backend_id,
-            vip_id: vip.vip_id,
-            created_ns: now,
-            ..FlowValue::default()
-        };
-        // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
-        let _ = FLOWS6.insert(flow, value, 0);
-    } else {
-        count(Counter::FlowNotRecorded);
-    }
-    count(Counter::NewFlow);
-    // SAFETY: a map value pointer from a successful lookup.
-    crate::flow_log::new_flow6(flow, unsafe { (*backend).addr6 }, now);
-    Ok(Choice {
-        backend_id,
-        backend,
-        vip_id: vip.vip_id,
-        new_flow: true,
-        nat: None,
-    })
-}
-
-/// The backend that owns IPv6 `flow` of a DSR VIP, without changing any state (as `owner`).
+/// The backend that owns IPv6 `flow` of a DSR VIP, without changing any state (as `owner`;
+/// a NAT66 flow's error is the kernel's: `PassIcmp`).
 #[inline(always)]
 pub fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
     if let Some(entry) = FLOWS6.get_ptr(flow) {
         // SAFETY: a map value pointer from a successful lookup; plain integers.
-        let (backend_id, flow_vip) = unsafe { ((*entry).backend_id, (*entry).vip_id) };
+        let (backend_id, flow_vip, flow_flags) =
+            unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
+        if flow_flags & FLOW_F_NAT != 0 {
+            return Err(Counter::PassIcmp);
+        }
         if let Ok(Some(backend)) = live_backend(backend_id, flow_vip) {
             return Ok(backend);
         }
@@ -349,7 +300,7 @@ pub fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
 
 /// The IPv6 VIP an IPv6 flow is addressed to, if any.
 #[inline(always)]
-fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
+pub fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
     let key = VipKey6 {
         addr: flow.dst_addr,
         port_be: flow.dst_port_be,

@@ -1,11 +1,13 @@
-//! The xdp-lb data plane: for each TCP frame to a VIP (IPv4, or IPv6 in DSR), choose a backend and forward the
-//! frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
+//! The xdp-lb data plane: for each TCP frame to a VIP (IPv4 or IPv6), choose a backend and
+//! forward the frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
 //! backends' replies back). Everything else goes on to the kernel untouched.
 //!
 //! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
-//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). Off that path, an ICMP
-//! "fragmentation needed" about a DSR flow goes to the flow's backend (`too_big`). Everything that can be precomputed — Maglev tables,
-//! backend MACs and egress interfaces, per-VIP seeds — is precomputed by the agent.
+//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). IPv6 frames take the
+//! same steps in `ipv6.rs`, a call of its own. Off that path, an ICMP "fragmentation needed"
+//! about a DSR flow goes to the flow's backend (`too_big`). Everything that can be
+//! precomputed — Maglev tables, backend MACs and egress interfaces, per-VIP seeds — is
+//! precomputed by the agent.
 // Built for BPF by xdp-lb's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -15,6 +17,7 @@ mod acl;
 mod balance;
 mod flow_log;
 mod forward;
+mod ipv6;
 mod limit;
 mod maps;
 mod nat;
@@ -22,36 +25,48 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use network_types::eth::EthHdr;
 use xdp_lb_common::{Counter, FLOW_F_NAT};
-use xdp_lb_ebpf::parse::{self, Packet6, Parsed};
+use xdp_lb_ebpf::parse::{self, Parsed};
 
 use crate::{
     maps::{BACKEND_STATS, FLOWS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
-    stats::{add_traffic, count},
+    stats::{add_traffic, count, verdict},
 };
 
+/// `ipv4_frame`'s answer for an IPv6 frame: this bit, and the IPv6 header's offset below it.
+const IPV6_AT: u32 = 1 << 8;
+
+/// Each family's path is a function of its own (a BPF-to-BPF call): the verifier allows a
+/// call chain 512 bytes of stack in all, and the two paths inlined into one frame needed more
+/// than that (LLVM does not overlap their stack slots). This frame holds nothing, so each path
+/// has nearly all 512 bytes, and IPv4 frames run the code they ran before IPv6, plus one call.
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
-    match try_xdp_lb(&ctx) {
-        Ok(action) => action,
-        Err(reason) => {
-            count(reason);
-            verdict_for(reason)
-        }
+    let verdict = ipv4_frame(ctx.ctx);
+    if verdict & IPV6_AT != 0 {
+        return ipv6::frame(ctx.ctx, verdict & 0xff);
     }
+    verdict
 }
 
-#[inline(always)]
-fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
-    let packet = match parse::parse(ctx) {
-        Ok(Parsed::V4(packet)) => packet,
-        Ok(Parsed::V6(packet)) => return ipv6(ctx, &packet),
-        Ok(Parsed::TooBig6(flow)) => return too_big6(ctx, &flow),
+/// An IPv4 frame (or any frame that is not IPv6): balanced, or passed or dropped and counted.
+/// An IPv6 frame comes back as `IPV6_AT | offset` for `ipv6::frame`.
+#[inline(never)]
+fn ipv4_frame(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    verdict(match parse::parse(&ctx) {
+        Ok(Parsed::V4(packet)) => ipv4(&ctx, packet),
+        // 14 or 18: below IPV6_AT.
+        Ok(Parsed::Ipv6(l3_off)) => return IPV6_AT | (l3_off as u32 & 0xff),
         // Off the TCP path: ICMP errors about a VIP's packets.
-        Err(Counter::PassNotTcp) => return too_big(ctx),
-        Err(reason) => return Err(reason),
-    };
+        Err(Counter::PassNotTcp) => too_big(&ctx),
+        Err(reason) => Err(reason),
+    })
+}
+
+/// A TCP/IPv4 frame: a backend's reply to a NAT flow, or a client's packet to a VIP.
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
     // Array lookups are inlined by the verifier: a few instructions.
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: a map value pointer (array lookups never fail in range); eth bounds-checked.
@@ -136,33 +151,9 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<u32, Counter> {
     Ok(action)
 }
 
-/// An IPv6 TCP frame: DSR to the backend of its flow (`balance::choose_backend6`). Only the
-/// MACs change, as for IPv4: the backend holds the VIP and answers the client itself.
-#[inline(always)]
-fn ipv6(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
-    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
-    // SAFETY: as in try_xdp_lb.
-    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
-    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
-    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
-        return Err(Counter::PassNotLocalMac);
-    }
-    let forwarded = balance::choose_backend6(packet, settings).and_then(|choice| {
-        forward::forward_dsr(ctx, eth, choice.backend).map(|action| (choice, action))
-    });
-    let (choice, action) = forwarded.inspect_err(|reason| {
-        if !matches!(reason, Counter::PassNotVip) {
-            // An IPv6 VIP packet we could not forward.
-            flow_log::drop6(&packet.flow, *reason);
-        }
-    })?;
-    count_forwarded(&choice, packet.len, action);
-    Ok(action)
-}
-
 /// The VIP's and the backend's traffic counters of a forwarded packet.
 #[inline(always)]
-fn count_forwarded(choice: &balance::Choice, len: u32, action: u32) {
+fn count_forwarded<A>(choice: &balance::Choice<A>, len: u32, action: u32) {
     let tx = action == xdp_action::XDP_TX;
     add_traffic(&VIP_STATS, choice.vip_id, len, choice.new_flow, tx);
     add_traffic(&BACKEND_STATS, choice.backend_id, len, choice.new_flow, tx);
@@ -178,7 +169,7 @@ fn count_forwarded(choice: &balance::Choice, len: u32, action: u32) {
 fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     let icmp = parse::parse_too_big(ctx)?;
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
-    // SAFETY: as in try_xdp_lb.
+    // SAFETY: as in ipv4.
     let (check_mac, local_mac, snat) = unsafe {
         (
             (*settings).check_local_mac,
@@ -208,35 +199,6 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     let action = forward::forward_dsr(ctx, icmp.eth, backend)?;
     count(Counter::IcmpTooBigToBackend);
     Ok(action)
-}
-
-/// Path-MTU discovery for IPv6 (RFC 8201): a Packet Too Big about a packet a DSR backend
-/// sent from an IPv6 VIP goes on to that backend, unchanged but for the MACs (the ICMPv6
-/// checksum covers no MAC). As for IPv4 (`too_big`), the backend is the flow's entry or its
-/// Maglev choice.
-#[inline(always)]
-fn too_big6(ctx: &XdpContext, flow: &xdp_lb_common::FlowKey6) -> Result<u32, Counter> {
-    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
-    // SAFETY: as in try_xdp_lb.
-    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
-    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
-    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
-        return Err(Counter::PassNotLocalMac);
-    }
-    let backend = balance::owner6(flow)?;
-    let action = forward::forward_dsr(ctx, eth, backend)?;
-    count(Counter::IcmpTooBigToBackend);
-    Ok(action)
-}
-
-/// The verdict for a frame we do not forward: `Pass*` reasons go to the kernel, the rest drop.
-#[inline(always)]
-fn verdict_for(reason: Counter) -> u32 {
-    if reason.passes() {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    }
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
-    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue, InsertBudget,
+    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue, FlowValue6, InsertBudget,
     MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings,
     TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
 };
@@ -36,10 +36,12 @@ pub static MAGLEV: Array<u64> =
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// IPv6 flows, as `FLOWS`. The agent sizes it like `FLOWS`; an LRU allocates its entries up
-/// front, so an IPv4-only node pays its memory too (documented in README, "Memory").
+/// IPv6 flows, DSR and NAT66 client directions, as `FLOWS`. Sized by
+/// `agent.flow_table_size_ipv6`; an LRU allocates its entries up front, so an IPv4-only node
+/// pays its memory too (documented in README, "Memory").
 #[map]
-pub static FLOWS6: LruHashMap<FlowKey6, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+pub static FLOWS6: LruHashMap<FlowKey6, FlowValue6> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// NAT reply direction (backend → SNAT address:port), one entry per NAT flow; also the SNAT
 /// port reservations (see `nat.rs`). A plain hash, never evicted behind our back; allocated on
@@ -63,6 +65,32 @@ pub static NAT_EMBRYONIC: LruHashMap<FlowKey, FlowValue> =
 #[map]
 pub static NAT_EMBRYONIC_CLIENT: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// NAT66: the reply directions, half-open flows and their client directions, as `NAT_FLOWS`,
+/// `NAT_EMBRYONIC` and `NAT_EMBRYONIC_CLIENT` are for IPv4. Sized by
+/// `agent.flow_table_size_ipv6`.
+#[map]
+pub static NAT_FLOWS6: HashMap<FlowKey6, FlowValue6> =
+    HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static NAT_EMBRYONIC6: LruHashMap<FlowKey6, FlowValue6> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+#[map]
+pub static NAT_EMBRYONIC_CLIENT6: LruHashMap<FlowKey6, FlowValue6> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// NAT66's scratch keys and entries (see `nat::NatSlots`): one per CPU, used within one
+/// packet. Not pinned: nothing outside the program reads it.
+#[map]
+pub static NAT6_SLOTS: PerCpuArray<crate::nat::NatSlots<FlowKey6>> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// NAT66's `bpf_fib_lookup` parameters, as `NAT6_SLOTS`.
+#[map]
+pub static FIB6_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
 #[map]

@@ -24,6 +24,10 @@
 //! computed once at flow creation (RFC 1624), so a packet costs a few stores, two adds and one
 //! `bpf_fib_lookup` for the next hop (the kernel's routes and neighbours).
 
+// The slots are passed to map calls by reference on purpose: by value (what clippy suggests,
+// as they are `Copy`) they would be copied onto the stack, which the IPv6 path has no room for.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
@@ -32,39 +36,108 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
+    maps::{HashMap, LruHashMap},
     programs::XdpContext,
 };
 use xdp_lb_common::{
     BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY, FlowKey,
-    FlowValue, IPPROTO_TCP, NAT_PORT_PROBES, Settings, csum,
+    FlowKey6, FlowTuple, FlowValueOf, NAT_PORT_PROBES, Settings, csum,
 };
 
 use crate::{
-    maps::{FLOWS, NAT_EMBRYONIC, NAT_EMBRYONIC_CLIENT, NAT_FLOWS},
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    maps::{
+        FIB6_PARAMS, FLOWS, FLOWS6, NAT_EMBRYONIC, NAT_EMBRYONIC_CLIENT, NAT_EMBRYONIC_CLIENT6,
+        NAT_EMBRYONIC6, NAT_FLOWS, NAT_FLOWS6,
+    },
+    parse::{self, Packet, Packet6, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const EEXIST: i32 = 17;
+
+/// A family's NAT maps and SNAT address: the NAT flow logic below is written once over this,
+/// for `FlowKey` (IPv4: `FLOWS`, `NAT_FLOWS`, …) and `FlowKey6` (NAT66: `FLOWS6`,
+/// `NAT_FLOWS6`, …). Monomorphised and inlined, the IPv4 code is what it was before IPv6.
+pub trait NatFamily: FlowTuple + 'static {
+    /// Client directions of established flows (and DSR flows).
+    fn flows() -> &'static LruHashMap<Self, FlowValueOf<Self::Addr>>;
+    /// Reply directions of established NAT flows: the SNAT port reservations.
+    fn nat_flows() -> &'static HashMap<Self, FlowValueOf<Self::Addr>>;
+    /// Half-open flows, reply direction (the port reservation while half-open).
+    fn embryonic() -> &'static LruHashMap<Self, FlowValueOf<Self::Addr>>;
+    /// Half-open flows, client direction.
+    fn embryonic_client() -> &'static LruHashMap<Self, FlowValueOf<Self::Addr>>;
+    /// This family's SNAT address (`Default`, i.e. zero: none configured).
+    fn snat(settings: *const Settings) -> Self::Addr;
+}
+
+impl NatFamily for FlowKey {
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<Self, FlowValueOf<u32>> {
+        &FLOWS
+    }
+    #[inline(always)]
+    fn nat_flows() -> &'static HashMap<Self, FlowValueOf<u32>> {
+        &NAT_FLOWS
+    }
+    #[inline(always)]
+    fn embryonic() -> &'static LruHashMap<Self, FlowValueOf<u32>> {
+        &NAT_EMBRYONIC
+    }
+    #[inline(always)]
+    fn embryonic_client() -> &'static LruHashMap<Self, FlowValueOf<u32>> {
+        &NAT_EMBRYONIC_CLIENT
+    }
+    #[inline(always)]
+    fn snat(settings: *const Settings) -> u32 {
+        // SAFETY: the settings map value, valid while this program runs.
+        unsafe { (*settings).snat_addr_be }
+    }
+}
+
+impl NatFamily for FlowKey6 {
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<Self, FlowValueOf<[u8; 16]>> {
+        &FLOWS6
+    }
+    #[inline(always)]
+    fn nat_flows() -> &'static HashMap<Self, FlowValueOf<[u8; 16]>> {
+        &NAT_FLOWS6
+    }
+    #[inline(always)]
+    fn embryonic() -> &'static LruHashMap<Self, FlowValueOf<[u8; 16]>> {
+        &NAT_EMBRYONIC6
+    }
+    #[inline(always)]
+    fn embryonic_client() -> &'static LruHashMap<Self, FlowValueOf<[u8; 16]>> {
+        &NAT_EMBRYONIC_CLIENT6
+    }
+    #[inline(always)]
+    fn snat(settings: *const Settings) -> [u8; 16] {
+        // SAFETY: as above.
+        unsafe { (*settings).snat_addr6 }
+    }
+}
 
 /// One direction's rewrite, copied out of its flow entry.
 #[derive(Clone, Copy)]
-pub struct Rewrite {
-    pub src_addr_be: u32,
-    pub dst_addr_be: u32,
+pub struct Rewrite<A> {
+    pub src_addr_be: A,
+    pub dst_addr_be: A,
     pub src_port_be: u16,
     pub dst_port_be: u16,
     pub ip_csum_delta: u16,
     pub l4_csum_delta: u16,
     /// The flow entry, to use and refresh its cached next hop (null for a flow's first packet).
-    entry: *mut FlowValue,
+    entry: *mut FlowValueOf<A>,
     /// Ask the FIB even if the entry has a next hop (once a second per flow).
     refresh: bool,
 }
 
-impl Rewrite {
+impl<A: Copy> Rewrite<A> {
     #[inline(always)]
-    fn of(v: &FlowValue, entry: *mut FlowValue, refresh: bool) -> Self {
+    fn of(v: &FlowValueOf<A>, entry: *mut FlowValueOf<A>, refresh: bool) -> Self {
         Self {
             src_addr_be: v.nat_src_addr_be,
             dst_addr_be: v.nat_dst_addr_be,
@@ -74,6 +147,29 @@ impl Rewrite {
             l4_csum_delta: v.l4_csum_delta,
             entry,
             refresh: refresh || v.nh_ifindex == 0,
+        }
+    }
+}
+
+/// The keys and entries the NAT code builds for its map calls. The IPv4 path keeps them on
+/// its stack; the IPv6 path, whose 128-bit addresses make them larger than its stack has room
+/// for (see `ipv6.rs`), in a per-CPU array (`NAT6_SLOTS`). Each probe of `create` reuses the
+/// same slots.
+#[repr(C)]
+pub struct NatSlots<K: FlowTuple> {
+    pub key: K,
+    pub reply: FlowValueOf<K::Addr>,
+    pub forward: FlowValueOf<K::Addr>,
+}
+
+impl<K: FlowTuple> NatSlots<K> {
+    #[inline(always)]
+    pub fn new() -> Self {
+        let zero = K::Addr::default();
+        Self {
+            key: K::tuple(zero, zero, 0, 0),
+            reply: FlowValueOf::default(),
+            forward: FlowValueOf::default(),
         }
     }
 }
@@ -88,7 +184,7 @@ fn now_s() -> u32 {
 /// Records this packet in its flow entry (TCP state and last-seen second) and returns the
 /// entry's rewrite. Writes only when something changed, at most once a second per flow.
 #[inline(always)]
-pub fn touch(entry: *mut FlowValue, tcp_flags: u8) -> Rewrite {
+pub fn touch<A: Copy>(entry: *mut FlowValueOf<A>, tcp_flags: u8) -> Rewrite<A> {
     // SAFETY: a map value pointer from a successful lookup.
     let v = unsafe { &mut *entry };
     let mut flags = v.flags;
@@ -125,25 +221,30 @@ pub fn opens_flow(tcp_flags: u8) -> bool {
 /// established flows' tables. Returns the client direction's rewrite, and
 /// false when this SYN is a retransmission of a flow already half-open.
 #[inline(always)]
-pub fn create(
-    flow: &FlowKey,
+#[allow(clippy::too_many_arguments)] // inlined: the arguments are the caller's values
+pub fn create<K: NatFamily>(
+    slots: &mut NatSlots<K>,
+    flow: &K,
     vip_id: u32,
     backend_id: u32,
+    backend_addr: K::Addr,
     backend: *const BackendInfo,
     settings: *const Settings,
     now_ns: u64,
-) -> Result<(Rewrite, bool), Counter> {
+    reply_sum: u32,
+) -> Result<(Rewrite<K::Addr>, bool), Counter> {
     // SAFETY: map value pointers from successful lookups.
-    let (backend_addr, backend_port) = unsafe { ((*backend).addr_be, (*backend).port_be) };
-    let (snat, port_min, port_max) = unsafe {
+    let backend_port = unsafe { (*backend).port_be };
+    let snat = K::snat(settings);
+    let (port_min, port_max) = unsafe {
         (
-            (*settings).snat_addr_be,
             (*settings).snat_port_min as u32,
             (*settings).snat_port_max as u32,
         )
     };
-    if snat == 0 || port_max < port_min {
-        // The agent always sets these when a NAT VIP exists: the maps are inconsistent.
+    if snat == K::Addr::default() || port_max < port_min {
+        // The agent always sets these when a NAT VIP of this family exists: the maps are
+        // inconsistent.
         return Err(Counter::DropBadBackend);
     }
     let span = port_max - port_min + 1;
@@ -163,18 +264,62 @@ pub fn create(
     // a flood evicted that reservation meanwhile and another flow took the port, the client's
     // ACK fails `promote`'s check and the kernel resets the client, which reconnects.)
     // SAFETY: a map lookup; the value is copied out at once.
-    if let Some(forward) = unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }.copied() {
-        return Ok((Rewrite::of(&forward, core::ptr::null_mut(), true), false));
+    if let Some(forward) = unsafe { K::embryonic_client().get(flow) } {
+        return Ok((Rewrite::of(forward, core::ptr::null_mut(), true), false));
     }
     let half = NAT_PORT_PROBES / 2;
-    let client_port = u16::from_be_bytes(flow.src_port_be.to_ne_bytes()) as u32;
+    let client_port = u16::from_be_bytes(flow.src_port_be().to_ne_bytes()) as u32;
     let mut start = 0;
-    let client = (
-        flow.src_addr_be,
-        flow.dst_addr_be,
-        flow.src_port_be,
-        flow.dst_port_be,
-    );
+    let (client_addr, vip_addr) = (flow.src(), flow.dst());
+    let (client_port_be, vip_port_be) = (flow.src_port_be(), flow.dst_port_be());
+    // Everything of both entries but the SNAT port, written once: the probes below change
+    // only ports and the checksum deltas' port part (which also keeps the 128-bit addresses
+    // of IPv6 out of the loop's registers).
+    // The reply leaves as VIP:port → client:port; the client's packets as SNAT:port → backend.
+    // The client's direction swaps the same four addresses back: its sum is the negation
+    // (one's complement) of the reply's.
+    let forward_sum = !csum::fold(reply_sum) as u32;
+    slots.key = K::tuple(backend_addr, snat, backend_port, 0);
+    slots.reply = FlowValueOf {
+        backend_id,
+        vip_id,
+        created_ns: now_ns,
+        flags: FLOW_F_NAT | FLOW_F_REPLY,
+        last_seen_s,
+        nat_src_addr_be: vip_addr,
+        nat_dst_addr_be: client_addr,
+        nat_src_port_be: vip_port_be,
+        nat_dst_port_be: client_port_be,
+        ip_csum_delta: if K::IP_CHECKSUM {
+            csum::fold(reply_sum)
+        } else {
+            0
+        },
+        l4_csum_delta: 0,
+        nh_ifindex: 0,
+        nh_dmac: [0; 6],
+        nh_smac: [0; 6],
+    };
+    slots.forward = FlowValueOf {
+        backend_id,
+        vip_id,
+        created_ns: now_ns,
+        flags: FLOW_F_NAT,
+        last_seen_s,
+        nat_src_addr_be: snat,
+        nat_dst_addr_be: backend_addr,
+        nat_src_port_be: 0,
+        nat_dst_port_be: backend_port,
+        ip_csum_delta: if K::IP_CHECKSUM {
+            csum::fold(forward_sum)
+        } else {
+            0
+        },
+        l4_csum_delta: 0,
+        nh_ifindex: 0,
+        nh_dmac: [0; 6],
+        nh_smac: [0; 6],
+    };
     for i in 0..NAT_PORT_PROBES {
         let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
             start = client_port - port_min;
@@ -188,41 +333,13 @@ pub fn create(
         };
         let port = (port_min + offset) as u16;
         let snat_port_be = u16::from_ne_bytes(port.to_be_bytes());
-        let reply_key = FlowKey {
-            src_addr_be: backend_addr,
-            dst_addr_be: snat,
-            src_port_be: backend_port,
-            dst_port_be: snat_port_be,
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        };
-        // The reply leaves as VIP:port → client:port.
-        let (ip_delta, l4_delta) = csum::nat_deltas(
-            (backend_addr, snat, backend_port, snat_port_be),
-            (
-                flow.dst_addr_be,
-                flow.src_addr_be,
-                flow.dst_port_be,
-                flow.src_port_be,
-            ),
+        slots.key.set_dst_port_be(snat_port_be);
+        slots.reply.l4_csum_delta = csum::with_ports(
+            reply_sum,
+            (backend_port, snat_port_be),
+            (vip_port_be, client_port_be),
         );
-        let reply = FlowValue {
-            backend_id,
-            vip_id,
-            created_ns: now_ns,
-            flags: FLOW_F_NAT | FLOW_F_REPLY,
-            last_seen_s,
-            nat_src_addr_be: flow.dst_addr_be,
-            nat_dst_addr_be: flow.src_addr_be,
-            nat_src_port_be: flow.dst_port_be,
-            nat_dst_port_be: flow.src_port_be,
-            ip_csum_delta: ip_delta,
-            l4_csum_delta: l4_delta,
-            nh_ifindex: 0,
-            nh_dmac: [0; 6],
-            nh_smac: [0; 6],
-        };
-        match NAT_EMBRYONIC.insert(reply_key, reply, BPF_NOEXIST as u64) {
+        match K::embryonic().insert(&slots.key, &slots.reply, BPF_NOEXIST as u64) {
             Ok(()) => {}
             Err(e) if e == -EEXIST => continue,
             // An LRU insert fails only when the kernel has no memory for the element.
@@ -232,63 +349,58 @@ pub fn create(
         // on another CPU inserts into NAT_FLOWS before it deletes its half-open entry, so one
         // of the two inserts always sees the other.
         // SAFETY: a map lookup; only its presence is used.
-        if unsafe { NAT_FLOWS.get(reply_key) }.is_some() {
-            let _ = NAT_EMBRYONIC.remove(reply_key);
+        if unsafe { K::nat_flows().get(&slots.key) }.is_some() {
+            let _ = K::embryonic().remove(&slots.key);
             continue;
         }
-        let forward = forward_entry(client, &reply_key, backend_id, vip_id, now_ns);
-        if NAT_EMBRYONIC_CLIENT.insert(flow, forward, 0).is_err() {
-            let _ = NAT_EMBRYONIC.remove(reply_key);
+        slots.forward.nat_src_port_be = snat_port_be;
+        slots.forward.l4_csum_delta = csum::with_ports(
+            forward_sum,
+            (client_port_be, vip_port_be),
+            (snat_port_be, backend_port),
+        );
+        if K::embryonic_client()
+            .insert(flow, &slots.forward, 0)
+            .is_err()
+        {
+            let _ = K::embryonic().remove(&slots.key);
             return Err(Counter::DropNatTableFull);
         }
-        return Ok((Rewrite::of(&forward, core::ptr::null_mut(), true), true));
+        return Ok((
+            Rewrite::of(&slots.forward, core::ptr::null_mut(), true),
+            true,
+        ));
     }
     Err(Counter::DropNatPortsExhausted)
 }
 
-/// The client direction's entry of a NAT flow (client → VIP becomes SNAT:port → backend),
-/// from the client's 4-tuple and the flow's reply key.
+/// The addresses' part of a new NAT flow's reply checksum deltas (`create`'s `reply_sum`):
+/// the reply leaves as VIP → client instead of backend → SNAT address. Apart from `create`
+/// for the IPv6 path's stack (see `ipv6.rs`).
 #[inline(always)]
-fn forward_entry(
-    client: (u32, u32, u16, u16),
-    reply_key: &FlowKey,
-    backend_id: u32,
-    vip_id: u32,
-    created_ns: u64,
-) -> FlowValue {
-    let out = (
-        reply_key.dst_addr_be,
-        reply_key.src_addr_be,
-        reply_key.dst_port_be,
-        reply_key.src_port_be,
-    );
-    let (ip_delta, l4_delta) = csum::nat_deltas(client, out);
-    FlowValue {
-        backend_id,
-        vip_id,
-        created_ns,
-        flags: FLOW_F_NAT,
-        last_seen_s: now_s(),
-        nat_src_addr_be: out.0,
-        nat_dst_addr_be: out.1,
-        nat_src_port_be: out.2,
-        nat_dst_port_be: out.3,
-        ip_csum_delta: ip_delta,
-        l4_csum_delta: l4_delta,
-        nh_ifindex: 0,
-        nh_dmac: [0; 6],
-        nh_smac: [0; 6],
-    }
+pub fn reply_addr_sum<K: NatFamily>(
+    flow: &K,
+    backend_addr: &K::Addr,
+    settings: *const Settings,
+) -> u32 {
+    K::addr_sum(
+        (backend_addr, &K::snat(settings)),
+        (&flow.dst(), &flow.src()),
+    )
 }
 
 /// A backend's packet for a half-open flow (its SYN-ACK, or a RST when nothing listens): on
 /// to the client, rewritten. A RST ends the half-open flow.
 #[inline(always)]
-pub fn reply_half_open(reply_key: &FlowKey, embryo: *const FlowValue, tcp_flags: u8) -> Rewrite {
+pub fn reply_half_open<K: NatFamily>(
+    reply_key: &K,
+    embryo: *const FlowValueOf<K::Addr>,
+    tcp_flags: u8,
+) -> Rewrite<K::Addr> {
     // SAFETY: a map value pointer from a successful lookup, copied out at once.
     let e = unsafe { *embryo };
     if tcp_flags & TCP_RST != 0 {
-        let _ = NAT_EMBRYONIC.remove(reply_key);
+        let _ = K::embryonic().remove(reply_key);
     }
     Rewrite::of(&e, core::ptr::null_mut(), true)
 }
@@ -299,45 +411,43 @@ pub fn reply_half_open(reply_key: &FlowKey, embryo: *const FlowValue, tcp_flags:
 /// client's direction to `FLOWS`. Returns the rewrite and the backend id. A spoofed SYN never gets here: its source never sees the
 /// backend's SYN-ACK, so it cannot ACK it.
 #[inline(always)]
-pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
+pub fn promote<K: NatFamily>(
+    slots: &mut NatSlots<K>,
+    flow: &K,
+) -> Result<(Rewrite<K::Addr>, u32), Counter> {
     // SAFETY: a map lookup; the value is copied out at once.
-    let Some(forward) = (unsafe { NAT_EMBRYONIC_CLIENT.get(flow) }).copied() else {
+    let Some(forward) = (unsafe { K::embryonic_client().get(flow) }) else {
         // A connection we do not know (e.g. made on another LB node before a failover): the
         // kernel answers it with a RST. Unless another CPU promoted this very flow between our
         // `FLOWS` miss and here (the client's ACK and its first data race): then it is in
         // `FLOWS` now. The same holds for each early return below.
         return promoted_meanwhile(flow).ok_or(Counter::PassNatNoFlow);
     };
-    let reply_key = FlowKey {
-        src_addr_be: forward.nat_dst_addr_be,
-        dst_addr_be: forward.nat_src_addr_be,
-        src_port_be: forward.nat_dst_port_be,
-        dst_port_be: forward.nat_src_port_be,
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    };
+    slots.forward = *forward;
+    slots.key = K::tuple(
+        slots.forward.nat_dst_addr_be,
+        slots.forward.nat_src_addr_be,
+        slots.forward.nat_dst_port_be,
+        slots.forward.nat_src_port_be,
+    );
     // The port's reservation must still be this flow's: the LRU may have evicted it (a flood)
     // and another flow taken the port since.
     // SAFETY: as above.
-    let Some(reply) = (unsafe { NAT_EMBRYONIC.get(reply_key) }).copied() else {
+    let Some(reply) = (unsafe { K::embryonic().get(&slots.key) }) else {
         return promoted_meanwhile(flow).ok_or(Counter::PassNatNoFlow);
     };
-    if (
-        reply.nat_dst_addr_be,
-        reply.nat_dst_port_be,
-        reply.nat_src_port_be,
-    ) != (flow.src_addr_be, flow.src_port_be, flow.dst_port_be)
+    slots.reply = *reply;
+    if slots.reply.nat_dst_addr_be != flow.src()
+        || slots.reply.nat_dst_port_be != flow.src_port_be()
+        || slots.reply.nat_src_port_be != flow.dst_port_be()
     {
-        let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+        let _ = K::embryonic_client().remove(flow);
         return Err(Counter::PassNatNoFlow);
     }
     let now = now_s();
-    let reply = FlowValue {
-        flags: reply.flags | FLOW_F_ESTABLISHED,
-        last_seen_s: now,
-        ..reply
-    };
-    match NAT_FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64) {
+    slots.reply.flags |= FLOW_F_ESTABLISHED;
+    slots.reply.last_seen_s = now;
+    match K::nat_flows().insert(&slots.key, &slots.reply, BPF_NOEXIST as u64) {
         Ok(()) => {}
         // Another CPU is promoting this flow right now (its `FLOWS` entry may not be there
         // yet: then this packet is dropped and the client sends it again).
@@ -348,30 +458,27 @@ pub fn promote(flow: &FlowKey) -> Result<(Rewrite, u32), Counter> {
         // The half-open flow stays: the client's next ACK tries again.
         Err(_) => return Err(Counter::DropNatTableFull),
     }
-    let forward = FlowValue {
-        last_seen_s: now,
-        ..forward
-    };
-    if FLOWS.insert(flow, forward, 0).is_err() {
+    slots.forward.last_seen_s = now;
+    if K::flows().insert(flow, &slots.forward, 0).is_err() {
         // An LRU insert fails only without memory: undo, the client's next ACK tries again.
-        let _ = NAT_FLOWS.remove(reply_key);
+        let _ = K::nat_flows().remove(&slots.key);
         return Err(Counter::DropNatTableFull);
     }
-    let _ = NAT_EMBRYONIC.remove(reply_key);
-    let _ = NAT_EMBRYONIC_CLIENT.remove(flow);
+    let _ = K::embryonic().remove(&slots.key);
+    let _ = K::embryonic_client().remove(flow);
     Ok((
-        Rewrite::of(&forward, core::ptr::null_mut(), true),
-        forward.backend_id,
+        Rewrite::of(&slots.forward, core::ptr::null_mut(), true),
+        slots.forward.backend_id,
     ))
 }
 
 /// The flow's client-direction entry, if another CPU's promotion has put it in `FLOWS`.
 #[inline(always)]
-fn promoted_meanwhile(flow: &FlowKey) -> Option<(Rewrite, u32)> {
+fn promoted_meanwhile<K: NatFamily>(flow: &K) -> Option<(Rewrite<K::Addr>, u32)> {
     // SAFETY: a map lookup; the value is copied out at once.
-    let forward = unsafe { FLOWS.get(flow) }.copied()?;
+    let forward = unsafe { K::flows().get(flow) }?;
     Some((
-        Rewrite::of(&forward, core::ptr::null_mut(), true),
+        Rewrite::of(forward, core::ptr::null_mut(), true),
         forward.backend_id,
     ))
 }
@@ -379,7 +486,11 @@ fn promoted_meanwhile(flow: &FlowKey) -> Option<(Rewrite, u32)> {
 /// Rewrites addresses, ports and both checksums, then sends the packet to the next hop the
 /// kernel's FIB names: XDP_TX out of the ingress interface, or a redirect to another one.
 #[inline(always)]
-pub fn rewrite_and_route(ctx: &XdpContext, packet: &Packet, rw: &Rewrite) -> Result<u32, Counter> {
+pub fn rewrite_and_route(
+    ctx: &XdpContext,
+    packet: &Packet,
+    rw: &Rewrite<u32>,
+) -> Result<u32, Counter> {
     let (eth, ip, tcp) = (packet.eth, packet.ip, packet.tcp);
     // SAFETY: the parser bounds-checked the whole Ethernet, IPv4 and TCP headers and the frame
     // has not been resized since.
@@ -393,39 +504,120 @@ pub fn rewrite_and_route(ctx: &XdpContext, packet: &Packet, rw: &Rewrite) -> Res
             csum::apply(u16::from_ne_bytes((*tcp).check), rw.l4_csum_delta).to_ne_bytes();
         (u16::from_be_bytes((*ip).tot_len), (*ip).tos)
     };
-
-    let ingress = ctx.ingress_ifindex() as u32;
-    if !rw.refresh && !rw.entry.is_null() {
-        // SAFETY: a map value pointer from this packet's lookup.
-        let (ifindex, dmac, smac) = unsafe {
-            (
-                (*rw.entry).nh_ifindex,
-                (*rw.entry).nh_dmac,
-                (*rw.entry).nh_smac,
-            )
-        };
-        return send(eth, ingress, ifindex, dmac, smac);
+    if let Some(action) = cached_next_hop(ctx, eth, rw) {
+        return action;
     }
     // SAFETY: plain-integer C struct; all-zero is its documented initial state.
     let mut fib: FibParams = unsafe { zeroed() };
     fib.family = AF_INET;
-    fib.l4_protocol = IPPROTO_TCP;
-    fib.sport = rw.src_port_be;
-    fib.dport = rw.dst_port_be;
     fib.__bindgen_anon_1.tot_len = tot_len;
-    fib.ifindex = ingress;
     fib.__bindgen_anon_2.tos = tos;
     fib.__bindgen_anon_3.ipv4_src = rw.src_addr_be;
     fib.__bindgen_anon_4.ipv4_dst = rw.dst_addr_be;
-    // SAFETY: ctx is the program's context and fib a stack struct of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            &mut fib,
-            size_of::<FibParams>() as i32,
-            0,
+    route(ctx, eth, rw, &mut fib)
+}
+
+/// NAT66, first half of what `rewrite_and_route` does for IPv4: rewrites addresses, ports and
+/// the TCP checksum (whose delta covers the addresses through the pseudo-header; IPv6 has no
+/// header checksum). Extension headers are kept as they came. `route6` sends the result; the
+/// IPv6 path calls them apart, for its stack (see `ipv6.rs`).
+#[inline(always)]
+pub fn rewrite6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Result<(), Counter> {
+    // The headers are taken again here (see `Packet6` for why the parser keeps only offsets):
+    // the same bounds the parser checked. The masks keep the offsets provably small for the
+    // verifier, which does not follow scalars through the parser's return value.
+    let ip6: *mut [u8; 40] =
+        parse::ptr_at(ctx, (packet.l3_off & 0x3f) as usize).ok_or(Counter::DropTruncatedIp)?;
+    let tcp: *mut [u8; 20] =
+        parse::ptr_at(ctx, (packet.l4_off & 0x3fff) as usize).ok_or(Counter::DropBadTcpHeader)?;
+    // SAFETY: both pointers were bounds-checked just above.
+    unsafe {
+        let b = ip6 as *mut u8;
+        *(b.add(8) as *mut [u8; 16]) = rw.src_addr_be;
+        *(b.add(24) as *mut [u8; 16]) = rw.dst_addr_be;
+        let [p0, p1] = rw.src_port_be.to_ne_bytes();
+        let [p2, p3] = rw.dst_port_be.to_ne_bytes();
+        (*tcp)[0] = p0;
+        (*tcp)[1] = p1;
+        (*tcp)[2] = p2;
+        (*tcp)[3] = p3;
+        let check = u16::from_ne_bytes([(*tcp)[16], (*tcp)[17]]);
+        let [c0, c1] = csum::apply(check, rw.l4_csum_delta).to_ne_bytes();
+        (*tcp)[16] = c0;
+        (*tcp)[17] = c1;
+    }
+    Ok(())
+}
+
+/// NAT66, second half: sends the rewritten packet to its next hop, the flow entry's cached one
+/// or the kernel's FIB's.
+#[inline(always)]
+pub fn route6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Result<u32, Counter> {
+    let eth: *mut network_types::eth::EthHdr =
+        parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    if let Some(action) = cached_next_hop(ctx, eth, rw) {
+        return action;
+    }
+    let ip6: *const [u8; 8] =
+        parse::ptr_at(ctx, (packet.l3_off & 0x3f) as usize).ok_or(Counter::DropTruncatedIp)?;
+    // The FIB's parameters in this CPU's scratch slot rather than on the IPv6 path's tight
+    // stack (see `ipv6.rs`).
+    let fib = FIB6_PARAMS.get_ptr_mut(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: this CPU's slot, ours while this program runs; plain-integer C struct, for which
+    // all-zero is its documented initial state. ip6 was bounds-checked above.
+    let fib = unsafe {
+        *fib = zeroed();
+        let fib = &mut *fib;
+        fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([(*ip6)[4], (*ip6)[5]]).wrapping_add(40);
+        // Traffic class and flow label: what the FIB's policy routing may match on.
+        fib.__bindgen_anon_2.flowinfo =
+            u32::from_ne_bytes([(*ip6)[0] & 0x0f, (*ip6)[1], (*ip6)[2], (*ip6)[3]]);
+        fib
+    };
+    fib.family = AF_INET6;
+    fib.__bindgen_anon_3.ipv6_src = xdp_lb_common::ipv6_words(&rw.src_addr_be);
+    fib.__bindgen_anon_4.ipv6_dst = xdp_lb_common::ipv6_words(&rw.dst_addr_be);
+    route(ctx, eth, rw, fib)
+}
+
+/// The flow entry's cached next hop, if it has one and this packet need not ask the FIB.
+#[inline(always)]
+fn cached_next_hop<A>(
+    ctx: &XdpContext,
+    eth: *mut network_types::eth::EthHdr,
+    rw: &Rewrite<A>,
+) -> Option<Result<u32, Counter>> {
+    if rw.refresh || rw.entry.is_null() {
+        return None;
+    }
+    // SAFETY: a map value pointer from this packet's lookup.
+    let (ifindex, dmac, smac) = unsafe {
+        (
+            (*rw.entry).nh_ifindex,
+            (*rw.entry).nh_dmac,
+            (*rw.entry).nh_smac,
         )
-    } as u32;
+    };
+    Some(send(eth, ctx.ingress_ifindex() as u32, ifindex, dmac, smac))
+}
+
+/// Asks the kernel's FIB for the rewritten packet's next hop (`fib` has its family, addresses
+/// and length), caches the answer in the flow entry and sends the packet there.
+#[inline(always)]
+fn route<A>(
+    ctx: &XdpContext,
+    eth: *mut network_types::eth::EthHdr,
+    rw: &Rewrite<A>,
+    fib: &mut FibParams,
+) -> Result<u32, Counter> {
+    let ingress = ctx.ingress_ifindex() as u32;
+    fib.l4_protocol = xdp_lb_common::IPPROTO_TCP;
+    fib.sport = rw.src_port_be;
+    fib.dport = rw.dst_port_be;
+    fib.ifindex = ingress;
+    // SAFETY: ctx is the program's context and fib a stack struct of the size passed.
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.ctx as *mut _, fib, size_of::<FibParams>() as i32, 0) } as u32;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {}
         // The kernel resolves the neighbour when it forwards this (already rewritten) packet.
@@ -475,7 +667,7 @@ fn send(
 /// Checksums by delta: the outer and quoted IPv4 headers and the ICMP message
 /// (`csum::quoted_ports_delta`). The kernel forwards the result (NAT needs forwarding on).
 #[inline(always)]
-pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValue) {
+pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValueOf<u32>) {
     // SAFETY: a map value pointer from a successful lookup; the packet pointers were
     // bounds-checked by the parser and the frame has not been resized.
     unsafe {

@@ -45,11 +45,15 @@ pub struct Packet {
     pub len: u32,
 }
 
-/// A well-formed TCP/IPv6 frame. DSR rewrites only its MACs, so no header pointer is kept:
-/// the caller takes the Ethernet header again (verifier constraint: a packet pointer in this
+/// A well-formed TCP/IPv6 frame. No header pointer is kept, only offsets: the caller takes
+/// the headers it writes again with `ptr_at` (verifier constraint: a packet pointer in this
 /// struct, copied out through the `Parsed` enum, was spilled as two 32-bit halves, which the
 /// verifier refuses — "invalid size of register spill").
 pub struct Packet6 {
+    /// Offsets of the IPv6 header and of the TCP header (after any extension headers): for
+    /// NAT66's rewrite.
+    pub l3_off: u32,
+    pub l4_off: u32,
     pub tcp_flags: u8,
     /// The 5-tuple, in network order as carried by the packet.
     pub flow: FlowKey6,
@@ -59,10 +63,18 @@ pub struct Packet6 {
 /// A frame the program balances: the two families take separate paths and maps.
 pub enum Parsed {
     V4(Packet),
-    V6(Packet6),
+    /// An IPv6 frame, its IPv6 header at this offset: parsed by [`parse_ipv6`] on the IPv6
+    /// path, which the program keeps out of line (a BPF-to-BPF call) so the IPv4 path's code
+    /// and stack stay what they were before IPv6.
+    Ipv6(usize),
+}
+
+/// An IPv6 frame the program balances.
+pub enum Parsed6 {
+    Tcp(Packet6),
     /// An ICMPv6 Packet Too Big about a packet a VIP sent (see `too_big6`): the flow it is
     /// about, as the client sent it.
-    TooBig6(FlowKey6),
+    TooBig(FlowKey6),
 }
 
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
@@ -182,7 +194,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
         dst,
     } = match parse_l3(ctx) {
         Ok(l3) => l3,
-        Err(NotV4::Ipv6(l3_off)) => return parse_ipv6(ctx, l3_off),
+        Err(NotV4::Ipv6(l3_off)) => return Ok(Parsed::Ipv6(l3_off)),
         Err(NotV4::Verdict(c)) => return Err(c),
     };
     if proto != IPPROTO_TCP {
@@ -322,7 +334,7 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
 /// and destination options walked, at most `IPV6_MAX_EXT_HEADERS`. A well-formed TCP segment
 /// is a [`Packet6`].
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed, Counter> {
+pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
     let ip6 = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let (version, payload_len, mut next) = unsafe {
@@ -387,7 +399,9 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed, Counter> {
             *(b.add(24) as *const [u8; 16]),
         )
     };
-    Ok(Parsed::V6(Packet6 {
+    Ok(Parsed6::Tcp(Packet6 {
+        l3_off: l3_off as u32,
+        l4_off: off as u32,
         tcp_flags,
         flow: FlowKey6 {
             src_addr,
@@ -416,7 +430,7 @@ fn too_big6(
     ip6: *const [u8; IPV6_HDR_LEN],
     off: usize,
     end: usize,
-) -> Result<Parsed, Counter> {
+) -> Result<Parsed6, Counter> {
     // Type, code, checksum, MTU; then the invoking packet's IPv6 header and 8 bytes of TCP.
     let icmp = ptr_at::<[u8; 8]>(ctx, off).ok_or(Counter::PassIcmp)?;
     let inner = ptr_at::<[u8; IPV6_HDR_LEN]>(ctx, off + 8).ok_or(Counter::PassIcmp)?;
@@ -446,7 +460,7 @@ fn too_big6(
     if inner_src != outer_dst {
         return Err(Counter::PassIcmp);
     }
-    Ok(Parsed::TooBig6(FlowKey6 {
+    Ok(Parsed6::TooBig(FlowKey6 {
         src_addr: inner_dst,
         dst_addr: inner_src,
         src_port_be: dport,

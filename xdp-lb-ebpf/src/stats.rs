@@ -1,6 +1,6 @@
 //! Counting. Per-CPU arrays only: a plain add on this CPU's copy, no atomics, no contention.
 
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray};
 use xdp_lb_common::{Counter, TrafficCounters};
 
 use crate::maps::{COUNTERS, VIP_STATS};
@@ -51,5 +51,27 @@ pub fn count_refused(vip_id: u32, reason: Counter) {
                 _ => (*c).rate_limited += 1,
             }
         }
+    }
+}
+
+/// The verdict of a path: its action, or its reason counted and turned into one.
+#[inline(always)]
+pub fn verdict(result: Result<u32, Counter>) -> u32 {
+    match result {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            verdict_for(reason)
+        }
+    }
+}
+
+/// The verdict for a frame we do not forward: `Pass*` reasons go to the kernel, the rest drop.
+#[inline(always)]
+pub fn verdict_for(reason: Counter) -> u32 {
+    if reason.passes() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
     }
 }

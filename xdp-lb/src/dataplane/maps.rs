@@ -15,7 +15,8 @@ use aya::{
 };
 use xdp_lb_common::{
     AclData, AnyVipKey, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowKey6, FlowLogBudget,
-    FlowValue, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName, map_names,
+    FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
+    map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -25,7 +26,7 @@ pub struct Maps {
     pub(super) vips: HashMap<MapData, VipKey, VipInfo>,
     /// IPv6 VIPs and flows (their ids, tables and backends share the arrays below).
     pub(super) vips6: HashMap<MapData, VipKey6, VipInfo>,
-    pub(super) flows6: HashMap<MapData, FlowKey6, FlowValue>,
+    pub(super) flows6: HashMap<MapData, FlowKey6, FlowValue6>,
     pub(super) backends: Array<MapData, BackendInfo>,
     pub(super) maglev: MaglevArray,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
@@ -35,6 +36,10 @@ pub struct Maps {
     pub(super) nat_embryonic: HashMap<MapData, FlowKey, FlowValue>,
     /// Their client directions (`NAT_EMBRYONIC_CLIENT`).
     pub(super) nat_embryonic_client: HashMap<MapData, FlowKey, FlowValue>,
+    /// The same three for NAT66.
+    pub(super) nat_flows6: HashMap<MapData, FlowKey6, FlowValue6>,
+    pub(super) nat_embryonic6: HashMap<MapData, FlowKey6, FlowValue6>,
+    pub(super) nat_embryonic_client6: HashMap<MapData, FlowKey6, FlowValue6>,
     pub(super) tx_ports: DevMapHash<MapData>,
     /// The VIPs' allow and deny lists (`xdp-lb-ebpf/src/acl.rs`).
     pub(super) acl: LpmTrie<MapData, AclData, u32>,
@@ -114,6 +119,12 @@ impl Maps {
                 map_names::NAT_EMBRYONIC_CLIENT,
                 get(map_names::NAT_EMBRYONIC_CLIENT)?,
             )?,
+            nat_flows6: conv(map_names::NAT_FLOWS6, get(map_names::NAT_FLOWS6)?)?,
+            nat_embryonic6: conv(map_names::NAT_EMBRYONIC6, get(map_names::NAT_EMBRYONIC6)?)?,
+            nat_embryonic_client6: conv(
+                map_names::NAT_EMBRYONIC_CLIENT6,
+                get(map_names::NAT_EMBRYONIC_CLIENT6)?,
+            )?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             acl: conv(map_names::ACL, get(map_names::ACL)?)?,
             vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
@@ -190,7 +201,7 @@ impl Maps {
     }
 
     /// Every IPv6 flow (entries evicted while we read are skipped).
-    pub fn flows6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue)> + '_ {
+    pub fn flows6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue6)> + '_ {
         self.flows6.iter().filter_map(Result::ok)
     }
 

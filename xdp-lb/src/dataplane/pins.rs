@@ -5,7 +5,7 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, Settings,
+    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, FlowValue6, Settings,
     TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
 };
 
@@ -19,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 17] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 20] {
     use std::mem::size_of;
     [
         (
@@ -37,7 +37,25 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 17] {
         (
             map_names::FLOWS6,
             size_of::<FlowKey6>() as u32,
-            size_of::<FlowValue>() as u32,
+            size_of::<FlowValue6>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_FLOWS6,
+            size_of::<FlowKey6>() as u32,
+            size_of::<FlowValue6>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_EMBRYONIC6,
+            size_of::<FlowKey6>() as u32,
+            size_of::<FlowValue6>() as u32,
+            None,
+        ),
+        (
+            map_names::NAT_EMBRYONIC_CLIENT6,
+            size_of::<FlowKey6>() as u32,
+            size_of::<FlowValue6>() as u32,
             None,
         ),
         (
@@ -167,7 +185,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 22] = [
+const MAP_NAMES: [&str; 25] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -182,6 +200,9 @@ const MAP_NAMES: [&str; 22] = [
     map_names::NAT_FLOWS,
     map_names::NAT_EMBRYONIC,
     map_names::NAT_EMBRYONIC_CLIENT,
+    map_names::NAT_FLOWS6,
+    map_names::NAT_EMBRYONIC6,
+    map_names::NAT_EMBRYONIC_CLIENT6,
     map_names::TX_PORTS,
     map_names::ACL,
     map_names::VIP_LIMITS,

@@ -42,7 +42,8 @@ pub(super) fn purge_refused(
 }
 
 /// Removes every flow-table entry (`FLOWS`, and `NAT_FLOWS` and the half-open `NAT_EMBRYONIC*`
-/// for NAT replies and their port reservations) that names one of `backend_ids`. Returns how
+/// for NAT replies and their port reservations; the same for IPv6) that names one of
+/// `backend_ids`. Returns how
 /// many flows (client directions).
 pub(super) fn purge_flows(
     maps: &mut Maps,
@@ -57,14 +58,24 @@ pub(super) fn purge_flows(
         "NAT_EMBRYONIC_CLIENT",
         backend_ids,
     )?;
+    purge_map(&mut maps.nat_flows6, "NAT_FLOWS6", backend_ids)?;
+    purge_map(&mut maps.nat_embryonic6, "NAT_EMBRYONIC6", backend_ids)?;
+    purge_map(
+        &mut maps.nat_embryonic_client6,
+        "NAT_EMBRYONIC_CLIENT6",
+        backend_ids,
+    )?;
     Ok(purged)
 }
 
-fn purge_map<K: aya::Pod>(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, K, xdp_lb_common::FlowValue>,
+fn purge_map<K: aya::Pod, A>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, xdp_lb_common::FlowValueOf<A>>,
     name: &'static str,
     backend_ids: &BTreeSet<u32>,
-) -> Result<usize, ReconcileError> {
+) -> Result<usize, ReconcileError>
+where
+    xdp_lb_common::FlowValueOf<A>: aya::Pod,
+{
     let mut doomed: Vec<K> = Vec::new();
     for entry in map.iter() {
         match entry {

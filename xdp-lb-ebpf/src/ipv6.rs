@@ -1,0 +1,474 @@
+//! How an IPv6 frame is handled: DSR or NAT66 to an IPv6 VIP's backend, a backend's reply to
+//! a NAT66 flow, an ICMPv6 Packet Too Big about a DSR flow.
+//!
+//! The logic is the IPv4 path's (`balance.rs`, `nat.rs`, the same functions where they are
+//! generic); what differs is the shape, for the verifier. A call chain may use 512 bytes of
+//! stack in all, and LLVM overlaps few stack slots of inlined code, so the IPv6 path is a call
+//! of its own (`frame`, called by `xdp_lb` beside the IPv4 path) and every step that needs
+//! much stack is a call of its own below it, each writing its outcome into the caller's
+//! [`Choice`]: the steps' frames are siblings, never nested, so the deepest chain is
+//! `frame` plus one step. Steps return [`Step`]: done, or the counter that says why not.
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
+use network_types::eth::EthHdr;
+use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey6, FlowValue6, Settings, VIP_F_NAT, VipInfo};
+use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
+
+use crate::{
+    balance::{self, Choice},
+    flow_log, forward,
+    maps::{BACKEND_STATS, FLOWS6, NAT_EMBRYONIC6, NAT_FLOWS6, NAT6_SLOTS, SETTINGS, VIP_STATS},
+    nat,
+    stats::{add_traffic, count, verdict},
+};
+
+/// An IPv6 choice: the backend and, for NAT66, the rewrite.
+type Choice6 = Choice<[u8; 16]>;
+
+/// A step's outcome across a call: 0, or `FAILED | counter`. (A `Result` does not cross a
+/// BPF-to-BPF call: the backend returns one register.)
+type Step = u32;
+const DONE: Step = 0;
+const FAILED: Step = 1 << 31;
+/// `flow_hit`: no usable flow entry (not a failure: the VIP decides).
+const MISS: Step = 1 << 30;
+
+#[inline(always)]
+fn step(result: Result<(), Counter>) -> Step {
+    match result {
+        Ok(()) => DONE,
+        Err(reason) => FAILED | reason as u32,
+    }
+}
+
+#[inline(always)]
+fn outcome(step: Step) -> Result<(), Counter> {
+    if step == DONE {
+        return Ok(());
+    }
+    Err(Counter::from_index(step & !FAILED).unwrap_or(Counter::DropBadBackend))
+}
+
+/// The program's context in a call below `xdp_lb`. Read through a volatile load so LLVM cannot
+/// see that a callee only loads `data` and `data_end` from it: it would then pass those two
+/// 32-bit fields instead of the pointer (argument promotion) and zero-extend them in the
+/// callee, a shift of a packet pointer that the verifier refuses ("pointer arithmetic with
+/// <<= operator prohibited").
+#[inline(always)]
+fn context(ctx: *mut xdp_md) -> XdpContext {
+    // SAFETY: a read of a local.
+    XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) })
+}
+
+/// The IPv6 path: the IPv6 header at `l3_off` (14, or 18 behind a VLAN tag). Returns the
+/// frame's verdict, its drops and passes counted.
+#[inline(never)]
+pub fn frame(ctx: *mut xdp_md, l3_off: u32) -> u32 {
+    let ctx = context(ctx);
+    // Not zeroed (LLVM would call a byte-wise memset): `parse` writes what is read after it.
+    let mut packet = MaybeUninit::<Packet6>::uninit();
+    let parsed = parse(ctx.ctx, l3_off, packet.as_mut_ptr());
+    if parsed == TOO_BIG {
+        // SAFETY: `parse` wrote the flow.
+        return too_big(ctx.ctx, unsafe { &raw const (*packet.as_ptr()).flow });
+    }
+    // SAFETY: on DONE `parse` wrote the whole packet.
+    verdict(outcome(parsed).and_then(|()| tcp(&ctx, unsafe { packet.assume_init_ref() })))
+}
+
+/// `parse`: an ICMPv6 Packet Too Big about the flow now in `packet.flow`.
+const TOO_BIG: Step = 1;
+
+/// Parses the frame into `packet` (`parse::parse_ipv6`): DONE for a TCP segment, TOO_BIG for
+/// a Packet Too Big (the flow it is about in `packet.flow`), else why not.
+#[inline(never)]
+fn parse(ctx: *mut xdp_md, l3_off: u32, packet: *mut Packet6) -> Step {
+    let ctx = context(ctx);
+    // The mask shows the verifier the offset's bound.
+    match parse::parse_ipv6(&ctx, (l3_off & 0x3f) as usize) {
+        Ok(Parsed6::Tcp(p)) => {
+            // SAFETY: the caller's stack value, live across this call; written whole.
+            unsafe { packet.write(p) };
+            DONE
+        }
+        Ok(Parsed6::TooBig(flow)) => {
+            // SAFETY: as above; only the flow is read after TOO_BIG.
+            unsafe { (&raw mut (*packet).flow).write(flow) };
+            TOO_BIG
+        }
+        Err(reason) => step(Err(reason)),
+    }
+}
+
+/// A TCP/IPv6 frame: a backend's reply to a NAT66 flow, or a client's packet to an IPv6 VIP.
+#[inline(always)]
+fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: a map value pointer (array lookups never fail in range).
+    let (check_mac, local_mac, snat6, port_min, port_max) = unsafe {
+        (
+            (*settings).check_local_mac,
+            (*settings).local_mac,
+            (*settings).snat_addr6,
+            (*settings).snat_port_min,
+            (*settings).snat_port_max,
+        )
+    };
+    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    // SAFETY: bounds-checked just above.
+    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
+        return Err(Counter::PassNotLocalMac);
+    }
+    let mut choice = Choice6 {
+        backend_id: 0,
+        backend: core::ptr::null(),
+        vip_id: 0,
+        new_flow: false,
+        nat: None,
+    };
+    // A backend's reply to a NAT66 flow: addressed to the SNAT address and a port of its
+    // range, as for IPv4. Other packets to that address (the host's own) go on as usual.
+    let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
+    if snat6 != [0; 16] && packet.flow.dst_addr == snat6 && port >= port_min && port <= port_max {
+        outcome(nat_reply(packet, &mut choice))?;
+    } else {
+        outcome(to_vip(packet, settings, &mut choice)).inspect_err(|reason| {
+            if !matches!(reason, Counter::PassNotVip) {
+                // An IPv6 VIP packet we could not forward.
+                flow_log::drop6(&packet.flow, *reason);
+            }
+        })?;
+    }
+    let action = match &choice.nat {
+        Some(rewrite) => route(ctx.ctx, packet, rewrite),
+        None => forward::forward_dsr(ctx, eth, choice.backend),
+    }
+    .inspect_err(|reason| {
+        if !matches!(reason, Counter::PassNatNoNeighbour | Counter::PassNatMtu) {
+            flow_log::drop6(&packet.flow, *reason);
+        }
+    })?;
+    if choice.new_flow {
+        // Here rather than where the flow is made: that call's stack is the deepest.
+        // SAFETY: a map value pointer (new flows always name their backend); a helper call.
+        let (backend_addr, now) = unsafe { (&(*choice.backend).addr6, bpf_ktime_get_ns()) };
+        flow_log::new_flow6(&packet.flow, backend_addr, now);
+    }
+    let tx = action == xdp_action::XDP_TX;
+    add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow, tx);
+    add_traffic(
+        &BACKEND_STATS,
+        choice.backend_id,
+        packet.len,
+        choice.new_flow,
+        tx,
+    );
+    Ok(action)
+}
+
+/// A client's packet to an IPv6 VIP: its flow's backend (`FLOWS6`), else a new flow or the
+/// promotion of a half-open NAT66 flow, as `balance::choose_backend` does for IPv4. IPv6 VIPs
+/// have no allow and deny lists or source limits yet (the agent's config check refuses them).
+#[inline(always)]
+fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> Step {
+    let hit = flow_hit(packet, choice);
+    if hit != MISS {
+        return hit;
+    }
+    let Some(vip) = balance::vip6(&packet.flow) else {
+        return step(Err(Counter::PassNotVip));
+    };
+    // SAFETY: a map value pointer from a successful lookup.
+    let (flags, backend_count) = unsafe { ((*vip).flags, (*vip).backend_count) };
+    let is_nat = flags & VIP_F_NAT != 0;
+    if is_nat && !nat::opens_flow(packet.tcp_flags) {
+        // Not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
+        // connection we do not know.
+        return promote(packet, vip, choice);
+    }
+    if backend_count == 0 {
+        return step(Err(Counter::DropNoBackend));
+    }
+    if is_nat {
+        // Two calls, for the stack: the backend and the checksum sums, then the flow.
+        let reply_sum = nat_backend(packet, vip, settings, choice);
+        if reply_sum & FAILED != 0 {
+            return reply_sum;
+        }
+        new_nat_flow(packet, vip, settings, choice, reply_sum)
+    } else {
+        new_dsr_flow(packet, vip, settings, choice)
+    }
+}
+
+/// The flow's entry in `FLOWS6`, if it has one whose backend may still carry it. DONE with
+/// `choice` written, else MISS (a DSR flow whose backend went is counted `flow_rehashed`).
+#[inline(never)]
+fn flow_hit(packet: *const Packet6, choice: *mut Choice6) -> Step {
+    // SAFETY: the caller's stack values, live across this call.
+    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let Some(entry) = FLOWS6.get_ptr_mut(packet.flow) else {
+        return MISS;
+    };
+    // SAFETY: a map value pointer from a successful lookup; plain integers.
+    let (backend_id, flow_vip, flow_flags) =
+        unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
+    match balance::live_backend(backend_id, flow_vip) {
+        Ok(Some(backend)) => {
+            choice.backend_id = backend_id;
+            choice.backend = backend;
+            choice.vip_id = flow_vip;
+            choice.new_flow = false;
+            // Field by field, and `nat` only when Some: a whole `Option` stored through a
+            // pointer may copy its undefined payload from registers never written, which
+            // the verifier refuses (`!read_ok`). `frame` starts with None.
+            if flow_flags & FLOW_F_NAT != 0 {
+                choice.nat = Some(nat::touch(entry, packet.tcp_flags));
+            }
+            DONE
+        }
+        Ok(None) => {
+            if flow_flags & FLOW_F_NAT == 0 {
+                // The backend went down, was disabled or removed: re-hash this flow.
+                count(Counter::FlowRehashed);
+            }
+            MISS
+        }
+        Err(reason) => step(Err(reason)),
+    }
+}
+
+/// A new DSR flow: the VIP's Maglev choice, recorded in `FLOWS6`.
+#[inline(never)]
+fn new_dsr_flow(
+    packet: *const Packet6,
+    vip: *const VipInfo,
+    settings: *const Settings,
+    choice: *mut Choice6,
+) -> Step {
+    // SAFETY: the caller's stack values and map value pointers, live across this call.
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let flow = &packet.flow;
+    let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
+    {
+        Ok(b) => b,
+        Err(reason) => return step(Err(reason)),
+    };
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if balance::may_insert(settings, now) {
+        let value = FlowValue6 {
+            backend_id,
+            vip_id: vip.vip_id,
+            created_ns: now,
+            ..FlowValue6::default()
+        };
+        // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
+        let _ = FLOWS6.insert(flow, value, 0);
+    } else {
+        count(Counter::FlowNotRecorded);
+    }
+    count(Counter::NewFlow);
+    choice.backend_id = backend_id;
+    choice.backend = backend;
+    choice.vip_id = vip.vip_id;
+    choice.new_flow = true;
+    DONE
+}
+
+/// A client's SYN to a NAT66 VIP, first step: the VIP's Maglev choice (written into
+/// `choice`) and the addresses' part of the new flow's checksum deltas, returned (below
+/// `FAILED`: a sum of eight 17-bit words fits 21 bits).
+#[inline(never)]
+fn nat_backend(
+    packet: *const Packet6,
+    vip: *const VipInfo,
+    settings: *const Settings,
+    choice: *mut Choice6,
+) -> Step {
+    // SAFETY: as in new_dsr_flow.
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let flow = &packet.flow;
+    let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
+    {
+        Ok(b) => b,
+        Err(reason) => return step(Err(reason)),
+    };
+    choice.backend_id = backend_id;
+    choice.backend = backend;
+    // SAFETY: a map value pointer from a successful lookup.
+    nat::reply_addr_sum(flow, unsafe { &(*backend).addr6 }, settings)
+}
+
+/// A client's SYN to a NAT66 VIP, second step: a half-open flow with its SNAT port to the
+/// backend `nat_backend` chose (`nat::create`).
+#[inline(never)]
+fn new_nat_flow(
+    packet: *const Packet6,
+    vip: *const VipInfo,
+    settings: *const Settings,
+    choice: *mut Choice6,
+    reply_sum: u32,
+) -> Step {
+    // SAFETY: as in new_dsr_flow.
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let flow = &packet.flow;
+    let (backend_id, backend) = (choice.backend_id, choice.backend);
+    // SAFETY: a helper call without preconditions; a map value pointer.
+    let (now, backend_addr) = unsafe { (bpf_ktime_get_ns(), (*backend).addr6) };
+    let Some(slots) = NAT6_SLOTS.get_ptr_mut(0) else {
+        return step(Err(Counter::DropNoSettings));
+    };
+    let created = nat::create(
+        // SAFETY: this CPU's slot, ours while this program runs.
+        unsafe { &mut *slots },
+        flow,
+        vip.vip_id,
+        backend_id,
+        backend_addr,
+        backend,
+        settings,
+        now,
+        reply_sum,
+    );
+    let (rewrite, new_flow) = match created {
+        Ok(r) => r,
+        Err(reason) => return step(Err(reason)),
+    };
+    if new_flow {
+        count(Counter::NewFlow);
+    }
+    choice.backend_id = backend_id;
+    choice.backend = backend;
+    choice.vip_id = vip.vip_id;
+    choice.new_flow = new_flow;
+    choice.nat = Some(rewrite);
+    DONE
+}
+
+/// The client's ACK that completes a half-open NAT66 flow's handshake (`nat::promote`).
+#[inline(never)]
+fn promote(packet: *const Packet6, vip: *const VipInfo, choice: *mut Choice6) -> Step {
+    // SAFETY: as in new_dsr_flow.
+    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let Some(slots) = NAT6_SLOTS.get_ptr_mut(0) else {
+        return step(Err(Counter::DropNoSettings));
+    };
+    // SAFETY: this CPU's slot, ours while this program runs.
+    match nat::promote(unsafe { &mut *slots }, &packet.flow) {
+        Ok((rewrite, backend_id)) => {
+            choice.backend_id = backend_id;
+            choice.backend = core::ptr::null();
+            // SAFETY: a map value pointer.
+            choice.vip_id = unsafe { (*vip).vip_id };
+            choice.new_flow = false;
+            choice.nat = Some(rewrite);
+            DONE
+        }
+        Err(reason) => step(Err(reason)),
+    }
+}
+
+/// A backend's packet to the IPv6 SNAT address: its NAT66 flow's rewrite back to the client
+/// (established, or half-open: the SYN-ACK). Not a flow's: the host's own connection (a
+/// health check), for the kernel.
+#[inline(never)]
+fn nat_reply(packet: *const Packet6, choice: *mut Choice6) -> Step {
+    // SAFETY: the caller's stack values, live across this call.
+    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let (rewrite, vip_id, backend_id) = if let Some(entry) = NAT_FLOWS6.get_ptr_mut(packet.flow) {
+        // SAFETY: a map value pointer from a successful lookup.
+        let ids = unsafe { ((*entry).vip_id, (*entry).backend_id) };
+        (nat::touch(entry, packet.tcp_flags), ids.0, ids.1)
+    } else if let Some(embryo) = NAT_EMBRYONIC6.get_ptr(packet.flow) {
+        // SAFETY: as above.
+        let ids = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
+        let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
+        (rewrite, ids.0, ids.1)
+    } else {
+        return step(Err(Counter::PassNotVip));
+    };
+    choice.backend_id = backend_id;
+    choice.backend = core::ptr::null();
+    choice.vip_id = vip_id;
+    choice.new_flow = false;
+    choice.nat = Some(rewrite);
+    DONE
+}
+
+/// NAT66's rewrite and next hop (`nat::rewrite6`, `nat::route6`), two calls of their own.
+#[inline(always)]
+fn route(
+    ctx: *mut xdp_md,
+    packet: &Packet6,
+    rewrite: &nat::Rewrite<[u8; 16]>,
+) -> Result<u32, Counter> {
+    outcome(rewrite_step(ctx, packet, rewrite))?;
+    let action = route_step(ctx, packet, rewrite);
+    if action & FAILED != 0 {
+        outcome(action)?;
+    }
+    Ok(action)
+}
+
+#[inline(never)]
+fn rewrite_step(
+    ctx: *mut xdp_md,
+    packet: *const Packet6,
+    rewrite: *const nat::Rewrite<[u8; 16]>,
+) -> Step {
+    let ctx = context(ctx);
+    // SAFETY: the caller's stack values, live across this call.
+    let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
+    step(nat::rewrite6(&ctx, packet, rewrite))
+}
+
+/// The verdict (an XDP action), or `FAILED | counter`.
+#[inline(never)]
+fn route_step(
+    ctx: *mut xdp_md,
+    packet: *const Packet6,
+    rewrite: *const nat::Rewrite<[u8; 16]>,
+) -> u32 {
+    let ctx = context(ctx);
+    // SAFETY: the caller's stack values, live across this call.
+    let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
+    match nat::route6(&ctx, packet, rewrite) {
+        Ok(action) => action,
+        Err(reason) => FAILED | reason as u32,
+    }
+}
+
+/// Path-MTU discovery for IPv6 (RFC 8201): a Packet Too Big about a packet a DSR backend
+/// sent from an IPv6 VIP goes on to that backend, unchanged but for the MACs (the ICMPv6
+/// checksum covers no MAC). As for IPv4 (`too_big` in main.rs), the backend is the flow's
+/// entry or its Maglev choice. One about a NAT66 flow goes to the kernel (`PassIcmp`).
+#[inline(never)]
+fn too_big(ctx: *mut xdp_md, flow: *const FlowKey6) -> u32 {
+    let ctx = context(ctx);
+    // SAFETY: the caller's stack value, live across this call.
+    let flow = unsafe { &*flow };
+    verdict(too_big_to_backend(&ctx, flow))
+}
+
+#[inline(always)]
+fn too_big_to_backend(ctx: &XdpContext, flow: &FlowKey6) -> Result<u32, Counter> {
+    let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
+    // SAFETY: a map value pointer.
+    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    // SAFETY: bounds-checked just above.
+    if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
+        return Err(Counter::PassNotLocalMac);
+    }
+    let backend = balance::owner6(flow)?;
+    let action = forward::forward_dsr(ctx, eth, backend)?;
+    count(Counter::IcmpTooBigToBackend);
+    Ok(action)
+}
