@@ -155,7 +155,7 @@ impl Loaded {
             neighbours,
             health,
             local_mac,
-            snat_address: None,
+            snat_address: Default::default(),
             ramps: &state::Ramps::new(),
         });
         Ok(self.reconciler.apply(&desired)?)

@@ -110,17 +110,7 @@ impl DsrTopology {
         // Deprecated (preferred_lft 0), as the VRRP agent adds it: otherwise Linux picks the
         // /128 VIP as the source of the LB's own connections to the subnet (its health
         // checks), whose answers the backends, holding the VIP on lo, keep to themselves.
-        self.lb.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{VIP6}/128"),
-            "dev",
-            "eth0",
-            "nodad",
-            "preferred_lft",
-            "0",
-        ])?;
+        add_vip6_deprecated(&self.lb)?;
         for (i, be) in self.backends.iter().enumerate() {
             add(be, format!("{}/64", backend_addr6(i)), "eth0")?;
             add(be, format!("{VIP6}/128"), "lo")?;
@@ -183,6 +173,23 @@ impl Drop for DsrTopology {
         let _ = xdp_lb::dataplane::remove_pins(&self.pin_dir());
         let _ = std::fs::remove_file(self.control_socket());
     }
+}
+
+/// VIP6 on `lb`'s eth0, deprecated (preferred_lft 0), as the VRRP agent adds it: otherwise
+/// Linux picks the /128 VIP as the source of the LB's own connections to the subnet.
+fn add_vip6_deprecated(lb: &NetNs) -> anyhow::Result<()> {
+    lb.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{VIP6}/128"),
+        "dev",
+        "eth0",
+        "nodad",
+        "preferred_lft",
+        "0",
+    ])
+    .map(drop)
 }
 
 /// A veth pair: `eth0` in `host` with `addr/24`, `port` in `sw` on its bridge br0.
@@ -485,6 +492,11 @@ pub struct NatTopology {
 
 pub const NAT_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
 pub const ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The IPv6 side of the NAT topology (`NatTopology::add_ipv6`): the client's segment is
+/// 2001:2:1::/64, the LB's and backends' 2001:2::/64 (the LB at `LB_ADDR6`, its SNAT
+/// address; the VIP `VIP6`).
+pub const NAT_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x10);
+pub const ROUTER_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 
 impl NatTopology {
     pub fn new(n: usize) -> anyhow::Result<Self> {
@@ -539,6 +551,39 @@ impl NatTopology {
             be.ip(&["route", "add", "default", "via", &ROUTER_ADDR.to_string()])?;
         }
         Ok(topo)
+    }
+
+    /// The same topology over IPv6, beside IPv4: the router routes 2001:2:1::/64 (the
+    /// client) and 2001:2::/64 (LB, backends); the LB holds VIP6 on eth0 (deprecated, as the
+    /// VRRP agent adds it, so it is never the source of the LB's own connections) and forwards
+    /// IPv6 (NAT66's prerequisite, README "NAT mode"). Addresses skip duplicate address
+    /// detection, which would hold them tentative for a second.
+    pub fn add_ipv6(&self) -> anyhow::Result<()> {
+        let add = |ns: &NetNs, addr: String, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+        };
+        let route_via =
+            |ns: &NetNs, via: &str| ns.ip(&["-6", "route", "add", "default", "via", via]);
+        self.router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        add(&self.router, format!("{ROUTER_ADDR6}/64"), "eth0")?;
+        add(&self.router, "2001:2:1::1/64".into(), "r-client")?;
+        add(&self.client, format!("{NAT_CLIENT_ADDR6}/64"), "eth0")?;
+        route_via(&self.client, "2001:2:1::1")?;
+        let t = &self.inner;
+        for key in [
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.eth0.forwarding",
+        ] {
+            t.lb.sysctl(key, "1")?;
+        }
+        add(&t.lb, format!("{LB_ADDR6}/64"), "eth0")?;
+        add_vip6_deprecated(&t.lb)?;
+        route_via(&t.lb, &ROUTER_ADDR6.to_string())?;
+        for (i, be) in t.backends.iter().enumerate() {
+            add(be, format!("{}/64", backend_addr6(i)), "eth0")?;
+            route_via(be, &ROUTER_ADDR6.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn lb(&self) -> &NetNs {

@@ -12,7 +12,7 @@ use std::{
 use xdp_lb_tests::{
     Agent, NatTopology, TcpService, fixtures, http_get, http_get_many, in_netns, require_root,
     service::Transfer,
-    topology::{VIP, backend_addr, xdp_lb_cli_in},
+    topology::{LB_ADDR6, VIP, VIP6, backend_addr, backend_addr6, xdp_lb_cli_in},
 };
 
 const VIP_PORT: u16 = 80;
@@ -207,6 +207,157 @@ fn nat_balances_plain_backends_on_another_subnet_and_port() {
             !log.contains(&format!("{counter}=")),
             "{counter} counted: {log}"
         );
+    }
+    let status = agent.stop().unwrap();
+    assert!(status.success());
+    let log = agent.log_text();
+    assert!(
+        !log.contains("drop_nat_"),
+        "no NAT drops in the final counters: {log}"
+    );
+}
+
+/// NAT66: an IPv6 VIP to plain IPv6 backends on another port, through the same kind of
+/// topology (client behind a router), beside an IPv4 NAT VIP. The SNAT address is the
+/// interface's (`agent.snat_address` unset): the agent picks LB_ADDR6, not the VIP.
+#[test]
+fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
+    require_root!();
+    let topo = NatTopology::new(3).unwrap();
+    topo.add_ipv6().unwrap();
+    let _services = services(&topo);
+    let port = BACKEND_PORT.to_string();
+    let api6 = (0..3).fold(
+        fixtures::vip("api6", VIP6, VIP_PORT)
+            .nat()
+            .check("interval", "500ms"),
+        |vip, i| vip.backend_with(backend_addr6(i), &[("port", &port)]),
+    );
+    let api4 = (0..3).fold(fixtures::vip("api4", VIP, VIP_PORT).nat(), |vip, i| {
+        vip.backend_with(backend_addr(i), &[("port", &port)])
+    });
+    let config = topo
+        .inner
+        .agent_config(&topo.inner.pin_dir())
+        .key("listen", "")
+        .key("snat_port_range", "20000-29999")
+        .vip(api4)
+        .vip(api6)
+        .to_string();
+    let config_path = topo.dir().join("xdp-lb.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut agent = start_agent(&topo, &config_path, "agent.log");
+    agent
+        .wait_for_log(&format!("snat_address={LB_ADDR6}"), Duration::from_secs(1))
+        .expect("the agent picks the interface's IPv6 address as NAT66's source");
+
+    // 300 new IPv6 connections, a third each within ±10 points.
+    const N: usize = 300;
+    let vip6 = SocketAddr::from((VIP6, VIP_PORT));
+    let answers = in_netns(&topo.client.name, move || {
+        http_get_many(vip6, N, Duration::from_secs(3))
+    })
+    .unwrap();
+    let per_backend = assert_all_answered(&answers, N);
+    eprintln!("NAT66: {N} connections answered by {per_backend:?}");
+    for i in 1..=3 {
+        let got = *per_backend.get(&format!("be{i}")).unwrap_or(&0) as f64 / N as f64;
+        assert!(
+            (got - 1.0 / 3.0).abs() <= 0.10,
+            "be{i} answered {:.1}% of {N}, expected 33% ± 10: {per_backend:?}",
+            got * 100.0
+        );
+    }
+    // And IPv4 NAT beside it.
+    let answers = connections(&topo, VIP_PORT, 30);
+    assert_all_answered(&answers, 30);
+
+    // 10 MB each way arrive byte-identical.
+    let ((up_be, up_ok), (down_be, down_ok)) = in_netns(&topo.client.name, move || {
+        let transfer = |seed| Transfer {
+            bytes: TEN_MB,
+            seed,
+            timeout: Duration::from_secs(10),
+        };
+        (
+            transfer(7).upload(vip6).unwrap(),
+            transfer(11).download(vip6).unwrap(),
+        )
+    })
+    .unwrap();
+    assert!(
+        up_ok,
+        "10 MB upload through NAT66 (to {up_be}) arrived corrupted or short"
+    );
+    assert!(
+        down_ok,
+        "10 MB download through NAT66 (from {down_be}) arrived corrupted or short"
+    );
+
+    // Hairpin: a backend connecting to the IPv6 VIP is balanced like any client.
+    let hairpin = in_netns(&topo.backends()[0].name, move || {
+        (0..30)
+            .map(|_| http_get(vip6, Duration::from_secs(3)))
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    let hairpin_backends = assert_all_answered(&hairpin, 30);
+    eprintln!("NAT66 hairpin from be1 answered by {hairpin_backends:?}");
+
+    // The flows, as inspect shows them: SNAT address and port, state, backend port.
+    let flow = in_netns(&topo.client.name, move || {
+        let mut c = xdp_lb_tests::EchoClient::connect(vip6, Duration::from_secs(3)).unwrap();
+        c.round_trip().unwrap();
+        c
+    })
+    .unwrap();
+    let (_, flows, _) = xdp_lb_cli_in(
+        topo.lb(),
+        &[
+            "inspect",
+            "--pin-dir",
+            topo.inner.pin_dir().to_str().unwrap(),
+            "flows",
+            "--vip",
+            "api6",
+            "--limit",
+            "100000",
+        ],
+    )
+    .unwrap();
+    assert!(
+        flows.contains(&format!("[{LB_ADDR6}]:")) && flows.contains("established"),
+        "inspect flows shows the NAT66 binding: {flows}"
+    );
+    assert!(flows.contains(&format!(":{BACKEND_PORT}")), "{flows}");
+    drop(flow);
+    // Status names NAT66's source, and the expiry sweep counts the IPv6 flows by state
+    // (the first sweeps may predate them: polled, bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, status, _) = xdp_lb_cli_in(
+            topo.lb(),
+            &[
+                "status",
+                "--socket",
+                topo.inner.control_socket().to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let nat = &status["nat"];
+        assert_eq!(nat["snat_address_ipv6"], LB_ADDR6.to_string(), "{status}");
+        let live = nat["flows"]["closing"].as_u64().unwrap_or(0)
+            + nat["flows"]["established"].as_u64().unwrap_or(0);
+        if live >= N as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the NAT sweep counts {live} live flows, expected the IPv6 ones too: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     let status = agent.stop().unwrap();
     assert!(status.success());

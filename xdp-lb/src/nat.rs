@@ -5,8 +5,8 @@
 //! `FLOW_F_CLOSING`) and last-seen second in both entries (`xdp-lb-ebpf/src/nat.rs`). The
 //! reply entries live in `NAT_FLOWS`, a plain hash map that nothing evicts: a port reservation
 //! must not vanish while its flow may still send. So the agent walks `NAT_FLOWS` every second
-//! and, for each flow idle longer than the timeout of its state, deletes the client direction
-//! (`FLOWS`) and then the reply direction — after which the port is free again.
+//! (and `NAT_FLOWS6` for NAT66) and, for each flow idle longer than the timeout of its state,
+//! deletes the client direction (`FLOWS`, `FLOWS6`) and then the reply direction — after which the port is free again.
 //!
 //! Timeouts, from the flow's last packet in either direction (like conntrack's):
 //! half-open (SYN seen, no answer yet) `agent.nat_syn_timeout`, established
@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use xdp_lb_common::{FLOW_F_NAT, FlowKey, FlowValue, IPPROTO_TCP, NatState};
+use xdp_lb_common::{FLOW_F_NAT, FlowTuple, FlowValue, FlowValueOf, NatState};
 
 use crate::config::AgentConfig;
 
@@ -59,24 +59,22 @@ pub fn expired(flags: u32, last_seen_s: u32, now_s: u32, timeouts: &Timeouts) ->
 /// direction (`nat_*`: the addresses and ports the packet leaves with), and the other
 /// direction's packets arrive with exactly those, swapped: so the client entry gives the reply
 /// key, and the reply entry gives the client key.
-pub fn other_direction(entry: &FlowValue) -> FlowKey {
-    FlowKey {
-        src_addr_be: entry.nat_dst_addr_be,
-        dst_addr_be: entry.nat_src_addr_be,
-        src_port_be: entry.nat_dst_port_be,
-        dst_port_be: entry.nat_src_port_be,
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    }
+pub fn other_direction<K: FlowTuple>(entry: &FlowValueOf<K::Addr>) -> K {
+    K::tuple(
+        entry.nat_dst_addr_be,
+        entry.nat_src_addr_be,
+        entry.nat_dst_port_be,
+        entry.nat_src_port_be,
+    )
 }
 
 /// Whether the client-direction entry `client` belongs to the binding of `reply_key` (a later
 /// flow of the same client may have replaced it with another port or backend).
-pub fn same_binding(client: &FlowValue, reply_key: &FlowKey) -> bool {
+pub fn same_binding<K: FlowTuple>(client: &FlowValueOf<K::Addr>, reply_key: &K) -> bool {
     client.flags & FLOW_F_NAT != 0
-        && client.nat_src_port_be == reply_key.dst_port_be
-        && client.nat_dst_addr_be == reply_key.src_addr_be
-        && client.nat_dst_port_be == reply_key.src_port_be
+        && client.nat_src_port_be == reply_key.dst_port_be()
+        && client.nat_dst_addr_be == reply_key.src()
+        && client.nat_dst_port_be == reply_key.src_port_be()
 }
 
 /// What one sweep saw and did.
@@ -127,7 +125,7 @@ mod tests {
             nat_dst_port_be: 4,
             ..Default::default()
         };
-        let k = other_direction(&reply);
+        let k: xdp_lb_common::FlowKey = other_direction(&reply);
         assert_eq!(
             (k.src_addr_be, k.dst_addr_be, k.src_port_be, k.dst_port_be),
             (2, 1, 4, 3)

@@ -252,13 +252,28 @@ impl Netlink {
         ifindex: u32,
         exclude: &[Ipv4Addr],
     ) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let exclude: Vec<IpAddr> = exclude.iter().map(|a| IpAddr::V4(*a)).collect();
+        Ok(match self.first_address(ifindex, false, &exclude).await? {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The first address of one family of `ifindex` that is not in `exclude` (IPv6: nor
+    /// link-local), in the kernel's order: NAT's default source address.
+    pub async fn first_address(
+        &self,
+        ifindex: u32,
+        v6: bool,
+        exclude: &[IpAddr],
+    ) -> Result<Option<IpAddr>, NetlinkError> {
         Ok(self
             .addresses(ifindex)
             .await?
             .into_iter()
-            .find_map(|a| match a {
-                IpAddr::V4(a) if !exclude.contains(&a) => Some(a),
-                _ => None,
+            .find(|a| match a {
+                IpAddr::V4(_) => !v6 && !exclude.contains(a),
+                IpAddr::V6(v) => v6 && !v.is_unicast_link_local() && !exclude.contains(a),
             }))
     }
 

@@ -255,9 +255,9 @@ pub struct Inputs<'a> {
     /// The MAC of `agent.interface`: when known, only frames addressed to it are balanced (a
     /// switch floods frames for the VRRP master's MAC to the backup too).
     pub local_mac: Option<[u8; 6]>,
-    /// The SNAT address in use: `agent.snat_address`, or the interface's address the agent
-    /// looked up. Ignored without NAT VIPs.
-    pub snat_address: Option<Ipv4Addr>,
+    /// The SNAT addresses in use, per family: `agent.snat_address`, or the interface's
+    /// addresses the agent looked up. Ignored without NAT VIPs.
+    pub snat_address: crate::config::SnatAddresses,
     /// Backends in slow start.
     pub ramps: &'a Ramps,
 }
@@ -297,8 +297,13 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
     };
     if config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
         state.settings.snat_addr_be = snat_address
-            .or(config.agent.snat_address)
+            .v4
+            .or(config.agent.snat_address.v4)
             .map_or(0, |a| ipv4_be(a.octets()));
+        state.settings.snat_addr6 = snat_address
+            .v6
+            .or(config.agent.snat_address.v6)
+            .map_or([0; 16], |a| a.octets());
         (state.settings.snat_port_min, state.settings.snat_port_max) = config.agent.snat_port_range;
     }
     for vip in &config.vips {
@@ -438,7 +443,7 @@ mod tests {
             neighbours,
             health,
             local_mac: None,
-            snat_address: None,
+            snat_address: Default::default(),
             ramps: &Ramps::new(),
         })
     }
@@ -455,7 +460,10 @@ mod tests {
             neighbours: &BTreeMap::new(),
             health: &Health::new(),
             local_mac: Some(mac),
-            snat_address: Some(snat),
+            snat_address: crate::config::SnatAddresses {
+                v4: Some(snat),
+                v6: None,
+            },
             ramps: &Ramps::new(),
         });
         assert_eq!((s.settings.check_local_mac, s.settings.local_mac), (1, mac));
@@ -473,7 +481,10 @@ mod tests {
             neighbours: &BTreeMap::new(),
             health: &Health::new(),
             local_mac: None,
-            snat_address: Some(snat),
+            snat_address: crate::config::SnatAddresses {
+                v4: Some(snat),
+                v6: None,
+            },
             ramps: &Ramps::new(),
         });
         assert_eq!(
@@ -603,7 +614,7 @@ weight = 3
                 neighbours: &both,
                 health: &Health::new(),
                 local_mac: None,
-                snat_address: None,
+                snat_address: Default::default(),
                 ramps: &ramps,
             });
             let table = &s.vips[&key].table;

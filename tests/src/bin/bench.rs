@@ -760,7 +760,7 @@ fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
                 neighbours: &neighbours,
                 health: &down,
                 local_mac: None,
-                snat_address: None,
+                snat_address: Default::default(),
                 ramps: &xdp_lb::state::Ramps::new(),
             });
             let computed = t.elapsed().as_secs_f64() * 1e3;

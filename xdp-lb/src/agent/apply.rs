@@ -17,7 +17,7 @@ use crate::{
 impl Agent {
     /// Reclaims expired NAT flows (every tick while a NAT VIP is configured).
     pub(super) fn expire_nat(&mut self) {
-        if self.snat_address.is_none() {
+        if !self.snat_address.any() {
             return;
         }
         let timeouts = Timeouts::of(&self.config.agent);

@@ -24,7 +24,6 @@ mod tracking;
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -39,7 +38,7 @@ use xdp_lb_common::{AnyVipKey, Counter};
 pub use self::host_checks::route_warnings;
 use self::{guard::StopGuard, neighbours::Neighbours};
 use crate::{
-    config::{self, Config, ConfigError, XdpMode},
+    config::{self, Config, ConfigError, SnatAddresses, XdpMode},
     control::{self, Command, ControlError, Request, Response},
     dataplane::{AttachMode, Dataplane, DataplaneError, MapSizes, ReconcileError, Reconciler},
     health::{Checker, HealthEvent},
@@ -73,9 +72,9 @@ pub enum AgentError {
     #[error(transparent)]
     Vrrp(#[from] VrrpError),
     #[error(
-        "NAT needs a source address: agent.snat_address is not set and {0} has no IPv4 address"
+        "NAT needs a source address: agent.snat_address has no {1} address and {0} has none either"
     )]
-    NoSnatAddress(String),
+    NoSnatAddress(String, &'static str),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
@@ -109,8 +108,8 @@ struct Agent {
     vrrp: Vec<Instance>,
     /// The MAC of agent.interface: only frames addressed to it are balanced.
     local_mac: Option<[u8; 6]>,
-    /// NAT: the SNAT address in use (agent.snat_address, or the interface's primary address).
-    snat_address: Option<Ipv4Addr>,
+    /// NAT: the SNAT addresses in use, per family (agent.snat_address, or the interface's).
+    snat_address: SnatAddresses,
     nat: NatExpiry,
     /// `[announce]`: the VIP routes the routing engine advertises.
     announcer: Option<Announcer>,
@@ -239,7 +238,7 @@ impl Agent {
             health_transitions: 0,
             vrrp: Vec::new(),
             local_mac: None,
-            snat_address: None,
+            snat_address: SnatAddresses::default(),
             nat: NatExpiry::default(),
             slow_start: Default::default(),
             announcer: None,
@@ -258,7 +257,7 @@ impl Agent {
                 .filter(|m| *m != [0; 6]);
         }
         self.snat_address = nat_setup::snat_address(&self.netlink, &self.config).await?;
-        if self.snat_address.is_some() {
+        if self.snat_address.any() {
             nat_setup::check_sysctls(&self.config);
         }
         let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;

@@ -1,56 +1,77 @@
 //! What NAT needs from the host before it forwards: a source address, and kernel settings the
 //! agent checks (and names the fix for) but does not change behind the operator's back.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::AgentError;
 use crate::{
-    config::{Config, Forwarding},
+    config::{Config, Forwarding, SnatAddresses},
     netlink::{self, Netlink},
 };
 
-/// The SNAT address `config` needs: None without NAT VIPs; else agent.snat_address, or the
-/// first IPv4 address of agent.interface that is not a VIP.
+/// The SNAT addresses `config` needs, per family: none for a family without NAT VIPs; else
+/// that family's `agent.snat_address`, or the first address of that family of
+/// agent.interface that is not a VIP or VRRP address (IPv6: not link-local either).
 pub(super) async fn snat_address(
     netlink: &Netlink,
     config: &Config,
-) -> Result<Option<Ipv4Addr>, AgentError> {
-    if !config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
-        return Ok(None);
-    }
-    if let Some(a) = config.agent.snat_address {
-        return Ok(Some(a));
-    }
+) -> Result<SnatAddresses, AgentError> {
+    let nat_vips = || {
+        config
+            .vips
+            .iter()
+            .filter(|v| v.forwarding == Forwarding::Nat)
+    };
+    let (needs_v4, needs_v6) = (
+        nat_vips().any(|v| v.address.is_ipv4()),
+        nat_vips().any(|v| v.address.is_ipv6()),
+    );
+    let configured = config.agent.snat_address;
+    let mut out = SnatAddresses::default();
     let interface = &config.agent.interface;
-    let mut exclude: Vec<Ipv4Addr> = config
+    let exclude: Vec<IpAddr> = config
         .vips
         .iter()
-        .filter_map(|v| match v.address {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        })
+        .map(|v| v.address)
+        .chain(
+            config
+                .vrrp
+                .iter()
+                .flat_map(|v| v.virtual_addresses.iter().map(|(a, _)| *a)),
+        )
         .collect();
-    exclude.extend(
-        config
-            .vrrp
-            .iter()
-            .flat_map(|v| v.virtual_addresses.iter())
-            .filter_map(|(a, _)| match a {
-                std::net::IpAddr::V4(a) => Some(*a),
-                std::net::IpAddr::V6(_) => None,
-            }),
-    );
-    let found = match netlink::ifindex(interface) {
-        Some(ifindex) => netlink.primary_ipv4(ifindex, &exclude).await?,
-        None => None,
-    };
-    match found {
-        Some(a) => {
-            tracing::info!(snat_address = %a, interface = %interface, "NAT: connections to backends use the interface's address (agent.snat_address unset)");
-            Ok(Some(a))
+    let ifindex = netlink::ifindex(interface);
+    let found = async |family_v6: bool| -> Result<Option<IpAddr>, AgentError> {
+        match ifindex {
+            Some(ifindex) => Ok(netlink.first_address(ifindex, family_v6, &exclude).await?),
+            None => Ok(None),
         }
-        None => Err(AgentError::NoSnatAddress(interface.clone())),
+    };
+    if needs_v4 {
+        out.v4 = match configured.v4 {
+            Some(a) => Some(a),
+            None => match found(false).await? {
+                Some(IpAddr::V4(a)) => {
+                    tracing::info!(snat_address = %a, interface = %interface, "NAT: connections to IPv4 backends use the interface's address (agent.snat_address has none)");
+                    Some(a)
+                }
+                _ => return Err(AgentError::NoSnatAddress(interface.clone(), "IPv4")),
+            },
+        };
     }
+    if needs_v6 {
+        out.v6 = match configured.v6 {
+            Some(a) => Some(a),
+            None => match found(true).await? {
+                Some(IpAddr::V6(a)) => {
+                    tracing::info!(snat_address = %a, interface = %interface, "NAT: connections to IPv6 backends use the interface's address (agent.snat_address has none)");
+                    Some(a)
+                }
+                _ => return Err(AgentError::NoSnatAddress(interface.clone(), "IPv6")),
+            },
+        };
+    }
+    Ok(out)
 }
 
 /// Says which kernel settings NAT relies on are missing and what each one breaks.
@@ -65,6 +86,16 @@ pub(super) fn check_sysctls(config: &Config) {
     if read(&forwarding) != "1" {
         tracing::warn!(
             "NAT: IPv4 forwarding is off on {iface}: NAT packets are dropped (counter drop_nat_forwarding_disabled); fix: sysctl -w net.ipv4.conf.{iface}.forwarding=1"
+        );
+    }
+    let nat6 = config
+        .vips
+        .iter()
+        .any(|v| v.forwarding == Forwarding::Nat && v.address.is_ipv6());
+    let forwarding6 = format!("/proc/sys/net/ipv6/conf/{iface}/forwarding");
+    if nat6 && read(&forwarding6) != "1" {
+        tracing::warn!(
+            "NAT66: IPv6 forwarding is off on {iface}: IPv6 NAT packets are dropped (counter drop_nat_forwarding_disabled); fix: sysctl -w net.ipv6.conf.{iface}.forwarding=1 (which also stops the interface from taking router advertisements unless accept_ra=2)"
         );
     }
     let accept_local = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");

@@ -45,7 +45,7 @@ impl Agent {
             Ok(a) => a,
             Err(err) => return reject(err.to_string()),
         };
-        if snat_address.is_some() && self.snat_address.is_none() {
+        if snat_address.any() && !self.snat_address.any() {
             nat_setup::check_sysctls(&new);
         }
         let old_snat = std::mem::replace(&mut self.snat_address, snat_address);

@@ -82,8 +82,9 @@ impl Agent {
             pin_dir: self.config.agent.pin_dir.clone(),
             health_transitions: self.health_transitions,
             vips,
-            nat: self.snat_address.map(|a| NatStatus {
-                snat_address: a,
+            nat: self.snat_address.any().then(|| NatStatus {
+                snat_address: self.snat_address.v4,
+                snat_address_ipv6: self.snat_address.v6,
                 snat_port_range: format!("{lo}-{hi}"),
                 flows: self
                     .nat

@@ -140,9 +140,9 @@ pub struct AgentConfig {
     pub flow_log_rate: u32,
     /// DSR flow-table inserts per CPU per second (0: no cap).
     pub flow_insert_rate: u32,
-    /// NAT: the source address of connections to backends; None: the primary IPv4 address of
-    /// `interface`, looked up at start.
-    pub snat_address: Option<Ipv4Addr>,
+    /// NAT: the source address of connections to backends, one per family; a family without
+    /// one takes the first address of that family of `interface`, looked up at start.
+    pub snat_address: SnatAddresses,
     /// NAT: the source ports of connections to backends (inclusive).
     pub snat_port_range: (u16, u16),
     /// NAT flow expiry, measured from the flow's last packet: half-open (only the SYN seen),
@@ -155,6 +155,20 @@ pub struct AgentConfig {
 /// Default `agent.flow_table_size_ipv6`: 65536 entries, about 10 MB of kernel memory that an
 /// IPv4-only node pays too (an LRU map is allocated up front).
 pub const DEFAULT_FLOW_TABLE_SIZE_IPV6: u32 = 1 << 16;
+
+/// `agent.snat_address`: NAT's source address for each family (None: the interface's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SnatAddresses {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
+impl SnatAddresses {
+    /// Whether either family has one.
+    pub fn any(&self) -> bool {
+        self.v4.is_some() || self.v6.is_some()
+    }
+}
 
 /// Default `agent.snat_port_range`.
 pub const DEFAULT_SNAT_PORT_RANGE: (u16, u16) = (20000, 59999);

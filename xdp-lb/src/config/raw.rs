@@ -1,11 +1,7 @@
 //! The file as written: serde structs that mirror the TOML and keep the position (`Spanned`)
 //! of every value a later check may complain about. Unknown keys and wrong types fail here.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -96,7 +92,7 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) flow_insert_rate: Option<Spanned<i64>>,
     #[serde(default)]
-    pub(super) snat_address: Option<Spanned<Ipv4Addr>>,
+    pub(super) snat_address: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     pub(super) snat_port_range: Option<Spanned<String>>,
     #[serde(default, with = "spanned_duration")]
@@ -206,3 +202,12 @@ mod spanned_duration {
 }
 
 // ---- entry points ---------------------------------------------------------------------------
+
+/// A key that takes one value or a list of them (`agent.snat_address`: one address, or one per
+/// family).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}

@@ -49,13 +49,13 @@ weight = 2
             "defaults to the VIP's port"
         );
         assert_eq!(c.vips[0].backends[1].port, 8443);
-        assert_eq!(c.agent.snat_address, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(c.agent.snat_address.v4, Some("198.18.0.2".parse().unwrap()));
         assert_eq!(c.agent.snat_port_range, (30000, 30999));
         assert_eq!(c.agent.nat_established_timeout, Duration::from_secs(7200));
         assert_eq!(c.agent.nat_syn_timeout, Duration::from_secs(10));
         assert_eq!(c.agent.nat_closing_timeout, Duration::from_secs(10));
         let dsr = parse_str(GOOD).unwrap();
-        assert_eq!(dsr.agent.snat_address, None);
+        assert!(!dsr.agent.snat_address.any());
         assert_eq!(dsr.agent.snat_port_range, DEFAULT_SNAT_PORT_RANGE);
     }
 
@@ -193,6 +193,13 @@ weight = 2
                 7,
                 "agent.snat_address",
                 "cannot be a source address",
+            ),
+            (
+                "flow_table_size = 1048576",
+                "flow_table_size = 1048576\nsnat_address = [\"198.18.0.2\", \"198.18.0.3\"]",
+                7,
+                "agent.snat_address",
+                "two IPv4 addresses: give at most one per family",
             ),
             (
                 "flow_table_size = 1048576",
@@ -835,11 +842,6 @@ address = "2001:2::12"
         let cases = [
             (
                 "port = 80\n\n[[vip.backend]]\naddress = \"2001",
-                "port = 80\nforwarding = \"nat\"\n\n[[vip.backend]]\naddress = \"2001",
-                "vip[1].forwarding",
-            ),
-            (
-                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
                 "port = 80\nallow = [\"2001:2::/48\"]\n\n[[vip.backend]]\naddress = \"2001",
                 "vip[1].allow[0]",
             ),
@@ -858,6 +860,48 @@ address = "2001:2::12"
             let e = err(from, to);
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
             assert_eq!(e.line, Some(17), "{e}");
+        }
+    }
+
+    #[test]
+    fn nat66_takes_an_snat_address_per_family() {
+        let text = DUAL
+            .replacen(
+                "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\nforwarding = \"nat\"\n\n[[vip.backend]]\naddress = \"2001",
+                1,
+            )
+            .replace(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsnat_address = [\"198.18.0.2\", \"2001:2::2\"]",
+            );
+        let c = parse(Path::new("test.toml"), &text).unwrap();
+        assert_eq!(c.vips[1].forwarding, Forwarding::Nat);
+        assert_eq!(c.agent.snat_address.v4, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(c.agent.snat_address.v6, Some("2001:2::2".parse().unwrap()));
+        // One string of either family is the short form.
+        let one = DUAL.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nsnat_address = \"2001:2::2\"",
+        );
+        let c = parse(Path::new("test.toml"), &one).unwrap();
+        assert_eq!(c.agent.snat_address.v4, None);
+        assert_eq!(c.agent.snat_address.v6, Some("2001:2::2".parse().unwrap()));
+        for (value, why) in [
+            ("[\"2001:2::2\", \"2001:2::3\"]", "one per family"),
+            ("[\"198.18.0.2\", \"198.18.0.3\"]", "one per family"),
+            ("\"fe80::2\"", "link-local"),
+            ("\"::1\"", "loopback"),
+            ("\"2001:2::2/64\"", "not an IP address"),
+        ] {
+            let text = DUAL.replace(
+                "interface = \"eth0\"",
+                &format!("interface = \"eth0\"\nsnat_address = {value}"),
+            );
+            let e = parse(Path::new("test.toml"), &text).expect_err(value);
+            assert_eq!(e.key.as_deref(), Some("agent.snat_address"), "{e}");
+            assert_eq!(e.line, Some(4), "{e}");
+            assert!(e.to_string().contains(why), "{value}: {e}");
         }
     }
 

@@ -10,7 +10,7 @@ use xdp_lb_common::{
 use super::{
     AgentConfig, BackendConfig, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
-    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SourceLimit, VipConfig, XdpMode,
+    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SnatAddresses, SourceLimit, VipConfig, XdpMode,
     announce::announce,
     health_check::health_check,
     place::{Place, is_prime, nat_timeout, port_range, ranged, valid_interface, valid_name},
@@ -90,22 +90,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             Some(v) => ranged(place, v, "agent.flow_log_rate", 1..=1_000_000)?,
             None => 1000,
         },
-        snat_address: match &raw_agent.snat_address {
-            Some(a)
-                if a.get_ref().is_unspecified()
-                    || a.get_ref().is_multicast()
-                    || a.get_ref().is_broadcast()
-                    || a.get_ref().is_loopback() =>
-            {
-                return Err(place.at(
-                    a,
-                    "agent.snat_address",
-                    format!("{} cannot be a source address", a.get_ref()),
-                ));
-            }
-            Some(a) => Some(*a.get_ref()),
-            None => None,
-        },
+        snat_address: snat_addresses(place, &raw_agent.snat_address)?,
         snat_port_range: match &raw_agent.snat_port_range {
             Some(r) => port_range(place, r, "agent.snat_port_range")?,
             None => DEFAULT_SNAT_PORT_RANGE,
@@ -459,6 +444,42 @@ fn source_limit(
     }))
 }
 
+/// `agent.snat_address`: one address, or a list of at most one per family.
+fn snat_addresses(
+    place: &Place<'_>,
+    raw: &Option<toml::Spanned<super::raw::OneOrMany>>,
+) -> Result<SnatAddresses, ConfigError> {
+    const KEY: &str = "agent.snat_address";
+    let Some(raw) = raw else {
+        return Ok(SnatAddresses::default());
+    };
+    let list: Vec<&String> = match raw.get_ref() {
+        super::raw::OneOrMany::One(a) => vec![&a],
+        super::raw::OneOrMany::Many(v) => v.iter().collect(),
+    };
+    let mut out = SnatAddresses::default();
+    for text in list {
+        let a: IpAddr = text
+            .parse()
+            .map_err(|_| place.at(raw, KEY, format!("{text:?} is not an IP address")))?;
+        if let Some(why) = unusable(a, true) {
+            return Err(place.at(raw, KEY, format!("{a} cannot be a source address: {why}")));
+        }
+        let taken = match a {
+            IpAddr::V4(v4) => out.v4.replace(v4).is_some(),
+            IpAddr::V6(v6) => out.v6.replace(v6).is_some(),
+        };
+        if taken {
+            return Err(place.at(
+                raw,
+                KEY,
+                format!("two {} addresses: give at most one per family", family(a)),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Why `a` cannot be a VIP (or, `backend`, a backend's) address, if it cannot.
 fn unusable(a: IpAddr, backend: bool) -> Option<&'static str> {
     match a {
@@ -481,22 +502,14 @@ fn family(a: IpAddr) -> &'static str {
     if a.is_ipv6() { "IPv6" } else { "IPv4" }
 }
 
-/// What IPv6 VIPs cannot have yet: NAT66, allow and deny lists and per-source limits (the
-/// data plane's IPv6 path is DSR only; README, "Known limits"). Refused rather than ignored.
+/// What IPv6 VIPs cannot have yet: allow and deny lists and per-source limits (the data
+/// plane's IPv6 path has no ACL or source buckets yet; README, "Known limits"). Refused rather
+/// than ignored.
 fn ipv6_limits(
     place: &Place<'_>,
     rv: &super::raw::RawVip,
     key: &dyn Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
-    if let Some(f) = &rv.forwarding
-        && *f.get_ref() == Forwarding::Nat
-    {
-        return Err(place.at(
-            f,
-            key("forwarding"),
-            "IPv6 VIPs forward by DSR only for now (NAT66 is not implemented yet)",
-        ));
-    }
     if let Some(a) = rv.allow.first() {
         return Err(place.at(a, key("allow[0]"), "IPv6 VIPs take no allow list yet"));
     }

@@ -223,6 +223,19 @@ impl Maps {
         self.nat_flows.get(key, 0).ok()
     }
 
+    /// NAT66's reply-direction entries, half-open flows and one reply entry, as above.
+    pub fn nat_flows6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue6)> + '_ {
+        self.nat_flows6.iter().filter_map(Result::ok)
+    }
+
+    pub fn nat_embryonic6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue6)> + '_ {
+        self.nat_embryonic6.iter().filter_map(Result::ok)
+    }
+
+    pub fn nat_flow6(&self, key: &FlowKey6) -> Option<FlowValue6> {
+        self.nat_flows6.get(key, 0).ok()
+    }
+
     /// The data plane's switches as the agent last wrote them.
     pub fn settings(&self) -> Option<Settings> {
         self.settings.get(&0, 0).ok()

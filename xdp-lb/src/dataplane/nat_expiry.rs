@@ -1,14 +1,26 @@
-//! The reconciler's NAT expiry walk: reads `NAT_FLOWS` in bulk, decides each flow by the rules
+//! The reconciler's NAT expiry walk, for each family: reads `NAT_FLOWS` (`NAT_FLOWS6`) in bulk, decides each flow by the rules
 //! in `crate::nat`, and deletes the expired flows' two entries (client side first); then the
 //! half-open flows (`NAT_EMBRYONIC`, `NAT_EMBRYONIC_CLIENT`) older than `nat_syn_timeout`.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
-use aya::maps::{IterableMap as _, MapData, MapError};
-use xdp_lb_common::{FlowKey, FlowValue, NatState};
+use aya::{
+    Pod,
+    maps::{HashMap, IterableMap as _, MapData, MapError},
+};
+use xdp_lb_common::{FlowTuple, FlowValue, FlowValueOf, NatState};
 
 use super::Maps;
 use crate::nat::{Sweep, Timeouts, expired, other_direction, same_binding};
+
+/// One family's NAT maps: client directions, reply directions, half-open flows and their
+/// client directions.
+struct Family<'a, K, A> {
+    flows: &'a HashMap<MapData, K, FlowValueOf<A>>,
+    nat_flows: &'a HashMap<MapData, K, FlowValueOf<A>>,
+    embryonic: &'a HashMap<MapData, K, FlowValueOf<A>>,
+    embryonic_client: &'a HashMap<MapData, K, FlowValueOf<A>>,
+}
 
 /// Reclaims expired NAT flows. Called by the reconciler (the maps' one writer).
 ///
@@ -22,14 +34,42 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
     for state in [NatState::SynSent, NatState::Established, NatState::Closing] {
         out.live.insert(state.name(), 0);
     }
+    let v4 = Family {
+        flows: &maps.flows,
+        nat_flows: &maps.nat_flows,
+        embryonic: &maps.nat_embryonic,
+        embryonic_client: &maps.nat_embryonic_client,
+    };
+    sweep_family(&v4, timeouts, now_s, &mut out)?;
+    let v6 = Family {
+        flows: &maps.flows6,
+        nat_flows: &maps.nat_flows6,
+        embryonic: &maps.nat_embryonic6,
+        embryonic_client: &maps.nat_embryonic_client6,
+    };
+    sweep_family(&v6, timeouts, now_s, &mut out)?;
+    Ok(out)
+}
+
+fn sweep_family<K, A>(
+    maps: &Family<'_, K, A>,
+    timeouts: &Timeouts,
+    now_s: u32,
+    out: &mut Sweep,
+) -> Result<(), MapError>
+where
+    K: FlowTuple<Addr = A> + Pod + Default,
+    A: Copy + PartialEq + Default,
+    FlowValueOf<A>: Pod + Default,
+{
     let shortest = timeouts
         .syn
         .min(timeouts.established)
         .min(timeouts.closing)
         .as_secs()
         .max(1);
-    let entries = read_all(maps.nat_flows.map())?;
-    let mut doomed: Vec<(FlowKey, Option<FlowKey>)> = Vec::new();
+    let entries: Vec<(K, FlowValueOf<A>)> = read_all(maps.nat_flows.map())?;
+    let mut doomed: Vec<(K, Option<K>)> = Vec::new();
     for (reply_key, reply) in entries {
         if (now_s.saturating_sub(reply.last_seen_s) as u64) <= shortest {
             // Alive whatever the client side says. Counted by the reply side's state.
@@ -38,7 +78,7 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
                 .or_default() += 1;
             continue;
         }
-        let client_key = other_direction(&reply);
+        let client_key: K = other_direction(&reply);
         let client = maps
             .flows
             .get(&client_key, 0)
@@ -60,7 +100,7 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
     // reuses its port sends a SYN on its closing flow, which reopens it). Deleting it now
     // would reset that new connection at its next packet, so each doomed flow is looked at
     // again, alone, right before the deletes; what changed is left for the next sweep.
-    let doomed: Vec<(FlowKey, Option<FlowKey>)> = doomed
+    let doomed: Vec<(K, Option<K>)> = doomed
         .into_iter()
         .filter_map(|(reply_key, client_key)| {
             let reply = maps.nat_flows.get(&reply_key, 0).ok()?;
@@ -89,15 +129,15 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
         .collect();
     // The client directions first: a packet racing the sweep then misses the flow (and is
     // reset by the kernel) rather than using a binding whose port is about to be reused.
-    let clients: Vec<FlowKey> = doomed.iter().filter_map(|(_, c)| *c).collect();
+    let clients: Vec<K> = doomed.iter().filter_map(|(_, c)| *c).collect();
     delete_all(maps.flows.map(), &clients);
-    let replies: Vec<FlowKey> = doomed.iter().map(|(r, _)| *r).collect();
+    let replies: Vec<K> = doomed.iter().map(|(r, _)| *r).collect();
     out.reclaimed = delete_all(maps.nat_flows.map(), &replies) as u64;
 
     // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
     // answered within `nat_syn_timeout` give their ports back now rather than at the next
     // eviction.
-    let embryos = read_all(maps.nat_embryonic.map())?;
+    let embryos: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic.map())?;
     let mut stale = Vec::new();
     for (key, embryo) in embryos {
         if expired(embryo.flags, embryo.last_seen_s, now_s, timeouts) {
@@ -106,16 +146,16 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
             *out.live.entry(NatState::SynSent.name()).or_default() += 1;
         }
     }
-    out.reclaimed += delete_all(maps.nat_embryonic.map(), &stale) as u64;
+    out.reclaimed += delete_all(maps.embryonic.map(), &stale) as u64;
     // Their client directions by the same rule (not counted again: one flow, two entries).
-    let clients = read_all(maps.nat_embryonic_client.map())?;
-    let stale: Vec<FlowKey> = clients
+    let clients: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic_client.map())?;
+    let stale: Vec<K> = clients
         .into_iter()
         .filter(|(_, c)| expired(c.flags, c.last_seen_s, now_s, timeouts))
         .map(|(k, _)| k)
         .collect();
-    delete_all(maps.nat_embryonic_client.map(), &stale);
-    Ok(out)
+    delete_all(maps.embryonic_client.map(), &stale);
+    Ok(())
 }
 
 /// `bpf_attr` for the BPF_MAP_*_BATCH commands (include/uapi/linux/bpf.h, `batch`).
@@ -152,7 +192,7 @@ fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
     }
 }
 
-fn read_all(map: &MapData) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+fn read_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> Result<Vec<(K, V)>, MapError> {
     lookup_all(map).map_err(|io_error| {
         MapError::SyscallError(aya::sys::SyscallError {
             call: "bpf_map_lookup_batch",
@@ -162,7 +202,7 @@ fn read_all(map: &MapData) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
 }
 
 /// Every entry of a flow hash map, a few thousand per syscall.
-fn lookup_all(map: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
+fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> std::io::Result<Vec<(K, V)>> {
     let fd = map.fd().as_fd().as_raw_fd() as u32;
     let mut chunk = 4096usize;
     let mut out = Vec::new();
@@ -170,8 +210,8 @@ fn lookup_all(map: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
     let (mut cursor_in, mut cursor_out) = (0u64, 0u64);
     let mut first = true;
     loop {
-        let mut keys = vec![FlowKey::default(); chunk];
-        let mut values = vec![FlowValue::default(); chunk];
+        let mut keys = vec![K::default(); chunk];
+        let mut values = vec![V::default(); chunk];
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -204,7 +244,7 @@ fn lookup_all(map: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
 
 /// Deletes `keys` (a few thousand per syscall); keys already gone are skipped. Returns how many
 /// were deleted.
-fn delete_all(map: &MapData, keys: &[FlowKey]) -> usize {
+fn delete_all<K: Pod>(map: &MapData, keys: &[K]) -> usize {
     let fd = map.fd().as_fd().as_raw_fd() as u32;
     let mut deleted = 0;
     let mut rest = keys;

@@ -93,9 +93,10 @@ pub struct Stats {
     pub flow_table_size: u32,
     /// IPv6 flows (in `FLOWS6`).
     pub flow_table_ipv6_entries: usize,
-    /// NAT flows (reply entries in NAT_FLOWS, one per flow and SNAT port).
+    /// NAT flows (reply entries in NAT_FLOWS and NAT_FLOWS6, one per flow and SNAT port).
     pub nat_flows: usize,
-    /// Half-open NAT flows (in NAT_EMBRYONIC: SYN sent on, the backend not yet answered).
+    /// Half-open NAT flows (in NAT_EMBRYONIC and NAT_EMBRYONIC6: SYN sent on, the backend not
+    /// yet answered).
     pub nat_half_open: usize,
 }
 
@@ -293,9 +294,31 @@ impl Inspector {
             if wanted.is_some_and(|w| w != v.vip_id) {
                 continue;
             }
+            let nat = v.flags & xdp_lb_common::FLOW_F_NAT != 0;
             let backend = match backends.get(&v.backend_id) {
+                Some(_) if nat => format!(
+                    "[{}]:{}",
+                    IpAddr::from(v.nat_dst_addr_be),
+                    port(v.nat_dst_port_be)
+                ),
                 Some(a) => a.to_string(),
                 None => format!("id {} (gone)", v.backend_id),
+            };
+            let (snat, state) = if nat {
+                let reply_flags = self
+                    .maps
+                    .nat_flow6(&crate::nat::other_direction(&v))
+                    .map_or(0, |r| r.flags);
+                (
+                    Some(format!(
+                        "[{}]:{}",
+                        IpAddr::from(v.nat_src_addr_be),
+                        port(v.nat_src_port_be)
+                    )),
+                    Some(xdp_lb_common::FlowValue6::nat_state(v.flags | reply_flags).name()),
+                )
+            } else {
+                (None, None)
             };
             let (src, dst) = (IpAddr::from(k.src_addr), IpAddr::from(k.dst_addr));
             out.push(FlowView {
@@ -304,8 +327,8 @@ impl Inspector {
                 vip_name: names.get(&v.vip_id).cloned().unwrap_or_else(|| "?".into()),
                 backend,
                 age_seconds: now.saturating_sub(v.created_ns) as f64 / 1e9,
-                snat: None,
-                state: None,
+                snat,
+                state,
             });
             if out.len() >= limit {
                 break;
@@ -330,8 +353,8 @@ impl Inspector {
             flow_table_entries: self.maps.flows().count(),
             flow_table_size: self.maps.flows_max_entries(),
             flow_table_ipv6_entries: self.maps.flows6().count(),
-            nat_flows: self.maps.nat_flows().count(),
-            nat_half_open: self.maps.nat_embryonic().count(),
+            nat_flows: self.maps.nat_flows().count() + self.maps.nat_flows6().count(),
+            nat_half_open: self.maps.nat_embryonic().count() + self.maps.nat_embryonic6().count(),
         }
     }
 

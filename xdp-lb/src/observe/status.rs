@@ -110,7 +110,10 @@ impl HealthState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatStatus {
-    pub snat_address: Ipv4Addr,
+    /// The SNAT address of each family that has NAT VIPs.
+    pub snat_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub snat_address_ipv6: Option<std::net::Ipv6Addr>,
     /// "LOW-HIGH".
     pub snat_port_range: String,
     /// Live NAT flows by TCP state at the last expiry sweep.
