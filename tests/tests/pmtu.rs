@@ -16,7 +16,7 @@ use xdp_lb_tests::{
     Agent, NatTopology, TcpService, fixtures, in_netns, require_root,
     scale_out::{ScaleOut, VIP, node_addr},
     service::Transfer,
-    topology::backend_addr,
+    topology::{LB_ADDR6, VIP6, backend_addr, backend_addr6},
 };
 
 /// Squeezes the router's link to the client to 1280 bytes, downloads 4 MiB from the client
@@ -202,4 +202,55 @@ fn an_ipv6_download_through_a_1280_byte_link_completes() {
         .ip(&["-6", "route", "get", "2001:2:1::10"])
         .unwrap();
     assert!(cache.contains("mtu 1280"), "{cache}");
+}
+
+/// NAT66: the router's Packet Too Big about the LB's (rewritten) packet to the client goes to
+/// the IPv6 VIP; the LB translates it back into one about the backend's packet to the SNAT
+/// address and forwards it to the backend, which lowers its path MTU to the SNAT address.
+#[test]
+fn a_nat66_download_through_a_1280_byte_link_completes() {
+    require_root!();
+    let topo = NatTopology::new(1).unwrap();
+    topo.add_ipv6().unwrap();
+    let _service = TcpService::start(&topo.backends()[0].name, 8080, "be1").unwrap();
+    let config = topo.dir().join("xdp-lb.toml");
+    std::fs::write(
+        &config,
+        topo.inner
+            .agent_config(&topo.inner.pin_dir())
+            .key("listen", "")
+            .vip(
+                fixtures::vip("api6", VIP6, 80)
+                    .nat()
+                    .backend_with(backend_addr6(0), &[("port", "8080")]),
+            )
+            .to_string(),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        topo.lb(),
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir().join("agent.log"),
+        "xdp-lb is forwarding",
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    download_from_through_1280(
+        IpAddr::V6(VIP6),
+        &topo.router,
+        &topo.client.name,
+        &topo.inner.pin_dir(),
+        Counter::IcmpTooBigTranslated,
+        || agent.log_text(),
+    );
+    let cache = topo.backends()[0]
+        .ip(&["-6", "route", "get", &LB_ADDR6.to_string()])
+        .unwrap();
+    assert!(cache.contains("mtu 1280"), "{cache}");
+    // The client's side never saw the error: it went to the backend.
+    let client_cache = topo
+        .client
+        .ip(&["-6", "route", "get", &VIP6.to_string()])
+        .unwrap();
+    assert!(!client_cache.contains("mtu 1280"), "{client_cache}");
 }

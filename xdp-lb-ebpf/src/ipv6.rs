@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use network_types::eth::EthHdr;
-use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey6, FlowValue6, Settings, VIP_F_NAT, VipInfo};
+use xdp_lb_common::{Counter, FLOW_F_NAT, FlowValue6, Settings, VIP_F_NAT, VipInfo};
 use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 
 use crate::{
@@ -75,18 +75,18 @@ pub fn frame(ctx: *mut xdp_md, l3_off: u32) -> u32 {
     let mut packet = MaybeUninit::<Packet6>::uninit();
     let parsed = parse(ctx.ctx, l3_off, packet.as_mut_ptr());
     if parsed == TOO_BIG {
-        // SAFETY: `parse` wrote the flow.
-        return too_big(ctx.ctx, unsafe { &raw const (*packet.as_ptr()).flow });
+        // SAFETY: `parse` wrote the whole packet.
+        return too_big(ctx.ctx, packet.as_ptr());
     }
     // SAFETY: on DONE `parse` wrote the whole packet.
     verdict(outcome(parsed).and_then(|()| tcp(&ctx, unsafe { packet.assume_init_ref() })))
 }
 
-/// `parse`: an ICMPv6 Packet Too Big about the flow now in `packet.flow`.
+/// `parse`: an ICMPv6 Packet Too Big about the flow now in `packet.flow` (`Parsed6::TooBig`).
 const TOO_BIG: Step = 1;
 
 /// Parses the frame into `packet` (`parse::parse_ipv6`): DONE for a TCP segment, TOO_BIG for
-/// a Packet Too Big (the flow it is about in `packet.flow`), else why not.
+/// a Packet Too Big (as `Parsed6::TooBig` says), else why not.
 #[inline(never)]
 fn parse(ctx: *mut xdp_md, l3_off: u32, packet: *mut Packet6) -> Step {
     let ctx = context(ctx);
@@ -97,9 +97,9 @@ fn parse(ctx: *mut xdp_md, l3_off: u32, packet: *mut Packet6) -> Step {
             unsafe { packet.write(p) };
             DONE
         }
-        Ok(Parsed6::TooBig(flow)) => {
-            // SAFETY: as above; only the flow is read after TOO_BIG.
-            unsafe { (&raw mut (*packet).flow).write(flow) };
+        Ok(Parsed6::TooBig(p)) => {
+            // SAFETY: as above.
+            unsafe { packet.write(p) };
             TOO_BIG
         }
         Err(reason) => step(Err(reason)),
@@ -448,24 +448,47 @@ fn route_step(
 /// Path-MTU discovery for IPv6 (RFC 8201): a Packet Too Big about a packet a DSR backend
 /// sent from an IPv6 VIP goes on to that backend, unchanged but for the MACs (the ICMPv6
 /// checksum covers no MAC). As for IPv4 (`too_big` in main.rs), the backend is the flow's
-/// entry or its Maglev choice. One about a NAT66 flow goes to the kernel (`PassIcmp`).
+/// entry or its Maglev choice. One about a NAT66 flow's packet is translated for the side
+/// that sent it (`nat::translate_too_big6`) and handed to the kernel to forward.
 #[inline(never)]
-fn too_big(ctx: *mut xdp_md, flow: *const FlowKey6) -> u32 {
+fn too_big(ctx: *mut xdp_md, packet: *const Packet6) -> u32 {
     let ctx = context(ctx);
     // SAFETY: the caller's stack value, live across this call.
-    let flow = unsafe { &*flow };
-    verdict(too_big_to_backend(&ctx, flow))
+    let packet = unsafe { &*packet };
+    verdict(too_big_to_sender(&ctx, packet))
 }
 
 #[inline(always)]
-fn too_big_to_backend(ctx: &XdpContext, flow: &FlowKey6) -> Result<u32, Counter> {
+fn too_big_to_sender(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: a map value pointer.
-    let (check_mac, local_mac) = unsafe { ((*settings).check_local_mac, (*settings).local_mac) };
+    let (check_mac, local_mac, snat6) = unsafe {
+        (
+            (*settings).check_local_mac,
+            (*settings).local_mac,
+            (*settings).snat_addr6,
+        )
+    };
     let eth: *mut EthHdr = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
     // SAFETY: bounds-checked just above.
     if check_mac != 0 && unsafe { (*eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
+    }
+    let flow = &packet.flow;
+    // NAT66: about the LB's packet to a backend (sent from the SNAT address: the reply entry
+    // names it), or about its reply to a client (sent from the VIP: the client's entry).
+    let nat_entry = if snat6 != [0; 16] && flow.dst_addr == snat6 {
+        Some(NAT_FLOWS6.get_ptr(flow).ok_or(Counter::PassIcmp)?)
+    } else {
+        FLOWS6
+            .get_ptr(flow)
+            // SAFETY: a map value pointer from a successful lookup.
+            .filter(|e| unsafe { (**e).flags } & FLOW_F_NAT != 0)
+    };
+    if let Some(entry) = nat_entry {
+        nat::translate_too_big6(ctx, packet, entry)?;
+        count(Counter::IcmpTooBigTranslated);
+        return Ok(xdp_action::XDP_PASS);
     }
     let backend = balance::owner6(flow)?;
     let action = forward::forward_dsr(ctx, eth, backend)?;

@@ -710,3 +710,55 @@ pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValueOf<
             csum::apply(u16::from_ne_bytes((*icmp.ip).check), outer_delta).to_ne_bytes();
     }
 }
+
+/// NAT66: translates an ICMPv6 Packet Too Big about a NAT66 flow's packet for the other side
+/// of the translation, in place, as `translate_too_big` does for IPv4: the quoted packet (the
+/// LB's rewritten one) gets back the addresses and ports it had before the rewrite, and the
+/// error goes to the host that sent it. The MTU is kept (NAT66 does not change header sizes).
+/// IPv6 headers have no checksum; the ICMPv6 checksum covers the pseudo-header (so the outer
+/// destination) and the whole quote, and is updated by the delta of every changed word.
+#[inline(always)]
+pub fn translate_too_big6(
+    ctx: &XdpContext,
+    packet: &Packet6,
+    entry: *const FlowValueOf<[u8; 16]>,
+) -> Result<(), Counter> {
+    // Offsets as the parser found them; the masks show the verifier their bounds.
+    let l3 = (packet.l3_off & 0x3f) as usize;
+    let l4 = (packet.l4_off & 0x3fff) as usize;
+    let ip6: *mut [u8; 40] = parse::ptr_at(ctx, l3).ok_or(Counter::PassIcmp)?;
+    let icmp: *mut [u8; 8] = parse::ptr_at(ctx, l4).ok_or(Counter::PassIcmp)?;
+    let inner: *mut [u8; 40] = parse::ptr_at(ctx, l4 + 8).ok_or(Counter::PassIcmp)?;
+    let ports: *mut [u8; 4] = parse::ptr_at(ctx, l4 + 48).ok_or(Counter::PassIcmp)?;
+    // SAFETY: a map value pointer from a successful lookup; the packet pointers were
+    // bounds-checked just above and the frame is not resized.
+    unsafe {
+        let v = &*entry;
+        let (new_src, new_dst) = (v.nat_dst_addr_be, v.nat_src_addr_be);
+        let (new_sport, new_dport) = (v.nat_dst_port_be, v.nat_src_port_be);
+        let inner_b = inner as *mut u8;
+        let old_src = *(inner_b.add(8) as *const [u8; 16]);
+        let old_dst = *(inner_b.add(24) as *const [u8; 16]);
+        let old_sport = u16::from_ne_bytes([(*ports)[0], (*ports)[1]]);
+        let old_dport = u16::from_ne_bytes([(*ports)[2], (*ports)[3]]);
+        // The quote's two addresses, and the outer destination, which was the quote's source
+        // (the parser checked) and becomes its new source: that change counts twice.
+        let sum = csum::addr_sum6((&old_src, &old_dst), (&new_src, &new_dst))
+            + csum::addr_sum6((&old_src, &old_dst), (&new_src, &old_dst));
+        let delta = csum::with_ports(sum, (old_sport, old_dport), (new_sport, new_dport));
+        *(inner_b.add(8) as *mut [u8; 16]) = new_src;
+        *(inner_b.add(24) as *mut [u8; 16]) = new_dst;
+        let [a, b] = new_sport.to_ne_bytes();
+        let [c, d] = new_dport.to_ne_bytes();
+        (*ports)[0] = a;
+        (*ports)[1] = b;
+        (*ports)[2] = c;
+        (*ports)[3] = d;
+        *((ip6 as *mut u8).add(24) as *mut [u8; 16]) = new_src;
+        let check = u16::from_ne_bytes([(*icmp)[2], (*icmp)[3]]);
+        let [e, f] = csum::apply(check, delta).to_ne_bytes();
+        (*icmp)[2] = e;
+        (*icmp)[3] = f;
+    }
+    Ok(())
+}

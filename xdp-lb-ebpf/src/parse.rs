@@ -72,9 +72,10 @@ pub enum Parsed {
 /// An IPv6 frame the program balances.
 pub enum Parsed6 {
     Tcp(Packet6),
-    /// An ICMPv6 Packet Too Big about a packet a VIP sent (see `too_big6`): the flow it is
-    /// about, as the client sent it.
-    TooBig(FlowKey6),
+    /// An ICMPv6 Packet Too Big about a packet a VIP (or, NAT66, the SNAT address) sent (see
+    /// `too_big6`): `flow` is the flow it is about, as the client (or, NAT66, the backend)
+    /// sent it; `l4_off` is the ICMPv6 header's offset, the quoted IPv6 header 8 bytes on.
+    TooBig(Packet6),
 }
 
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
@@ -374,7 +375,7 @@ pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
         IPPROTO_TCP => {}
         NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => return Err(Counter::PassIpv6ExtLimit),
-        NEXTHDR_ICMPV6 => return too_big6(ctx, ip6, off, end),
+        NEXTHDR_ICMPV6 => return too_big6(ctx, ip6, l3_off, off, end),
         _ => return Err(Counter::PassNotTcp),
     }
     let tcp = ptr_at::<[u8; 20]>(ctx, off).ok_or(Counter::DropBadTcpHeader)?;
@@ -428,6 +429,7 @@ const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 fn too_big6(
     ctx: &XdpContext,
     ip6: *const [u8; IPV6_HDR_LEN],
+    l3_off: usize,
     off: usize,
     end: usize,
 ) -> Result<Parsed6, Counter> {
@@ -460,12 +462,18 @@ fn too_big6(
     if inner_src != outer_dst {
         return Err(Counter::PassIcmp);
     }
-    Ok(Parsed6::TooBig(FlowKey6 {
-        src_addr: inner_dst,
-        dst_addr: inner_src,
-        src_port_be: dport,
-        dst_port_be: sport,
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
+    Ok(Parsed6::TooBig(Packet6 {
+        l3_off: l3_off as u32,
+        l4_off: off as u32,
+        tcp_flags: 0,
+        flow: FlowKey6 {
+            src_addr: inner_dst,
+            dst_addr: inner_src,
+            src_port_be: dport,
+            dst_port_be: sport,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        },
+        len: (ctx.data_end() - ctx.data()) as u32,
     }))
 }
