@@ -62,6 +62,28 @@ fn download_from_through_1280(
     n
 }
 
+/// The agent on the NAT topology's LB with one VIP.
+fn start_nat_agent(topo: &NatTopology, vip: fixtures::Vip) -> Agent {
+    let config = topo.dir().join("xdp-lb.toml");
+    std::fs::write(
+        &config,
+        topo.inner
+            .agent_config(&topo.inner.pin_dir())
+            .key("listen", "")
+            .vip(vip)
+            .to_string(),
+    )
+    .unwrap();
+    Agent::start(
+        topo.lb(),
+        &["run", "--config", config.to_str().unwrap()],
+        topo.dir().join("agent.log"),
+        "xdp-lb is forwarding",
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_download_through_a_1280_byte_link_completes() {
     require_root!();
@@ -101,28 +123,12 @@ fn a_nat_download_through_a_1280_byte_link_completes() {
     require_root!();
     let topo = NatTopology::new(1).unwrap();
     let _service = TcpService::start(&topo.backends()[0].name, 8080, "be1").unwrap();
-    let config = topo.dir().join("xdp-lb.toml");
-    std::fs::write(
-        &config,
-        topo.inner
-            .agent_config(&topo.inner.pin_dir())
-            .key("listen", "")
-            .vip(
-                fixtures::vip("api", VIP, 80)
-                    .nat()
-                    .backend_with(backend_addr(0), &[("port", "8080")]),
-            )
-            .to_string(),
-    )
-    .unwrap();
-    let agent = Agent::start(
-        topo.lb(),
-        &["run", "--config", config.to_str().unwrap()],
-        topo.dir().join("agent.log"),
-        "xdp-lb is forwarding",
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let agent = start_nat_agent(
+        &topo,
+        fixtures::vip("api", VIP, 80)
+            .nat()
+            .backend_with(backend_addr(0), &[("port", "8080")]),
+    );
     download_through_1280(
         &topo.router,
         &topo.client.name,
@@ -213,28 +219,12 @@ fn a_nat66_download_through_a_1280_byte_link_completes() {
     let topo = NatTopology::new(1).unwrap();
     topo.add_ipv6().unwrap();
     let _service = TcpService::start(&topo.backends()[0].name, 8080, "be1").unwrap();
-    let config = topo.dir().join("xdp-lb.toml");
-    std::fs::write(
-        &config,
-        topo.inner
-            .agent_config(&topo.inner.pin_dir())
-            .key("listen", "")
-            .vip(
-                fixtures::vip("api6", VIP6, 80)
-                    .nat()
-                    .backend_with(backend_addr6(0), &[("port", "8080")]),
-            )
-            .to_string(),
-    )
-    .unwrap();
-    let agent = Agent::start(
-        topo.lb(),
-        &["run", "--config", config.to_str().unwrap()],
-        topo.dir().join("agent.log"),
-        "xdp-lb is forwarding",
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let agent = start_nat_agent(
+        &topo,
+        fixtures::vip("api6", VIP6, 80)
+            .nat()
+            .backend_with(backend_addr6(0), &[("port", "8080")]),
+    );
     download_from_through_1280(
         IpAddr::V6(VIP6),
         &topo.router,
