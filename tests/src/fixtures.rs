@@ -43,6 +43,14 @@ impl Value for String {
     }
 }
 
+/// A TOML array of the values.
+impl<T: Value> Value for Vec<T> {
+    fn toml(&self) -> String {
+        let items: Vec<String> = self.iter().map(Value::toml).collect();
+        format!("[{}]", items.join(", "))
+    }
+}
+
 impl Value for std::net::Ipv4Addr {
     fn toml(&self) -> String {
         self.to_string().toml()

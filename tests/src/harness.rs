@@ -93,11 +93,12 @@ impl Loaded {
         self.pinned_flows(name)
     }
 
-    /// A flow table of either family (`FLOWS6`'s keys are `FlowKey6`), as `pinned_flow_table`.
-    pub fn pinned_flows<K: aya::Pod>(
+    /// A flow table of either family (`FLOWS6` and the NAT66 maps hold `FlowKey6` →
+    /// `FlowValue6`), as `pinned_flow_table`.
+    pub fn pinned_flows<K: aya::Pod, V: aya::Pod>(
         &self,
         name: &str,
-    ) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, K, FlowValue>> {
+    ) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, K, V>> {
         let data = aya::maps::MapData::from_pin(self.pin_dir.join(name))?;
         Ok(aya::maps::Map::from_map_data(data)?.try_into()?)
     }

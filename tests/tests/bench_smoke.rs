@@ -36,6 +36,10 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "NAT new flow",
         "NAT established",
         "NAT reply",
+        "IPv6 VIP packet, flow-table hit",
+        "NAT66 new flow",
+        "NAT66 established",
+        "NAT66 reply",
         "health transition",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");

@@ -392,13 +392,25 @@ fn nat_config() -> String {
     for b in 11..=26 {
         api = api.backend_with(format!("198.18.0.{b}"), &[("port", "8080")]);
     }
+    // Its NAT66 twin, sixteen backends 2001:2::11-20 (hex).
+    let mut api6 = fixtures::vip("api6", "2001:2::100", 80)
+        .nat()
+        .check("type", "none");
+    for b in NAT6_BACKENDS {
+        api6 = api6.backend_with(format!("2001:2::{b:x}"), &[("port", "8080")]);
+    }
     fixtures::config("lan0")
         .bed("@PIN_DIR@", 1 << 20, 4)
-        .key("snat_address", "198.18.0.2")
+        .key("snat_address", vec!["198.18.0.2", "2001:2::2"])
         .key("snat_port_range", "1024-65535")
+        .key("flow_table_size_ipv6", 1 << 17)
         .vip(api)
+        .vip(api6)
         .to_string()
 }
+
+/// The last address words of the NAT66 rows' backends (2001:2::11-20).
+const NAT6_BACKENDS: std::ops::RangeInclusive<u16> = 0x11..=0x20;
 
 /// NAT rows (sixteen backends, so that twice `--flows` bindings stay well inside their port
 /// ranges: at 40% occupancy (eight backends) one SYN in a few hundred thousand found all 16
@@ -437,6 +449,30 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
     ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.0.1"])?;
     ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
     ns.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
+    // The same for NAT66: the node 2001:2::2, the backends and the router on the link, the
+    // clients (2001:2:1::/64) behind the router.
+    ns.ip(&["-6", "addr", "add", "2001:2::2/64", "dev", "lan0", "nodad"])?;
+    let neighbours6 = std::iter::once(("2001:2::1".to_owned(), "02:99:00:00:00:01".to_owned()))
+        .chain(
+            NAT6_BACKENDS.map(|b| (format!("2001:2::{b:x}"), format!("02:be:00:00:01:{b:02x}"))),
+        );
+    for (addr, mac) in neighbours6 {
+        ns.ip(&[
+            "-6",
+            "neigh",
+            "add",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ])?;
+    }
+    ns.ip(&["-6", "route", "add", "2001:2:1::/64", "via", "2001:2::1"])?;
+    ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+    ns.sysctl("net.ipv6.conf.lo.forwarding", "1")?;
     let (flows, rounds) = (args.flows, args.rounds);
     let measured = in_netns(&ns.name, move || nat_measure(flows, rounds))??;
     let rebase = |v: &[f64]| -> Vec<f64> {
@@ -486,6 +522,21 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
             rebase(&measured.reply),
             format!("{forwarded}, output VIP → client checked"),
         ),
+        (
+            "NAT66 new flow (IPv6 SYN: as the NAT new flow)",
+            rebase(&measured.new_flow6),
+            format!("new_flow +{flows} per round, output [SNAT] → [backend]:8080 checked"),
+        ),
+        (
+            "NAT66 established, client → backend, one flow (hot cache)",
+            rebase(&measured.established6_hot),
+            forwarded.clone(),
+        ),
+        (
+            "NAT66 reply, backend → client, one flow (hot cache)",
+            rebase(&measured.reply6_hot),
+            format!("{forwarded}, output [VIP] → [client] checked"),
+        ),
     ];
     let mut established_ratio = f64::NAN;
     for (name, v, proof) in &rows {
@@ -519,6 +570,9 @@ struct NatFigures {
     reply: Vec<f64>,
     established_hot: Vec<f64>,
     reply_hot: Vec<f64>,
+    new_flow6: Vec<f64>,
+    established6_hot: Vec<f64>,
+    reply6_hot: Vec<f64>,
     empty_1: Vec<f64>,
 }
 
@@ -572,6 +626,39 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         "NAT reply output: VIP → client"
     );
     let syns: Vec<Vec<u8>> = (0..flows).map(|i| packet(flows + i, TCP_SYN)).collect();
+    // NAT66: one established flow (SYN, then the client's ACK) and its backend's reply.
+    let r = run_program(program, &nat6_packet(0, TCP_SYN), 1)?;
+    ensure!(
+        r.action == xdp_lb_tests::harness::XDP_REDIRECT,
+        "NAT66 SYN: {} ({:?})",
+        r.action,
+        lb.all_counters()
+    );
+    let o = &r.out;
+    let snat6: std::net::Ipv6Addr = "2001:2::2".parse()?;
+    ensure!(
+        o[22..38] == snat6.octets() && o[56..58] == 8080u16.to_be_bytes(),
+        "NAT66 SYN output: [SNAT] → [backend]:8080"
+    );
+    let mut reply6 = nat6_packet(0, TCP_ACK);
+    reply6[22..38].copy_from_slice(&o[38..54]);
+    reply6[38..54].copy_from_slice(&snat6.octets());
+    reply6[54..56].copy_from_slice(&8080u16.to_be_bytes());
+    reply6[56..58].copy_from_slice(&o[54..56]);
+    let established6 = nat6_packet(0, TCP_ACK);
+    let r = run_program(program, &established6, 1)?;
+    ensure!(
+        r.action == xdp_lb_tests::harness::XDP_REDIRECT,
+        "NAT66 ACK (promotion): {}",
+        r.action
+    );
+    let r = run_program(program, &reply6, 1)?;
+    ensure!(
+        r.action == xdp_lb_tests::harness::XDP_REDIRECT && r.out[22..38] == established6[38..54],
+        "NAT66 reply output: [VIP] → [client]"
+    );
+    let syns6: Vec<Vec<u8>> = (0..flows).map(|i| nat6_packet(1 + i, TCP_SYN)).collect();
+    let (mut new_flow6, mut est6_hot, mut rep6_hot) = (Vec::new(), Vec::new(), Vec::new());
     let (mut new_flow, mut est, mut rep, mut empty_1) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut est_hot, mut rep_hot) = (Vec::new(), Vec::new());
@@ -584,7 +671,12 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         }
         empty_1.push(sum / flows as f64);
         // One flow, hot cache: the same packet `flows` times (each call copies it afresh).
-        for (packet, out) in [(&established[0], &mut est_hot), (&replies[0], &mut rep_hot)] {
+        for (packet, out) in [
+            (&established[0], &mut est_hot),
+            (&replies[0], &mut rep_hot),
+            (&established6, &mut est6_hot),
+            (&reply6, &mut rep6_hot),
+        ] {
             let (r0, nf0) = (redirect(&lb), lb.counter(Counter::NewFlow));
             let mut sum = 0.0;
             for _ in 0..flows {
@@ -620,6 +712,18 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         );
         new_flow.push(sum / flows as f64);
         forget_nat_flows(&mut lb, &syns)?;
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &syns6 {
+            sum += per_run(program, f, 1)?.1;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == flows as u64,
+            "NAT66 new-flow row: not every SYN made a flow: {:?}",
+            lb.all_counters()
+        );
+        new_flow6.push(sum / flows as f64);
+        forget_nat_flows6(&mut lb, &syns6)?;
     }
     Ok(NatFigures {
         new_flow,
@@ -627,6 +731,9 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         reply: rep,
         established_hot: est_hot,
         reply_hot: rep_hot,
+        new_flow6,
+        established6_hot: est6_hot,
+        reply6_hot: rep6_hot,
         empty_1,
     })
 }
@@ -640,6 +747,42 @@ fn forget_nat_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         let v = clients.get(&key, 0)?;
         clients.remove(&key)?;
         replies.remove(&xdp_lb::nat::other_direction(&v))?;
+    }
+    Ok(())
+}
+
+/// The i-th NAT66 client packet to "api6" with TCP `flags`: `flow6` from 2001:2:1::/64 (routed
+/// through the router of the NAT namespace).
+fn nat6_packet(i: u32, flags: u8) -> Vec<u8> {
+    let mut f = flow6(i);
+    f[26..28].copy_from_slice(&[0, 1]);
+    f[54 + 13] = flags;
+    f
+}
+
+/// The IPv6 5-tuple of one of our own IPv6 frames (no VLAN, no extension header).
+fn frame_key6(f: &[u8]) -> xdp_lb_common::FlowKey6 {
+    let mut key = xdp_lb_common::FlowKey6 {
+        src_port_be: u16::from_ne_bytes([f[54], f[55]]),
+        dst_port_be: u16::from_ne_bytes([f[56], f[57]]),
+        proto: 6,
+        ..Default::default()
+    };
+    key.src_addr.copy_from_slice(&f[22..38]);
+    key.dst_addr.copy_from_slice(&f[38..54]);
+    key
+}
+
+/// Removes the half-open NAT66 flows these SYNs made, as `forget_nat_flows`.
+fn forget_nat_flows6(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    use xdp_lb_common::{FlowKey6, FlowValue6};
+    let mut clients = lb.pinned_flows::<FlowKey6, FlowValue6>(map_names::NAT_EMBRYONIC_CLIENT6)?;
+    let mut replies = lb.pinned_flows::<FlowKey6, FlowValue6>(map_names::NAT_EMBRYONIC6)?;
+    for f in frames {
+        let key = frame_key6(f);
+        let v = clients.get(&key, 0)?;
+        clients.remove(&key)?;
+        replies.remove(&xdp_lb::nat::other_direction::<FlowKey6>(&v))?;
     }
     Ok(())
 }
@@ -669,16 +812,10 @@ fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
 
 /// Removes the IPv6 bench flows of `frames` from `FLOWS6` (the next round's are new again).
 fn forget_flows6(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut flows = lb.pinned_flows::<xdp_lb_common::FlowKey6>(map_names::FLOWS6)?;
+    let mut flows =
+        lb.pinned_flows::<xdp_lb_common::FlowKey6, xdp_lb_common::FlowValue6>(map_names::FLOWS6)?;
     for f in frames {
-        let mut key = xdp_lb_common::FlowKey6 {
-            src_port_be: u16::from_ne_bytes([f[54], f[55]]),
-            dst_port_be: u16::from_ne_bytes([f[56], f[57]]),
-            proto: 6,
-            ..Default::default()
-        };
-        key.src_addr.copy_from_slice(&f[22..38]);
-        key.dst_addr.copy_from_slice(&f[38..54]);
+        let key = frame_key6(f);
         if let Err(e) = flows.remove(&key) {
             bail!("removing an IPv6 bench flow: {e}");
         }
