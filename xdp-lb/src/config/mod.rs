@@ -152,8 +152,9 @@ pub struct AgentConfig {
     pub nat_closing_timeout: Duration,
 }
 
-/// Default `agent.flow_table_size_ipv6`: 65536 entries, about 10 MB of kernel memory that an
-/// IPv4-only node pays too (an LRU map is allocated up front).
+/// Default `agent.flow_table_size_ipv6`: 65536 entries in each of `FLOWS6` and NAT66's two
+/// half-open LRUs, about 11 MB each of kernel memory that an IPv4-only node pays too (an LRU
+/// map is allocated up front).
 pub const DEFAULT_FLOW_TABLE_SIZE_IPV6: u32 = 1 << 16;
 
 /// `agent.snat_address`: NAT's source address for each family (None: the interface's).
