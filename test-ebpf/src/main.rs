@@ -14,11 +14,12 @@
 //!   source ports (fixing the TCP checksum, so the kernel's NAT accepts it) and sends it out
 //!   (XDP_TX). It rewrites the whole frame each time because live-frames mode recycles pages
 //!   without re-initialising them, and a page can come back modified by whatever handled the
-//!   frame downstream (the kernel's NAT rewrites addresses and MACs in place).
+//!   frame downstream (the kernel's NAT rewrites addresses and MACs in place). An IPv6 template
+//!   (by its ether type) is a 74-byte frame whose TCP header follows the fixed IPv6 header.
 //! - `xdp_floor_live`: the floor as a real forwarder: MACs and egress interface from
 //!   `FLOOR_FWD`; XDP_TX, or a redirect when the egress is another interface.
 //! - `xdp_sink`: on each backend, counts and drops the generator's frames (IPv4 id
-//!   `GEN_IP_ID`), passing everything else.
+//!   `GEN_IP_ID`, or IPv6 flow label `GEN_FLOW_LABEL`), passing everything else.
 // Built for BPF by the tests crate's build.rs. On the host (`cargo clippy/test --workspace`) it builds
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -80,12 +81,20 @@ const GEN_BASE_PORT: u32 = 40000;
 /// The IPv4 identification of generated frames: what the sinks count.
 const GEN_IP_ID: [u8; 2] = 0xb3ccu16.to_be_bytes();
 
-/// Length of generated frames (the Ethernet minimum without FCS).
-const GEN_LEN: usize = 60;
+/// The IPv6 flow label of generated IPv6 frames: what the sinks count.
+const GEN_FLOW_LABEL: u32 = 0xb3cc;
 
-/// [0]: the frame to send, with source port `GEN_BASE_PORT` and valid checksums.
+/// Length of generated IPv4 frames (the Ethernet minimum without FCS).
+const GEN_LEN: usize = 60;
+/// Length of generated IPv6 frames: Ethernet, IPv6, TCP (no options, no payload).
+const GEN_LEN6: usize = 74;
+/// Where an IPv6 frame's TCP header starts.
+const TCP6_OFF: usize = 54;
+
+/// [0]: the frame to send, with source port `GEN_BASE_PORT` and valid checksums: `GEN_LEN`
+/// bytes (IPv4, the rest zero) or `GEN_LEN6` (IPv6).
 #[map]
-static GEN_TEMPLATE: Array<[u8; GEN_LEN]> = Array::with_max_entries(1, 0);
+static GEN_TEMPLATE: Array<[u8; GEN_LEN6]> = Array::with_max_entries(1, 0);
 
 /// [0]: frames generated so far on this CPU.
 #[map]
@@ -102,29 +111,54 @@ static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn xdp_gen(ctx: XdpContext) -> u32 {
-    let Some(frame) = parse::ptr_at::<[u8; GEN_LEN]>(&ctx, 0) else {
-        return xdp_action::XDP_ABORTED;
-    };
     let Some(template) = GEN_TEMPLATE.get(0) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    // SAFETY: both are GEN_LEN bytes, the frame's bounds checked by ptr_at.
-    unsafe { *frame = *template };
-    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
     let Some(n) = GEN_STATE.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: a per-CPU slot; the TCP header was bounds-checked by the parser.
-    unsafe {
+    // SAFETY: a per-CPU slot.
+    let port = unsafe {
         let port = (GEN_BASE_PORT + *n % GEN_FLOWS) as u16;
         *n = n.read().wrapping_add(1);
+        u16::from_ne_bytes(port.to_be_bytes())
+    };
+    if template[12..14] == [0x86, 0xdd] {
+        let Some(frame) = parse::ptr_at::<[u8; GEN_LEN6]>(&ctx, 0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: both are GEN_LEN6 bytes, the frame's bounds checked by ptr_at.
+        unsafe {
+            *frame = *template;
+            let f = &mut *frame;
+            let old = u16::from_ne_bytes([f[TCP6_OFF], f[TCP6_OFF + 1]]);
+            let delta = csum::fold((!old) as u32 + port as u32);
+            let check = u16::from_ne_bytes([f[TCP6_OFF + 16], f[TCP6_OFF + 17]]);
+            let [c0, c1] = csum::apply(check, delta).to_ne_bytes();
+            let [p0, p1] = port.to_ne_bytes();
+            f[TCP6_OFF] = p0;
+            f[TCP6_OFF + 1] = p1;
+            f[TCP6_OFF + 16] = c0;
+            f[TCP6_OFF + 17] = c1;
+        }
+        return xdp_action::XDP_TX;
+    }
+    let Some(frame) = parse::ptr_at::<[u8; GEN_LEN]>(&ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the frame's GEN_LEN bytes were bounds-checked by ptr_at; the template has more.
+    unsafe {
+        (*frame).copy_from_slice(&template[..GEN_LEN]);
+    }
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the TCP header was bounds-checked by the parser.
+    unsafe {
         let tcp = packet.tcp;
         let old = u16::from_ne_bytes((*tcp).source);
-        let new = u16::from_ne_bytes(port.to_be_bytes());
-        let delta = csum::fold((!old) as u32 + new as u32);
-        (*tcp).source = new.to_ne_bytes();
+        let delta = csum::fold((!old) as u32 + port as u32);
+        (*tcp).source = port.to_ne_bytes();
         (*tcp).check = csum::apply(u16::from_ne_bytes((*tcp).check), delta).to_ne_bytes();
     }
     xdp_action::XDP_TX
@@ -153,11 +187,17 @@ pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn xdp_sink(ctx: XdpContext) -> u32 {
-    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
-        return xdp_action::XDP_PASS;
+    let ours = match parse::parse(&ctx) {
+        // SAFETY: bounds-checked by the parser.
+        Ok(parse::Parsed::V4(packet)) => (unsafe { (*packet.ip).id }) == GEN_IP_ID,
+        Ok(parse::Parsed::Ipv6(l3_off)) => match parse::ptr_at::<[u8; 4]>(&ctx, l3_off & 0x3f) {
+            // SAFETY: bounds-checked by ptr_at.
+            Some(h) => (unsafe { u32::from_be_bytes(*h) }) & 0xf_ffff == GEN_FLOW_LABEL,
+            None => false,
+        },
+        _ => false,
     };
-    // SAFETY: bounds-checked by the parser.
-    if unsafe { (*packet.ip).id } != GEN_IP_ID {
+    if !ours {
         return xdp_action::XDP_PASS;
     }
     if let Some(c) = SINK_COUNT.get_ptr_mut(0) {

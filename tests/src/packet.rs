@@ -187,6 +187,56 @@ pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u
     checksum(&p)
 }
 
+/// The TCP/UDP checksum over the IPv6 pseudo-header (RFC 8200 §8.1) and `segment`.
+pub fn l4_checksum6(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    proto: u8,
+    segment: &[u8],
+) -> u16 {
+    let mut p = Vec::with_capacity(40 + segment.len());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, proto]);
+    p.extend_from_slice(segment);
+    checksum(&p)
+}
+
+/// A TCP/IPv6 frame (74 bytes: no extension header, no options, no payload) with a valid TCP
+/// checksum and the 20-bit `flow_label`: the bench generator's IPv6 template.
+pub fn tcp6_frame(
+    (src, sport): (std::net::Ipv6Addr, u16),
+    (dst, dport): (std::net::Ipv6Addr, u16),
+    flags: u8,
+    flow_label: u32,
+) -> Vec<u8> {
+    let mut tcp = tcp_header();
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[13] = flags;
+    let sum = l4_checksum6(src, dst, 6, &tcp);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut f = ipv6_frame(&[], 6, &tcp);
+    f[14..18].copy_from_slice(&(0x6000_0000 | (flow_label & 0xf_ffff)).to_be_bytes());
+    f[22..38].copy_from_slice(&src.octets());
+    f[38..54].copy_from_slice(&dst.octets());
+    f
+}
+
+/// The bench generator's template (`GEN_TEMPLATE` in test-ebpf): `frame` (an IPv4 frame of 60
+/// bytes or an IPv6 one of 74) padded to the map value's 74 bytes.
+pub fn gen_template(frame: &[u8]) -> anyhow::Result<[u8; 74]> {
+    anyhow::ensure!(
+        frame.len() == 60 || frame.len() == 74,
+        "a generator frame is 60 (IPv4) or 74 (IPv6) bytes, not {}",
+        frame.len()
+    );
+    let mut t = [0u8; 74];
+    t[..frame.len()].copy_from_slice(frame);
+    Ok(t)
+}
+
 /// An ARP request frame (for "not IPv4 → pass").
 pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::new();

@@ -79,6 +79,7 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "haproxy mode tcp",
         "nftables DNAT",
         "floor: bare XDP forwarder",
+        "xdp-lb, L2 DSR, IPv6",
         "keep-alive",
         "agent RSS",
         "Scale out: active nodes behind ECMP",

@@ -432,10 +432,11 @@ fn the_bench_generator_varies_source_ports_and_keeps_checksums_valid() {
     let mut f = Frame::tcp(CLIENT, 40000, VIP, 8082);
     f.flags = TCP_ACK;
     let frame = f.build();
-    let mut template: aya::maps::Array<_, [u8; 60]> =
-        aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").unwrap()).unwrap();
+    // Taken out of the object (the program keeps its reference), to write it between runs.
+    let mut template: aya::maps::Array<_, [u8; 74]> =
+        aya::maps::Array::try_from(ebpf.take_map("GEN_TEMPLATE").unwrap()).unwrap();
     template
-        .set(0, <[u8; 60]>::try_from(&frame[..]).unwrap(), 0)
+        .set(0, xdp_lb_tests::packet::gen_template(&frame).unwrap(), 0)
         .unwrap();
     let p: &mut aya::programs::Xdp = ebpf.program_mut("xdp_gen").unwrap().try_into().unwrap();
     p.load().unwrap();
@@ -463,6 +464,36 @@ fn the_bench_generator_varies_source_ports_and_keeps_checksums_valid() {
         );
         ports.insert(u16::from_be_bytes([seg[0], seg[1]]));
     }
+    // The IPv6 template: 74 bytes, the TCP checksum over the IPv6 pseudo-header.
+    let (src6, dst6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+        "2001:2:91::2".parse().unwrap(),
+        "2001:2:90::100".parse().unwrap(),
+    );
+    let frame6 = xdp_lb_tests::packet::tcp6_frame((src6, 40000), (dst6, 8082), TCP_ACK, 0xb3cc);
+    template
+        .set(0, xdp_lb_tests::packet::gen_template(&frame6).unwrap(), 0)
+        .unwrap();
+    let garbage6 = vec![0xa5u8; 74];
+    let mut ports6 = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let r = run_program(p, &garbage6, 1).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        assert_eq!(
+            r.out[..54],
+            frame6[..54],
+            "Ethernet and IPv6 from the template"
+        );
+        let mut zeroed = r.out[54..74].to_vec();
+        zeroed[16] = 0;
+        zeroed[17] = 0;
+        assert_eq!(
+            u16::from_be_bytes([r.out[70], r.out[71]]),
+            xdp_lb_tests::packet::l4_checksum6(src6, dst6, 6, &zeroed),
+            "IPv6 TCP checksum after the port change"
+        );
+        ports6.insert(u16::from_be_bytes([r.out[54], r.out[55]]));
+    }
+    assert!(ports6.len() > 1, "IPv6 source ports vary: {ports6:?}");
     assert!(ports.len() > 1, "source ports vary: {ports:?}");
 }
 

@@ -96,13 +96,9 @@ impl Traffic {
 
 /// The generator writes every frame from this template (see `xdp_gen`).
 pub(crate) fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result<()> {
-    let mut t: aya::maps::Array<_, [u8; 60]> =
+    let mut t: aya::maps::Array<_, [u8; 74]> =
         aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").context("GEN_TEMPLATE")?)?;
-    t.set(
-        0,
-        <[u8; 60]>::try_from(frame).context("a 60-byte frame")?,
-        0,
-    )?;
+    t.set(0, xdp_lb_tests::packet::gen_template(frame)?, 0)?;
     Ok(())
 }
 
@@ -212,6 +208,10 @@ pub(crate) struct RateBed {
 }
 
 pub(crate) const RATE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+pub(crate) const RATE_VIP6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 2, 0x90, 0, 0, 0, 0, 0x100);
+/// The IPv6 flow label of generated IPv6 frames (test-ebpf's `GEN_FLOW_LABEL`).
+const GEN_FLOW_LABEL: u32 = 0xb3cc;
 
 impl RateBed {
     pub(crate) fn new(dir: &Path) -> anyhow::Result<Self> {
@@ -277,6 +277,17 @@ impl RateBed {
             f.sysctl("net.ipv4.ip_forward", "1")?;
             f.sysctl("net.ipv4.conf.all.accept_local", "1")?;
         }
+        // IPv6 beside IPv4 on xdp-lb's path: generator 2001:2:91::2 → in0, backends
+        // 2001:2:11::11-13 behind out0 (the agent resolves them by NDP).
+        let add6 = |ns: &NetNs, addr: String, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+        };
+        add6(&generator, "2001:2:91::2/64".into(), "generator1")?;
+        add6(&fwd[1], "2001:2:91::1/64".into(), "in0")?;
+        add6(&fwd[1], "2001:2:11::1/64".into(), "out0")?;
+        for b in 11..=13 {
+            add6(&sink, format!("2001:2:11::{b}/64"), "snk1")?;
+        }
         let sinks = (0..fwd.len())
             .map(|i| load_in(&sink, Some((&format!("snk{i}"), "xdp_sink"))))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -317,6 +328,10 @@ impl RateBed {
                 .check("type", "none");
             config = config.vip((11..=13).fold(vip, |v, b| v.backend(format!("198.18.11.{b}"))));
         }
+        let vip6 = fixtures::vip("rate-dsr6", RATE_VIP6, DSR_PORT)
+            .key("maglev_table_size", 4093)
+            .check("type", "none");
+        config = config.vip((11..=13).fold(vip6, |v, b| v.backend(format!("2001:2:11::{b}"))));
         let config = config.to_string();
         let config_path = dir.join("xdp-lb-rate.toml");
         std::fs::write(&config_path, &config)?;
@@ -370,6 +385,17 @@ impl RateBed {
             f.ip_id = GEN_IP_ID;
             Ok(f.build())
         };
+        let frame6 = |port: u16| -> anyhow::Result<Vec<u8>> {
+            let mut f = xdp_lb_tests::packet::tcp6_frame(
+                ("2001:2:91::2".parse()?, 40000),
+                (RATE_VIP6, port),
+                TCP_ACK,
+                GEN_FLOW_LABEL,
+            );
+            f[0..6].copy_from_slice(&self.fwd[1].mac("in0")?);
+            f[6..12].copy_from_slice(&gen_mac(1)?);
+            Ok(f)
+        };
         // (name, generator port, frame, XDP program to time)
         let rows: Vec<(&'static str, usize, Vec<u8>, Option<&'static str>)> = vec![
             (
@@ -388,6 +414,12 @@ impl RateBed {
                 "xdp-lb, NAT",
                 1,
                 frame(1, RATE_VIP, NAT_PORT, TCP_ACK)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "xdp-lb, L2 DSR, IPv6",
+                1,
+                frame6(DSR_PORT)?,
                 Some(xdp_lb_common::PROGRAM_NAME),
             ),
             (

@@ -137,7 +137,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(md, "## Forwarding rate (live frames)\n")?;
     writeln!(
         md,
-        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes per run, 1024 flows) \
+        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes, IPv6 74, per run, 1024 flows) \
          over point-to-point veths into the node under test, which forwards them out of a second veth to the \
          backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
          forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
