@@ -176,9 +176,10 @@ enum InspectReport {
     /// Flow-table entries: client, VIP, backend, age; for NAT flows also the SNAT source the
     /// backend sees and the TCP state that sets the flow's expiry.
     Flows {
+        /// Only this VIP's flows (its `name`).
         #[arg(long, value_name = "NAME")]
         vip: Option<String>,
-        /// At most this many entries.
+        /// At most this many entries (IPv4 flows first, then IPv6).
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: usize,
     },
