@@ -117,6 +117,34 @@ fn a_dual_stack_pair_of_vips_balances_both_families() {
     assert!(out.contains("[2001:2::1]:"), "{out}");
     assert!(out.contains("2001:2::1"), "{out}");
 
+    // /metrics and /stats name the IPv6 VIP (a socket address in brackets) and its backends.
+    let (metrics, stats) = in_netns(&topo.lb.name, || {
+        let get = |path| {
+            xdp_lb_tests::service::http_fetch(
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                path,
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        };
+        (get("/metrics"), get("/stats"))
+    })
+    .unwrap();
+    assert_eq!((metrics.0, stats.0), (200, 200));
+    assert!(
+        metrics
+            .1
+            .contains("vip=\"web6\",address=\"[2001:2::100]:80\"")
+            && metrics.1.contains("vip=\"web6\",backend=\"2001:2::11\""),
+        "{}",
+        metrics.1
+    );
+    assert!(
+        stats.1.contains("2001:2::100") && stats.1.contains("2001:2::12"),
+        "{}",
+        stats.1
+    );
+
     // The flow log names IPv6 flows as they are.
     let log = agent.log_text();
     assert!(

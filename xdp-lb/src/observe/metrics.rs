@@ -95,12 +95,12 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response 
         [(String::new(), status.map_or(0, |s| s.uptime_seconds))],
     );
 
+    // A socket address: an IPv6 address in brackets, so the port is not read as part of it.
     let vip_labels = |v: &VipView| {
         format!(
-            "vip=\"{}\",address=\"{}:{}\"",
+            "vip=\"{}\",address=\"{}\"",
             label(&v.name),
-            v.address,
-            v.port
+            std::net::SocketAddr::new(v.address, v.port)
         )
     };
     m.traffic(
