@@ -241,6 +241,7 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
         .agent_config(&topo.inner.pin_dir())
         .key("listen", "")
         .key("snat_port_range", "20000-29999")
+        .key("nat_closing_timeout", format!("{CLOSING_TIMEOUT_S}s"))
         .vip(api4)
         .vip(api6)
         .to_string();
@@ -358,6 +359,22 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
             "the NAT sweep counts {live} live flows, expected the IPv6 ones too: {status}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every connection has closed: the sweep reclaims the IPv6 bindings too, after
+    // nat_closing_timeout (bounded as in the IPv4 test).
+    let closed_at = Instant::now();
+    let deadline = Duration::from_secs(CLOSING_TIMEOUT_S + 3) + Duration::from_millis(500);
+    loop {
+        let n = nat_flows(&topo);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            closed_at.elapsed() < deadline,
+            "{n} NAT flows still held {:?} after the last close",
+            closed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let status = agent.stop().unwrap();
     assert!(status.success());

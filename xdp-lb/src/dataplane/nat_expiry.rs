@@ -132,7 +132,7 @@ where
     let clients: Vec<K> = doomed.iter().filter_map(|(_, c)| *c).collect();
     delete_all(maps.flows.map(), &clients);
     let replies: Vec<K> = doomed.iter().map(|(r, _)| *r).collect();
-    out.reclaimed = delete_all(maps.nat_flows.map(), &replies) as u64;
+    out.reclaimed += delete_all(maps.nat_flows.map(), &replies) as u64;
 
     // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
     // answered within `nat_syn_timeout` give their ports back now rather than at the next
