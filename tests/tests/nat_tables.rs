@@ -53,6 +53,14 @@ fn config(flow_table_size: u32) -> String {
         .to_string()
 }
 
+/// A MAC as `ip neigh` takes it.
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The namespace the program's FIB lookups see.
 fn lan() -> NetNs {
     let ns = NetNs::new("nattab").unwrap();
@@ -64,19 +72,13 @@ fn lan() -> NetNs {
         .unwrap();
     ns.ip(&["link", "set", "lan0", "up"]).unwrap();
     ns.ip(&["link", "set", "lan1", "up"]).unwrap();
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
     for (addr, m) in [(BACKEND, BACKEND_MAC), (ROUTER, ROUTER_MAC)] {
         ns.ip(&[
             "neigh",
             "add",
             &addr.to_string(),
             "lladdr",
-            &mac(m),
+            &mac_text(m),
             "dev",
             "lan0",
             "nud",
@@ -515,4 +517,194 @@ fn icmp_fragmentation_needed_is_translated_for_the_other_side() {
         assert_eq!(lb.counter(Counter::IcmpTooBigTranslated), 2);
     })
     .unwrap();
+}
+
+/// NAT66 through BPF_PROG_TEST_RUN, in a namespace like `lan`'s over IPv6: `lan0`
+/// 2001:2::2/64 (the SNAT address), the backend and the router as static neighbours, the
+/// clients' 2001:2:1::/64 behind the router.
+mod nat66 {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use xdp_lb_tests::packet::{ipv6_frame, l4_checksum6, tcp_header};
+
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+    const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+    const BACKEND6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x11);
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x10);
+
+    fn config6() -> String {
+        fixtures::config("lan0")
+            .bed("@PIN_DIR@", 4096, 4)
+            .key("snat_address", "2001:2::2")
+            .key("snat_port_range", "20000-20003")
+            .vip(
+                fixtures::vip("api6", VIP6, 443)
+                    .nat()
+                    .key("maglev_table_size", 251)
+                    .check("type", "none")
+                    .backend_with(BACKEND6, &[("port", "6443")]),
+            )
+            .to_string()
+    }
+
+    fn lan6() -> NetNs {
+        let ns = NetNs::new("nattab6").unwrap();
+        ns.ip(&[
+            "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+        ])
+        .unwrap();
+        ns.ip(&["-6", "addr", "add", "2001:2::2/64", "dev", "lan0", "nodad"])
+            .unwrap();
+        ns.ip(&["link", "set", "lan0", "up"]).unwrap();
+        ns.ip(&["link", "set", "lan1", "up"]).unwrap();
+        for (addr, m) in [("2001:2::11", BACKEND_MAC), ("2001:2::1", ROUTER_MAC)] {
+            ns.ip(&[
+                "-6",
+                "neigh",
+                "add",
+                addr,
+                "lladdr",
+                &mac_text(m),
+                "dev",
+                "lan0",
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        }
+        ns.ip(&["-6", "route", "add", "2001:2:1::/64", "via", "2001:2::1"])
+            .unwrap();
+        // As for IPv4: the FIB lookup runs from the ingress device's (lo's) view.
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.lo.forwarding", "1").unwrap();
+        ns
+    }
+
+    /// A TCP/IPv6 frame with a valid checksum; `dest_opts`: one 8-byte destination-options
+    /// header before TCP.
+    fn packet6(
+        (src, sport): (Ipv6Addr, u16),
+        (dst, dport): (Ipv6Addr, u16),
+        flags: u8,
+        payload: &[u8],
+        dest_opts: bool,
+    ) -> Vec<u8> {
+        let mut seg = tcp_header();
+        seg[0..2].copy_from_slice(&sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&dport.to_be_bytes());
+        seg[13] = flags;
+        seg.extend_from_slice(payload);
+        let sum = l4_checksum6(src, dst, 6, &seg);
+        seg[16..18].copy_from_slice(&sum.to_be_bytes());
+        let exts: &[(u8, usize)] = if dest_opts { &[(60, 8)] } else { &[] };
+        let mut f = ipv6_frame(exts, 6, &seg);
+        f[6..12].copy_from_slice(&ROUTER_MAC);
+        f[22..38].copy_from_slice(&src.octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        f
+    }
+
+    #[derive(Debug)]
+    struct Seen6 {
+        dst_mac: [u8; 6],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        sport: u16,
+        dport: u16,
+        /// The extension headers between the fixed header and TCP, as they left.
+        exts: Vec<u8>,
+        payload: Vec<u8>,
+    }
+
+    /// Parses a TCP/IPv6 frame (at most one destination-options header) and asserts the TCP
+    /// checksum by recomputing it over the rewritten pseudo-header.
+    fn read_and_verify6(frame: &[u8]) -> Seen6 {
+        assert_eq!(frame[12..14], [0x86, 0xdd]);
+        let payload_len = u16::from_be_bytes([frame[18], frame[19]]) as usize;
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[22..38]).unwrap());
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[38..54]).unwrap());
+        let mut off = 54;
+        if frame[20] == 60 {
+            off += (frame[55] as usize + 1) * 8;
+        }
+        let seg = &frame[off..54 + payload_len];
+        let mut zeroed = seg.to_vec();
+        zeroed[16] = 0;
+        zeroed[17] = 0;
+        assert_eq!(
+            u16::from_be_bytes([seg[16], seg[17]]),
+            l4_checksum6(src, dst, 6, &zeroed),
+            "TCP checksum recomputed over the rewritten IPv6 pseudo-header and segment"
+        );
+        Seen6 {
+            dst_mac: frame[0..6].try_into().unwrap(),
+            src,
+            dst,
+            sport: u16::from_be_bytes([seg[0], seg[1]]),
+            dport: u16::from_be_bytes([seg[2], seg[3]]),
+            exts: frame[54..off].to_vec(),
+            payload: seg[20..].to_vec(),
+        }
+    }
+
+    #[test]
+    fn nat66_rewrites_both_directions_with_valid_checksums() {
+        require_root!();
+        let ns = lan6();
+        in_netns(&ns.name, move || {
+            let lb = Loaded::new(&config6(), LOOPBACK_IFINDEX).unwrap();
+            // Client → VIP: [SNAT]:port → [backend]:6443, to the backend's MAC.
+            let syn = packet6((CLIENT6, 41000), (VIP6, 443), TCP_SYN, b"", false);
+            let r = lb.run(&syn).unwrap();
+            assert_eq!(r.action, XDP_REDIRECT, "{:?}", lb.all_counters());
+            let out = read_and_verify6(&r.out);
+            assert_eq!(out.dst_mac, BACKEND_MAC);
+            assert_eq!((out.src, out.dst, out.dport), (SNAT6, BACKEND6, 6443));
+            assert!((20000..=20003).contains(&out.sport), "{}", out.sport);
+            let snat_port = out.sport;
+            assert_eq!(lb.counter(Counter::NewFlow), 1);
+            // The backend's SYN-ACK: [VIP]:443 → [client]:41000, to the router.
+            let data: Vec<u8> = (0..=255u8).cycle().take(777).collect();
+            let reply = packet6(
+                (BACKEND6, 6443),
+                (SNAT6, snat_port),
+                TCP_SYN | TCP_ACK,
+                &data[..333],
+                false,
+            );
+            let r = lb.run(&reply).unwrap();
+            assert_eq!(r.action, XDP_REDIRECT);
+            let out = read_and_verify6(&r.out);
+            assert_eq!(out.dst_mac, ROUTER_MAC);
+            assert_eq!(
+                (out.src, out.sport, out.dst, out.dport),
+                (VIP6, 443, CLIENT6, 41000)
+            );
+            assert_eq!(out.payload, &data[..333]);
+            // The client's ACK, with data and a destination-options header: promotes the
+            // flow; the extension header leaves as it came.
+            let ack = packet6((CLIENT6, 41000), (VIP6, 443), TCP_ACK, &data, true);
+            let r = lb.run(&ack).unwrap();
+            assert_eq!(r.action, XDP_REDIRECT);
+            let out = read_and_verify6(&r.out);
+            assert_eq!((out.src, out.sport, out.dst), (SNAT6, snat_port, BACKEND6));
+            assert_eq!(out.exts, ack[54..62], "the destination options are kept");
+            assert_eq!(out.payload, data);
+            let nat6: Vec<_> = lb
+                .maps()
+                .flows6()
+                .filter(|(_, v)| v.flags & xdp_lb_common::FLOW_F_NAT != 0)
+                .collect();
+            assert_eq!(nat6.len(), 1, "the promoted flow's client direction");
+            assert_eq!(lb.maps().nat_flows6().count(), 1, "its reply direction");
+            assert_eq!(lb.maps().nat_embryonic6().count(), 0, "no longer half-open");
+            // A packet of a connection nobody knows goes to the kernel (which resets it).
+            let stray = packet6((CLIENT6, 41999), (VIP6, 443), TCP_ACK, b"", false);
+            let r = lb.run(&stray).unwrap();
+            assert_eq!(r.action, XDP_PASS);
+            assert_eq!(lb.counter(Counter::PassNatNoFlow), 1);
+        })
+        .unwrap();
+    }
 }

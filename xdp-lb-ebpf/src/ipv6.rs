@@ -31,6 +31,12 @@ use crate::{
 /// An IPv6 choice: the backend and, for NAT66, the rewrite.
 type Choice6 = Choice<[u8; 16]>;
 
+/// How the steps below take the caller's `Choice6`: an untyped pointer. A step's signature
+/// goes into the object's BTF, and the BTF of `Option<Rewrite>` (a Rust enum: a union whose
+/// member starts past bit 0) is refused by the kernel ("Invalid member bits_offset"), which
+/// then loads the program without any BTF and says so at every start.
+type ChoicePtr = *mut core::ffi::c_void;
+
 /// A step's outcome across a call: 0, or `FAILED | counter`. (A `Result` does not cross a
 /// BPF-to-BPF call: the backend returns one register.)
 type Step = u32;
@@ -136,7 +142,7 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     // range, as for IPv4. Other packets to that address (the host's own) go on as usual.
     let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
     if snat6 != [0; 16] && packet.flow.dst_addr == snat6 && port >= port_min && port <= port_max {
-        outcome(nat_reply(packet, &mut choice))?;
+        outcome(nat_reply(packet, (&raw mut choice).cast()))?;
     } else {
         outcome(to_vip(packet, settings, &mut choice)).inspect_err(|reason| {
             if !matches!(reason, Counter::PassNotVip) {
@@ -177,6 +183,7 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
 /// have no allow and deny lists or source limits yet (the agent's config check refuses them).
 #[inline(always)]
 fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> Step {
+    let choice: ChoicePtr = (choice as *mut Choice6).cast();
     let hit = flow_hit(packet, choice);
     if hit != MISS {
         return hit;
@@ -210,9 +217,9 @@ fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> 
 /// The flow's entry in `FLOWS6`, if it has one whose backend may still carry it. DONE with
 /// `choice` written, else MISS (a DSR flow whose backend went is counted `flow_rehashed`).
 #[inline(never)]
-fn flow_hit(packet: *const Packet6, choice: *mut Choice6) -> Step {
+fn flow_hit(packet: *const Packet6, choice: ChoicePtr) -> Step {
     // SAFETY: the caller's stack values, live across this call.
-    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let (packet, choice) = unsafe { (&*packet, &mut *choice.cast::<Choice6>()) };
     let Some(entry) = FLOWS6.get_ptr_mut(packet.flow) else {
         return MISS;
     };
@@ -250,10 +257,10 @@ fn new_dsr_flow(
     packet: *const Packet6,
     vip: *const VipInfo,
     settings: *const Settings,
-    choice: *mut Choice6,
+    choice: ChoicePtr,
 ) -> Step {
     // SAFETY: the caller's stack values and map value pointers, live across this call.
-    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
     {
@@ -290,10 +297,10 @@ fn nat_backend(
     packet: *const Packet6,
     vip: *const VipInfo,
     settings: *const Settings,
-    choice: *mut Choice6,
+    choice: ChoicePtr,
 ) -> Step {
     // SAFETY: as in new_dsr_flow.
-    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
     {
@@ -313,11 +320,11 @@ fn new_nat_flow(
     packet: *const Packet6,
     vip: *const VipInfo,
     settings: *const Settings,
-    choice: *mut Choice6,
+    choice: ChoicePtr,
     reply_sum: u32,
 ) -> Step {
     // SAFETY: as in new_dsr_flow.
-    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice) };
+    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
     let (backend_id, backend) = (choice.backend_id, choice.backend);
     // SAFETY: a helper call without preconditions; a map value pointer.
@@ -354,9 +361,9 @@ fn new_nat_flow(
 
 /// The client's ACK that completes a half-open NAT66 flow's handshake (`nat::promote`).
 #[inline(never)]
-fn promote(packet: *const Packet6, vip: *const VipInfo, choice: *mut Choice6) -> Step {
+fn promote(packet: *const Packet6, vip: *const VipInfo, choice: ChoicePtr) -> Step {
     // SAFETY: as in new_dsr_flow.
-    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let (packet, choice) = unsafe { (&*packet, &mut *choice.cast::<Choice6>()) };
     let Some(slots) = NAT6_SLOTS.get_ptr_mut(0) else {
         return step(Err(Counter::DropNoSettings));
     };
@@ -379,9 +386,9 @@ fn promote(packet: *const Packet6, vip: *const VipInfo, choice: *mut Choice6) ->
 /// (established, or half-open: the SYN-ACK). Not a flow's: the host's own connection (a
 /// health check), for the kernel.
 #[inline(never)]
-fn nat_reply(packet: *const Packet6, choice: *mut Choice6) -> Step {
+fn nat_reply(packet: *const Packet6, choice: ChoicePtr) -> Step {
     // SAFETY: the caller's stack values, live across this call.
-    let (packet, choice) = unsafe { (&*packet, &mut *choice) };
+    let (packet, choice) = unsafe { (&*packet, &mut *choice.cast::<Choice6>()) };
     let (rewrite, vip_id, backend_id) = if let Some(entry) = NAT_FLOWS6.get_ptr_mut(packet.flow) {
         // SAFETY: a map value pointer from a successful lookup.
         let ids = unsafe { ((*entry).vip_id, (*entry).backend_id) };

@@ -82,6 +82,11 @@ pub enum NetlinkError {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// Held while a dump runs: the kernel runs one dump per netlink socket at a time and
+    /// answers a second one with EBUSY (`netlink_dump_start`), and the clones (the agent, each
+    /// VRRP instance) share the socket. Seen: an IPv4 and an IPv6 VRRP instance starting
+    /// together, one dumping addresses while the other did, failed the agent's start.
+    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -89,7 +94,10 @@ impl Netlink {
     pub fn new() -> Result<Self, NetlinkError> {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            dumps: Default::default(),
+        })
     }
 
     /// IPv6 backends are resolved the same way: the kernel's neighbour table holds both
@@ -151,6 +159,7 @@ impl Netlink {
                 .destination_prefix(a, 128)
                 .build(),
         };
+        let _dump = self.dumps.lock().await;
         let mut routes = self.handle.route().get(request).execute();
         let route = match routes.try_next().await {
             Ok(Some(route)) => route,
@@ -181,6 +190,7 @@ impl Netlink {
             IpAddr::V4(_) => netlink_packet_route::AddressFamily::Inet,
             IpAddr::V6(_) => netlink_packet_route::AddressFamily::Inet6,
         };
+        let _dump = self.dumps.lock().await;
         let mut dump = self
             .handle
             .neighbours()
@@ -279,6 +289,7 @@ impl Netlink {
 
     /// The addresses of `ifindex`, in the kernel's order (primary before secondary).
     async fn addresses(&self, ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+        let _dump = self.dumps.lock().await;
         let mut found = Vec::new();
         let mut addrs = self
             .handle
@@ -373,6 +384,7 @@ impl Netlink {
         table: u32,
         protocol: u8,
     ) -> Result<Vec<IpAddr>, NetlinkError> {
+        let _dump = self.dumps.lock().await;
         let mut found = Vec::new();
         let v4 = self
             .handle
@@ -439,6 +451,7 @@ impl Netlink {
 
     /// Removes `addr` (whatever its prefix) from `ifindex`; absent is not an error.
     pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        let _dump = self.dumps.lock().await;
         let mut found = Vec::new();
         let mut dump = self
             .handle
