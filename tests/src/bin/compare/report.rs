@@ -199,7 +199,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
     writeln!(md, "\n## Memory\n")?;
     writeln!(
         md,
-        "xdp-lb agent RSS: {} KiB (haproxy, for comparison: {} KiB). BPF o.maps as the kernel accounts them \
+        "xdp-lb agent RSS: {} KiB (haproxy, for comparison: {} KiB). BPF maps as the kernel accounts them \
          (`memlock` in fdinfo; NAT_FLOWS grows with use):\n",
         o.agent_rss.map_or("?".into(), |v| v.to_string()),
         o.haproxy_rss.map_or("?".into(), |v| v.to_string()),
@@ -369,7 +369,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         );
     }
     println!(
-        "agent RSS {} KiB; BPF o.maps {:.1} MiB",
+        "agent RSS {} KiB; BPF maps {:.1} MiB",
         o.agent_rss.map_or("?".into(), |v| v.to_string()),
         total_maps as f64 / 1048576.0
     );
