@@ -24,7 +24,7 @@ use crate::{
     balance::{self, Choice},
     flow_log, forward,
     maps::{BACKEND_STATS, FLOWS6, NAT_EMBRYONIC6, NAT_FLOWS6, NAT6_SLOTS, SETTINGS, VIP_STATS},
-    nat,
+    nat, nat_rewrite,
     stats::{add_traffic, count, verdict},
 };
 
@@ -409,7 +409,7 @@ fn nat_reply(packet: *const Packet6, choice: ChoicePtr) -> Step {
     DONE
 }
 
-/// NAT66's rewrite and next hop (`nat::rewrite6`, `nat::route6`), two calls of their own.
+/// NAT66's rewrite and next hop (`nat_rewrite::rewrite6`, `nat_rewrite::route6`), two calls of their own.
 #[inline(always)]
 fn route(
     ctx: *mut xdp_md,
@@ -433,7 +433,7 @@ fn rewrite_step(
     let ctx = context(ctx);
     // SAFETY: the caller's stack values, live across this call.
     let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
-    step(nat::rewrite6(&ctx, packet, rewrite))
+    step(nat_rewrite::rewrite6(&ctx, packet, rewrite))
 }
 
 /// The verdict (an XDP action), or `FAILED | counter`.
@@ -446,7 +446,7 @@ fn route_step(
     let ctx = context(ctx);
     // SAFETY: the caller's stack values, live across this call.
     let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
-    match nat::route6(&ctx, packet, rewrite) {
+    match nat_rewrite::route6(&ctx, packet, rewrite) {
         Ok(action) => action,
         Err(reason) => FAILED | reason as u32,
     }
@@ -456,7 +456,7 @@ fn route_step(
 /// sent from an IPv6 VIP goes on to that backend, unchanged but for the MACs (the ICMPv6
 /// checksum covers no MAC). As for IPv4 (`too_big` in main.rs), the backend is the flow's
 /// entry or its Maglev choice. One about a NAT66 flow's packet is translated for the side
-/// that sent it (`nat::translate_too_big6`) and handed to the kernel to forward.
+/// that sent it (`nat_rewrite::translate_too_big6`) and handed to the kernel to forward.
 #[inline(never)]
 fn too_big(ctx: *mut xdp_md, packet: *const Packet6) -> u32 {
     let ctx = context(ctx);
@@ -493,7 +493,7 @@ fn too_big_to_sender(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter>
             .filter(|e| unsafe { (**e).flags } & FLOW_F_NAT != 0)
     };
     if let Some(entry) = nat_entry {
-        nat::translate_too_big6(ctx, packet, entry)?;
+        nat_rewrite::translate_too_big6(ctx, packet, entry)?;
         count(Counter::IcmpTooBigTranslated);
         return Ok(xdp_action::XDP_PASS);
     }

@@ -21,6 +21,7 @@ mod ipv6;
 mod limit;
 mod maps;
 mod nat;
+mod nat_rewrite;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -93,7 +94,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
             // SAFETY: a map value pointer from a successful lookup.
             let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
             let rewrite = nat::touch(entry, packet.tcp_flags);
-            let action = nat::rewrite_and_route(ctx, &packet, &rewrite)?;
+            let action = nat_rewrite::rewrite_and_route(ctx, &packet, &rewrite)?;
             let tx = action == xdp_action::XDP_TX;
             add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
             add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
@@ -106,7 +107,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
             // SAFETY: as above.
             let (vip_id, backend_id) = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
             let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
-            let action = nat::rewrite_and_route(ctx, &packet, &rewrite)?;
+            let action = nat_rewrite::rewrite_and_route(ctx, &packet, &rewrite)?;
             let tx = action == xdp_action::XDP_TX;
             add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
             add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
@@ -115,7 +116,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
     }
     let forwarded = balance::choose_backend(&packet, settings).and_then(|choice| {
         let action = match &choice.nat {
-            Some(rewrite) => nat::rewrite_and_route(ctx, &packet, rewrite),
+            Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, &packet, rewrite),
             None => forward::forward_dsr(ctx, packet.eth, choice.backend),
         };
         action.map(|action| (choice, action))
@@ -164,7 +165,7 @@ fn count_forwarded<A>(choice: &balance::Choice<A>, len: u32, action: u32) {
 /// but for the MACs, so the backend's kernel lowers the path MTU of the connection. Without
 /// this the error would end here and the connection stall on every full-size segment. For a
 /// NAT flow the error is translated for the side that sent the packet and handed to the kernel
-/// to forward (`nat::translate_too_big`).
+/// to forward (`nat_rewrite::translate_too_big`).
 #[inline(always)]
 fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     let icmp = parse::parse_too_big(ctx)?;
@@ -191,7 +192,7 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
             .filter(|e| unsafe { (**e).flags } & FLOW_F_NAT != 0)
     };
     if let Some(entry) = nat_entry {
-        nat::translate_too_big(&icmp, entry);
+        nat_rewrite::translate_too_big(&icmp, entry);
         count(Counter::IcmpTooBigTranslated);
         return Ok(xdp_action::XDP_PASS);
     }
