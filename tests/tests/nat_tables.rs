@@ -543,6 +543,7 @@ mod nat66 {
                     .nat()
                     .key("maglev_table_size", 251)
                     .check("type", "none")
+                    .list("deny", &["2001:2:1::66"])
                     .backend_with(BACKEND6, &[("port", "6443")]),
             )
             .to_string()
@@ -699,6 +700,14 @@ mod nat66 {
             assert_eq!(nat6.len(), 1, "the promoted flow's client direction");
             assert_eq!(lb.maps().nat_flows6().count(), 1, "its reply direction");
             assert_eq!(lb.maps().nat_embryonic6().count(), 0, "no longer half-open");
+            // A denied source's SYN is dropped before any state (no half-open entry, no port).
+            let denied = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x66);
+            let r = lb
+                .run(&packet6((denied, 41000), (VIP6, 443), TCP_SYN, b"", false))
+                .unwrap();
+            assert_eq!(r.action, XDP_DROP);
+            assert_eq!(lb.counter(Counter::DropDenied), 1);
+            assert_eq!(lb.maps().nat_embryonic6().count(), 0);
             // A packet of a connection nobody knows goes to the kernel (which resets it).
             let stray = packet6((CLIENT6, 41999), (VIP6, 443), TCP_ACK, b"", false);
             let r = lb.run(&stray).unwrap();

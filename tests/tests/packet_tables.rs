@@ -597,6 +597,94 @@ fn allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
     assert_eq!(lb.maps().flows().count(), 2);
 }
 
+/// The same lists on an IPv6 VIP (in `ACL6`): the longest IPv6 prefix decides for new flows,
+/// refused sources leave no state, and a reload that denies a source purges its `FLOWS6`
+/// entries.
+#[test]
+fn ipv6_allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
+    require_root!();
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .vip(
+            fixtures::vip("web6", "2001:2::100", 80)
+                .key("maglev_table_size", 4093)
+                .backend("2001:2::11")
+                .backend("2001:2::12")
+                .list("allow", &["2001:2::/32", "2001:2:5::7"])
+                .list("deny", &["2001:2:5::/64"]),
+        )
+        .to_string();
+    let mut lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
+    let from = |src: &str, flags: u8| {
+        let mut tcp = xdp_lb_tests::packet::tcp_header();
+        tcp[13] = flags;
+        let mut f = xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp);
+        f[22..38].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f
+    };
+    let cases = [
+        (
+            "in the allowed /32",
+            "2001:2:1::1",
+            XDP_TX,
+            Counter::NewFlow,
+        ),
+        (
+            "in the denied /64",
+            "2001:2:5::8",
+            XDP_DROP,
+            Counter::DropDenied,
+        ),
+        (
+            "the allowed /128 inside it",
+            "2001:2:5::7",
+            XDP_TX,
+            Counter::NewFlow,
+        ),
+        (
+            "not in the allow list",
+            "2001:3::1",
+            XDP_DROP,
+            Counter::DropNotAllowed,
+        ),
+    ];
+    for (what, src, action, counter) in cases {
+        let before = lb.counter(counter);
+        let r = lb.run(&from(src, xdp_lb_tests::packet::TCP_SYN)).unwrap();
+        assert_eq!(r.action, action, "{what}: {:?}", lb.all_counters());
+        assert_eq!(lb.counter(counter), before + 1, "{what}");
+    }
+    let web6 = lb.maps().vip_traffic(0);
+    assert_eq!(
+        (web6.denied, web6.not_allowed),
+        (1, 1),
+        "counted on the VIP"
+    );
+    assert_eq!(
+        lb.maps().flows6().count(),
+        2,
+        "no state for refused sources"
+    );
+    // A reload denies 2001:2:1::/64: that source's flow goes, the other stays.
+    lb.config.vips[0]
+        .deny
+        .push("2001:2:1::/64".parse::<xdp_lb::config::Cidr>().unwrap());
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    assert_eq!(
+        lb.run(&from("2001:2:5::7", TCP_ACK)).unwrap().action,
+        XDP_TX
+    );
+    assert_eq!(
+        lb.run(&from("2001:2:1::1", TCP_ACK)).unwrap().action,
+        XDP_DROP
+    );
+    assert_eq!(
+        lb.maps().flows6().count(),
+        1,
+        "the denied source's flow was purged"
+    );
+}
+
 /// `new_flows_per_source`: a source's new flows above its rate are refused (±10% of the rate
 /// at a steady offered load), other sources are unaffected, established flows never limited,
 /// and sources of one `limit_prefix_v4` share a bucket.

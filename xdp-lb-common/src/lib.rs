@@ -41,6 +41,7 @@ pub mod map_names {
     pub const INSERT_BUDGET: &str = "INSERT_BUDGET";
     pub const VIPS6: &str = "VIPS6";
     pub const FLOWS6: &str = "FLOWS6";
+    pub const ACL6: &str = "ACL6";
     pub const NAT_FLOWS6: &str = "NAT_FLOWS6";
     pub const NAT_EMBRYONIC6: &str = "NAT_EMBRYONIC6";
     pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
@@ -200,6 +201,15 @@ pub const FLOW_LOG_SOURCES_SIZE: u32 = 16_384;
 pub struct AclData {
     pub vip_id: u32,
     pub addr_be: u32,
+}
+
+/// The key data of `ACL6`: as [`AclData`], with the IPv6 source (prefix length 32 + the
+/// source prefix's, up to 160).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclData6 {
+    pub vip_id: u32,
+    pub addr: [u8; 16],
 }
 
 /// `ACL` values: what the longest matching prefix says.
@@ -644,6 +654,7 @@ mod pod {
     unsafe impl aya::Pod for super::VipKey6 {}
     unsafe impl aya::Pod for super::FlowKey6 {}
     unsafe impl aya::Pod for super::AclData {}
+    unsafe impl aya::Pod for super::AclData6 {}
     unsafe impl aya::Pod for super::VipLimit {}
     unsafe impl aya::Pod for super::InsertBudget {}
     unsafe impl aya::Pod for super::BucketKey {}
@@ -682,6 +693,7 @@ mod tests {
         assert_eq!(size_of::<FlowLogBudget>(), 16);
         assert_eq!(size_of::<Settings>(), 44);
         assert_eq!(size_of::<AclData>(), 8);
+        assert_eq!(size_of::<AclData6>(), 20);
         assert_eq!(size_of::<VipLimit>(), 40);
         assert_eq!(size_of::<BucketKey>(), 8);
         assert_eq!(size_of::<Bucket>(), 16);

@@ -21,6 +21,7 @@ use xdp_lb_common::{Counter, FLOW_F_NAT, FlowValue6, Settings, VIP_F_NAT, VipInf
 use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 
 use crate::{
+    acl,
     balance::{self, Choice},
     flow_log, forward,
     maps::{BACKEND_STATS, FLOWS6, NAT_EMBRYONIC6, NAT_FLOWS6, NAT6_SLOTS, SETTINGS, VIP_STATS},
@@ -179,8 +180,9 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
 }
 
 /// A client's packet to an IPv6 VIP: its flow's backend (`FLOWS6`), else a new flow or the
-/// promotion of a half-open NAT66 flow, as `balance::choose_backend` does for IPv4. IPv6 VIPs
-/// have no allow and deny lists or source limits yet (the agent's config check refuses them).
+/// promotion of a half-open NAT66 flow, as `balance::choose_backend` does for IPv4 (the allow
+/// and deny lists in the new-flow steps). IPv6 VIPs have no source limits yet (the agent's
+/// config check refuses them).
 #[inline(always)]
 fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> Step {
     let choice: ChoicePtr = (choice as *mut Choice6).cast();
@@ -262,6 +264,10 @@ fn new_dsr_flow(
     // SAFETY: the caller's stack values and map value pointers, live across this call.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
+    // The VIP's allow and deny lists, before any state is made (as for IPv4).
+    if let Err(reason) = acl::admits6(vip, &flow.src_addr) {
+        return step(Err(reason));
+    }
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
     {
         Ok(b) => b,
@@ -302,6 +308,10 @@ fn nat_backend(
     // SAFETY: as in new_dsr_flow.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
+    // The VIP's allow and deny lists, before any state is made (as for IPv4).
+    if let Err(reason) = acl::admits6(vip, &flow.src_addr) {
+        return step(Err(reason));
+    }
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
     {
         Ok(b) => b,

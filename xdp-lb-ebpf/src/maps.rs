@@ -9,10 +9,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    AclData, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS,
-    FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue, FlowValue6, InsertBudget,
-    MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings,
-    TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue,
+    FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS,
+    SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
 };
 
 #[map]
@@ -95,6 +95,10 @@ pub static FIB6_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
 /// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
 #[map]
 pub static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
+
+/// The IPv6 VIPs' lists, as `ACL`.
+#[map]
+pub static ACL6: LpmTrie<AclData6, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
 
 /// Per-source new-flow limits by VIP id (see `limit.rs`).
 #[map]

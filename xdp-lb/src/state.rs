@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
 };
 
 use xdp_lb_common::{
@@ -113,7 +113,7 @@ pub type Acl = BTreeMap<(u32, Cidr), u32>;
 
 /// Whether a VIP with these `flags` and entries lets `src` open a flow: what the program's
 /// longest-prefix lookup decides (`xdp-lb-ebpf/src/acl.rs`), for purging flows on reload.
-pub fn admits(acl: &Acl, vip_id: u32, flags: u32, src: Ipv4Addr) -> bool {
+pub fn admits(acl: &Acl, vip_id: u32, flags: u32, src: IpAddr) -> bool {
     if flags & VIP_F_ACL == 0 {
         return true;
     }
@@ -421,7 +421,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{net::Ipv4Addr, path::Path};
 
     use super::*;
     use crate::config;

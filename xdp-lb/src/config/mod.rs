@@ -236,18 +236,28 @@ pub struct SourceLimit {
     pub prefix: u8,
 }
 
-/// An IPv4 prefix: `198.51.100.0/24`, or an address alone (`/32`).
+/// A prefix of either family: `198.51.100.0/24`, `2001:db8::/32`, or an address alone (`/32`,
+/// `/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub len: u8,
 }
 
 impl Cidr {
-    /// Whether `a` is inside this prefix.
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
-        u32::from(a) & mask == u32::from(self.addr)
+    /// Whether `a` is inside this prefix (never across families).
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match (self.addr, a) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
+                u32::from(a) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
+                u128::from(a) & mask == u128::from(net)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -258,27 +268,35 @@ impl std::str::FromStr for Cidr {
     /// likely a typo for `.0/24` or `/32`).
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let (addr, len) = text.split_once('/').unwrap_or((text, "32"));
-        let addr: Ipv4Addr = addr.parse().map_err(|_| {
-            let why = if addr.contains(':') {
-                "an IPv6 prefix: the lists take IPv4 prefixes until xdp-lb balances IPv6"
-            } else {
-                "not an IPv4 address"
-            };
-            format!("{text:?} is {why} (e.g. \"198.51.100.0/24\")")
-        })?;
-        let len: u8 = match len.parse() {
-            Ok(n) if n <= 32 => n,
-            _ => return Err(format!("{text:?}: the prefix length must be 0..=32")),
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
         };
-        let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            format!("{text:?} is not an IP address or prefix (e.g. \"198.51.100.0/24\", \"2001:db8::/32\")")
+        })?;
+        let max = if addr.is_ipv6() { 128 } else { 32 };
+        let len: u8 = match len.map(str::parse::<u8>) {
+            None => max,
+            Some(Ok(n)) if n <= max => n,
+            _ => return Err(format!("{text:?}: the prefix length must be 0..={max}")),
+        };
         let network = Cidr {
-            addr: (u32::from(addr) & mask).into(),
+            addr: match addr {
+                IpAddr::V4(a) => {
+                    let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+                    IpAddr::V4((u32::from(a) & mask).into())
+                }
+                IpAddr::V6(a) => {
+                    let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+                    IpAddr::V6((u128::from(a) & mask).into())
+                }
+            },
             len,
         };
         if network.addr != addr {
             return Err(format!(
-                "{text:?} has host bits set: did you mean {network} (or {addr}/32)?"
+                "{text:?} has host bits set: did you mean {network} (or {addr}/{max})?"
             ));
         }
         Ok(network)

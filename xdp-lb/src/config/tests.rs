@@ -315,7 +315,7 @@ mod source_lists {
             (
                 "allow = [\"198.51.100.0/24\", \"198.51.100\"]",
                 "vip[0].allow[1]",
-                "not an IPv4 address",
+                "not an IP address or prefix",
             ),
             (
                 "deny = [\"198.51.100.0/33\"]",
@@ -330,7 +330,7 @@ mod source_lists {
             (
                 "allow = [\"2001:db8::/32\"]",
                 "vip[0].allow[0]",
-                "an IPv6 prefix",
+                "is an IPv6 prefix and the VIP",
             ),
             (
                 "allow = [\"10.0.0.0/8\", \"10.0.0.0/8\"]",
@@ -842,12 +842,12 @@ address = "2001:2::12"
         let cases = [
             (
                 "port = 80\n\n[[vip.backend]]\naddress = \"2001",
-                "port = 80\nallow = [\"2001:2::/48\"]\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\nallow = [\"198.18.0.0/16\"]\n\n[[vip.backend]]\naddress = \"2001",
                 "vip[1].allow[0]",
             ),
             (
                 "port = 80\n\n[[vip.backend]]\naddress = \"2001",
-                "port = 80\ndeny = [\"2001:2::/48\"]\n\n[[vip.backend]]\naddress = \"2001",
+                "port = 80\ndeny = [\"2001:2::1/48\"]\n\n[[vip.backend]]\naddress = \"2001",
                 "vip[1].deny[0]",
             ),
             (

@@ -275,8 +275,8 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         if address.is_ipv6() {
             ipv6_limits(place, rv, &key)?;
         }
-        let allow = cidrs(place, &rv.allow, &key("allow"))?;
-        let deny = cidrs(place, &rv.deny, &key("deny"))?;
+        let allow = cidrs(place, &rv.allow, &key("allow"), address)?;
+        let deny = cidrs(place, &rv.deny, &key("deny"), address)?;
         if let Some((j, c)) = deny.iter().enumerate().find(|(_, c)| allow.contains(c)) {
             return Err(place.at(
                 &rv.deny[j],
@@ -359,11 +359,13 @@ fn slowstart(
     Ok(d)
 }
 
-/// A source list of CIDRs (see `Cidr`'s `FromStr`), without repeats.
+/// A source list of CIDRs (see `Cidr`'s `FromStr`), without repeats, of the family of the
+/// VIP's `address` (a source of the other family never reaches that VIP).
 fn cidrs(
     place: &Place<'_>,
     values: &[toml::Spanned<String>],
     key: &str,
+    address: IpAddr,
 ) -> Result<Vec<Cidr>, ConfigError> {
     let mut out: Vec<Cidr> = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
@@ -374,6 +376,17 @@ fn cidrs(
             .map_err(|e: String| place.at(v, &k, e))?;
         if out.contains(&cidr) {
             return Err(place.at(v, &k, format!("{cidr} is listed twice")));
+        }
+        if cidr.addr.is_ipv6() != address.is_ipv6() {
+            return Err(place.at(
+                v,
+                &k,
+                format!(
+                    "{cidr} is an {} prefix and the VIP {address} is {}: a list names sources of the VIP's family",
+                    family(cidr.addr),
+                    family(address)
+                ),
+            ));
         }
         out.push(cidr);
     }
@@ -502,20 +515,13 @@ fn family(a: IpAddr) -> &'static str {
     if a.is_ipv6() { "IPv6" } else { "IPv4" }
 }
 
-/// What IPv6 VIPs cannot have yet: allow and deny lists and per-source limits (the data
-/// plane's IPv6 path has no ACL or source buckets yet; README, "Known limits"). Refused rather
-/// than ignored.
+/// What IPv6 VIPs cannot have yet: per-source limits (the data plane's IPv6 path has no source
+/// buckets yet; README, "Known limits"). Refused rather than ignored.
 fn ipv6_limits(
     place: &Place<'_>,
     rv: &super::raw::RawVip,
     key: &dyn Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
-    if let Some(a) = rv.allow.first() {
-        return Err(place.at(a, key("allow[0]"), "IPv6 VIPs take no allow list yet"));
-    }
-    if let Some(d) = rv.deny.first() {
-        return Err(place.at(d, key("deny[0]"), "IPv6 VIPs take no deny list yet"));
-    }
     if let Some(l) = &rv.new_flows_per_source {
         return Err(place.at(
             l,

@@ -14,9 +14,9 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    AclData, AnyVipKey, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowKey6, FlowLogBudget,
-    FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
-    map_names,
+    AclData, AclData6, AnyVipKey, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowKey6,
+    FlowLogBudget, FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6,
+    VipLimit, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -43,6 +43,7 @@ pub struct Maps {
     pub(super) tx_ports: DevMapHash<MapData>,
     /// The VIPs' allow and deny lists (`xdp-lb-ebpf/src/acl.rs`).
     pub(super) acl: LpmTrie<MapData, AclData, u32>,
+    pub(super) acl6: LpmTrie<MapData, AclData6, u32>,
     /// Per-source new-flow limits by VIP id, and the sources' buckets (`limit.rs`).
     pub(super) vip_limits: Array<MapData, VipLimit>,
     source_buckets: HashMap<MapData, BucketKey, Bucket>,
@@ -127,6 +128,7 @@ impl Maps {
             )?,
             tx_ports: conv(map_names::TX_PORTS, get(map_names::TX_PORTS)?)?,
             acl: conv(map_names::ACL, get(map_names::ACL)?)?,
+            acl6: conv(map_names::ACL6, get(map_names::ACL6)?)?,
             vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
             source_buckets: conv(map_names::SOURCE_BUCKETS, get(map_names::SOURCE_BUCKETS)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
@@ -242,16 +244,32 @@ impl Maps {
     }
 
     /// Every allow/deny entry: (VIP id, source prefix length, source address) → action.
-    pub fn acl_entries(&self) -> Vec<(u32, u8, std::net::Ipv4Addr, u32)> {
-        self.acl
+    pub fn acl_entries(&self) -> Vec<(u32, u8, std::net::IpAddr, u32)> {
+        let v4 = self
+            .acl
             .iter()
             .filter_map(Result::ok)
             .map(|(k, action): (Key<AclData>, u32)| {
                 let d = k.data();
                 let len = k.prefix_len().saturating_sub(32) as u8;
-                (d.vip_id, len, d.addr_be.to_ne_bytes().into(), action)
-            })
-            .collect()
+                let addr = std::net::Ipv4Addr::from(d.addr_be.to_ne_bytes());
+                (d.vip_id, len, addr.into(), action)
+            });
+        let v6 =
+            self.acl6
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(k, action): (Key<AclData6>, u32)| {
+                    let d = k.data();
+                    let len = k.prefix_len().saturating_sub(32) as u8;
+                    (
+                        d.vip_id,
+                        len,
+                        std::net::Ipv6Addr::from(d.addr).into(),
+                        action,
+                    )
+                });
+        v4.chain(v6).collect()
     }
 
     /// The per-source limit of VIP `vip_id` as the program reads it.

@@ -5,8 +5,8 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    AclData, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, FlowValue6, Settings,
-    TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, FlowValue6,
+    Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
 };
 
 use super::DataplaneError;
@@ -19,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 20] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 21] {
     use std::mem::size_of;
     [
         (
@@ -119,6 +119,12 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 20] {
             4,
             Some(xdp_lb_common::MAX_ACL_ENTRIES),
         ),
+        (
+            map_names::ACL6,
+            4 + size_of::<AclData6>() as u32,
+            4,
+            Some(xdp_lb_common::MAX_ACL_ENTRIES),
+        ),
         (map_names::VIP_LIMITS, 4, size_of::<VipLimit>() as u32, None),
         (
             map_names::SOURCE_BUCKETS,
@@ -185,7 +191,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 25] = [
+const MAP_NAMES: [&str; 26] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -205,6 +211,7 @@ const MAP_NAMES: [&str; 25] = [
     map_names::NAT_EMBRYONIC_CLIENT6,
     map_names::TX_PORTS,
     map_names::ACL,
+    map_names::ACL6,
     map_names::VIP_LIMITS,
     map_names::SOURCE_BUCKETS,
     map_names::INSERT_BUDGET,

@@ -21,13 +21,23 @@ pub(super) fn purge_refused(
     acl: &Acl,
     vips: &BTreeMap<u32, u32>,
 ) -> Result<usize, ReconcileError> {
+    let refused = |vip_id: u32, src: std::net::IpAddr| {
+        vips.get(&vip_id)
+            .is_some_and(|flags| !admits(acl, vip_id, *flags, src))
+    };
     let doomed: Vec<FlowKey> = maps
         .flows()
         .filter(|(k, v)| {
-            vips.get(&v.vip_id).is_some_and(|flags| {
-                !admits(acl, v.vip_id, *flags, k.src_addr_be.to_ne_bytes().into())
-            })
+            refused(
+                v.vip_id,
+                std::net::Ipv4Addr::from(k.src_addr_be.to_ne_bytes()).into(),
+            )
         })
+        .map(|(k, _)| k)
+        .collect();
+    let doomed6: Vec<xdp_lb_common::FlowKey6> = maps
+        .flows6()
+        .filter(|(k, v)| refused(v.vip_id, std::net::Ipv6Addr::from(k.src_addr).into()))
         .map(|(k, _)| k)
         .collect();
     let mut purged = 0;
@@ -36,6 +46,13 @@ pub(super) fn purge_refused(
             Ok(()) => purged += 1,
             Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("FLOWS")(e)),
+        }
+    }
+    for key in doomed6 {
+        match maps.flows6.remove(&key) {
+            Ok(()) => purged += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("FLOWS6")(e)),
         }
     }
     Ok(purged)

@@ -26,8 +26,8 @@ use std::{
 use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
-    AclData, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters, VipInfo,
-    VipLimit, VipName,
+    AclData, AclData6, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters,
+    VipInfo, VipLimit, VipName,
 };
 
 use super::{
@@ -211,18 +211,23 @@ impl Reconciler {
             .collect();
         for key in self.current.acl.keys().copied().collect::<Vec<_>>() {
             if !desired.acl.contains_key(&key) {
-                match maps.acl.remove(&acl_key(&key)) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("ACL")(e)),
+                let removed = match acl_key(&key) {
+                    AclKey::V4(k) => maps.acl.remove(&k).map_err(|e| ("ACL", e)),
+                    AclKey::V6(k) => maps.acl6.remove(&k).map_err(|e| ("ACL6", e)),
+                };
+                match removed {
+                    Ok(()) | Err((_, MapError::KeyNotFound)) => {}
+                    Err((name, e)) => return Err(map_err(name)(e)),
                 }
                 self.current.acl.remove(&key);
             }
         }
         for (key, action) in &desired.acl {
             if self.current.acl.get(key) != Some(action) {
-                maps.acl
-                    .insert(&acl_key(key), *action, 0)
-                    .map_err(map_err("ACL"))?;
+                match acl_key(key) {
+                    AclKey::V4(k) => maps.acl.insert(&k, *action, 0).map_err(map_err("ACL"))?,
+                    AclKey::V6(k) => maps.acl6.insert(&k, *action, 0).map_err(map_err("ACL6"))?,
+                }
                 self.current.acl.insert(*key, *action);
             }
         }
@@ -462,15 +467,31 @@ impl Reconciler {
     }
 }
 
-/// The `ACL` key of an entry: the whole VIP id, then the prefix.
-fn acl_key(&(vip_id, cidr): &(u32, Cidr)) -> Key<AclData> {
-    Key::new(
-        32 + cidr.len as u32,
-        AclData {
-            vip_id,
-            addr_be: u32::from_ne_bytes(cidr.addr.octets()),
-        },
-    )
+/// An entry's key in `ACL` (IPv4) or `ACL6` (IPv6).
+enum AclKey {
+    V4(Key<AclData>),
+    V6(Key<AclData6>),
+}
+
+/// The key of an entry: the whole VIP id, then the prefix.
+fn acl_key(&(vip_id, cidr): &(u32, Cidr)) -> AclKey {
+    let len = 32 + cidr.len as u32;
+    match cidr.addr {
+        std::net::IpAddr::V4(a) => AclKey::V4(Key::new(
+            len,
+            AclData {
+                vip_id,
+                addr_be: u32::from_ne_bytes(a.octets()),
+            },
+        )),
+        std::net::IpAddr::V6(a) => AclKey::V6(Key::new(
+            len,
+            AclData6 {
+                vip_id,
+                addr: a.octets(),
+            },
+        )),
+    }
 }
 
 /// Resets one element of a per-CPU counter array (all CPUs) for a newly assigned id.
