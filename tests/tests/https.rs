@@ -9,7 +9,7 @@ use xdp_lb_tests::{
     peers::{Proc, nginx_with},
     pki::Ca,
     require_root,
-    topology::{VIP, backend_addr, xdp_lb_cli},
+    topology::{VIP, backend_addr, backend_addr6, xdp_lb_cli},
 };
 
 const READY: &str = "xdp-lb is forwarding";
@@ -223,4 +223,96 @@ fn https_checks_verify_the_certificate_and_say_why_a_backend_is_down() {
         assert!(log.contains(reason), "{reason} not logged:\n{log}");
     }
     assert!(bed.agent.stop().unwrap().success());
+}
+
+/// `https` checks over IPv6: nginx on two IPv6 backends, one with a certificate for its own
+/// IPv6 address (an IP SAN) and one for another address; the check connects to
+/// `[backend]:443`, verifies against the test CA with the address as the name, and says why
+/// the second is down.
+#[test]
+fn https_checks_over_ipv6_verify_the_address_in_the_certificate() {
+    require_root!();
+    let topo = DsrTopology::new(2).unwrap();
+    topo.add_ipv6().unwrap();
+    let dir = &topo.dir;
+    let ca = Ca::new("xdp-lb test CA").unwrap();
+    let ca_file = ca.write(dir, "ca").unwrap();
+    let mut nginx = Vec::new();
+    for (i, names) in [
+        (0, vec![backend_addr6(0).to_string()]),
+        (1, vec!["2001:2::99".to_owned()]),
+    ] {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) = ca
+            .leaf(&names, false)
+            .unwrap()
+            .write(dir, &format!("be{}", i + 1))
+            .unwrap();
+        let server = format!(
+            "server {{ listen [{}]:{TLS_PORT} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+             location = /readyz {{ return 200 \"ready\\n\"; }} }}",
+            backend_addr6(i),
+            cert.display(),
+            key.display()
+        );
+        nginx.push(nginx_with(&topo.backends[i], dir, &format!("be{}", i + 1), &server).unwrap());
+    }
+    let vip = topo
+        .vip6(80)
+        .key("maglev_table_size", 251)
+        .check("type", "https")
+        .check("port", TLS_PORT)
+        .check("http_path", "/readyz")
+        .check("interval", "300ms")
+        .check("timeout", "300ms")
+        .check("rise", 1u32)
+        .check("fall", 1u32)
+        .check("tls_ca_file", ca_file);
+    let config = topo
+        .agent_config(&topo.pin_dir())
+        .key("listen", "")
+        .vip(vip)
+        .to_string();
+    let path = dir.join("xdp-lb.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut agent = Agent::start(
+        &topo.lb,
+        &["run", "--config", path.to_str().unwrap()],
+        dir.join("agent.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let socket = topo.control_socket();
+    let state = || -> Vec<(String, String)> {
+        let (_, out, _) =
+            xdp_lb_cli(&["status", "--json", "--socket", socket.to_str().unwrap()]).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        status["vips"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["health"].as_str().unwrap_or("?").to_owned(),
+                    b["last_check"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let wanted = |s: &[(String, String)]| {
+        s.len() == 2
+            && s[0] == ("up".to_owned(), "ok".to_owned())
+            && s[1].0 == "down"
+            && s[1].1.starts_with("name mismatch")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = state();
+    while !wanted(&got) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = state();
+    }
+    assert!(wanted(&got), "{got:?}\n{}", agent.log_text());
+    assert!(agent.stop().unwrap().success());
+    drop(nginx);
 }
