@@ -597,6 +597,16 @@ fn allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
     assert_eq!(lb.maps().flows().count(), 2);
 }
 
+/// A TCP segment with `flags` from `src`:`sport` to the IPv6 VIP (2001:2::100:80).
+fn tcp6_from(src: &str, sport: u16, flags: u8) -> Vec<u8> {
+    let mut tcp = xdp_lb_tests::packet::tcp_header();
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[13] = flags;
+    let mut f = ipv6_frame(&[], 6, &tcp);
+    f[22..38].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    f
+}
+
 /// The same lists on an IPv6 VIP (in `ACL6`): the longest IPv6 prefix decides for new flows,
 /// refused sources leave no state, and a reload that denies a source purges its `FLOWS6`
 /// entries.
@@ -615,13 +625,7 @@ fn ipv6_allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
         )
         .to_string();
     let mut lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
-    let from = |src: &str, flags: u8| {
-        let mut tcp = xdp_lb_tests::packet::tcp_header();
-        tcp[13] = flags;
-        let mut f = xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp);
-        f[22..38].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f
-    };
+    let from = |src: &str, flags: u8| tcp6_from(src, 40000, flags);
     let cases = [
         (
             "in the allowed /32",
@@ -683,6 +687,58 @@ fn ipv6_allow_and_deny_lists_decide_new_flows_by_the_longest_prefix() {
         1,
         "the denied source's flow was purged"
     );
+}
+
+/// `new_flows_per_source` on an IPv6 VIP: sources in one `limit_prefix_v6` prefix share a
+/// bucket (`SOURCE_BUCKETS6`); the burst passes, the next new flow is refused and counted, a
+/// source in another prefix has its own bucket, and established flows are never limited.
+#[test]
+fn ipv6_sources_share_a_bucket_per_v6_prefix() {
+    require_root!();
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 4096, 4)
+        .vip(
+            fixtures::vip("web6", "2001:2::100", 80)
+                .key("maglev_table_size", 4093)
+                .backend("2001:2::11")
+                .key("new_flows_per_source", "1/m")
+                .key("new_flows_burst", 3u32)
+                .key("limit_prefix_v6", 64u32),
+        )
+        .to_string();
+    let lb = Loaded::new(&text, LOOPBACK_IFINDEX).unwrap();
+    let from = tcp6_from;
+    let syn = xdp_lb_tests::packet::TCP_SYN;
+    // Three new flows from two hosts of one /64: the burst.
+    for (src, port) in [
+        ("2001:2:1::1", 40001),
+        ("2001:2:1::2", 40002),
+        ("2001:2:1::1", 40003),
+    ] {
+        assert_eq!(
+            lb.run(&from(src, port, syn)).unwrap().action,
+            XDP_TX,
+            "{src}:{port}"
+        );
+    }
+    // The fourth, from yet another host of that /64: over the limit.
+    assert_eq!(
+        lb.run(&from("2001:2:1::3", 40004, syn)).unwrap().action,
+        XDP_DROP
+    );
+    assert_eq!(lb.counter(Counter::DropRateLimited), 1);
+    // Another /64 has its own bucket.
+    assert_eq!(
+        lb.run(&from("2001:2:2::1", 40005, syn)).unwrap().action,
+        XDP_TX
+    );
+    // An established flow of the limited prefix goes on.
+    assert_eq!(
+        lb.run(&from("2001:2:1::1", 40001, TCP_ACK)).unwrap().action,
+        XDP_TX
+    );
+    assert_eq!(lb.counter(Counter::DropRateLimited), 1);
+    assert_eq!(lb.maps().source_buckets(), 2, "one bucket per /64");
 }
 
 /// `new_flows_per_source`: a source's new flows above its rate are refused (±10% of the rate

@@ -42,6 +42,7 @@ pub mod map_names {
     pub const VIPS6: &str = "VIPS6";
     pub const FLOWS6: &str = "FLOWS6";
     pub const ACL6: &str = "ACL6";
+    pub const SOURCE_BUCKETS6: &str = "SOURCE_BUCKETS6";
     pub const NAT_FLOWS6: &str = "NAT_FLOWS6";
     pub const NAT_EMBRYONIC6: &str = "NAT_EMBRYONIC6";
     pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
@@ -166,7 +167,8 @@ pub struct VipLimit {
     pub fill_ns: u64,
     /// Sources in one prefix share a bucket (`limit_prefix_v4`), as it sits in the packet.
     pub prefix_mask_be: u32,
-    pub _pad: u32,
+    /// IPv6 VIPs: the prefix length sources share a bucket by (`limit_prefix_v6`).
+    pub prefix6_len: u32,
 }
 
 /// The key of `SOURCE_BUCKETS`.
@@ -175,6 +177,15 @@ pub struct VipLimit {
 pub struct BucketKey {
     pub vip_id: u32,
     pub src_prefix_be: u32,
+}
+
+/// The key of `SOURCE_BUCKETS6`: an IPv6 VIP's source prefix (the address masked to
+/// `limit_prefix_v6` bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketKey6 {
+    pub vip_id: u32,
+    pub src_prefix: [u8; 16],
 }
 
 /// A value of `SOURCE_BUCKETS` (an LRU hash: idle sources' buckets are evicted).
@@ -658,6 +669,7 @@ mod pod {
     unsafe impl aya::Pod for super::VipLimit {}
     unsafe impl aya::Pod for super::InsertBudget {}
     unsafe impl aya::Pod for super::BucketKey {}
+    unsafe impl aya::Pod for super::BucketKey6 {}
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::BackendInfo {}
@@ -696,6 +708,7 @@ mod tests {
         assert_eq!(size_of::<AclData6>(), 20);
         assert_eq!(size_of::<VipLimit>(), 40);
         assert_eq!(size_of::<BucketKey>(), 8);
+        assert_eq!(size_of::<BucketKey6>(), 20);
         assert_eq!(size_of::<Bucket>(), 16);
         assert_eq!(size_of::<InsertBudget>(), 16);
     }

@@ -23,7 +23,7 @@ use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 use crate::{
     acl,
     balance::{self, Choice},
-    flow_log, forward,
+    flow_log, forward, limit,
     maps::{BACKEND_STATS, FLOWS6, NAT_EMBRYONIC6, NAT_FLOWS6, NAT6_SLOTS, SETTINGS, VIP_STATS},
     nat, nat_rewrite,
     stats::{add_traffic, count, verdict},
@@ -181,8 +181,7 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
 
 /// A client's packet to an IPv6 VIP: its flow's backend (`FLOWS6`), else a new flow or the
 /// promotion of a half-open NAT66 flow, as `balance::choose_backend` does for IPv4 (the allow
-/// and deny lists in the new-flow steps). IPv6 VIPs have no source limits yet (the agent's
-/// config check refuses them).
+/// and deny lists and the per-source limit in the new-flow steps).
 #[inline(always)]
 fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> Step {
     let choice: ChoicePtr = (choice as *mut Choice6).cast();
@@ -264,8 +263,13 @@ fn new_dsr_flow(
     // SAFETY: the caller's stack values and map value pointers, live across this call.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
-    // The VIP's allow and deny lists, before any state is made (as for IPv4).
-    if let Err(reason) = acl::admits6(vip, &flow.src_addr) {
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The VIP's allow and deny lists and per-source limit, before any state is made (as for
+    // IPv4).
+    if let Err(reason) =
+        acl::admits6(vip, &flow.src_addr).and_then(|()| limit::admits6(vip, &flow.src_addr, now))
+    {
         return step(Err(reason));
     }
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
@@ -273,8 +277,6 @@ fn new_dsr_flow(
         Ok(b) => b,
         Err(reason) => return step(Err(reason)),
     };
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     if balance::may_insert(settings, now) {
         let value = FlowValue6 {
             backend_id,
@@ -308,8 +310,13 @@ fn nat_backend(
     // SAFETY: as in new_dsr_flow.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
-    // The VIP's allow and deny lists, before any state is made (as for IPv4).
-    if let Err(reason) = acl::admits6(vip, &flow.src_addr) {
+    // The VIP's allow and deny lists and per-source limit, before any state is made (as for
+    // IPv4).
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Err(reason) =
+        acl::admits6(vip, &flow.src_addr).and_then(|()| limit::admits6(vip, &flow.src_addr, now))
+    {
         return step(Err(reason));
     }
     let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))

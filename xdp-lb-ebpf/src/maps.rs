@@ -9,10 +9,11 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    AclData, AclData6, BackendInfo, Bucket, BucketKey, Counter, DEFAULT_FLOW_TABLE_SIZE,
-    DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6, FlowLogBudget, FlowValue,
-    FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_TX_PORTS,
-    SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, VipName,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, Counter,
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6,
+    FlowLogBudget, FlowValue, FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
+    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+    VipKey6, VipLimit, VipName,
 };
 
 #[map]
@@ -108,6 +109,11 @@ pub static VIP_LIMITS: Array<VipLimit> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 /// evicted had a full bucket anyway.
 #[map]
 pub static SOURCE_BUCKETS: LruHashMap<BucketKey, Bucket> =
+    LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
+
+/// The IPv6 VIPs' source buckets, as `SOURCE_BUCKETS`.
+#[map]
+pub static SOURCE_BUCKETS6: LruHashMap<BucketKey6, Bucket> =
     LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
 
 /// This second's DSR flow-table inserts, per CPU (`agent.flow_insert_rate`).

@@ -100,11 +100,12 @@ pub fn vip_limit(l: &crate::config::SourceLimit) -> VipLimit {
         token,
         capacity,
         fill_ns: capacity / l.count as u64 + 1,
+        // Both from the one prefix length: the program reads the one of its VIP's family.
         prefix_mask_be: u32::MAX
-            .checked_shl(32 - l.prefix as u32)
+            .checked_shl(32 - (l.prefix as u32).min(32))
             .unwrap_or(0)
             .to_be(),
-        _pad: 0,
+        prefix6_len: l.prefix as u32,
     }
 }
 

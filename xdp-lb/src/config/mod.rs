@@ -233,6 +233,8 @@ pub struct SourceLimit {
     pub count: u32,
     pub per: Duration,
     pub burst: u32,
+    /// Sources in one prefix of this length share a bucket: `limit_prefix_v4` for an IPv4 VIP,
+    /// `limit_prefix_v6` for an IPv6 one.
     pub prefix: u8,
 }
 

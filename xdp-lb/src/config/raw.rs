@@ -125,6 +125,8 @@ pub(super) struct RawVip {
     pub(super) new_flows_burst: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) limit_prefix_v4: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) limit_prefix_v6: Option<Spanned<i64>>,
     #[serde(default, with = "spanned_duration")]
     pub(super) slowstart: Option<Spanned<Duration>>,
     #[serde(default)]

@@ -838,7 +838,7 @@ address = "2001:2::12"
     }
 
     #[test]
-    fn what_ipv6_vips_cannot_have_yet_is_refused_by_name() {
+    fn what_ipv6_vips_cannot_have_is_refused_by_name() {
         let cases = [
             (
                 "port = 80\n\n[[vip.backend]]\naddress = \"2001",
@@ -852,8 +852,8 @@ address = "2001:2::12"
             ),
             (
                 "port = 80\n\n[[vip.backend]]\naddress = \"2001",
-                "port = 80\nnew_flows_per_source = \"10/s\"\n\n[[vip.backend]]\naddress = \"2001",
-                "vip[1].new_flows_per_source",
+                "port = 80\nlimit_prefix_v4 = 24\nnew_flows_per_source = \"10/s\"\n\n[[vip.backend]]\naddress = \"2001",
+                "vip[1].limit_prefix_v4",
             ),
         ];
         for (from, to, key) in cases {
@@ -861,6 +861,29 @@ address = "2001:2::12"
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
             assert_eq!(e.line, Some(17), "{e}");
         }
+    }
+
+    #[test]
+    fn ipv6_vips_take_a_source_limit_per_v6_prefix() {
+        let text = DUAL.replacen(
+            "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+            "port = 80\nnew_flows_per_source = \"10/s\"\nlimit_prefix_v6 = 56\n\n[[vip.backend]]\naddress = \"2001",
+            1,
+        );
+        let c = parse(Path::new("test.toml"), &text).unwrap();
+        assert_eq!(c.vips[1].limit.unwrap().prefix, 56);
+        let text = DUAL.replacen(
+            "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+            "port = 80\nnew_flows_per_source = \"10/s\"\n\n[[vip.backend]]\naddress = \"2001",
+            1,
+        );
+        let c = parse(Path::new("test.toml"), &text).unwrap();
+        assert_eq!(c.vips[1].limit.unwrap().prefix, 64, "a /64 by default");
+        let e = err(
+            "port = 80\n\n[[vip.backend]]\naddress = \"2001",
+            "port = 80\nnew_flows_per_source = \"10/s\"\nlimit_prefix_v6 = 129\n\n[[vip.backend]]\naddress = \"2001",
+        );
+        assert_eq!(e.key.as_deref(), Some("vip[1].limit_prefix_v6"), "{e}");
     }
 
     #[test]

@@ -272,9 +272,6 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 format!("more than {MAX_BACKENDS} backends in all VIPs"),
             ));
         }
-        if address.is_ipv6() {
-            ipv6_limits(place, rv, &key)?;
-        }
         let allow = cidrs(place, &rv.allow, &key("allow"), address)?;
         let deny = cidrs(place, &rv.deny, &key("deny"), address)?;
         if let Some((j, c)) = deny.iter().enumerate().find(|(_, c)| allow.contains(c)) {
@@ -303,7 +300,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
                 .unwrap_or_default(),
             allow,
             deny,
-            limit: source_limit(place, rv, &key)?,
+            limit: source_limit(place, rv, &key, address)?,
             health_check,
             backends,
         });
@@ -394,12 +391,27 @@ fn cidrs(
 }
 
 /// `new_flows_per_source = "N/s"` (or `"N/m"`), with `new_flows_burst` (default N, at least 1)
-/// and `limit_prefix_v4` (default 32).
+/// and `limit_prefix_v4` (IPv4 VIPs, default 32) or `limit_prefix_v6` (IPv6 VIPs, default 64:
+/// one IPv6 host usually holds a whole /64).
 fn source_limit(
     place: &Place<'_>,
     rv: &super::raw::RawVip,
     key: &impl Fn(&str) -> String,
+    address: IpAddr,
 ) -> Result<Option<SourceLimit>, ConfigError> {
+    // The other family's prefix key means nothing on this VIP.
+    let (wrong, right) = if address.is_ipv6() {
+        (("limit_prefix_v4", &rv.limit_prefix_v4), "limit_prefix_v6")
+    } else {
+        (("limit_prefix_v6", &rv.limit_prefix_v6), "limit_prefix_v4")
+    };
+    if let Some(v) = wrong.1 {
+        return Err(place.at(
+            v,
+            key(wrong.0),
+            format!("the VIP {address} takes {right} instead"),
+        ));
+    }
     let Some(rate) = &rv.new_flows_per_source else {
         for (field, present) in [
             (
@@ -409,6 +421,10 @@ fn source_limit(
             (
                 "limit_prefix_v4",
                 rv.limit_prefix_v4.as_ref().map(|v| v.span()),
+            ),
+            (
+                "limit_prefix_v6",
+                rv.limit_prefix_v6.as_ref().map(|v| v.span()),
             ),
         ] {
             if let Some(span) = present {
@@ -445,9 +461,11 @@ fn source_limit(
         Some(b) => ranged(place, b, &key("new_flows_burst"), 1..=10_000_000)?,
         None => count,
     };
-    let prefix = match &rv.limit_prefix_v4 {
-        Some(p) => ranged(place, p, &key("limit_prefix_v4"), 0..=32)? as u8,
-        None => 32,
+    let prefix = match (address.is_ipv6(), &rv.limit_prefix_v4, &rv.limit_prefix_v6) {
+        (false, Some(p), _) => ranged(place, p, &key("limit_prefix_v4"), 0..=32)? as u8,
+        (false, None, _) => 32,
+        (true, _, Some(p)) => ranged(place, p, &key("limit_prefix_v6"), 0..=128)? as u8,
+        (true, _, None) => 64,
     };
     Ok(Some(SourceLimit {
         count,
@@ -513,21 +531,4 @@ fn unusable(a: IpAddr, backend: bool) -> Option<&'static str> {
 
 fn family(a: IpAddr) -> &'static str {
     if a.is_ipv6() { "IPv6" } else { "IPv4" }
-}
-
-/// What IPv6 VIPs cannot have yet: per-source limits (the data plane's IPv6 path has no source
-/// buckets yet; README, "Known limits"). Refused rather than ignored.
-fn ipv6_limits(
-    place: &Place<'_>,
-    rv: &super::raw::RawVip,
-    key: &dyn Fn(&str) -> String,
-) -> Result<(), ConfigError> {
-    if let Some(l) = &rv.new_flows_per_source {
-        return Err(place.at(
-            l,
-            key("new_flows_per_source"),
-            "IPv6 VIPs take no per-source limit yet",
-        ));
-    }
-    Ok(())
 }

@@ -14,9 +14,9 @@ use aya::{
     },
 };
 use xdp_lb_common::{
-    AclData, AclData6, AnyVipKey, BackendInfo, Bucket, BucketKey, Counter, FlowKey, FlowKey6,
-    FlowLogBudget, FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6,
-    VipLimit, VipName, map_names,
+    AclData, AclData6, AnyVipKey, BackendInfo, Bucket, BucketKey, BucketKey6, Counter, FlowKey,
+    FlowKey6, FlowLogBudget, FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey,
+    VipKey6, VipLimit, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -47,6 +47,7 @@ pub struct Maps {
     /// Per-source new-flow limits by VIP id, and the sources' buckets (`limit.rs`).
     pub(super) vip_limits: Array<MapData, VipLimit>,
     source_buckets: HashMap<MapData, BucketKey, Bucket>,
+    source_buckets6: HashMap<MapData, BucketKey6, Bucket>,
     pub(super) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(super) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     counters: PerCpuArray<MapData, u64>,
@@ -131,6 +132,7 @@ impl Maps {
             acl6: conv(map_names::ACL6, get(map_names::ACL6)?)?,
             vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
             source_buckets: conv(map_names::SOURCE_BUCKETS, get(map_names::SOURCE_BUCKETS)?)?,
+            source_buckets6: conv(map_names::SOURCE_BUCKETS6, get(map_names::SOURCE_BUCKETS6)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
@@ -280,6 +282,7 @@ impl Maps {
     /// Sources with a new-flow bucket (limited VIPs' recent sources).
     pub fn source_buckets(&self) -> usize {
         self.source_buckets.keys().filter(Result::is_ok).count()
+            + self.source_buckets6.keys().filter(Result::is_ok).count()
     }
 
     /// Interfaces the program may redirect to.

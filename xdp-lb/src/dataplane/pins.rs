@@ -5,8 +5,8 @@
 use std::{ffi::CString, io, path::Path};
 
 use xdp_lb_common::{
-    AclData, AclData6, BackendInfo, Bucket, BucketKey, FlowKey, FlowKey6, FlowValue, FlowValue6,
-    Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, FlowKey, FlowKey6, FlowValue,
+    FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
 };
 
 use super::DataplaneError;
@@ -19,7 +19,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
 /// (sizes the agent sets from its config, kept from the pinned map on adoption).
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 21] {
+fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 22] {
     use std::mem::size_of;
     [
         (
@@ -133,6 +133,12 @@ fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 21] {
             Some(xdp_lb_common::SOURCE_BUCKETS_SIZE),
         ),
         (
+            map_names::SOURCE_BUCKETS6,
+            size_of::<BucketKey6>() as u32,
+            size_of::<Bucket>() as u32,
+            Some(xdp_lb_common::SOURCE_BUCKETS_SIZE),
+        ),
+        (
             map_names::SETTINGS,
             4,
             size_of::<Settings>() as u32,
@@ -191,7 +197,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 26] = [
+const MAP_NAMES: [&str; 27] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -214,6 +220,7 @@ const MAP_NAMES: [&str; 26] = [
     map_names::ACL6,
     map_names::VIP_LIMITS,
     map_names::SOURCE_BUCKETS,
+    map_names::SOURCE_BUCKETS6,
     map_names::INSERT_BUDGET,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
