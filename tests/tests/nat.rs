@@ -98,6 +98,25 @@ fn nat_flows(topo: &NatTopology) -> u64 {
         .expect("nat_flows in stats")
 }
 
+/// Waits until every NAT binding is reclaimed, at most `nat_closing_timeout` plus the agent's
+/// 1 s sweep and 2 s of whole-second clocks (see `xdp_lb::nat::expired`) after `closed_at`;
+/// returns how long after it.
+fn wait_until_reclaimed(topo: &NatTopology, closed_at: Instant) -> Duration {
+    let deadline = Duration::from_secs(CLOSING_TIMEOUT_S + 3) + Duration::from_millis(500);
+    loop {
+        let n = nat_flows(topo);
+        if n == 0 {
+            return closed_at.elapsed();
+        }
+        assert!(
+            closed_at.elapsed() < deadline,
+            "{n} NAT flows still held {:?} after the connections closed (nat_closing_timeout {CLOSING_TIMEOUT_S}s)",
+            closed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn nat_balances_plain_backends_on_another_subnet_and_port() {
     require_root!();
@@ -139,19 +158,7 @@ fn nat_balances_plain_backends_on_another_subnet_and_port() {
         right_after > 0,
         "the last connections' bindings are still held"
     );
-    let deadline = Duration::from_secs(CLOSING_TIMEOUT_S + 3) + Duration::from_millis(500);
-    let reclaimed_after = loop {
-        let n = nat_flows(&topo);
-        if n == 0 {
-            break closed_at.elapsed();
-        }
-        assert!(
-            closed_at.elapsed() < deadline,
-            "{n} NAT flows still held {:?} after the connections closed (nat_closing_timeout {CLOSING_TIMEOUT_S}s)",
-            closed_at.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let reclaimed_after = wait_until_reclaimed(&topo, closed_at);
     eprintln!(
         "{right_after} NAT flows right after the last close; all reclaimed after {reclaimed_after:?}"
     );
@@ -362,20 +369,7 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
     }
     // Every connection has closed: the sweep reclaims the IPv6 bindings too, after
     // nat_closing_timeout (bounded as in the IPv4 test).
-    let closed_at = Instant::now();
-    let deadline = Duration::from_secs(CLOSING_TIMEOUT_S + 3) + Duration::from_millis(500);
-    loop {
-        let n = nat_flows(&topo);
-        if n == 0 {
-            break;
-        }
-        assert!(
-            closed_at.elapsed() < deadline,
-            "{n} NAT flows still held {:?} after the last close",
-            closed_at.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_reclaimed(&topo, Instant::now());
     let status = agent.stop().unwrap();
     assert!(status.success());
     let log = agent.log_text();

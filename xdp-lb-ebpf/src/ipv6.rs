@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use network_types::eth::EthHdr;
-use xdp_lb_common::{Counter, FLOW_F_NAT, FlowValue6, Settings, VIP_F_NAT, VipInfo};
+use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey6, FlowValue6, Settings, VIP_F_NAT, VipInfo};
 use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 
 use crate::{
@@ -252,6 +252,19 @@ fn flow_hit(packet: *const Packet6, choice: ChoicePtr) -> Step {
     }
 }
 
+/// A new flow's first decisions, in either mode: the VIP's allow and deny lists and
+/// per-source limit, before any state is made (as for IPv4), then its Maglev choice.
+#[inline(always)]
+fn admit_and_choose(
+    vip: &VipInfo,
+    flow: &FlowKey6,
+    now: u64,
+) -> Result<(u32, *const xdp_lb_common::BackendInfo), Counter> {
+    acl::admits6(vip, &flow.src_addr)?;
+    limit::admits6(vip, &flow.src_addr, now)?;
+    balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
+}
+
 /// A new DSR flow: the VIP's Maglev choice, recorded in `FLOWS6`.
 #[inline(never)]
 fn new_dsr_flow(
@@ -265,15 +278,7 @@ fn new_dsr_flow(
     let flow = &packet.flow;
     // SAFETY: a helper call without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // The VIP's allow and deny lists and per-source limit, before any state is made (as for
-    // IPv4).
-    if let Err(reason) =
-        acl::admits6(vip, &flow.src_addr).and_then(|()| limit::admits6(vip, &flow.src_addr, now))
-    {
-        return step(Err(reason));
-    }
-    let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
-    {
+    let (backend_id, backend) = match admit_and_choose(vip, flow, now) {
         Ok(b) => b,
         Err(reason) => return step(Err(reason)),
     };
@@ -310,17 +315,9 @@ fn nat_backend(
     // SAFETY: as in new_dsr_flow.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
-    // The VIP's allow and deny lists and per-source limit, before any state is made (as for
-    // IPv4).
     // SAFETY: a helper call without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Err(reason) =
-        acl::admits6(vip, &flow.src_addr).and_then(|()| limit::admits6(vip, &flow.src_addr, now))
-    {
-        return step(Err(reason));
-    }
-    let (backend_id, backend) = match balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
-    {
+    let (backend_id, backend) = match admit_and_choose(vip, flow, now) {
         Ok(b) => b,
         Err(reason) => return step(Err(reason)),
     };
