@@ -353,17 +353,21 @@ impl Agent {
 
     fn on_health(&mut self, event: HealthEvent) {
         self.health_transitions += 1;
-        let (vip, backend) = (&event.vip_name, event.key.1);
+        let backend = event.key.1;
+        if event.up {
+            self.slow_start.came_up(&self.config, event.key.0, backend);
+        }
+        let cause = format!("health: {backend} {}", if event.up { "up" } else { "down" });
+        // The maps first, then the line: when "backend DOWN" is in the log the backend takes
+        // no new connections any more (a reader acting on the line, a test among them, would
+        // otherwise race the table swap).
+        self.reconcile_logged(&cause);
+        let vip = &event.vip_name;
         if event.up {
             tracing::info!(vip = %vip, backend = %backend, reason = %event.reason, "backend UP");
         } else {
             tracing::warn!(vip = %vip, backend = %backend, reason = %event.reason, "backend DOWN");
         }
-        if event.up {
-            self.slow_start.came_up(&self.config, event.key.0, backend);
-        }
-        let cause = format!("health: {backend} {}", if event.up { "up" } else { "down" });
-        self.reconcile_logged(&cause);
     }
 
     async fn handle(&mut self, request: Request) -> Response {
