@@ -153,13 +153,13 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
     let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: the TCP header was bounds-checked by the parser.
+    // SAFETY: the ports and the TCP checksum were bounds-checked by the parser.
     unsafe {
-        let tcp = packet.tcp;
-        let old = u16::from_ne_bytes((*tcp).source);
+        let ports = &mut *packet.ports;
+        let old = u16::from_ne_bytes([ports[0], ports[1]]);
         let delta = csum::fold((!old) as u32 + port as u32);
-        (*tcp).source = port.to_ne_bytes();
-        (*tcp).check = csum::apply(u16::from_ne_bytes((*tcp).check), delta).to_ne_bytes();
+        [ports[0], ports[1]] = port.to_ne_bytes();
+        *packet.l4_check = csum::apply(u16::from_ne_bytes(*packet.l4_check), delta).to_ne_bytes();
     }
     xdp_action::XDP_TX
 }

@@ -180,6 +180,21 @@ impl Loaded {
     }
 
     /// A counter summed over CPUs.
+    /// Runs a table of frames that are not forwarded, each with the counter that must count
+    /// it: passed frames go to the kernel byte for byte, the others are dropped.
+    pub fn assert_verdicts(&self, cases: &[(&str, Vec<u8>, Counter)]) {
+        for (what, frame, counter) in cases {
+            let before = self.counter(*counter);
+            let r = self.run(frame).unwrap();
+            let verdict = if counter.passes() { XDP_PASS } else { XDP_DROP };
+            assert_eq!(r.action, verdict, "{what}: {:?}", self.all_counters());
+            assert_eq!(self.counter(*counter), before + 1, "{what}: {counter:?}");
+            if counter.passes() {
+                assert_eq!(&r.out, frame, "{what}: passed untouched");
+            }
+        }
+    }
+
     pub fn counter(&self, c: Counter) -> u64 {
         self.maps().counter(c).unwrap_or(0)
     }

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use xdp_lb::config::{self, CheckType, Config, Forwarding};
+use xdp_lb::config::{self, CheckType, Config, Forwarding, Protocol};
 use xdp_lb_tests::{
     Agent, DsrTopology, TcpService, http_get_many, in_netns, require_root,
     topology::{VIP, xdp_lb_cli},
@@ -109,6 +109,26 @@ fn the_corpus_imports_and_checks() {
         ["10.0.0.3".parse::<std::net::IpAddr>().unwrap()]
     );
     assert_eq!(c.agent.interface, "ens192");
+
+    // keepalived in front of resolvers: UDP and TCP on one address and port; DNS_CHECK; a
+    // TCP_CHECK on a UDP service probes the real servers' port over TCP.
+    let (c, report) = import(None, Some("keepalived-dns.conf"));
+    let (udp, tcp, syslog) = (&c.vips[0], &c.vips[1], &c.vips[2]);
+    assert_eq!(
+        (udp.protocol, tcp.protocol, syslog.protocol),
+        (Protocol::Udp, Protocol::Tcp, Protocol::Udp)
+    );
+    assert_eq!((udp.address, udp.port), (tcp.address, tcp.port));
+    assert_eq!(udp.health_check.kind, CheckType::Dns);
+    let dns = udp.health_check.dns.as_ref().unwrap();
+    assert_eq!((dns.name.as_str(), dns.qtype), ("whoami.example.org", 1));
+    assert_eq!(udp.health_check.fall, 2);
+    assert_eq!(tcp.health_check.kind, CheckType::Tcp);
+    assert_eq!(
+        (syslog.health_check.kind, syslog.health_check.port),
+        (CheckType::Tcp, Some(5514))
+    );
+    assert!(report.contains("check port = 5514"), "{report}");
 
     // keepalived LVS-NAT: weights, another backend port, TCP_CHECK on connect_port.
     let (c, _) = import(None, Some("keepalived-nat.conf"));

@@ -10,8 +10,8 @@
 use std::net::Ipv4Addr;
 
 use xdp_lb::nat::Timeouts;
-use xdp_lb_common::Counter;
 use xdp_lb_common::map_names;
+use xdp_lb_common::{Counter, FLOW_F_UDP, IPPROTO_UDP};
 use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
@@ -30,7 +30,8 @@ const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const ROUTER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x01];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
 
-/// A NAT VIP to a backend on :6443 with four SNAT ports, and one whose backend never resolves.
+/// A NAT VIP to a backend on :6443 with four SNAT ports, a UDP one to the same backend on
+/// :5353, and one whose backend never resolves.
 fn config(flow_table_size: u32) -> String {
     fixtures::config("lan0")
         .bed("@PIN_DIR@", flow_table_size, 4)
@@ -42,6 +43,14 @@ fn config(flow_table_size: u32) -> String {
                 .key("maglev_table_size", 251)
                 .check("type", "none")
                 .backend_with("198.18.0.11", &[("port", "6443")]),
+        )
+        .vip(
+            fixtures::vip("dns", "198.18.0.100", 53)
+                .nat()
+                .key("protocol", "udp")
+                .key("maglev_table_size", 251)
+                .check("type", "none")
+                .backend_with("198.18.0.11", &[("port", "5353")]),
         )
         .vip(
             fixtures::vip("unresolved", "198.18.0.100", 444)
@@ -716,4 +725,171 @@ mod nat66 {
         })
         .unwrap();
     }
+}
+
+/// A UDP datagram's fields, with both checksums verified by recomputation; `udp_check` as
+/// carried (0: "no checksum", RFC 768).
+fn read_udp(frame: &[u8]) -> (Seen, u16) {
+    let ip = &frame[14..34];
+    assert_eq!(checksum(ip), 0, "IPv4 header checksum");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let seg = &frame[34..14 + total];
+    assert_eq!(u16::from_be_bytes([seg[4], seg[5]]) as usize, seg.len());
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let check = u16::from_be_bytes([seg[6], seg[7]]);
+    if check != 0 {
+        let mut zeroed = seg.to_vec();
+        zeroed[6] = 0;
+        zeroed[7] = 0;
+        let expect = match l4_checksum(src, dst, IPPROTO_UDP, &zeroed) {
+            0 => 0xffff, // RFC 768: a computed 0 is sent as all ones
+            c => c,
+        };
+        assert_eq!(check, expect, "UDP checksum recomputed after the rewrite");
+    }
+    let seen = Seen {
+        dst_mac: frame[0..6].try_into().unwrap(),
+        src_mac: frame[6..12].try_into().unwrap(),
+        src,
+        dst,
+        sport: u16::from_be_bytes([seg[0], seg[1]]),
+        dport: u16::from_be_bytes([seg[2], seg[3]]),
+        payload: seg[8..].to_vec(),
+    };
+    (seen, check)
+}
+
+fn datagram(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Frame::tcp(src, sport, dst, dport);
+    f.proto = IPPROTO_UDP;
+    f.src_mac = ROUTER_MAC;
+    f.payload = payload.to_vec();
+    f.build()
+}
+
+/// The same datagram without a checksum (0: allowed over IPv4, RFC 768).
+fn without_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[40] = 0;
+    frame[41] = 0;
+    frame
+}
+
+#[test]
+fn udp_is_translated_both_ways_half_open_until_the_clients_second_datagram() {
+    require_root!();
+    let ns = lan();
+    let lan0 = ns.mac("lan0").unwrap();
+    in_netns(&ns.name, move || {
+        let lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
+        let counts = |lb: &Loaded| {
+            (
+                lb.maps().nat_embryonic().count(),
+                lb.maps().nat_flows().count(),
+                lb.maps().flows().count(),
+            )
+        };
+
+        // The query: SNAT-address:port → backend:5353, a valid checksum updated by delta.
+        let query = datagram(CLIENT, 40000, VIP, 53, b"a DNS query");
+        let r = lb.run(&query).unwrap();
+        assert_eq!(r.action, XDP_REDIRECT, "{:?}", lb.all_counters());
+        let (out, check) = read_udp(&r.out);
+        assert_ne!(check, 0);
+        assert_eq!((out.dst_mac, out.src_mac), (BACKEND_MAC, lan0));
+        assert_eq!((out.src, out.dst, out.dport), (SNAT, BACKEND, 5353));
+        assert_eq!(out.payload, b"a DNS query");
+        let snat_port = out.sport;
+        assert!((20000..=20003).contains(&snat_port), "{snat_port}");
+        assert_eq!(lb.counter(Counter::NewFlow), 1);
+        // One datagram proves nothing about its source: half-open, as a SYN is.
+        assert_eq!(counts(&lb), (1, 0, 0));
+        let (_, embryo) = lb.maps().nat_embryonic().next().unwrap();
+        assert_ne!(embryo.flags & FLOW_F_UDP, 0, "flagged UDP for its timeout");
+
+        // The answer, without a checksum: VIP:53 → client:40000, the checksum kept 0.
+        let answer = without_checksum(datagram(BACKEND, 5353, SNAT, snat_port, b"the answer"));
+        let r = lb.run(&answer).unwrap();
+        assert_eq!(r.action, XDP_REDIRECT);
+        let (out, check) = read_udp(&r.out);
+        assert_eq!(check, 0, "no checksum stays no checksum");
+        assert_eq!((out.dst_mac, out.src_mac), (ROUTER_MAC, lan0));
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (VIP, 53, CLIENT, 40000)
+        );
+        assert_eq!(out.payload, b"the answer");
+        assert_eq!(counts(&lb), (1, 0, 0), "still half-open");
+
+        // The client's second datagram (no checksum either) promotes the flow: both directions
+        // in the flow tables, the same port, no second flow.
+        let second = without_checksum(datagram(CLIENT, 40000, VIP, 53, b"another query"));
+        let r = lb.run(&second).unwrap();
+        let (out, check) = read_udp(&r.out);
+        assert_eq!(check, 0);
+        assert_eq!((out.src, out.sport, out.dport), (SNAT, snat_port, 5353));
+        assert_eq!(counts(&lb), (0, 1, 1));
+        assert_eq!(lb.counter(Counter::NewFlow), 1);
+        for (_, v) in lb.maps().nat_flows().chain(lb.maps().flows()) {
+            assert_ne!(v.flags & FLOW_F_UDP, 0);
+        }
+        // Established both ways now, with checksums: the answer's too is updated by delta.
+        let r = lb
+            .run(&datagram(BACKEND, 5353, SNAT, snat_port, b"answer two"))
+            .unwrap();
+        let (out, check) = read_udp(&r.out);
+        assert_ne!(check, 0);
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (VIP, 53, CLIENT, 40000)
+        );
+
+        // TCP to the same backend and SNAT port numbers is another flow: the protocols' ports
+        // are separate, as the kernel's are.
+        let r = lb
+            .run(&packet(CLIENT, 40000, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        assert_eq!(r.action, XDP_REDIRECT);
+        assert_eq!(lb.counter(Counter::NewFlow), 2);
+    })
+    .unwrap();
+}
+
+#[test]
+fn idle_udp_flows_expire_after_nat_udp_timeout_and_not_before() {
+    require_root!();
+    let ns = lan();
+    in_netns(&ns.name, move || {
+        let mut lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
+        // Two established UDP flows (two datagrams each) and one half-open (one datagram).
+        for sport in [41000, 41001] {
+            for _ in 0..2 {
+                let r = lb.run(&datagram(CLIENT, sport, VIP, 53, b"q")).unwrap();
+                assert_eq!(r.action, XDP_REDIRECT);
+            }
+        }
+        lb.run(&datagram(CLIENT, 41002, VIP, 53, b"q")).unwrap();
+        assert_eq!(lb.maps().nat_flows().count(), 2);
+        assert_eq!(lb.maps().nat_embryonic().count(), 1);
+
+        // nat_udp_timeout is 30 s by default; the sweep's clock is whole seconds on both sides.
+        let timeouts = Timeouts::of(&lb.config.agent);
+        assert_eq!(timeouts.udp.as_secs(), 30);
+        let now = xdp_lb::clock::coarse_now_s();
+        let early = lb.reconciler.expire_nat_flows(&timeouts, now + 29).unwrap();
+        assert_eq!((early.reclaimed, early.live["udp"]), (0, 3), "never early");
+        let late = lb.reconciler.expire_nat_flows(&timeouts, now + 32).unwrap();
+        // The two flows (both directions) and the half-open one.
+        assert_eq!(late.reclaimed, 3, "{late:?}");
+        assert_eq!(late.live["udp"], 0);
+        assert_eq!(
+            (
+                lb.maps().nat_flows().count(),
+                lb.maps().flows().count(),
+                lb.maps().nat_embryonic().count()
+            ),
+            (0, 0, 0)
+        );
+    })
+    .unwrap();
 }

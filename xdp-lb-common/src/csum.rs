@@ -146,9 +146,36 @@ pub const fn apply(check: u16, delta: u16) -> u16 {
     !fold((!check) as u32 + delta as u32)
 }
 
+/// [`apply`] for a UDP checksum field: 0 means "no checksum" (IPv4 only, RFC 768) and stays
+/// 0 (the delta of a rewrite would otherwise turn it into a wrong checksum); a computed 0 is
+/// sent as 0xffff, its one's-complement equal, since 0 would say "none" (RFC 768).
+#[inline(always)]
+pub const fn apply_udp(check: u16, delta: u16) -> u16 {
+    if check == 0 {
+        return 0;
+    }
+    match apply(check, delta) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_checksum_zero_stays_zero_and_a_computed_zero_is_all_ones() {
+        // No checksum (IPv4): whatever the rewrite, none is invented.
+        assert_eq!(apply_udp(0, 0x1234), 0);
+        // A rewrite whose result folds to 0 is sent as 0xffff (RFC 768).
+        let check = 0x1234u16;
+        let delta = fold((!0u16) as u32 - (!check) as u32);
+        assert_eq!(apply(check, delta), 0);
+        assert_eq!(apply_udp(check, delta), 0xffff);
+        // Otherwise the same as TCP's.
+        assert_eq!(apply_udp(0x1234, 0x0101), apply(0x1234, 0x0101));
+    }
 
     #[test]
     fn rfc1071_example_and_odd_lengths() {

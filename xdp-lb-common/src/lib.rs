@@ -70,6 +70,7 @@ pub const MAX_TX_PORTS: u32 = 64;
 
 /// IP protocol numbers used in keys.
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
 /// The key of `VIPS`: (address, port, protocol) as found in the packet.
 #[repr(C)]
@@ -115,6 +116,14 @@ impl AnyVipKey {
         match self {
             AnyVipKey::V4(k) => k.port_be,
             AnyVipKey::V6(k) => k.port_be,
+        }
+    }
+
+    /// The VIP's protocol (`IPPROTO_TCP` or `IPPROTO_UDP`).
+    pub fn proto(&self) -> u8 {
+        match self {
+            AnyVipKey::V4(k) => k.proto,
+            AnyVipKey::V6(k) => k.proto,
         }
     }
 }
@@ -312,7 +321,15 @@ pub const fn ipv6_words(a: &[u8; 16]) -> [u32; 4] {
 pub trait FlowTuple: Copy {
     /// An address in network order: `u32` or `[u8; 16]`.
     type Addr: Copy + PartialEq + Default;
-    fn tuple(src: Self::Addr, dst: Self::Addr, src_port_be: u16, dst_port_be: u16) -> Self;
+    fn tuple(
+        src: Self::Addr,
+        dst: Self::Addr,
+        src_port_be: u16,
+        dst_port_be: u16,
+        proto: u8,
+    ) -> Self;
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`: both directions of a flow carry the same.
+    fn proto(&self) -> u8;
     fn src(&self) -> Self::Addr;
     fn dst(&self) -> Self::Addr;
     fn src_port_be(&self) -> u16;
@@ -330,15 +347,19 @@ pub trait FlowTuple: Copy {
 impl FlowTuple for FlowKey {
     type Addr = u32;
     #[inline(always)]
-    fn tuple(src: u32, dst: u32, src_port_be: u16, dst_port_be: u16) -> Self {
+    fn tuple(src: u32, dst: u32, src_port_be: u16, dst_port_be: u16, proto: u8) -> Self {
         FlowKey {
             src_addr_be: src,
             dst_addr_be: dst,
             src_port_be,
             dst_port_be,
-            proto: IPPROTO_TCP,
+            proto,
             _pad: [0; 3],
         }
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
     }
     #[inline(always)]
     fn src(&self) -> u32 {
@@ -370,15 +391,19 @@ impl FlowTuple for FlowKey {
 impl FlowTuple for FlowKey6 {
     type Addr = [u8; 16];
     #[inline(always)]
-    fn tuple(src: [u8; 16], dst: [u8; 16], src_port_be: u16, dst_port_be: u16) -> Self {
+    fn tuple(src: [u8; 16], dst: [u8; 16], src_port_be: u16, dst_port_be: u16, proto: u8) -> Self {
         FlowKey6 {
             src_addr: src,
             dst_addr: dst,
             src_port_be,
             dst_port_be,
-            proto: IPPROTO_TCP,
+            proto,
             _pad: [0; 3],
         }
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
     }
     #[inline(always)]
     fn src(&self) -> [u8; 16] {
@@ -457,6 +482,9 @@ pub const FLOW_F_REPLY: u32 = 1 << 1;
 pub const FLOW_F_ESTABLISHED: u32 = 1 << 2;
 /// A FIN or RST was seen: the connection is closing and expires after the short timeout.
 pub const FLOW_F_CLOSING: u32 = 1 << 3;
+/// A UDP NAT flow: no TCP state; it expires after `agent.nat_udp_timeout` of silence in both
+/// directions, whatever else its flags say.
+pub const FLOW_F_UDP: u32 = 1 << 4;
 
 /// How many SNAT ports the program tries for a new NAT flow before it gives up and counts
 /// `drop_nat_ports_exhausted`. Each try is an atomic insert-if-absent of the reply entry, so
@@ -466,7 +494,9 @@ pub const NAT_PORT_PROBES: u32 = 16;
 impl<A> FlowValueOf<A> {
     /// Which timeout applies to this NAT flow, given both directions' flags.
     pub const fn nat_state(flags: u32) -> NatState {
-        if flags & FLOW_F_CLOSING != 0 {
+        if flags & FLOW_F_UDP != 0 {
+            NatState::Udp
+        } else if flags & FLOW_F_CLOSING != 0 {
             NatState::Closing
         } else if flags & FLOW_F_ESTABLISHED != 0 {
             NatState::Established
@@ -484,6 +514,8 @@ pub enum NatState {
     Established,
     /// FIN or RST seen in either direction.
     Closing,
+    /// A UDP flow (no states: one timeout).
+    Udp,
 }
 
 impl NatState {
@@ -492,6 +524,7 @@ impl NatState {
             NatState::SynSent => "syn_sent",
             NatState::Established => "established",
             NatState::Closing => "closing",
+            NatState::Udp => "udp",
         }
     }
 }

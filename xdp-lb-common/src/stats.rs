@@ -50,9 +50,10 @@ pub enum Counter {
     Redirect,
     /// Neither IPv4 nor IPv6 (ARP, LLDP, two VLAN tags, ...): passed to the kernel.
     PassNotIp,
-    /// IPv4 or IPv6 but not TCP (nor ICMP about a VIP flow): passed.
+    /// IPv4 or IPv6 but neither TCP nor UDP (nor ICMP about a VIP flow): passed. (The name
+    /// predates UDP; kept, as metrics and dashboards use it.)
     PassNotTcp,
-    /// TCP but not to a configured VIP address/port: passed.
+    /// TCP or UDP but not to a configured VIP address/port/protocol: passed.
     PassNotVip,
     /// An IPv4 fragment, or an IPv6 packet with a fragment header: it may carry no TCP
     /// header, so it cannot be balanced consistently; passed to the kernel, which reassembles
@@ -129,10 +130,17 @@ pub enum Counter {
     /// IPv6 with more extension headers before TCP than the program walks
     /// (`IPV6_MAX_EXT_HEADERS`): passed to the kernel, whose own parser has no such bound.
     PassIpv6ExtLimit,
+    /// Shorter than the UDP header, or a UDP length that is not the IP payload's length:
+    /// dropped.
+    DropBadUdpHeader,
+    /// IPv6 UDP with a checksum of 0: not allowed for ordinary UDP (RFC 8200 §8.1), so never
+    /// balanced; passed to the kernel, which drops it unless a tunnel socket accepts zero
+    /// checksums (RFC 6935: VXLAN, GENEVE) — XDP does not know which sockets do.
+    PassUdp6ZeroChecksum,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::PassIpv6ExtLimit as u32 + 1;
+    pub const COUNT: u32 = Counter::PassUdp6ZeroChecksum as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -168,6 +176,8 @@ impl Counter {
         Counter::PassIcmp,
         Counter::IcmpTooBigTranslated,
         Counter::PassIpv6ExtLimit,
+        Counter::DropBadUdpHeader,
+        Counter::PassUdp6ZeroChecksum,
     ];
 
     /// The counter of index `i`, if there is one.
@@ -189,6 +199,7 @@ impl Counter {
             Counter::PassNotIp
                 | Counter::PassNotTcp
                 | Counter::PassNotVip
+                | Counter::PassUdp6ZeroChecksum
                 | Counter::PassFragment
                 | Counter::PassNotLocalMac
                 | Counter::PassNatNoFlow
@@ -235,6 +246,8 @@ impl Counter {
             Counter::PassIcmp => "pass_icmp",
             Counter::IcmpTooBigTranslated => "icmp_too_big_translated",
             Counter::PassIpv6ExtLimit => "pass_ipv6_ext_limit",
+            Counter::DropBadUdpHeader => "drop_bad_udp_header",
+            Counter::PassUdp6ZeroChecksum => "pass_udp6_zero_checksum",
         }
     }
 }

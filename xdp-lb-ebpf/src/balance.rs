@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
-    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_TCP,
+    BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_UDP,
     Settings, VIP_F_NAT, VipInfo, VipKey, VipKey6, flow_hash, flow_hash6, maglev_elem,
     maglev_unpack,
 };
@@ -72,24 +72,31 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     let vip_key = VipKey {
         addr_be: flow.dst_addr_be,
         port_be: flow.dst_port_be,
-        proto: IPPROTO_TCP,
+        proto: flow.proto,
         _pad: 0,
     };
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
     // SAFETY: as above.
     let vip = unsafe { &*vip };
     let is_nat = vip.flags & VIP_F_NAT != 0;
-    if is_nat && !nat::opens_flow(packet.tcp_flags) {
-        // Not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
-        // connection we do not know. Before the lists and limits: the SYN passed them.
-        let (rewrite, backend_id) = nat::promote(&mut nat::NatSlots::new(), flow)?;
-        return Ok(Choice {
-            backend_id,
-            backend: core::ptr::null(),
-            vip_id: vip.vip_id,
-            new_flow: false,
-            nat: Some(rewrite),
-        });
+    if is_nat && nat::may_promote(flow.proto, packet.tcp_flags) {
+        // TCP, not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
+        // connection we do not know. UDP: a client's next datagram of a half-open flow, or its
+        // first (then a new flow below). Before the lists and limits: the first packet passed
+        // them.
+        match nat::promote(&mut nat::NatSlots::new(), flow) {
+            Ok((rewrite, backend_id)) => {
+                return Ok(Choice {
+                    backend_id,
+                    backend: core::ptr::null(),
+                    vip_id: vip.vip_id,
+                    new_flow: false,
+                    nat: Some(rewrite),
+                });
+            }
+            Err(Counter::PassNatNoFlow) if flow.proto == IPPROTO_UDP => {}
+            Err(reason) => return Err(reason),
+        }
     }
     acl::admits(vip, flow.src_addr_be)?;
     // SAFETY: a helper call without preconditions. Read once for the limit and the new flow.
@@ -258,7 +265,7 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
     let vip_key = VipKey {
         addr_be: flow.dst_addr_be,
         port_be: flow.dst_port_be,
-        proto: IPPROTO_TCP,
+        proto: flow.proto,
         _pad: 0,
     };
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassIcmp)?;
@@ -304,7 +311,7 @@ pub fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
     let key = VipKey6 {
         addr: flow.dst_addr,
         port_be: flow.dst_port_be,
-        proto: IPPROTO_TCP,
+        proto: flow.proto,
         _pad: 0,
     };
     VIPS6.get_ptr(key)

@@ -99,7 +99,7 @@ fn parse(ctx: *mut xdp_md, l3_off: u32, packet: *mut Packet6) -> Step {
     let ctx = context(ctx);
     // The mask shows the verifier the offset's bound.
     match parse::parse_ipv6(&ctx, (l3_off & 0x3f) as usize) {
-        Ok(Parsed6::Tcp(p)) => {
+        Ok(Parsed6::Flow(p)) => {
             // SAFETY: the caller's stack value, live across this call; written whole.
             unsafe { packet.write(p) };
             DONE
@@ -195,10 +195,16 @@ fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> 
     // SAFETY: a map value pointer from a successful lookup.
     let (flags, backend_count) = unsafe { ((*vip).flags, (*vip).backend_count) };
     let is_nat = flags & VIP_F_NAT != 0;
-    if is_nat && !nat::opens_flow(packet.tcp_flags) {
-        // Not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
-        // connection we do not know.
-        return promote(packet, vip, choice);
+    if is_nat && nat::may_promote(packet.flow.proto, packet.tcp_flags) {
+        // TCP, not a SYN: the ACK that completes a half-open flow's handshake, or a packet of
+        // a connection we do not know. UDP: the client's next datagram (or its first: then a
+        // new flow below), as for IPv4.
+        let promoted = promote(packet, vip, choice);
+        if promoted != FAILED | Counter::PassNatNoFlow as u32
+            || packet.flow.proto != xdp_lb_common::IPPROTO_UDP
+        {
+            return promoted;
+        }
     }
     if backend_count == 0 {
         return step(Err(Counter::DropNoBackend));

@@ -34,8 +34,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY, FlowKey,
-    FlowKey6, FlowTuple, FlowValueOf, NAT_PORT_PROBES, Settings, csum,
+    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY, FLOW_F_UDP,
+    FlowKey, FlowKey6, FlowTuple, FlowValueOf, IPPROTO_UDP, NAT_PORT_PROBES, Settings, csum,
 };
 
 use crate::{
@@ -159,7 +159,7 @@ impl<K: FlowTuple> NatSlots<K> {
     pub fn new() -> Self {
         let zero = K::Addr::default();
         Self {
-            key: K::tuple(zero, zero, 0, 0),
+            key: K::tuple(zero, zero, 0, 0, 0),
             reply: FlowValueOf::default(),
             forward: FlowValueOf::default(),
         }
@@ -197,6 +197,16 @@ pub fn touch<A: Copy>(entry: *mut FlowValueOf<A>, tcp_flags: u8) -> Rewrite<A> {
         v.last_seen_s = now;
     }
     Rewrite::of(v, entry, new_second)
+}
+
+/// Whether a client packet without a flow entry should try `promote` first: TCP without SYN
+/// (see `opens_flow`); any UDP datagram, since UDP has no handshake: a flow is half-open after
+/// its first datagram, and the client's second one promotes it (a random-source flood, one
+/// datagram per source, churns only the half-open LRU, as SYNs do). If there is no half-open
+/// flow, a UDP datagram opens one.
+#[inline(always)]
+pub fn may_promote(proto: u8, tcp_flags: u8) -> bool {
+    proto == IPPROTO_UDP || !opens_flow(tcp_flags)
 }
 
 /// Whether a packet with these flags may open a NAT flow: a SYN without ACK. Anything else
@@ -271,12 +281,18 @@ pub fn create<K: NatFamily>(
     // The client's direction swaps the same four addresses back: its sum is the negation
     // (one's complement) of the reply's.
     let forward_sum = !csum::fold(reply_sum) as u32;
-    slots.key = K::tuple(backend_addr, snat, backend_port, 0);
+    slots.key = K::tuple(backend_addr, snat, backend_port, 0, flow.proto());
+    // A UDP flow has no TCP state to follow: both entries say so, for their timeout.
+    let udp = if flow.proto() == IPPROTO_UDP {
+        FLOW_F_UDP
+    } else {
+        0
+    };
     slots.reply = FlowValueOf {
         backend_id,
         vip_id,
         created_ns: now_ns,
-        flags: FLOW_F_NAT | FLOW_F_REPLY,
+        flags: FLOW_F_NAT | FLOW_F_REPLY | udp,
         last_seen_s,
         nat_src_addr_be: vip_addr,
         nat_dst_addr_be: client_addr,
@@ -296,7 +312,7 @@ pub fn create<K: NatFamily>(
         backend_id,
         vip_id,
         created_ns: now_ns,
-        flags: FLOW_F_NAT,
+        flags: FLOW_F_NAT | udp,
         last_seen_s,
         nat_src_addr_be: snat,
         nat_dst_addr_be: backend_addr,
@@ -421,6 +437,7 @@ pub fn promote<K: NatFamily>(
         slots.forward.nat_src_addr_be,
         slots.forward.nat_dst_port_be,
         slots.forward.nat_src_port_be,
+        flow.proto(),
     );
     // The port's reservation must still be this flow's: the LRU may have evicted it (a flood)
     // and another flow taken the port since.

@@ -13,7 +13,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use xdp_lb_common::{Counter, FlowValueOf, csum};
+use xdp_lb_common::{Counter, FlowValueOf, IPPROTO_UDP, csum};
 
 use crate::{
     maps::FIB6_PARAMS,
@@ -24,7 +24,7 @@ use crate::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Rewrites addresses, ports and both checksums, then sends the packet to the next hop the
+/// Rewrites addresses, ports and both checksums (IPv4's and TCP's or UDP's), then sends the packet to the next hop the
 /// kernel's FIB names: XDP_TX out of the ingress interface, or a redirect to another one.
 #[inline(always)]
 pub fn rewrite_and_route(
@@ -32,17 +32,19 @@ pub fn rewrite_and_route(
     packet: &Packet,
     rw: &Rewrite<u32>,
 ) -> Result<u32, Counter> {
-    let (eth, ip, tcp) = (packet.eth, packet.ip, packet.tcp);
-    // SAFETY: the parser bounds-checked the whole Ethernet, IPv4 and TCP headers and the frame
-    // has not been resized since.
+    let (eth, ip) = (packet.eth, packet.ip);
+    let proto = packet.flow.proto;
+    // SAFETY: the parser bounds-checked the Ethernet and IPv4 headers, the ports and the L4
+    // checksum field, and the frame has not been resized since.
     let (tot_len, tos) = unsafe {
         (*ip).src_addr = rw.src_addr_be.to_ne_bytes();
         (*ip).dst_addr = rw.dst_addr_be.to_ne_bytes();
         (*ip).check = csum::apply(u16::from_ne_bytes((*ip).check), rw.ip_csum_delta).to_ne_bytes();
-        (*tcp).source = rw.src_port_be.to_ne_bytes();
-        (*tcp).dest = rw.dst_port_be.to_ne_bytes();
-        (*tcp).check =
-            csum::apply(u16::from_ne_bytes((*tcp).check), rw.l4_csum_delta).to_ne_bytes();
+        let [p0, p1] = rw.src_port_be.to_ne_bytes();
+        let [p2, p3] = rw.dst_port_be.to_ne_bytes();
+        *packet.ports = [p0, p1, p2, p3];
+        let check = u16::from_ne_bytes(*packet.l4_check);
+        *packet.l4_check = l4_checksum(proto, check, rw.l4_csum_delta).to_ne_bytes();
         (u16::from_be_bytes((*ip).tot_len), (*ip).tos)
     };
     if let Some(action) = cached_next_hop(ctx, eth, rw) {
@@ -55,11 +57,23 @@ pub fn rewrite_and_route(
     fib.__bindgen_anon_2.tos = tos;
     fib.__bindgen_anon_3.ipv4_src = rw.src_addr_be;
     fib.__bindgen_anon_4.ipv4_dst = rw.dst_addr_be;
+    fib.l4_protocol = proto;
     route(ctx, eth, rw, &mut fib)
 }
 
+/// The L4 checksum after a rewrite by `delta`: UDP's has its own rules for 0
+/// (`csum::apply_udp`).
+#[inline(always)]
+fn l4_checksum(proto: u8, check: u16, delta: u16) -> u16 {
+    if proto == IPPROTO_UDP {
+        csum::apply_udp(check, delta)
+    } else {
+        csum::apply(check, delta)
+    }
+}
+
 /// NAT66, first half of what `rewrite_and_route` does for IPv4: rewrites addresses, ports and
-/// the TCP checksum (whose delta covers the addresses through the pseudo-header; IPv6 has no
+/// the TCP or UDP checksum (whose delta covers the addresses through the pseudo-header; IPv6 has no
 /// header checksum). Extension headers are kept as they came. `route6` sends the result; the
 /// IPv6 path calls them apart, for its stack (see `ipv6.rs`).
 #[inline(always)]
@@ -69,23 +83,24 @@ pub fn rewrite6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> R
     // verifier, which does not follow scalars through the parser's return value.
     let ip6: *mut [u8; 40] =
         parse::ptr_at(ctx, (packet.l3_off & 0x3f) as usize).ok_or(Counter::DropTruncatedIp)?;
-    let tcp: *mut [u8; 20] =
-        parse::ptr_at(ctx, (packet.l4_off & 0x3fff) as usize).ok_or(Counter::DropBadTcpHeader)?;
-    // SAFETY: both pointers were bounds-checked just above.
+    let l4_off = (packet.l4_off & 0x3fff) as usize;
+    let proto = packet.flow.proto;
+    // The L4 header's ports (both protocols' first 4 bytes) and its checksum field: TCP's at
+    // byte 16, UDP's at byte 6.
+    let ports: *mut [u8; 4] = parse::ptr_at(ctx, l4_off).ok_or(Counter::DropBadTcpHeader)?;
+    let check_at = if proto == IPPROTO_UDP { 6 } else { 16 };
+    let check: *mut [u8; 2] =
+        parse::ptr_at(ctx, l4_off + check_at).ok_or(Counter::DropBadTcpHeader)?;
+    // SAFETY: the pointers were bounds-checked just above.
     unsafe {
         let b = ip6 as *mut u8;
         *(b.add(8) as *mut [u8; 16]) = rw.src_addr_be;
         *(b.add(24) as *mut [u8; 16]) = rw.dst_addr_be;
         let [p0, p1] = rw.src_port_be.to_ne_bytes();
         let [p2, p3] = rw.dst_port_be.to_ne_bytes();
-        (*tcp)[0] = p0;
-        (*tcp)[1] = p1;
-        (*tcp)[2] = p2;
-        (*tcp)[3] = p3;
-        let check = u16::from_ne_bytes([(*tcp)[16], (*tcp)[17]]);
-        let [c0, c1] = csum::apply(check, rw.l4_csum_delta).to_ne_bytes();
-        (*tcp)[16] = c0;
-        (*tcp)[17] = c1;
+        *ports = [p0, p1, p2, p3];
+        let old = u16::from_ne_bytes(*check);
+        *check = l4_checksum(proto, old, rw.l4_csum_delta).to_ne_bytes();
     }
     Ok(())
 }
@@ -118,6 +133,7 @@ pub fn route6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Res
     fib.family = AF_INET6;
     fib.__bindgen_anon_3.ipv6_src = xdp_lb_common::ipv6_words(&rw.src_addr_be);
     fib.__bindgen_anon_4.ipv6_dst = xdp_lb_common::ipv6_words(&rw.dst_addr_be);
+    fib.l4_protocol = packet.flow.proto;
     route(ctx, eth, rw, fib)
 }
 
@@ -152,7 +168,6 @@ fn route<A>(
     fib: &mut FibParams,
 ) -> Result<u32, Counter> {
     let ingress = ctx.ingress_ifindex() as u32;
-    fib.l4_protocol = xdp_lb_common::IPPROTO_TCP;
     fib.sport = rw.src_port_be;
     fib.dport = rw.dst_port_be;
     fib.ifindex = ingress;

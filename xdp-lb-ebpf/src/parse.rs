@@ -1,9 +1,9 @@
-//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), then IPv4 and TCP, or
-//! IPv6, its extension headers and TCP, checked by the same policy.
+//! How a packet is parsed: Ethernet (at most one 802.1Q/802.1ad tag), then IPv4 and TCP or
+//! UDP, or IPv6, its extension headers and TCP or UDP, checked by the same policy.
 //!
 //! Every header is reached through [`ptr_at`], the one bounds check the verifier needs to see
-//! before each access. The outcome is either a [`Parsed`] frame (a well-formed TCP/IPv4
-//! [`Packet`] or TCP/IPv6 [`Packet6`]) or the [`Counter`] that says why it is not one; `Pass*` counters go to the kernel untouched and
+//! before each access. The outcome is either a [`Parsed`] frame (a well-formed TCP or UDP over
+//! IPv4 [`Packet`], or over IPv6 [`Packet6`]) or the [`Counter`] that says why it is not one; `Pass*` counters go to the kernel untouched and
 //! `Drop*` counters are dropped (see `xdp_lb_common::Counter` for the policy).
 
 use core::mem::size_of;
@@ -15,7 +15,7 @@ use network_types::{
     tcp::TcpHdr,
     vlan::VlanHdr,
 };
-use xdp_lb_common::{Counter, FlowKey, FlowKey6, IPPROTO_TCP};
+use xdp_lb_common::{Counter, FlowKey, FlowKey6, IPPROTO_TCP, IPPROTO_UDP};
 
 /// ICMP's protocol number (RFC 792).
 pub const IPPROTO_ICMP: u8 = 1;
@@ -31,13 +31,16 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// A well-formed TCP/IPv4 frame.
+/// A well-formed TCP or UDP over IPv4 frame (`flow.proto` says which).
 pub struct Packet {
     pub eth: *mut EthHdr,
     /// For NAT's rewrite (bounds-checked for the whole header).
     pub ip: *mut Ipv4Hdr,
-    pub tcp: *mut TcpHdr,
-    /// TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    /// For NAT's rewrite: the L4 header's two ports, and its checksum field (TCP's at byte 16,
+    /// UDP's at byte 6), each bounds-checked.
+    pub ports: *mut [u8; 4],
+    pub l4_check: *mut [u8; 2],
+    /// TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for UDP, which has none.
     pub tcp_flags: u8,
     /// The 5-tuple, in network order as carried by the packet.
     pub flow: FlowKey,
@@ -45,13 +48,13 @@ pub struct Packet {
     pub len: u32,
 }
 
-/// A well-formed TCP/IPv6 frame. No header pointer is kept, only offsets: the caller takes
+/// A well-formed TCP or UDP over IPv6 frame. No header pointer is kept, only offsets: the caller takes
 /// the headers it writes again with `ptr_at` (verifier constraint: a packet pointer in this
 /// struct, copied out through the `Parsed` enum, was spilled as two 32-bit halves, which the
 /// verifier refuses — "invalid size of register spill").
 pub struct Packet6 {
-    /// Offsets of the IPv6 header and of the TCP header (after any extension headers): for
-    /// NAT66's rewrite.
+    /// Offsets of the IPv6 header and of the TCP or UDP header (after any extension headers):
+    /// for NAT66's rewrite.
     pub l3_off: u32,
     pub l4_off: u32,
     pub tcp_flags: u8,
@@ -71,7 +74,8 @@ pub enum Parsed {
 
 /// An IPv6 frame the program balances.
 pub enum Parsed6 {
-    Tcp(Packet6),
+    /// A TCP segment or a UDP datagram (`flow.proto`).
+    Flow(Packet6),
     /// An ICMPv6 Packet Too Big about a packet a VIP (or, NAT66, the SNAT address) sent (see
     /// `too_big6`): `flow` is the flow it is about, as the client (or, NAT66, the backend)
     /// sent it; `l4_off` is the ICMPv6 header's offset, the quoted IPv6 header 8 bytes on.
@@ -164,7 +168,7 @@ fn parse_l3(ctx: &XdpContext) -> Result<L3, NotV4> {
     if vihl >> 4 != 4 || ihl_bytes < Ipv4Hdr::LEN || (tot_len as usize) < ihl_bytes {
         return Err(Counter::DropBadIpHeader.into());
     }
-    if proto != IPPROTO_TCP && proto != IPPROTO_ICMP {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP {
         return Err(Counter::PassNotTcp.into());
     }
     if frags & IP_MF_OFFSET_MASK != 0 {
@@ -198,6 +202,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
         Err(NotV4::Ipv6(l3_off)) => return Ok(Parsed::Ipv6(l3_off)),
         Err(NotV4::Verdict(c)) => return Err(c),
     };
+    if proto == IPPROTO_UDP {
+        return parse_udp(ctx, eth, ip, l3_off, ihl_bytes, tot_len, src, dst);
+    }
     if proto != IPPROTO_TCP {
         // ICMP: see `parse_too_big`.
         return Err(Counter::PassNotTcp);
@@ -232,7 +239,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
     Ok(Parsed::V4(Packet {
         eth,
         ip,
-        tcp,
+        ports: tcp.cast(),
+        // SAFETY: inside the 20 bytes ptr_at checked.
+        l4_check: unsafe { (tcp as *mut u8).add(16) }.cast(),
         tcp_flags,
         flow: FlowKey {
             src_addr_be: src,
@@ -240,6 +249,62 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
             src_port_be: sport,
             dst_port_be: dport,
             proto,
+            _pad: [0; 3],
+        },
+        len: frame_len as u32,
+    }))
+}
+
+/// UDP's header length (RFC 768): ports, length, checksum.
+pub const UDP_HDR_LEN: usize = 8;
+
+/// A UDP/IPv4 datagram (RFC 768): its length field must be the IP payload's length, exactly.
+/// Shorter would leave bytes past the datagram that a backend's stack trims and we would
+/// forward anyway; longer is a datagram cut short. Either is a lie we do not pass on. A
+/// checksum of 0 ("none", allowed over IPv4) is fine: NAT keeps it 0 (`csum::apply_udp`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // inlined: the parser's locals
+fn parse_udp(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    l3_off: usize,
+    ihl_bytes: usize,
+    tot_len: u16,
+    src: u32,
+    dst: u32,
+) -> Result<Parsed, Counter> {
+    // Verifier constraint: the pointer check first, as for TCP (see `parse`).
+    let udp: *mut [u8; UDP_HDR_LEN] =
+        ptr_at(ctx, l3_off + ihl_bytes).ok_or(Counter::DropBadUdpHeader)?;
+    let frame_len = ctx.data_end() - ctx.data();
+    if l3_off + tot_len as usize > frame_len {
+        return Err(Counter::DropTruncatedIp);
+    }
+    // SAFETY: ptr_at checked that the header lies inside the frame.
+    let (sport, dport, ulen) = unsafe {
+        (
+            u16::from_ne_bytes([(*udp)[0], (*udp)[1]]),
+            u16::from_ne_bytes([(*udp)[2], (*udp)[3]]),
+            u16::from_be_bytes([(*udp)[4], (*udp)[5]]) as usize,
+        )
+    };
+    if ulen < UDP_HDR_LEN || ulen != tot_len as usize - ihl_bytes {
+        return Err(Counter::DropBadUdpHeader);
+    }
+    Ok(Parsed::V4(Packet {
+        eth,
+        ip,
+        ports: udp.cast(),
+        // SAFETY: inside the 8 bytes ptr_at checked.
+        l4_check: unsafe { (udp as *mut u8).add(6) }.cast(),
+        tcp_flags: 0,
+        flow: FlowKey {
+            src_addr_be: src,
+            dst_addr_be: dst,
+            src_port_be: sport,
+            dst_port_be: dport,
+            proto: IPPROTO_UDP,
             _pad: [0; 3],
         },
         len: frame_len as u32,
@@ -373,6 +438,7 @@ pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
     }
     match next {
         IPPROTO_TCP => {}
+        IPPROTO_UDP => return parse_udp6(ctx, ip6, l3_off, off, end, frame_len),
         NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => return Err(Counter::PassIpv6ExtLimit),
         NEXTHDR_ICMPV6 => return too_big6(ctx, ip6, l3_off, off, end),
@@ -400,7 +466,7 @@ pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
             *(b.add(24) as *const [u8; 16]),
         )
     };
-    Ok(Parsed6::Tcp(Packet6 {
+    Ok(Parsed6::Flow(Packet6 {
         l3_off: l3_off as u32,
         l4_off: off as u32,
         tcp_flags,
@@ -410,6 +476,59 @@ pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
             src_port_be: sport,
             dst_port_be: dport,
             proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        },
+        len: frame_len as u32,
+    }))
+}
+
+/// A UDP/IPv6 datagram: as over IPv4 (`parse_udp`), its length must be the payload's that
+/// follows the extension headers; and a checksum of 0 is not allowed over IPv6 for ordinary
+/// UDP (RFC 8200 §8.1), so such a datagram is never balanced — it goes to the kernel, which
+/// knows whether a tunnel socket accepts it (RFC 6935).
+#[inline(always)]
+fn parse_udp6(
+    ctx: &XdpContext,
+    ip6: *const [u8; IPV6_HDR_LEN],
+    l3_off: usize,
+    off: usize,
+    end: usize,
+    frame_len: usize,
+) -> Result<Parsed6, Counter> {
+    let udp = ptr_at::<[u8; UDP_HDR_LEN]>(ctx, off).ok_or(Counter::DropBadUdpHeader)?;
+    // SAFETY: ptr_at checked that the header lies inside the frame.
+    let (sport, dport, ulen, check) = unsafe {
+        (
+            u16::from_ne_bytes([(*udp)[0], (*udp)[1]]),
+            u16::from_ne_bytes([(*udp)[2], (*udp)[3]]),
+            u16::from_be_bytes([(*udp)[4], (*udp)[5]]) as usize,
+            u16::from_ne_bytes([(*udp)[6], (*udp)[7]]),
+        )
+    };
+    if ulen < UDP_HDR_LEN || off + ulen != end {
+        return Err(Counter::DropBadUdpHeader);
+    }
+    if check == 0 {
+        return Err(Counter::PassUdp6ZeroChecksum);
+    }
+    // SAFETY: the fixed header was bounds-checked by the caller.
+    let (src_addr, dst_addr) = unsafe {
+        let b = ip6 as *const u8;
+        (
+            *(b.add(8) as *const [u8; 16]),
+            *(b.add(24) as *const [u8; 16]),
+        )
+    };
+    Ok(Parsed6::Flow(Packet6 {
+        l3_off: l3_off as u32,
+        l4_off: off as u32,
+        tcp_flags: 0,
+        flow: FlowKey6 {
+            src_addr,
+            dst_addr,
+            src_port_be: sport,
+            dst_port_be: dport,
+            proto: IPPROTO_UDP,
             _pad: [0; 3],
         },
         len: frame_len as u32,

@@ -10,11 +10,14 @@
 //!
 //! Timeouts, from the flow's last packet in either direction (like conntrack's):
 //! half-open (SYN seen, no answer yet) `agent.nat_syn_timeout`, established
-//! `agent.nat_established_timeout`, closing (FIN or RST seen) `agent.nat_closing_timeout`.
+//! `agent.nat_established_timeout`, closing (FIN or RST seen) `agent.nat_closing_timeout`;
+//! a UDP flow (`FLOW_F_UDP`), whatever it has seen, `agent.nat_udp_timeout`.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use xdp_lb_common::{FLOW_F_NAT, FlowTuple, FlowValue, FlowValueOf, NatState};
+use xdp_lb_common::{
+    FLOW_F_NAT, FLOW_F_UDP, FlowTuple, FlowValue, FlowValueOf, IPPROTO_TCP, IPPROTO_UDP, NatState,
+};
 
 use crate::config::AgentConfig;
 
@@ -23,6 +26,7 @@ pub struct Timeouts {
     pub syn: Duration,
     pub established: Duration,
     pub closing: Duration,
+    pub udp: Duration,
 }
 
 impl Timeouts {
@@ -31,6 +35,7 @@ impl Timeouts {
             syn: agent.nat_syn_timeout,
             established: agent.nat_established_timeout,
             closing: agent.nat_closing_timeout,
+            udp: agent.nat_udp_timeout,
         }
     }
 
@@ -39,6 +44,7 @@ impl Timeouts {
             NatState::SynSent => self.syn,
             NatState::Established => self.established,
             NatState::Closing => self.closing,
+            NatState::Udp => self.udp,
         }
     }
 }
@@ -65,6 +71,11 @@ pub fn other_direction<K: FlowTuple>(entry: &FlowValueOf<K::Addr>) -> K {
         entry.nat_src_addr_be,
         entry.nat_dst_port_be,
         entry.nat_src_port_be,
+        if entry.flags & FLOW_F_UDP != 0 {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_TCP
+        },
     )
 }
 
@@ -96,6 +107,7 @@ mod tests {
         syn: Duration::from_secs(10),
         established: Duration::from_secs(3600),
         closing: Duration::from_secs(5),
+        udp: Duration::from_secs(30),
     };
 
     #[test]

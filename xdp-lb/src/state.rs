@@ -12,8 +12,8 @@ use std::{
 };
 
 use xdp_lb_common::{
-    ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, IPPROTO_TCP, MAX_BACKENDS,
-    Settings, VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipKey6, VipLimit,
+    ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, MAX_BACKENDS, Settings,
+    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipKey6, VipLimit,
     hash::murmur3_32, ipv4_be, port_be,
 };
 
@@ -29,13 +29,13 @@ pub fn vip_key(vip: &VipConfig) -> AnyVipKey {
         IpAddr::V4(a) => AnyVipKey::V4(VipKey {
             addr_be: ipv4_be(a.octets()),
             port_be: port_be(vip.port),
-            proto: IPPROTO_TCP,
+            proto: vip.protocol.number(),
             _pad: 0,
         }),
         IpAddr::V6(a) => AnyVipKey::V6(VipKey6 {
             addr: a.octets(),
             port_be: port_be(vip.port),
-            proto: IPPROTO_TCP,
+            proto: vip.protocol.number(),
             _pad: 0,
         }),
     }

@@ -35,6 +35,10 @@ const TEST_PACKAGES: &[&str] = &[
     "wrk",
     // Backends for the comparative bench (fast enough not to be what is measured).
     "nginx-light",
+    // DNS servers and the resolver client of the UDP tests (dnsmasq-base: the binary without
+    // a system service that would take port 53).
+    "dnsmasq-base",
+    "bind9-dnsutils",
     // promtool checks /metrics; headless Chromium renders /stats for its screenshot.
     "prometheus",
     "chromium",

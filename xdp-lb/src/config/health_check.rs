@@ -5,7 +5,7 @@ use std::{ops::Range, path::PathBuf, time::Duration};
 use toml::Spanned;
 
 use super::{
-    CheckType, ConfigError, HealthCheckConfig, TlsCheckConfig,
+    CheckType, ConfigError, DnsCheckConfig, HealthCheckConfig, TlsCheckConfig,
     place::{Place, ranged},
     raw::RawHealthCheck,
 };
@@ -85,13 +85,33 @@ pub(super) fn health_check(
     };
     let kind = h.kind.unwrap_or(CheckType::Tcp);
     let tls = match kind {
-        CheckType::Https => Some(tls(place, h, span, &k)?),
+        CheckType::Https => Some(tls(place, h, span.clone(), &k)?),
         _ => {
             if let Some((field, at)) = tls_keys(h).into_iter().next() {
                 return Err(place.error(
                     Some(at),
                     Some(k(field)),
                     "a TLS setting needs type = \"https\"".into(),
+                ));
+            }
+            None
+        }
+    };
+    let dns = match kind {
+        CheckType::Dns => Some(dns(place, h, span, &k)?),
+        _ => {
+            let present = [
+                h.dns_name.as_ref().map(|v| ("dns_name", v.span())),
+                h.dns_type.as_ref().map(|v| ("dns_type", v.span())),
+                h.dns_expect_rcode
+                    .as_ref()
+                    .map(|v| ("dns_expect_rcode", v.span())),
+            ];
+            if let Some((field, at)) = present.into_iter().flatten().next() {
+                return Err(place.error(
+                    Some(at),
+                    Some(k(field)),
+                    "a DNS setting needs type = \"dns\"".into(),
                 ));
             }
             None
@@ -108,7 +128,136 @@ pub(super) fn health_check(
         http_expect_status,
         start_down: h.start_down.unwrap_or(false),
         tls,
+        dns,
     })
+}
+
+/// Query types by name (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 6895); others as `TYPE<n>`
+/// (RFC 3597 §5).
+const DNS_TYPES: &[(&str, u16)] = &[
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+    ("ANY", 255),
+];
+
+/// Response codes by name (RFC 1035 §4.1.1, RFC 6895 §2.3).
+pub const DNS_RCODES: &[(&str, u8)] = &[
+    ("NOERROR", 0),
+    ("FORMERR", 1),
+    ("SERVFAIL", 2),
+    ("NXDOMAIN", 3),
+    ("NOTIMP", 4),
+    ("REFUSED", 5),
+];
+
+/// The query of a `dns` check, checked as a resolver would build it.
+fn dns(
+    place: &Place<'_>,
+    h: &RawHealthCheck,
+    check_span: Range<usize>,
+    k: &impl Fn(&str) -> String,
+) -> Result<DnsCheckConfig, ConfigError> {
+    let Some(name) = &h.dns_name else {
+        return Err(place.error(
+            Some(check_span),
+            Some(k("dns_name")),
+            "a dns check needs dns_name (the name to query, e.g. \"example.org\")".into(),
+        ));
+    };
+    // "." is the root (keepalived's default query: SOA of the root zone).
+    let name_str = name.get_ref().trim_end_matches('.');
+    if let Err(why) = check_dns_name(name_str).or_else(|e| {
+        if name.get_ref() == "." {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }) {
+        return Err(place.at(name, k("dns_name"), format!("{:?}: {why}", name.get_ref())));
+    }
+    let qtype = match &h.dns_type {
+        None => 1,
+        Some(t) => {
+            let upper = t.get_ref().to_ascii_uppercase();
+            DNS_TYPES
+                .iter()
+                .find(|(n, _)| *n == upper)
+                .map(|(_, v)| *v)
+                .or_else(|| upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()))
+                .ok_or_else(|| {
+                    place.at(
+                        t,
+                        k("dns_type"),
+                        format!(
+                            "{:?} is not a query type: one of {} or TYPE<number>",
+                            t.get_ref(),
+                            DNS_TYPES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?
+        }
+    };
+    let rcode = match &h.dns_expect_rcode {
+        None => 0,
+        Some(r) => {
+            let upper = r.get_ref().to_ascii_uppercase();
+            DNS_RCODES
+                .iter()
+                .find(|(n, _)| *n == upper)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    place.at(
+                        r,
+                        k("dns_expect_rcode"),
+                        format!(
+                            "{:?} is not a response code: one of {}",
+                            r.get_ref(),
+                            DNS_RCODES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?
+        }
+    };
+    Ok(DnsCheckConfig {
+        name: name_str.to_owned(),
+        qtype,
+        rcode,
+    })
+}
+
+/// RFC 1035 §2.3.4: labels of 1..=63 octets, 253 characters in all; letters, digits, '-' and
+/// '_' (service labels, RFC 8552).
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("a name has 1 to 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each label (between dots) has 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("a label has letters, digits, '-' and '_' only");
+        }
+    }
+    Ok(())
 }
 
 /// The `tls_*` keys present, with their positions.

@@ -150,6 +150,8 @@ pub struct AgentConfig {
     pub nat_syn_timeout: Duration,
     pub nat_established_timeout: Duration,
     pub nat_closing_timeout: Duration,
+    /// A UDP NAT flow's: from its last datagram in either direction.
+    pub nat_udp_timeout: Duration,
 }
 
 /// Default `agent.flow_table_size_ipv6`: 65536 entries in each of `FLOWS6` and NAT66's two
@@ -193,6 +195,24 @@ pub enum XdpMode {
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number (the `proto` of the maps' keys).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => xdp_lb_common::IPPROTO_TCP,
+            Protocol::Udp => xdp_lb_common::IPPROTO_UDP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +380,9 @@ pub enum CheckType {
     Http,
     /// HTTP over TLS (rustls): the apiserver's /readyz.
     Https,
+    /// A DNS query over UDP (keepalived's DNS_CHECK): `dns_name`, `dns_type`,
+    /// `dns_expect_rcode`.
+    Dns,
     None,
 }
 
@@ -369,6 +392,7 @@ impl CheckType {
             CheckType::Tcp => "tcp",
             CheckType::Http => "http",
             CheckType::Https => "https",
+            CheckType::Dns => "dns",
             CheckType::None => "none",
         }
     }
@@ -389,6 +413,20 @@ pub struct HealthCheckConfig {
     pub start_down: bool,
     /// `type = "https"` only: how the TLS handshake is made and verified.
     pub tls: Option<TlsCheckConfig>,
+    /// `type = "dns"` only: the query and the answer that means up.
+    pub dns: Option<DnsCheckConfig>,
+}
+
+/// The query of a `dns` check: the backend is up when an answer to it with `rcode` arrives
+/// within the timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCheckConfig {
+    /// `dns_name`, without a trailing dot ("" for the root, ".").
+    pub name: String,
+    /// `dns_type` as its number (A = 1, AAAA = 28, ...).
+    pub qtype: u16,
+    /// `dns_expect_rcode` as its number (NOERROR = 0, NXDOMAIN = 3, ...).
+    pub rcode: u8,
 }
 
 /// The TLS side of an `https` check.
@@ -419,6 +457,7 @@ impl Default for HealthCheckConfig {
             http_expect_status: 200,
             start_down: false,
             tls: None,
+            dns: None,
         }
     }
 }

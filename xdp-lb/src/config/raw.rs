@@ -101,6 +101,8 @@ pub(super) struct RawAgent {
     pub(super) nat_established_timeout: Option<Spanned<Duration>>,
     #[serde(default, with = "spanned_duration")]
     pub(super) nat_closing_timeout: Option<Spanned<Duration>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) nat_udp_timeout: Option<Spanned<Duration>>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +172,12 @@ pub(super) struct RawHealthCheck {
     pub(super) http_expect_status: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) start_down: Option<bool>,
+    #[serde(default)]
+    pub(super) dns_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) dns_type: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) dns_expect_rcode: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) tls_server_name: Option<Spanned<String>>,
     #[serde(default)]

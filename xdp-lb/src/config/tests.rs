@@ -946,3 +946,177 @@ address = "2001:2::12"
         }
     }
 }
+
+mod udp {
+    use super::*;
+
+    const DNS: &str = r#"[agent]
+interface = "eth0"
+nat_udp_timeout = "45s"
+
+[[vip]]
+name = "dns-udp"
+address = "198.18.0.100"
+port = 53
+protocol = "udp"
+[vip.health_check]
+type = "dns"
+dns_name = "whoami.test."
+dns_type = "aaaa"
+dns_expect_rcode = "NXDOMAIN"
+[[vip.backend]]
+address = "198.18.0.11"
+
+[[vip]]
+name = "dns-tcp"
+address = "198.18.0.100"
+port = 53
+[[vip.backend]]
+address = "198.18.0.11"
+"#;
+
+    fn err(from: &str, to: &str) -> ConfigError {
+        assert!(DNS.contains(from), "{from}");
+        parse(Path::new("dns.toml"), &DNS.replacen(from, to, 1)).unwrap_err()
+    }
+
+    #[test]
+    fn a_udp_and_a_tcp_vip_share_an_address_and_port() {
+        let c = parse(Path::new("dns.toml"), DNS).unwrap();
+        assert_eq!(c.agent.nat_udp_timeout, Duration::from_secs(45));
+        assert_eq!(
+            (c.vips[0].protocol, c.vips[1].protocol),
+            (Protocol::Udp, Protocol::Tcp)
+        );
+        let h = &c.vips[0].health_check;
+        assert_eq!(h.kind, CheckType::Dns);
+        assert_eq!(
+            h.dns,
+            Some(DnsCheckConfig {
+                name: "whoami.test".into(),
+                qtype: 28,
+                rcode: 3
+            })
+        );
+        let d = parse(
+            Path::new("dns.toml"),
+            &DNS.replace("nat_udp_timeout = \"45s\"\n", ""),
+        );
+        assert_eq!(d.unwrap().agent.nat_udp_timeout, Duration::from_secs(30));
+        // Defaults: type A, NOERROR; TYPE<n> for the rest.
+        let text = DNS
+            .replace("dns_type = \"aaaa\"\n", "")
+            .replace("dns_expect_rcode = \"NXDOMAIN\"\n", "");
+        let dns = parse(Path::new("dns.toml"), &text).unwrap().vips[0]
+            .health_check
+            .dns
+            .clone()
+            .unwrap();
+        assert_eq!((dns.qtype, dns.rcode), (1, 0));
+        let c = parse(
+            Path::new("dns.toml"),
+            &DNS.replace("\"aaaa\"", "\"TYPE65\""),
+        )
+        .unwrap();
+        assert_eq!(c.vips[0].health_check.dns.as_ref().unwrap().qtype, 65);
+    }
+
+    #[test]
+    fn udp_mistakes_name_line_and_key() {
+        let cases = [
+            (
+                "port = 53\n[[vip.backend]]",
+                "port = 53\nprotocol = \"udp\"\n[[vip.backend]]",
+                "vip[1].port",
+                "198.18.0.100:53/udp is already used",
+            ),
+            (
+                "protocol = \"udp\"",
+                "protocol = \"sctp\"",
+                "",
+                "unknown variant `sctp`, expected `tcp` or `udp`",
+            ),
+            (
+                "dns_name = \"whoami.test.\"",
+                "dns_name = \"who..ami\"",
+                "vip[0].health_check.dns_name",
+                "1 to 63",
+            ),
+            (
+                "dns_name = \"whoami.test.\"\n",
+                "",
+                "vip[0].health_check.dns_name",
+                "needs dns_name",
+            ),
+            (
+                "\"aaaa\"",
+                "\"AAAAA\"",
+                "vip[0].health_check.dns_type",
+                "not a query type",
+            ),
+            (
+                "\"NXDOMAIN\"",
+                "\"NOPE\"",
+                "vip[0].health_check.dns_expect_rcode",
+                "not a response code",
+            ),
+            (
+                "type = \"dns\"",
+                "type = \"tcp\"",
+                "vip[0].health_check.dns_name",
+                "needs type = \"dns\"",
+            ),
+            (
+                "nat_udp_timeout = \"45s\"",
+                "nat_udp_timeout = \"0s\"",
+                "agent.nat_udp_timeout",
+                "",
+            ),
+        ];
+        for (from, to, key, fragment) in cases {
+            let e = err(from, to);
+            if !key.is_empty() {
+                assert_eq!(e.key.as_deref(), Some(key), "{to}: {e}");
+            }
+            assert!(e.line.is_some(), "{to}: {e}");
+            assert!(e.to_string().contains(fragment), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_udp_vip_checked_by_tcp_must_name_the_port() {
+        // No check section: the default tcp check would connect to the UDP port.
+        let text = DNS.replace(
+            "[vip.health_check]\ntype = \"dns\"\ndns_name = \"whoami.test.\"\ndns_type = \"aaaa\"\ndns_expect_rcode = \"NXDOMAIN\"\n",
+            "",
+        );
+        let e = parse(Path::new("dns.toml"), &text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("vip[0].health_check"), "{e}");
+        assert_eq!(e.line, Some(7), "the VIP's address: {e}");
+        assert!(e.to_string().contains("type = \"dns\""), "{e}");
+        let tcp = "[vip.health_check]\ntype = \"tcp\"\n";
+        let text = DNS.replace(
+            "[vip.health_check]\ntype = \"dns\"\ndns_name = \"whoami.test.\"\ndns_type = \"aaaa\"\ndns_expect_rcode = \"NXDOMAIN\"\n",
+            tcp,
+        );
+        let e = parse(Path::new("dns.toml"), &text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("vip[0].health_check.port"), "{e}");
+        // With a port: the backends' TCP port 8053 is probed.
+        let ok = text.replace(tcp, "[vip.health_check]\ntype = \"tcp\"\nport = 8053\n");
+        let c = parse(Path::new("dns.toml"), &ok).unwrap();
+        assert_eq!(c.vips[0].health_check.port, Some(8053));
+        let none = text.replace(tcp, "[vip.health_check]\ntype = \"none\"\n");
+        parse(Path::new("dns.toml"), &none).unwrap();
+    }
+
+    #[test]
+    fn a_dns_check_on_a_tcp_vip_queries_the_backends_port_over_udp() {
+        let text = DNS.replace(
+            "name = \"dns-tcp\"\naddress = \"198.18.0.100\"\nport = 53\n",
+            "name = \"dns-tcp\"\naddress = \"198.18.0.100\"\nport = 53\n[vip.health_check]\ntype = \"dns\"\ndns_name = \"example.org\"\n",
+        );
+        let c = parse(Path::new("dns.toml"), &text).unwrap();
+        assert_eq!(c.vips[1].health_check.kind, CheckType::Dns);
+        assert_eq!(c.vips[1].health_check.port, None);
+    }
+}

@@ -8,9 +8,10 @@ use xdp_lb_common::{
 };
 
 use super::{
-    AgentConfig, BackendConfig, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
-    DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS,
-    MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SnatAddresses, SourceLimit, VipConfig, XdpMode,
+    AgentConfig, BackendConfig, CheckType, Cidr, Config, ConfigError, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_LISTEN, DEFAULT_SNAT_PORT_RANGE, Forwarding, HealthCheckConfig, MAX_FLOW_TABLE_SIZE,
+    MAX_MAX_VIPS, MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE, Protocol, SnatAddresses, SourceLimit,
+    VipConfig, XdpMode,
     announce::announce,
     health_check::health_check,
     place::{Place, is_prime, nat_timeout, port_range, ranged, valid_interface, valid_name},
@@ -108,6 +109,7 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             "nat_closing_timeout",
             10,
         )?,
+        nat_udp_timeout: nat_timeout(place, &raw_agent.nat_udp_timeout, "nat_udp_timeout", 30)?,
     };
 
     if raw.vip.len() > max_vips as usize {
@@ -155,7 +157,10 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             return Err(place.at(
                 &rv.port,
                 key("port"),
-                format!("{address}:{port}/tcp is already used by another VIP"),
+                format!(
+                    "{address}:{port}/{} is already used by another VIP",
+                    protocol.as_str()
+                ),
             ));
         }
         let forwarding = rv
@@ -285,6 +290,25 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
             Some(h) => health_check(place, h.get_ref(), h.span(), &key("health_check"))?,
             None => HealthCheckConfig::default(),
         };
+        // A UDP service answers no TCP connect on its port unless it also serves TCP there:
+        // its check must say what it probes.
+        if protocol == Protocol::Udp
+            && matches!(
+                health_check.kind,
+                CheckType::Tcp | CheckType::Http | CheckType::Https
+            )
+            && health_check.port.is_none()
+        {
+            let why = format!(
+                "a UDP VIP's backends are checked by type = \"dns\", or by a {} check on a TCP \
+                 port you name with health_check.port, or not at all (type = \"none\")",
+                health_check.kind.as_str()
+            );
+            return Err(match &rv.health_check {
+                Some(h) => place.error(Some(h.span()), Some(key("health_check.port")), why),
+                None => place.at(&rv.address, key("health_check"), why),
+            });
+        }
         vips.push(VipConfig {
             name,
             address,

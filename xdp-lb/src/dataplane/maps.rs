@@ -223,6 +223,16 @@ impl Maps {
         self.nat_embryonic.iter().filter_map(Result::ok)
     }
 
+    /// Every half-open NAT flow's client direction (client key, the rewrite towards the
+    /// backend): a TCP flow's SYN, a UDP flow's first datagram.
+    pub fn nat_embryonic_client(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        self.nat_embryonic_client.iter().filter_map(Result::ok)
+    }
+
+    pub fn nat_embryonic_client6(&self) -> impl Iterator<Item = (FlowKey6, FlowValue6)> + '_ {
+        self.nat_embryonic_client6.iter().filter_map(Result::ok)
+    }
+
     pub fn nat_flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.nat_flows.get(key, 0).ok()
     }

@@ -31,7 +31,12 @@ struct Family<'a, K, A> {
 /// used to cost more CPU than the data plane itself.
 pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<Sweep, MapError> {
     let mut out = Sweep::default();
-    for state in [NatState::SynSent, NatState::Established, NatState::Closing] {
+    for state in [
+        NatState::SynSent,
+        NatState::Established,
+        NatState::Closing,
+        NatState::Udp,
+    ] {
         out.live.insert(state.name(), 0);
     }
     let v4 = Family {
@@ -66,6 +71,7 @@ where
         .syn
         .min(timeouts.established)
         .min(timeouts.closing)
+        .min(timeouts.udp)
         .as_secs()
         .max(1);
     let entries: Vec<(K, FlowValueOf<A>)> = read_all(maps.nat_flows.map())?;
@@ -136,14 +142,18 @@ where
 
     // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
     // answered within `nat_syn_timeout` give their ports back now rather than at the next
-    // eviction.
+    // eviction; a UDP flow that the client never sent a second datagram on (a DNS query and
+    // its answer), `nat_udp_timeout` after its first.
     let embryos: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic.map())?;
     let mut stale = Vec::new();
     for (key, embryo) in embryos {
         if expired(embryo.flags, embryo.last_seen_s, now_s, timeouts) {
             stale.push(key);
         } else {
-            *out.live.entry(NatState::SynSent.name()).or_default() += 1;
+            // Half-open: a TCP flow's SYN, or a UDP flow's first datagram (by its flag).
+            *out.live
+                .entry(FlowValue::nat_state(embryo.flags).name())
+                .or_default() += 1;
         }
     }
     out.reclaimed += delete_all(maps.embryonic.map(), &stale) as u64;

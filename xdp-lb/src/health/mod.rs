@@ -1,8 +1,8 @@
 //! Health checks: one tokio task per (VIP, backend), haproxy's semantics.
 //!
 //! A backend is up or down. Every `interval` the task probes it (`probe.rs`: `tcp` connects;
-//! `http` GETs `http_path` and compares the status; `https` does so over TLS, `tls.rs`; `none`
-//! does not probe and is always up). `fall` consecutive
+//! `http` GETs `http_path` and compares the status; `https` does so over TLS, `tls.rs`; `dns`
+//! sends a query over UDP and compares the rcode, `dns.rs`; `none` does not probe and is always up). `fall` consecutive
 //! failures take an up backend down; `rise` consecutive successes bring a down one up. Each
 //! transition is sent to the agent as a [`HealthEvent`] with the reason; the agent turns it
 //! into a new desired state for the one reconciler. The last result of every probe is kept in
@@ -17,6 +17,7 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use xdp_lb_common::AnyVipKey;
 
+mod dns;
 mod probe;
 mod tls;
 

@@ -1,5 +1,5 @@
-//! One probe of one backend: `tcp` (connect), `http` (GET `http_path`, compare the status) and
-//! `https` (the same over TLS). `Err` carries the reason, phrased for the log and `status`:
+//! One probe of one backend: `tcp` (connect), `http` (GET `http_path`, compare the status),
+//! `https` (the same over TLS) and `dns` (a query over UDP, `dns.rs`). `Err` carries the reason, phrased for the log and `status`:
 //! "connect refused", "HTTP 503", "certificate expired", "handshake timeout", ...
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -68,6 +68,10 @@ impl Prober {
     }
 
     async fn attempt(&self, addr: SocketAddr, stage: &mut Stage) -> Result<(), String> {
+        if let (CheckType::Dns, Some(dns)) = (&self.check.kind, &self.check.dns) {
+            *stage = Stage::Response;
+            return super::dns::probe(dns, addr).await;
+        }
         let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
             _ => format!("connect failed: {e}"),

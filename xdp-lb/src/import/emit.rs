@@ -61,6 +61,9 @@ pub(super) fn toml(plan: &Plan, haproxy: Option<&Path>, keepalived: Option<&Path
         let _ = writeln!(t, "name = {}", quoted(&vip.name));
         let _ = writeln!(t, "address = {}", quoted(&vip.address.to_string()));
         let _ = writeln!(t, "port = {}", vip.port);
+        if let Some(p) = vip.protocol {
+            let _ = writeln!(t, "protocol = {}", quoted(p));
+        }
         if let Some(f) = vip.forwarding {
             let _ = writeln!(t, "forwarding = {}", quoted(f));
         }
@@ -95,6 +98,12 @@ pub(super) fn toml(plan: &Plan, haproxy: Option<&Path>, keepalived: Option<&Path
         }
         if c.tls_verify == Some(false) {
             t.push_str("tls_verify = false\n");
+        }
+        if let Some(n) = &c.dns_name {
+            let _ = writeln!(t, "dns_name = {}", quoted(n));
+        }
+        if let Some(q) = &c.dns_type {
+            let _ = writeln!(t, "dns_type = {}", quoted(q));
         }
         for b in &vip.backends {
             t.push_str("[[vip.backend]]\n");

@@ -132,6 +132,8 @@ pub(crate) struct Vip {
     pub port: u16,
     /// "dsr" or "nat"; None: the default (DSR).
     pub forwarding: Option<&'static str>,
+    /// "udp"; None: the default (TCP).
+    pub protocol: Option<&'static str>,
     pub check: Check,
     pub slowstart: Option<Duration>,
     pub backends: Vec<Backend>,
@@ -151,7 +153,7 @@ pub(crate) struct Backend {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Check {
-    /// "tcp", "http", "https" or "none".
+    /// "tcp", "http", "https", "dns" or "none".
     pub kind: Option<&'static str>,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
@@ -163,6 +165,9 @@ pub(crate) struct Check {
     /// https: `Some(false)` for haproxy's `verify none` / keepalived's SSL_GET.
     pub tls_verify: Option<bool>,
     pub tls_ca_file: Option<PathBuf>,
+    /// dns: keepalived's DNS_CHECK `name` and `type`.
+    pub dns_name: Option<String>,
+    pub dns_type: Option<String>,
 }
 
 impl Check {

@@ -3,14 +3,13 @@
 //! from any process, while the agent runs and after it died with the data plane kept. Reads
 //! only; the agent's reconciler stays the only writer.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-    path::Path,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use serde::Serialize;
-use xdp_lb_common::{AnyVipKey, BACKEND_F_FORWARD, Counter, TrafficCounters, VipInfo};
+use xdp_lb_common::{
+    AnyVipKey, BACKEND_F_FORWARD, Counter, FLOW_F_NAT, FlowTuple, FlowValueOf, IPPROTO_UDP,
+    TrafficCounters, VipInfo,
+};
 
 use crate::{
     dataplane::{DataplaneError, Maps},
@@ -83,6 +82,84 @@ pub struct FlowView {
     pub snat: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
+    /// "tcp" or "udp".
+    pub protocol: &'static str,
+    /// A NAT flow not yet established: a TCP flow's SYN sent on, or a UDP flow the client has
+    /// sent one datagram on (in the half-open tables until its second).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub half_open: bool,
+}
+
+/// What a flow row needs besides its entry: names of VIPs and backends, and the clock.
+struct FlowNames {
+    vips: BTreeMap<u32, String>,
+    backends: BTreeMap<u32, IpAddr>,
+    now: u64,
+}
+
+impl FlowNames {
+    /// One flow's row (and its VIP id, for the filter): `k` is the client's 5-tuple, `v` its
+    /// client-direction entry, `reply_flags` the reply direction's flags (NAT).
+    fn view<K: FlowTuple>(
+        &self,
+        k: &K,
+        v: &FlowValueOf<K::Addr>,
+        reply_flags: u32,
+        half_open: bool,
+        ip: impl Fn(K::Addr) -> IpAddr,
+    ) -> (u32, FlowView) {
+        let nat = v.flags & FLOW_F_NAT != 0;
+        let backend = match self.backends.get(&v.backend_id) {
+            Some(_) if nat => socket(ip(v.nat_dst_addr_be), v.nat_dst_port_be),
+            Some(a) => a.to_string(),
+            None => format!("id {} (gone)", v.backend_id),
+        };
+        let (snat, state) = if nat {
+            (
+                Some(socket(ip(v.nat_src_addr_be), v.nat_src_port_be)),
+                Some(FlowValueOf::<K::Addr>::nat_state(v.flags | reply_flags).name()),
+            )
+        } else {
+            (None, None)
+        };
+        let view = FlowView {
+            client: socket(ip(k.src()), k.src_port_be()),
+            vip: socket(ip(k.dst()), k.dst_port_be()),
+            vip_name: self
+                .vips
+                .get(&v.vip_id)
+                .cloned()
+                .unwrap_or_else(|| "?".into()),
+            backend,
+            age_seconds: self.now.saturating_sub(v.created_ns) as f64 / 1e9,
+            snat,
+            state,
+            protocol: if k.proto() == IPPROTO_UDP {
+                "udp"
+            } else {
+                "tcp"
+            },
+            half_open,
+        };
+        (v.vip_id, view)
+    }
+}
+
+/// The flags of a NAT flow's reply direction, which carries the backend's word on the state
+/// (0 for a DSR flow or a reply entry gone).
+fn nat_reply_flags<K: FlowTuple>(
+    v: &FlowValueOf<K::Addr>,
+    lookup: impl Fn(&K) -> Option<FlowValueOf<K::Addr>>,
+) -> u32 {
+    if v.flags & FLOW_F_NAT == 0 {
+        return 0;
+    }
+    lookup(&crate::nat::other_direction(v)).map_or(0, |r| r.flags)
+}
+
+/// `address:port`, an IPv6 address in brackets (RFC 3986 §3.2.2).
+fn socket(ip: IpAddr, port_be: u16) -> String {
+    std::net::SocketAddr::new(ip, port(port_be)).to_string()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,10 +197,6 @@ pub struct MaglevShare {
 /// An open view on the pinned maps.
 pub struct Inspector {
     maps: Maps,
-}
-
-fn addr(be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(be.to_ne_bytes())
 }
 
 fn port(be: u16) -> u16 {
@@ -176,7 +249,11 @@ impl Inspector {
                 vip_id: info.vip_id,
                 address: k.address(),
                 port: port(k.port_be()),
-                protocol: "tcp",
+                protocol: if k.proto() == IPPROTO_UDP {
+                    "udp"
+                } else {
+                    "tcp"
+                },
                 table_size: info.table_size,
                 backends: backends
                     .iter()
@@ -231,110 +308,55 @@ impl Inspector {
         Ok(out)
     }
 
+    /// Established flows (`FLOWS`, `FLOWS6`), then half-open NAT flows (a TCP flow's SYN, a
+    /// UDP flow the client has sent one datagram on: a DNS query and its answer), at most
+    /// `limit` in all.
     pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowView>, String> {
         let wanted = match vip {
             Some(name) => Some(self.find_vip(name)?.1.vip_id),
             None => None,
         };
-        let names: BTreeMap<u32, String> = self
-            .vip_entries()
-            .into_iter()
-            .map(|(_, i, n)| (i.vip_id, n))
-            .collect();
-        let backends: BTreeMap<u32, IpAddr> = self
-            .backend_entries()
-            .into_iter()
-            .map(|(id, b)| (id, b.address()))
-            .collect();
-        let now = crate::clock::monotonic_ns();
-        let mut out = Vec::new();
-        for (k, v) in self.maps.flows() {
-            if wanted.is_some_and(|w| w != v.vip_id) {
-                continue;
-            }
-            let nat = v.flags & xdp_lb_common::FLOW_F_NAT != 0;
-            let backend = match backends.get(&v.backend_id) {
-                Some(_) if nat => {
-                    format!("{}:{}", addr(v.nat_dst_addr_be), port(v.nat_dst_port_be))
-                }
-                Some(a) => a.to_string(),
-                None => format!("id {} (gone)", v.backend_id),
-            };
-            let (snat, state) = if nat {
-                // The reply direction carries the backend's word on the state.
-                let reply_flags = self
-                    .maps
-                    .nat_flow(&crate::nat::other_direction(&v))
-                    .map_or(0, |r| r.flags);
-                (
-                    Some(format!(
-                        "{}:{}",
-                        addr(v.nat_src_addr_be),
-                        port(v.nat_src_port_be)
-                    )),
-                    Some(xdp_lb_common::FlowValue::nat_state(v.flags | reply_flags).name()),
-                )
-            } else {
-                (None, None)
-            };
-            out.push(FlowView {
-                client: format!("{}:{}", addr(k.src_addr_be), port(k.src_port_be)),
-                vip: format!("{}:{}", addr(k.dst_addr_be), port(k.dst_port_be)),
-                vip_name: names.get(&v.vip_id).cloned().unwrap_or_else(|| "?".into()),
-                backend,
-                age_seconds: now.saturating_sub(v.created_ns) as f64 / 1e9,
-                snat,
-                state,
-            });
-            if out.len() >= limit {
-                return Ok(out);
-            }
-        }
-        for (k, v) in self.maps.flows6() {
-            if wanted.is_some_and(|w| w != v.vip_id) {
-                continue;
-            }
-            let nat = v.flags & xdp_lb_common::FLOW_F_NAT != 0;
-            let backend = match backends.get(&v.backend_id) {
-                Some(_) if nat => format!(
-                    "[{}]:{}",
-                    IpAddr::from(v.nat_dst_addr_be),
-                    port(v.nat_dst_port_be)
-                ),
-                Some(a) => a.to_string(),
-                None => format!("id {} (gone)", v.backend_id),
-            };
-            let (snat, state) = if nat {
-                let reply_flags = self
-                    .maps
-                    .nat_flow6(&crate::nat::other_direction(&v))
-                    .map_or(0, |r| r.flags);
-                (
-                    Some(format!(
-                        "[{}]:{}",
-                        IpAddr::from(v.nat_src_addr_be),
-                        port(v.nat_src_port_be)
-                    )),
-                    Some(xdp_lb_common::FlowValue6::nat_state(v.flags | reply_flags).name()),
-                )
-            } else {
-                (None, None)
-            };
-            let (src, dst) = (IpAddr::from(k.src_addr), IpAddr::from(k.dst_addr));
-            out.push(FlowView {
-                client: format!("[{src}]:{}", port(k.src_port_be)),
-                vip: format!("[{dst}]:{}", port(k.dst_port_be)),
-                vip_name: names.get(&v.vip_id).cloned().unwrap_or_else(|| "?".into()),
-                backend,
-                age_seconds: now.saturating_sub(v.created_ns) as f64 / 1e9,
-                snat,
-                state,
-            });
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let names = FlowNames {
+            vips: self
+                .vip_entries()
+                .into_iter()
+                .map(|(_, i, n)| (i.vip_id, n))
+                .collect(),
+            backends: self
+                .backend_entries()
+                .into_iter()
+                .map(|(id, b)| (id, b.address()))
+                .collect(),
+            now: crate::clock::monotonic_ns(),
+        };
+        let v4 = |a: u32| IpAddr::from(a.to_ne_bytes());
+        let v6 = IpAddr::from;
+        let rows = self
+            .maps
+            .flows()
+            .map(|(k, v)| {
+                let reply = nat_reply_flags(&v, |r| self.maps.nat_flow(r));
+                names.view(&k, &v, reply, false, v4)
+            })
+            .chain(self.maps.flows6().map(|(k, v)| {
+                let reply = nat_reply_flags(&v, |r| self.maps.nat_flow6(r));
+                names.view(&k, &v, reply, false, v6)
+            }))
+            .chain(
+                self.maps
+                    .nat_embryonic_client()
+                    .map(|(k, v)| names.view(&k, &v, 0, true, v4)),
+            )
+            .chain(
+                self.maps
+                    .nat_embryonic_client6()
+                    .map(|(k, v)| names.view(&k, &v, 0, true, v6)),
+            );
+        Ok(rows
+            .filter(|(vip_id, _)| wanted.is_none_or(|w| w == *vip_id))
+            .map(|(_, view)| view)
+            .take(limit)
+            .collect())
     }
 
     pub fn stats(&self) -> Stats {

@@ -85,19 +85,24 @@ pub fn print_backends(backends: &[BackendView]) {
 }
 
 pub fn print_flows(flows: &[FlowView]) {
-    let cols = "CLIENT<22|VIP<22|NAME<12|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
+    let cols = "PROTO<5|CLIENT<22|VIP<22|NAME<12|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
     table(
         0,
         cols,
         flows.iter().map(|f| {
             vec![
+                f.protocol.into(),
                 f.client.clone(),
                 f.vip.clone(),
                 f.vip_name.clone(),
                 f.backend.clone(),
                 format!("{:.1}", f.age_seconds),
                 f.snat.clone().unwrap_or_else(|| "-".into()),
-                f.state.unwrap_or("-").into(),
+                match (f.state, f.half_open) {
+                    (Some(s), true) => format!("{s} (half-open)"),
+                    (Some(s), false) => s.into(),
+                    (None, _) => "-".into(),
+                },
             ]
         }),
     );

@@ -313,6 +313,7 @@ fn vip_from(
         address,
         port: addr.port(),
         forwarding: Some(forwarding),
+        protocol: None,
         check,
         slowstart,
         backends,

@@ -1,5 +1,5 @@
 //! keepalived's LVS side: a `virtual_server` with its `real_server`s and their checks becomes a
-//! VIP (`lb_kind DR` → DSR, `NAT` → NAT).
+//! VIP (`lb_kind DR` → DSR, `NAT` → NAT; `protocol TCP` or `UDP`).
 
 use super::{address, number, parse::Node, parse::err, seconds};
 use crate::import::{Backend, Check, ImportError, Outcome, Plan, Vip};
@@ -18,6 +18,7 @@ pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportE
         address,
         port,
         forwarding: None,
+        protocol: None,
         check: Check::default(),
         slowstart: None,
         backends: Vec::new(),
@@ -47,7 +48,11 @@ pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportE
             ),
             "protocol" => match d.arg(0) {
                 Some("TCP") => Outcome::Translated("TCP".into()),
-                other => return Err(err(&d.source, format!("protocol {other:?}: xdp-lb balances TCP"))),
+                Some("UDP") => {
+                    vip.protocol = Some("udp");
+                    Outcome::Translated("protocol = \"udp\"".into())
+                }
+                other => return Err(err(&d.source, format!("protocol {other:?}: xdp-lb balances TCP and UDP"))),
             },
             "persistence_timeout" => Outcome::Approximated(
                 "no persistence table: Maglev sends a client's connections where its 5-tuple hashes; established connections keep their backend".into(),
@@ -68,6 +73,30 @@ pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportE
     }
     if vip.check.kind.is_none() {
         vip.check.kind = Some("none");
+    }
+    // keepalived's TCP_CHECK/HTTP_GET on a UDP service connects to the real server's port over
+    // TCP; xdp-lb wants that port named (its config refuses a UDP VIP whose TCP check would
+    // probe the UDP port by accident).
+    if vip.protocol == Some("udp")
+        && matches!(vip.check.kind, Some("tcp" | "http" | "https"))
+        && vip.check.port.is_none()
+    {
+        let port = vip.backends[0].port;
+        vip.check.port = Some(port);
+        let outcome = if vip.backends.iter().all(|b| b.port == port) {
+            Outcome::Translated(format!(
+                "check port = {port} (TCP, as keepalived probes it)"
+            ))
+        } else {
+            Outcome::Approximated(format!(
+                "the real servers listen on different ports; the check probes TCP port {port} on each"
+            ))
+        };
+        plan.report(&node.source, "protocol UDP with a TCP check", outcome);
+    }
+    if vip.protocol == Some("udp") {
+        // The same address and port may also be a TCP virtual_server (DNS): names stay unique.
+        vip.name.push_str("-udp");
     }
     vip.check.fit_timeout(&node.source, plan);
     plan.report(
@@ -107,6 +136,36 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
                 b.weight = Some(number(d, 0)?);
                 Outcome::Translated("weight".into())
             }
+            "DNS_CHECK" => {
+                vip.check.kind = Some("dns");
+                for c in d.children() {
+                    if let Some(o) = connect_option(c, &mut vip.check)? {
+                        plan.report(&c.source, &c.text(), o);
+                        continue;
+                    }
+                    let o = match c.keyword() {
+                        "name" => {
+                            vip.check.dns_name = c.arg(0).map(Into::into);
+                            Outcome::Translated("dns_name".into())
+                        }
+                        "type" => {
+                            vip.check.dns_type = c.arg(0).map(Into::into);
+                            Outcome::Translated("dns_type".into())
+                        }
+                        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+                    };
+                    plan.report(&c.source, &c.text(), o);
+                }
+                // keepalived's defaults (check_dns.h): the root's SOA. Ours is A, so the
+                // query is spelled out.
+                vip.check.dns_name.get_or_insert_with(|| ".".into());
+                vip.check.dns_type.get_or_insert_with(|| "SOA".into());
+                Outcome::Translated(format!(
+                    "the VIP's check: type = \"dns\", {} {}",
+                    vip.check.dns_type.as_deref().unwrap_or_default(),
+                    vip.check.dns_name.as_deref().unwrap_or_default()
+                ))
+            }
             kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET") => {
                 vip.check.kind = Some(match kw {
                     "TCP_CHECK" => "tcp",
@@ -118,22 +177,11 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
                     }
                 });
                 for c in d.children() {
+                    if let Some(o) = connect_option(c, &mut vip.check)? {
+                        plan.report(&c.source, &c.text(), o);
+                        continue;
+                    }
                     let o = match c.keyword() {
-                        "connect_timeout" => {
-                            vip.check.timeout = Some(seconds(c)?);
-                            Outcome::Translated("check timeout".into())
-                        }
-                        "connect_port" => {
-                            vip.check.port = Some(number(c, 0)?);
-                            Outcome::Translated("check port".into())
-                        }
-                        "retry" | "nb_get_retry" => {
-                            vip.check.fall = Some(number::<u32>(c, 0)?.max(1));
-                            Outcome::Translated("fall".into())
-                        }
-                        "delay_before_retry" => {
-                            Outcome::Approximated("xdp-lb retries at the check interval".into())
-                        }
                         "url" => {
                             for u in c.children() {
                                 match u.keyword() {
@@ -177,4 +225,27 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
     );
     vip.backends.push(b);
     Ok(())
+}
+
+/// The options every keepalived checker shares (connect_timeout, connect_port, retry), or None
+/// for a checker's own keyword.
+fn connect_option(c: &Node, check: &mut Check) -> Result<Option<Outcome>, ImportError> {
+    Ok(Some(match c.keyword() {
+        "connect_timeout" => {
+            check.timeout = Some(seconds(c)?);
+            Outcome::Translated("check timeout".into())
+        }
+        "connect_port" => {
+            check.port = Some(number(c, 0)?);
+            Outcome::Translated("check port".into())
+        }
+        "retry" | "nb_get_retry" => {
+            check.fall = Some(number::<u32>(c, 0)?.max(1));
+            Outcome::Translated("fall".into())
+        }
+        "delay_before_retry" => {
+            Outcome::Approximated("xdp-lb retries at the check interval".into())
+        }
+        _ => return Ok(None),
+    }))
 }
