@@ -15,6 +15,7 @@ pub mod pki;
 pub mod scale_out;
 pub mod service;
 pub mod topology;
+pub mod udp;
 
 pub use netns::{NetNs, in_netns, sh};
 pub use service::{EchoClient, TcpService, http_get, http_get_many};

@@ -172,8 +172,8 @@ pub struct Stats {
     pub flow_table_ipv6_entries: usize,
     /// NAT flows (reply entries in NAT_FLOWS and NAT_FLOWS6, one per flow and SNAT port).
     pub nat_flows: usize,
-    /// Half-open NAT flows (in NAT_EMBRYONIC and NAT_EMBRYONIC6: SYN sent on, the backend not
-    /// yet answered).
+    /// Half-open NAT flows (in NAT_EMBRYONIC and NAT_EMBRYONIC6): a SYN sent on, or a UDP
+    /// flow's first datagram, and nothing more from the client yet.
     pub nat_half_open: usize,
 }
 
