@@ -40,6 +40,11 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "NAT66 new flow",
         "NAT66 established",
         "NAT66 reply",
+        "UDP datagram, flow-table hit",
+        "UDP datagram, new flow",
+        "NAT UDP new flow",
+        "NAT UDP established",
+        "NAT UDP reply",
         "health transition",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");
@@ -80,6 +85,9 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "nftables DNAT",
         "floor: bare XDP forwarder",
         "xdp-lb, L2 DSR, IPv6",
+        "xdp-lb, L2 DSR, UDP",
+        "xdp-lb, NAT, UDP",
+        "nftables DNAT, UDP",
         "keep-alive",
         "agent RSS",
         "Scale out: active nodes behind ECMP",

@@ -173,8 +173,9 @@ enum InspectReport {
         #[arg(long, value_name = "NAME")]
         vip: Option<String>,
     },
-    /// Flow-table entries: client, VIP, backend, age; for NAT flows also the SNAT source the
-    /// backend sees and the TCP state that sets the flow's expiry.
+    /// Flow-table entries: protocol, client, VIP, backend, age; for NAT flows also the SNAT
+    /// source the backend sees and the state that sets the flow's expiry (TCP's, or udp),
+    /// half-open flows included (a SYN, or a UDP flow's first datagram).
     Flows {
         /// Only this VIP's flows (its `name`).
         #[arg(long, value_name = "NAME")]

@@ -45,13 +45,19 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// The DSR rows' VIP: three backends, a flow table for the 100k-flow row.
+/// The DSR rows' VIPs: three backends, a flow table for the 100k-flow row; the IPv6 twin and
+/// a UDP twin (DNS on :53).
 fn config() -> String {
     fixtures::config("lo")
         .bed("@PIN_DIR@", 1 << 20, 4)
         // Room for one round's new IPv6 flows (they are removed after each round).
         .key("flow_table_size_ipv6", 1 << 17)
         .vip(fixtures::three_backends("web", 80))
+        .vip(
+            fixtures::three_backends("dns", 53)
+                .key("protocol", "udp")
+                .check("type", "none"),
+        )
         .vip(
             fixtures::vip("web6", "2001:2::100", 80)
                 .backend("2001:2::11")
@@ -80,6 +86,15 @@ struct Row {
     proof: String,
     /// Net ns per packet per round.
     rounds: Vec<f64>,
+}
+
+/// The i-th distinct client UDP flow to "dns" (a 32-byte query-sized payload).
+fn udp_flow(i: u32) -> Frame {
+    let mut f = flow(i);
+    f.proto = xdp_lb_common::IPPROTO_UDP;
+    f.dport = 53;
+    f.payload = vec![0x5a; 32];
+    f
 }
 
 /// The i-th distinct client flow (source address and port both vary).
@@ -155,6 +170,18 @@ fn main() -> anyhow::Result<()> {
         "xdp-lb: expected an IPv6 DSR XDP_TX that made a flow in FLOWS6"
     );
 
+    let hit_udp_frame = udp_flow(u32::MAX).build();
+    let r = lb.run(&hit_udp_frame)?;
+    ensure!(
+        r.action == XDP_TX
+            && r.out[12..] == hit_udp_frame[12..]
+            && lb
+                .maps()
+                .flows()
+                .any(|(k, _)| k.proto == xdp_lb_common::IPPROTO_UDP),
+        "xdp-lb: expected a UDP DSR XDP_TX that made a UDP flow"
+    );
+
     let mut rows: Vec<Row> = Vec::new();
     let mut empty_n = Vec::new();
     let mut empty_1 = Vec::new();
@@ -166,6 +193,11 @@ fn main() -> anyhow::Result<()> {
     let mut many = Vec::new();
     let mut hit6 = Vec::new();
     let mut new_flow6 = Vec::new();
+    let mut hit_udp = Vec::new();
+    let mut new_flow_udp = Vec::new();
+    let new_udp_frames: Vec<Vec<u8>> = (0..args.flows)
+        .map(|i| udp_flow(args.flows + i).build())
+        .collect();
     let new6_frames: Vec<Vec<u8>> = (0..args.flows).map(flow6).collect();
 
     // Pre-create the many-flows set once (their creation is not timed here).
@@ -276,6 +308,33 @@ fn main() -> anyhow::Result<()> {
         forget_flows6(&mut lb, &new6_frames)?;
     }
 
+    // UDP rows, in rounds of their own as well (after the IPv6 ones, same reason).
+    for round in 0..args.rounds {
+        eprintln!("bench: UDP round {}/{}", round + 1, args.rounds);
+        let (tx0, nf0) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
+        let (a, ns) = per_run(program, &hit_udp_frame, n)?;
+        ensure!(
+            a == XDP_TX
+                && lb.counter(Counter::Tx) - tx0 == n as u64
+                && lb.counter(Counter::NewFlow) == nf0,
+            "UDP flow-hit row took another path"
+        );
+        hit_udp.push(ns);
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &new_udp_frames {
+            let (a, ns) = per_run(program, f, 1)?;
+            ensure!(a == XDP_TX, "UDP new-flow row");
+            sum += ns;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == args.flows as u64,
+            "UDP new-flow row: not every datagram made a new flow"
+        );
+        new_flow_udp.push(sum / args.flows as f64);
+        forget_flows(&mut lb, &new_udp_frames)?;
+    }
+
     // repeat=1 figures onto the repeat=N footing: remove the per-call overhead, keep the
     // per-run overhead every repeat=N figure has.
     let rebase = |v: &[f64]| -> Vec<f64> {
@@ -334,6 +393,19 @@ fn main() -> anyhow::Result<()> {
         rounds: rebase(&new_flow6),
     });
 
+    rows.push(Row {
+        name: "xdp-lb: UDP datagram, flow-table hit",
+        method: format!("repeat={n}"),
+        proof: format!("tx +{n}, new_flow +0 per round"),
+        rounds: hit_udp.clone(),
+    });
+    rows.push(Row {
+        name: "xdp-lb: UDP datagram, new flow (Maglev + flow insert)",
+        method: format!("repeat=1 × {} distinct flows", args.flows),
+        proof: format!("new_flow +{} per round", args.flows),
+        rounds: rebase(&new_flow_udp),
+    });
+
     let floor_med = median(&floor_n);
     let mut md = String::new();
     writeln!(md, "# xdp-lb bench: per-packet cost (BPF_PROG_TEST_RUN)\n")?;
@@ -369,6 +441,19 @@ fn main() -> anyhow::Result<()> {
         "\nTarget (issue: data plane v1): flow-table hit ≤ 1.5× the floor — {} ({hit_ratio:.2}×).",
         if hit_ratio <= 1.5 { "met" } else { "NOT met" }
     )?;
+    let twin = |row: &str| {
+        rows.iter()
+            .find(|r| r.name == row)
+            .map(|r| median(&r.rounds))
+            .unwrap_or(f64::NAN)
+    };
+    writeln!(
+        md,
+        "\nUDP against its TCP twin: flow-table hit {:.2}×, new flow {:.2}× (issue 18 target: within 1.15×).",
+        twin("xdp-lb: UDP datagram, flow-table hit") / twin("xdp-lb: VIP packet, flow-table hit"),
+        twin("xdp-lb: UDP datagram, new flow (Maglev + flow insert)")
+            / twin("xdp-lb: VIP packet, new flow (Maglev + flow insert)"),
+    )?;
     nat_rows(&mut md, &args, floor_med, median(&empty_n))?;
     protection_rows(&mut md, &args, floor_med)?;
     control_plane(&mut md, args.rounds)?;
@@ -399,6 +484,14 @@ fn nat_config() -> String {
     for b in NAT6_BACKENDS {
         api6 = api6.backend_with(format!("2001:2::{b:x}"), &[("port", "8080")]);
     }
+    // Its UDP twin: DNS on :53 to the same sixteen backends' port 5353.
+    let mut dns = fixtures::vip("dns", "198.18.0.100", 53)
+        .key("protocol", "udp")
+        .nat()
+        .check("type", "none");
+    for b in 11..=26 {
+        dns = dns.backend_with(format!("198.18.0.{b}"), &[("port", "5353")]);
+    }
     fixtures::config("lan0")
         .bed("@PIN_DIR@", 1 << 20, 4)
         .key("snat_address", vec!["198.18.0.2", "2001:2::2"])
@@ -406,6 +499,7 @@ fn nat_config() -> String {
         .key("flow_table_size_ipv6", 1 << 17)
         .vip(api)
         .vip(api6)
+        .vip(dns)
         .to_string()
 }
 
@@ -537,6 +631,21 @@ fn nat_rows(md: &mut String, args: &Args, floor: f64, empty_n: f64) -> anyhow::R
             rebase(&measured.reply6_hot),
             format!("{forwarded}, output [VIP] → [client] checked"),
         ),
+        (
+            "NAT UDP new flow (first datagram: Maglev + SNAT port + both half-open entries + FIB)",
+            rebase(&measured.new_flow_udp),
+            format!("new_flow +{flows} per round, output SNAT → backend:5353 checked"),
+        ),
+        (
+            "NAT UDP established, client → backend, one flow (hot cache)",
+            rebase(&measured.established_udp_hot),
+            forwarded.clone(),
+        ),
+        (
+            "NAT UDP reply, backend → client, one flow (hot cache)",
+            rebase(&measured.reply_udp_hot),
+            format!("{forwarded}, output VIP:53 → client checked"),
+        ),
     ];
     let mut established_ratio = f64::NAN;
     for (name, v, proof) in &rows {
@@ -573,6 +682,9 @@ struct NatFigures {
     new_flow6: Vec<f64>,
     established6_hot: Vec<f64>,
     reply6_hot: Vec<f64>,
+    new_flow_udp: Vec<f64>,
+    established_udp_hot: Vec<f64>,
+    reply_udp_hot: Vec<f64>,
     empty_1: Vec<f64>,
 }
 
@@ -658,6 +770,42 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         "NAT66 reply output: [VIP] → [client]"
     );
     let syns6: Vec<Vec<u8>> = (0..flows).map(|i| nat6_packet(1 + i, TCP_SYN)).collect();
+    // UDP: one flow made established by two datagrams (the first opens it half-open, the
+    // second promotes it), and its backend's answer.
+    let datagram = udp_flow(u32::MAX - 1).build();
+    let r = run_program(program, &datagram, 1)?;
+    let o = &r.out;
+    ensure!(
+        r.action == xdp_lb_tests::harness::XDP_REDIRECT
+            && o[26..30] == [198, 18, 0, 2]
+            && o[36..38] == 5353u16.to_be_bytes(),
+        "NAT UDP first datagram: SNAT → backend:5353 ({:?})",
+        lb.all_counters()
+    );
+    let mut answer = Frame::tcp(
+        Ipv4Addr::new(o[30], o[31], o[32], o[33]),
+        5353,
+        Ipv4Addr::new(198, 18, 0, 2),
+        u16::from_be_bytes([o[34], o[35]]),
+    );
+    answer.proto = xdp_lb_common::IPPROTO_UDP;
+    answer.payload = vec![0xa5; 64];
+    let answer = answer.build();
+    let nat_flows_before = lb.maps().nat_flows().count();
+    ensure!(
+        run_program(program, &datagram, 1)?.action == xdp_lb_tests::harness::XDP_REDIRECT
+            && lb.maps().nat_flows().count() == nat_flows_before + 1,
+        "NAT UDP second datagram: the flow promoted"
+    );
+    let r = run_program(program, &answer, 1)?;
+    ensure!(
+        r.action == xdp_lb_tests::harness::XDP_REDIRECT
+            && r.out[26..30] == VIP.octets()
+            && r.out[34..36] == 53u16.to_be_bytes(),
+        "NAT UDP answer output: VIP:53 → client"
+    );
+    let first_datagrams: Vec<Vec<u8>> = (0..flows).map(|i| udp_flow(i).build()).collect();
+    let (mut new_flow_udp, mut est_udp_hot, mut rep_udp_hot) = (Vec::new(), Vec::new(), Vec::new());
     let (mut new_flow6, mut est6_hot, mut rep6_hot) = (Vec::new(), Vec::new(), Vec::new());
     let (mut new_flow, mut est, mut rep, mut empty_1) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -676,6 +824,8 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
             (&replies[0], &mut rep_hot),
             (&established6, &mut est6_hot),
             (&reply6, &mut rep6_hot),
+            (&datagram, &mut est_udp_hot),
+            (&answer, &mut rep_udp_hot),
         ] {
             let (r0, nf0) = (redirect(&lb), lb.counter(Counter::NewFlow));
             let mut sum = 0.0;
@@ -724,6 +874,18 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         );
         new_flow6.push(sum / flows as f64);
         forget_nat_flows6(&mut lb, &syns6)?;
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &first_datagrams {
+            sum += per_run(program, f, 1)?.1;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == flows as u64,
+            "NAT UDP new-flow row: not every first datagram made a flow: {:?}",
+            lb.all_counters()
+        );
+        new_flow_udp.push(sum / flows as f64);
+        forget_nat_flows(&mut lb, &first_datagrams)?;
     }
     Ok(NatFigures {
         new_flow,
@@ -734,6 +896,9 @@ fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
         new_flow6,
         established6_hot: est6_hot,
         reply6_hot: rep6_hot,
+        new_flow_udp,
+        established_udp_hot: est_udp_hot,
+        reply_udp_hot: rep_udp_hot,
         empty_1,
     })
 }
@@ -794,7 +959,7 @@ fn frame_key(f: &[u8]) -> anyhow::Result<xdp_lb_common::FlowKey> {
         dst_addr_be: u32::from_ne_bytes(f[30..34].try_into()?),
         src_port_be: u16::from_ne_bytes(f[34..36].try_into()?),
         dst_port_be: u16::from_ne_bytes(f[36..38].try_into()?),
-        proto: 6,
+        proto: f[23],
         _pad: [0; 3],
     })
 }

@@ -318,12 +318,19 @@ impl RateBed {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", fwd[1].name));
         let mut config = fixtures::config("in0")
             .key("xdp_mode", "driver")
-            .bed(pin_dir.display(), 65536, 4)
+            .bed(pin_dir.display(), 65536, 8)
             .key("control_socket", format!("/run/xlbt/{}.sock", fwd[1].name))
             .key("listen", "");
-        for (name, port, mode) in [("rate-dsr", DSR_PORT, "dsr"), ("rate-nat", NAT_PORT, "nat")] {
+        // Each also over UDP, on the same address and port.
+        for (name, port, mode, protocol) in [
+            ("rate-dsr", DSR_PORT, "dsr", "tcp"),
+            ("rate-nat", NAT_PORT, "nat", "tcp"),
+            ("rate-dsr-udp", DSR_PORT, "dsr", "udp"),
+            ("rate-nat-udp", NAT_PORT, "nat", "udp"),
+        ] {
             let vip = fixtures::vip(name, RATE_VIP, port)
                 .key("forwarding", mode)
+                .key("protocol", protocol)
                 .key("maglev_table_size", 4093)
                 .check("type", "none");
             config = config.vip((11..=13).fold(vip, |v, b| v.backend(format!("198.18.11.{b}"))));
@@ -351,7 +358,8 @@ impl RateBed {
             &nft,
             format!(
                 "table ip xlbt_rate {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n\
-                     ip daddr {RATE_VIP} tcp dport {NFT_PORT} dnat to numgen inc mod 3 map {{ 0 : 198.18.12.11, 1 : 198.18.12.12, 2 : 198.18.12.13 }} : 80\n  }}\n\
+                     ip daddr {RATE_VIP} tcp dport {NFT_PORT} dnat to numgen inc mod 3 map {{ 0 : 198.18.12.11, 1 : 198.18.12.12, 2 : 198.18.12.13 }} : 80\n\
+                     ip daddr {RATE_VIP} udp dport {NFT_PORT} dnat to numgen inc mod 3 map {{ 0 : 198.18.12.11, 1 : 198.18.12.12, 2 : 198.18.12.13 }} : 80\n  }}\n\
                    chain post {{\n    type nat hook postrouting priority srcnat;\n    oif \"out0\" masquerade\n  }}\n}}\n"
             ),
         )?;
@@ -382,6 +390,16 @@ impl RateBed {
             f.src_mac = gen_mac(i)?;
             f.dst_mac = self.fwd[i].mac("in0")?;
             f.flags = flags;
+            f.ip_id = GEN_IP_ID;
+            Ok(f.build())
+        };
+        // A UDP datagram of the same length (60 bytes: 18 of payload).
+        let datagram = |i: usize, dst: Ipv4Addr, port: u16| -> anyhow::Result<Vec<u8>> {
+            let mut f = Frame::tcp(Ipv4Addr::new(198, 19, i as u8, 2), 40000, dst, port);
+            f.proto = xdp_lb_common::IPPROTO_UDP;
+            f.payload = vec![0x5a; 18];
+            f.src_mac = gen_mac(i)?;
+            f.dst_mac = self.fwd[i].mac("in0")?;
             f.ip_id = GEN_IP_ID;
             Ok(f.build())
         };
@@ -426,6 +444,24 @@ impl RateBed {
                 "nftables DNAT (kernel forwarding + conntrack)",
                 2,
                 frame(2, RATE_VIP, NFT_PORT, TCP_ACK)?,
+                None,
+            ),
+            (
+                "xdp-lb, L2 DSR, UDP",
+                1,
+                datagram(1, RATE_VIP, DSR_PORT)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "xdp-lb, NAT, UDP",
+                1,
+                datagram(1, RATE_VIP, NAT_PORT)?,
+                Some(xdp_lb_common::PROGRAM_NAME),
+            ),
+            (
+                "nftables DNAT, UDP (kernel forwarding + conntrack)",
+                2,
+                datagram(2, RATE_VIP, NFT_PORT)?,
                 None,
             ),
         ];
