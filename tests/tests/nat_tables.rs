@@ -555,7 +555,98 @@ mod nat66 {
                     .list("deny", &["2001:2:1::66"])
                     .backend_with(BACKEND6, &[("port", "6443")]),
             )
+            .vip(
+                fixtures::vip("dns6", VIP6, 53)
+                    .nat()
+                    .key("protocol", "udp")
+                    .key("maglev_table_size", 251)
+                    .check("type", "none")
+                    .backend_with(BACKEND6, &[("port", "5353")]),
+            )
             .to_string()
+    }
+
+    /// A UDP/IPv6 datagram with a valid (never zero) checksum.
+    fn datagram6(
+        (src, sport): (Ipv6Addr, u16),
+        (dst, dport): (Ipv6Addr, u16),
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut d = Vec::new();
+        d.extend_from_slice(&sport.to_be_bytes());
+        d.extend_from_slice(&dport.to_be_bytes());
+        d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(payload);
+        let sum = match l4_checksum6(src, dst, IPPROTO_UDP, &d) {
+            0 => 0xffff,
+            c => c,
+        };
+        d[6..8].copy_from_slice(&sum.to_be_bytes());
+        let mut f = ipv6_frame(&[], IPPROTO_UDP, &d);
+        f[6..12].copy_from_slice(&ROUTER_MAC);
+        f[22..38].copy_from_slice(&src.octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        f
+    }
+
+    /// A UDP/IPv6 datagram's addresses and ports, its checksum verified by recomputation.
+    fn read_udp6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, Vec<u8>) {
+        let payload_len = u16::from_be_bytes([frame[18], frame[19]]) as usize;
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[22..38]).unwrap());
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[38..54]).unwrap());
+        let d = &frame[54..54 + payload_len];
+        let mut zeroed = d.to_vec();
+        zeroed[6] = 0;
+        zeroed[7] = 0;
+        let expect = match l4_checksum6(src, dst, IPPROTO_UDP, &zeroed) {
+            0 => 0xffff,
+            c => c,
+        };
+        assert_eq!(
+            u16::from_be_bytes([d[6], d[7]]),
+            expect,
+            "UDP checksum over IPv6"
+        );
+        let port = |i: usize| u16::from_be_bytes([d[i], d[i + 1]]);
+        (src, port(0), dst, port(2), d[8..].to_vec())
+    }
+
+    #[test]
+    fn nat66_translates_udp_both_ways() {
+        require_root!();
+        let ns = lan6();
+        in_netns(&ns.name, move || {
+            let lb = Loaded::new(&config6(), LOOPBACK_IFINDEX).unwrap();
+            let query = datagram6((CLIENT6, 41000), (VIP6, 53), b"query");
+            let r = lb.run(&query).unwrap();
+            assert_eq!(r.action, XDP_REDIRECT, "{:?}", lb.all_counters());
+            let (src, sport, dst, dport, payload) = read_udp6(&r.out);
+            assert_eq!((src, dst, dport), (SNAT6, BACKEND6, 5353));
+            assert_eq!(payload, b"query");
+            assert_eq!(lb.maps().nat_embryonic6().count(), 1, "half-open");
+            let answer = datagram6((BACKEND6, 5353), (SNAT6, sport), b"answer");
+            let r = lb.run(&answer).unwrap();
+            assert_eq!(r.action, XDP_REDIRECT);
+            assert_eq!(
+                read_udp6(&r.out),
+                (VIP6, 53, CLIENT6, 41000, b"answer".to_vec())
+            );
+            // The second datagram promotes it.
+            let r = lb
+                .run(&datagram6((CLIENT6, 41000), (VIP6, 53), b"again"))
+                .unwrap();
+            assert_eq!(read_udp6(&r.out).1, sport);
+            assert_eq!(
+                (
+                    lb.maps().nat_embryonic6().count(),
+                    lb.maps().nat_flows6().count()
+                ),
+                (0, 1)
+            );
+            assert_eq!(lb.counter(Counter::NewFlow), 1);
+        })
+        .unwrap();
     }
 
     fn lan6() -> NetNs {
