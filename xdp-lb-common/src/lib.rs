@@ -624,6 +624,9 @@ pub struct FlowEvent {
     pub src_port_be: u16,
     pub dst_port_be: u16,
     pub backend_addr_be: u32,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP` (a TCP and a UDP VIP may share an address and port).
+    pub proto: u8,
+    pub _pad: [u8; 7],
 }
 
 pub const FLOW_EVENT_NEW: u32 = 1;
@@ -646,7 +649,9 @@ pub struct FlowEvent6 {
     pub backend_addr: [u8; 16],
     pub src_port_be: u16,
     pub dst_port_be: u16,
-    pub _pad: u32,
+    /// As [`FlowEvent::proto`].
+    pub proto: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Per-CPU rate limiter of the flow log: a one-second window.
@@ -733,7 +738,7 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 56);
         assert_eq!(size_of::<FlowValue6>(), 80);
         assert_eq!(size_of::<TrafficCounters>(), 64);
-        assert_eq!(size_of::<FlowEvent>(), 32);
+        assert_eq!(size_of::<FlowEvent>(), 40);
         assert_eq!(size_of::<FlowEvent6>(), 72);
         assert_eq!(size_of::<FlowLogBudget>(), 16);
         assert_eq!(size_of::<Settings>(), 44);

@@ -56,6 +56,8 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64
         src_port_be: flow.src_port_be,
         dst_port_be: flow.dst_port_be,
         backend_addr_be,
+        proto: flow.proto,
+        _pad: [0; 7],
     };
     // A full ring (the agent is not reading) loses the event, which is what a log may do.
     let _ = FLOW_LOG.output::<FlowEvent>(&event, 0);
@@ -121,7 +123,8 @@ fn report6(kind: u32, reason: u32, flow: &FlowKey6, backend_addr: [u8; 16], now:
         (*event).backend_addr = backend_addr;
         (*event).src_port_be = flow.src_port_be;
         (*event).dst_port_be = flow.dst_port_be;
-        (*event)._pad = 0;
+        (*event).proto = flow.proto;
+        (*event)._pad = [0; 3];
     }
     entry.submit(0);
 }

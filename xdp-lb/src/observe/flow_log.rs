@@ -34,7 +34,12 @@ pub fn format(bytes: &[u8]) -> Option<String> {
     let e: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let addr = |be: u32| Ipv4Addr::from(be.to_ne_bytes());
     let client = format!("{}:{}", addr(e.src_addr_be), u16::from_be(e.src_port_be));
-    let vip = format!("{}:{}", addr(e.dst_addr_be), u16::from_be(e.dst_port_be));
+    let vip = format!(
+        "{}:{}{}",
+        addr(e.dst_addr_be),
+        u16::from_be(e.dst_port_be),
+        udp_suffix(e.proto)
+    );
     Some(if e.kind == FLOW_EVENT_NEW {
         format!(
             "new client={client} vip={vip} backend={}",
@@ -46,6 +51,15 @@ pub fn format(bytes: &[u8]) -> Option<String> {
             reason_name(e.reason)
         )
     })
+}
+
+/// `/udp` after a UDP VIP's port; TCP, the common case, reads as before.
+fn udp_suffix(proto: u8) -> &'static str {
+    if proto == xdp_lb_common::IPPROTO_UDP {
+        "/udp"
+    } else {
+        ""
+    }
 }
 
 /// An IPv6 event, addresses in brackets with their ports (RFC 5952 §6).
@@ -61,9 +75,10 @@ fn format6(bytes: &[u8]) -> Option<String> {
         u16::from_be(e.src_port_be)
     );
     let vip = format!(
-        "[{}]:{}",
+        "[{}]:{}{}",
         Ipv6Addr::from(e.dst_addr),
-        u16::from_be(e.dst_port_be)
+        u16::from_be(e.dst_port_be),
+        udp_suffix(e.proto)
     );
     Some(if e.kind == FLOW_EVENT_NEW6 {
         format!(
@@ -160,6 +175,15 @@ mod tests {
             "drop client=198.18.0.1:40312 vip=198.18.0.100:80 reason=drop_no_backend"
         );
         assert_eq!(format(&[1, 2, 3]), None);
+        let u = FlowEvent {
+            proto: xdp_lb_common::IPPROTO_UDP,
+            dst_port_be: xdp_lb_common::port_be(53),
+            ..e
+        };
+        assert_eq!(
+            format(&bytes(&u)).unwrap(),
+            "new client=198.18.0.1:40312 vip=198.18.0.100:53/udp backend=198.18.0.12"
+        );
     }
 
     #[test]
