@@ -35,4 +35,5 @@ pub mod observe;
 pub mod pem;
 pub mod route_announce;
 pub mod state;
+pub mod sync;
 pub mod vrrp;

@@ -1,0 +1,14 @@
+//! Flow-state synchronisation between LB nodes (issue 17), so that a flow that arrives at
+//! another node — after a VRRP failover, or when ECMP moves it — keeps its backend and, for
+//! NAT, its translation.
+//!
+//! This module holds the parts that face the network, written to treat every byte as hostile:
+//! - `wire`: the datagram format (a header, fixed-size flow records, an HMAC-SHA-256 trailer)
+//!   and its decoder, which names why a datagram was refused;
+//! - `replay`: the per-sender anti-replay window (RFC 4303 §3.4.3's sliding window, keyed by
+//!   the sender's epoch), consulted only after the MAC has been verified;
+//! - `key`: the shared key file, refused unless only root can read it.
+
+pub mod key;
+pub mod replay;
+pub mod wire;
