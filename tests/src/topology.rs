@@ -124,6 +124,17 @@ impl DsrTopology {
         (0..self.backends.len()).fold(vip, |v, i| v.backend(backend_addr6(i)))
     }
 
+    /// A VRRP pair: the VIP leaves the LB's eth0 (VRRP places it) and a second LB node `lb2`
+    /// joins the bridge at `addr`, with the XDP pass program its switch port needs (see `new`).
+    pub fn vrrp_pair(&self, addr: Ipv4Addr) -> anyhow::Result<(NetNs, PassProgram)> {
+        self.lb
+            .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+        let lb2 = NetNs::new("lb2")?;
+        self.plug(&lb2, "p-lb2", addr)?;
+        let pass = PassProgram::attach(&self.sw, "p-lb2")?;
+        Ok((lb2, pass))
+    }
+
     /// A veth pair: `eth0` in `host`, `port` in sw on br0.
     pub fn plug(&self, host: &NetNs, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
         plug_into(&self.sw, host, port, addr)

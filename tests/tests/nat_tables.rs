@@ -984,3 +984,130 @@ fn idle_udp_flows_expire_after_nat_udp_timeout_and_not_before() {
     })
     .unwrap();
 }
+
+/// `[sync]` on both sides of the wire, without the wire: what the program reports when a NAT
+/// flow is established, and a flow installed as a peer's (`install_synced`) translated by the
+/// program in both directions, checksums recomputed.
+mod sync {
+    use std::{net::IpAddr, os::unix::fs::PermissionsExt as _};
+
+    use xdp_lb::dataplane::SyncedFlow;
+    use xdp_lb_common::{FLOW_F_ESTABLISHED, IPPROTO_TCP, SYNC_EVENT_NAT, SyncEvent};
+
+    use super::*;
+
+    /// The NAT bed's config with `[sync]` (one peer, a root-only key).
+    fn config_with_sync() -> String {
+        let key = std::env::temp_dir().join(format!("xlbt-sync-{}.key", std::process::id()));
+        std::fs::write(&key, [0x5a; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "{}\n[sync]\npeers = [\"198.18.0.3\"]\nkey_file = \"{}\"\n",
+            config(4096),
+            key.display()
+        )
+    }
+
+    #[test]
+    fn an_established_nat_flow_is_reported_with_its_snat_port() {
+        require_root!();
+        let ns = lan();
+        in_netns(&ns.name, move || {
+            let lb = Loaded::new(&config_with_sync(), LOOPBACK_IFINDEX).unwrap();
+            let data = aya::maps::MapData::from_pin(lb.pin_dir.join("SYNC_EVENTS")).unwrap();
+            let mut ring: aya::maps::RingBuf<_> = aya::maps::Map::RingBuf(data).try_into().unwrap();
+            let r = lb
+                .run(&packet(CLIENT, 40000, VIP, 443, TCP_SYN, b""))
+                .unwrap();
+            let snat_port = read_and_verify(&r.out).sport;
+            assert!(ring.next().is_none(), "half-open flows are not reported");
+            lb.run(&packet(CLIENT, 40000, VIP, 443, TCP_ACK, b""))
+                .unwrap();
+            let item = ring.next().expect("the established flow is reported");
+            assert_eq!(item.len(), size_of::<SyncEvent>());
+            // SAFETY: length checked; plain integers.
+            let e: SyncEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            assert_eq!(
+                (e.kind, e.family, e.proto),
+                (SYNC_EVENT_NAT, 4, IPPROTO_TCP)
+            );
+            assert_eq!(&e.src_addr[..4], &CLIENT.octets());
+            assert_eq!(&e.dst_addr[..4], &VIP.octets());
+            assert_eq!(
+                (u16::from_be(e.src_port_be), u16::from_be(e.dst_port_be)),
+                (40000, 443)
+            );
+            assert_eq!(u16::from_be(e.snat_port_be), snat_port);
+            assert_eq!(e.backend_id, lb.backend_id(0, BACKEND));
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_peers_nat_flow_is_translated_both_ways() {
+        require_root!();
+        let ns = lan();
+        in_netns(&ns.name, move || {
+            let mut lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
+            let v4 = |a: Ipv4Addr| IpAddr::V4(a);
+            let flow = SyncedFlow {
+                proto: IPPROTO_TCP,
+                client: (v4(CLIENT), 41234),
+                vip: (v4(VIP), 443),
+                vip_id: lb.ids.vips[&xdp_lb::state::vip_key(&lb.config.vips[0])],
+                backend_id: lb.backend_id(0, BACKEND),
+                backend: (v4(BACKEND), 6443),
+                snat: Some((v4(SNAT), 20002)),
+                state: FLOW_F_ESTABLISHED,
+                idle_s: 5,
+            };
+            let now = (xdp_lb::clock::monotonic_ns(), xdp_lb::clock::coarse_now_s());
+            let report = lb.reconciler.install_synced(&[flow], now.0, now.1).unwrap();
+            assert_eq!(report.installed, 1);
+            // Again: known, nothing changes.
+            let again = lb.reconciler.install_synced(&[flow], now.0, now.1).unwrap();
+            assert_eq!((again.installed, again.known), (0, 1));
+            // Another flow wanting the same SNAT port for the same backend: a conflict.
+            let other = SyncedFlow {
+                client: (v4(CLIENT), 41235),
+                ..flow
+            };
+            let clash = lb
+                .reconciler
+                .install_synced(&[other], now.0, now.1)
+                .unwrap();
+            assert_eq!(clash.conflicts, 1);
+
+            // The client's data, never seen here before: on as SNAT:20002 → backend:6443.
+            let data = b"GET /apis HTTP/1.1\r\n\r\n";
+            let r = lb
+                .run(&packet(CLIENT, 41234, VIP, 443, TCP_ACK, data))
+                .unwrap();
+            assert_eq!(r.action, XDP_REDIRECT, "{:?}", lb.all_counters());
+            let out = read_and_verify(&r.out);
+            assert_eq!(
+                (out.src, out.sport, out.dst, out.dport),
+                (SNAT, 20002, BACKEND, 6443)
+            );
+            assert_eq!(out.payload, data);
+            // The backend's answer: back as VIP:443 → client.
+            let r = lb
+                .run(&packet(BACKEND, 6443, SNAT, 20002, TCP_ACK, b"200 OK"))
+                .unwrap();
+            let out = read_and_verify(&r.out);
+            assert_eq!(
+                (out.src, out.sport, out.dst, out.dport),
+                (VIP, 443, CLIENT, 41234)
+            );
+            assert_eq!(lb.counter(Counter::NewFlow), 0, "no new flow: the peer's");
+            // Its age came along: the sweep sees it established, idle about 5 s.
+            let timeouts = Timeouts::of(&lb.config.agent);
+            let sweep = lb
+                .reconciler
+                .expire_nat_flows(&timeouts, xdp_lb::clock::coarse_now_s())
+                .unwrap();
+            assert_eq!(sweep.live["established"], 1);
+        })
+        .unwrap();
+    }
+}

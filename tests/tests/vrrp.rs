@@ -26,13 +26,7 @@ struct Bed {
 
 fn bed() -> Bed {
     let topo = DsrTopology::new(3).unwrap();
-    // The VIP is VRRP's to place, not the topology's.
-    topo.lb
-        .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
-        .unwrap();
-    let lb2 = NetNs::new("lb2").unwrap();
-    topo.plug(&lb2, "p-lb2", LB2_ADDR.parse().unwrap()).unwrap();
-    let pass2 = PassProgram::attach(&topo.sw, "p-lb2").unwrap();
+    let (lb2, pass2) = topo.vrrp_pair(LB2_ADDR.parse().unwrap()).unwrap();
     let services = (0..3)
         .map(|i| TcpService::start(&topo.backends[i].name, PORT, &format!("be{}", i + 1)).unwrap())
         .collect();

@@ -46,6 +46,7 @@ pub mod map_names {
     pub const NAT_FLOWS6: &str = "NAT_FLOWS6";
     pub const NAT_EMBRYONIC6: &str = "NAT_EMBRYONIC6";
     pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
+    pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 }
 
 /// Name of the XDP program in the object.
@@ -342,6 +343,10 @@ pub trait FlowTuple: Copy {
     fn addr_sum(old: (&Self::Addr, &Self::Addr), new: (&Self::Addr, &Self::Addr)) -> u32;
     /// Whether this family has an IP header checksum (IPv4) to update by the folded addr_sum.
     const IP_CHECKSUM: bool;
+    /// 4 or 6 (`SyncEvent::family`).
+    const FAMILY: u8;
+    /// An address in 16 bytes, as `SyncEvent` carries it (IPv4: the first four).
+    fn addr16(a: Self::Addr) -> [u8; 16];
 }
 
 impl FlowTuple for FlowKey {
@@ -386,6 +391,12 @@ impl FlowTuple for FlowKey {
         csum::addr_sum((*old.0, *old.1), (*new.0, *new.1))
     }
     const IP_CHECKSUM: bool = true;
+    const FAMILY: u8 = 4;
+    #[inline(always)]
+    fn addr16(a: u32) -> [u8; 16] {
+        let b = a.to_ne_bytes();
+        [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
 }
 
 impl FlowTuple for FlowKey6 {
@@ -430,6 +441,11 @@ impl FlowTuple for FlowKey6 {
         csum::addr_sum6(old, new)
     }
     const IP_CHECKSUM: bool = false;
+    const FAMILY: u8 = 6;
+    #[inline(always)]
+    fn addr16(a: [u8; 16]) -> [u8; 16] {
+        a
+    }
 }
 
 /// The value of `FLOWS` (keyed by the client's 5-tuple) and of `NAT_FLOWS` (keyed by the
@@ -570,7 +586,9 @@ pub struct Settings {
     pub check_local_mac: u32,
     /// The MAC of the interface the program is attached to.
     pub local_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Non-zero: new flows are reported to the agent's sync (`SYNC_EVENTS`, `[sync]`).
+    pub sync_events: u8,
+    pub _pad: u8,
     /// NAT: the source address of connections to backends (0: no NAT VIP configured).
     pub snat_addr_be: u32,
     /// NAT: the SNAT port range, inclusive, host order.
@@ -609,6 +627,36 @@ impl Settings {
         }
     }
 }
+
+/// A flow the agent's sync sends to its peers (`[sync]`), reported through the `SYNC_EVENTS`
+/// ring buffer when it is made: a DSR flow when it is recorded, a NAT flow when it is
+/// established (the client's second packet). Both families: an IPv4 address fills the first
+/// four bytes (network order) of its 16.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEvent {
+    /// `SYNC_EVENT_*`.
+    pub kind: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+    /// The sender's own ids; its agent turns them into addresses before they leave the node.
+    pub backend_id: u32,
+    pub vip_id: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    /// NAT: the SNAT port (the SNAT address is the agent's `snat_address`).
+    pub snat_port_be: u16,
+    pub _pad2: u16,
+    /// The client's address and the VIP's.
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+}
+
+pub const SYNC_EVENT_DSR: u8 = 1;
+pub const SYNC_EVENT_NAT: u8 = 2;
 
 /// A flow-log event, sent through the `FLOW_LOG` ring buffer.
 #[repr(C)]
@@ -749,6 +797,7 @@ mod tests {
         assert_eq!(size_of::<BucketKey6>(), 20);
         assert_eq!(size_of::<Bucket>(), 16);
         assert_eq!(size_of::<InsertBudget>(), 16);
+        assert_eq!(size_of::<SyncEvent>(), 52);
     }
 
     #[test]

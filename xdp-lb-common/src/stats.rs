@@ -137,10 +137,13 @@ pub enum Counter {
     /// balanced; passed to the kernel, which drops it unless a tunnel socket accepts zero
     /// checksums (RFC 6935: VXLAN, GENEVE) — XDP does not know which sockets do.
     PassUdp6ZeroChecksum,
+    /// A new flow the sync could not report: its ring (`SYNC_EVENTS`) was full, the agent
+    /// behind. Forwarding is not affected; the peers do not learn of this flow.
+    SyncEventLost,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::PassUdp6ZeroChecksum as u32 + 1;
+    pub const COUNT: u32 = Counter::SyncEventLost as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -178,6 +181,7 @@ impl Counter {
         Counter::PassIpv6ExtLimit,
         Counter::DropBadUdpHeader,
         Counter::PassUdp6ZeroChecksum,
+        Counter::SyncEventLost,
     ];
 
     /// The counter of index `i`, if there is one.
@@ -248,6 +252,7 @@ impl Counter {
             Counter::PassIpv6ExtLimit => "pass_ipv6_ext_limit",
             Counter::DropBadUdpHeader => "drop_bad_udp_header",
             Counter::PassUdp6ZeroChecksum => "pass_udp6_zero_checksum",
+            Counter::SyncEventLost => "sync_event_lost",
         }
     }
 }

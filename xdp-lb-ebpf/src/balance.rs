@@ -5,8 +5,8 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
     BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_UDP,
-    Settings, VIP_F_NAT, VipInfo, VipKey, VipKey6, flow_hash, flow_hash6, maglev_elem,
-    maglev_unpack,
+    SYNC_EVENT_DSR, Settings, VIP_F_NAT, VipInfo, VipKey, VipKey6, flow_hash, flow_hash6,
+    maglev_elem, maglev_unpack,
 };
 
 use crate::{
@@ -132,7 +132,9 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
             // An LRU insert only fails on allocation failure under memory pressure; the packet
             // is still forwarded and the flow's next packet picks the same backend from the
             // same table.
-            let _ = FLOWS.insert(flow, value, 0);
+            if FLOWS.insert(flow, value, 0).is_ok() {
+                crate::sync_events::report(SYNC_EVENT_DSR, flow, backend_id, vip.vip_id, 0);
+            }
         } else {
             count(Counter::FlowNotRecorded);
         }

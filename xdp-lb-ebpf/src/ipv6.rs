@@ -296,7 +296,15 @@ fn new_dsr_flow(
             ..FlowValue6::default()
         };
         // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
-        let _ = FLOWS6.insert(flow, value, 0);
+        if FLOWS6.insert(flow, value, 0).is_ok() {
+            crate::sync_events::report(
+                xdp_lb_common::SYNC_EVENT_DSR,
+                flow,
+                backend_id,
+                vip.vip_id,
+                0,
+            );
+        }
     } else {
         count(Counter::FlowNotRecorded);
     }

@@ -23,6 +23,7 @@ mod maps;
 mod nat;
 mod nat_rewrite;
 mod stats;
+mod sync_events;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;

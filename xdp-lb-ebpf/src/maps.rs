@@ -141,6 +141,12 @@ pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 #[map]
 pub static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
+/// New flows for the agent's sync to send to the other LB nodes (`sync_events.rs`): 1 MiB,
+/// about 20 000 events of 52 bytes, a second of new flows at a busy node's rate, which the
+/// agent drains in batches every few milliseconds.
+#[map]
+pub static SYNC_EVENTS: RingBuf = RingBuf::pinned(1024 * 1024, 0);
+
 /// The second in which each source's last drop was logged (`flow_log.rs`): one line per
 /// source per second. An LRU: a source evicted has not been logged for a while.
 #[map]

@@ -8,6 +8,15 @@ pub fn unix_now() -> u64 {
     unix_secs(SystemTime::now())
 }
 
+/// Nanoseconds since the Unix epoch (0 if the clock is before it): a sync epoch, which a
+/// restarted agent must see grow.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// `t` in seconds since the Unix epoch (0 if before it).
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -286,6 +286,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
     let mut state = DesiredState {
         settings: Settings {
             flow_inserts_per_cpu_per_sec: config.agent.flow_insert_rate,
+            sync_events: config.sync.is_some() as u8,
             flow_log_per_cpu_per_sec: if config.agent.flow_log {
                 config.agent.flow_log_rate
             } else {

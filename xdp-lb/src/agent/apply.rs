@@ -96,6 +96,7 @@ impl Agent {
             }
         }
         self.vips_without_backends = empty;
+        self.update_sync_directory();
         Ok(report)
     }
 

@@ -20,6 +20,7 @@ mod neighbours;
 mod reload;
 mod slow_start;
 mod status;
+mod sync;
 mod tracking;
 
 use std::{
@@ -79,6 +80,8 @@ pub enum AgentError {
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
     Cleanup(#[source] std::io::Error),
+    #[error("sync: {0}")]
+    Sync(String),
 }
 
 pub struct RunOptions {
@@ -113,6 +116,8 @@ struct Agent {
     nat: NatExpiry,
     /// `[announce]`: the VIP routes the routing engine advertises.
     announcer: Option<Announcer>,
+    /// `[sync]`: flows exchanged with the other LB nodes.
+    sync: Option<sync::SyncRuntime>,
 }
 
 /// What NAT expiry has seen, for `status` and `/metrics`.
@@ -150,9 +155,30 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
             Err(e) => tracing::warn!(error = %e, "cannot read the flow log"),
         }
     }
+    // [sync]: the task binds its port now, so that a port in use stops the start here.
+    let (sync_tx, mut sync_rx) = mpsc::channel::<Vec<crate::sync::wire::FlowRecord>>(1024);
+    let sync = match (&config.sync, maps.take_sync_events()) {
+        (Some(cfg), Some(ring)) => {
+            let key = crate::sync::key::load(&cfg.key_file).map_err(AgentError::Sync)?;
+            let (task, sync) = crate::sync::stream::start(cfg, &key, ring, sync_tx)
+                .await
+                .map_err(|e| AgentError::Sync(format!("UDP port {}: {e}", cfg.port)))?;
+            tracing::info!(peers = ?cfg.peers, port = cfg.port, "sync: exchanging flows with the peers");
+            guard.tasks.push(task);
+            Some(sync)
+        }
+        _ => None,
+    };
     guard.hold(dataplane);
     let (health_tx, mut health_events) = mpsc::channel::<HealthEvent>(64);
     let mut agent = Agent::new(opts.config_path, config, guard, maps, health_tx)?;
+    agent.sync = sync.map(|sync| sync::SyncRuntime {
+        sync,
+        installed: 0,
+        known: 0,
+        conflicts: 0,
+        unknown: 0,
+    });
     agent.start().await?;
     agent.serve_http(command_tx).await;
 
@@ -170,6 +196,9 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
                 let _ = command.reply.send(response);
                 // A reload or a drain changes what is announced: say so to the routers now.
                 agent.track().await;
+            }
+            Some(records) = sync_rx.recv() => {
+                agent.install_synced(records);
             }
             Some(event) = health_events.recv() => {
                 agent.on_health(event);
@@ -242,6 +271,7 @@ impl Agent {
             nat: NatExpiry::default(),
             slow_start: Default::default(),
             announcer: None,
+            sync: None,
         })
     }
 

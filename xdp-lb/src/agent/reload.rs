@@ -106,8 +106,9 @@ impl Agent {
 fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
     let table = |c: &Config| c.announce.as_ref().map(|a| a.table);
-    let fixed: [(bool, &'static str); 11] = [
+    let fixed: [(bool, &'static str); 12] = [
         (old.vrrp != new.vrrp, "[[vrrp]] sections"),
+        (old.sync != new.sync, "the [sync] section"),
         (
             old.announce.is_some() != new.announce.is_some(),
             "the [announce] section (adding or removing it)",

@@ -101,6 +101,7 @@ impl Agent {
                 .filter_map(|i| i.status.lock().ok().map(|s| s.clone()))
                 .collect(),
             announce: self.announcer.as_ref().map(|a| a.status()),
+            sync: self.sync_status(),
         }
     }
 }

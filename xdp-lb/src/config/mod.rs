@@ -12,6 +12,7 @@ mod announce;
 mod health_check;
 mod place;
 mod raw;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     announce::{DEFAULT_ANNOUNCE_GRACE, DEFAULT_ANNOUNCE_TABLE, DEFAULT_ENGINE_SOCKET},
     place::is_prime,
+    sync::{DEFAULT_SYNC_BATCH, DEFAULT_SYNC_PORT, DEFAULT_SYNC_QUEUE, DEFAULT_SYNC_RATE},
 };
 use self::{place::Place, raw::RawConfig};
 
@@ -50,6 +52,8 @@ pub struct Config {
     pub vrrp: Vec<VrrpConfig>,
     /// `[announce]`: None when the section is absent (no VIP is announced).
     pub announce: Option<AnnounceConfig>,
+    /// `[sync]`: None when the section is absent (flows stay on the node that made them).
+    pub sync: Option<SyncConfig>,
     /// What is worth saying about the file but does not stop it from loading (`check-config`
     /// prints them, `run` logs them). Same shape as an error: file, line, key, message.
     pub warnings: Vec<ConfigError>,
@@ -86,6 +90,23 @@ pub struct AnnounceConfig {
     pub grace: Duration,
     /// A Unix socket of the routing engine, checked for "is it running?"; None: not checked.
     pub engine_socket: Option<PathBuf>,
+}
+
+/// `[sync]`: the other LB nodes this one sends its new flows to and takes theirs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub peers: Vec<std::net::IpAddr>,
+    /// UDP, the same on every node.
+    pub port: u16,
+    /// The shared key (root-only; read and checked when the config loads).
+    pub key_file: PathBuf,
+    /// The local address to send from and listen on; None: every address.
+    pub source: Option<std::net::IpAddr>,
+    pub batch_interval: Duration,
+    /// Per peer.
+    pub max_datagrams_per_second: u32,
+    /// Flows waiting to be sent (beyond: dropped, counted).
+    pub queue: u32,
 }
 
 /// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.

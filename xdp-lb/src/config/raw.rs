@@ -18,6 +18,25 @@ pub(super) struct RawConfig {
     pub(super) vrrp: Vec<Spanned<RawVrrp>>,
     #[serde(default)]
     pub(super) announce: Option<Spanned<RawAnnounce>>,
+    #[serde(default)]
+    pub(super) sync: Option<Spanned<RawSync>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSync {
+    pub(super) peers: Spanned<Vec<Spanned<IpAddr>>>,
+    pub(super) key_file: Spanned<PathBuf>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) source: Option<Spanned<IpAddr>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) batch_interval: Option<Spanned<Duration>>,
+    #[serde(default)]
+    pub(super) max_datagrams_per_second: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) queue: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -1120,3 +1120,132 @@ address = "198.18.0.11"
         assert_eq!(c.vips[1].health_check.port, None);
     }
 }
+
+mod sync {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A root-only key file (the tests run as root: `cargo xtask test`).
+    fn key_file(mode: u32, len: usize) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("xlb-cfg-{}-{n}.key", std::process::id()));
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn with(keys: &str) -> Result<Config, ConfigError> {
+        parse(
+            Path::new("s.toml"),
+            &format!("[agent]\ninterface = \"eth0\"\n\n[sync]\n{keys}\n"),
+        )
+    }
+
+    #[test]
+    fn a_sync_section_parses_with_its_defaults_and_each_mistake_names_its_key() {
+        if unsafe { libc::geteuid() } != 0 {
+            return; // the key must be root's: nothing to check as another user
+        }
+        let key = key_file(0o600, 32);
+        let k = key.display();
+        let c = with(&format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"")).unwrap();
+        let s = c.sync.unwrap();
+        assert_eq!(
+            (
+                s.port,
+                s.batch_interval,
+                s.max_datagrams_per_second,
+                s.queue,
+                s.source
+            ),
+            (
+                DEFAULT_SYNC_PORT,
+                DEFAULT_SYNC_BATCH,
+                DEFAULT_SYNC_RATE,
+                DEFAULT_SYNC_QUEUE,
+                None
+            )
+        );
+        let open = key_file(0o644, 32);
+        let short = key_file(0o600, 8);
+        let cases = [
+            (
+                format!("peers = []\nkey_file = \"{k}\""),
+                "sync.peers",
+                "1 to 16",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\", \"198.18.0.3\"]\nkey_file = \"{k}\""),
+                "sync.peers[1]",
+                "listed twice",
+            ),
+            (
+                format!("peers = [\"224.0.0.18\"]\nkey_file = \"{k}\""),
+                "sync.peers[0]",
+                "unicast",
+            ),
+            (
+                format!(
+                    "peers = [\"198.18.0.3\"]\nkey_file = \"{}\"",
+                    open.display()
+                ),
+                "sync.key_file",
+                "chmod 600",
+            ),
+            (
+                format!(
+                    "peers = [\"198.18.0.3\"]\nkey_file = \"{}\"",
+                    short.display()
+                ),
+                "sync.key_file",
+                "at least 32",
+            ),
+            (
+                "peers = [\"198.18.0.3\"]\nkey_file = \"/nonexistent/sync.key\"".into(),
+                "sync.key_file",
+                "No such file",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\nport = 0"),
+                "sync.port",
+                "not a port",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\nsource = \"198.18.0.3\""),
+                "sync.source",
+                "does not sync with itself",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\nsource = \"2001:2::2\""),
+                "sync.source",
+                "different families",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\nbatch_interval = \"2s\""),
+                "sync.batch_interval",
+                "out of range",
+            ),
+            (
+                format!("peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\nqueue = 0"),
+                "sync.queue",
+                "out of range",
+            ),
+        ];
+        for (text, key, fragment) in cases {
+            let e = with(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.line.is_some(), "{text}: {e}");
+            assert!(e.to_string().contains(fragment), "{text}: {e}");
+        }
+        let e = with(&format!(
+            "peers = [\"198.18.0.3\"]\nkey_file = \"{k}\"\npeer = 1"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `peer`"), "{e}");
+        for p in [key, open, short] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -357,11 +357,16 @@ pub(super) fn validate(place: &Place<'_>, raw: RawConfig) -> Result<Config, Conf
         Some(a) => Some(announce(place, a, &agent.interface, &vips, &vrrp)?),
         None => None,
     };
+    let sync = match &raw.sync {
+        Some(s) => Some(super::sync::sync(place, s)?),
+        None => None,
+    };
     Ok(Config {
         agent,
         vips,
         vrrp,
         announce,
+        sync,
         warnings: Vec::new(),
         positions: Default::default(),
     })

@@ -56,6 +56,8 @@ pub struct Maps {
     flow_log_budget: PerCpuArray<MapData, FlowLogBudget>,
     /// The flow-log ring buffer, until the agent takes it to read events.
     flow_log: Option<RingBuf<MapData>>,
+    /// New flows for `[sync]`, until the sync task takes it.
+    sync_events: Option<RingBuf<MapData>>,
     flows_size: u32,
 }
 
@@ -140,6 +142,7 @@ impl Maps {
             settings: conv(map_names::SETTINGS, get(map_names::SETTINGS)?)?,
             flow_log_budget: conv(map_names::FLOW_LOG_BUDGET, get(map_names::FLOW_LOG_BUDGET)?)?,
             flow_log: Some(conv(map_names::FLOW_LOG, get(map_names::FLOW_LOG)?)?),
+            sync_events: Some(conv(map_names::SYNC_EVENTS, get(map_names::SYNC_EVENTS)?)?),
             flows_size,
         })
     }
@@ -147,6 +150,12 @@ impl Maps {
     /// The flow-log ring buffer, for its one reader (the agent takes it once).
     pub fn take_flow_log(&mut self) -> Option<RingBuf<MapData>> {
         self.flow_log.take()
+    }
+
+    /// The ring of new flows the sync sends to its peers (see `sync_events.rs` in the
+    /// program): the sync task takes it once.
+    pub fn take_sync_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.sync_events.take()
     }
 
     /// The flow table's size as created.

@@ -18,6 +18,7 @@ mod nat_expiry;
 mod pins;
 mod purge;
 mod reconcile;
+mod sync_install;
 
 use std::{
     io,
@@ -40,6 +41,7 @@ pub use self::{
     maps::Maps,
     pins::{LINK_PIN, remove_pins},
     reconcile::{ApplyReport, ReconcileError, Reconciler, SLOT_REUSE_GRACE},
+    sync_install::{InstallReport, SyncedFlow},
 };
 use crate::netlink;
 

@@ -197,10 +197,11 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 27] = [
+const MAP_NAMES: [&str; 28] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
+    map_names::SYNC_EVENTS,
     map_names::FLOW_LOG_BUDGET,
     map_names::FLOW_LOG_SOURCES,
     map_names::VIPS,

@@ -429,6 +429,17 @@ impl Reconciler {
         nat_expiry::sweep(&mut self.maps, timeouts, now_s).map_err(map_err("NAT_FLOWS"))
     }
 
+    /// Installs flows another LB node sent (`[sync]`; see `sync_install.rs`): writes to the
+    /// flow tables, like the purges and the expiry above.
+    pub fn install_synced(
+        &mut self,
+        flows: &[super::sync_install::SyncedFlow],
+        now_ns: u64,
+        now_s: u32,
+    ) -> Result<super::sync_install::InstallReport, ReconcileError> {
+        super::sync_install::install(&mut self.maps, flows, now_ns, now_s).map_err(map_err("FLOWS"))
+    }
+
     /// Writes `vip`'s table into its inactive slot and returns the `VipInfo` that makes it live.
     fn swap_in(
         last_swap: &BTreeMap<u32, Instant>,

@@ -36,6 +36,25 @@ pub struct AgentStatus {
     /// `[announce]`: the routing table, drain and the routing engine; None without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceStatus>,
+    /// `[sync]`: what was sent, received, refused and installed; None without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// `[sync]` in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub peers: Vec<IpAddr>,
+    pub port: u16,
+    /// The task's counters: flows reported, sent, dropped; datagrams received and refused by
+    /// reason.
+    pub stream: crate::sync::stream::SyncView,
+    /// Peers' flows installed here; already known; refused because this node holds their
+    /// SNAT port for another flow; of a VIP or backend this node does not have.
+    pub installed: u64,
+    pub known: u64,
+    pub conflicts: u64,
+    pub unknown: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

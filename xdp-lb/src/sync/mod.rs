@@ -7,8 +7,10 @@
 //!   and its decoder, which names why a datagram was refused;
 //! - `replay`: the per-sender anti-replay window (RFC 4303 §3.4.3's sliding window, keyed by
 //!   the sender's epoch), consulted only after the MAC has been verified;
-//! - `key`: the shared key file, refused unless only root can read it.
+//! - `key`: the shared key file, refused unless only root can read it;
+//! - `stream`: the task that sends this node's new flows and takes the peers'.
 
 pub mod key;
 pub mod replay;
+pub mod stream;
 pub mod wire;

@@ -1,0 +1,45 @@
+//! New flows reported to the agent's sync (`[sync]`), which sends them to the other LB nodes:
+//! a DSR flow when it is recorded, a NAT flow when it is established. Only those two paths call
+//! this, and only when the agent turned it on (`Settings::sync_events`); an established flow's
+//! packets never do.
+
+use xdp_lb_common::{Counter, FlowTuple, SyncEvent};
+
+use crate::{
+    maps::{SETTINGS, SYNC_EVENTS},
+    stats::count,
+};
+
+/// Reports a flow: `kind` is `SYNC_EVENT_DSR` or `SYNC_EVENT_NAT`; `snat_port_be` is NAT's.
+/// Written in place in the ring (no copy on the IPv6 path's tight stack). A full ring (the
+/// agent is behind) loses the event, counted: the flow is forwarded all the same.
+#[inline(always)]
+pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, snat_port_be: u16) {
+    let Some(settings) = SETTINGS.get(0) else {
+        return;
+    };
+    if settings.sync_events == 0 {
+        return;
+    }
+    let Some(mut entry) = SYNC_EVENTS.reserve::<SyncEvent>(0) else {
+        count(Counter::SyncEventLost);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: a reserved ring-buffer record of this type's size, ours until submitted.
+    unsafe {
+        (*e).kind = kind;
+        (*e).family = K::FAMILY;
+        (*e).proto = flow.proto();
+        (*e)._pad = 0;
+        (*e).backend_id = backend_id;
+        (*e).vip_id = vip_id;
+        (*e).src_port_be = flow.src_port_be();
+        (*e).dst_port_be = flow.dst_port_be();
+        (*e).snat_port_be = snat_port_be;
+        (*e)._pad2 = 0;
+        (*e).src_addr = K::addr16(flow.src());
+        (*e).dst_addr = K::addr16(flow.dst());
+    }
+    entry.submit(0);
+}

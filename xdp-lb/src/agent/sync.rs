@@ -1,0 +1,134 @@
+//! The agent's side of `[sync]`: it tells the sync task how to name its flows (the directory of
+//! backend addresses, refreshed after every reconcile), and installs the peers' flows through
+//! the reconciler once they are resolved to this node's own VIP and backend ids.
+
+use std::net::IpAddr;
+
+use crate::{
+    clock,
+    config::Forwarding,
+    dataplane::SyncedFlow,
+    observe::status::SyncStatus,
+    state::vip_key,
+    sync::{
+        stream::{Directory, Sync},
+        wire::{FlowRecord, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
+    },
+};
+use xdp_lb_common::{FLOW_F_CLOSING, FLOW_F_ESTABLISHED};
+
+use super::Agent;
+
+/// The running sync and what its installs did.
+pub(super) struct SyncRuntime {
+    pub(super) sync: Sync,
+    pub(super) installed: u64,
+    pub(super) known: u64,
+    pub(super) conflicts: u64,
+    /// Flows of a VIP, or to a backend, that this node's config does not have.
+    pub(super) unknown: u64,
+}
+
+impl Agent {
+    /// The sender's directory: backend ids → addresses, and the SNAT addresses.
+    pub(super) fn update_sync_directory(&self) {
+        let Some(rt) = &self.sync else { return };
+        let mut dir = Directory {
+            snat_v4: self.snat_address.v4,
+            snat_v6: self.snat_address.v6,
+            ..Default::default()
+        };
+        for vip in &self.config.vips {
+            let key = vip_key(vip);
+            for b in &vip.backends {
+                if let Some(id) = self.ids.backends.get(&(key, b.address)) {
+                    dir.backends.insert(*id, (b.address, b.port));
+                }
+            }
+        }
+        if let Ok(mut d) = rt.sync.directory.write() {
+            *d = dir;
+        }
+    }
+
+    /// A peer's flows: each resolved by its VIP (address, port, protocol) and its backend's
+    /// address and port in this node's config, then installed.
+    pub(super) fn install_synced(&mut self, records: Vec<FlowRecord>) {
+        let Some(rt) = self.sync.as_mut() else { return };
+        let mut flows = Vec::with_capacity(records.len());
+        for r in &records {
+            if r.kind == RecordKind::Closed {
+                // Not sent yet by any version: a closed flow expires here by its own timeout.
+                continue;
+            }
+            let vip = self.config.vips.iter().find(|v| {
+                v.address == r.vip.ip()
+                    && v.port == r.vip.port()
+                    && v.protocol.number() == r.proto
+                    && (v.forwarding == Forwarding::Nat) == (r.kind == RecordKind::Nat)
+            });
+            let resolved = vip.and_then(|vip| {
+                let key = vip_key(vip);
+                let vip_id = *self.ids.vips.get(&key)?;
+                let backend = vip
+                    .backends
+                    .iter()
+                    .find(|b| b.address == r.backend.ip() && b.port == r.backend.port())?;
+                let backend_id = *self.ids.backends.get(&(key, backend.address))?;
+                Some((vip_id, backend_id))
+            });
+            let Some((vip_id, backend_id)) = resolved else {
+                rt.unknown += 1;
+                continue;
+            };
+            let mut state = 0;
+            if r.state & STATE_ESTABLISHED != 0 {
+                state |= FLOW_F_ESTABLISHED;
+            }
+            if r.state & STATE_CLOSING != 0 {
+                state |= FLOW_F_CLOSING;
+            }
+            let pair = |s: std::net::SocketAddr| -> (IpAddr, u16) { (s.ip(), s.port()) };
+            flows.push(SyncedFlow {
+                proto: r.proto,
+                client: pair(r.client),
+                vip: pair(r.vip),
+                vip_id,
+                backend_id,
+                backend: pair(r.backend),
+                snat: r.snat.map(pair),
+                state,
+                idle_s: r.idle_s,
+            });
+        }
+        if flows.is_empty() {
+            return;
+        }
+        match self
+            .reconciler
+            .install_synced(&flows, clock::monotonic_ns(), clock::coarse_now_s())
+        {
+            Ok(report) => {
+                rt.installed += report.installed;
+                rt.known += report.known;
+                rt.conflicts += report.conflicts;
+                rt.unknown += report.malformed;
+            }
+            Err(err) => tracing::warn!(error = %err, "installing a peer's flows failed"),
+        }
+    }
+
+    pub(super) fn sync_status(&self) -> Option<SyncStatus> {
+        let rt = self.sync.as_ref()?;
+        let cfg = self.config.sync.as_ref()?;
+        Some(SyncStatus {
+            peers: cfg.peers.clone(),
+            port: cfg.port,
+            stream: rt.sync.stats.view(),
+            installed: rt.installed,
+            known: rt.known,
+            conflicts: rt.conflicts,
+            unknown: rt.unknown,
+        })
+    }
+}

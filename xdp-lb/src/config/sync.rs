@@ -1,0 +1,127 @@
+//! `[sync]`: the other LB nodes this one exchanges flows with, validated. What is sent and how
+//! is `crate::sync`; why, the README's "Flow sync".
+
+use std::{path::PathBuf, time::Duration};
+
+use toml::Spanned;
+
+use super::{ConfigError, SyncConfig, place::Place, raw::RawSync};
+
+/// Default `sync.port` (UDP; any port both nodes agree on).
+pub const DEFAULT_SYNC_PORT: u16 = 7947;
+/// Default `sync.batch_interval`: a new flow leaves within this, batched with its neighbours.
+pub const DEFAULT_SYNC_BATCH: Duration = Duration::from_millis(10);
+/// Default `sync.max_datagrams_per_second` (per peer): 16 flows each, 160 000 new flows/s.
+pub const DEFAULT_SYNC_RATE: u32 = 10_000;
+/// Default `sync.queue`: flows waiting to be sent; beyond it they are dropped and counted.
+pub const DEFAULT_SYNC_QUEUE: u32 = 65_536;
+/// At most this many peers: every flow is sent to each.
+pub const MAX_SYNC_PEERS: usize = 16;
+
+pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConfig, ConfigError> {
+    let r = raw.get_ref();
+    let mut peers = Vec::new();
+    let list = r.peers.get_ref();
+    if list.is_empty() || list.len() > MAX_SYNC_PEERS {
+        return Err(place.at(
+            &r.peers,
+            "sync.peers",
+            format!(
+                "{} peers; list the other LB nodes' addresses (1 to {MAX_SYNC_PEERS})",
+                list.len()
+            ),
+        ));
+    }
+    for (i, p) in list.iter().enumerate() {
+        let key = format!("sync.peers[{i}]");
+        let a = *p.get_ref();
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(place.at(p, key, format!("{a} is not a peer's unicast address")));
+        }
+        if peers.contains(&a) {
+            return Err(place.at(p, key, format!("{a} is listed twice")));
+        }
+        peers.push(a);
+    }
+    let port = match &r.port {
+        None => DEFAULT_SYNC_PORT,
+        Some(p) => match u16::try_from(*p.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(place.at(
+                    p,
+                    "sync.port",
+                    format!("{} is not a port (1..=65535)", p.get_ref()),
+                ));
+            }
+        },
+    };
+    // The key is read now: a missing, short or group-readable file is named with its line
+    // before anything runs.
+    let key_file: PathBuf = r.key_file.get_ref().clone();
+    crate::sync::key::load(&key_file).map_err(|why| place.at(&r.key_file, "sync.key_file", why))?;
+    let batch_interval = match &r.batch_interval {
+        None => DEFAULT_SYNC_BATCH,
+        Some(d)
+            if *d.get_ref() < Duration::from_millis(1) || *d.get_ref() > Duration::from_secs(1) =>
+        {
+            return Err(place.at(
+                d,
+                "sync.batch_interval",
+                format!("{:?} is out of range (1ms..=1s)", d.get_ref()),
+            ));
+        }
+        Some(d) => *d.get_ref(),
+    };
+    let bounded = |v: &Option<Spanned<i64>>, key: &str, default: u32, max: u32| match v {
+        None => Ok(default),
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(x) if (1..=max).contains(&x) => Ok(x),
+            _ => Err(place.at(
+                n,
+                format!("sync.{key}"),
+                format!("{} is out of range (1..={max})", n.get_ref()),
+            )),
+        },
+    };
+    let max_datagrams_per_second = bounded(
+        &r.max_datagrams_per_second,
+        "max_datagrams_per_second",
+        DEFAULT_SYNC_RATE,
+        1_000_000,
+    )?;
+    let queue = bounded(&r.queue, "queue", DEFAULT_SYNC_QUEUE, 4_194_304)?;
+    let source = match &r.source {
+        None => None,
+        Some(s) => {
+            let a = *s.get_ref();
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(place.at(s, "sync.source", format!("{a} is not a unicast address")));
+            }
+            if peers.contains(&a) {
+                return Err(place.at(
+                    s,
+                    "sync.source",
+                    format!("{a} is also listed in sync.peers: a node does not sync with itself"),
+                ));
+            }
+            if peers.iter().any(|p| p.is_ipv4() != a.is_ipv4()) {
+                return Err(place.at(
+                    s,
+                    "sync.source",
+                    format!("{a} and the peers are of different families"),
+                ));
+            }
+            Some(a)
+        }
+    };
+    Ok(SyncConfig {
+        peers,
+        port,
+        key_file,
+        source,
+        batch_interval,
+        max_datagrams_per_second,
+        queue,
+    })
+}

@@ -1,0 +1,333 @@
+//! The sync task: sends this node's new flows to its peers and hands theirs to the agent.
+//!
+//! - Out: the program reports each new flow (`SYNC_EVENTS`); the task turns the sender's ids
+//!   into addresses ([`Directory`]), batches up to [`wire::MAX_RECORDS`] flows per datagram or
+//!   `batch_interval`, whichever comes first, and sends each datagram to every peer, at most
+//!   `max_datagrams_per_second` each. A full queue or socket drops, counted: a slow or dead
+//!   peer never holds anything up.
+//! - In: a datagram from an address that is not a peer, one that fails `wire::decode`, or one
+//!   the replay window refuses changes nothing and is counted by reason. The flows of a good
+//!   one go to the agent's loop (bounded channel; full: dropped, counted), which resolves them
+//!   to its own ids and has the reconciler install them.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    net::UdpSocket,
+    sync::mpsc,
+    task::JoinHandle,
+};
+use xdp_lb_common::{SYNC_EVENT_DSR, SYNC_EVENT_NAT, SyncEvent};
+
+use super::{
+    replay::Replay,
+    wire::{self, FlowRecord, Key, Message, MessageKind, RecordKind},
+};
+use crate::config::SyncConfig;
+
+/// What the sender needs to turn the program's ids into addresses; the agent replaces it after
+/// every reconcile.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    /// Backend id → its address and port.
+    pub backends: HashMap<u32, (IpAddr, u16)>,
+    pub snat_v4: Option<Ipv4Addr>,
+    pub snat_v6: Option<Ipv6Addr>,
+}
+
+/// Counters, for `status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    pub flows_reported: AtomicU64,
+    pub datagrams_sent: AtomicU64,
+    pub flows_sent: AtomicU64,
+    /// Flows not sent: the queue was full, the rate limit or the socket refused.
+    pub flows_dropped: AtomicU64,
+    /// Reported flows whose backend the directory did not know (removed meanwhile).
+    pub flows_unknown: AtomicU64,
+    pub datagrams_received: AtomicU64,
+    pub flows_received: AtomicU64,
+    /// Received flows not handed to the agent: its queue was full.
+    pub flows_received_dropped: AtomicU64,
+    /// Datagrams refused, by reason.
+    pub rejected: Mutex<BTreeMap<String, u64>>,
+}
+
+impl SyncStats {
+    fn reject(&self, reason: &'static str) {
+        if let Ok(mut r) = self.rejected.lock() {
+            *r.entry(reason.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn view(&self) -> SyncView {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SyncView {
+            flows_reported: get(&self.flows_reported),
+            datagrams_sent: get(&self.datagrams_sent),
+            flows_sent: get(&self.flows_sent),
+            flows_dropped: get(&self.flows_dropped),
+            flows_unknown: get(&self.flows_unknown),
+            datagrams_received: get(&self.datagrams_received),
+            flows_received: get(&self.flows_received),
+            flows_received_dropped: get(&self.flows_received_dropped),
+            rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// [`SyncStats`] as `status` shows them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncView {
+    pub flows_reported: u64,
+    pub datagrams_sent: u64,
+    pub flows_sent: u64,
+    pub flows_dropped: u64,
+    pub flows_unknown: u64,
+    pub datagrams_received: u64,
+    pub flows_received: u64,
+    pub flows_received_dropped: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// What the running sync shares with the agent.
+pub struct Sync {
+    pub stats: Arc<SyncStats>,
+    pub directory: Arc<RwLock<Directory>>,
+}
+
+/// Binds the sync port and starts the task (returned, for the agent to abort on stop).
+/// `installs` carries peers' flows to the agent.
+pub async fn start(
+    config: &SyncConfig,
+    key: &[u8],
+    events: RingBuf<MapData>,
+    installs: mpsc::Sender<Vec<FlowRecord>>,
+) -> std::io::Result<(JoinHandle<()>, Sync)> {
+    let local: SocketAddr = match (config.source, config.peers.first()) {
+        (Some(a), _) => (a, config.port).into(),
+        (None, Some(IpAddr::V6(_))) => (Ipv6Addr::UNSPECIFIED, config.port).into(),
+        (None, _) => (Ipv4Addr::UNSPECIFIED, config.port).into(),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
+    let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let stats = Arc::new(SyncStats::default());
+    let directory = Arc::new(RwLock::new(Directory::default()));
+    let epoch = crate::clock::unix_now_ns();
+    let task = tokio::spawn(run(
+        Runner {
+            socket,
+            peers: config
+                .peers
+                .iter()
+                .map(|p| (*p, config.port).into())
+                .collect(),
+            key: Key::new(key),
+            node: (epoch as u32) ^ std::process::id(),
+            epoch,
+            seq: 0,
+            batch_interval: config.batch_interval,
+            rate: config.max_datagrams_per_second,
+            queue: config.queue as usize,
+            stats: stats.clone(),
+            directory: directory.clone(),
+            installs,
+        },
+        ring,
+    ));
+    Ok((task, Sync { stats, directory }))
+}
+
+struct Runner {
+    socket: UdpSocket,
+    peers: Vec<SocketAddr>,
+    key: Key,
+    node: u32,
+    epoch: u64,
+    seq: u64,
+    batch_interval: Duration,
+    rate: u32,
+    queue: usize,
+    stats: Arc<SyncStats>,
+    directory: Arc<RwLock<Directory>>,
+    installs: mpsc::Sender<Vec<FlowRecord>>,
+}
+
+async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
+    let mut pending: Vec<FlowRecord> = Vec::new();
+    let mut replay = Replay::default();
+    let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+    let mut tick = tokio::time::interval(r.batch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The per-second budget of datagrams per peer.
+    let (mut window, mut sent_in_window) = (Instant::now(), 0u32);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let Ok(mut guard) = guard else { return };
+                let dir = r.directory.read().map(|d| d.clone()).unwrap_or_default();
+                let events = guard.get_inner_mut();
+                while let Some(item) = events.next() {
+                    r.stats.flows_reported.fetch_add(1, Ordering::Relaxed);
+                    match record(&item, &dir) {
+                        Some(rec) if pending.len() < r.queue => pending.push(rec),
+                        Some(_) => {
+                            r.stats.flows_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            r.stats.flows_unknown.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                guard.clear_ready();
+                // Full datagrams go at once; a partial one waits for the tick.
+                while pending.len() >= wire::MAX_RECORDS {
+                    flush(&mut r, &mut pending, &mut window, &mut sent_in_window);
+                }
+            }
+            _ = tick.tick() => {
+                while !pending.is_empty() {
+                    if !flush(&mut r, &mut pending, &mut window, &mut sent_in_window) {
+                        break;
+                    }
+                }
+            }
+            got = r.socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = got else { continue };
+                receive(&r, &mut replay, &buf[..n], from);
+            }
+        }
+    }
+}
+
+/// Sends one datagram of up to MAX_RECORDS pending flows to every peer; false when the rate
+/// limit says wait (the flows stay queued).
+fn flush(
+    r: &mut Runner,
+    pending: &mut Vec<FlowRecord>,
+    window: &mut Instant,
+    sent_in_window: &mut u32,
+) -> bool {
+    if window.elapsed() >= Duration::from_secs(1) {
+        *window = Instant::now();
+        *sent_in_window = 0;
+    }
+    if *sent_in_window >= r.rate {
+        return false;
+    }
+    let n = pending.len().min(wire::MAX_RECORDS);
+    let records: Vec<FlowRecord> = pending.drain(..n).collect();
+    r.seq += 1;
+    let datagram = wire::encode(
+        &Message {
+            kind: MessageKind::Flows,
+            node: r.node,
+            epoch: r.epoch,
+            seq: r.seq,
+            records,
+        },
+        &r.key,
+    );
+    *sent_in_window += 1;
+    for peer in &r.peers {
+        // Never wait for a peer: a full socket buffer drops (UDP would lose it anyway).
+        match r.socket.try_send_to(&datagram, *peer) {
+            Ok(_) => {
+                r.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                r.stats.flows_sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                r.stats.flows_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    true
+}
+
+fn receive(r: &Runner, replay: &mut Replay, datagram: &[u8], from: SocketAddr) {
+    let stats = &r.stats;
+    stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
+    if !r.peers.iter().any(|p| p.ip() == from.ip()) {
+        stats.reject("unknown_peer");
+        return;
+    }
+    let msg = match wire::decode(datagram, &r.key) {
+        Ok(m) => m,
+        Err(e) => {
+            stats.reject(e.name());
+            return;
+        }
+    };
+    if let Err(e) = replay.accept(from.ip(), msg.epoch, msg.seq) {
+        stats.reject(e.name());
+        return;
+    }
+    if msg.kind != MessageKind::Flows || msg.records.is_empty() {
+        return;
+    }
+    let n = msg.records.len() as u64;
+    stats.flows_received.fetch_add(n, Ordering::Relaxed);
+    if r.installs.try_send(msg.records).is_err() {
+        stats.flows_received_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A reported flow as the peers get it, or None if the directory does not know its backend.
+fn record(bytes: &[u8], dir: &Directory) -> Option<FlowRecord> {
+    if bytes.len() < size_of::<SyncEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; SyncEvent is plain integers, read unaligned.
+    let e: SyncEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let addr = |b: [u8; 16]| -> IpAddr {
+        if e.family == 4 {
+            Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+        } else {
+            Ipv6Addr::from(b).into()
+        }
+    };
+    let (backend, backend_port) = *dir.backends.get(&e.backend_id)?;
+    let kind = match e.kind {
+        SYNC_EVENT_DSR => RecordKind::Dsr,
+        SYNC_EVENT_NAT => RecordKind::Nat,
+        _ => return None,
+    };
+    let snat = match kind {
+        RecordKind::Nat => {
+            let a: IpAddr = if e.family == 4 {
+                dir.snat_v4?.into()
+            } else {
+                dir.snat_v6?.into()
+            };
+            Some(SocketAddr::new(a, u16::from_be(e.snat_port_be)))
+        }
+        _ => None,
+    };
+    Some(FlowRecord {
+        kind,
+        proto: e.proto,
+        state: if kind == RecordKind::Nat {
+            wire::STATE_ESTABLISHED
+        } else {
+            0
+        },
+        client: SocketAddr::new(addr(e.src_addr), u16::from_be(e.src_port_be)),
+        vip: SocketAddr::new(addr(e.dst_addr), u16::from_be(e.dst_port_be)),
+        backend: SocketAddr::new(backend, backend_port),
+        snat,
+        idle_s: 0,
+    })
+}
