@@ -156,13 +156,14 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         }
     }
     // [sync]: the task binds its port now, so that a port in use stops the start here.
-    let (sync_tx, mut sync_rx) = mpsc::channel::<Vec<crate::sync::wire::FlowRecord>>(1024);
+    let (sync_tx, mut sync_rx) = mpsc::channel::<crate::sync::stream::Inbound>(1024);
     let sync = match (&config.sync, maps.take_sync_events()) {
         (Some(cfg), Some(ring)) => {
             let key = crate::sync::key::load(&cfg.key_file).map_err(AgentError::Sync)?;
-            let (task, sync) = crate::sync::stream::start(cfg, &key, ring, sync_tx)
-                .await
-                .map_err(|e| AgentError::Sync(format!("UDP port {}: {e}", cfg.port)))?;
+            let (task, sync) =
+                crate::sync::stream::start(cfg, &key, ring, sync_tx, &config.agent.pin_dir)
+                    .await
+                    .map_err(|e| AgentError::Sync(format!("UDP port {}: {e}", cfg.port)))?;
             tracing::info!(peers = ?cfg.peers, port = cfg.port, "sync: exchanging flows with the peers");
             guard.tasks.push(task);
             Some(sync)
@@ -178,6 +179,16 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         known: 0,
         conflicts: 0,
         unknown: 0,
+        snapshot: if agent
+            .config
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.snapshot_wait.is_zero())
+        {
+            "not asked".into()
+        } else {
+            "waiting".into()
+        },
     });
     agent.start().await?;
     agent.serve_http(command_tx).await;
@@ -197,8 +208,8 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
                 // A reload or a drain changes what is announced: say so to the routers now.
                 agent.track().await;
             }
-            Some(records) = sync_rx.recv() => {
-                agent.install_synced(records);
+            Some(inbound) = sync_rx.recv() => {
+                agent.on_sync(inbound).await;
             }
             Some(event) = health_events.recv() => {
                 agent.on_health(event);
@@ -306,9 +317,22 @@ impl Agent {
             XdpMode::Generic => AttachMode::Generic,
         };
         let mode = self.guard.dataplane_mut().attach(&interface, mode)?;
+        // With [sync], VRRP waits for a peer's snapshot before it may take the addresses
+        // (bounded by sync.snapshot_wait): a node that starts or returns holds the flows first.
+        let hold = self
+            .config
+            .sync
+            .as_ref()
+            .filter(|s| !s.snapshot_wait.is_zero())
+            .map(|s| {
+                format!(
+                    "waiting for a sync snapshot from a peer (at most {})",
+                    humantime::format_duration(s.snapshot_wait)
+                )
+            });
         for cfg in self.config.vrrp.clone() {
             self.vrrp
-                .push(Instance::start(cfg, self.netlink.clone()).await?);
+                .push(Instance::start(cfg, self.netlink.clone(), hold.clone()).await?);
         }
         if let Some(cfg) = self.config.announce.clone() {
             self.announcer = Some(Announcer::start(cfg, self.netlink.clone()).await);

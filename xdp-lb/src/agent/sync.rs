@@ -11,7 +11,7 @@ use crate::{
     observe::status::SyncStatus,
     state::vip_key,
     sync::{
-        stream::{Directory, Sync},
+        stream::{Directory, Inbound, Sync},
         wire::{FlowRecord, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
     },
 };
@@ -27,9 +27,40 @@ pub(super) struct SyncRuntime {
     pub(super) conflicts: u64,
     /// Flows of a VIP, or to a backend, that this node's config does not have.
     pub(super) unknown: u64,
+    /// The start-up snapshot: "waiting", what arrived, or that none did.
+    pub(super) snapshot: String,
 }
 
 impl Agent {
+    /// What the sync task reports: a peer's flows, or the end of the start-up snapshot wait.
+    pub(super) async fn on_sync(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Flows(records) => self.install_synced(records),
+            Inbound::SnapshotDone { from, flows, took } => {
+                let took_ms = took.as_millis() as u64;
+                tracing::info!(peer = %from, flows, took_ms, "sync: snapshot complete; VRRP may take the addresses");
+                self.lift_vrrp_hold(format!("{flows} flows from {from} in {took_ms} ms"))
+                    .await;
+            }
+            Inbound::SnapshotTimeout => {
+                tracing::warn!(
+                    "sync: no peer completed a snapshot within sync.snapshot_wait; going ahead without it (VRRP may take the addresses)"
+                );
+                self.lift_vrrp_hold("none within sync.snapshot_wait".into())
+                    .await;
+            }
+        }
+    }
+
+    async fn lift_vrrp_hold(&mut self, snapshot: String) {
+        if let Some(rt) = self.sync.as_mut() {
+            rt.snapshot = snapshot;
+        }
+        for instance in &self.vrrp {
+            instance.hold(None).await;
+        }
+    }
+
     /// The sender's directory: backend ids → addresses, and the SNAT addresses.
     pub(super) fn update_sync_directory(&self) {
         let Some(rt) = &self.sync else { return };
@@ -129,6 +160,7 @@ impl Agent {
             known: rt.known,
             conflicts: rt.conflicts,
             unknown: rt.unknown,
+            snapshot: rt.snapshot.clone(),
         })
     }
 }

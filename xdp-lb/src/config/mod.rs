@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     announce::{DEFAULT_ANNOUNCE_GRACE, DEFAULT_ANNOUNCE_TABLE, DEFAULT_ENGINE_SOCKET},
     place::is_prime,
-    sync::{DEFAULT_SYNC_BATCH, DEFAULT_SYNC_PORT, DEFAULT_SYNC_QUEUE, DEFAULT_SYNC_RATE},
+    sync::{
+        DEFAULT_SNAPSHOT_WAIT, DEFAULT_SYNC_BATCH, DEFAULT_SYNC_PORT, DEFAULT_SYNC_QUEUE,
+        DEFAULT_SYNC_RATE,
+    },
 };
 use self::{place::Place, raw::RawConfig};
 
@@ -107,6 +110,9 @@ pub struct SyncConfig {
     pub max_datagrams_per_second: u32,
     /// Flows waiting to be sent (beyond: dropped, counted).
     pub queue: u32,
+    /// At start, how long to wait for a peer's snapshot before VRRP may take the addresses;
+    /// zero: no snapshot is asked for.
+    pub snapshot_wait: Duration,
 }
 
 /// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.

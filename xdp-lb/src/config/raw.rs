@@ -37,6 +37,8 @@ pub(super) struct RawSync {
     pub(super) max_datagrams_per_second: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) queue: Option<Spanned<i64>>,
+    #[serde(default, with = "spanned_duration")]
+    pub(super) snapshot_wait: Option<Spanned<Duration>>,
 }
 
 #[derive(Deserialize)]

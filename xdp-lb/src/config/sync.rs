@@ -15,6 +15,9 @@ pub const DEFAULT_SYNC_BATCH: Duration = Duration::from_millis(10);
 pub const DEFAULT_SYNC_RATE: u32 = 10_000;
 /// Default `sync.queue`: flows waiting to be sent; beyond it they are dropped and counted.
 pub const DEFAULT_SYNC_QUEUE: u32 = 65_536;
+/// Default `sync.snapshot_wait`: a peer on the same segment answers in milliseconds; a
+/// million flows take about 10 s to send at the default rate.
+pub const DEFAULT_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// At most this many peers: every flow is sent to each.
 pub const MAX_SYNC_PEERS: usize = 16;
 
@@ -91,6 +94,17 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         1_000_000,
     )?;
     let queue = bounded(&r.queue, "queue", DEFAULT_SYNC_QUEUE, 4_194_304)?;
+    let snapshot_wait = match &r.snapshot_wait {
+        None => DEFAULT_SNAPSHOT_WAIT,
+        Some(d) if *d.get_ref() > Duration::from_secs(300) => {
+            return Err(place.at(
+                d,
+                "sync.snapshot_wait",
+                format!("{:?} is out of range (0s..=5m)", d.get_ref()),
+            ));
+        }
+        Some(d) => *d.get_ref(),
+    };
     let source = match &r.source {
         None => None,
         Some(s) => {
@@ -123,5 +137,6 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         batch_interval,
         max_datagrams_per_second,
         queue,
+        snapshot_wait,
     })
 }

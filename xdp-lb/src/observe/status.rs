@@ -55,6 +55,9 @@ pub struct SyncStatus {
     pub known: u64,
     pub conflicts: u64,
     pub unknown: u64,
+    /// The start-up snapshot: "waiting", "N flows from PEER", "none within sync.snapshot_wait",
+    /// or "not asked" (snapshot_wait = 0s).
+    pub snapshot: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,9 +8,11 @@
 //! - `replay`: the per-sender anti-replay window (RFC 4303 §3.4.3's sliding window, keyed by
 //!   the sender's epoch), consulted only after the MAC has been verified;
 //! - `key`: the shared key file, refused unless only root can read it;
-//! - `stream`: the task that sends this node's new flows and takes the peers'.
+//! - `stream`: the task that sends this node's new flows and takes the peers', and the
+//!   snapshot exchange of a node that starts; `snapshot` reads the flow tables for it.
 
 pub mod key;
 pub mod replay;
+pub mod snapshot;
 pub mod stream;
 pub mod wire;

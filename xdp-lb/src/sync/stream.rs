@@ -9,6 +9,11 @@
 //!   the replay window refuses changes nothing and is counted by reason. The flows of a good
 //!   one go to the agent's loop (bounded channel; full: dropped, counted), which resolves them
 //!   to its own ids and has the reconciler install them.
+//! - Snapshot: a node that starts asks its peers for every flow they hold (`SnapshotRequest`,
+//!   repeated each second until answered or `snapshot_wait` passes); a peer walks its flow
+//!   tables and sends them paced (`SnapshotChunk`s, then `SnapshotEnd`). The first complete
+//!   snapshot, or the wait running out, is reported to the agent, which then lets VRRP take
+//!   the addresses (until then the node neither preempts nor takes over).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -107,20 +112,38 @@ pub struct Sync {
     pub directory: Arc<RwLock<Directory>>,
 }
 
+/// What the task tells the agent.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A peer's flows, to install.
+    Flows(Vec<FlowRecord>),
+    /// A complete snapshot arrived from `from` (its flows came before, as `Flows`), `took`
+    /// after the first request.
+    SnapshotDone {
+        from: IpAddr,
+        flows: u64,
+        took: Duration,
+    },
+    /// No peer completed a snapshot within `snapshot_wait`.
+    SnapshotTimeout,
+}
+
 /// Binds the sync port and starts the task (returned, for the agent to abort on stop).
-/// `installs` carries peers' flows to the agent.
+/// `installs` carries peers' flows to the agent; `pin_dir` is where the flow tables are pinned
+/// (read for the peers' snapshots).
 pub async fn start(
     config: &SyncConfig,
     key: &[u8],
     events: RingBuf<MapData>,
-    installs: mpsc::Sender<Vec<FlowRecord>>,
+    installs: mpsc::Sender<Inbound>,
+    pin_dir: &std::path::Path,
 ) -> std::io::Result<(JoinHandle<()>, Sync)> {
     let local: SocketAddr = match (config.source, config.peers.first()) {
         (Some(a), _) => (a, config.port).into(),
         (None, Some(IpAddr::V6(_))) => (Ipv6Addr::UNSPECIFIED, config.port).into(),
         (None, _) => (Ipv4Addr::UNSPECIFIED, config.port).into(),
     };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = Arc::new(UdpSocket::bind(local).await?);
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
     let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
@@ -135,10 +158,12 @@ pub async fn start(
                 .iter()
                 .map(|p| (*p, config.port).into())
                 .collect(),
-            key: Key::new(key),
+            key: Arc::new(Key::new(key)),
             node: (epoch as u32) ^ std::process::id(),
             epoch,
-            seq: 0,
+            seq: Arc::new(AtomicU64::new(0)),
+            pin_dir: pin_dir.to_owned(),
+            snapshot_wait: config.snapshot_wait,
             batch_interval: config.batch_interval,
             rate: config.max_datagrams_per_second,
             queue: config.queue as usize,
@@ -152,23 +177,41 @@ pub async fn start(
 }
 
 struct Runner {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     peers: Vec<SocketAddr>,
-    key: Key,
+    key: Arc<Key>,
     node: u32,
     epoch: u64,
-    seq: u64,
+    /// Shared with the snapshot senders: one sequence per epoch.
+    seq: Arc<AtomicU64>,
+    pin_dir: std::path::PathBuf,
+    /// Zero: no snapshot is asked for.
+    snapshot_wait: Duration,
     batch_interval: Duration,
     rate: u32,
     queue: usize,
     stats: Arc<SyncStats>,
     directory: Arc<RwLock<Directory>>,
-    installs: mpsc::Sender<Vec<FlowRecord>>,
+    installs: mpsc::Sender<Inbound>,
+}
+
+/// The snapshot this node waits for: since when, and the flows each peer sent for it.
+struct Wanted {
+    since: Instant,
+    last_request: Option<Instant>,
+    flows: HashMap<IpAddr, u64>,
 }
 
 async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
     let mut pending: Vec<FlowRecord> = Vec::new();
     let mut replay = Replay::default();
+    let mut wanted = (!r.snapshot_wait.is_zero()).then(|| Wanted {
+        since: Instant::now(),
+        last_request: None,
+        flows: HashMap::new(),
+    });
+    // Peers whose snapshot is being sent: one at a time each.
+    let mut sending: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
     let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
     let mut tick = tokio::time::interval(r.batch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,10 +247,56 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
                         break;
                     }
                 }
+                if let Some(w) = wanted.as_mut() {
+                    if w.since.elapsed() >= r.snapshot_wait {
+                        wanted = None;
+                        let _ = r.installs.send(Inbound::SnapshotTimeout).await;
+                    } else if w.last_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        w.last_request = Some(Instant::now());
+                        send_control(&r, MessageKind::SnapshotRequest);
+                    }
+                }
             }
             got = r.socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
-                receive(&r, &mut replay, &buf[..n], from);
+                let Some(msg) = receive(&r, &mut replay, &buf[..n], from) else { continue };
+                match msg.kind {
+                    MessageKind::Flows => forward(&r, msg.records),
+                    MessageKind::SnapshotChunk => {
+                        if let Some(w) = wanted.as_mut() {
+                            *w.flows.entry(from.ip()).or_default() += msg.records.len() as u64;
+                        }
+                        // A snapshot is worth waiting for: backpressure rather than drops.
+                        let n = msg.records.len() as u64;
+                        r.stats.flows_received.fetch_add(n, Ordering::Relaxed);
+                        let _ = r.installs.send(Inbound::Flows(msg.records)).await;
+                    }
+                    MessageKind::SnapshotEnd => {
+                        if let Some(w) = wanted.take() {
+                            let flows = w.flows.get(&from.ip()).copied().unwrap_or(0);
+                            let took = w.since.elapsed();
+                            let _ = r.installs.send(Inbound::SnapshotDone { from: from.ip(), flows, took }).await;
+                        }
+                    }
+                    MessageKind::SnapshotRequest => {
+                        let busy = sending.get(&from.ip()).is_some_and(|t| !t.is_finished());
+                        if !busy {
+                            let dir = r.directory.read().map(|d| d.clone()).unwrap_or_default();
+                            sending.insert(from.ip(), tokio::spawn(send_snapshot(Snapshot {
+                                socket: r.socket.clone(),
+                                to: SocketAddr::new(from.ip(), r.peers.iter().find(|p| p.ip() == from.ip()).map_or(from.port(), |p| p.port())),
+                                key: r.key.clone(),
+                                node: r.node,
+                                epoch: r.epoch,
+                                seq: r.seq.clone(),
+                                rate: r.rate,
+                                pin_dir: r.pin_dir.clone(),
+                                directory: dir,
+                                stats: r.stats.clone(),
+                            })));
+                        }
+                    }
+                }
             }
         }
     }
@@ -230,13 +319,12 @@ fn flush(
     }
     let n = pending.len().min(wire::MAX_RECORDS);
     let records: Vec<FlowRecord> = pending.drain(..n).collect();
-    r.seq += 1;
     let datagram = wire::encode(
         &Message {
             kind: MessageKind::Flows,
             node: r.node,
             epoch: r.epoch,
-            seq: r.seq,
+            seq: r.seq.fetch_add(1, Ordering::Relaxed) + 1,
             records,
         },
         &r.key,
@@ -257,32 +345,122 @@ fn flush(
     true
 }
 
-fn receive(r: &Runner, replay: &mut Replay, datagram: &[u8], from: SocketAddr) {
+/// A datagram from a peer, authenticated and not a replay; None (counted) otherwise.
+fn receive(r: &Runner, replay: &mut Replay, datagram: &[u8], from: SocketAddr) -> Option<Message> {
     let stats = &r.stats;
     stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
     if !r.peers.iter().any(|p| p.ip() == from.ip()) {
         stats.reject("unknown_peer");
-        return;
+        return None;
     }
     let msg = match wire::decode(datagram, &r.key) {
         Ok(m) => m,
         Err(e) => {
             stats.reject(e.name());
-            return;
+            return None;
         }
     };
     if let Err(e) = replay.accept(from.ip(), msg.epoch, msg.seq) {
         stats.reject(e.name());
+        return None;
+    }
+    Some(msg)
+}
+
+/// Live flows to the agent: never waited for (a full queue drops, counted).
+fn forward(r: &Runner, records: Vec<FlowRecord>) {
+    if records.is_empty() {
         return;
     }
-    if msg.kind != MessageKind::Flows || msg.records.is_empty() {
-        return;
+    let n = records.len() as u64;
+    r.stats.flows_received.fetch_add(n, Ordering::Relaxed);
+    if r.installs.try_send(Inbound::Flows(records)).is_err() {
+        r.stats
+            .flows_received_dropped
+            .fetch_add(n, Ordering::Relaxed);
     }
-    let n = msg.records.len() as u64;
-    stats.flows_received.fetch_add(n, Ordering::Relaxed);
-    if r.installs.try_send(msg.records).is_err() {
-        stats.flows_received_dropped.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A message without flows (a snapshot request) to every peer.
+fn send_control(r: &Runner, kind: MessageKind) {
+    let datagram = wire::encode(
+        &Message {
+            kind,
+            node: r.node,
+            epoch: r.epoch,
+            seq: r.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            records: Vec::new(),
+        },
+        &r.key,
+    );
+    for peer in &r.peers {
+        let _ = r.socket.try_send_to(&datagram, *peer);
     }
+}
+
+/// What a snapshot sender needs, cloned out of the runner.
+struct Snapshot {
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+    key: Arc<Key>,
+    node: u32,
+    epoch: u64,
+    seq: Arc<AtomicU64>,
+    rate: u32,
+    pin_dir: std::path::PathBuf,
+    directory: Directory,
+    stats: Arc<SyncStats>,
+}
+
+/// Walks the flow tables (on a blocking thread) and sends every flow to one peer, paced at
+/// the datagram rate, then `SnapshotEnd`.
+async fn send_snapshot(s: Snapshot) {
+    let (pin_dir, dir) = (s.pin_dir.clone(), s.directory.clone());
+    let records = tokio::task::spawn_blocking(move || super::snapshot::walk(&pin_dir, &dir))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(peer = %s.to, error = %e, "sync: reading the flow tables for a snapshot failed");
+            Vec::new()
+        }
+    };
+    tracing::info!(peer = %s.to, flows = records.len(), "sync: sending a snapshot");
+    // Paced: at most `rate` datagrams a second, in slices of a millisecond.
+    let per_ms = (s.rate / 1000).max(1) as usize;
+    for (i, chunk) in records.chunks(wire::MAX_RECORDS).enumerate() {
+        send_one(&s, MessageKind::SnapshotChunk, chunk.to_vec()).await;
+        if (i + 1) % per_ms == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    send_one(&s, MessageKind::SnapshotEnd, Vec::new()).await;
+}
+
+/// One snapshot datagram. A snapshot should not lose datagrams to a full socket buffer: a
+/// refused send is retried for up to 100 ms before it is dropped (counted).
+async fn send_one(s: &Snapshot, kind: MessageKind, records: Vec<FlowRecord>) {
+    let n = records.len() as u64;
+    let datagram = wire::encode(
+        &Message {
+            kind,
+            node: s.node,
+            epoch: s.epoch,
+            seq: s.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            records,
+        },
+        &s.key,
+    );
+    for _ in 0..100 {
+        if s.socket.try_send_to(&datagram, s.to).is_ok() {
+            s.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+            s.stats.flows_sent.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.stats.flows_dropped.fetch_add(n, Ordering::Relaxed);
 }
 
 /// A reported flow as the peers get it, or None if the directory does not know its backend.

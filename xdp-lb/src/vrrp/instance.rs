@@ -79,7 +79,12 @@ pub struct InstanceStatus {
 }
 
 enum Control {
-    Track { fault: Option<String>, penalty: u8 },
+    Track {
+        fault: Option<String>,
+        penalty: u8,
+    },
+    /// Hold taking the addresses (a reason) or allow it (None): see `Machine::set_hold`.
+    Hold(Option<String>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -91,7 +96,13 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub async fn start(cfg: VrrpConfig, nl: Netlink) -> Result<Self, VrrpError> {
+    /// Starts the instance; `hold`: it may not take the addresses until `hold(None)` (a node
+    /// waiting for the flow sync's snapshot).
+    pub async fn start(
+        cfg: VrrpConfig,
+        nl: Netlink,
+        hold: Option<String>,
+    ) -> Result<Self, VrrpError> {
         let name = cfg.name.clone();
         let ifindex = netlink::ifindex(&cfg.interface).ok_or_else(|| VrrpError::NoInterface {
             name: name.clone(),
@@ -156,7 +167,7 @@ impl Instance {
             .map_err(|e| e.into_parts().1)
             .map_err(io("registering with tokio"))?;
 
-        let machine = Machine::new(Params {
+        let mut machine = Machine::new(Params {
             version: cfg.version,
             priority: cfg.priority,
             advert_interval: cfg.advert_interval,
@@ -164,6 +175,10 @@ impl Instance {
             preempt_delay: cfg.preempt_delay,
             primary,
         });
+        if let Some(reason) = &hold {
+            tracing::info!(instance = %name, reason = %reason, "VRRP: not taking the addresses until the hold is lifted");
+        }
+        machine.set_hold(Instant::now(), hold);
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
             interface: cfg.interface.clone(),
@@ -215,6 +230,11 @@ impl Instance {
     /// Tracking result: `fault` puts the instance in Fault; `penalty` lowers its priority.
     pub async fn track(&self, fault: Option<String>, penalty: u8) {
         let _ = self.control.send(Control::Track { fault, penalty }).await;
+    }
+
+    /// Lifts (None) or sets the hold on taking the addresses.
+    pub async fn hold(&self, hold: Option<String>) {
+        let _ = self.control.send(Control::Hold(hold)).await;
     }
 
     /// Sends priority 0 if master, releases the addresses, stops (bounded wait).
@@ -296,6 +316,15 @@ impl Worker {
                         let now = Instant::now();
                         let mut actions = self.machine.set_penalty(penalty);
                         actions.extend(self.machine.set_fault(now, fault));
+                        self.perform(actions).await;
+                    }
+                    Some(Control::Hold(hold)) => {
+                        match (&hold, self.machine.held()) {
+                            (None, Some(was)) => tracing::info!(instance = %self.cfg.name, was = %was, "VRRP: hold lifted; the addresses may be taken"),
+                            (Some(reason), None) => tracing::info!(instance = %self.cfg.name, reason = %reason, "VRRP: holding the addresses"),
+                            _ => {}
+                        }
+                        let actions = self.machine.set_hold(Instant::now(), hold);
                         self.perform(actions).await;
                     }
                     Some(Control::Shutdown(done)) => {

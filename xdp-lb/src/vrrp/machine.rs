@@ -87,6 +87,13 @@ pub struct Machine {
     fault: Option<String>,
     /// The running master-down timer was shortened by a priority-0 advert (for the log).
     master_left: bool,
+    /// Taking the addresses is held, for this reason: a node that starts waits for the flow
+    /// sync's snapshot (README, "Flow sync"), so that it neither preempts nor takes over from
+    /// a silent master before it holds the flows. Lifted by `set_hold(None)`.
+    hold: Option<String>,
+    /// Master_Down_Interval ran out while held, and no master has been heard since: take over
+    /// as soon as the hold is lifted.
+    down_while_held: bool,
 }
 
 impl Machine {
@@ -102,7 +109,29 @@ impl Machine {
             started: None,
             fault: None,
             master_left: false,
+            hold: None,
+            down_while_held: false,
         }
+    }
+
+    /// Holds (Some(reason)) or allows (None) taking the addresses. Lifting the hold takes over
+    /// at once if Master_Down_Interval ran out meanwhile with no master heard.
+    pub fn set_hold(&mut self, now: Instant, hold: Option<String>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.hold = hold;
+        if self.hold.is_none() && self.down_while_held && self.state == State::Backup {
+            self.down_while_held = false;
+            self.become_master(
+                now,
+                "no advert from a master within Master_Down_Interval (held until the sync snapshot)",
+                &mut actions,
+            );
+        }
+        actions
+    }
+
+    pub fn held(&self) -> Option<&str> {
+        self.hold.as_deref()
     }
 
     /// The priority we advertise now.
@@ -189,7 +218,10 @@ impl Machine {
         let mut actions = Vec::new();
         match self.state {
             State::Backup => {
-                if self.master_down_timer.is_some_and(|t| now >= t) {
+                if self.master_down_timer.is_some_and(|t| now >= t) && self.hold.is_some() {
+                    self.master_down_timer = None;
+                    self.down_while_held = true;
+                } else if self.master_down_timer.is_some_and(|t| now >= t) {
                     let cause = if self.master_left {
                         "the master left (priority 0 advert); took over after Skew_Time"
                     } else {
@@ -230,7 +262,10 @@ impl Machine {
                     // The master is leaving: take over after Skew_Time only.
                     self.master_down_timer = Some(now + self.skew_time());
                     self.master_left = true;
-                } else if !self.preempt_now(now) || theirs >= self.priority() {
+                } else if !self.preempt_now(now) || theirs >= self.priority() || self.hold.is_some()
+                {
+                    // A master we follow (or would preempt, but are held): wait for it again.
+                    self.down_while_held = false;
                     if self.p.version == Version::V3 && !interval.is_zero() {
                         self.master_adver_interval = interval;
                     }
@@ -477,6 +512,37 @@ mod tests {
             }
         }
         assert_eq!(m.state, State::Master);
+    }
+
+    #[test]
+    fn a_held_backup_neither_preempts_nor_takes_over_until_released() {
+        let t0 = Instant::now();
+        // Preemption: a lower-priority master keeps the VIP while we are held.
+        let mut m = Machine::new(params(200));
+        m.start(t0);
+        m.set_hold(t0, Some("waiting for the sync snapshot".into()));
+        let mut t = t0;
+        for _ in 0..20 {
+            t += Duration::from_secs(1);
+            m.on_advert(t, "198.18.0.9".parse().unwrap(), &advert(100, 100));
+            m.on_timer(t);
+        }
+        assert_eq!(m.state, State::Backup);
+        // Released: the next advert is not followed, and Master_Down_Interval later we take over.
+        assert!(m.set_hold(t, None).is_empty(), "a master is there: no jump");
+        m.on_advert(t, "198.18.0.9".parse().unwrap(), &advert(100, 100));
+        m.on_timer(t + m.master_down_interval());
+        assert_eq!(m.state, State::Master);
+
+        // No master at all: the down interval runs out while held; release takes over at once.
+        let mut m = Machine::new(params(100));
+        m.start(t0);
+        m.set_hold(t0, Some("waiting for the sync snapshot".into()));
+        let later = t0 + m.master_down_interval() + Duration::from_millis(1);
+        assert!(m.on_timer(later).is_empty());
+        assert_eq!(m.state, State::Backup);
+        assert_eq!(m.next_deadline(), None, "no busy timer while held");
+        assert_eq!(entered(&m.set_hold(later, None)), Some(State::Master));
     }
 
     #[test]
