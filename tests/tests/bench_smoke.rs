@@ -45,6 +45,8 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "NAT UDP new flow",
         "NAT UDP established",
         "NAT UDP reply",
+        "report on vs off",
+        "verify + decode + replay window",
         "health transition",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");

@@ -3,6 +3,7 @@
 //! this, and only when the agent turned it on (`Settings::sync_events`); an established flow's
 //! packets never do.
 
+use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use xdp_lb_common::{Counter, FlowTuple, SyncEvent};
 
 use crate::{
@@ -41,5 +42,7 @@ pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, sn
         (*e).src_addr = K::addr16(flow.src());
         (*e).dst_addr = K::addr16(flow.dst());
     }
-    entry.submit(0);
+    // No wakeup: waking the reader is most of a report's cost (the kernel's irq_work per
+    // record); the agent drains the ring on its batch tick instead (`batch_interval`).
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
 }

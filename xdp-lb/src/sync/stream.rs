@@ -221,20 +221,7 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let Ok(mut guard) = guard else { return };
-                let dir = r.directory.read().map(|d| d.clone()).unwrap_or_default();
-                let events = guard.get_inner_mut();
-                while let Some(item) = events.next() {
-                    r.stats.flows_reported.fetch_add(1, Ordering::Relaxed);
-                    match record(&item, &dir) {
-                        Some(rec) if pending.len() < r.queue => pending.push(rec),
-                        Some(_) => {
-                            r.stats.flows_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        None => {
-                            r.stats.flows_unknown.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                drain(&r, guard.get_inner_mut(), &mut pending);
                 guard.clear_ready();
                 // Full datagrams go at once; a partial one waits for the tick.
                 while pending.len() >= wire::MAX_RECORDS {
@@ -242,6 +229,11 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
                 }
             }
             _ = tick.tick() => {
+                // The program reports without waking us (see sync_events.rs): drain here.
+                drain(&r, ring.get_mut(), &mut pending);
+                while pending.len() >= wire::MAX_RECORDS {
+                    flush(&mut r, &mut pending, &mut window, &mut sent_in_window);
+                }
                 while !pending.is_empty() {
                     if !flush(&mut r, &mut pending, &mut window, &mut sent_in_window) {
                         break;
@@ -297,6 +289,23 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Moves the reported flows from the ring into `pending` (beyond `queue`: dropped, counted).
+fn drain(r: &Runner, events: &mut RingBuf<MapData>, pending: &mut Vec<FlowRecord>) {
+    let dir = r.directory.read().map(|d| d.clone()).unwrap_or_default();
+    while let Some(item) = events.next() {
+        r.stats.flows_reported.fetch_add(1, Ordering::Relaxed);
+        match record(&item, &dir) {
+            Some(rec) if pending.len() < r.queue => pending.push(rec),
+            Some(_) => {
+                r.stats.flows_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                r.stats.flows_unknown.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
