@@ -91,6 +91,8 @@ struct Opts {
     dsr_backends: usize,
     /// More `[sync]` keys.
     sync_keys: &'static str,
+    /// `agent.nat_closing_timeout`, if not the default.
+    closing_timeout: Option<&'static str>,
 }
 
 impl Default for Opts {
@@ -99,6 +101,7 @@ impl Default for Opts {
             sync: true,
             dsr_backends: 3,
             sync_keys: "",
+            closing_timeout: None,
         }
     }
 }
@@ -162,10 +165,13 @@ fn write_config(b: &Bed, node: usize, priority: u8, o: &Opts) {
     } else {
         String::new()
     };
+    let mut agent = b.topo.agent_config(&pin_dir(b, node));
+    if let Some(t) = o.closing_timeout {
+        agent = agent.key("nat_closing_timeout", t);
+    }
     let text = format!(
         "{}{sync}",
-        b.topo
-            .agent_config(&pin_dir(b, node))
+        agent
             .key("control_socket", socket(b, node))
             .key("listen", "")
             .key("snat_address", SNAT)
@@ -228,6 +234,8 @@ enum Cmd {
     Open(SocketAddr, usize),
     /// Three round trips on every connection.
     Check,
+    /// Close them all (FIN).
+    Close,
 }
 
 impl Conns {
@@ -249,6 +257,11 @@ impl Conns {
                             Ok(())
                         })
                         .map(|()| conns.len()),
+                    Cmd::Close => {
+                        let n = conns.len();
+                        conns.clear();
+                        Ok(n)
+                    }
                     Cmd::Check => {
                         let failures: Vec<String> = conns
                             .iter_mut()
@@ -303,6 +316,48 @@ fn wait_installed(b: &Bed, node: usize, n: u64) {
         Duration::from_secs(5),
         || sync_status(b, node)["installed"].as_u64().unwrap_or(0) >= n,
     );
+}
+
+/// When a flow ends on the master (closed, then reclaimed by its expiry), the backup drops its
+/// copy too, and with it the SNAT port, rather than holding it for `nat_established_timeout`.
+#[test]
+fn closed_flows_leave_the_peers_copy_too() {
+    require_root!();
+    let b = bed();
+    let o = Opts {
+        closing_timeout: Some("1s"),
+        ..Opts::default()
+    };
+    let _lb1 = start_with(&b, 1, 150, &o);
+    let _lb2 = start_with(&b, 2, 100, &o);
+    wait_for("lb1 master", Duration::from_secs(10), || {
+        status(&socket(&b, 1))["vrrp"][0]["state"] == "MASTER"
+    });
+    let conns = Conns::new(&b);
+    conns.open(NAT_PORT, 50);
+    wait_installed(&b, 2, 50);
+    let nat_flows = |node: usize| {
+        xdp_lb_tests::topology::inspect_stats(lb_ns(&b, node), &pin_dir(&b, node)).unwrap()["stats"]
+            ["nat_flows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(nat_flows(2), 50, "lb2's copies");
+    let closed_at = Instant::now();
+    assert_eq!(conns.run(Cmd::Close), Ok(50));
+    // lb1 reclaims them nat_closing_timeout (1 s) after the close, within its sweep's
+    // granularity (1 s sweep, 2 s of whole-second clocks); lb2's copies go at the same time.
+    let gone = wait_for("lb2's copies removed", Duration::from_secs(8), || {
+        nat_flows(2) == 0
+    });
+    eprintln!(
+        "lb2's copies gone {:?} after the close; lb2: {}",
+        closed_at.elapsed(),
+        sync_status(&b, 2)
+    );
+    assert!(gone < Duration::from_secs(8));
+    assert_eq!(sync_status(&b, 2)["removed"], 50);
+    assert_eq!(nat_flows(1), 0);
 }
 
 #[test]

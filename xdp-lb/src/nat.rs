@@ -95,6 +95,36 @@ pub struct Sweep {
     pub live: BTreeMap<&'static str, u64>,
     /// Flows reclaimed by this sweep.
     pub reclaimed: u64,
+    /// The established flows it reclaimed, by their client's 5-tuple: `[sync]` tells the
+    /// peers, whose copies then give their SNAT ports back too.
+    pub closed: Vec<ClosedFlow>,
+}
+
+/// A NAT flow that ended, as the client's packets named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedFlow {
+    pub proto: u8,
+    pub client: std::net::SocketAddr,
+    pub vip: std::net::SocketAddr,
+}
+
+impl ClosedFlow {
+    /// The flow whose client direction is `key`.
+    pub fn of<K: FlowTuple>(key: &K) -> Self {
+        let ip = |a: K::Addr| -> std::net::IpAddr {
+            let b = K::addr16(a);
+            if K::FAMILY == 4 {
+                std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+            } else {
+                std::net::Ipv6Addr::from(b).into()
+            }
+        };
+        ClosedFlow {
+            proto: key.proto(),
+            client: (ip(key.src()), u16::from_be(key.src_port_be())).into(),
+            vip: (ip(key.dst()), u16::from_be(key.dst_port_be())).into(),
+        }
+    }
 }
 
 #[cfg(test)]

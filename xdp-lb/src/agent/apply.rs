@@ -30,6 +30,7 @@ impl Agent {
                     tracing::debug!(reclaimed = sweep.reclaimed, live = ?sweep.live, "NAT flows expired");
                 }
                 self.nat.reclaimed_total += sweep.reclaimed;
+                self.send_closed(&sweep.closed);
                 self.nat.last = sweep;
             }
             Err(err) => tracing::warn!(error = %err, "NAT expiry failed; will retry"),

@@ -179,6 +179,7 @@ pub async fn run(opts: RunOptions) -> Result<(), AgentError> {
         known: 0,
         conflicts: 0,
         unknown: 0,
+        removed: 0,
         snapshot: if agent
             .config
             .sync

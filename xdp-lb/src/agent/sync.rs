@@ -2,12 +2,13 @@
 //! backend addresses, refreshed after every reconcile), and installs the peers' flows through
 //! the reconciler once they are resolved to this node's own VIP and backend ids.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     clock,
     config::Forwarding,
     dataplane::SyncedFlow,
+    nat::ClosedFlow,
     observe::status::SyncStatus,
     state::vip_key,
     sync::{
@@ -29,6 +30,8 @@ pub(super) struct SyncRuntime {
     pub(super) unknown: u64,
     /// The start-up snapshot: "waiting", what arrived, or that none did.
     pub(super) snapshot: String,
+    /// Copies removed because the peer closed their flows.
+    pub(super) removed: u64,
 }
 
 impl Agent {
@@ -82,14 +85,49 @@ impl Agent {
         }
     }
 
+    /// The NAT flows this node's expiry reclaimed: the peers drop their copies (and free the
+    /// SNAT ports) rather than keep them until their own timeouts.
+    pub(super) fn send_closed(&self, closed: &[ClosedFlow]) {
+        let Some(rt) = &self.sync else { return };
+        if closed.is_empty() {
+            return;
+        }
+        let records = closed
+            .iter()
+            .map(|c| FlowRecord {
+                kind: RecordKind::Closed,
+                proto: c.proto,
+                state: 0,
+                client: c.client,
+                vip: c.vip,
+                backend: SocketAddr::new(
+                    match c.vip.ip() {
+                        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    },
+                    0,
+                ),
+                snat: None,
+                idle_s: 0,
+            })
+            .collect();
+        // Never wait: a full queue loses the closes, and the copies expire by their timeouts.
+        let _ = rt.sync.closed.try_send(records);
+    }
+
     /// A peer's flows: each resolved by its VIP (address, port, protocol) and its backend's
-    /// address and port in this node's config, then installed.
+    /// address and port in this node's config, then installed; closed ones removed.
     pub(super) fn install_synced(&mut self, records: Vec<FlowRecord>) {
         let Some(rt) = self.sync.as_mut() else { return };
         let mut flows = Vec::with_capacity(records.len());
+        let mut closed = Vec::new();
         for r in &records {
             if r.kind == RecordKind::Closed {
-                // Not sent yet by any version: a closed flow expires here by its own timeout.
+                closed.push(ClosedFlow {
+                    proto: r.proto,
+                    client: r.client,
+                    vip: r.vip,
+                });
                 continue;
             }
             let vip = self.config.vips.iter().find(|v| {
@@ -132,6 +170,9 @@ impl Agent {
                 idle_s: r.idle_s,
             });
         }
+        if !closed.is_empty() {
+            rt.removed += self.reconciler.remove_synced(&closed);
+        }
         if flows.is_empty() {
             return;
         }
@@ -161,6 +202,7 @@ impl Agent {
             conflicts: rt.conflicts,
             unknown: rt.unknown,
             snapshot: rt.snapshot.clone(),
+            removed: rt.removed,
         })
     }
 }

@@ -11,7 +11,7 @@ use aya::{
 use xdp_lb_common::{FlowTuple, FlowValue, FlowValueOf, NatState};
 
 use super::Maps;
-use crate::nat::{Sweep, Timeouts, expired, other_direction, same_binding};
+use crate::nat::{ClosedFlow, Sweep, Timeouts, expired, other_direction, same_binding};
 
 /// One family's NAT maps: client directions, reply directions, half-open flows and their
 /// client directions.
@@ -124,6 +124,9 @@ where
                 None => (reply.flags, reply.last_seen_s),
             };
             if expired(flags, last, now_s, timeouts) {
+                // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
+                out.closed
+                    .push(ClosedFlow::of(&other_direction::<K>(&reply)));
                 Some((reply_key, client.map(|(k, _)| k)))
             } else {
                 *out.live

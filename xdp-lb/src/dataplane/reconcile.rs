@@ -440,6 +440,11 @@ impl Reconciler {
         super::sync_install::install(&mut self.maps, flows, now_ns, now_s).map_err(map_err("FLOWS"))
     }
 
+    /// Removes the copies of flows a peer closed (`[sync]`); how many were here.
+    pub fn remove_synced(&mut self, closed: &[crate::nat::ClosedFlow]) -> u64 {
+        super::sync_install::remove(&mut self.maps, closed)
+    }
+
     /// Writes `vip`'s table into its inactive slot and returns the `VipInfo` that makes it live.
     fn swap_in(
         last_swap: &BTreeMap<u32, Instant>,

@@ -150,11 +150,26 @@ where
     A: Copy + PartialEq + Default,
     FlowValueOf<A>: aya::Pod + Default,
 {
-    if flows.get(&client_key, 0).is_ok() {
-        return Ok(Done::Known);
-    }
     let created_ns = now_ns.saturating_sub(f.idle_s as u64 * 1_000_000_000);
     let last_seen_s = now_s.saturating_sub(f.idle_s);
+    if let Ok(mine) = flows.get(&client_key, 0) {
+        // Known. A NAT copy that the peer says was busy more recently than this node last saw
+        // it (the peer's refresh, `stream.rs`) is freshened, both entries, so that it does not
+        // expire here while it lives there. (Only a copy: this node sees none of its packets.)
+        if snat.is_some() && mine.flags & FLOW_F_NAT != 0 && mine.last_seen_s < last_seen_s {
+            let reply_key: K = crate::nat::other_direction(&mine);
+            if let Ok(mut reply) = nat_flows.get(&reply_key, 0) {
+                reply.last_seen_s = reply.last_seen_s.max(last_seen_s);
+                let _ = nat_flows.insert(reply_key, reply, 0);
+            }
+            let fresher = FlowValueOf::<A> {
+                last_seen_s,
+                ..mine
+            };
+            let _ = flows.insert(client_key, fresher, 0);
+        }
+        return Ok(Done::Known);
+    }
     let Some((snat_addr, snat_port)) = snat else {
         // DSR: the flow's backend, nothing else.
         let value = FlowValueOf::<A> {
@@ -247,6 +262,67 @@ where
             if exists(&e) { Ok(Done::Known) } else { Err(e) }
         }
     }
+}
+
+/// Removes the copies of flows a peer closed: the client direction and, if it is this flow's,
+/// the reply entry (which frees the SNAT port). A flow this node has made anew meanwhile (another
+/// binding) is left alone. Returns how many were removed.
+pub(super) fn remove(maps: &mut Maps, closed: &[crate::nat::ClosedFlow]) -> u64 {
+    let mut removed = 0;
+    for c in closed {
+        let done = match (c.client.ip(), c.vip.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(v)) => remove_one(
+                &mut maps.flows,
+                &mut maps.nat_flows,
+                FlowKey::tuple(
+                    be4(a),
+                    be4(v),
+                    c.client.port().to_be(),
+                    c.vip.port().to_be(),
+                    c.proto,
+                ),
+            ),
+            (IpAddr::V6(a), IpAddr::V6(v)) => remove_one(
+                &mut maps.flows6,
+                &mut maps.nat_flows6,
+                FlowKey6::tuple(
+                    a.octets(),
+                    v.octets(),
+                    c.client.port().to_be(),
+                    c.vip.port().to_be(),
+                    c.proto,
+                ),
+            ),
+            _ => false,
+        };
+        removed += done as u64;
+    }
+    removed
+}
+
+fn remove_one<K, A>(
+    flows: &mut HashMap<MapData, K, FlowValueOf<A>>,
+    nat_flows: &mut HashMap<MapData, K, FlowValueOf<A>>,
+    client_key: K,
+) -> bool
+where
+    K: FlowTuple<Addr = A> + aya::Pod,
+    A: Copy + PartialEq + Default,
+    FlowValueOf<A>: aya::Pod + Default,
+{
+    let Ok(client) = flows.get(&client_key, 0) else {
+        return false;
+    };
+    if client.flags & FLOW_F_NAT == 0 {
+        return false;
+    }
+    let reply_key: K = crate::nat::other_direction(&client);
+    if nat_flows.get(&reply_key, 0).is_ok_and(|r| {
+        r.nat_dst_addr_be == client_key.src() && r.nat_dst_port_be == client_key.src_port_be()
+    }) {
+        let _ = nat_flows.remove(&reply_key);
+    }
+    flows.remove(&client_key).is_ok()
 }
 
 fn exists(e: &MapError) -> bool {

@@ -58,6 +58,8 @@ pub struct SyncStatus {
     /// The start-up snapshot: "waiting", "N flows from PEER", "none within sync.snapshot_wait",
     /// or "not asked" (snapshot_wait = 0s).
     pub snapshot: String,
+    /// Copies removed because their flow ended on the peer.
+    pub removed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -109,6 +109,8 @@ pub struct SyncView {
 /// What the running sync shares with the agent.
 pub struct Sync {
     pub stats: Arc<SyncStats>,
+    /// Flows this node's expiry reclaimed, for the peers to drop their copies.
+    pub closed: mpsc::Sender<Vec<FlowRecord>>,
     pub directory: Arc<RwLock<Directory>>,
 }
 
@@ -138,6 +140,7 @@ pub async fn start(
     installs: mpsc::Sender<Inbound>,
     pin_dir: &std::path::Path,
 ) -> std::io::Result<(JoinHandle<()>, Sync)> {
+    let (closed_tx, closed) = mpsc::channel(64);
     let local: SocketAddr = match (config.source, config.peers.first()) {
         (Some(a), _) => (a, config.port).into(),
         (None, Some(IpAddr::V6(_))) => (Ipv6Addr::UNSPECIFIED, config.port).into(),
@@ -172,8 +175,16 @@ pub async fn start(
             installs,
         },
         ring,
+        closed,
     ));
-    Ok((task, Sync { stats, directory }))
+    Ok((
+        task,
+        Sync {
+            stats,
+            directory,
+            closed: closed_tx,
+        },
+    ))
 }
 
 struct Runner {
@@ -202,7 +213,15 @@ struct Wanted {
     flows: HashMap<IpAddr, u64>,
 }
 
-async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
+/// How often live NAT flows are sent again, so that a peer's copy of a flow that stays busy
+/// here does not expire there (its copy ages from the last time it was sent).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn run(
+    mut r: Runner,
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    mut closed: mpsc::Receiver<Vec<FlowRecord>>,
+) {
     let mut pending: Vec<FlowRecord> = Vec::new();
     let mut replay = Replay::default();
     let mut wanted = (!r.snapshot_wait.is_zero()).then(|| Wanted {
@@ -213,6 +232,11 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
     // Peers whose snapshot is being sent: one at a time each.
     let mut sending: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
     let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + REFRESH_INTERVAL,
+        REFRESH_INTERVAL,
+    );
+    let mut refreshing: Option<JoinHandle<Result<Vec<FlowRecord>, String>>> = None;
     let mut tick = tokio::time::interval(r.batch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The per-second budget of datagrams per peer.
@@ -226,6 +250,36 @@ async fn run(mut r: Runner, mut ring: AsyncFd<RingBuf<MapData>>) {
                 // Full datagrams go at once; a partial one waits for the tick.
                 while pending.len() >= wire::MAX_RECORDS {
                     flush(&mut r, &mut pending, &mut window, &mut sent_in_window);
+                }
+            }
+            Some(records) = closed.recv() => {
+                let room = r.queue.saturating_sub(pending.len());
+                let n = records.len();
+                pending.extend(records.into_iter().take(room));
+                if n > room {
+                    r.stats.flows_dropped.fetch_add((n - room) as u64, Ordering::Relaxed);
+                }
+            }
+            _ = refresh.tick() => {
+                if refreshing.as_ref().is_none_or(|t| t.is_finished()) {
+                    let (pin_dir, dir) = (r.pin_dir.clone(), r.directory.read().map(|d| d.clone()).unwrap_or_default());
+                    refreshing = Some(tokio::task::spawn_blocking(move || super::snapshot::walk(&pin_dir, &dir)));
+                }
+            }
+            walked = async { refreshing.as_mut().expect("guarded").await }, if refreshing.is_some() => {
+                refreshing = None;
+                // NAT flows with packets since the last refresh; the others age alike here
+                // and there. (A failed walk is tried again at the next refresh.)
+                let walked = walked.map_err(|e| e.to_string()).and_then(|w| w).unwrap_or_default();
+                let busy = walked.into_iter().filter(|f| {
+                    f.kind == RecordKind::Nat && f.idle_s < REFRESH_INTERVAL.as_secs() as u32
+                });
+                for f in busy {
+                    if pending.len() >= r.queue {
+                        r.stats.flows_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    pending.push(f);
                 }
             }
             _ = tick.tick() => {
