@@ -992,7 +992,10 @@ mod sync {
     use std::{net::IpAddr, os::unix::fs::PermissionsExt as _};
 
     use xdp_lb::dataplane::SyncedFlow;
-    use xdp_lb_common::{FLOW_F_ESTABLISHED, IPPROTO_TCP, SYNC_EVENT_NAT, SyncEvent};
+    use xdp_lb_common::{
+        FLOW_F_CLOSING, FLOW_F_ESTABLISHED, IPPROTO_TCP, SYNC_EVENT_NAT, SYNC_EVENT_NAT_CLOSING,
+        SyncEvent,
+    };
 
     use super::*;
 
@@ -1039,6 +1042,33 @@ mod sync {
             );
             assert_eq!(u16::from_be(e.snat_port_be), snat_port);
             assert_eq!(e.backend_id, lb.backend_id(0, BACKEND));
+            drop(item);
+
+            // The flow starts closing: reported by its client's 5-tuple when each direction's
+            // entry sees its first FIN (the backend's here, through the reply entry, then the
+            // client's), and not again.
+            let fin = TCP_ACK | 0x01;
+            for f in [
+                packet(BACKEND, 6443, SNAT, snat_port, fin, b""),
+                packet(CLIENT, 40000, VIP, 443, fin, b""),
+                packet(CLIENT, 40000, VIP, 443, fin, b""),
+            ] {
+                lb.run(&f).unwrap();
+            }
+            for _ in 0..2 {
+                let item = ring.next().expect("the closing flow is reported");
+                // SAFETY: as above.
+                let c: SyncEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                assert_eq!(c.kind, SYNC_EVENT_NAT_CLOSING);
+                assert_eq!(&c.src_addr[..4], &CLIENT.octets());
+                assert_eq!(&c.dst_addr[..4], &VIP.octets());
+                assert_eq!(
+                    (u16::from_be(c.src_port_be), u16::from_be(c.dst_port_be)),
+                    (40000, 443)
+                );
+                assert_eq!(u16::from_be(c.snat_port_be), snat_port);
+            }
+            assert!(ring.next().is_none(), "a repeated FIN changes nothing");
         })
         .unwrap();
     }
@@ -1107,6 +1137,33 @@ mod sync {
                 .expire_nat_flows(&timeouts, xdp_lb::clock::coarse_now_s())
                 .unwrap();
             assert_eq!(sweep.live["established"], 1);
+            // The peer says it is closing now: the copy closes too.
+            let closing = SyncedFlow {
+                state: FLOW_F_ESTABLISHED | FLOW_F_CLOSING,
+                idle_s: 0,
+                ..flow
+            };
+            let r = lb
+                .reconciler
+                .install_synced(&[closing], now.0, now.1)
+                .unwrap();
+            assert_eq!(r.known, 1);
+            let sweep = lb
+                .reconciler
+                .expire_nat_flows(&timeouts, xdp_lb::clock::coarse_now_s())
+                .unwrap();
+            assert_eq!((sweep.live["closing"], sweep.live["established"]), (1, 0));
+            // And closed: both entries go, the SNAT port with them.
+            let gone = lb.reconciler.remove_synced(&[xdp_lb::nat::ClosedFlow {
+                proto: IPPROTO_TCP,
+                client: (CLIENT, 41234).into(),
+                vip: (VIP, 443).into(),
+            }]);
+            assert_eq!(gone, 1);
+            assert_eq!(
+                (lb.maps().flows().count(), lb.maps().nat_flows().count()),
+                (0, 0)
+            );
         })
         .unwrap();
     }

@@ -657,6 +657,8 @@ pub struct SyncEvent {
 
 pub const SYNC_EVENT_DSR: u8 = 1;
 pub const SYNC_EVENT_NAT: u8 = 2;
+/// A NAT flow that started closing (FIN or RST seen).
+pub const SYNC_EVENT_NAT_CLOSING: u8 = 3;
 
 /// A flow-log event, sent through the `FLOW_LOG` ring buffer.
 #[repr(C)]

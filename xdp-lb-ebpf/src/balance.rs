@@ -50,7 +50,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
             unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
         if let Some(backend) = live_backend(backend_id, flow_vip)? {
             let nat = if flow_flags & FLOW_F_NAT != 0 {
-                Some(nat::touch(entry, packet.tcp_flags))
+                Some(nat::touch(entry, packet.tcp_flags, flow))
             } else {
                 None
             };

@@ -243,7 +243,7 @@ fn flow_hit(packet: *const Packet6, choice: ChoicePtr) -> Step {
             // pointer may copy its undefined payload from registers never written, which
             // the verifier refuses (`!read_ok`). `frame` starts with None.
             if flow_flags & FLOW_F_NAT != 0 {
-                choice.nat = Some(nat::touch(entry, packet.tcp_flags));
+                choice.nat = Some(nat::touch(entry, packet.tcp_flags, &packet.flow));
             }
             DONE
         }
@@ -420,7 +420,11 @@ fn nat_reply(packet: *const Packet6, choice: ChoicePtr) -> Step {
     let (rewrite, vip_id, backend_id) = if let Some(entry) = NAT_FLOWS6.get_ptr_mut(packet.flow) {
         // SAFETY: a map value pointer from a successful lookup.
         let ids = unsafe { ((*entry).vip_id, (*entry).backend_id) };
-        (nat::touch(entry, packet.tcp_flags), ids.0, ids.1)
+        (
+            nat::touch(entry, packet.tcp_flags, &packet.flow),
+            ids.0,
+            ids.1,
+        )
     } else if let Some(embryo) = NAT_EMBRYONIC6.get_ptr(packet.flow) {
         // SAFETY: as above.
         let ids = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };

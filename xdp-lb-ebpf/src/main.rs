@@ -94,7 +94,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
         {
             // SAFETY: a map value pointer from a successful lookup.
             let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
-            let rewrite = nat::touch(entry, packet.tcp_flags);
+            let rewrite = nat::touch(entry, packet.tcp_flags, &packet.flow);
             let action = nat_rewrite::rewrite_and_route(ctx, &packet, &rewrite)?;
             let tx = action == xdp_action::XDP_TX;
             add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);

@@ -175,8 +175,14 @@ fn now_s() -> u32 {
 
 /// Records this packet in its flow entry (TCP state and last-seen second) and returns the
 /// entry's rewrite. Writes only when something changed, at most once a second per flow.
+/// `key` is the packet's own 5-tuple (the client's, or the backend's reply): a flow that
+/// starts closing is reported to the sync by its client's (`sync_events::closing`).
 #[inline(always)]
-pub fn touch<A: Copy>(entry: *mut FlowValueOf<A>, tcp_flags: u8) -> Rewrite<A> {
+pub fn touch<K: FlowTuple>(
+    entry: *mut FlowValueOf<K::Addr>,
+    tcp_flags: u8,
+    key: &K,
+) -> Rewrite<K::Addr> {
     // SAFETY: a map value pointer from a successful lookup.
     let v = unsafe { &mut *entry };
     let mut flags = v.flags;
@@ -193,6 +199,9 @@ pub fn touch<A: Copy>(entry: *mut FlowValueOf<A>, tcp_flags: u8) -> Rewrite<A> {
     let now = now_s();
     let new_second = now != v.last_seen_s;
     if flags != v.flags || new_second {
+        if flags & FLOW_F_CLOSING != 0 && v.flags & FLOW_F_CLOSING == 0 {
+            crate::sync_events::closing(entry, key);
+        }
         v.flags = flags;
         v.last_seen_s = now;
     }

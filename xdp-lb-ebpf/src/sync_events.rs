@@ -4,7 +4,9 @@
 //! packets never do.
 
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
-use xdp_lb_common::{Counter, FlowTuple, SyncEvent};
+use xdp_lb_common::{
+    Counter, FLOW_F_REPLY, FlowTuple, FlowValueOf, SYNC_EVENT_NAT_CLOSING, SyncEvent,
+};
 
 use crate::{
     maps::{SETTINGS, SYNC_EVENTS},
@@ -45,4 +47,36 @@ pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, sn
     // No wakeup: waking the reader is most of a report's cost (the kernel's irq_work per
     // record); the agent drains the ring on its batch tick instead (`batch_interval`).
     entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+/// A NAT flow that starts closing (the first FIN or RST its client's, or its backend's, entry
+/// sees: at most twice a flow): reported so that the peers' copies expire by
+/// `nat_closing_timeout` too. `key` is the packet's 5-tuple; from a
+/// reply entry the client's is its rewrite's reverse. A call of its own: the rare path keeps
+/// its stack out of the callers' (the IPv6 path's is tight).
+#[inline(never)]
+pub fn closing<K: FlowTuple>(entry: *const FlowValueOf<K::Addr>, key: &K) {
+    // SAFETY: a map value pointer from a successful lookup, live while this program runs.
+    let v = unsafe { &*entry };
+    let (client, snat_port_be) = if v.flags & FLOW_F_REPLY != 0 {
+        (
+            K::tuple(
+                v.nat_dst_addr_be,
+                v.nat_src_addr_be,
+                v.nat_dst_port_be,
+                v.nat_src_port_be,
+                key.proto(),
+            ),
+            key.dst_port_be(),
+        )
+    } else {
+        (*key, v.nat_src_port_be)
+    };
+    report(
+        SYNC_EVENT_NAT_CLOSING,
+        &client,
+        v.backend_id,
+        v.vip_id,
+        snat_port_be,
+    );
 }

@@ -156,14 +156,19 @@ where
         // Known. A NAT copy that the peer says was busy more recently than this node last saw
         // it (the peer's refresh, `stream.rs`) is freshened, both entries, so that it does not
         // expire here while it lives there. (Only a copy: this node sees none of its packets.)
-        if snat.is_some() && mine.flags & FLOW_F_NAT != 0 && mine.last_seen_s < last_seen_s {
+        // A copy whose flow started closing there is closing here too (its timeout).
+        let closing = f.state & FLOW_F_CLOSING;
+        let changes = mine.last_seen_s < last_seen_s || mine.flags & closing != closing;
+        if snat.is_some() && mine.flags & FLOW_F_NAT != 0 && changes {
             let reply_key: K = crate::nat::other_direction(&mine);
             if let Ok(mut reply) = nat_flows.get(&reply_key, 0) {
                 reply.last_seen_s = reply.last_seen_s.max(last_seen_s);
+                reply.flags |= closing;
                 let _ = nat_flows.insert(reply_key, reply, 0);
             }
             let fresher = FlowValueOf::<A> {
-                last_seen_s,
+                last_seen_s: mine.last_seen_s.max(last_seen_s),
+                flags: mine.flags | closing,
                 ..mine
             };
             let _ = flows.insert(client_key, fresher, 0);

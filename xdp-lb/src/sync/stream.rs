@@ -33,7 +33,7 @@ use tokio::{
     sync::mpsc,
     task::JoinHandle,
 };
-use xdp_lb_common::{SYNC_EVENT_DSR, SYNC_EVENT_NAT, SyncEvent};
+use xdp_lb_common::{SYNC_EVENT_DSR, SYNC_EVENT_NAT, SYNC_EVENT_NAT_CLOSING, SyncEvent};
 
 use super::{
     replay::Replay,
@@ -543,7 +543,7 @@ fn record(bytes: &[u8], dir: &Directory) -> Option<FlowRecord> {
     let (backend, backend_port) = *dir.backends.get(&e.backend_id)?;
     let kind = match e.kind {
         SYNC_EVENT_DSR => RecordKind::Dsr,
-        SYNC_EVENT_NAT => RecordKind::Nat,
+        SYNC_EVENT_NAT | SYNC_EVENT_NAT_CLOSING => RecordKind::Nat,
         _ => return None,
     };
     let snat = match kind {
@@ -560,10 +560,10 @@ fn record(bytes: &[u8], dir: &Directory) -> Option<FlowRecord> {
     Some(FlowRecord {
         kind,
         proto: e.proto,
-        state: if kind == RecordKind::Nat {
-            wire::STATE_ESTABLISHED
-        } else {
-            0
+        state: match e.kind {
+            SYNC_EVENT_NAT => wire::STATE_ESTABLISHED,
+            SYNC_EVENT_NAT_CLOSING => wire::STATE_ESTABLISHED | wire::STATE_CLOSING,
+            _ => 0,
         },
         client: SocketAddr::new(addr(e.src_addr), u16::from_be(e.src_port_be)),
         vip: SocketAddr::new(addr(e.dst_addr), u16::from_be(e.dst_port_be)),
