@@ -664,3 +664,52 @@ fn forged_garbled_and_replayed_sync_datagrams_change_nothing_and_are_counted() {
         "{after}"
     );
 }
+
+/// Behind ECMP (`[announce]`), a node that starts announces nothing before it has the other
+/// nodes' flows: its VIP is withdrawn, "waiting for the sync snapshot", until the snapshot
+/// wait ends (here: no peer answers, 2 s), then announced.
+#[test]
+fn an_announcing_node_waits_for_the_snapshot_before_it_announces() {
+    require_root!();
+    let b = bed();
+    let text = format!(
+        "{}\n[sync]\npeers = [\"{LB2_ADDR}\"]\nsource = \"{LB1_ADDR}\"\nkey_file = \"{}\"\nsnapshot_wait = \"2s\"\n",
+        b.topo
+            .agent_config(&pin_dir(&b, 1))
+            .key("control_socket", socket(&b, 1))
+            .key("listen", "")
+            .vip((0..3).fold(fixtures::vip("web", VIP, DSR_PORT), |v, i| {
+                v.backend(backend_addr(i))
+            }),)
+            .announce("engine_socket", ""),
+        b.key.display()
+    );
+    let path = config_path(&b, 1);
+    std::fs::write(&path, text).unwrap();
+    let started = Instant::now();
+    let mut lb1 = Agent::start(
+        &b.topo.lb,
+        &["run", "--config", path.to_str().unwrap()],
+        b.topo.dir.join("lb1-announce.log"),
+        READY,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let verdict = || status(&socket(&b, 1))["vips"][0]["announce"].clone();
+    let early = verdict();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "too slow to look"
+    );
+    assert_eq!(early, "withdrawn: waiting for the sync snapshot", "{early}");
+    let after = wait_for("the VIP announced", Duration::from_secs(6), || {
+        verdict() == "announced"
+    });
+    eprintln!(
+        "announced {:?} after start ({after:?} after the first look)",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    lb1.wait_for_log("no peer completed a snapshot", Duration::from_secs(1))
+        .unwrap();
+}

@@ -43,6 +43,9 @@ pub struct Facts<'a> {
     pub attached: bool,
     /// VIPs with no usable backend at the last reconcile.
     pub without_backends: &'a BTreeSet<AnyVipKey>,
+    /// `[sync]`: still waiting for a peer's snapshot (a node that starts announces nothing
+    /// before it holds the flows the other nodes serve).
+    pub awaiting_snapshot: bool,
 }
 
 /// Whether the routing engine answers on `announce.engine_socket`.
@@ -136,6 +139,8 @@ impl Announcer {
         let own = |v: &crate::config::VipConfig| -> Option<String> {
             if self.draining {
                 Some("draining".into())
+            } else if facts.awaiting_snapshot {
+                Some("waiting for the sync snapshot".into())
             } else if !facts.attached {
                 Some("the XDP program is not attached".into())
             } else if facts.without_backends.contains(&vip_key(v)) {

@@ -55,6 +55,7 @@ impl Agent {
         }
     }
 
+    /// The snapshot wait is over: VRRP may take the addresses, and `[announce]` announce.
     async fn lift_vrrp_hold(&mut self, snapshot: String) {
         if let Some(rt) = self.sync.as_mut() {
             rt.snapshot = snapshot;
@@ -62,6 +63,7 @@ impl Agent {
         for instance in &self.vrrp {
             instance.hold(None).await;
         }
+        self.track().await;
     }
 
     /// The sender's directory: backend ids → addresses, and the SNAT addresses.

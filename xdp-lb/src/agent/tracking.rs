@@ -26,6 +26,7 @@ impl Agent {
                 config: &self.config,
                 attached,
                 without_backends: &self.vips_without_backends,
+                awaiting_snapshot: self.sync.as_ref().is_some_and(|s| s.snapshot == "waiting"),
             };
             announcer.sync(&facts).await;
         }
