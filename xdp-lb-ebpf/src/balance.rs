@@ -132,7 +132,8 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
             // An LRU insert only fails on allocation failure under memory pressure; the packet
             // is still forwarded and the flow's next packet picks the same backend from the
             // same table.
-            if FLOWS.insert(flow, value, 0).is_ok() {
+            // SAFETY: the settings map value, live while this program runs.
+            if FLOWS.insert(flow, value, 0).is_ok() && unsafe { (*settings).sync_events } != 0 {
                 crate::sync_events::report(SYNC_EVENT_DSR, flow, backend_id, vip.vip_id, 0);
             }
         } else {

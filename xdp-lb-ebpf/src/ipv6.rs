@@ -296,7 +296,8 @@ fn new_dsr_flow(
             ..FlowValue6::default()
         };
         // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
-        if FLOWS6.insert(flow, value, 0).is_ok() {
+        // SAFETY: the settings map value, live while this program runs.
+        if FLOWS6.insert(flow, value, 0).is_ok() && unsafe { (*settings).sync_events } != 0 {
             crate::sync_events::report(
                 xdp_lb_common::SYNC_EVENT_DSR,
                 flow,

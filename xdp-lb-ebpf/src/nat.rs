@@ -485,13 +485,15 @@ pub fn promote<K: NatFamily>(
     let _ = K::embryonic().remove(&slots.key);
     let _ = K::embryonic_client().remove(flow);
     // Established: worth keeping across a failover.
-    crate::sync_events::report(
-        xdp_lb_common::SYNC_EVENT_NAT,
-        flow,
-        slots.forward.backend_id,
-        slots.forward.vip_id,
-        slots.forward.nat_src_port_be,
-    );
+    if crate::sync_events::enabled() {
+        crate::sync_events::report(
+            xdp_lb_common::SYNC_EVENT_NAT,
+            flow,
+            slots.forward.backend_id,
+            slots.forward.vip_id,
+            slots.forward.nat_src_port_be,
+        );
+    }
     Ok((
         Rewrite::of(&slots.forward, core::ptr::null_mut(), true),
         slots.forward.backend_id,

@@ -13,17 +13,19 @@ use crate::{
     stats::count,
 };
 
-/// Reports a flow: `kind` is `SYNC_EVENT_DSR` or `SYNC_EVENT_NAT`; `snat_port_be` is NAT's.
-/// Written in place in the ring (no copy on the IPv6 path's tight stack). A full ring (the
-/// agent is behind) loses the event, counted: the flow is forwarded all the same.
+/// Whether the agent asked for reports (`[sync]`), for callers without the settings at hand
+/// (the DSR new-flow paths read `Settings::sync_events` from the settings they hold).
+#[inline(always)]
+pub fn enabled() -> bool {
+    SETTINGS.get(0).is_some_and(|s| s.sync_events != 0)
+}
+
+/// Reports a flow (the caller checked that reports are on): `kind` is a `SYNC_EVENT_*`;
+/// `snat_port_be` is NAT's. Written in place in the ring (no copy on the IPv6 path's tight
+/// stack). A full ring (the agent is behind) loses the event, counted: the flow is forwarded
+/// all the same.
 #[inline(always)]
 pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, snat_port_be: u16) {
-    let Some(settings) = SETTINGS.get(0) else {
-        return;
-    };
-    if settings.sync_events == 0 {
-        return;
-    }
     let Some(mut entry) = SYNC_EVENTS.reserve::<SyncEvent>(0) else {
         count(Counter::SyncEventLost);
         return;
@@ -56,6 +58,9 @@ pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, sn
 /// its stack out of the callers' (the IPv6 path's is tight).
 #[inline(never)]
 pub fn closing<K: FlowTuple>(entry: *const FlowValueOf<K::Addr>, key: &K) {
+    if !enabled() {
+        return;
+    }
     // SAFETY: a map value pointer from a successful lookup, live while this program runs.
     let v = unsafe { &*entry };
     let (client, snat_port_be) = if v.flags & FLOW_F_REPLY != 0 {

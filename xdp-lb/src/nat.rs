@@ -111,19 +111,21 @@ pub struct ClosedFlow {
 impl ClosedFlow {
     /// The flow whose client direction is `key`.
     pub fn of<K: FlowTuple>(key: &K) -> Self {
-        let ip = |a: K::Addr| -> std::net::IpAddr {
-            let b = K::addr16(a);
-            if K::FAMILY == 4 {
-                std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
-            } else {
-                std::net::Ipv6Addr::from(b).into()
-            }
-        };
         ClosedFlow {
             proto: key.proto(),
-            client: (ip(key.src()), u16::from_be(key.src_port_be())).into(),
-            vip: (ip(key.dst()), u16::from_be(key.dst_port_be())).into(),
+            client: (ip_of::<K>(key.src()), u16::from_be(key.src_port_be())).into(),
+            vip: (ip_of::<K>(key.dst()), u16::from_be(key.dst_port_be())).into(),
         }
+    }
+}
+
+/// A map's address (network order, either family) as an `IpAddr`.
+pub fn ip_of<K: FlowTuple>(a: K::Addr) -> std::net::IpAddr {
+    let b = K::addr16(a);
+    if K::FAMILY == 4 {
+        std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+    } else {
+        std::net::Ipv6Addr::from(b).into()
     }
 }
 

@@ -1,5 +1,5 @@
 //! A snapshot for a peer: every flow this node holds, read from the pinned flow tables (the
-//! reconciler stays their one writer; this only reads, like `xdp-lb inspect`).
+//! reconciler stays their one writer; this only reads, like `xdp-lb inspect`), and sent paced.
 //!
 //! Each client-direction entry of `FLOWS` and `FLOWS6` is one flow: a DSR entry names its
 //! backend by id (turned into an address by the directory), a NAT entry carries its own
@@ -7,65 +7,69 @@
 //! anyway (the client's SYN is retried).
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use aya::maps::{HashMap, Map, MapData};
+use tokio::net::UdpSocket;
 use xdp_lb_common::{
-    FLOW_F_CLOSING, FLOW_F_NAT, FLOW_F_REPLY, FlowKey, FlowKey6, FlowValue, FlowValue6, map_names,
+    FLOW_F_CLOSING, FLOW_F_NAT, FLOW_F_REPLY, FlowKey, FlowKey6, FlowTuple, FlowValueOf, map_names,
 };
 
+use crate::nat::ip_of;
+
 use super::{
-    stream::Directory,
-    wire::{FlowRecord, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
+    stream::{Directory, Sealer, SyncStats},
+    wire::{self, FlowRecord, MessageKind, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
 };
 
 /// Every flow of both families, as records.
 pub fn walk(pin_dir: &Path, dir: &Directory) -> Result<Vec<FlowRecord>, String> {
     let now_s = crate::clock::coarse_now_s();
-    let open =
-        |name: &str| MapData::from_pin(pin_dir.join(name)).map_err(|e| format!("{name}: {e}"));
     let mut out = Vec::new();
-    let flows: HashMap<MapData, FlowKey, FlowValue> = Map::LruHashMap(open(map_names::FLOWS)?)
-        .try_into()
-        .map_err(|e| format!("FLOWS: {e}"))?;
-    for (k, v) in flows.iter().filter_map(Result::ok) {
-        let ip = |a: u32| IpAddr::V4(Ipv4Addr::from(a.to_ne_bytes()));
-        let flow = Entry {
-            proto: k.proto,
-            client: SocketAddr::new(ip(k.src_addr_be), u16::from_be(k.src_port_be)),
-            vip: SocketAddr::new(ip(k.dst_addr_be), u16::from_be(k.dst_port_be)),
-            nat: (
-                SocketAddr::new(ip(v.nat_dst_addr_be), u16::from_be(v.nat_dst_port_be)),
-                SocketAddr::new(ip(v.nat_src_addr_be), u16::from_be(v.nat_src_port_be)),
-            ),
-            backend_id: v.backend_id,
-            flags: v.flags,
-            last_seen_s: v.last_seen_s,
-        };
-        out.extend(flow.record(dir, now_s));
-    }
-    let flows6: HashMap<MapData, FlowKey6, FlowValue6> = Map::LruHashMap(open(map_names::FLOWS6)?)
-        .try_into()
-        .map_err(|e| format!("FLOWS6: {e}"))?;
-    for (k, v) in flows6.iter().filter_map(Result::ok) {
-        let ip = |a: [u8; 16]| IpAddr::V6(Ipv6Addr::from(a));
-        let flow = Entry {
-            proto: k.proto,
-            client: SocketAddr::new(ip(k.src_addr), u16::from_be(k.src_port_be)),
-            vip: SocketAddr::new(ip(k.dst_addr), u16::from_be(k.dst_port_be)),
-            nat: (
-                SocketAddr::new(ip(v.nat_dst_addr_be), u16::from_be(v.nat_dst_port_be)),
-                SocketAddr::new(ip(v.nat_src_addr_be), u16::from_be(v.nat_src_port_be)),
-            ),
-            backend_id: v.backend_id,
-            flags: v.flags,
-            last_seen_s: v.last_seen_s,
-        };
-        out.extend(flow.record(dir, now_s));
-    }
+    family::<FlowKey, u32>(pin_dir, map_names::FLOWS, dir, now_s, &mut out)?;
+    family::<FlowKey6, [u8; 16]>(pin_dir, map_names::FLOWS6, dir, now_s, &mut out)?;
     Ok(out)
+}
+
+/// One family's flow table, read entry by entry.
+fn family<K, A>(
+    pin_dir: &Path,
+    name: &str,
+    dir: &Directory,
+    now_s: u32,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), String>
+where
+    K: FlowTuple<Addr = A> + aya::Pod,
+    A: Copy + PartialEq + Default,
+    FlowValueOf<A>: aya::Pod,
+{
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    let flows: HashMap<MapData, K, FlowValueOf<A>> = Map::LruHashMap(data)
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    for (k, v) in flows.iter().filter_map(Result::ok) {
+        let c = crate::nat::ClosedFlow::of(&k);
+        let sock = |a: A, port_be: u16| SocketAddr::new(ip_of::<K>(a), u16::from_be(port_be));
+        let entry = Entry {
+            proto: c.proto,
+            client: c.client,
+            vip: c.vip,
+            nat: (
+                sock(v.nat_dst_addr_be, v.nat_dst_port_be),
+                sock(v.nat_src_addr_be, v.nat_src_port_be),
+            ),
+            backend_id: v.backend_id,
+            flags: v.flags,
+            last_seen_s: v.last_seen_s,
+        };
+        out.extend(entry.record(dir, now_s));
+    }
+    Ok(())
 }
 
 /// One client-direction entry, of either family.
@@ -115,4 +119,57 @@ impl Entry {
             idle_s: 0,
         })
     }
+}
+
+/// What a snapshot sender needs, cloned out of the sync task.
+pub(super) struct Snapshot {
+    pub(super) socket: Arc<UdpSocket>,
+    pub(super) to: SocketAddr,
+    pub(super) sealer: Sealer,
+    pub(super) rate: u32,
+    pub(super) pin_dir: std::path::PathBuf,
+    pub(super) directory: Directory,
+    pub(super) stats: Arc<SyncStats>,
+}
+
+/// Walks the flow tables (on a blocking thread) and sends every flow to one peer, paced at
+/// the datagram rate, then `SnapshotEnd`.
+pub(super) async fn send(s: Snapshot) {
+    let (pin_dir, dir) = (s.pin_dir.clone(), s.directory.clone());
+    let records = tokio::task::spawn_blocking(move || walk(&pin_dir, &dir))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(peer = %s.to, error = %e, "sync: reading the flow tables for a snapshot failed");
+            Vec::new()
+        }
+    };
+    tracing::info!(peer = %s.to, flows = records.len(), "sync: sending a snapshot");
+    // Paced: at most `rate` datagrams a second, in slices of a millisecond.
+    let per_ms = (s.rate / 1000).max(1) as usize;
+    for (i, chunk) in records.chunks(wire::MAX_RECORDS).enumerate() {
+        send_one(&s, MessageKind::SnapshotChunk, chunk.to_vec()).await;
+        if (i + 1) % per_ms == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    send_one(&s, MessageKind::SnapshotEnd, Vec::new()).await;
+}
+
+/// One snapshot datagram. A snapshot should not lose datagrams to a full socket buffer: a
+/// refused send is retried for up to 100 ms before it is dropped (counted).
+async fn send_one(s: &Snapshot, kind: MessageKind, records: Vec<FlowRecord>) {
+    let n = records.len() as u64;
+    let datagram = s.sealer.seal(kind, records);
+    for _ in 0..100 {
+        if s.socket.try_send_to(&datagram, s.to).is_ok() {
+            s.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+            s.stats.flows_sent.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.stats.flows_dropped.fetch_add(n, Ordering::Relaxed);
 }

@@ -153,6 +153,7 @@ pub async fn start(
     let stats = Arc::new(SyncStats::default());
     let directory = Arc::new(RwLock::new(Directory::default()));
     let epoch = crate::clock::unix_now_ns();
+    let key = Arc::new(Key::new(key));
     let task = tokio::spawn(run(
         Runner {
             socket,
@@ -161,10 +162,13 @@ pub async fn start(
                 .iter()
                 .map(|p| (*p, config.port).into())
                 .collect(),
-            key: Arc::new(Key::new(key)),
-            node: (epoch as u32) ^ std::process::id(),
-            epoch,
-            seq: Arc::new(AtomicU64::new(0)),
+            key: key.clone(),
+            sealer: Sealer {
+                key,
+                node: (epoch as u32) ^ std::process::id(),
+                epoch,
+                seq: Arc::new(AtomicU64::new(0)),
+            },
             pin_dir: pin_dir.to_owned(),
             snapshot_wait: config.snapshot_wait,
             batch_interval: config.batch_interval,
@@ -187,14 +191,38 @@ pub async fn start(
     ))
 }
 
-struct Runner {
-    socket: Arc<UdpSocket>,
-    peers: Vec<SocketAddr>,
+/// Makes this node's datagrams: its key, node id, epoch and the one sequence of the epoch
+/// (shared with the snapshot senders).
+#[derive(Clone)]
+pub(super) struct Sealer {
     key: Arc<Key>,
     node: u32,
     epoch: u64,
-    /// Shared with the snapshot senders: one sequence per epoch.
     seq: Arc<AtomicU64>,
+}
+
+impl Sealer {
+    /// The next datagram: `records` (at most `wire::MAX_RECORDS`) as `kind`, authenticated.
+    pub(super) fn seal(&self, kind: MessageKind, records: Vec<FlowRecord>) -> Vec<u8> {
+        wire::encode(
+            &Message {
+                kind,
+                node: self.node,
+                epoch: self.epoch,
+                seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+                records,
+            },
+            &self.key,
+        )
+    }
+}
+
+struct Runner {
+    socket: Arc<UdpSocket>,
+    peers: Vec<SocketAddr>,
+    /// The shared key, to verify the peers' datagrams.
+    key: Arc<Key>,
+    sealer: Sealer,
     pin_dir: std::path::PathBuf,
     /// Zero: no snapshot is asked for.
     snapshot_wait: Duration,
@@ -328,13 +356,10 @@ async fn run(
                         let busy = sending.get(&from.ip()).is_some_and(|t| !t.is_finished());
                         if !busy {
                             let dir = r.directory.read().map(|d| d.clone()).unwrap_or_default();
-                            sending.insert(from.ip(), tokio::spawn(send_snapshot(Snapshot {
+                            sending.insert(from.ip(), tokio::spawn(super::snapshot::send(super::snapshot::Snapshot {
                                 socket: r.socket.clone(),
                                 to: SocketAddr::new(from.ip(), r.peers.iter().find(|p| p.ip() == from.ip()).map_or(from.port(), |p| p.port())),
-                                key: r.key.clone(),
-                                node: r.node,
-                                epoch: r.epoch,
-                                seq: r.seq.clone(),
+                                sealer: r.sealer.clone(),
                                 rate: r.rate,
                                 pin_dir: r.pin_dir.clone(),
                                 directory: dir,
@@ -382,16 +407,7 @@ fn flush(
     }
     let n = pending.len().min(wire::MAX_RECORDS);
     let records: Vec<FlowRecord> = pending.drain(..n).collect();
-    let datagram = wire::encode(
-        &Message {
-            kind: MessageKind::Flows,
-            node: r.node,
-            epoch: r.epoch,
-            seq: r.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            records,
-        },
-        &r.key,
-    );
+    let datagram = r.sealer.seal(MessageKind::Flows, records);
     *sent_in_window += 1;
     for peer in &r.peers {
         // Never wait for a peer: a full socket buffer drops (UDP would lose it anyway).
@@ -446,84 +462,10 @@ fn forward(r: &Runner, records: Vec<FlowRecord>) {
 
 /// A message without flows (a snapshot request) to every peer.
 fn send_control(r: &Runner, kind: MessageKind) {
-    let datagram = wire::encode(
-        &Message {
-            kind,
-            node: r.node,
-            epoch: r.epoch,
-            seq: r.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            records: Vec::new(),
-        },
-        &r.key,
-    );
+    let datagram = r.sealer.seal(kind, Vec::new());
     for peer in &r.peers {
         let _ = r.socket.try_send_to(&datagram, *peer);
     }
-}
-
-/// What a snapshot sender needs, cloned out of the runner.
-struct Snapshot {
-    socket: Arc<UdpSocket>,
-    to: SocketAddr,
-    key: Arc<Key>,
-    node: u32,
-    epoch: u64,
-    seq: Arc<AtomicU64>,
-    rate: u32,
-    pin_dir: std::path::PathBuf,
-    directory: Directory,
-    stats: Arc<SyncStats>,
-}
-
-/// Walks the flow tables (on a blocking thread) and sends every flow to one peer, paced at
-/// the datagram rate, then `SnapshotEnd`.
-async fn send_snapshot(s: Snapshot) {
-    let (pin_dir, dir) = (s.pin_dir.clone(), s.directory.clone());
-    let records = tokio::task::spawn_blocking(move || super::snapshot::walk(&pin_dir, &dir))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    let records = match records {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(peer = %s.to, error = %e, "sync: reading the flow tables for a snapshot failed");
-            Vec::new()
-        }
-    };
-    tracing::info!(peer = %s.to, flows = records.len(), "sync: sending a snapshot");
-    // Paced: at most `rate` datagrams a second, in slices of a millisecond.
-    let per_ms = (s.rate / 1000).max(1) as usize;
-    for (i, chunk) in records.chunks(wire::MAX_RECORDS).enumerate() {
-        send_one(&s, MessageKind::SnapshotChunk, chunk.to_vec()).await;
-        if (i + 1) % per_ms == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    send_one(&s, MessageKind::SnapshotEnd, Vec::new()).await;
-}
-
-/// One snapshot datagram. A snapshot should not lose datagrams to a full socket buffer: a
-/// refused send is retried for up to 100 ms before it is dropped (counted).
-async fn send_one(s: &Snapshot, kind: MessageKind, records: Vec<FlowRecord>) {
-    let n = records.len() as u64;
-    let datagram = wire::encode(
-        &Message {
-            kind,
-            node: s.node,
-            epoch: s.epoch,
-            seq: s.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            records,
-        },
-        &s.key,
-    );
-    for _ in 0..100 {
-        if s.socket.try_send_to(&datagram, s.to).is_ok() {
-            s.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
-            s.stats.flows_sent.fetch_add(n, Ordering::Relaxed);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    s.stats.flows_dropped.fetch_add(n, Ordering::Relaxed);
 }
 
 /// A reported flow as the peers get it, or None if the directory does not know its backend.
