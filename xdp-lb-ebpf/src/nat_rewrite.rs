@@ -203,8 +203,8 @@ fn send(
 ) -> Result<u32, Counter> {
     // SAFETY: bounds-checked by the parser; the frame was not resized.
     unsafe {
-        (*eth).dst_addr = dmac;
-        (*eth).src_addr = smac;
+        crate::forward::set_mac(&raw mut (*eth).dst_addr, &dmac);
+        crate::forward::set_mac(&raw mut (*eth).src_addr, &smac);
     }
     if ifindex == ingress {
         return Ok(xdp_action::XDP_TX);

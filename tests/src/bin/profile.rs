@@ -1,0 +1,102 @@
+//! One data-plane path, run alone in a loop through BPF_PROG_TEST_RUN for a while, so that a
+//! profiler can see where its time goes (issue 18):
+//!
+//! ```text
+//! cargo build --release -p xdp-lb-tests --bin profile
+//! target/release/profile --path hit --seconds 5 &
+//! perf record -a -g -- sleep 4; perf report --no-children --sort symbol
+//! ```
+//!
+//! The JIT'd program and its calls show as `bpf_prog_<tag>_<name>` (net.core.bpf_jit_kallsyms),
+//! the helpers and map code as kernel symbols. Each path is checked once before the loop, by
+//! its verdict and counter, as the bench does.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+use clap::Parser;
+use xdp_lb_common::Counter;
+use xdp_lb_tests::{
+    fixtures,
+    harness::{LOOPBACK_IFINDEX, Loaded, XDP_PASS, XDP_TX, run_program},
+    packet::{Frame, TCP_ACK},
+};
+
+#[derive(Parser)]
+struct Args {
+    /// hit (flow-table hit), new (new flow: Maglev and an insert), pass (TCP not to a VIP).
+    #[arg(long, default_value = "hit")]
+    path: String,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+fn frame(i: u32, port: u16) -> Vec<u8> {
+    let mut f = Frame::tcp(
+        Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8),
+        10_000 + (i % 50_000) as u16,
+        VIP,
+        port,
+    );
+    f.flags = TCP_ACK;
+    f.build()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let text = fixtures::config("lo")
+        .bed("@PIN_DIR@", 1 << 20, 4)
+        .vip(fixtures::three_backends("web", 80))
+        .to_string();
+    let lb = Loaded::new(&text, LOOPBACK_IFINDEX).context("loading xdp-lb")?;
+    let program = lb.dp().program();
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut runs = 0u64;
+    match args.path.as_str() {
+        "hit" | "pass" => {
+            let (f, verdict, counter) = if args.path == "hit" {
+                (frame(u32::MAX, 80), XDP_TX, Counter::Tx)
+            } else {
+                (frame(u32::MAX, 22), XDP_PASS, Counter::PassNotVip)
+            };
+            lb.run(&f)?;
+            let before = lb.counter(counter);
+            let r = run_program(program, &f, 1000)?;
+            ensure!(
+                r.action == verdict && lb.counter(counter) - before == 1000,
+                "{} took another path",
+                args.path
+            );
+            while Instant::now() < deadline {
+                run_program(program, &f, 1_000_000)?;
+                runs += 1_000_000;
+            }
+        }
+        "new" => {
+            // Distinct flows, never the same twice within a run (the table holds 1M; the LRU
+            // evicts the oldest once full, as under a real stream of new flows).
+            let mut i = 0u32;
+            let before = lb.counter(Counter::NewFlow);
+            while Instant::now() < deadline {
+                for _ in 0..10_000 {
+                    let r = run_program(program, &frame(i, 80), 1)?;
+                    ensure!(r.action == XDP_TX, "new flow: {}", r.action);
+                    i = i.wrapping_add(1);
+                }
+                runs += 10_000;
+            }
+            ensure!(
+                lb.counter(Counter::NewFlow) - before == runs,
+                "not every packet made a new flow"
+            );
+        }
+        other => anyhow::bail!("--path {other}: hit, new or pass"),
+    }
+    eprintln!("profile: {} runs of {}", runs, args.path);
+    Ok(())
+}
