@@ -999,16 +999,20 @@ mod sync {
 
     use super::*;
 
-    /// The NAT bed's config with `[sync]` (one peer, a root-only key).
-    fn config_with_sync() -> String {
+    /// Loads the NAT bed's config with `[sync]` (one peer, a root-only key, read when the
+    /// config is and removed after).
+    fn loaded_with_sync() -> Loaded {
         let key = std::env::temp_dir().join(format!("xlbt-sync-{}.key", std::process::id()));
         std::fs::write(&key, [0x5a; 32]).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        format!(
+        let text = format!(
             "{}\n[sync]\npeers = [\"198.18.0.3\"]\nkey_file = \"{}\"\n",
             config(4096),
             key.display()
-        )
+        );
+        let lb = Loaded::new(&text, LOOPBACK_IFINDEX);
+        let _ = std::fs::remove_file(&key);
+        lb.unwrap()
     }
 
     #[test]
@@ -1016,7 +1020,7 @@ mod sync {
         require_root!();
         let ns = lan();
         in_netns(&ns.name, move || {
-            let lb = Loaded::new(&config_with_sync(), LOOPBACK_IFINDEX).unwrap();
+            let lb = loaded_with_sync();
             let data = aya::maps::MapData::from_pin(lb.pin_dir.join("SYNC_EVENTS")).unwrap();
             let mut ring: aya::maps::RingBuf<_> = aya::maps::Map::RingBuf(data).try_into().unwrap();
             let r = lb

@@ -152,6 +152,20 @@ impl Agent {
                 rt.unknown += 1;
                 continue;
             };
+            // A NAT flow is only worth a copy here if its packets would leave from an address
+            // this node holds too (the VRRP address both nodes share): a peer with an SNAT
+            // address of its own (behind ECMP) makes flows this node could never carry, and a
+            // copy would only take their ports.
+            if let Some(snat) = r.snat {
+                let ours = match snat.ip() {
+                    IpAddr::V4(a) => self.snat_address.v4 == Some(a),
+                    IpAddr::V6(a) => self.snat_address.v6 == Some(a),
+                };
+                if !ours {
+                    rt.unknown += 1;
+                    continue;
+                }
+            }
             let mut state = 0;
             if r.state & STATE_ESTABLISHED != 0 {
                 state |= FLOW_F_ESTABLISHED;

@@ -50,7 +50,8 @@ pub struct SyncStatus {
     /// reason.
     pub stream: crate::sync::stream::SyncView,
     /// Peers' flows installed here; already known; refused because this node holds their
-    /// SNAT port for another flow; of a VIP or backend this node does not have.
+    /// SNAT port for another flow; of a VIP or backend this node does not have, or NAT flows
+    /// through an SNAT address that is not this node's.
     pub installed: u64,
     pub known: u64,
     pub conflicts: u64,
