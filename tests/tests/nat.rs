@@ -79,16 +79,41 @@ fn transfers(topo: &NatTopology, port: u16) -> ((String, bool), (String, bool)) 
     .unwrap()
 }
 
-fn assert_all_answered(answers: &[anyhow::Result<String>], n: usize) -> BTreeMap<String, usize> {
+fn assert_all_answered(
+    topo: &NatTopology,
+    answers: &[anyhow::Result<String>],
+    n: usize,
+) -> BTreeMap<String, usize> {
     let mut per_backend = BTreeMap::new();
     for (i, a) in answers.iter().enumerate() {
-        let body = a
-            .as_ref()
-            .unwrap_or_else(|e| panic!("connection {i} of {n} failed: {e:#}"));
+        let body = a.as_ref().unwrap_or_else(|e| {
+            panic!(
+                "connection {i} of {n} failed: {e:#}; the data plane's non-zero counters: {}",
+                nonzero_counters(topo)
+            )
+        });
         *per_backend.entry(body.clone()).or_insert(0) += 1;
     }
     assert_eq!(answers.len(), n);
     per_backend
+}
+
+/// The data plane's non-zero counters, for a failure's message.
+fn nonzero_counters(topo: &NatTopology) -> String {
+    match xdp_lb_tests::topology::inspect_stats(topo.lb(), &topo.inner.pin_dir()) {
+        Ok(stats) => stats["stats"]["counters"]
+            .as_object()
+            .map(|counters| {
+                counters
+                    .iter()
+                    .filter(|(_, v)| v.as_u64() != Some(0))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| stats.to_string()),
+        Err(e) => format!("(inspect stats failed: {e:#})"),
+    }
 }
 
 fn nat_flows(topo: &NatTopology) -> u64 {
@@ -137,7 +162,7 @@ fn nat_balances_plain_backends_on_another_subnet_and_port() {
     // the 25% backend's count has a standard deviation of ~27 against a tolerance of 100).
     const N: usize = 4000;
     let answers = connections(&topo, VIP_PORT, N);
-    let per_backend = assert_all_answered(&answers, N);
+    let per_backend = assert_all_answered(&topo, &answers, N);
     let closed_at = Instant::now();
     let total_weight: u32 = WEIGHTS.iter().sum();
     for (i, w) in WEIGHTS.iter().enumerate() {
@@ -186,7 +211,7 @@ fn nat_balances_plain_backends_on_another_subnet_and_port() {
             .collect::<Vec<_>>()
     })
     .unwrap();
-    let hairpin_backends = assert_all_answered(&hairpin, 30);
+    let hairpin_backends = assert_all_answered(&topo, &hairpin, 30);
     eprintln!("hairpin from be1 answered by {hairpin_backends:?}");
 
     let (_, status, _) = xdp_lb_cli_in(
@@ -266,7 +291,7 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
         http_get_many(vip6, N, Duration::from_secs(3))
     })
     .unwrap();
-    let per_backend = assert_all_answered(&answers, N);
+    let per_backend = assert_all_answered(&topo, &answers, N);
     eprintln!("NAT66: {N} connections answered by {per_backend:?}");
     for i in 1..=3 {
         let got = *per_backend.get(&format!("be{i}")).unwrap_or(&0) as f64 / N as f64;
@@ -278,7 +303,7 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
     }
     // And IPv4 NAT beside it.
     let answers = connections(&topo, VIP_PORT, 30);
-    assert_all_answered(&answers, 30);
+    assert_all_answered(&topo, &answers, 30);
 
     // 10 MB each way arrive byte-identical.
     let ((up_be, up_ok), (down_be, down_ok)) = in_netns(&topo.client.name, move || {
@@ -309,7 +334,7 @@ fn nat66_balances_ipv6_backends_carries_10_mb_each_way_and_hairpins() {
             .collect::<Vec<_>>()
     })
     .unwrap();
-    let hairpin_backends = assert_all_answered(&hairpin, 30);
+    let hairpin_backends = assert_all_answered(&topo, &hairpin, 30);
     eprintln!("NAT66 hairpin from be1 answered by {hairpin_backends:?}");
 
     // The flows, as inspect shows them: SNAT address and port, state, backend port.
@@ -430,7 +455,7 @@ fn haproxy_baseline_carries_the_same_traffic_through_the_same_topology() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let answers = connections(&topo, HAPROXY_PORT, 1000);
-    let per_backend = assert_all_answered(&answers, 1000);
+    let per_backend = assert_all_answered(&topo, &answers, 1000);
     assert_eq!(per_backend.len(), 3, "{per_backend:?}");
     let ((_, up_ok), (_, down_ok)) = transfers(&topo, HAPROXY_PORT);
     assert!(up_ok && down_ok, "10 MB each way through haproxy");
@@ -544,7 +569,7 @@ fn nat_flows_live_through_health_changes_reload_and_agent_restart() {
         )
         .unwrap();
     let answers = connections(&topo, VIP_PORT, 100);
-    let per = assert_all_answered(&answers, 100);
+    let per = assert_all_answered(&topo, &answers, 100);
     assert!(
         !per.contains_key(&format!("be{}", victim + 1)),
         "a down backend got new connections: {per:?}"

@@ -16,7 +16,7 @@ use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
     in_netns,
-    packet::{Frame, LB_MAC, TCP_ACK, TCP_SYN, checksum, icmp_error, l4_checksum},
+    packet::{Frame, LB_MAC, TCP_ACK, TCP_FIN, TCP_SYN, checksum, icmp_error, l4_checksum},
     require_root,
 };
 
@@ -378,7 +378,7 @@ fn unresolved_next_hop_goes_to_the_kernel_rewritten() {
 #[test]
 fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     require_root!();
-    // The sweep reads NAT_FLOWS a few thousand entries per syscall and deletes in bulk: check
+    // The sweep reads NAT_FLOWS a few thousand entries per syscall (and deletes one by one): check
     // it over several batches, with fresh entries left alone and stale ones all reclaimed.
     let config = config(16384);
     let mut lb = Loaded::new(&config, LOOPBACK_IFINDEX).unwrap();
@@ -411,6 +411,62 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     assert_eq!(swept.reclaimed, 5_000, "every stale half-open flow");
     assert_eq!(swept.live["syn_sent"], 5_000, "every fresh one kept");
     assert_eq!(lb.maps().nat_flows().count(), 5_000);
+}
+
+#[test]
+fn a_closing_flow_its_client_reopens_with_a_syn_outlives_the_closing_timeout() {
+    require_root!();
+    // A client that reuses its source port sends a SYN on its own closing flow: the flow goes
+    // on through the same binding (the backend sees one history per port) and is no longer
+    // closing, so the sweep keeps it; a closed flow beside it is reclaimed.
+    let ns = lan();
+    in_netns(&ns.name, move || {
+        let mut lb = Loaded::new(&config(4096), LOOPBACK_IFINDEX).unwrap();
+        let timeouts = Timeouts::of(&lb.config.agent);
+        let open_and_close = |client_port: u16| {
+            let syn = packet(CLIENT, client_port, VIP, 443, TCP_SYN, b"");
+            let snat_port = read_and_verify(&lb.run(&syn).unwrap().out).sport;
+            let synack = packet(BACKEND, 6443, SNAT, snat_port, TCP_SYN | TCP_ACK, b"");
+            lb.run(&synack).unwrap();
+            lb.run(&packet(CLIENT, client_port, VIP, 443, TCP_ACK, b""))
+                .unwrap();
+            let fin = packet(BACKEND, 6443, SNAT, snat_port, TCP_FIN | TCP_ACK, b"");
+            lb.run(&fin).unwrap();
+            snat_port
+        };
+        let reopened = open_and_close(40010);
+        open_and_close(40011);
+        assert_eq!(lb.maps().nat_flows().count(), 2);
+
+        let again = lb
+            .run(&packet(CLIENT, 40010, VIP, 443, TCP_SYN, b""))
+            .unwrap();
+        let out = read_and_verify(&again.out);
+        assert_eq!(
+            (out.src, out.sport, out.dst),
+            (SNAT, reopened, BACKEND),
+            "the same binding"
+        );
+        assert_eq!(lb.counter(Counter::NewFlow), 2, "no third flow");
+        // The backend accepts the SYN (its TIME_WAIT socket allows a newer one): the reply
+        // direction is no longer closing either.
+        let synack = packet(BACKEND, 6443, SNAT, reopened, TCP_SYN | TCP_ACK, b"");
+        let back = read_and_verify(&lb.run(&synack).unwrap().out);
+        assert_eq!((back.src, back.dport), (VIP, 40010));
+
+        let later = xdp_lb::clock::coarse_now_s() + timeouts.closing.as_secs().max(1) as u32 + 2;
+        let swept = lb.reconciler.expire_nat_flows(&timeouts, later).unwrap();
+        assert_eq!(swept.reclaimed, 1, "the flow that stayed closed");
+        assert_eq!(swept.live["established"], 1, "the reopened flow");
+        assert_eq!(swept.live["closing"], 0);
+        assert_eq!(
+            (lb.maps().nat_flows().count(), lb.maps().flows().count()),
+            (1, 1)
+        );
+        assert_eq!(swept.closed.len(), 1);
+        assert_eq!(swept.closed[0].client.port(), 40011);
+    })
+    .unwrap();
 }
 
 #[test]

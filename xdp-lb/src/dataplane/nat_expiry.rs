@@ -26,9 +26,10 @@ struct Family<'a, K, A> {
 ///
 /// Cost: the reply entries are read in bulk (BPF_MAP_LOOKUP_BATCH, thousands per syscall);
 /// the client direction is looked up only for a flow whose reply side has been idle longer
-/// than the shortest timeout (a fresher flow cannot be expired, whatever its state); expired
-/// entries are deleted in bulk too. At tens of thousands of new flows a second the walk
-/// used to cost more CPU than the data plane itself.
+/// than the shortest timeout (a fresher flow cannot be expired, whatever its state). At tens
+/// of thousands of new flows a second the walk used to cost more CPU than the data plane
+/// itself. An expired flow costs four syscalls (a fresh look at both entries, two deletes):
+/// looked at and deleted one by one, so that no packet can reopen it in between (below).
 pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<Sweep, MapError> {
     let mut out = Sweep::default();
     for state in [
@@ -75,15 +76,27 @@ where
         .as_secs()
         .max(1);
     let entries: Vec<(K, FlowValueOf<A>)> = read_all(maps.nat_flows.map())?;
-    let mut doomed: Vec<(K, Option<K>)> = Vec::new();
-    for (reply_key, reply) in entries {
-        if (now_s.saturating_sub(reply.last_seen_s) as u64) <= shortest {
+    for (reply_key, snapshot) in entries {
+        if (now_s.saturating_sub(snapshot.last_seen_s) as u64) <= shortest {
             // Alive whatever the client side says. Counted by the reply side's state.
             *out.live
-                .entry(FlowValue::nat_state(reply.flags).name())
+                .entry(FlowValue::nat_state(snapshot.flags).name())
                 .or_default() += 1;
             continue;
         }
+        // The bulk read is a snapshot, and the flow may have come back to life since: a client
+        // that reuses its port sends a SYN on its closing flow, which reopens it. Deleting it
+        // then would cut that new connection off mid-exchange (its SYN went out through the
+        // binding, its answer would find none: one connection in a few thousand when clients
+        // reuse ports as fast as the kernel hands them out). So a candidate is looked at
+        // again, alone, and its client direction is taken out in one step that returns what
+        // it held (`take`): if a packet reopened the flow between the look and the take, the
+        // entry goes straight back and the flow lives on.
+        let Ok(reply) = maps.nat_flows.get(&reply_key, 0) else {
+            continue;
+        };
+        // The client entry, if it still belongs to this flow (a new connection from the same
+        // client port may have a binding of its own by now).
         let client_key: K = other_direction(&reply);
         let client = maps
             .flows
@@ -94,54 +107,38 @@ where
             Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
             None => (reply.flags, reply.last_seen_s),
         };
-        if expired(flags, last, now_s, timeouts) {
-            doomed.push((reply_key, client.map(|_| client_key)));
-        } else {
+        if !expired(flags, last, now_s, timeouts) {
             *out.live
                 .entry(FlowValue::nat_state(flags).name())
                 .or_default() += 1;
+            continue;
         }
-    }
-    // The bulk read is a snapshot: a flow may have come back to life since (a client that
-    // reuses its port sends a SYN on its closing flow, which reopens it). Deleting it now
-    // would reset that new connection at its next packet, so each doomed flow is looked at
-    // again, alone, right before the deletes; what changed is left for the next sweep.
-    let doomed: Vec<(K, Option<K>)> = doomed
-        .into_iter()
-        .filter_map(|(reply_key, client_key)| {
-            let reply = maps.nat_flows.get(&reply_key, 0).ok()?;
-            // The client entry, if it still belongs to this flow (a new connection from the
-            // same client port may have a binding of its own by now).
-            let client = client_key.and_then(|k| {
-                maps.flows
-                    .get(&k, 0)
-                    .ok()
-                    .filter(|c| same_binding(c, &reply_key))
-                    .map(|c| (k, c))
-            });
-            let (flags, last) = match &client {
-                Some((_, c)) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
-                None => (reply.flags, reply.last_seen_s),
-            };
-            if expired(flags, last, now_s, timeouts) {
-                // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
-                out.closed
-                    .push(ClosedFlow::of(&other_direction::<K>(&reply)));
-                Some((reply_key, client.map(|(k, _)| k)))
-            } else {
+        // The client direction first: a packet racing the sweep then misses the flow (and is
+        // reset by the kernel) rather than using a binding whose port is about to be reused.
+        if client.is_some()
+            && let Some(taken) = take::<K, FlowValueOf<A>>(maps.flows.map(), &client_key)
+        {
+            let still_expired = same_binding(&taken, &reply_key)
+                && expired(
+                    reply.flags | taken.flags,
+                    reply.last_seen_s.max(taken.last_seen_s),
+                    now_s,
+                    timeouts,
+                );
+            if !still_expired {
+                // Insert-if-absent: should the reopened connection's next packet have made a
+                // flow of its own in the microseconds between, that one stays.
+                put_back(maps.flows.map(), &client_key, &taken);
                 *out.live
-                    .entry(FlowValue::nat_state(flags).name())
+                    .entry(FlowValue::nat_state(taken.flags).name())
                     .or_default() += 1;
-                None
+                continue;
             }
-        })
-        .collect();
-    // The client directions first: a packet racing the sweep then misses the flow (and is
-    // reset by the kernel) rather than using a binding whose port is about to be reused.
-    let clients: Vec<K> = doomed.iter().filter_map(|(_, c)| *c).collect();
-    delete_all(maps.flows.map(), &clients);
-    let replies: Vec<K> = doomed.iter().map(|(r, _)| *r).collect();
-    out.reclaimed += delete_all(maps.nat_flows.map(), &replies) as u64;
+        }
+        out.reclaimed += delete_all(maps.nat_flows.map(), &[reply_key]) as u64;
+        // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
+        out.closed.push(ClosedFlow::of(&client_key));
+    }
 
     // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
     // answered within `nat_syn_timeout` give their ports back now rather than at the next
@@ -188,16 +185,10 @@ struct BatchAttr {
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
-fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+/// The bpf(2) syscall with `attr`, one of the `bpf_attr` layouts of this file.
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<()> {
     // SAFETY: attr and the buffers it points to are live and sized as it says.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
     if rc == 0 {
         Ok(())
     } else {
@@ -238,7 +229,7 @@ fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> std::io::Res
             map_fd: fd,
             ..Default::default()
         };
-        let result = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
         let n = (attr.count as usize).min(chunk);
         out.extend(keys.into_iter().zip(values).take(n));
         match result {
@@ -255,6 +246,51 @@ fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> std::io::Res
     }
 }
 
+/// `bpf_attr` for the BPF_MAP_*_ELEM commands (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_NOEXIST: u64 = 1;
+
+fn bpf_elem<K, V>(cmd: libc::c_long, map: &MapData, key: &K, value: *mut V, flags: u64) -> bool {
+    let mut attr = ElemAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as u64,
+        flags,
+        ..Default::default()
+    };
+    bpf(cmd, &mut attr).is_ok()
+}
+
+/// Deletes `key` and returns the value it held at that instant (BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+/// hash and LRU maps since Linux 5.14): atomic under the bucket lock, unlike a lookup followed
+/// by a delete. None if the key was gone.
+fn take<K: Pod, V: Pod + Default>(map: &MapData, key: &K) -> Option<V> {
+    let mut value = V::default();
+    bpf_elem(BPF_MAP_LOOKUP_AND_DELETE_ELEM, map, key, &mut value, 0).then_some(value)
+}
+
+/// Inserts `key` → `value` unless the key exists.
+fn put_back<K: Pod, V: Pod>(map: &MapData, key: &K, value: &V) {
+    let _ = bpf_elem(
+        BPF_MAP_UPDATE_ELEM,
+        map,
+        key,
+        value as *const V as *mut V,
+        BPF_NOEXIST,
+    );
+}
+
 /// Deletes `keys` (a few thousand per syscall); keys already gone are skipped. Returns how many
 /// were deleted.
 fn delete_all<K: Pod>(map: &MapData, keys: &[K]) -> usize {
@@ -268,7 +304,7 @@ fn delete_all<K: Pod>(map: &MapData, keys: &[K]) -> usize {
             map_fd: fd,
             ..Default::default()
         };
-        let result = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
+        let result = bpf(BPF_MAP_DELETE_BATCH, &mut attr);
         let done = (attr.count as usize).min(rest.len());
         deleted += done;
         match result {
