@@ -364,6 +364,9 @@ fn a_long_lived_connection_survives_backend_churn_reload_and_an_agent_kill() {
         "forwarding must go on without the agent: {per:?}"
     );
     assert!(per.keys().all(|k| k.starts_with("be")), "{per:?}");
+    // As if the pins were an older version's, from before VIP_PORTS (the running program keeps
+    // its own): the new agent makes it and fills it before its program goes live.
+    std::fs::remove_file(bed.topo.pin_dir().join(xdp_lb_common::map_names::VIP_PORTS)).unwrap();
     bed.agent = start_agent(&bed.topo, &bed.config, "agent-restarted.log");
     let log = bed.agent.log_text();
     assert!(

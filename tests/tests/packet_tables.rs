@@ -4,7 +4,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use xdp_lb::config::BackendConfig;
-use xdp_lb_common::Counter;
+use xdp_lb_common::{Counter, map_names};
 use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
@@ -386,6 +386,58 @@ fn frames_for_another_hosts_mac_are_left_to_the_kernel() {
         1,
         "the flooded frame created no flow"
     );
+}
+
+#[test]
+fn the_vip_ports_filter_follows_the_config() {
+    require_root!();
+    // VIP_PORTS, the bit per (protocol, port) that the program tests before any hash: the
+    // config's ports exactly, a moved VIP's new port set before it is live and its old one
+    // cleared after, so a frame to a port no VIP uses is passed and one to a VIP's is not.
+    let mut lb = Loaded::new(&config(), LOOPBACK_IFINDEX).unwrap();
+    let words = |lb: &Loaded| -> Vec<(u32, u64)> {
+        let data = aya::maps::MapData::from_pin(lb.pin_dir.join(map_names::VIP_PORTS)).unwrap();
+        let ports: aya::maps::Array<_, u64> = aya::maps::Map::from_map_data(data)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        (0..xdp_lb_common::VIP_PORTS_WORDS)
+            .map(|i| (i, ports.get(&i, 0).unwrap()))
+            .filter(|(_, w)| *w != 0)
+            .collect()
+    };
+    let bits = |ports: &[(u8, u16)]| -> Vec<(u32, u64)> {
+        let mut out = std::collections::BTreeMap::new();
+        for (proto, port) in ports {
+            let (word, bit) = xdp_lb_common::vip_port_bit(*proto, port.to_be());
+            *out.entry(word).or_insert(0) |= bit;
+        }
+        out.into_iter().collect()
+    };
+    assert_eq!(words(&lb), bits(&[(6, 80), (6, 81)]));
+
+    // "web" moves from :80 to :8080 and a UDP VIP appears on :53.
+    let text = fixtures::config("lo")
+        .bed(lb.pin_dir.display(), 4096, 4)
+        .vip(fixtures::three_backends("web", 8080).key("maglev_table_size", 4093))
+        .vip(fixtures::vip("empty", VIP, 81))
+        .vip(
+            fixtures::three_backends("dns", 53)
+                .key("protocol", "udp")
+                .check("type", "none"),
+        )
+        .to_string();
+    lb.config = xdp_lb::config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+    lb.apply(LOOPBACK_IFINDEX).unwrap();
+    assert_eq!(words(&lb), bits(&[(6, 8080), (6, 81), (17, 53)]));
+    let mut moved = syn(40000);
+    moved.dport = 8080;
+    let r = lb.run(&moved.build()).unwrap();
+    assert_eq!(r.action, XDP_TX, "the VIP's new port is balanced");
+    let before = lb.counter(Counter::PassNotVip);
+    let r = lb.run(&syn(40001).build()).unwrap();
+    assert_eq!(r.action, XDP_PASS, "its old port is not");
+    assert_eq!(lb.counter(Counter::PassNotVip), before + 1);
 }
 
 #[test]

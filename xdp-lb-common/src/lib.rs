@@ -47,6 +47,7 @@ pub mod map_names {
     pub const NAT_EMBRYONIC6: &str = "NAT_EMBRYONIC6";
     pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
+    pub const VIP_PORTS: &str = "VIP_PORTS";
 }
 
 /// Name of the XDP program in the object.
@@ -56,6 +57,21 @@ pub const PROGRAM_NAME: &str = "xdp_lb";
 /// `MAGLEV` array (double buffering, see [`VipInfo::maglev_slot`]). 65537 is the Maglev paper's
 /// and Katran's default and keeps the per-backend imbalance under 1% up to ~650 backends.
 pub const MAGLEV_MAX_TABLE_SIZE: u32 = 65_537;
+
+/// `VIP_PORTS`: one bit per (protocol, destination port) that some VIP of either family
+/// listens on, TCP's 65 536 bits in words 0..1024 and UDP's in 1024..2048. The program tests
+/// it before any hash lookup, so traffic to no VIP's port (the host's own SSH, BGP, the
+/// backends' answers to health checks) is passed after one array load instead of a
+/// flow-table miss and a VIP miss, two hashes of the 5-tuple.
+pub const VIP_PORTS_WORDS: u32 = 2048;
+
+/// The `VIP_PORTS` word and bit of a protocol and port (network order, as in packets and keys).
+#[inline(always)]
+pub fn vip_port_bit(proto: u8, port_be: u16) -> (u32, u64) {
+    let port = u16::from_be(port_be) as u32;
+    let half = if proto == IPPROTO_UDP { 1024 } else { 0 };
+    (half + (port >> 6), 1u64 << (port & 63))
+}
 
 /// Default for `agent.max_vips`: sizes `VIPS`, `VIP_STATS` and `MAGLEV` at load time.
 pub const DEFAULT_MAX_VIPS: u32 = 64;

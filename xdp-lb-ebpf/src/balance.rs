@@ -6,12 +6,12 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
     BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_UDP,
     SYNC_EVENT_DSR, Settings, VIP_F_NAT, VipInfo, VipKey, VipKey6, flow_hash, flow_hash6,
-    maglev_elem, maglev_unpack,
+    maglev_elem, maglev_unpack, vip_port_bit,
 };
 
 use crate::{
     acl, limit,
-    maps::{BACKENDS, FLOWS, FLOWS6, INSERT_BUDGET, MAGLEV, VIPS, VIPS6},
+    maps::{BACKENDS, FLOWS, FLOWS6, INSERT_BUDGET, MAGLEV, VIP_PORTS, VIPS, VIPS6},
     nat::{self, Rewrite},
     parse::Packet,
     stats::count,
@@ -32,6 +32,16 @@ pub struct Choice<A> {
     pub nat: Option<Rewrite<A>>,
 }
 
+/// Whether some VIP, of either family, listens on this protocol and destination port
+/// (`VIP_PORTS`, kept by the agent). If none does, the packet belongs to no VIP and no flow:
+/// it is passed without hashing its 5-tuple twice (a flow-table miss, then a VIP miss).
+#[inline(always)]
+pub fn vip_port(proto: u8, port_be: u16) -> bool {
+    let (word, bit) = vip_port_bit(proto, port_be);
+    // An array lookup, inlined by the verifier: a bounds check and a load.
+    VIP_PORTS.get(word).is_some_and(|w| *w & bit != 0)
+}
+
 /// Flow table first: for an established flow this is the only hash lookup on the packet's
 /// path (the VIP lookup is only needed to choose a backend for a new flow). A flow entry is
 /// honoured only while its backend may carry flows and still belongs to the flow's VIP; the
@@ -44,6 +54,9 @@ pub struct Choice<A> {
 #[inline(always)]
 pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choice<u32>, Counter> {
     let flow = &packet.flow;
+    if !vip_port(flow.proto, flow.dst_port_be) {
+        return Err(Counter::PassNotVip);
+    }
     if let Some(entry) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
         let (backend_id, flow_vip, flow_flags) =

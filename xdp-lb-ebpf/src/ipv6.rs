@@ -184,6 +184,9 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
 /// and deny lists and the per-source limit in the new-flow steps).
 #[inline(always)]
 fn to_vip(packet: &Packet6, settings: *const Settings, choice: &mut Choice6) -> Step {
+    if !balance::vip_port(packet.flow.proto, packet.flow.dst_port_be) {
+        return step(Err(Counter::PassNotVip));
+    }
     let choice: ChoicePtr = (choice as *mut Choice6).cast();
     let hit = flow_hit(packet, choice);
     if hit != MISS {

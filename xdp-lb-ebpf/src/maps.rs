@@ -12,8 +12,8 @@ use xdp_lb_common::{
     AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, Counter,
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6,
     FlowLogBudget, FlowValue, FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
-    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
-    VipKey6, VipLimit, VipName,
+    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VIP_PORTS_WORDS,
+    VipInfo, VipKey, VipKey6, VipLimit, VipName,
 };
 
 #[map]
@@ -23,6 +23,11 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0)
 /// only the keyed maps are per family, so IPv4 keys stay small (see `VipKey6`).
 #[map]
 pub static VIPS6: HashMap<VipKey6, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
+
+/// The ports VIPs listen on, a bit each (`xdp_lb_common::vip_port_bit`): the first test of a
+/// client packet, before any hash.
+#[map]
+pub static VIP_PORTS: Array<u64> = Array::pinned(VIP_PORTS_WORDS, 0);
 
 #[map]
 pub static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);

@@ -28,6 +28,8 @@ pub struct Maps {
     pub(super) vips6: HashMap<MapData, VipKey6, VipInfo>,
     pub(super) flows6: HashMap<MapData, FlowKey6, FlowValue6>,
     pub(super) backends: Array<MapData, BackendInfo>,
+    /// The ports VIPs listen on, a bit each (`xdp_lb_common::vip_port_bit`).
+    pub(super) vip_ports: Array<MapData, u64>,
     pub(super) maglev: MaglevArray,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
     /// NAT reply direction and SNAT port reservations (see `xdp-lb-ebpf/src/nat.rs`).
@@ -115,6 +117,7 @@ impl Maps {
             vips6: conv(map_names::VIPS6, get(map_names::VIPS6)?)?,
             flows6: conv(map_names::FLOWS6, get(map_names::FLOWS6)?)?,
             backends: conv(map_names::BACKENDS, get(map_names::BACKENDS)?)?,
+            vip_ports: conv(map_names::VIP_PORTS, get(map_names::VIP_PORTS)?)?,
             maglev,
             flows: conv(map_names::FLOWS, flows)?,
             nat_flows: conv(map_names::NAT_FLOWS, get(map_names::NAT_FLOWS)?)?,

@@ -18,7 +18,10 @@ pub const LINK_PIN: &str = "link";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The (key size, value size, entries) each map must have; entries None where it may differ
-/// (sizes the agent sets from its config, kept from the pinned map on adoption).
+/// (sizes the agent sets from its config, kept from the pinned map on adoption). `VIP_PORTS`
+/// is not listed: the pins of a version before it lack it, the loader creates it empty, and
+/// the reconciler's first pass fills it from the VIPs it adopts, before the new program is
+/// attached — an upgrade across it keeps every flow.
 fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 22] {
     use std::mem::size_of;
     [
@@ -197,7 +200,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 28] = [
+const MAP_NAMES: [&str; 29] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -208,6 +211,7 @@ const MAP_NAMES: [&str; 28] = [
     map_names::VIPS6,
     map_names::FLOWS6,
     map_names::BACKENDS,
+    map_names::VIP_PORTS,
     map_names::MAGLEV,
     map_names::FLOWS,
     map_names::NAT_FLOWS,

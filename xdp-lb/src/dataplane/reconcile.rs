@@ -27,7 +27,7 @@ use aya::maps::{MapError, lpm_trie::Key};
 use thiserror::Error;
 use xdp_lb_common::{
     AclData, AclData6, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, Settings, TrafficCounters,
-    VipInfo, VipLimit, VipName,
+    VIP_PORTS_WORDS, VipInfo, VipLimit, VipName, vip_port_bit,
 };
 
 use super::{
@@ -98,6 +98,8 @@ struct Current {
     acl: Acl,
     /// VIP_LIMITS by VIP id (only the VIPs with a limit).
     limits: BTreeMap<u32, VipLimit>,
+    /// VIP_PORTS, every word.
+    vip_ports: Vec<u64>,
 }
 
 pub struct Reconciler {
@@ -140,6 +142,9 @@ impl Reconciler {
             }
         }
         current.settings = maps.settings.get(&0, 0).ok();
+        current.vip_ports = (0..VIP_PORTS_WORDS)
+            .map(|i| maps.vip_ports.get(&i, 0).map_err(map_err("VIP_PORTS")))
+            .collect::<Result<_, _>>()?;
         for (vip_id, len, addr, action) in maps.acl_entries() {
             current.acl.insert((vip_id, Cidr { addr, len }), action);
         }
@@ -297,7 +302,10 @@ impl Reconciler {
             }
         }
 
-        // 2. Names (read only by inspect), tables and VIPs.
+        // 2. Names (read only by inspect), tables and VIPs; the ports of new VIPs first, so
+        // that no packet to one is passed for want of its port's bit.
+        let before_and_after = self.current.vips.keys().chain(desired.vips.keys());
+        write_vip_ports(maps, &mut self.current.vip_ports, before_and_after)?;
         for vip in desired.vips.values() {
             if self.current.names.get(&vip.vip_id) != Some(&vip.name) {
                 maps.vip_names
@@ -375,6 +383,9 @@ impl Reconciler {
             self.current.vips.remove(&key);
             report.vips_removed += 1;
         }
+
+        // The ports of the VIPs that are gone, now that no VIP needs them.
+        write_vip_ports(maps, &mut self.current.vip_ports, self.current.vips.keys())?;
 
         // 4. Backends that are gone.
         let removed: Vec<u32> = self
@@ -529,4 +540,26 @@ fn zero_traffic(
             })
         })?;
     map.set(index, values, 0)
+}
+
+/// Sets `VIP_PORTS` to the ports of `vips`, writing only the words that change.
+fn write_vip_ports<'a>(
+    maps: &mut Maps,
+    current: &mut [u64],
+    vips: impl Iterator<Item = &'a AnyVipKey>,
+) -> Result<(), ReconcileError> {
+    let mut words = vec![0u64; VIP_PORTS_WORDS as usize];
+    for key in vips {
+        let (word, bit) = vip_port_bit(key.proto(), key.port_be());
+        words[word as usize] |= bit;
+    }
+    for (i, (new, old)) in words.iter().zip(current).enumerate() {
+        if new != old {
+            maps.vip_ports
+                .set(i as u32, *new, 0)
+                .map_err(map_err("VIP_PORTS"))?;
+            *old = *new;
+        }
+    }
+    Ok(())
 }
