@@ -33,6 +33,7 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "floor:",
         "flow-table hit",
         "new flow",
+        "new flow begun elsewhere (ACK first",
         "NAT new flow",
         "NAT established",
         "NAT reply",

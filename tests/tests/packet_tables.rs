@@ -1104,8 +1104,14 @@ fn dual_stack_config() -> String {
 
 /// A TCP segment from 2001:2::1 `sport` to the IPv6 VIP's port 80, after `exts`.
 fn syn6(sport: u16, exts: &[(u8, usize)]) -> Vec<u8> {
+    segment6(sport, exts, tcp_header()[13])
+}
+
+/// As `syn6`, with TCP `flags`.
+fn segment6(sport: u16, exts: &[(u8, usize)], flags: u8) -> Vec<u8> {
     let mut tcp = tcp_header();
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[13] = flags;
     ipv6_frame(exts, 6, &tcp)
 }
 
@@ -1134,9 +1140,10 @@ fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
         .1
         .vip_id;
 
-    // Hop-by-hop and destination options before TCP: the same flow, forwarded intact.
+    // Hop-by-hop and destination options before TCP: a later segment of the same flow,
+    // forwarded intact.
     let dest = 60u8;
-    let with_exts = syn6(40000, &[(0, 8), (dest, 16)]);
+    let with_exts = segment6(40000, &[(0, 8), (dest, 16)], TCP_ACK);
     let r = lb.run(&with_exts).unwrap();
     assert_eq!(r.action, XDP_TX, "{:?}", lb.all_counters());
     expect_forwarded(&with_exts, &r.out, backend_mac(chosen));
@@ -1151,8 +1158,9 @@ fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
         slowstart: None,
     });
     lb.apply(LOOPBACK_IFINDEX).unwrap();
+    let later = segment6(40000, &[], TCP_ACK);
     for _ in 0..3 {
-        let r = lb.run(&first).unwrap();
+        let r = lb.run(&later).unwrap();
         assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen));
     }
     lb.config.vips[1].backends.pop();
@@ -1185,7 +1193,7 @@ fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
             .all(|(_, v)| v.backend_id != lb.backend_id(1, address)),
         "no flow names the disabled backend"
     );
-    let r = lb.run(&first).unwrap();
+    let r = lb.run(&later).unwrap();
     assert_eq!(r.action, XDP_TX);
     assert_ne!(backend_index_of(&r.out), chosen);
 

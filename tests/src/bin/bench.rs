@@ -26,7 +26,7 @@ use xdp_lb_tests::{
         LOOPBACK_IFINDEX, Loaded, XDP_DROP, XDP_PASS, XDP_TX, bench_programs, run_program, xdp,
     },
     median,
-    packet::{Frame, TCP_ACK},
+    packet::{Frame, TCP_ACK, TCP_SYN},
     spread,
 };
 
@@ -67,11 +67,12 @@ fn config() -> String {
         .to_string()
 }
 
-/// The i-th distinct IPv6 client flow to "web6" (source address and port both vary).
-fn flow6(i: u32) -> Vec<u8> {
+/// The i-th distinct IPv6 client flow to "web6" (source address and port both vary), a
+/// segment with `flags`.
+fn flow6(i: u32, flags: u8) -> Vec<u8> {
     let mut tcp = xdp_lb_tests::packet::tcp_header();
     tcp[0..2].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
-    tcp[13] = TCP_ACK;
+    tcp[13] = flags;
     let mut f = xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp);
     // The source address's last four bytes (IPv6 source at 22..38 of the frame).
     f[34..38].copy_from_slice(&i.to_be_bytes());
@@ -163,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         r.action == XDP_PASS && r.out == pass_frame,
         "non-VIP: expected an untouched XDP_PASS"
     );
-    let hit6_frame = flow6(u32::MAX);
+    let hit6_frame = flow6(u32::MAX, TCP_ACK);
     let r = lb.run(&hit6_frame)?;
     ensure!(
         r.action == XDP_TX && r.out[12..] == hit6_frame[12..] && lb.maps().flows6().count() == 1,
@@ -190,6 +191,7 @@ fn main() -> anyhow::Result<()> {
     let mut hit = Vec::new();
     let mut pass = Vec::new();
     let mut new_flow = Vec::new();
+    let mut new_flow_ack = Vec::new();
     let mut many = Vec::new();
     let mut hit6 = Vec::new();
     let mut new_flow6 = Vec::new();
@@ -198,12 +200,22 @@ fn main() -> anyhow::Result<()> {
     let new_udp_frames: Vec<Vec<u8>> = (0..args.flows)
         .map(|i| udp_flow(args.flows + i).build())
         .collect();
-    let new6_frames: Vec<Vec<u8>> = (0..args.flows).map(flow6).collect();
+    // A new connection's first packet is its SYN.
+    let new6_frames: Vec<Vec<u8>> = (0..args.flows).map(|i| flow6(i, TCP_SYN)).collect();
 
     // Pre-create the many-flows set once (their creation is not timed here).
     let many_frames: Vec<Vec<u8>> = (0..args.flows).map(|i| flow(i).build()).collect();
     let new_frames: Vec<Vec<u8>> = (0..args.flows)
-        .map(|i| flow(args.flows + i).build())
+        .map(|i| {
+            let mut f = flow(args.flows + i);
+            f.flags = TCP_SYN;
+            f.build()
+        })
+        .collect();
+    // A flow whose first packet here is an ACK: one that began on another node (a failover,
+    // an ECMP change). DSR balances it like a new one, after a flow-table miss.
+    let ack_first_frames: Vec<Vec<u8>> = (0..args.flows)
+        .map(|i| flow(2 * args.flows + i).build())
         .collect();
     for f in &many_frames {
         ensure!(lb.run(f)?.action == XDP_TX, "creating the many-flows set");
@@ -262,6 +274,21 @@ fn main() -> anyhow::Result<()> {
         );
         new_flow.push(sum / args.flows as f64);
         forget_flows(&mut lb, &new_frames)?;
+
+        // The same with an ACK first: flow-table miss, then as a new flow.
+        let nf0 = lb.counter(Counter::NewFlow);
+        let mut sum = 0.0;
+        for f in &ack_first_frames {
+            let (a, ns) = per_run(program, f, 1)?;
+            ensure!(a == XDP_TX, "ACK-first row");
+            sum += ns;
+        }
+        ensure!(
+            lb.counter(Counter::NewFlow) - nf0 == args.flows as u64,
+            "ACK-first row: not every packet made a new flow"
+        );
+        new_flow_ack.push(sum / args.flows as f64);
+        forget_flows(&mut lb, &ack_first_frames)?;
 
         // Many established flows, repeat 1, cycled.
         let (tx0, nf0) = (lb.counter(Counter::Tx), lb.counter(Counter::NewFlow));
@@ -364,9 +391,15 @@ fn main() -> anyhow::Result<()> {
     });
     rows.push(Row {
         name: "xdp-lb: VIP packet, new flow (Maglev + flow insert)",
-        method: format!("repeat=1 × {} distinct flows", args.flows),
+        method: format!("repeat=1 × {} distinct SYNs", args.flows),
         proof: format!("new_flow +{} per round", args.flows),
         rounds: rebase(&new_flow),
+    });
+    rows.push(Row {
+        name: "xdp-lb: VIP packet, new flow begun elsewhere (ACK first: miss + Maglev + insert)",
+        method: format!("repeat=1 × {} distinct ACKs", args.flows),
+        proof: format!("new_flow +{} per round", args.flows),
+        rounds: rebase(&new_flow_ack),
     });
     rows.push(Row {
         name: "xdp-lb: flow-table hit, many flows cycled (cache-cold)",
@@ -690,7 +723,6 @@ struct NatFigures {
 }
 
 fn nat_measure(flows: u32, rounds: usize) -> anyhow::Result<NatFigures> {
-    use xdp_lb_tests::packet::TCP_SYN;
     let mut lb = Loaded::new(&nat_config(), LOOPBACK_IFINDEX).context("loading xdp-lb (NAT)")?;
     let bench_obj = bench_programs(&["xdp_empty"])?;
     let empty = xdp(&bench_obj, "xdp_empty")?;
@@ -920,7 +952,7 @@ fn forget_nat_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
 /// The i-th NAT66 client packet to "api6" with TCP `flags`: `flow6` from 2001:2:1::/64 (routed
 /// through the router of the NAT namespace).
 fn nat6_packet(i: u32, flags: u8) -> Vec<u8> {
-    let mut f = flow6(i);
+    let mut f = flow6(i, TCP_ACK);
     f[26..28].copy_from_slice(&[0, 1]);
     f[54 + 13] = flags;
     f
