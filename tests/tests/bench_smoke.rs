@@ -46,6 +46,8 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "NAT UDP new flow",
         "NAT UDP established",
         "NAT UDP reply",
+        "DSR flow-table hit, one flow, by this method",
+        "NAT against the DSR flow-table hit, same method",
         "report on vs off",
         "verify + decode + replay window",
         "health transition",
