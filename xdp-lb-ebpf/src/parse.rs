@@ -243,14 +243,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
         // SAFETY: inside the 20 bytes ptr_at checked.
         l4_check: unsafe { (tcp as *mut u8).add(16) }.cast(),
         tcp_flags,
-        flow: FlowKey {
-            src_addr_be: src,
-            dst_addr_be: dst,
-            src_port_be: sport,
-            dst_port_be: dport,
-            proto,
-            _pad: [0; 3],
-        },
+        flow: FlowKey::new(src, dst, sport, dport, proto),
         len: frame_len as u32,
     }))
 }
@@ -299,14 +292,7 @@ fn parse_udp(
         // SAFETY: inside the 8 bytes ptr_at checked.
         l4_check: unsafe { (udp as *mut u8).add(6) }.cast(),
         tcp_flags: 0,
-        flow: FlowKey {
-            src_addr_be: src,
-            dst_addr_be: dst,
-            src_port_be: sport,
-            dst_port_be: dport,
-            proto: IPPROTO_UDP,
-            _pad: [0; 3],
-        },
+        flow: FlowKey::new(src, dst, sport, dport, IPPROTO_UDP),
         len: frame_len as u32,
     }))
 }
@@ -383,14 +369,7 @@ pub fn parse_too_big(ctx: &XdpContext) -> Result<TooBig, Counter> {
         icmp,
         inner,
         ports,
-        flow: FlowKey {
-            src_addr_be: inner_dst,
-            dst_addr_be: inner_src,
-            src_port_be: dport,
-            dst_port_be: sport,
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        },
+        flow: FlowKey::new(inner_dst, inner_src, dport, sport, IPPROTO_TCP),
     })
 }
 
