@@ -351,6 +351,49 @@ pub struct FlowKey6 {
     pub _pad: [u8; 3],
 }
 
+impl FlowKey6 {
+    /// The key of an IPv6 5-tuple; its ports, protocol and padding written as two 32-bit
+    /// words, for the reason given at `FlowKey::new`.
+    #[inline(always)]
+    pub fn new(
+        src_addr: [u8; 16],
+        dst_addr: [u8; 16],
+        src_port_be: u16,
+        dst_port_be: u16,
+        proto: u8,
+    ) -> Self {
+        #[cfg(target_endian = "little")]
+        {
+            #[repr(C)]
+            struct Words {
+                src_addr: [u8; 16],
+                dst_addr: [u8; 16],
+                ports: u32,
+                proto: u32,
+            }
+            let words = Words {
+                src_addr,
+                dst_addr,
+                ports: src_port_be as u32 | (dst_port_be as u32) << 16,
+                proto: proto as u32,
+            };
+            // SAFETY: both are repr(C), 40 bytes of plain integers at the same offsets (the
+            // layout test below); little-endian puts the ports and the protocol in the words'
+            // low bytes and the padding in their zero high bytes.
+            unsafe { core::mem::transmute::<Words, FlowKey6>(words) }
+        }
+        #[cfg(target_endian = "big")]
+        FlowKey6 {
+            src_addr,
+            dst_addr,
+            src_port_be,
+            dst_port_be,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// An IPv6 address as four 32-bit words in memory order (what `flow_hash6` mixes and
 /// `bpf_fib_lookup` takes).
 #[inline(always)]
@@ -443,14 +486,7 @@ impl FlowTuple for FlowKey6 {
     type Addr = [u8; 16];
     #[inline(always)]
     fn tuple(src: [u8; 16], dst: [u8; 16], src_port_be: u16, dst_port_be: u16, proto: u8) -> Self {
-        FlowKey6 {
-            src_addr: src,
-            dst_addr: dst,
-            src_port_be,
-            dst_port_be,
-            proto,
-            _pad: [0; 3],
-        }
+        FlowKey6::new(src, dst, src_port_be, dst_port_be, proto)
     }
     #[inline(always)]
     fn proto(&self) -> u8 {
@@ -828,6 +864,23 @@ mod tests {
                 src_port_be: 0x1234,
                 dst_port_be: 0xabcd,
                 proto: IPPROTO_UDP,
+                _pad: [0; 3],
+            }
+        );
+    }
+
+    #[test]
+    fn an_ipv6_flow_key_made_of_words_is_the_key_made_field_by_field() {
+        let (src, dst) = ([1u8; 16], [2u8; 16]);
+        let key = FlowKey6::new(src, dst, 0x1234, 0xabcd, IPPROTO_TCP);
+        assert_eq!(
+            key,
+            FlowKey6 {
+                src_addr: src,
+                dst_addr: dst,
+                src_port_be: 0x1234,
+                dst_port_be: 0xabcd,
+                proto: IPPROTO_TCP,
                 _pad: [0; 3],
             }
         );

@@ -449,14 +449,7 @@ pub fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<Parsed6, Counter> {
         l3_off: l3_off as u32,
         l4_off: off as u32,
         tcp_flags,
-        flow: FlowKey6 {
-            src_addr,
-            dst_addr,
-            src_port_be: sport,
-            dst_port_be: dport,
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        },
+        flow: FlowKey6::new(src_addr, dst_addr, sport, dport, IPPROTO_TCP),
         len: frame_len as u32,
     }))
 }
@@ -502,14 +495,7 @@ fn parse_udp6(
         l3_off: l3_off as u32,
         l4_off: off as u32,
         tcp_flags: 0,
-        flow: FlowKey6 {
-            src_addr,
-            dst_addr,
-            src_port_be: sport,
-            dst_port_be: dport,
-            proto: IPPROTO_UDP,
-            _pad: [0; 3],
-        },
+        flow: FlowKey6::new(src_addr, dst_addr, sport, dport, IPPROTO_UDP),
         len: frame_len as u32,
     }))
 }
@@ -564,14 +550,7 @@ fn too_big6(
         l3_off: l3_off as u32,
         l4_off: off as u32,
         tcp_flags: 0,
-        flow: FlowKey6 {
-            src_addr: inner_dst,
-            dst_addr: inner_src,
-            src_port_be: dport,
-            dst_port_be: sport,
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        },
+        flow: FlowKey6::new(inner_dst, inner_src, dport, sport, IPPROTO_TCP),
         len: (ctx.data_end() - ctx.data()) as u32,
     }))
 }
