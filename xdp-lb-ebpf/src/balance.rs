@@ -2,6 +2,8 @@
 //! set changes; on a miss, the VIP's Maglev table, indexed by a seeded hash of the 5-tuple.
 //! The tables are built in userspace (`xdp-lb/src/maglev.rs`); here we only index them.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
     BACKEND_F_FORWARD, BackendInfo, Counter, FLOW_F_NAT, FlowKey, FlowKey6, FlowValue, IPPROTO_UDP,
@@ -97,7 +99,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         // connection we do not know. UDP: a client's next datagram of a half-open flow, or its
         // first (then a new flow below). Before the lists and limits: the first packet passed
         // them.
-        match nat::promote(&mut nat::NatSlots::new(), flow) {
+        match nat::promote(nat::NatSlots::zeroed_in(&mut MaybeUninit::uninit()), flow) {
             Ok((rewrite, backend_id)) => {
                 return Ok(Choice {
                     backend_id,
@@ -123,7 +125,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         // SAFETY: a map value pointer from a successful lookup.
         let backend_addr = unsafe { (*backend).addr_be };
         let (rewrite, fresh) = nat::create(
-            &mut nat::NatSlots::new(),
+            nat::NatSlots::zeroed_in(&mut MaybeUninit::uninit()),
             flow,
             vip.vip_id,
             backend_id,

@@ -155,14 +155,20 @@ pub struct NatSlots<K: FlowTuple> {
 }
 
 impl<K: FlowTuple> NatSlots<K> {
+    /// Zeroes `slot` in place, as 64-bit words, and returns it. A struct literal (or a value
+    /// returned and copied) compiles to a call of the object's byte-loop `memset`: 128
+    /// iterations on each new NAT flow and each promotion (found in the disassembly, issue 18).
     #[inline(always)]
-    pub fn new() -> Self {
-        let zero = K::Addr::default();
-        Self {
-            key: K::tuple(zero, zero, 0, 0, 0),
-            reply: FlowValueOf::default(),
-            forward: FlowValueOf::default(),
+    pub fn zeroed_in(slot: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
+        const { assert!(size_of::<Self>() % 8 == 0 && align_of::<Self>() == 8) };
+        let words = slot.as_mut_ptr().cast::<u64>();
+        for i in 0..size_of::<Self>() / 8 {
+            // SAFETY: inside the slot, 8-aligned (asserted above).
+            unsafe { words.add(i).write_volatile(0) };
         }
+        // SAFETY: every byte is written, and all zeros is a valid value of these plain
+        // integer structs.
+        unsafe { slot.assume_init_mut() }
     }
 }
 
