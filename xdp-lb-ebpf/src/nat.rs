@@ -160,7 +160,7 @@ impl<K: FlowTuple> NatSlots<K> {
     /// iterations on each new NAT flow and each promotion (found in the disassembly, issue 18).
     #[inline(always)]
     pub fn zeroed_in(slot: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
-        const { assert!(size_of::<Self>() % 8 == 0 && align_of::<Self>() == 8) };
+        const { assert!(size_of::<Self>().is_multiple_of(8) && align_of::<Self>() == 8) };
         let words = slot.as_mut_ptr().cast::<u64>();
         for i in 0..size_of::<Self>() / 8 {
             // SAFETY: inside the slot, 8-aligned (asserted above).

@@ -65,7 +65,7 @@ pub fn rewrite_and_route(
 /// the object's byte-loop `memset` (52–64 iterations on each FIB lookup; issue 18).
 #[inline(always)]
 fn zero_fib(fib: *mut FibParams) {
-    const { assert!(size_of::<FibParams>() % 4 == 0 && align_of::<FibParams>() >= 4) };
+    const { assert!(size_of::<FibParams>().is_multiple_of(4) && align_of::<FibParams>() >= 4) };
     let words = fib.cast::<u32>();
     for i in 0..size_of::<FibParams>() / 4 {
         // SAFETY: inside the caller's struct, 4-aligned (asserted above).
