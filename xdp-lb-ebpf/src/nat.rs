@@ -155,20 +155,28 @@ pub struct NatSlots<K: FlowTuple> {
 }
 
 impl<K: FlowTuple> NatSlots<K> {
-    /// Zeroes `slot` in place, as 64-bit words, and returns it. A struct literal (or a value
-    /// returned and copied) compiles to a call of the object's byte-loop `memset`: 128
-    /// iterations on each new NAT flow and each promotion (found in the disassembly, issue 18).
+    /// Zeroes `slot` in place (`zero_words`) and returns it: 128 bytes on each new NAT flow
+    /// and each promotion, which a struct literal (or a value returned and copied) would zero
+    /// with a call of the object's byte-loop `memset`.
     #[inline(always)]
     pub fn zeroed_in(slot: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
-        const { assert!(size_of::<Self>().is_multiple_of(8) && align_of::<Self>() == 8) };
-        let words = slot.as_mut_ptr().cast::<u64>();
-        for i in 0..size_of::<Self>() / 8 {
-            // SAFETY: inside the slot, 8-aligned (asserted above).
-            unsafe { words.add(i).write_volatile(0) };
-        }
+        zero_words(slot.as_mut_ptr());
         // SAFETY: every byte is written, and all zeros is a valid value of these plain
         // integer structs.
         unsafe { slot.assume_init_mut() }
+    }
+}
+
+/// Zeroes `*p` with 32-bit volatile stores. `zeroed()`, `Default` or a literal of zeros
+/// compile for BPF to a call of the object's `memset`, a byte loop (found in the disassembly
+/// after the profile showed it, issue 18); volatile stores are never merged back into one.
+#[inline(always)]
+pub fn zero_words<T>(p: *mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
+    let words = p.cast::<u32>();
+    for i in 0..size_of::<T>() / 4 {
+        // SAFETY: inside the caller's value, 4-aligned (asserted above).
+        unsafe { words.add(i).write_volatile(0) };
     }
 }
 

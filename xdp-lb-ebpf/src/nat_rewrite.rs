@@ -17,7 +17,7 @@ use xdp_lb_common::{Counter, FlowValueOf, IPPROTO_UDP, csum};
 
 use crate::{
     maps::FIB6_PARAMS,
-    nat::Rewrite,
+    nat::{Rewrite, zero_words},
     parse::{self, Packet, Packet6},
 };
 
@@ -61,22 +61,11 @@ pub fn rewrite_and_route(
     route(ctx, eth, rw, fib)
 }
 
-/// The FIB's parameters, zeroed in place as 32-bit words: `zeroed()` compiles to a call of
-/// the object's byte-loop `memset` (52–64 iterations on each FIB lookup; issue 18).
-#[inline(always)]
-fn zero_fib(fib: *mut FibParams) {
-    const { assert!(size_of::<FibParams>().is_multiple_of(4) && align_of::<FibParams>() >= 4) };
-    let words = fib.cast::<u32>();
-    for i in 0..size_of::<FibParams>() / 4 {
-        // SAFETY: inside the caller's struct, 4-aligned (asserted above).
-        unsafe { words.add(i).write_volatile(0) };
-    }
-}
-
-/// `zero_fib` on a stack slot, returned initialised.
+/// The FIB's parameters on a stack slot, zeroed (`nat::zero_words`: 52-64 byte-loop
+/// iterations on each FIB lookup otherwise).
 #[inline(always)]
 fn zeroed_fib(slot: &mut MaybeUninit<FibParams>) -> &mut FibParams {
-    zero_fib(slot.as_mut_ptr());
+    zero_words(slot.as_mut_ptr());
     // SAFETY: every byte is written; all-zero is the struct's documented initial state.
     unsafe { slot.assume_init_mut() }
 }
@@ -142,7 +131,7 @@ pub fn route6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Res
     // SAFETY: this CPU's slot, ours while this program runs; plain-integer C struct, for which
     // all-zero is its documented initial state. ip6 was bounds-checked above.
     let fib = unsafe {
-        zero_fib(fib);
+        zero_words(fib);
         let fib = &mut *fib;
         fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([(*ip6)[4], (*ip6)[5]]).wrapping_add(40);
         // Traffic class and flow label: what the FIB's policy routing may match on.
