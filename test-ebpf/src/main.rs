@@ -10,7 +10,7 @@
 //!
 //! For `cargo xtask bench --compare`'s forwarding rate (live frames through the namespaces):
 //! - `xdp_gen`: the traffic generator, run with BPF_PROG_TEST_RUN in live-frames mode in the
-//!   client namespace: writes the frame from `GEN_TEMPLATE` with the next of `GEN_FLOWS`
+//!   client namespace: writes the frame from `GEN_TEMPLATE` with the next of its CPU's `GEN_FLOWS`
 //!   source ports (fixing the TCP checksum, so the kernel's NAT accepts it) and sends it out
 //!   (XDP_TX). It rewrites the whole frame each time because live-frames mode recycles pages
 //!   without re-initialising them, and a page can come back modified by whatever handled the
@@ -75,8 +75,10 @@ pub fn xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Source ports the generator cycles through: this many distinct flows.
+/// Source ports the generator cycles through: this many distinct flows per CPU.
 const GEN_FLOWS: u32 = 1024;
+/// CPUs with flows of their own (ports `GEN_BASE_PORT + cpu * GEN_FLOWS + …`); more wrap.
+const GEN_CPUS: u32 = 8;
 const GEN_BASE_PORT: u32 = 40000;
 /// The IPv4 identification of generated frames: what the sinks count.
 const GEN_IP_ID: [u8; 2] = 0xb3ccu16.to_be_bytes();
@@ -117,9 +119,13 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
     let Some(n) = GEN_STATE.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
+    // Each CPU its own flows, as a NIC's RSS gives each receive queue its own: generator
+    // threads on two CPUs feed two queues of the node under test with disjoint flows.
+    // SAFETY: bpf_get_smp_processor_id has no preconditions.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() } % GEN_CPUS;
     // SAFETY: a per-CPU slot.
     let port = unsafe {
-        let port = (GEN_BASE_PORT + *n % GEN_FLOWS) as u16;
+        let port = (GEN_BASE_PORT + cpu * GEN_FLOWS + *n % GEN_FLOWS) as u16;
         *n = n.read().wrapping_add(1);
         u16::from_ne_bytes(port.to_be_bytes())
     };

@@ -57,6 +57,52 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
 }
 
 #[test]
+fn the_rate_rows_alone_use_one_receive_queue_or_two() {
+    require_root!();
+    let out = scratch("compare-rate");
+    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--rate-only", "--rounds", "1", "--frames", "40000", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = std::fs::read_to_string(out.join("compare-rate.md")).unwrap();
+    // A row's last column: the shares of the forwarder's receive queues, "a% / b%".
+    let queue_shares = |row: &str| -> Vec<f64> {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("{row} missing from {report}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        cells[cells.len() - 2]
+            .split(" / ")
+            .map(|p| p.trim_end_matches('%').parse().unwrap())
+            .collect()
+    };
+    for row in ["xdp-lb, L2 DSR", "xdp-lb, NAT"] {
+        let shares = queue_shares(row);
+        assert_eq!(shares.len(), 2, "{row}: {report}");
+        assert!(shares.contains(&100.0), "{row} used one queue: {report}");
+    }
+    for row in [
+        "floor, two RX queues (two generator CPUs)",
+        "xdp-lb, L2 DSR, two RX queues",
+        "xdp-lb, NAT, two RX queues",
+    ] {
+        let shares = queue_shares(row);
+        assert!(
+            shares.len() == 2 && shares.iter().all(|s| *s >= 30.0),
+            "{row} did not use both queues: {report}"
+        );
+    }
+}
+
+#[test]
 fn the_comparison_runs_every_row_and_draws_its_chart() {
     require_root!();
     let out = scratch("compare");
@@ -93,6 +139,8 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "xdp-lb, L2 DSR, UDP",
         "xdp-lb, NAT, UDP",
         "nftables DNAT, UDP",
+        "xdp-lb, L2 DSR, two RX queues",
+        "two RX queues (issue 18)",
         "keep-alive",
         "agent RSS",
         "Scale out: active nodes behind ECMP",

@@ -55,6 +55,11 @@ enum Verb {
         /// DNAT and with no balancer, side by side (target/bench/compare.md).
         #[arg(long)]
         compare: bool,
+        /// Only the comparison's forwarding-rate rows (live frames through the floor, xdp-lb
+        /// and nftables, one and two receive queues; a minute or two):
+        /// target/bench/compare-rate.md. Implies no per-packet rows.
+        #[arg(long, conflicts_with = "compare")]
+        rate: bool,
     },
 }
 
@@ -102,10 +107,18 @@ fn run(verb: Verb) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Verb::Bench { repeat, compare } => {
+        Verb::Bench {
+            repeat,
+            compare,
+            rate,
+        } => {
             require_root("bench")?;
             setup::setup()?;
             cargo(&["build", "--release", "-p", "xdp-lb"])?;
+            if rate {
+                step("forwarding rate (live frames)");
+                return tests_bin("compare", &["--rate-only"]);
+            }
             tests_bin("bench", &["--repeat", &repeat.to_string()])?;
             if compare {
                 step("comparison with the peers (TCP through namespaces)");

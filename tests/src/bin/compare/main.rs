@@ -70,6 +70,10 @@ struct Args {
     /// Where the report and the chart go (default: target/bench).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Only the forwarding-rate rows (live frames, a minute or two): their table goes to
+    /// `compare-rate.md` and stdout.
+    #[arg(long)]
+    rate_only: bool,
 }
 
 const PEER_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -90,6 +94,9 @@ fn main() -> anyhow::Result<()> {
         "rounds, seconds and frames must be positive"
     );
     let started = Instant::now();
+    if args.rate_only {
+        return rate_only(&args);
+    }
     let topo = DsrTopology::new(3)?;
     let dir = topo.dir.clone();
     let _nginx: Vec<Proc> = (0..3)
@@ -176,6 +183,7 @@ fn main() -> anyhow::Result<()> {
         connections: 4,
         frames: 1,
         out: None,
+        rate_only: false,
     };
     for (_, url, _) in &rows {
         wrk(&topo.client, url, &quick, false, LbCpu::None)?;
@@ -251,6 +259,30 @@ fn main() -> anyhow::Result<()> {
         floods,
         scale,
     })
+}
+
+/// `--rate-only`: the forwarding-rate bed alone, in a scratch directory of its own.
+fn rate_only(args: &Args) -> anyhow::Result<()> {
+    xdp_lb_tests::netns::cleanup_stale();
+    let dir = std::env::temp_dir().join(format!("xlbt-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> anyhow::Result<String> {
+        let mut bed = RateBed::new(&dir)?;
+        let (rows, rates) = bed.measure(args)?;
+        let mut md = String::from("# xdp-lb forwarding rate (live frames)\n\n");
+        report::rate_section(&mut md, args.frames, &rows, &rates)?;
+        Ok(md)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let md = result?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| xdp_lb_tests::topology::target_dir().join("bench"));
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("compare-rate.md"), &md)?;
+    print!("{md}");
+    Ok(())
 }
 
 /// Frames the veths dropped on the way (XDP_TX into a full ring, the kernel's backlog): a

@@ -61,13 +61,19 @@ impl Traffic {
     }
 
     /// Sends `frames` copies of `frame` (source ports cycled by the generator) out of interface
-    /// `ifindex` of `ns`; returns (frames delivered to the sinks, seconds).
+    /// `ifindex` of `ns`, from `cpus` generator threads at once (thread k pinned to CPU k, each
+    /// sending its share); returns (frames delivered to the sinks, seconds).
+    ///
+    /// A veth hands a frame to the receive queue of its peer numbered by the sending CPU
+    /// (`veth_select_rxq`: CPU mod queues) and runs that queue's NAPI on the same CPU, so two
+    /// generator CPUs feed two receive queues of the node under test, each served by its own CPU.
     fn send(
         &mut self,
         ns: &NetNs,
         ifindex: u32,
         frame: &[u8],
         frames: u32,
+        cpus: usize,
     ) -> anyhow::Result<(u64, f64)> {
         set_template(&mut self.gen_ebpf, frame)?;
         let before = self.delivered()?;
@@ -76,22 +82,71 @@ impl Traffic {
             .program("xdp_gen")
             .context("xdp_gen")?
             .try_into()?;
-        let fd = program.fd()?.try_clone()?;
-        let frame = frame.to_vec();
-        let elapsed = in_netns(&ns.name, move || -> anyhow::Result<f64> {
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-            // egress_ifindex; data_end must be the frame's length.
-            let mut ctx = [0u8; 24];
-            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-            let started = Instant::now();
-            run_live(&fd, &frame, &ctx, frames)?;
-            Ok(started.elapsed().as_secs_f64())
-        })??;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; data_end must be the frame's length.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let elapsed = if cpus <= 1 {
+            let fd = program.fd()?.try_clone()?;
+            let frame = frame.to_vec();
+            in_netns(&ns.name, move || -> anyhow::Result<f64> {
+                // On CPU 0 throughout: one receive queue, not whichever the scheduler moves
+                // the thread to.
+                pin_to_cpu(0)?;
+                let started = Instant::now();
+                run_live(&fd, &frame, &ctx, frames)?;
+                Ok(started.elapsed().as_secs_f64())
+            })??
+        } else {
+            let path = format!("/run/netns/{}", ns.name);
+            let start = std::sync::Arc::new(std::sync::Barrier::new(cpus));
+            let threads = (0..cpus)
+                .map(|cpu| {
+                    let fd = program.fd()?.try_clone()?;
+                    let (frame, path, start) = (frame.to_vec(), path.clone(), start.clone());
+                    let share = frames / cpus as u32;
+                    Ok(std::thread::spawn(move || -> anyhow::Result<f64> {
+                        xdp_lb_tests::netns::enter_netns(&path)?;
+                        pin_to_cpu(cpu)?;
+                        start.wait();
+                        let started = Instant::now();
+                        run_live(&fd, &frame, &ctx, share)?;
+                        Ok(started.elapsed().as_secs_f64())
+                    }))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // The run lasts until the slower thread is done.
+            let mut longest = 0f64;
+            for t in threads {
+                let secs = t
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+                longest = longest.max(secs);
+            }
+            longest
+        };
         // Frames still in flight through the veths land within a few ms.
         std::thread::sleep(Duration::from_millis(100));
         Ok((self.delivered()? - before, elapsed))
     }
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it; sched_setaffinity
+    // reads it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "sched_setaffinity(CPU {cpu}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The generator writes every frame from this template (see `xdp_gen`).
@@ -170,6 +225,9 @@ pub(crate) struct RateRun {
     pub(crate) machine_ns: f64,
     /// Run time of the forwarding XDP program per delivered frame (kernel BPF stats).
     pub(crate) program_ns: Option<f64>,
+    /// Frames each receive queue of the forwarder's ingress veth handled in this run: proof of
+    /// how many queues (and so CPUs) the row used.
+    pub(crate) queues: Vec<u64>,
 }
 
 /// Total run time of the loaded programs with this kernel name (BPF stats must be on).
@@ -224,30 +282,25 @@ impl RateBed {
         ];
         for (i, f) in fwd.iter().enumerate() {
             let net = 10 + i;
-            generator.ip(&[
-                "link",
-                "add",
-                &format!("generator{i}"),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "in0",
-                "netns",
-                &f.name,
-            ])?;
-            f.ip(&[
-                "link",
-                "add",
-                "out0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("snk{i}"),
-                "netns",
-                &sink.name,
-            ])?;
+            // The floor's and xdp-lb's veths have two queues each way (the two-queue rows);
+            // one generator thread still feeds one of them. veth refuses XDP on a device with
+            // fewer receive queues than its peer has transmit queues, so both ends match.
+            let q = if i < 2 { "2" } else { "1" };
+            let queues = ["numtxqueues", q, "numrxqueues", q];
+            let generator_if = format!("generator{i}");
+            let sink_if = format!("snk{i}");
+            let mut args = vec!["link", "add", &generator_if];
+            args.extend(queues);
+            args.extend(["type", "veth", "peer", "name", "in0"]);
+            args.extend(queues);
+            args.extend(["netns", &f.name]);
+            generator.ip(&args)?;
+            let mut args = vec!["link", "add", "out0"];
+            args.extend(queues);
+            args.extend(["type", "veth", "peer", "name", &sink_if]);
+            args.extend(queues);
+            args.extend(["netns", &sink.name]);
+            f.ip(&args)?;
             generator.ip(&[
                 "addr",
                 "add",
@@ -414,86 +467,130 @@ impl RateBed {
             f[6..12].copy_from_slice(&gen_mac(1)?);
             Ok(f)
         };
-        // (name, generator port, frame, XDP program to time)
-        let rows: Vec<(&'static str, usize, Vec<u8>, Option<&'static str>)> = vec![
-            (
+        let dsr = frame(1, RATE_VIP, DSR_PORT, TCP_ACK)?;
+        let nat = frame(1, RATE_VIP, NAT_PORT, TCP_ACK)?;
+        let floor = frame(0, Ipv4Addr::new(198, 18, 10, 11), 80, TCP_ACK)?;
+        let lb = Some(xdp_lb_common::PROGRAM_NAME);
+        let row = |name, generator, frame: &Vec<u8>, program, cpus| Row {
+            name,
+            generator,
+            frame: frame.clone(),
+            program,
+            cpus,
+        };
+        let rows = vec![
+            row(
                 "floor: bare XDP forwarder (MAC rewrite, redirect)",
                 0,
-                frame(0, Ipv4Addr::new(198, 18, 10, 11), 80, TCP_ACK)?,
+                &floor,
                 Some("xdp_floor_live"),
-            ),
-            (
-                "xdp-lb, L2 DSR",
                 1,
-                frame(1, RATE_VIP, DSR_PORT, TCP_ACK)?,
-                Some(xdp_lb_common::PROGRAM_NAME),
             ),
-            (
-                "xdp-lb, NAT",
-                1,
-                frame(1, RATE_VIP, NAT_PORT, TCP_ACK)?,
-                Some(xdp_lb_common::PROGRAM_NAME),
-            ),
-            (
-                "xdp-lb, L2 DSR, IPv6",
-                1,
-                frame6(DSR_PORT)?,
-                Some(xdp_lb_common::PROGRAM_NAME),
-            ),
-            (
+            row("xdp-lb, L2 DSR", 1, &dsr, lb, 1),
+            row("xdp-lb, NAT", 1, &nat, lb, 1),
+            row("xdp-lb, L2 DSR, IPv6", 1, &frame6(DSR_PORT)?, lb, 1),
+            row(
                 "nftables DNAT (kernel forwarding + conntrack)",
                 2,
-                frame(2, RATE_VIP, NFT_PORT, TCP_ACK)?,
+                &frame(2, RATE_VIP, NFT_PORT, TCP_ACK)?,
                 None,
+                1,
             ),
-            (
+            row(
                 "xdp-lb, L2 DSR, UDP",
                 1,
-                datagram(1, RATE_VIP, DSR_PORT)?,
-                Some(xdp_lb_common::PROGRAM_NAME),
+                &datagram(1, RATE_VIP, DSR_PORT)?,
+                lb,
+                1,
             ),
-            (
+            row(
                 "xdp-lb, NAT, UDP",
                 1,
-                datagram(1, RATE_VIP, NAT_PORT)?,
-                Some(xdp_lb_common::PROGRAM_NAME),
+                &datagram(1, RATE_VIP, NAT_PORT)?,
+                lb,
+                1,
             ),
-            (
+            row(
                 "nftables DNAT, UDP (kernel forwarding + conntrack)",
                 2,
-                datagram(2, RATE_VIP, NFT_PORT)?,
+                &datagram(2, RATE_VIP, NFT_PORT)?,
                 None,
+                1,
             ),
+            // Two receive queues on the node under test, one generator CPU each: the same
+            // flows, now handled on both CPUs at once. A shared lock or a shared counter on the
+            // hot path would show as a gain below the floor's.
+            row(
+                "floor, two RX queues (two generator CPUs)",
+                0,
+                &floor,
+                Some("xdp_floor_live"),
+                2,
+            ),
+            row("xdp-lb, L2 DSR, two RX queues", 1, &dsr, lb, 2),
+            row("xdp-lb, NAT, two RX queues", 1, &nat, lb, 2),
         ];
-        // NAT flows open with a SYN, one per generator flow, sent before every NAT run: the
+        // NAT flows open with a SYN, one per generator flow, sent before every NAT TCP run: the
         // sinks never answer, so the flows stay half-open and expire after nat_syn_timeout
         // while the other rows run.
         let nat_syns = frame(1, RATE_VIP, NAT_PORT, TCP_SYN)?;
+        // Each generator CPU has its own 1024 flows (`xdp_gen`), so a two-queue row opens
+        // 2048.
+        let needs_syns = |r: &Row| r.frame == nat;
         let gen_ns = &self.generator;
-        self.traffic
-            .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
-        for (_, port, f, _) in &rows {
-            self.traffic
-                .send(gen_ns, self.gen_ifindex[*port], f, 20_000)?;
+        for r in &rows {
+            if needs_syns(r) {
+                self.traffic.send(
+                    gen_ns,
+                    self.gen_ifindex[1],
+                    &nat_syns,
+                    1024 * r.cpus as u32,
+                    r.cpus,
+                )?;
+            }
+            self.traffic.send(
+                gen_ns,
+                self.gen_ifindex[r.generator],
+                &r.frame,
+                20_000,
+                r.cpus,
+            )?;
         }
         let mut runs: Vec<Vec<RateRun>> = rows.iter().map(|_| Vec::new()).collect();
         for round in 0..args.rounds {
             eprintln!("compare: forwarding round {}/{}", round + 1, args.rounds);
-            for (i, (name, port, f, _)) in rows.iter().enumerate() {
-                if *name == "xdp-lb, NAT" {
-                    self.traffic
-                        .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+            for (i, r) in rows.iter().enumerate() {
+                if needs_syns(r) {
+                    self.traffic.send(
+                        gen_ns,
+                        self.gen_ifindex[1],
+                        &nat_syns,
+                        1024 * r.cpus as u32,
+                        r.cpus,
+                    )?;
                 }
+                let fwd = &self.fwd[r.generator];
+                let queues0 = rx_queue_frames(fwd, "in0");
                 let busy0 = machine_busy_ns();
-                let (delivered, secs) =
-                    self.traffic
-                        .send(gen_ns, self.gen_ifindex[*port], f, args.frames)?;
+                let (delivered, secs) = self.traffic.send(
+                    gen_ns,
+                    self.gen_ifindex[r.generator],
+                    &r.frame,
+                    args.frames,
+                    r.cpus,
+                )?;
                 let busy1 = machine_busy_ns();
+                let queues = rx_queue_frames(fwd, "in0")
+                    .iter()
+                    .zip(queues0.iter().chain(std::iter::repeat(&0)))
+                    .map(|(a, b)| a.saturating_sub(*b))
+                    .collect();
                 runs[i].push(RateRun {
                     mpps: delivered as f64 / secs / 1e6,
                     share: delivered as f64 / args.frames as f64,
                     machine_ns: busy1.saturating_sub(busy0) as f64 / delivered.max(1) as f64,
                     program_ns: None,
+                    queues,
                 });
             }
         }
@@ -502,19 +599,28 @@ impl RateBed {
         // spared.
         let stats =
             aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF stats")?;
-        for (i, (name, port, f, program)) in rows.iter().enumerate() {
-            if program.is_none() {
+        for (i, r) in rows.iter().enumerate() {
+            if r.program.is_none() {
                 continue;
             }
-            if *name == "xdp-lb, NAT" {
-                self.traffic
-                    .send(gen_ns, self.gen_ifindex[1], &nat_syns, 1024)?;
+            if needs_syns(r) {
+                self.traffic.send(
+                    gen_ns,
+                    self.gen_ifindex[1],
+                    &nat_syns,
+                    1024 * r.cpus as u32,
+                    r.cpus,
+                )?;
             }
-            let before = program_run_ns(*program);
-            let (delivered, _) =
-                self.traffic
-                    .send(gen_ns, self.gen_ifindex[*port], f, args.frames / 2)?;
-            let after = program_run_ns(*program);
+            let before = program_run_ns(r.program);
+            let (delivered, _) = self.traffic.send(
+                gen_ns,
+                self.gen_ifindex[r.generator],
+                &r.frame,
+                args.frames / 2,
+                r.cpus,
+            )?;
+            let after = program_run_ns(r.program);
             let ns = before
                 .zip(after)
                 .map(|(a, b)| b.saturating_sub(a) as f64 / delivered.max(1) as f64);
@@ -523,8 +629,36 @@ impl RateBed {
             }
         }
         drop(stats);
-        Ok((rows.iter().map(|r| (r.0, r.3)).collect(), runs))
+        Ok((rows.iter().map(|r| (r.name, r.program)).collect(), runs))
     }
+}
+
+/// One forwarding-rate row.
+struct Row {
+    name: &'static str,
+    /// Which generator interface (and so which forwarder) the frames go through.
+    generator: usize,
+    frame: Vec<u8>,
+    /// The XDP program whose run time the stats run measures (None: the kernel's softirq).
+    program: Option<&'static str>,
+    /// Generator CPUs sending at once (= receive queues of the forwarder in use).
+    cpus: usize,
+}
+
+/// Frames each receive queue of a veth has handed to its XDP program so far
+/// (`ethtool -S`: `rx_queue_N_xdp_packets`), by queue number.
+fn rx_queue_frames(ns: &NetNs, ifname: &str) -> Vec<u64> {
+    let stats = ns.exec(&["ethtool", "-S", ifname]).unwrap_or_default();
+    let mut queues: Vec<(usize, u64)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            let q = k.strip_prefix("rx_queue_")?.strip_suffix("_xdp_packets")?;
+            Some((q.parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect();
+    queues.sort_unstable();
+    queues.into_iter().map(|(_, v)| v).collect()
 }
 
 impl Drop for RateBed {

@@ -134,68 +134,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         writeln!(md, "- {what}: {drops}")?;
     }
     writeln!(md)?;
-    writeln!(md, "## Forwarding rate (live frames)\n")?;
-    writeln!(
-        md,
-        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes, IPv6 74, per run, 1024 flows) \
-         over point-to-point veths into the node under test, which forwards them out of a second veth to the \
-         backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
-         forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
-         delivered frame (the generator is in every row alike); forwarder = run time of the forwarding XDP \
-         program per frame (kernel BPF stats, in one extra run per row so the rate runs do \
-         without them; nftables runs in the kernel's softirq and has no separate figure).\n",
-        o.args.frames
-    )?;
-    writeln!(
-        md,
-        "| path | Mpps delivered | spread | delivered / sent | × floor | machine CPU ns/frame | forwarder ns/frame |"
-    )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
-    let mpps: Vec<f64> = o
-        .rates
-        .iter()
-        .map(|r| median(&r.iter().map(|x| x.mpps).collect::<Vec<_>>()))
-        .collect();
-    let machine_ns: Vec<f64> = o
-        .rates
-        .iter()
-        .map(|r| median(&r.iter().map(|x| x.machine_ns).collect::<Vec<_>>()))
-        .collect();
-    for (i, (name, _)) in o.rate_rows.iter().enumerate() {
-        let v: Vec<f64> = o.rates[i].iter().map(|x| x.mpps).collect();
-        let (lo, hi) = spread(&v);
-        let share = median(&o.rates[i].iter().map(|x| x.share).collect::<Vec<_>>());
-        let program: Vec<f64> = o.rates[i].iter().filter_map(|x| x.program_ns).collect();
-        writeln!(
-            md,
-            "| {name} | {:.3} | {lo:.3}–{hi:.3} | {:.0}% | {:.2}× | {:.0} | {} |",
-            mpps[i],
-            share * 100.0,
-            mpps[i] / mpps[0],
-            machine_ns[i],
-            if program.is_empty() {
-                "in softirq".to_owned()
-            } else {
-                format!("{:.0}", median(&program))
-            }
-        )?;
-    }
-    // Program sizes: part of where the per-frame time goes.
-    let sizes: Vec<String> = [xdp_lb_common::PROGRAM_NAME, "xdp_floor_live"]
-        .iter()
-        .filter_map(|name| {
-            let p = aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .find(|p| p.name_as_str() == Some(name))?;
-            Some(format!(
-                "{name}: {} bytes of machine code ({} instructions processed by the verifier)",
-                p.size_jitted(),
-                p.verified_instruction_count()
-                    .map_or("?".into(), |n| n.to_string())
-            ))
-        })
-        .collect();
-    writeln!(md, "\nPrograms: {}.", sizes.join("; "))?;
+    let (mpps, machine_ns) = rate_section(&mut md, o.args.frames, &o.rate_rows, &o.rates)?;
     writeln!(md, "\n## Memory\n")?;
     writeln!(
         md,
@@ -253,7 +192,34 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         rate("xdp-lb, NAT, UDP"),
         rate("nftables DNAT, UDP"),
     );
+    // Two receive queues against one: xdp-lb's gain beside the floor's (which shares nothing).
+    let gain = |two: &str, one: &str| rate(two) / rate(one);
+    let floor_gain = gain("floor, two RX queues", "floor: ");
+    let (dsr_gain, nat_gain) = (
+        gain("xdp-lb, L2 DSR, two RX queues", "xdp-lb, L2 DSR"),
+        gain("xdp-lb, NAT, two RX queues", "xdp-lb, NAT"),
+    );
     let targets = [
+        format!(
+            "two RX queues (issue 18): DSR ×{dsr_gain:.2} and NAT ×{nat_gain:.2} their one-queue \
+             rate, the floor ×{floor_gain:.2}; no shared lock on the hot path (each ≥ 0.9× the \
+             floor's gain) — {}",
+            verdict(dsr_gain >= 0.9 * floor_gain && nat_gain >= 0.9 * floor_gain)
+        ),
+        {
+            let nat = rate("xdp-lb, NAT");
+            format!(
+                "live frames (issue 18): DSR ≥ 0.95× the floor: {:.2}× — {}; NAT ≥ 0.9×: \
+                 {:.2}× — {}; both ≥ 5× nftables: {:.2}× and {:.2}× — {}",
+                dsr / mpps[0],
+                verdict(dsr >= 0.95 * mpps[0]),
+                nat / mpps[0],
+                verdict(nat >= 0.9 * mpps[0]),
+                dsr / nft,
+                nat / nft,
+                verdict(dsr >= 5.0 * nft && nat >= 5.0 * nft)
+            )
+        },
         format!(
             "xdp-lb DSR forwarding ≥ 0.8× the floor: {:.2}× — {}",
             dsr / mpps[0],
@@ -305,7 +271,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
     ];
     writeln!(
         md,
-        "\n## Targets (issues 7 and 13), ratios within this run\n"
+        "\n## Targets (issues 7, 13 and 18), ratios within this run\n"
     )?;
     for t in &targets {
         writeln!(md, "- {t}")?;
@@ -415,6 +381,91 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         bail!("a row carried nothing; see the logs in {}", o.dir.display());
     }
     Ok(())
+}
+
+/// The forwarding-rate table and the programs' sizes; returns each row's median Mpps and
+/// machine CPU per frame.
+pub(crate) fn rate_section(
+    md: &mut String,
+    frames: u32,
+    rate_rows: &[(&'static str, Option<&'static str>)],
+    rates: &[Vec<RateRun>],
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    writeln!(md, "## Forwarding rate (live frames)\n")?;
+    writeln!(
+        md,
+        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes, IPv6 74, per run, 1024 flows) \
+         over point-to-point veths into the node under test, which forwards them out of a second veth to the \
+         backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
+         forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
+         delivered frame (the generator is in every row alike); forwarder = run time of the forwarding XDP \
+         program per frame (kernel BPF stats, in one extra run per row so the rate runs do \
+         without them; nftables runs in the kernel's softirq and has no separate figure).\n",
+        frames
+    )?;
+    writeln!(
+        md,
+        "| path | Mpps delivered | spread | delivered / sent | × floor | machine CPU ns/frame | forwarder ns/frame | frames by RX queue |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mpps: Vec<f64> = rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.mpps).collect::<Vec<_>>()))
+        .collect();
+    let machine_ns: Vec<f64> = rates
+        .iter()
+        .map(|r| median(&r.iter().map(|x| x.machine_ns).collect::<Vec<_>>()))
+        .collect();
+    for (i, (name, _)) in rate_rows.iter().enumerate() {
+        let v: Vec<f64> = rates[i].iter().map(|x| x.mpps).collect();
+        let (lo, hi) = spread(&v);
+        let share = median(&rates[i].iter().map(|x| x.share).collect::<Vec<_>>());
+        let program: Vec<f64> = rates[i].iter().filter_map(|x| x.program_ns).collect();
+        // The ingress queues' shares over all rounds: which queues (so CPUs) the row used.
+        let mut by_queue: Vec<u64> = Vec::new();
+        for run in &rates[i] {
+            by_queue.resize(by_queue.len().max(run.queues.len()), 0);
+            for (q, n) in run.queues.iter().enumerate() {
+                by_queue[q] += n;
+            }
+        }
+        let all = by_queue.iter().sum::<u64>().max(1) as f64;
+        let queues = by_queue
+            .iter()
+            .map(|n| format!("{:.0}%", *n as f64 * 100.0 / all))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        writeln!(
+            md,
+            "| {name} | {:.3} | {lo:.3}–{hi:.3} | {:.0}% | {:.2}× | {:.0} | {} | {queues} |",
+            mpps[i],
+            share * 100.0,
+            mpps[i] / mpps[0],
+            machine_ns[i],
+            if program.is_empty() {
+                "in softirq".to_owned()
+            } else {
+                format!("{:.0}", median(&program))
+            }
+        )?;
+    }
+    // Program sizes: part of where the per-frame time goes.
+    let sizes: Vec<String> = [xdp_lb_common::PROGRAM_NAME, "xdp_floor_live"]
+        .iter()
+        .filter_map(|name| {
+            let p = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .find(|p| p.name_as_str() == Some(name))?;
+            Some(format!(
+                "{name}: {} bytes of machine code ({} instructions processed by the verifier)",
+                p.size_jitted(),
+                p.verified_instruction_count()
+                    .map_or("?".into(), |n| n.to_string())
+            ))
+        })
+        .collect();
+    writeln!(md, "\nPrograms: {}.", sizes.join("; "))?;
+    Ok((mpps, machine_ns))
 }
 
 /// Scale out: 1, 2 and 3 active nodes, and the reroute time; returns the summary lines.
