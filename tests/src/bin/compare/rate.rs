@@ -107,9 +107,12 @@ impl Traffic {
                     let (frame, path, start) = (frame.to_vec(), path.clone(), start.clone());
                     let share = frames / cpus as u32;
                     Ok(std::thread::spawn(move || -> anyhow::Result<f64> {
-                        xdp_lb_tests::netns::enter_netns(&path)?;
-                        pin_to_cpu(cpu)?;
+                        let ready =
+                            xdp_lb_tests::netns::enter_netns(&path).and_then(|()| pin_to_cpu(cpu));
+                        // Every thread reaches the barrier, ready or not, so that one failing
+                        // cannot leave the others waiting for ever.
                         start.wait();
+                        ready?;
                         let started = Instant::now();
                         run_live(&fd, &frame, &ctx, share)?;
                         Ok(started.elapsed().as_secs_f64())
