@@ -56,21 +56,28 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
     }
 }
 
-#[test]
-fn the_rate_rows_alone_use_one_receive_queue_or_two() {
-    require_root!();
-    let out = scratch("compare-rate");
+/// Runs the comparison binary with `args` and `--out out`; its stdout, once it succeeded.
+fn run_compare(args: &[&str], out: &std::path::Path) -> String {
     let run = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args(["--rate-only", "--rounds", "1", "--frames", "40000", "--out"])
-        .arg(&out)
+        .args(args)
+        .arg("--out")
+        .arg(out)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_rate_rows_alone_use_one_receive_queue_or_two() {
+    require_root!();
+    let out = scratch("compare-rate");
+    run_compare(&["--rate-only", "--rounds", "1", "--frames", "40000"], &out);
     let report = std::fs::read_to_string(out.join("compare-rate.md")).unwrap();
     // A row's last column: the shares of the forwarder's receive queues, "a% / b%".
     let queue_shares = |row: &str| -> Vec<f64> {
@@ -106,8 +113,8 @@ fn the_rate_rows_alone_use_one_receive_queue_or_two() {
 fn the_comparison_runs_every_row_and_draws_its_chart() {
     require_root!();
     let out = scratch("compare");
-    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args([
+    let stdout = run_compare(
+        &[
             "--seconds",
             "1",
             "--rounds",
@@ -116,16 +123,8 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
             "50000",
             "--connections",
             "8",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        &out,
     );
     let report = std::fs::read_to_string(out.join("compare.md")).unwrap();
     for row in [

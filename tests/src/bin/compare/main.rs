@@ -26,6 +26,7 @@
 
 mod chart;
 mod flood;
+mod generator;
 mod memory;
 mod peers;
 mod rate;
