@@ -5,6 +5,11 @@
 //!   forwarder must do; xdp-lb's paths are reported as ratios to it.
 //! - `xdp_floor_lookup`: the floor plus one hash lookup of the 5-tuple in an LRU map shaped like
 //!   the flow table: shows how much of xdp-lb's flow-hit path is that one lookup.
+//! - `xdp_floor_insert`: the floor plus one insert of the 5-tuple into that map: what a new
+//!   flow's record alone costs (the kernel's LRU insert), against xdp-lb's whole new flow.
+//! - `xdp_floor6`, `xdp_floor6_lookup`: the same two for an IPv6 frame, the lookup's key the
+//!   data plane's 40-byte `FlowKey6`: with the two above they split xdp-lb's IPv6 hit cost
+//!   into the IPv6 parse and the longer key's hash and compare (issue 18).
 //! - `xdp_empty`: return XDP_PASS. The fixed cost of BPF_PROG_TEST_RUN itself, subtracted from
 //!   rows measured with `repeat = 1`.
 //!
@@ -31,12 +36,18 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use xdp_lb_common::{FlowKey, FlowValue, csum};
+use xdp_lb_common::{FlowKey, FlowKey6, FlowValue, FlowValue6, csum};
 use xdp_lb_ebpf::parse;
 
-/// Same key and value as the data plane's FLOWS; filled by the bench.
+/// Same key and value as the data plane's FLOWS, and as many entries as the bench's flow table
+/// (1M), so that an insert or a cache-cold lookup here costs what one there does; filled by
+/// the bench.
 #[map]
-static BENCH_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1024, 0);
+static BENCH_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1 << 20, 0);
+
+/// Same key and value as the data plane's FLOWS6; filled by the bench.
+#[map]
+static BENCH_FLOWS6: LruHashMap<FlowKey6, FlowValue6> = LruHashMap::with_max_entries(1024, 0);
 
 const FLOOR_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const FLOOR_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -49,6 +60,26 @@ pub fn xdp_floor(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
     floor(&ctx, true)
+}
+
+#[xdp]
+pub fn xdp_floor_insert(ctx: XdpContext) -> u32 {
+    let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    // XDP_TX only when the insert succeeded, so the bench sees each one happen.
+    if BENCH_FLOWS
+        .insert(packet.flow, FlowValue::default(), 0)
+        .is_err()
+    {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bounds-checked by the parser.
+    unsafe {
+        (*packet.eth).dst_addr = FLOOR_DST_MAC;
+        (*packet.eth).src_addr = FLOOR_SRC_MAC;
+    }
+    xdp_action::XDP_TX
 }
 
 /// Parse, (look the 5-tuple up,) rewrite both MACs, XDP_TX. Inlined, so each program pays for
@@ -67,6 +98,39 @@ fn floor(ctx: &XdpContext, lookup: bool) -> u32 {
         (*packet.eth).dst_addr = FLOOR_DST_MAC;
         (*packet.eth).src_addr = FLOOR_SRC_MAC;
     }
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn xdp_floor6(ctx: XdpContext) -> u32 {
+    floor6(&ctx, false)
+}
+
+#[xdp]
+pub fn xdp_floor6_lookup(ctx: XdpContext) -> u32 {
+    floor6(&ctx, true)
+}
+
+/// The floor for an IPv6 frame: the data plane's IPv6 parse (Ethernet, then the IPv6 header
+/// and TCP), (one lookup of its `FlowKey6`,) both MACs rewritten, XDP_TX.
+#[inline(always)]
+fn floor6(ctx: &XdpContext, lookup: bool) -> u32 {
+    let Ok(parse::Parsed::Ipv6(l3_off)) = parse::parse(ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    // The mask shows the verifier the offset's bound (14, or 18 behind a VLAN tag).
+    let Ok(parse::Parsed6::Flow(packet)) = parse::parse_ipv6(ctx, l3_off & 0x3f) else {
+        return xdp_action::XDP_PASS;
+    };
+    if lookup && BENCH_FLOWS6.get_ptr(packet.flow).is_none() {
+        return xdp_action::XDP_PASS;
+    }
+    // The destination MAC, then the source MAC.
+    let Some(macs) = parse::ptr_at::<[[u8; 6]; 2]>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked just above.
+    unsafe { *macs = [FLOOR_DST_MAC, FLOOR_SRC_MAC] };
     xdp_action::XDP_TX
 }
 

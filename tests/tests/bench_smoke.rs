@@ -31,6 +31,10 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for row in [
         "floor:",
+        "floor + one insert into a 1M-entry LRU map",
+        "its flows cycled (cache-cold, ablation)",
+        "IPv6 floor:",
+        "FLOWS6-shaped lookup, 40-byte key",
         "flow-table hit",
         "new flow",
         "new flow begun elsewhere (ACK first",
@@ -51,9 +55,13 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "report on vs off",
         "verify + decode + replay window",
         "health transition",
+        "Issue 18 targets",
+        "IPv6 against its IPv4 twin",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");
     }
+    // A summary line that names a row the bench no longer has prints NaN.
+    assert!(!report.contains("NaN"), "a summary lost its row: {report}");
 }
 
 /// Runs the comparison binary with `args` and `--out out`; its stdout, once it succeeded.

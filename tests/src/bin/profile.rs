@@ -27,7 +27,8 @@ use xdp_lb_tests::{
 
 #[derive(Parser)]
 struct Args {
-    /// hit (flow-table hit), new (new flow: Maglev and an insert), pass (TCP not to a VIP).
+    /// hit (flow-table hit), hit6 (its IPv6 twin), new (new flow: Maglev and an insert), pass
+    /// (TCP not to a VIP).
     #[arg(long, default_value = "hit")]
     path: String,
     #[arg(long, default_value_t = 5)]
@@ -52,17 +53,32 @@ fn main() -> anyhow::Result<()> {
     let text = fixtures::config("lo")
         .bed("@PIN_DIR@", 1 << 20, 4)
         .vip(fixtures::three_backends("web", 80))
+        .vip(
+            fixtures::vip("web6", "2001:2::100", 80)
+                .backend("2001:2::11")
+                .backend("2001:2::12")
+                .backend("2001:2::13"),
+        )
         .to_string();
     let lb = Loaded::new(&text, LOOPBACK_IFINDEX).context("loading xdp-lb")?;
     let program = lb.dp().program();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut runs = 0u64;
     match args.path.as_str() {
-        "hit" | "pass" => {
-            let (f, verdict, counter) = if args.path == "hit" {
-                (frame(u32::MAX, 80), XDP_TX, Counter::Tx)
-            } else {
-                (frame(u32::MAX, 22), XDP_PASS, Counter::PassNotVip)
+        "hit" | "hit6" | "pass" => {
+            let (f, verdict, counter) = match args.path.as_str() {
+                "hit" => (frame(u32::MAX, 80), XDP_TX, Counter::Tx),
+                // The bench's IPv6 twin: a segment to "web6" ([2001:2::100]:80).
+                "hit6" => {
+                    let mut tcp = xdp_lb_tests::packet::tcp_header();
+                    tcp[13] = TCP_ACK;
+                    (
+                        xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp),
+                        XDP_TX,
+                        Counter::Tx,
+                    )
+                }
+                _ => (frame(u32::MAX, 22), XDP_PASS, Counter::PassNotVip),
             };
             lb.run(&f)?;
             let before = lb.counter(counter);
@@ -95,7 +111,7 @@ fn main() -> anyhow::Result<()> {
                 "not every packet made a new flow"
             );
         }
-        other => anyhow::bail!("--path {other}: hit, new or pass"),
+        other => anyhow::bail!("--path {other}: hit, hit6, new or pass"),
     }
     eprintln!("profile: {} runs of {}", runs, args.path);
     Ok(())
