@@ -258,3 +258,113 @@ fn unique() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+/// BPF_PROG_TEST_RUN in live-frames mode on a program fd (aya's `test_run` needs the program
+/// object, which stays on this side of the namespace switch).
+pub fn run_live(
+    fd: &aya::programs::ProgramFd,
+    frame: &[u8],
+    ctx: &[u8],
+    repeat: u32,
+) -> anyhow::Result<()> {
+    // bpf_attr for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h, `test` member).
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let attr = TestAttr {
+        prog_fd: std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd)) as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: 64,
+        ..Default::default()
+    };
+    // SAFETY: attr points at live buffers of the sizes given, for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &attr as *const TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) {
+            return Err(LiveFramesRefused.into());
+        }
+        anyhow::bail!("BPF_PROG_TEST_RUN (live frames): {err}");
+    }
+    Ok(())
+}
+
+/// The kernel refused BPF_PROG_TEST_RUN's live-frames mode with EPERM, to root (seen on a
+/// hardened kernel of this machine kind on 2026-12-06, even for a two-instruction XDP_DROP
+/// program on a namespace's loopback; ordinary test runs still work there). Live frames put
+/// packets on a device from a syscall, which a kernel may be built or set up to forbid. The
+/// forwarding-rate rows send with it and cannot be measured there; the rest of the comparison
+/// can, and says which rows it left out and why.
+#[derive(Debug)]
+pub struct LiveFramesRefused;
+
+impl std::fmt::Display for LiveFramesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "this kernel refuses BPF_PROG_TEST_RUN's live-frames mode (EPERM, as root), which \
+             the forwarding-rate rows send their frames with",
+        )
+    }
+}
+
+impl std::error::Error for LiveFramesRefused {}
+
+/// Whether `e` is (or wraps) the kernel's refusal of live frames.
+pub fn live_frames_refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<LiveFramesRefused>().is_some()
+}
+
+/// Whether this kernel runs XDP programs in live-frames mode for us: one frame of the bench
+/// object's `xdp_empty` (XDP_PASS) on the loopback of a scratch namespace. Ok(false) on the
+/// kernel's refusal (`LiveFramesRefused`); any other failure is an error.
+pub fn live_frames_supported() -> anyhow::Result<bool> {
+    let ebpf = bench_programs(&["xdp_empty"])?;
+    let fd = xdp(&ebpf, "xdp_empty")?.fd()?.try_clone()?;
+    let ns = crate::NetNs::new("probe")?;
+    let result = crate::in_netns(&ns.name, move || -> anyhow::Result<()> {
+        // An Ethernet frame (60 bytes, IPv4 ether type, all else zero), on `lo` (ifindex 1 in a
+        // new namespace); struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+        let mut frame = [0u8; 60];
+        frame[12] = 0x08;
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&LOOPBACK_IFINDEX.to_ne_bytes());
+        run_live(&fd, &frame, &ctx, 1)
+    })?;
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if live_frames_refused(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

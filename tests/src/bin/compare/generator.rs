@@ -1,14 +1,11 @@
 //! The traffic generator of the forwarding-rate bed: `xdp_gen` run by `BPF_PROG_TEST_RUN` in
 //! live-frames mode from one or two pinned threads, and the sinks' count of what arrived.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use aya::programs::Xdp;
-use xdp_lb_tests::{NetNs, in_netns};
+use xdp_lb_tests::{NetNs, harness::run_live, in_netns};
 
 /// The generator (client namespace) and the sinks (one per backend).
 pub(crate) struct Traffic {
@@ -150,65 +147,5 @@ pub(crate) fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result
     let mut t: aya::maps::Array<_, [u8; 74]> =
         aya::maps::Array::try_from(ebpf.map_mut("GEN_TEMPLATE").context("GEN_TEMPLATE")?)?;
     t.set(0, xdp_lb_tests::packet::gen_template(frame)?, 0)?;
-    Ok(())
-}
-
-/// BPF_PROG_TEST_RUN in live-frames mode on a program fd (aya's `test_run` needs the program
-/// object, which stays on this side of the namespace switch).
-pub(crate) fn run_live(
-    fd: &aya::programs::ProgramFd,
-    frame: &[u8],
-    ctx: &[u8],
-    repeat: u32,
-) -> anyhow::Result<()> {
-    // bpf_attr for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h, `test` member).
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-    let attr = TestAttr {
-        prog_fd: fd.as_fd().as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat,
-        ctx_size_in: ctx.len() as u32,
-        ctx_in: ctx.as_ptr() as u64,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size: 64,
-        ..Default::default()
-    };
-    // SAFETY: attr points at live buffers of the sizes given, for the duration of the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &attr as *const TestAttr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if rc != 0 {
-        bail!(
-            "BPF_PROG_TEST_RUN (live frames): {}",
-            std::io::Error::last_os_error()
-        );
-    }
     Ok(())
 }
