@@ -43,7 +43,7 @@ use xdp_lb_ebpf::parse;
 /// (1M), so that an insert or a cache-cold lookup here costs what one there does; filled by
 /// the bench.
 #[map]
-static BENCH_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1024, 0);
+static BENCH_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1 << 20, 0);
 
 /// Same key and value as the data plane's FLOWS6; filled by the bench.
 #[map]

@@ -56,6 +56,7 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "NAT UDP reply",
         "DSR flow-table hit, one flow, by this method",
         "NAT against the DSR flow-table hit, same method",
+        "NAT new flow (issue 18 target",
         "report on vs off",
         "verify + decode + replay window",
         "health transition",
