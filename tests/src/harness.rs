@@ -320,21 +320,17 @@ pub fn run_live(
     Ok(())
 }
 
-/// The kernel refused BPF_PROG_TEST_RUN's live-frames mode with EPERM, to root (seen on a
-/// hardened kernel of this machine kind on 2026-12-06, even for a two-instruction XDP_DROP
-/// program on a namespace's loopback; ordinary test runs still work there). Live frames put
-/// packets on a device from a syscall, which a kernel may be built or set up to forbid. The
-/// forwarding-rate rows send with it and cannot be measured there; the rest of the comparison
-/// can, and says which rows it left out and why.
+/// The kernel refused BPF_PROG_TEST_RUN's live-frames mode with EPERM, to root (seen on this
+/// machine kind's kernel on 2026-12-06, even for a two-instruction XDP_DROP program on a
+/// namespace's loopback; ordinary test runs still work there). Live frames put packets on a
+/// device from a syscall, which a kernel may be built or set up to forbid. The forwarding-rate
+/// bed then sends its frames through AF_PACKET instead (compare's `packet_sender`).
 #[derive(Debug)]
 pub struct LiveFramesRefused;
 
 impl std::fmt::Display for LiveFramesRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(
-            "this kernel refuses BPF_PROG_TEST_RUN's live-frames mode (EPERM, as root), which \
-             the forwarding-rate rows send their frames with",
-        )
+        f.write_str("this kernel refuses BPF_PROG_TEST_RUN's live-frames mode (EPERM, as root)")
     }
 }
 

@@ -55,7 +55,7 @@ enum Verb {
         /// DNAT and with no balancer, side by side (target/bench/compare.md).
         #[arg(long)]
         compare: bool,
-        /// Only the comparison's forwarding-rate rows (live frames through the floor, xdp-lb
+        /// Only the comparison's forwarding-rate rows (frames through the floor, xdp-lb
         /// and nftables, one and two receive queues; a minute or two):
         /// target/bench/compare-rate.md. Implies no per-packet rows.
         #[arg(long, conflicts_with = "compare")]
@@ -116,7 +116,7 @@ fn run(verb: Verb) -> anyhow::Result<()> {
             setup::setup()?;
             cargo(&["build", "--release", "-p", "xdp-lb"])?;
             if rate {
-                step("forwarding rate (live frames)");
+                step("forwarding rate");
                 return tests_bin("compare", &["--rate-only"]);
             }
             tests_bin("bench", &["--repeat", &repeat.to_string()])?;

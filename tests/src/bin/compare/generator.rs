@@ -1,5 +1,6 @@
 //! The traffic generator of the forwarding-rate bed: `xdp_gen` run by `BPF_PROG_TEST_RUN` in
-//! live-frames mode from one or two pinned threads, and the sinks' count of what arrived.
+//! live-frames mode from one or two pinned threads (or, on a kernel that refuses live frames,
+//! the same frames through AF_PACKET: `packet_sender`), and the sinks' count of what arrived.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,53 @@ use xdp_lb_tests::{NetNs, harness::run_live, in_netns};
 pub(crate) struct Traffic {
     gen_ebpf: aya::Ebpf,
     sinks: Vec<aya::Ebpf>,
+    sender: Sender,
+}
+
+/// How the generator puts its frames on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// `xdp_gen` in BPF_PROG_TEST_RUN's live-frames mode: frames are XDP frames from the start.
+    LiveFrames,
+    /// An AF_PACKET socket (`packet_sender`), where the kernel refuses live frames.
+    Packet,
+}
+
+impl Sender {
+    /// For the report.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Sender::LiveFrames => "`BPF_PROG_TEST_RUN` live frames (`xdp_gen`)",
+            Sender::Packet => {
+                "an AF_PACKET socket, qdisc bypassed (this kernel refuses live frames: each frame \
+                 starts as an skb that the receiving veth copies into an XDP frame, so rates are \
+                 lower than with live frames; compare ratios within the run)"
+            }
+        }
+    }
+}
+
+/// One generator thread's work: its CPU's flows, sent by live frames or AF_PACKET.
+enum Job {
+    Live {
+        fd: aya::programs::ProgramFd,
+        frame: Vec<u8>,
+        ctx: [u8; 24],
+    },
+    Packet {
+        ifindex: u32,
+        frames: Vec<Vec<u8>>,
+    },
+}
+
+impl Job {
+    /// Sends `count` frames from the calling thread (in the generator's namespace).
+    fn run(&self, count: u32) -> anyhow::Result<()> {
+        match self {
+            Job::Live { fd, frame, ctx } => run_live(fd, frame, ctx, count),
+            Job::Packet { ifindex, frames } => crate::packet_sender::send(*ifindex, frames, count),
+        }
+    }
 }
 
 pub(crate) fn load_in(
@@ -34,9 +82,50 @@ pub(crate) fn load_in(
 
 impl Traffic {
     pub(crate) fn new(generator: &NetNs, sinks: Vec<aya::Ebpf>) -> anyhow::Result<Self> {
+        let sender = if xdp_lb_tests::harness::live_frames_supported()? {
+            Sender::LiveFrames
+        } else {
+            eprintln!(
+                "compare: {}; sending the rate rows' frames through AF_PACKET instead",
+                xdp_lb_tests::harness::LiveFramesRefused
+            );
+            Sender::Packet
+        };
         Ok(Self {
             gen_ebpf: load_in(generator, None)?,
             sinks,
+            sender,
+        })
+    }
+
+    pub(crate) fn sender(&self) -> Sender {
+        self.sender
+    }
+
+    /// Generator thread `cpu`'s job for `frame` out of `ifindex`.
+    fn job(&self, frame: &[u8], ifindex: u32, cpu: usize) -> anyhow::Result<Job> {
+        Ok(match self.sender {
+            Sender::LiveFrames => {
+                let program: &Xdp = self
+                    .gen_ebpf
+                    .program("xdp_gen")
+                    .context("xdp_gen")?
+                    .try_into()?;
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+                // egress_ifindex; data_end must be the frame's length.
+                let mut ctx = [0u8; 24];
+                ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+                ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+                Job::Live {
+                    fd: program.fd()?.try_clone()?,
+                    frame: frame.to_vec(),
+                    ctx,
+                }
+            }
+            Sender::Packet => Job::Packet {
+                ifindex,
+                frames: crate::packet_sender::frames_for(frame, cpu)?,
+            },
         })
     }
 
@@ -67,25 +156,14 @@ impl Traffic {
     ) -> anyhow::Result<(u64, f64)> {
         set_template(&mut self.gen_ebpf, frame)?;
         let before = self.delivered()?;
-        let program: &Xdp = self
-            .gen_ebpf
-            .program("xdp_gen")
-            .context("xdp_gen")?
-            .try_into()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex; data_end must be the frame's length.
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let elapsed = if cpus <= 1 {
-            let fd = program.fd()?.try_clone()?;
-            let frame = frame.to_vec();
+            let job = self.job(frame, ifindex, 0)?;
             in_netns(&ns.name, move || -> anyhow::Result<f64> {
                 // On CPU 0 throughout: one receive queue, not whichever the scheduler moves
                 // the thread to.
                 pin_to_cpu(0)?;
                 let started = Instant::now();
-                run_live(&fd, &frame, &ctx, frames)?;
+                job.run(frames)?;
                 Ok(started.elapsed().as_secs_f64())
             })??
         } else {
@@ -93,8 +171,8 @@ impl Traffic {
             let start = std::sync::Arc::new(std::sync::Barrier::new(cpus));
             let threads = (0..cpus)
                 .map(|cpu| {
-                    let fd = program.fd()?.try_clone()?;
-                    let (frame, path, start) = (frame.to_vec(), path.clone(), start.clone());
+                    let job = self.job(frame, ifindex, cpu)?;
+                    let (path, start) = (path.clone(), start.clone());
                     let share = frames / cpus as u32;
                     Ok(std::thread::spawn(move || -> anyhow::Result<f64> {
                         let ready =
@@ -104,7 +182,7 @@ impl Traffic {
                         start.wait();
                         ready?;
                         let started = Instant::now();
-                        run_live(&fd, &frame, &ctx, share)?;
+                        job.run(share)?;
                         Ok(started.elapsed().as_secs_f64())
                     }))
                 })

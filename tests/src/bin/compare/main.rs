@@ -6,7 +6,8 @@
 //! What it measures (issue 7):
 //! 1. Cost per packet: `cargo xtask bench` runs just before (`target/bench/report.md`).
 //! 2. Forwarding rate: frames made in a generator namespace by `BPF_PROG_TEST_RUN` in
-//!    live-frames mode (`xdp_gen`: 1024 flows by source port), forwarded by the node under
+//!    live-frames mode (`xdp_gen`: 1024 flows by source port; where the kernel refuses live
+//!    frames, the same frames through AF_PACKET), forwarded by the node under
 //!    test from one veth to another, counted and dropped on the backends' side (`xdp_sink`);
 //!    see `RateBed`. Rows: the floor (a bare XDP forwarder: the limit of this machine), xdp-lb
 //!    DSR, xdp-lb NAT, nftables DNAT (the kernel's path).
@@ -28,6 +29,7 @@ mod chart;
 mod flood;
 mod generator;
 mod memory;
+mod packet_sender;
 mod peers;
 mod rate;
 mod report;
@@ -71,7 +73,7 @@ struct Args {
     /// Where the report and the chart go (default: target/bench).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Only the forwarding-rate rows (live frames, a minute or two): their table goes to
+    /// Only the forwarding-rate rows (a minute or two): their table goes to
     /// `compare-rate.md` and stdout.
     #[arg(long)]
     rate_only: bool,
@@ -230,15 +232,7 @@ fn main() -> anyhow::Result<()> {
     // per row of its own).
     drop(bpf_stats);
     let mut bed = RateBed::new(&dir)?;
-    let (rate_rows, rates) = match bed.measure(&args) {
-        Ok(measured) => measured,
-        // The report says so where the rows would be; the other sections do not need them.
-        Err(e) if xdp_lb_tests::harness::live_frames_refused(&e) => {
-            eprintln!("compare: the forwarding-rate rows are left out: {e}");
-            (Vec::new(), Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
+    let (rate_rows, rates) = bed.measure(&args)?;
 
     // ---- memory ----
     let agent_rss = agent.pid().and_then(rss_kib);
@@ -260,6 +254,7 @@ fn main() -> anyhow::Result<()> {
         results,
         xdp_lb_cpu,
         tcp_drops,
+        sender: bed.sender(),
         rate_rows,
         rates,
         agent_rss,
@@ -278,8 +273,8 @@ fn rate_only(args: &Args) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<String> {
         let mut bed = RateBed::new(&dir)?;
         let (rows, rates) = bed.measure(args)?;
-        let mut md = String::from("# xdp-lb forwarding rate (live frames)\n\n");
-        report::rate_section(&mut md, args.frames, &rows, &rates)?;
+        let mut md = String::from("# xdp-lb forwarding rate\n\n");
+        report::rate_section(&mut md, args.frames, bed.sender(), &rows, &rates)?;
         Ok(md)
     })();
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,4 +1,5 @@
-//! The forwarding-rate bed: live frames from a generator namespace, through the node under test
+//! The forwarding-rate bed: frames from a generator namespace (live frames, or AF_PACKET where
+//! the kernel refuses them: `generator::Sender`), through the node under test
 //! (a bare XDP floor, xdp-lb DSR and NAT, nftables), counted by XDP sinks.
 
 use std::{
@@ -231,6 +232,11 @@ impl RateBed {
             _agent: agent,
             pin_dir,
         })
+    }
+
+    /// How the generator sends (live frames, or AF_PACKET where the kernel refuses them).
+    pub(crate) fn sender(&self) -> crate::generator::Sender {
+        self.traffic.sender()
     }
 
     /// The rows, 5 rounds interleaved: (name, program to time), runs.

@@ -13,6 +13,7 @@ use crate::{
     Args,
     chart::chart,
     flood::FloodRow,
+    generator::Sender,
     rate::RateRun,
     scale::ScaleFigures,
     wrk::{LbCpu, WrkResult},
@@ -33,6 +34,8 @@ pub(crate) struct Outcome<'a> {
     /// [mode][row]: xdp-lb's own CPU per request (µs), from the run with BPF stats on.
     pub(crate) xdp_lb_cpu: Vec<Vec<Option<f64>>>,
     pub(crate) tcp_drops: Vec<(&'static str, String)>,
+    /// How the rate rows' frames were sent.
+    pub(crate) sender: Sender,
     pub(crate) rate_rows: Vec<(&'static str, Option<&'static str>)>,
     /// [row][round].
     pub(crate) rates: Vec<Vec<RateRun>>,
@@ -134,7 +137,8 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         writeln!(md, "- {what}: {drops}")?;
     }
     writeln!(md)?;
-    let (mpps, machine_ns) = rate_section(&mut md, o.args.frames, &o.rate_rows, &o.rates)?;
+    let (mpps, machine_ns) =
+        rate_section(&mut md, o.args.frames, o.sender, &o.rate_rows, &o.rates)?;
     writeln!(md, "\n## Memory\n")?;
     writeln!(
         md,
@@ -199,7 +203,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         gain("xdp-lb, L2 DSR, two RX queues", "xdp-lb, L2 DSR"),
         gain("xdp-lb, NAT, two RX queues", "xdp-lb, NAT"),
     );
-    let floor = mpps.first().copied().unwrap_or(f64::NAN);
+    let floor = mpps[0];
     let rate_targets = [
         format!(
             "two RX queues (issue 18): DSR ×{dsr_gain:.2} and NAT ×{nat_gain:.2} their one-queue \
@@ -238,15 +242,7 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
             dsr_udp / dsr
         ),
     ];
-    let mut targets: Vec<String> = if mpps.is_empty() {
-        vec![format!(
-            "forwarding-rate targets (issue 18's live frames and two RX queues, DSR ≥ 0.8× the \
-             floor and ≥ 5× nftables, UDP): not measured — {}",
-            xdp_lb_tests::harness::LiveFramesRefused
-        )]
-    } else {
-        Vec::from(rate_targets)
-    };
+    let mut targets = Vec::from(rate_targets);
     targets.extend([
         format!(
             "new-connection rate ≥ 2× haproxy: {:.2}× (NAT {:.2}×) — {}",
@@ -400,28 +396,21 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
 pub(crate) fn rate_section(
     md: &mut String,
     frames: u32,
+    sender: Sender,
     rate_rows: &[(&'static str, Option<&'static str>)],
     rates: &[Vec<RateRun>],
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    writeln!(md, "## Forwarding rate (live frames)\n")?;
-    if rate_rows.is_empty() {
-        // The only way the bed measures nothing (`compare` goes on without its rows).
-        writeln!(
-            md,
-            "Not measured: {}.",
-            xdp_lb_tests::harness::LiveFramesRefused
-        )?;
-        return Ok((Vec::new(), Vec::new()));
-    }
+    writeln!(md, "## Forwarding rate\n")?;
     writeln!(
         md,
-        "`BPF_PROG_TEST_RUN` live frames from a generator namespace ({} frames of 60 bytes, IPv6 74, per run, 1024 flows) \
+        "Frames sent by {} from a generator namespace ({} frames of 60 bytes, IPv6 74, per run, 1024 flows) \
          over point-to-point veths into the node under test, which forwards them out of a second veth to the \
          backends' side, where an XDP program counts and drops them (no bridge: frames stay XDP frames where the \
          forwarder allows it). Mpps = frames delivered / run time. Machine CPU = busy time of all CPUs per \
          delivered frame (the generator is in every row alike); forwarder = run time of the forwarding XDP \
          program per frame (kernel BPF stats, in one extra run per row so the rate runs do \
          without them; nftables runs in the kernel's softirq and has no separate figure).\n",
+        sender.describe(),
         frames
     )?;
     writeln!(
