@@ -25,6 +25,14 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
+    /// For a target line.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Sender::LiveFrames => "live frames",
+            Sender::Packet => "AF_PACKET sender",
+        }
+    }
+
     /// For the report.
     pub(crate) fn describe(self) -> &'static str {
         match self {

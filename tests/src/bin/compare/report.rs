@@ -214,8 +214,9 @@ pub(crate) fn write(o: &Outcome<'_>) -> anyhow::Result<()> {
         {
             let nat = rate("xdp-lb, NAT");
             format!(
-                "live frames (issue 18): DSR ≥ 0.95× the floor: {:.2}× — {}; NAT ≥ 0.9×: \
+                "forwarding rate (issue 18, {}): DSR ≥ 0.95× the floor: {:.2}× — {}; NAT ≥ 0.9×: \
                  {:.2}× — {}; both ≥ 5× nftables: {:.2}× and {:.2}× — {}",
+                o.sender.short(),
                 dsr / floor,
                 verdict(dsr >= 0.95 * floor),
                 nat / floor,
