@@ -835,10 +835,46 @@ NAT against the DSR flow-table hit, same method (issue 18 target ≤ 1.5×): est
             "NOT met"
         }
     )?;
-    let new_flow = rows
-        .iter()
-        .find(|(n, _, _)| n.starts_with("NAT new flow (SYN"))
-        .map_or(f64::NAN, |(_, v, _)| median(v));
+    let ns_of = |prefix: &str| {
+        rows.iter()
+            .find(|(n, _, _)| n.starts_with(prefix))
+            .map_or(f64::NAN, |(_, v, _)| median(v))
+    };
+    let new_flow = ns_of("NAT new flow (SYN");
+    // The IPv6 and UDP twins of the NAT paths (issue 18: within 1.15× of IPv4 TCP): each
+    // path's row prefix for IPv4 TCP, NAT66 and NAT UDP.
+    let paths = [
+        ("new flow", ["NAT new flow (SYN", "NAT66 new flow", "NAT UDP new flow"]),
+        (
+            "established",
+            [
+                "NAT established, client → backend, one flow",
+                "NAT66 established, client → backend, one flow",
+                "NAT UDP established, client → backend, one flow",
+            ],
+        ),
+        (
+            "reply",
+            [
+                "NAT reply, backend → client, one flow",
+                "NAT66 reply, backend → client, one flow",
+                "NAT UDP reply, backend → client, one flow",
+            ],
+        ),
+    ];
+    let twins = |k: usize| {
+        paths
+            .iter()
+            .map(|(what, rows)| format!("{what} {:.2}×", ns_of(rows[k]) / ns_of(rows[0])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        md,
+        "\nAgainst the IPv4 TCP NAT rows (issue 18 target: within 1.15×): NAT66 {}; NAT UDP {}.",
+        twins(1),
+        twins(2),
+    )?;
     writeln!(
         md,
         "\nNAT new flow (issue 18 target ≤ 600 ns): {new_flow:.0} ns — {}. It makes two LRU \
