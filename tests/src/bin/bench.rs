@@ -844,7 +844,10 @@ NAT against the DSR flow-table hit, same method (issue 18 target ≤ 1.5×): est
     // The IPv6 and UDP twins of the NAT paths (issue 18: within 1.15× of IPv4 TCP): each
     // path's row prefix for IPv4 TCP, NAT66 and NAT UDP.
     let paths = [
-        ("new flow", ["NAT new flow (SYN", "NAT66 new flow", "NAT UDP new flow"]),
+        (
+            "new flow",
+            ["NAT new flow (SYN", "NAT66 new flow", "NAT UDP new flow"],
+        ),
         (
             "established",
             [
