@@ -923,14 +923,25 @@ fn ipv6_instance_beside_an_ipv4_one_fails_over_within_half_a_second() {
         holds_vip(&b.lb2) && holds_vip6(&b.lb2)
     });
     println!("IPv4 + IPv6 instances, 100 ms adverts, SIGKILL: lb2 holds both after {took:?}");
+    // The client's cache is pointed at lb2 by the unsolicited NA (no solicitation needed). The
+    // agent sends it just after adding the address, which is what `holds_vip6` sees, so the
+    // NA may land a few milliseconds after that check: wait for it, within the same budget.
+    let lb2_mac = mac_of(&b.lb2);
+    wait_for(
+        "the client's cache pointing at lb2",
+        Duration::from_millis(300),
+        || {
+            b.topo
+                .client
+                .ip(&["-6", "neigh", "show", VIP6])
+                .is_ok_and(|n| n.contains(&lb2_mac))
+        },
+    );
     assert!(
         killed.elapsed() < Duration::from_millis(500),
         "{:?}",
         killed.elapsed()
     );
-    // The client's cache was pointed at lb2 by the unsolicited NA (no solicitation needed).
-    let n = b.topo.client.ip(&["-6", "neigh", "show", VIP6]).unwrap();
-    assert!(n.contains(&mac_of(&b.lb2)), "{n}");
     assert_eq!(vip6_answers_from(&b), Some(mac_of(&b.lb2)));
     assert!(lb2.stop().unwrap().success());
     assert!(
