@@ -36,7 +36,11 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use xdp_lb_common::{FlowKey, FlowKey6, FlowValue, FlowValue6, csum};
+use xdp_lb_common::{
+    FlowKey, FlowKey6, FlowValue, FlowValue6,
+    bench::{GEN_FLOW_LABEL, GEN_IP_ID, gen_port},
+    csum,
+};
 use xdp_lb_ebpf::parse;
 
 /// Same key and value as the data plane's FLOWS, and as many entries as the bench's flow table
@@ -139,17 +143,6 @@ pub fn xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Source ports the generator cycles through: this many distinct flows per CPU.
-const GEN_FLOWS: u32 = 1024;
-/// CPUs with flows of their own (ports `GEN_BASE_PORT + cpu * GEN_FLOWS + …`); more wrap.
-const GEN_CPUS: u32 = 8;
-const GEN_BASE_PORT: u32 = 40000;
-/// The IPv4 identification of generated frames: what the sinks count.
-const GEN_IP_ID: [u8; 2] = 0xb3ccu16.to_be_bytes();
-
-/// The IPv6 flow label of generated IPv6 frames: what the sinks count.
-const GEN_FLOW_LABEL: u32 = 0xb3cc;
-
 /// Length of generated IPv4 frames (the Ethernet minimum without FCS).
 const GEN_LEN: usize = 60;
 /// Length of generated IPv6 frames: Ethernet, IPv6, TCP (no options, no payload).
@@ -186,10 +179,10 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
     // Each CPU its own flows, as a NIC's RSS gives each receive queue its own: generator
     // threads on two CPUs feed two queues of the node under test with disjoint flows.
     // SAFETY: bpf_get_smp_processor_id has no preconditions.
-    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() } % GEN_CPUS;
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
     // SAFETY: a per-CPU slot.
     let port = unsafe {
-        let port = (GEN_BASE_PORT + cpu * GEN_FLOWS + *n % GEN_FLOWS) as u16;
+        let port = gen_port(cpu, *n);
         *n = n.read().wrapping_add(1);
         u16::from_ne_bytes(port.to_be_bytes())
     };
@@ -259,7 +252,7 @@ pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
 pub fn xdp_sink(ctx: XdpContext) -> u32 {
     let ours = match parse::parse(&ctx) {
         // SAFETY: bounds-checked by the parser.
-        Ok(parse::Parsed::V4(packet)) => (unsafe { (*packet.ip).id }) == GEN_IP_ID,
+        Ok(parse::Parsed::V4(packet)) => (unsafe { (*packet.ip).id }) == GEN_IP_ID.to_be_bytes(),
         Ok(parse::Parsed::Ipv6(l3_off)) => match parse::ptr_at::<[u8; 4]>(&ctx, l3_off & 0x3f) {
             // SAFETY: bounds-checked by ptr_at.
             Some(h) => (unsafe { u32::from_be_bytes(*h) }) & 0xf_ffff == GEN_FLOW_LABEL,

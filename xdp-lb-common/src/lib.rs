@@ -10,6 +10,7 @@
 //! [`port_be`].
 #![no_std]
 
+pub mod bench;
 pub mod csum;
 pub mod hash;
 pub mod stats;

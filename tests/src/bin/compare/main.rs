@@ -85,8 +85,6 @@ const DSR_PORT: u16 = 80;
 const NAT_PORT: u16 = 81;
 const HAPROXY_PORT: u16 = 8081;
 const NFT_PORT: u16 = 8082;
-/// The IPv4 id the sinks count (`xdp_sink`).
-const GEN_IP_ID: u16 = 0xb3cc;
 
 // ---- main -----------------------------------------------------------------------------------
 

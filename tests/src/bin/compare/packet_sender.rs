@@ -11,13 +11,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use xdp_lb_common::csum;
+use xdp_lb_common::{
+    bench::{GEN_FLOWS, gen_port},
+    csum,
+};
 
-/// As `xdp_gen` (test-ebpf): each CPU's flows are source ports
-/// `GEN_BASE_PORT + (cpu % GEN_CPUS) * GEN_FLOWS + i`, i < GEN_FLOWS.
-const GEN_FLOWS: u16 = 1024;
-const GEN_CPUS: usize = 8;
-const GEN_BASE_PORT: u16 = 40000;
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;
 /// A send that makes no progress for this long (the device gone, a full queue that never
@@ -25,7 +23,8 @@ const BATCH: usize = 64;
 const STALL: Duration = Duration::from_secs(10);
 
 /// The frames CPU `cpu`'s sender cycles through: `template` (IPv4 or IPv6, TCP or UDP over
-/// IPv4) with each of the CPU's source ports, its L4 checksum updated as `xdp_gen` does.
+/// IPv4) with each of the CPU's source ports (`bench::gen_port`, as `xdp_gen`), its L4 checksum
+/// updated as `xdp_gen` does.
 pub(crate) fn frames_for(template: &[u8], cpu: usize) -> anyhow::Result<Vec<Vec<u8>>> {
     let ipv6 = template.get(12..14) == Some(&[0x86, 0xdd][..]);
     let (l4, proto) = if ipv6 {
@@ -43,11 +42,10 @@ pub(crate) fn frames_for(template: &[u8], cpu: usize) -> anyhow::Result<Vec<Vec<
         other => bail!("the generator sends TCP or UDP, not protocol {other}"),
     };
     anyhow::ensure!(template.len() >= check_at + 2, "a frame cut short");
-    let base = GEN_BASE_PORT + (cpu % GEN_CPUS) as u16 * GEN_FLOWS;
     Ok((0..GEN_FLOWS)
         .map(|i| {
             let mut f = template.to_vec();
-            let port = (base + i).to_be_bytes();
+            let port = gen_port(cpu as u32, i).to_be_bytes();
             let old = u16::from_ne_bytes([f[l4], f[l4 + 1]]);
             let delta = csum::fold((!old) as u32 + u16::from_ne_bytes(port) as u32);
             let check = u16::from_ne_bytes([f[check_at], f[check_at + 1]]);

@@ -9,13 +9,14 @@ use std::{
 };
 
 use anyhow::Context as _;
+use xdp_lb_common::bench::{GEN_FLOW_LABEL, GEN_IP_ID};
 use xdp_lb_tests::{
     Agent, NetNs, fixtures, in_netns,
     packet::{Frame, TCP_ACK, TCP_SYN},
 };
 
 use crate::{
-    Args, DSR_PORT, GEN_IP_ID, NAT_PORT, NFT_PORT,
+    Args, DSR_PORT, NAT_PORT, NFT_PORT,
     generator::{Traffic, load_in},
     wrk::machine_busy_ns,
 };
@@ -71,8 +72,6 @@ pub(crate) struct RateBed {
 pub(crate) const RATE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
 pub(crate) const RATE_VIP6: std::net::Ipv6Addr =
     std::net::Ipv6Addr::new(0x2001, 2, 0x90, 0, 0, 0, 0, 0x100);
-/// The IPv6 flow label of generated IPv6 frames (test-ebpf's `GEN_FLOW_LABEL`).
-const GEN_FLOW_LABEL: u32 = 0xb3cc;
 
 impl RateBed {
     pub(crate) fn new(dir: &Path) -> anyhow::Result<Self> {
