@@ -15,9 +15,13 @@
 //! - Every figure is the median of 5 rounds, with the spread (min–max) shown.
 
 mod control_plane;
+mod frames;
 mod nat;
 mod protection;
 mod sync_rows;
+mod targets;
+
+use self::frames::{flow, flow6, forget_flows, forget_flows6, frame_key, frame_key6, udp_flow};
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
 
@@ -72,18 +76,6 @@ fn config() -> String {
         .to_string()
 }
 
-/// The i-th distinct IPv6 client flow to "web6" (source address and port both vary), a
-/// segment with `flags`.
-fn flow6(i: u32, flags: u8) -> Vec<u8> {
-    let mut tcp = xdp_lb_tests::packet::tcp_header();
-    tcp[0..2].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
-    tcp[13] = flags;
-    let mut f = xdp_lb_tests::packet::ipv6_frame(&[], 6, &tcp);
-    // The source address's last four bytes (IPv6 source at 22..38 of the frame).
-    f[34..38].copy_from_slice(&i.to_be_bytes());
-    f
-}
-
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 struct Row {
@@ -92,27 +84,6 @@ struct Row {
     proof: String,
     /// Net ns per packet per round.
     rounds: Vec<f64>,
-}
-
-/// The i-th distinct client UDP flow to "dns" (a 32-byte query-sized payload).
-fn udp_flow(i: u32) -> Frame {
-    let mut f = flow(i);
-    f.proto = xdp_lb_common::IPPROTO_UDP;
-    f.dport = 53;
-    f.payload = vec![0x5a; 32];
-    f
-}
-
-/// The i-th distinct client flow (source address and port both vary).
-fn flow(i: u32) -> Frame {
-    let mut f = Frame::tcp(
-        Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8),
-        10_000 + (i % 50_000) as u16,
-        VIP,
-        80,
-    );
-    f.flags = TCP_ACK;
-    f
 }
 
 fn per_run(program: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, f64)> {
@@ -564,7 +535,7 @@ fn main() -> anyhow::Result<()> {
         "\nTarget (issue: data plane v1): flow-table hit ≤ 1.5× the floor — {} ({hit_ratio:.2}×).",
         if hit_ratio <= 1.5 { "met" } else { "NOT met" }
     )?;
-    issue18_targets(&mut md, &twin)?;
+    targets::issue18_targets(&mut md, &twin)?;
     writeln!(
         md,
         "\nUDP against its TCP twin: flow-table hit {:.2}×, new flow {:.2}× (issue 18 target: within 1.15×).",
@@ -591,123 +562,5 @@ fn main() -> anyhow::Result<()> {
     let path: PathBuf = dir.join("report.md");
     std::fs::write(&path, &md)?;
     eprintln!("bench: report written to {}", path.display());
-    Ok(())
-}
-
-/// The IPv6 5-tuple of one of our own IPv6 frames (no VLAN, no extension header).
-fn frame_key6(f: &[u8]) -> xdp_lb_common::FlowKey6 {
-    let mut key = xdp_lb_common::FlowKey6 {
-        src_port_be: u16::from_ne_bytes([f[54], f[55]]),
-        dst_port_be: u16::from_ne_bytes([f[56], f[57]]),
-        proto: 6,
-        ..Default::default()
-    };
-    key.src_addr.copy_from_slice(&f[22..38]);
-    key.dst_addr.copy_from_slice(&f[38..54]);
-    key
-}
-
-/// Issue 18's per-packet targets (half of Katran's cost, in this bench's units), each against
-/// the ablation row that bounds it from below: a target under the cost of the kernel's own map
-/// operation alone cannot be met by the program.
-fn issue18_targets(md: &mut String, row: &dyn Fn(&str) -> f64) -> anyhow::Result<()> {
-    let floor = row("floor: parse Eth/IPv4/TCP, rewrite MACs, XDP_TX");
-    let lookup = row("floor + one flow-table lookup (ablation)");
-    let insert = row("floor + one insert into a 1M-entry LRU map, distinct flows (ablation)");
-    let cold = row("floor + one lookup in that map, its flows cycled (cache-cold, ablation)");
-    let floor6 = row("IPv6 floor: parse Eth/IPv6/TCP, rewrite MACs, XDP_TX (ablation)");
-    let lookup6 = row("IPv6 floor + one FLOWS6-shaped lookup, 40-byte key (ablation)");
-    let hit = row("xdp-lb: VIP packet, flow-table hit");
-    let hit6 = row("xdp-lb: IPv6 VIP packet, flow-table hit (FLOWS6)");
-    let targets = [
-        (
-            "established hit",
-            hit,
-            40.0,
-            format!("one lookup alone: {lookup:.0} ns"),
-        ),
-        (
-            "new flow (SYN)",
-            row("xdp-lb: VIP packet, new flow (Maglev + flow insert)"),
-            240.0,
-            format!("one LRU insert alone: {insert:.0} ns"),
-        ),
-        (
-            "cache-cold hit",
-            row("xdp-lb: flow-table hit, many flows cycled (cache-cold)"),
-            125.0,
-            format!("one cache-cold lookup alone: {cold:.0} ns"),
-        ),
-        (
-            "TCP not to a VIP",
-            row("xdp-lb: TCP not to a VIP (XDP_PASS)"),
-            18.0,
-            format!("the floor alone: {floor:.0} ns"),
-        ),
-    ];
-    writeln!(
-        md,
-        "\nIssue 18 targets (half of Katran's cost as the issue measured it), each with the \
-         ablation that bounds it from below:\n"
-    )?;
-    writeln!(
-        md,
-        "| path | ns | target | | bound (ablation, floor included) |"
-    )?;
-    writeln!(md, "|---|---:|---:|---|---|")?;
-    for (path, ns, target, bound) in targets {
-        let verdict = if ns <= target { "met" } else { "NOT met" };
-        writeln!(
-            md,
-            "| {path} | {ns:.1} | ≤ {target:.0} | {verdict} | {bound} |"
-        )?;
-    }
-    writeln!(
-        md,
-        "\nIPv6 against its IPv4 twin: flow-table hit {:.2}×, new flow {:.2}× (issue 18 target: \
-         within 1.15×). The 40-byte IPv6 key's lookup alone costs {:.1} ns over its floor, \
-         the 16-byte IPv4 key's {:.1} ns (the kernel hashes and compares the whole key).",
-        hit6 / hit,
-        row("xdp-lb: IPv6 VIP packet, new flow (Maglev + flow insert)")
-            / row("xdp-lb: VIP packet, new flow (Maglev + flow insert)"),
-        lookup6 - floor6,
-        lookup - floor,
-    )?;
-    Ok(())
-}
-
-/// The 5-tuple at fixed offsets of our own frames (no VLAN, IHL 5).
-fn frame_key(f: &[u8]) -> anyhow::Result<xdp_lb_common::FlowKey> {
-    Ok(xdp_lb_common::FlowKey {
-        src_addr_be: u32::from_ne_bytes(f[26..30].try_into()?),
-        dst_addr_be: u32::from_ne_bytes(f[30..34].try_into()?),
-        src_port_be: u16::from_ne_bytes(f[34..36].try_into()?),
-        dst_port_be: u16::from_ne_bytes(f[36..38].try_into()?),
-        proto: f[23],
-        _pad: [0; 3],
-    })
-}
-
-fn forget_flows(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut flows = lb.pinned_flow_table(map_names::FLOWS)?;
-    for f in frames {
-        let key = frame_key(f)?;
-        if let Err(e) = flows.remove(&key) {
-            bail!("removing a bench flow: {e}");
-        }
-    }
-    Ok(())
-}
-
-/// Removes the IPv6 bench flows of `frames` from `FLOWS6` (the next round's are new again).
-fn forget_flows6(lb: &mut Loaded, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut flows =
-        lb.pinned_flows::<xdp_lb_common::FlowKey6, xdp_lb_common::FlowValue6>(map_names::FLOWS6)?;
-    for f in frames {
-        let key = frame_key6(f);
-        if let Err(e) = flows.remove(&key) {
-            bail!("removing an IPv6 bench flow: {e}");
-        }
-    }
     Ok(())
 }
