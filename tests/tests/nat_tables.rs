@@ -10,8 +10,7 @@
 use std::net::Ipv4Addr;
 
 use xdp_lb::nat::Timeouts;
-use xdp_lb_common::map_names;
-use xdp_lb_common::{Counter, FLOW_F_UDP, IPPROTO_UDP};
+use xdp_lb_common::{Counter, FLOW_F_UDP, IPPROTO_UDP, map_names};
 use xdp_lb_tests::{
     NetNs, fixtures,
     harness::*,
@@ -590,8 +589,9 @@ fn icmp_fragmentation_needed_is_translated_for_the_other_side() {
 mod nat66 {
     use std::net::Ipv6Addr;
 
-    use super::*;
     use xdp_lb_tests::packet::{ipv6_frame, l4_checksum6, tcp_header};
+
+    use super::*;
 
     const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
     const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);

@@ -2,7 +2,10 @@
 //! beside a TCP VIP on the same address and port, each with its own backends; the UDP policy
 //! (a header cut short, a length that lies, fragments); IPv6 UDP.
 
-use std::{collections::BTreeMap, net::IpAddr, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use xdp_lb::netlink::L2Next;
 use xdp_lb_common::{Counter, IPPROTO_UDP};

@@ -11,13 +11,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::observe::status::AgentStatus;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
+
+use crate::observe::status::AgentStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "lowercase")]

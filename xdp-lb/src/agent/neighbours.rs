@@ -2,8 +2,10 @@
 //! (their MAC and egress interface, an input of the desired state), and what it last said
 //! about each backend, so that a change is logged once.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use xdp_lb_common::{BACKEND_F_FORWARD, BackendInfo};
 

@@ -1,14 +1,13 @@
 //! The agent's answer to `status`: its config, the data plane's attachment, every backend's
 //! health and neighbour, NAT and VRRP, as one typed [`AgentStatus`].
 
+use super::Agent;
 use crate::{
     clock::unix_secs,
     netlink::fmt_mac,
     observe::status::{AgentStatus, BackendStatus, HealthState, NatStatus, VipStatus},
     state::vip_key,
 };
-
-use super::Agent;
 
 impl Agent {
     pub(super) fn status(&self) -> AgentStatus {

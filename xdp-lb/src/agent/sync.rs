@@ -4,6 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use xdp_lb_common::{FLOW_F_CLOSING, FLOW_F_ESTABLISHED};
+
+use super::Agent;
 use crate::{
     clock,
     config::Forwarding,
@@ -16,9 +19,6 @@ use crate::{
         wire::{FlowRecord, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
     },
 };
-use xdp_lb_common::{FLOW_F_CLOSING, FLOW_F_ESTABLISHED};
-
-use super::Agent;
 
 /// The running sync and what its installs did.
 pub(super) struct SyncRuntime {

@@ -19,12 +19,11 @@ use xdp_lb_common::{
     FLOW_F_CLOSING, FLOW_F_NAT, FLOW_F_REPLY, FlowKey, FlowKey6, FlowTuple, FlowValueOf, map_names,
 };
 
-use crate::nat::ip_of;
-
 use super::{
     stream::{Directory, Sealer, SyncStats},
     wire::{self, FlowRecord, MessageKind, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
 };
+use crate::nat::ip_of;
 
 /// Every flow of both families, as records.
 pub fn walk(pin_dir: &Path, dir: &Directory) -> Result<Vec<FlowRecord>, String> {

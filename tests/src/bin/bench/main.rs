@@ -21,8 +21,6 @@ mod protection;
 mod sync_rows;
 mod targets;
 
-use self::frames::{flow, flow6, forget_flows, forget_flows6, frame_key, frame_key6, udp_flow};
-
 use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
@@ -38,6 +36,8 @@ use xdp_lb_tests::{
     packet::{Frame, TCP_ACK, TCP_SYN},
     spread,
 };
+
+use self::frames::{flow, flow6, forget_flows, forget_flows6, frame_key, frame_key6, udp_flow};
 
 #[derive(Parser)]
 struct Args {

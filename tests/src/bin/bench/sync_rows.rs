@@ -10,6 +10,7 @@ use super::*;
 /// flow at full datagrams.
 pub(super) fn sync_rows(md: &mut String, args: &Args) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
+
     use xdp_lb::sync::wire;
     let key_path = std::env::temp_dir().join(format!("xlb-bench-{}.key", std::process::id()));
     std::fs::write(&key_path, [0x42u8; 32])?;

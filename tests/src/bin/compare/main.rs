@@ -42,19 +42,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::{
-    memory::{map_memory, rss_kib},
-    peers::Peers,
-    rate::RateBed,
-    report::Outcome,
-    wrk::{LbCpu, WrkResult, wrk},
-};
 use anyhow::{Context as _, ensure};
 use clap::Parser;
 use xdp_lb_tests::{
     Agent, DsrTopology, NetNs, fixtures,
     peers::{Proc, nginx},
     topology::{VIP, backend_addr},
+};
+
+use self::{
+    memory::{map_memory, rss_kib},
+    peers::Peers,
+    rate::RateBed,
+    report::Outcome,
+    wrk::{LbCpu, WrkResult, wrk},
 };
 
 #[derive(Parser)]

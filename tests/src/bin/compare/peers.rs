@@ -4,9 +4,11 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::Context as _;
-use xdp_lb_tests::{NetNs, topology::backend_addr};
-
-use xdp_lb_tests::peers::{Proc, spawn_in};
+use xdp_lb_tests::{
+    NetNs,
+    peers::{Proc, spawn_in},
+    topology::backend_addr,
+};
 
 use crate::{HAPROXY_PORT, NAT_LB, NFT_PORT, PEER_LB};
 

@@ -1,7 +1,11 @@
 //! keepalived's LVS side: a `virtual_server` with its `real_server`s and their checks becomes a
 //! VIP (`lb_kind DR` → DSR, `NAT` → NAT; `protocol TCP` or `UDP`).
 
-use super::{address, number, parse::Node, parse::err, seconds};
+use super::{
+    address, number,
+    parse::{Node, err},
+    seconds,
+};
 use crate::import::{Backend, Check, ImportError, Outcome, Plan, Vip};
 
 pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportError> {
