@@ -209,7 +209,7 @@ impl Loaded {
 
     /// The backend id of (vip 0, backend address).
     pub fn backend_id(&self, vip: usize, address: impl Into<IpAddr>) -> u32 {
-        self.ids.backends[&(state::vip_key(&self.config.vips[vip]), address.into())]
+        self.ids.backends[&(self.config.vips[vip].key(), address.into())]
     }
 }
 

@@ -1144,7 +1144,7 @@ mod sync {
                 proto: IPPROTO_TCP,
                 client: (v4(CLIENT), 41234),
                 vip: (v4(VIP), 443),
-                vip_id: lb.ids.vips[&xdp_lb::state::vip_key(&lb.config.vips[0])],
+                vip_id: lb.ids.vips[&lb.config.vips[0].key()],
                 backend_id: lb.backend_id(0, BACKEND),
                 backend: (v4(BACKEND), 6443),
                 snat: Some((v4(SNAT), 20002)),

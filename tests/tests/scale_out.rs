@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdp_lb::{dataplane::Maps, observe::status::AgentStatus};
+use xdp_lb::{dataplane::Maps, status::AgentStatus};
 use xdp_lb_common::{Counter, flow_hash, ipv4_be, port_be};
 use xdp_lb_tests::{
     EchoClient, TcpService, http_get_many, in_netns, require_root,

@@ -625,8 +625,8 @@ fn forged_garbled_and_replayed_sync_datagrams_change_nothing_and_are_counted() {
         records: vec![record],
     };
     let forged = encode(&msg(1), &Key::new(&[9u8; 32]));
-    let real_key = xdp_lb::sync::key::load(&b.key).unwrap();
-    let genuine = encode(&msg(1), &Key::new(&real_key));
+    let real_key = xdp_lb::config::sync_key::load(&b.key).unwrap();
+    let genuine = encode(&msg(1), &Key::new(real_key.bytes()));
     let mut garbled = genuine.clone();
     garbled[40] ^= 0xff;
     let to = SocketAddr::from(([198, 18, 0, 3], 7947));
@@ -681,7 +681,10 @@ fn forged_garbled_and_replayed_sync_datagrams_change_nothing_and_are_counted() {
         }],
         ..msg(2)
     };
-    send_from(&b.topo.lb, vec![encode(&foreign, &Key::new(&real_key))]);
+    send_from(
+        &b.topo.lb,
+        vec![encode(&foreign, &Key::new(real_key.bytes()))],
+    );
     let unknown = |s: &serde_json::Value| s["unknown"].as_u64().unwrap();
     wait_for(
         "lb2 refusing the foreign SNAT",

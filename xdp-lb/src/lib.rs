@@ -35,5 +35,6 @@ pub mod observe;
 pub mod pem;
 pub mod route_announce;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod vrrp;

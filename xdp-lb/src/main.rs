@@ -1,27 +1,24 @@
-//! The `xdp-lb` command line.
+//! The `xdp-lb` command line: its arguments and their help here, one module per subcommand
+//! under `cli/` (`run`, `control`: reload / drain / status, `inspect`, `import`,
+//! `check_config`). The library (`lib.rs`) does the work; these only print and choose the
+//! exit status.
+
+mod cli;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use xdp_lb::{
-    agent::{self, AgentError, RunOptions},
-    config::{self, DEFAULT_CONTROL_SOCKET},
-    control::{self, Request, Response},
-};
 
-/// Exit status for a configuration that does not parse or validate.
-const EXIT_CONFIG: u8 = 2;
+use self::cli::inspect::InspectReport;
 
 #[derive(Parser)]
 #[command(
     name = "xdp-lb",
     version,
-    about = "A layer-4 TCP load balancer whose data plane is an XDP program",
-    long_about = "A layer-4 TCP load balancer whose data plane is an XDP program.\n\n\
+    about = "A layer-4 (TCP and UDP) load balancer whose data plane is an XDP program",
+    long_about = "A layer-4 (TCP and UDP) load balancer whose data plane is an XDP program.\n\n\
         `xdp-lb run` loads the program, attaches it to agent.interface, and forwards each \
-        virtual IP's TCP connections to its backends (Maglev consistent hashing, a flow \
+        virtual IP's TCP connections and UDP flows to its backends (Maglev consistent hashing, a flow \
         table; L2 direct server return, or full NAT for plain backends on any subnet and \
         port), taking backends in and out with health checks and \
         moving the virtual IPs between LB nodes with VRRP (keepalived-compatible). The program \
@@ -163,109 +160,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum InspectReport {
-    /// VIPs with their backends, table size and traffic.
-    Vips,
-    /// Backends: address, MAC, interface, weight, share of the Maglev table, traffic.
-    Backends {
-        /// Only this VIP's.
-        #[arg(long, value_name = "NAME")]
-        vip: Option<String>,
-    },
-    /// Flow-table entries: protocol, client, VIP, backend, age; for NAT flows also the SNAT
-    /// source the backend sees and the state that sets the flow's expiry (TCP's, or udp),
-    /// half-open flows included (a SYN, or a UDP flow's first datagram).
-    Flows {
-        /// Only this VIP's flows (its `name`).
-        #[arg(long, value_name = "NAME")]
-        vip: Option<String>,
-        /// At most this many entries (IPv4 flows first, then IPv6).
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        limit: usize,
-    },
-    /// Counters summed over CPUs: verdicts, drop reasons, per-VIP traffic, flow-table use.
-    Stats {
-        /// Print again every INTERVAL (e.g. 1s) with rates, until interrupted.
-        #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
-        watch: Option<std::time::Duration>,
-        /// With --watch: stop after this many prints.
-        #[arg(long, value_name = "N")]
-        count: Option<u64>,
-    },
-    /// A VIP's Maglev table: entries per backend against its weight share.
-    Maglev {
-        #[arg(long, value_name = "NAME")]
-        vip: String,
-    },
-}
-
-fn inspect(report: InspectReport, json: bool, pin_dir: &std::path::Path) -> ExitCode {
-    use xdp_lb::observe::{inspect::Inspector, report as print};
-    let inspector = match Inspector::open(pin_dir) {
-        Ok(i) => i,
-        Err(err) => {
-            eprintln!("xdp-lb: cannot read the maps: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    fn out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            text(value);
-        }
-    }
-    let result: Result<(), String> = match report {
-        InspectReport::Vips => {
-            out(json, &inspector.vips(), |v| print::print_vips(v));
-            Ok(())
-        }
-        InspectReport::Backends { vip } => inspector
-            .backends(vip.as_deref())
-            .map(|b| out(json, &b, |b| print::print_backends(b))),
-        InspectReport::Flows { vip, limit } => inspector
-            .flows(vip.as_deref(), limit)
-            .map(|f| out(json, &f, |f| print::print_flows(f))),
-        InspectReport::Stats { watch, count } => {
-            print::print_stats(&inspector, watch, count, json);
-            Ok(())
-        }
-        InspectReport::Maglev { vip } => inspector
-            .maglev(&vip)
-            .map(|m| out(json, &m, print::print_maglev)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xdp-lb: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Prints the agent's answer to a command: its message on stdout when it did it (exit 0), on
-/// stderr with `refused` when it would not, and exit 1 when no agent answered.
-fn verdict(answer: anyhow::Result<Response>, refused: ExitCode) -> ExitCode {
-    match answer {
-        Ok(r) if r.ok => {
-            println!("{}", r.message);
-            ExitCode::SUCCESS
-        }
-        Ok(r) => {
-            eprintln!("xdp-lb: {}", r.message);
-            refused
-        }
-        Err(err) => {
-            eprintln!("xdp-lb: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -275,252 +169,30 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let cli_command_is_drain = matches!(cli.command, Command::Drain { .. });
     match cli.command {
-        Command::Reload { config, socket } => {
-            let socket = socket_path(socket, config.as_deref());
-            // Send the path as the agent sees it: absolute.
-            let config = config.map(|c| std::path::absolute(&c).unwrap_or(c));
-            verdict(
-                client(&socket, &Request::Reload { config }),
-                ExitCode::from(EXIT_CONFIG),
-            )
-        }
-        Command::Inspect {
-            report,
-            json,
-            pin_dir,
-        } => inspect(report, json, &pin_dir),
-        Command::Drain { config, socket } | Command::Undrain { config, socket } => {
-            let request = if cli_command_is_drain {
-                Request::Drain
-            } else {
-                Request::Undrain
-            };
-            let socket = socket_path(socket, config.as_deref());
-            verdict(client(&socket, &request), ExitCode::FAILURE)
-        }
-        Command::Status {
-            json,
-            config,
-            socket,
-        } => {
-            let socket = socket_path(socket, config.as_deref());
-            match client(&socket, &Request::Status) {
-                Ok(Response {
-                    status: Some(status),
-                    ..
-                }) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&status).unwrap_or_default()
-                        );
-                    } else {
-                        xdp_lb::observe::report::print_status(&status);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    eprintln!("xdp-lb: {}", r.message);
-                    ExitCode::FAILURE
-                }
-                Err(err) => {
-                    eprintln!("xdp-lb: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Run {
             config,
             log_level,
             keep_dataplane,
-        } => {
-            if let Err(err) = init_logging(&log_level) {
-                eprintln!("xdp-lb: {err:#}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    eprintln!("xdp-lb: starting the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(agent::run(RunOptions {
-                config_path: config,
-                keep_dataplane,
-            })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(AgentError::Config(err)) => {
-                    tracing::error!("invalid configuration: {err}");
-                    eprintln!("xdp-lb: invalid configuration: {err}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(err) => {
-                    let err = anyhow::Error::new(err).context("xdp-lb run failed");
-                    tracing::error!("{err:#}");
-                    eprintln!("xdp-lb: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => cli::run::run(config, &log_level, keep_dataplane),
+        Command::Reload { config, socket } => cli::control::reload(config, socket),
+        Command::Drain { config, socket } => cli::control::drain(true, config, socket),
+        Command::Undrain { config, socket } => cli::control::drain(false, config, socket),
+        Command::Status {
+            json,
+            config,
+            socket,
+        } => cli::control::status(json, config, socket),
+        Command::Inspect {
+            report,
+            json,
+            pin_dir,
+        } => cli::inspect::inspect(report, json, &pin_dir),
         Command::Import {
             haproxy,
             keepalived,
             output,
-        } => import(haproxy.as_deref(), keepalived.as_deref(), output.as_deref()),
-        Command::CheckConfig { file } => match agent::check_config(&file) {
-            Ok(config) => {
-                for warning in config
-                    .warnings
-                    .iter()
-                    .chain(&agent::route_warnings(&file, &config))
-                {
-                    eprintln!("xdp-lb: warning: {warning}");
-                }
-                let backends: usize = config.vips.iter().map(|v| v.backends.len()).sum();
-                println!(
-                    "{}: OK: interface {}, {} VIP(s), {} backend(s)",
-                    file.display(),
-                    config.agent.interface,
-                    config.vips.len(),
-                    backends
-                );
-                for vip in &config.vips {
-                    println!(
-                        "  {} {}:{}/tcp ({:?}, table {}) -> {}",
-                        vip.name,
-                        vip.address,
-                        vip.port,
-                        vip.forwarding,
-                        vip.maglev_table_size,
-                        vip.backends
-                            .iter()
-                            .map(|b| {
-                                let at = if b.port == vip.port {
-                                    b.address.to_string()
-                                } else {
-                                    format!("{}:{}", b.address, b.port)
-                                };
-                                match b.state {
-                                    config::AdminState::Active => format!("{at} w{}", b.weight),
-                                    s => format!("{at} w{} ({})", b.weight, s.as_str()),
-                                }
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                if let Some(a) = &config.announce {
-                    println!(
-                        "  announce {} as /32 routes in table {} (dev {}), grace {:?}, routing engine {}",
-                        a.vips.join(", "),
-                        a.table,
-                        a.interface,
-                        a.grace,
-                        a.engine_socket
-                            .as_ref()
-                            .map_or("not checked".into(), |p| format!("at {}", p.display()))
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("xdp-lb: invalid configuration: {err}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        } => cli::import::import(haproxy.as_deref(), keepalived.as_deref(), output.as_deref()),
+        Command::CheckConfig { file } => cli::check_config::check_config(&file),
     }
-}
-
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-    // A bare word that is not a level would be taken as a target name by EnvFilter and
-    // silently log nothing useful.
-    if !level.contains(['=', ',']) && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-        anyhow::bail!(
-            "invalid --log-level {level:?} (use error, warn, info, debug or trace, or a filter such as \"xdp_lb=debug\")"
-        );
-    }
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
-        // netlink-proto warns about late acks of our fire-and-forget neighbour requests.
-        _ => EnvFilter::try_new(format!("{level},netlink_proto=error")),
-    }
-    .with_context(|| {
-        format!("invalid --log-level {level:?} (use error, warn, info, debug or trace)")
-    })?;
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
-    Ok(())
-}
-
-/// The control socket: --socket, else the config file's agent.control_socket, else the default.
-fn socket_path(socket: Option<PathBuf>, config: Option<&std::path::Path>) -> PathBuf {
-    if let Some(s) = socket {
-        return s;
-    }
-    // Read only that key, so that a file with mistakes elsewhere still finds its agent, which
-    // then reports the mistakes.
-    config
-        .and_then(config::control_socket_of)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
-}
-
-fn client(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(runtime.block_on(control::request(
-        socket,
-        request,
-        std::time::Duration::from_secs(30),
-    ))?)
-}
-
-fn import(
-    haproxy: Option<&std::path::Path>,
-    keepalived: Option<&std::path::Path>,
-    output: Option<&std::path::Path>,
-) -> ExitCode {
-    let imported = match xdp_lb::import::import(haproxy, keepalived) {
-        Ok(i) => i,
-        Err(err) => {
-            eprintln!("xdp-lb: import: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    for line in &imported.report {
-        eprintln!("{line}");
-    }
-    let (translated, approximated, ignored) = imported.counts();
-    eprintln!(
-        "xdp-lb: import: {translated} translated, {approximated} approximated, {ignored} ignored"
-    );
-    // What the import wrote must load as it stands.
-    let shown = output.unwrap_or(std::path::Path::new("imported.toml"));
-    if let Err(err) = config::parse(shown, &imported.toml) {
-        eprintln!("xdp-lb: import: the result does not validate ({err}); please report this");
-        return ExitCode::FAILURE;
-    }
-    match output {
-        Some(path) => {
-            if let Err(err) = std::fs::write(path, &imported.toml) {
-                eprintln!("xdp-lb: import: writing {}: {err}", path.display());
-                return ExitCode::FAILURE;
-            }
-            eprintln!("xdp-lb: import: wrote {}", path.display());
-        }
-        None => print!("{}", imported.toml),
-    }
-    ExitCode::SUCCESS
 }

@@ -25,7 +25,6 @@ use xdp_lb_common::AnyVipKey;
 use crate::{
     config::{AnnounceConfig, Config},
     netlink::{self, Netlink},
-    state::vip_key,
 };
 
 /// The route protocol of the announcements (`ip route show table 1000` prints "proto 250"):
@@ -143,7 +142,7 @@ impl Announcer {
                 Some("waiting for the sync snapshot".into())
             } else if !facts.attached {
                 Some("the XDP program is not attached".into())
-            } else if facts.without_backends.contains(&vip_key(v)) {
+            } else if facts.without_backends.contains(&v.key()) {
                 Some("no usable backend".into())
             } else {
                 None

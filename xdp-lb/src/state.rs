@@ -13,33 +13,15 @@ use std::{
 
 use xdp_lb_common::{
     ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, MAX_BACKENDS, Settings,
-    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipKey, VipKey6, VipLimit,
-    hash::murmur3_32, ipv4_be, port_be,
+    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipLimit, hash::murmur3_32, ipv4_be,
+    port_be,
 };
 
 use crate::{
-    config::{AdminState, CheckType, Cidr, Config, Forwarding, VipConfig},
+    config::{AdminState, Cidr, Config, Forwarding},
     maglev::{self, MaglevBackend},
     netlink::L2Next,
 };
-
-/// The kernel-side identity of a VIP: its key in `VIPS` or `VIPS6`.
-pub fn vip_key(vip: &VipConfig) -> AnyVipKey {
-    match vip.address {
-        IpAddr::V4(a) => AnyVipKey::V4(VipKey {
-            addr_be: ipv4_be(a.octets()),
-            port_be: port_be(vip.port),
-            proto: vip.protocol.number(),
-            _pad: 0,
-        }),
-        IpAddr::V6(a) => AnyVipKey::V6(VipKey6 {
-            addr: a.octets(),
-            port_be: port_be(vip.port),
-            proto: vip.protocol.number(),
-            _pad: 0,
-        }),
-    }
-}
 
 /// The seed of the VIP's flow hash: a function of the VIP alone, so every LB node with the same
 /// config sends a flow to the same backend and a VRRP failover does not move flows.
@@ -181,7 +163,7 @@ impl Ids {
     pub fn assign(&self, config: &Config) -> Result<Ids, StateError> {
         let mut next = Ids::default();
         for vip in &config.vips {
-            let key = vip_key(vip);
+            let key = vip.key();
             if let Some(&id) = self.vips.get(&key) {
                 next.vips.insert(key, id);
             }
@@ -193,7 +175,7 @@ impl Ids {
         }
         let max_vips = config.agent.max_vips;
         for vip in &config.vips {
-            let key = vip_key(vip);
+            let key = vip.key();
             if !next.vips.contains_key(&key) {
                 let id = lowest_free(next.vips.values(), max_vips)
                     .ok_or(StateError::TooManyVips(max_vips))?;
@@ -310,7 +292,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
     }
     for vip in &config.vips {
         let nat = vip.forwarding == Forwarding::Nat;
-        let key = vip_key(vip);
+        let key = vip.key();
         let vip_id = ids.vips[&key];
         let identities: Vec<Vec<u8>> = vip
             .backends
@@ -322,9 +304,10 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
         for (b, identity) in vip.backends.iter().zip(&identities) {
             let id = ids.backends[&(key, b.address)];
             let next = neighbours.get(&b.address);
-            let up = health.get(&(key, b.address)).copied().unwrap_or(
-                !vip.health_check.start_down || vip.health_check.kind == CheckType::None,
-            );
+            let up = health
+                .get(&(key, b.address))
+                .copied()
+                .unwrap_or(vip.health_check.starts_up());
             let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
             let new_flows = forward && b.state == AdminState::Active;
             let mut info = BackendInfo {
@@ -526,7 +509,7 @@ weight = 3
         let s = desired(&c, &ids, &only_12, &Health::new());
         let vip = s.vips.values().next().unwrap();
         assert_eq!(vip.backend_count, 1);
-        let id12 = ids.backends[&(vip_key(&c.vips[0]), "198.18.0.12".parse().unwrap())];
+        let id12 = ids.backends[&(c.vips[0].key(), "198.18.0.12".parse().unwrap())];
         assert!(vip.table.iter().all(|&b| b == id12));
         assert_eq!(s.backends.len(), 2);
         assert_eq!(
@@ -547,7 +530,7 @@ weight = 3
         let text = TWO.replace("weight = 3", "weight = 3\nstate = \"drain\"");
         let c = cfg(&text);
         let ids = Ids::default().assign(&c).unwrap();
-        let key = vip_key(&c.vips[0]);
+        let key = c.vips[0].key();
         let (a11, a12): (IpAddr, IpAddr) = (
             "198.18.0.11".parse().unwrap(),
             "198.18.0.12".parse().unwrap(),
@@ -604,7 +587,7 @@ weight = 3
     fn a_ramping_backend_takes_a_fraction_of_its_share() {
         let c = cfg(&TWO.replace("weight = 3", "weight = 1"));
         let ids = Ids::default().assign(&c).unwrap();
-        let key = vip_key(&c.vips[0]);
+        let key = c.vips[0].key();
         let a12: IpAddr = "198.18.0.12".parse().unwrap();
         let both: BTreeMap<_, _> =
             [("198.18.0.11".parse().unwrap(), next(11)), (a12, next(12))].into();
@@ -681,7 +664,7 @@ weight = 3
         // Remove the first backend: the second keeps its id; a new one takes the freed id.
         let c2 = cfg(&TWO.replace("198.18.0.11", "198.18.0.13"));
         let ids2 = ids.assign(&c2).unwrap();
-        let key = vip_key(&c.vips[0]);
+        let key = c.vips[0].key();
         assert_eq!(
             ids2.backends[&(key, "198.18.0.12".parse().unwrap())],
             ids.backends[&(key, "198.18.0.12".parse().unwrap())]
@@ -750,14 +733,14 @@ weight = 3
     #[test]
     fn seed_is_a_function_of_the_vip_only() {
         let c = cfg(TWO);
-        let k = vip_key(&c.vips[0]);
+        let k = c.vips[0].key();
         let AnyVipKey::V4(k4) = k else {
             panic!("an IPv4 VIP")
         };
         assert_eq!(hash_seed(&k), hash_seed(&k));
         assert_ne!(
             hash_seed(&k),
-            hash_seed(&AnyVipKey::V4(VipKey {
+            hash_seed(&AnyVipKey::V4(xdp_lb_common::VipKey {
                 port_be: port_be(81),
                 ..k4
             }))
@@ -775,11 +758,8 @@ weight = 3
         let v6b = cfg(&TWO
             .replace("198.18.0.100", "2001:2:1::100")
             .replace("198.18.0.1", "2001:2::1"));
-        assert!(matches!(vip_key(&v6.vips[0]), AnyVipKey::V6(_)));
-        assert_ne!(
-            hash_seed(&vip_key(&v6.vips[0])),
-            hash_seed(&vip_key(&v6b.vips[0]))
-        );
+        assert!(matches!(v6.vips[0].key(), AnyVipKey::V6(_)));
+        assert_ne!(hash_seed(&v6.vips[0].key()), hash_seed(&v6b.vips[0].key()));
     }
 }
 

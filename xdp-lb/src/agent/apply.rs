@@ -37,18 +37,9 @@ impl Agent {
         }
     }
 
-    fn health(&self) -> Health {
-        let mut health = Health::new();
-        if let Ok(table) = self.checker.table.lock() {
-            for (key, h) in table.iter() {
-                health.insert(*key, h.up);
-            }
-        }
-        health
-    }
-
     pub(super) fn reconcile(&mut self, cause: &str) -> Result<ApplyReport, AgentError> {
-        let health = self.health();
+        // The agent's own table, written only by health events and config changes.
+        let health: Health = self.health.iter().map(|(k, v)| (*k, v.up)).collect();
         let ramps = self.slow_start.fractions(Instant::now());
         let desired = state::desired_state(&state::Inputs {
             config: &self.config,

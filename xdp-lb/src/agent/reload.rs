@@ -3,11 +3,42 @@
 
 use std::{
     path::PathBuf,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
-use super::{Agent, INITIAL_RESOLVE_WAIT, nat_setup};
-use crate::config::{self, Config};
+use thiserror::Error;
+
+use super::{Agent, AgentError, nat_setup};
+use crate::{
+    config::{self, Config, ConfigError, SnatAddresses},
+    state::{Ids, StateError},
+};
+
+/// Why a reload was refused; the running configuration is then unchanged.
+#[derive(Debug, Error)]
+pub(super) enum ReloadError {
+    #[error("reload rejected, the running configuration is unchanged: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error(
+        "reload rejected, the running configuration is unchanged: {0} cannot change while running (restart the agent)"
+    )]
+    NeedsRestart(&'static str),
+    #[error("reload rejected, the running configuration is unchanged: {0}")]
+    Ids(#[from] StateError),
+    #[error("reload rejected, the running configuration is unchanged: {0}")]
+    SnatAddress(#[source] AgentError),
+    #[error(
+        "reload rejected, the running configuration is unchanged: applying it failed ({0}); the previous configuration was restored"
+    )]
+    Apply(#[source] AgentError),
+}
+
+/// A new config that passed every check that needs no map write.
+struct Candidate {
+    config: Config,
+    ids: Ids,
+    snat_address: SnatAddresses,
+}
 
 impl Agent {
     /// Re-reads the config (from `path` if given) and applies it as a diff, or keeps
@@ -16,56 +47,56 @@ impl Agent {
         &mut self,
         path: Option<PathBuf>,
         cause: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReloadError> {
         let path = path.unwrap_or_else(|| self.config_path.clone());
         tracing::info!(config = %path.display(), cause, "reloading the config");
-        let reject = |why: String| {
-            tracing::error!("reload rejected, the running configuration is unchanged: {why}");
-            Err(format!(
-                "reload rejected, the running configuration is unchanged: {why}"
-            ))
+        let result = match self.candidate(&path).await {
+            Ok(candidate) => self.switch_to(candidate, path).await,
+            Err(e) => Err(e),
         };
-        let new = match config::load(&path) {
-            Ok(c) => c,
-            Err(err) => return reject(err.to_string()),
-        };
-        for warning in &new.warnings {
+        match &result {
+            Ok(message) => tracing::info!("{message}"),
+            Err(e) => tracing::error!("{e}"),
+        }
+        result
+    }
+
+    /// The file at `path`, validated, with the ids and SNAT addresses it would get.
+    async fn candidate(&self, path: &std::path::Path) -> Result<Candidate, ReloadError> {
+        let config = config::load(path)?;
+        for warning in &config.warnings {
             tracing::warn!("configuration: {warning}");
         }
-        if let Some(key) = needs_restart(&self.config, &new) {
-            return reject(format!(
-                "{key} cannot change while running (restart the agent)"
-            ));
+        if let Some(key) = needs_restart(&self.config, &config) {
+            return Err(ReloadError::NeedsRestart(key));
         }
-        let ids = match self.ids.assign(&new) {
-            Ok(ids) => ids,
-            Err(err) => return reject(err.to_string()),
-        };
-        let snat_address = match nat_setup::snat_address(&self.netlink, &new).await {
-            Ok(a) => a,
-            Err(err) => return reject(err.to_string()),
-        };
-        if snat_address.any() && !self.snat_address.any() {
-            nat_setup::check_sysctls(&new);
+        let ids = self.ids.assign(&config)?;
+        let snat_address = nat_setup::snat_address(&self.netlink, &config)
+            .await
+            .map_err(ReloadError::SnatAddress)?;
+        Ok(Candidate {
+            config,
+            ids,
+            snat_address,
+        })
+    }
+
+    /// Makes `new` the running config and applies it; on failure restores the old one.
+    async fn switch_to(&mut self, new: Candidate, path: PathBuf) -> Result<String, ReloadError> {
+        if new.snat_address.any() && !self.snat_address.any() {
+            nat_setup::check_sysctls(&new.config);
         }
-        let old_snat = std::mem::replace(&mut self.snat_address, snat_address);
-        let old_config = std::mem::replace(&mut self.config, new);
-        let old_ids = std::mem::replace(&mut self.ids, ids);
+        let old_snat = std::mem::replace(&mut self.snat_address, new.snat_address);
+        let old_config = std::mem::replace(&mut self.config, new.config);
+        let old_ids = std::mem::replace(&mut self.ids, new.ids);
+        let old_health = self.health.clone();
         // New backends start in their check's start state; removed ones stop being checked.
-        self.checker.sync(&self.config);
+        self.follow_health_config();
         self.slow_start.reloaded(&old_config, &self.config);
         // Resolve new backends' MACs first (bounded, as at start), so that they take new
         // connections as soon as the reload is acknowledged.
-        let deadline = Instant::now() + INITIAL_RESOLVE_WAIT;
-        loop {
-            if let Err(err) = self.neighbours.refresh(&self.netlink, &self.config).await {
-                tracing::warn!(error = %err, "neighbour lookup during reload failed; will retry");
-                break;
-            }
-            if self.neighbours.all_resolved(&self.config) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(err) = self.resolve_neighbours(Duration::from_millis(50)).await {
+            tracing::warn!(error = %err, "neighbour lookup during reload failed; will retry");
         }
         match self.reconcile("reload") {
             Ok(report) => {
@@ -76,7 +107,7 @@ impl Agent {
                 {
                     announcer.set_config(cfg);
                 }
-                let message = format!(
+                Ok(format!(
                     "reloaded {}: {} VIP(s) added, {} updated, {} removed; {} backend(s) written, {} removed",
                     self.config_path.display(),
                     report.vips_added.len(),
@@ -84,19 +115,16 @@ impl Agent {
                     report.vips_removed,
                     report.backends_written,
                     report.backends_removed
-                );
-                tracing::info!("{message}");
-                Ok(message)
+                ))
             }
             Err(err) => {
                 self.config = old_config;
                 self.ids = old_ids;
                 self.snat_address = old_snat;
-                self.checker.sync(&self.config);
+                self.health = old_health;
+                self.checker.follow_config(&self.config, &self.health);
                 self.reconcile_logged("reload rollback");
-                reject(format!(
-                    "applying it failed ({err}); the previous configuration was restored"
-                ))
+                Err(ReloadError::Apply(err))
             }
         }
     }

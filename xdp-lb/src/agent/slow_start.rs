@@ -16,7 +16,7 @@ use xdp_lb_common::AnyVipKey;
 
 use crate::{
     config::{AdminState, Config},
-    state::{Ramps, vip_key},
+    state::Ramps,
 };
 
 #[derive(Debug, Default)]
@@ -31,7 +31,7 @@ impl SlowStart {
         let period = config
             .vips
             .iter()
-            .find(|v| vip_key(v) == vip)
+            .find(|v| v.key() == vip)
             .and_then(|v| {
                 let b = v.backends.iter().find(|b| b.address == backend)?;
                 Some(v.slowstart_of(b))
@@ -52,12 +52,12 @@ impl SlowStart {
                 .flat_map(|v| {
                     v.backends
                         .iter()
-                        .map(move |b| ((vip_key(v), b.address), b.state))
+                        .map(move |b| ((v.key(), b.address), b.state))
                 })
                 .collect()
         };
         let (before, after) = (active(old), active(new));
-        let old_vips: Vec<AnyVipKey> = old.vips.iter().map(vip_key).collect();
+        let old_vips: Vec<AnyVipKey> = old.vips.iter().map(crate::config::VipConfig::key).collect();
         for (&(vip, backend), state) in &after {
             let was = before.get(&(vip, backend));
             let joins = old_vips.contains(&vip)

@@ -1,73 +1,25 @@
 //! The agent's answer to `status`: its config, the data plane's attachment, every backend's
-//! health and neighbour, NAT and VRRP, as one typed [`AgentStatus`].
+//! health and neighbour, NAT, VRRP, announcements and sync, as one typed [`AgentStatus`].
+
+use std::collections::BTreeMap;
 
 use super::Agent;
 use crate::{
     clock::unix_secs,
+    config::{BackendConfig, BackendKey, VipConfig},
+    health::LastProbe,
     netlink::fmt_mac,
-    observe::status::{AgentStatus, BackendStatus, HealthState, NatStatus, VipStatus},
-    state::vip_key,
+    status::{AgentStatus, BackendStatus, CheckStatus, HealthState, NatStatus, VipStatus},
 };
 
 impl Agent {
     pub(super) fn status(&self) -> AgentStatus {
-        let table = self
+        let probes = self
             .checker
-            .table
+            .probes()
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default();
-        let vips = self
-            .config
-            .vips
-            .iter()
-            .map(|vip| {
-                let key = vip_key(vip);
-                let backends = vip
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let check = table.get(&(key, b.address)).cloned();
-                        BackendStatus {
-                            address: b.address,
-                            port: b.port,
-                            weight: b.weight,
-                            state: b.state,
-                            health: HealthState::of(check.as_ref()),
-                            check,
-                            mac: self
-                                .neighbours
-                                .resolved
-                                .get(&b.address)
-                                .map(|n| fmt_mac(&n.mac)),
-                            neighbour: self
-                                .neighbours
-                                .lookups
-                                .get(&b.address)
-                                .map(|l| l.describe()),
-                            slow_start_pct: self.slow_start.percent(key, b.address),
-                        }
-                    })
-                    .collect();
-                VipStatus {
-                    name: vip.name.clone(),
-                    address: vip.address,
-                    port: vip.port,
-                    forwarding: vip.forwarding,
-                    health_check: vip.health_check.kind,
-                    usable_backends: !self.vips_without_backends.contains(&key),
-                    allow: vip.allow.iter().map(ToString::to_string).collect(),
-                    deny: vip.deny.iter().map(ToString::to_string).collect(),
-                    new_flows_per_source: vip.limit.map(|l| {
-                        let unit = if l.per.as_secs() == 60 { "m" } else { "s" };
-                        format!("{}/{unit}, burst {}, per /{}", l.count, l.burst, l.prefix)
-                    }),
-                    announce: self.announcer.as_ref().and_then(|a| a.verdict(&vip.name)),
-                    backends,
-                }
-            })
-            .collect();
-        let (lo, hi) = self.config.agent.snat_port_range;
         AgentStatus {
             config: self.config_path.clone(),
             loaded_unix: unix_secs(self.loaded_at),
@@ -80,20 +32,13 @@ impl Agent {
                 .map(|(_, m)| m.as_str().to_owned()),
             pin_dir: self.config.agent.pin_dir.clone(),
             health_transitions: self.health_transitions,
-            vips,
-            nat: self.snat_address.any().then(|| NatStatus {
-                snat_address: self.snat_address.v4,
-                snat_address_ipv6: self.snat_address.v6,
-                snat_port_range: format!("{lo}-{hi}"),
-                flows: self
-                    .nat
-                    .last
-                    .live
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), *v))
-                    .collect(),
-                reclaimed_total: self.nat.reclaimed_total,
-            }),
+            vips: self
+                .config
+                .vips
+                .iter()
+                .map(|vip| self.vip_status(vip, &probes))
+                .collect(),
+            nat: self.nat_status(),
             vrrp: self
                 .vrrp
                 .iter()
@@ -102,5 +47,81 @@ impl Agent {
             announce: self.announcer.as_ref().map(|a| a.status()),
             sync: self.sync_status(),
         }
+    }
+
+    fn vip_status(&self, vip: &VipConfig, probes: &BTreeMap<BackendKey, LastProbe>) -> VipStatus {
+        let key = vip.key();
+        VipStatus {
+            name: vip.name.clone(),
+            address: vip.address,
+            port: vip.port,
+            forwarding: vip.forwarding,
+            health_check: vip.health_check.kind,
+            usable_backends: !self.vips_without_backends.contains(&key),
+            allow: vip.allow.iter().map(ToString::to_string).collect(),
+            deny: vip.deny.iter().map(ToString::to_string).collect(),
+            new_flows_per_source: vip.limit.map(|l| {
+                let unit = if l.per.as_secs() == 60 { "m" } else { "s" };
+                format!("{}/{unit}, burst {}, per /{}", l.count, l.burst, l.prefix)
+            }),
+            announce: self.announcer.as_ref().and_then(|a| a.verdict(&vip.name)),
+            backends: vip
+                .backends
+                .iter()
+                .map(|b| self.backend_status((key, b.address), b, probes.get(&(key, b.address))))
+                .collect(),
+        }
+    }
+
+    fn backend_status(
+        &self,
+        key: BackendKey,
+        b: &BackendConfig,
+        probe: Option<&LastProbe>,
+    ) -> BackendStatus {
+        // The verdict is the agent's (the one the maps follow); the last probe, the check's.
+        let check = self.health.get(&key).map(|v| CheckStatus {
+            up: v.up,
+            last_check: probe.map_or_else(|| "not checked yet".into(), |p| p.result.clone()),
+            last_check_unix: probe.map_or(0, |p| p.at_unix),
+            transitions: v.transitions,
+            since_unix: v.since_unix,
+        });
+        BackendStatus {
+            address: b.address,
+            port: b.port,
+            weight: b.weight,
+            state: b.state,
+            health: HealthState::of(check.as_ref()),
+            check,
+            mac: self
+                .neighbours
+                .resolved
+                .get(&b.address)
+                .map(|n| fmt_mac(&n.mac)),
+            neighbour: self
+                .neighbours
+                .lookups
+                .get(&b.address)
+                .map(|l| l.describe()),
+            slow_start_pct: self.slow_start.percent(key.0, b.address),
+        }
+    }
+
+    fn nat_status(&self) -> Option<NatStatus> {
+        let (lo, hi) = self.config.agent.snat_port_range;
+        self.snat_address.any().then(|| NatStatus {
+            snat_address: self.snat_address.v4,
+            snat_address_ipv6: self.snat_address.v6,
+            snat_port_range: format!("{lo}-{hi}"),
+            flows: self
+                .nat
+                .last
+                .live
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            reclaimed_total: self.nat.reclaimed_total,
+        })
     }
 }

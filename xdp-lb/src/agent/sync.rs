@@ -9,20 +9,20 @@ use xdp_lb_common::{FLOW_F_CLOSING, FLOW_F_ESTABLISHED};
 use super::Agent;
 use crate::{
     clock,
-    config::Forwarding,
+    config::{Forwarding, SyncConfig},
     dataplane::SyncedFlow,
     nat::ClosedFlow,
-    observe::status::SyncStatus,
-    state::vip_key,
+    status::SyncStatus,
     sync::{
-        stream::{Directory, Inbound, Sync},
+        directory::Directory,
+        stream::{Inbound, SyncHandle},
         wire::{FlowRecord, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
     },
 };
 
 /// The running sync and what its installs did.
 pub(super) struct SyncRuntime {
-    pub(super) sync: Sync,
+    pub(super) sync: SyncHandle,
     pub(super) installed: u64,
     pub(super) known: u64,
     pub(super) conflicts: u64,
@@ -32,6 +32,24 @@ pub(super) struct SyncRuntime {
     pub(super) snapshot: String,
     /// Copies removed because the peer closed their flows.
     pub(super) removed: u64,
+}
+
+impl SyncRuntime {
+    pub(super) fn new(sync: SyncHandle, cfg: &SyncConfig) -> Self {
+        Self {
+            sync,
+            installed: 0,
+            known: 0,
+            conflicts: 0,
+            unknown: 0,
+            removed: 0,
+            snapshot: if cfg.snapshot_wait.is_zero() {
+                "not asked".into()
+            } else {
+                "waiting".into()
+            },
+        }
+    }
 }
 
 impl Agent {
@@ -75,7 +93,7 @@ impl Agent {
             ..Default::default()
         };
         for vip in &self.config.vips {
-            let key = vip_key(vip);
+            let key = vip.key();
             for b in &vip.backends {
                 if let Some(id) = self.ids.backends.get(&(key, b.address)) {
                     dir.backends.insert(*id, (b.address, b.port));
@@ -139,7 +157,7 @@ impl Agent {
                     && (v.forwarding == Forwarding::Nat) == (r.kind == RecordKind::Nat)
             });
             let resolved = vip.and_then(|vip| {
-                let key = vip_key(vip);
+                let key = vip.key();
                 let vip_id = *self.ids.vips.get(&key)?;
                 let backend = vip
                     .backends

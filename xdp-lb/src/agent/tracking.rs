@@ -2,7 +2,7 @@
 //! from the agent's own knowledge.
 
 use super::Agent;
-use crate::{netlink, route_announce::Facts, state::vip_key};
+use crate::{netlink, route_announce::Facts};
 
 impl Agent {
     /// Data-plane tracking for VRRP and for the announcements (level-triggered: every tick and
@@ -40,7 +40,7 @@ impl Agent {
                 .config
                 .vips
                 .iter()
-                .filter(|v| self.vips_without_backends.contains(&vip_key(v)))
+                .filter(|v| self.vips_without_backends.contains(&v.key()))
                 .map(|v| v.name.as_str())
                 .collect();
             Some(format!("VIP {} has no usable backend", names.join(", ")))

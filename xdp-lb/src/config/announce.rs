@@ -6,10 +6,24 @@ use std::{path::PathBuf, time::Duration};
 use toml::Spanned;
 
 use super::{
-    AnnounceConfig, ConfigError, VipConfig, VrrpConfig,
-    place::{Place, valid_interface},
-    raw::RawAnnounce,
+    ConfigError, VipConfig, VrrpConfig, fields::valid_interface, file::ConfigFile, raw::RawAnnounce,
 };
+
+/// `[announce]`: this node offers VIPs to a routing engine (BIRD, FRR) as `/32` routes in a
+/// kernel table of their own, which the engine learns and advertises (README, "Scale out").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// The kernel routing table the VIP routes go into (never one this host routes by).
+    pub table: u32,
+    /// The device the routes name (`dev`): the one the VIP's traffic arrives on.
+    pub interface: String,
+    /// Names of the VIPs announced (every VIP unless `vips` lists some).
+    pub vips: Vec<String>,
+    /// On SIGTERM: how long to keep forwarding after the withdrawal, before detaching.
+    pub grace: Duration,
+    /// A Unix socket of the routing engine, checked for "is it running?"; None: not checked.
+    pub engine_socket: Option<PathBuf>,
+}
 
 /// Default `announce.table`: below 253, so that FRR's `ip import-table` (1-252) takes it too.
 pub const DEFAULT_ANNOUNCE_TABLE: u32 = 200;
@@ -24,7 +38,7 @@ pub const DEFAULT_ENGINE_SOCKET: &str = "/run/bird/bird.ctl";
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
 
 pub(super) fn announce(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     raw: &Spanned<RawAnnounce>,
     agent_interface: &str,
     vips: &[VipConfig],
@@ -35,7 +49,7 @@ pub(super) fn announce(
         None => DEFAULT_ANNOUNCE_TABLE,
         Some(t) => match u32::try_from(*t.get_ref()) {
             Ok(n) if RESERVED_TABLES.contains(&n) => {
-                return Err(place.at(
+                return Err(file.at(
                     t,
                     "announce.table",
                     format!(
@@ -45,7 +59,7 @@ pub(super) fn announce(
             }
             Ok(n) => n,
             Err(_) => {
-                return Err(place.at(
+                return Err(file.at(
                     t,
                     "announce.table",
                     format!("{} is not a routing table id (1..=4294967295)", t.get_ref()),
@@ -54,12 +68,12 @@ pub(super) fn announce(
         },
     };
     let interface = match &r.interface {
-        Some(i) => valid_interface(place, i, "announce.interface".into())?,
+        Some(i) => valid_interface(file, i, "announce.interface".into())?,
         None => agent_interface.to_owned(),
     };
     let grace = match &r.grace {
         Some(g) if *g.get_ref() > Duration::from_secs(300) => {
-            return Err(place.at(
+            return Err(file.at(
                 g,
                 "announce.grace",
                 format!("{:?} is out of range (0s..=5m)", g.get_ref()),
@@ -71,7 +85,7 @@ pub(super) fn announce(
     let engine_socket = match &r.engine_socket {
         Some(p) if p.get_ref().as_os_str().is_empty() => None,
         Some(p) if !p.get_ref().is_absolute() => {
-            return Err(place.at(
+            return Err(file.at(
                 p,
                 "announce.engine_socket",
                 "must be an absolute path (\"\" turns the check off)",
@@ -88,10 +102,10 @@ pub(super) fn announce(
             for (i, n) in list.get_ref().iter().enumerate() {
                 let key = format!("announce.vips[{i}]");
                 if !vips.iter().any(|v| &v.name == n.get_ref()) {
-                    return Err(place.at(n, key, format!("no [[vip]] is named {:?}", n.get_ref())));
+                    return Err(file.at(n, key, format!("no [[vip]] is named {:?}", n.get_ref())));
                 }
                 if names.contains(n.get_ref()) {
-                    return Err(place.at(n, key, format!("{:?} is listed twice", n.get_ref())));
+                    return Err(file.at(n, key, format!("{:?} is listed twice", n.get_ref())));
                 }
                 names.push(n.get_ref().clone());
             }
@@ -107,7 +121,7 @@ pub(super) fn announce(
                 .any(|(a, _)| *a == vip.address)
             {
                 let at = r.vips.as_ref().map_or(raw.span(), |l| l.span());
-                return Err(place.error(
+                return Err(file.error(
                     Some(at),
                     Some("announce.vips".into()),
                     format!(

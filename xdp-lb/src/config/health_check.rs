@@ -2,16 +2,110 @@
 
 use std::{ops::Range, path::PathBuf, time::Duration};
 
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{
-    CheckType, ConfigError, DnsCheckConfig, HealthCheckConfig, TlsCheckConfig,
-    place::{Place, ranged},
-    raw::RawHealthCheck,
-};
+use super::{ConfigError, fields::ranged, file::ConfigFile, raw::RawHealthCheck};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Tcp,
+    Http,
+    /// HTTP over TLS (rustls): the apiserver's /readyz.
+    Https,
+    /// A DNS query over UDP (keepalived's DNS_CHECK): `dns_name`, `dns_type`,
+    /// `dns_expect_rcode`.
+    Dns,
+    None,
+}
+
+impl CheckType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckType::Tcp => "tcp",
+            CheckType::Http => "http",
+            CheckType::Https => "https",
+            CheckType::Dns => "dns",
+            CheckType::None => "none",
+        }
+    }
+}
+
+/// `[vip.health_check]`, with haproxy's defaults (inter 2s, rise 2, fall 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckType,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// None: the VIP's port.
+    pub port: Option<u16>,
+    pub http_path: String,
+    pub http_expect_status: u16,
+    pub start_down: bool,
+    /// `type = "https"` only: how the TLS handshake is made and verified.
+    pub tls: Option<TlsCheckConfig>,
+    /// `type = "dns"` only: the query and the answer that means up.
+    pub dns: Option<DnsCheckConfig>,
+}
+
+/// The query of a `dns` check: the backend is up when an answer to it with `rcode` arrives
+/// within the timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCheckConfig {
+    /// `dns_name`, without a trailing dot ("" for the root, ".").
+    pub name: String,
+    /// `dns_type` as its number (A = 1, AAAA = 28, ...).
+    pub qtype: u16,
+    /// `dns_expect_rcode` as its number (NOERROR = 0, NXDOMAIN = 3, ...).
+    pub rcode: u8,
+}
+
+/// The TLS side of an `https` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCheckConfig {
+    /// SNI and the name the certificate must carry; None: the backend's address (no SNI is
+    /// sent for an address, and the certificate must carry it as an IP SAN).
+    pub server_name: Option<String>,
+    /// PEM CA bundle to verify against; None: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// false only when the file says `tls_verify = false`: any certificate is accepted.
+    pub verify: bool,
+    /// Client certificate and key (PEM) for backends that want one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl HealthCheckConfig {
+    /// A backend's state before its check's first verdict: down with `start_down` (unless
+    /// nothing is checked), else up.
+    pub fn starts_up(&self) -> bool {
+        !self.start_down || self.kind == CheckType::None
+    }
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: CheckType::Tcp,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+            port: None,
+            http_path: "/".into(),
+            http_expect_status: 200,
+            start_down: false,
+            tls: None,
+            dns: None,
+        }
+    }
+}
 
 pub(super) fn health_check(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     h: &RawHealthCheck,
     span: Range<usize>,
     key: &str,
@@ -27,7 +121,7 @@ pub(super) fn health_check(
                 if *s.get_ref() < Duration::from_millis(10)
                     || *s.get_ref() > Duration::from_secs(3600) =>
             {
-                Err(place.at(
+                Err(file.at(
                     s,
                     k(field),
                     format!("{:?} is out of range (10ms..=1h)", s.get_ref()),
@@ -43,22 +137,22 @@ pub(super) fn health_check(
     if let Some(t) = &h.timeout
         && timeout > interval
     {
-        return Err(place.at(
+        return Err(file.at(
             t,
             k("timeout"),
             format!("{timeout:?} is longer than the interval {interval:?}"),
         ));
     }
     let rise = match &h.rise {
-        Some(v) => ranged(place, v, &k("rise"), 1..=100)?,
+        Some(v) => ranged(file, v, &k("rise"), 1..=100)?,
         None => d.rise,
     };
     let fall = match &h.fall {
-        Some(v) => ranged(place, v, &k("fall"), 1..=100)?,
+        Some(v) => ranged(file, v, &k("fall"), 1..=100)?,
         None => d.fall,
     };
     let port = match &h.port {
-        Some(v) => Some(ranged(place, v, &k("port"), 1..=65535)? as u16),
+        Some(v) => Some(ranged(file, v, &k("port"), 1..=65535)? as u16),
         None => None,
     };
     let http_path = match &h.http_path {
@@ -67,7 +161,7 @@ pub(super) fn health_check(
                 || p.get_ref()
                     .contains(|c: char| c.is_whitespace() || c.is_control()) =>
         {
-            return Err(place.at(
+            return Err(file.at(
                 p,
                 k("http_path"),
                 format!(
@@ -80,15 +174,15 @@ pub(super) fn health_check(
         None => d.http_path,
     };
     let http_expect_status = match &h.http_expect_status {
-        Some(v) => ranged(place, v, &k("http_expect_status"), 100..=599)? as u16,
+        Some(v) => ranged(file, v, &k("http_expect_status"), 100..=599)? as u16,
         None => d.http_expect_status,
     };
     let kind = h.kind.unwrap_or(CheckType::Tcp);
     let tls = match kind {
-        CheckType::Https => Some(tls(place, h, span.clone(), &k)?),
+        CheckType::Https => Some(tls(file, h, span.clone(), &k)?),
         _ => {
             if let Some((field, at)) = tls_keys(h).into_iter().next() {
-                return Err(place.error(
+                return Err(file.error(
                     Some(at),
                     Some(k(field)),
                     "a TLS setting needs type = \"https\"".into(),
@@ -98,7 +192,7 @@ pub(super) fn health_check(
         }
     };
     let dns = match kind {
-        CheckType::Dns => Some(dns(place, h, span, &k)?),
+        CheckType::Dns => Some(dns(file, h, span, &k)?),
         _ => {
             let present = [
                 h.dns_name.as_ref().map(|v| ("dns_name", v.span())),
@@ -108,7 +202,7 @@ pub(super) fn health_check(
                     .map(|v| ("dns_expect_rcode", v.span())),
             ];
             if let Some((field, at)) = present.into_iter().flatten().next() {
-                return Err(place.error(
+                return Err(file.error(
                     Some(at),
                     Some(k(field)),
                     "a DNS setting needs type = \"dns\"".into(),
@@ -159,13 +253,13 @@ pub const DNS_RCODES: &[(&str, u8)] = &[
 
 /// The query of a `dns` check, checked as a resolver would build it.
 fn dns(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     h: &RawHealthCheck,
     check_span: Range<usize>,
     k: &impl Fn(&str) -> String,
 ) -> Result<DnsCheckConfig, ConfigError> {
     let Some(name) = &h.dns_name else {
-        return Err(place.error(
+        return Err(file.error(
             Some(check_span),
             Some(k("dns_name")),
             "a dns check needs dns_name (the name to query, e.g. \"example.org\")".into(),
@@ -180,7 +274,7 @@ fn dns(
             Err(e)
         }
     }) {
-        return Err(place.at(name, k("dns_name"), format!("{:?}: {why}", name.get_ref())));
+        return Err(file.at(name, k("dns_name"), format!("{:?}: {why}", name.get_ref())));
     }
     let qtype = match &h.dns_type {
         None => 1,
@@ -192,7 +286,7 @@ fn dns(
                 .map(|(_, v)| *v)
                 .or_else(|| upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()))
                 .ok_or_else(|| {
-                    place.at(
+                    file.at(
                         t,
                         k("dns_type"),
                         format!(
@@ -217,7 +311,7 @@ fn dns(
                 .find(|(n, _)| *n == upper)
                 .map(|(_, v)| *v)
                 .ok_or_else(|| {
-                    place.at(
+                    file.at(
                         r,
                         k("dns_expect_rcode"),
                         format!(
@@ -287,7 +381,7 @@ fn tls_keys(h: &RawHealthCheck) -> Vec<(&'static str, Range<usize>)> {
 /// The TLS side of an `https` check. The PEM files are read now, so that a missing or
 /// malformed one is named with its key and line before anything runs.
 fn tls(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     h: &RawHealthCheck,
     check_span: Range<usize>,
     k: &impl Fn(&str) -> String,
@@ -295,7 +389,7 @@ fn tls(
     let server_name = match &h.tls_server_name {
         Some(n) => {
             if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
-                return Err(place.at(
+                return Err(file.at(
                     n,
                     k("tls_server_name"),
                     format!("{:?} is not a DNS name or an address", n.get_ref()),
@@ -311,7 +405,7 @@ fn tls(
      -> Result<Option<PathBuf>, ConfigError> {
         match v {
             Some(p) => {
-                read(p.get_ref()).map_err(|e| place.at(p, k(field), e))?;
+                read(p.get_ref()).map_err(|e| file.at(p, k(field), e))?;
                 Ok(Some(p.get_ref().clone()))
             }
             None => Ok(None),
@@ -328,23 +422,23 @@ fn tls(
     })?;
     match (&h.tls_client_cert, &h.tls_client_key) {
         (Some(c), None) => {
-            return Err(place.at(c, k("tls_client_cert"), "needs tls_client_key too"));
+            return Err(file.at(c, k("tls_client_cert"), "needs tls_client_key too"));
         }
         (None, Some(key)) => {
-            return Err(place.at(key, k("tls_client_key"), "needs tls_client_cert too"));
+            return Err(file.at(key, k("tls_client_key"), "needs tls_client_cert too"));
         }
         _ => {}
     }
     let verify = h.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
     match (&h.tls_verify, &h.tls_ca_file) {
         (Some(v), Some(_)) if !*v.get_ref() => {
-            return Err(place.at(
+            return Err(file.at(
                 v,
                 k("tls_verify"),
                 "tls_verify = false accepts any certificate, so tls_ca_file would be ignored: keep one of them",
             ));
         }
-        (None, None) => place.warn(
+        (None, None) => file.warn(
             check_span,
             k("type"),
             "an https check without tls_ca_file verifies against the system's CAs, which an \

@@ -5,7 +5,34 @@ use std::{path::PathBuf, time::Duration};
 
 use toml::Spanned;
 
-use super::{ConfigError, SyncConfig, place::Place, raw::RawSync};
+use super::{
+    ConfigError,
+    file::ConfigFile,
+    raw::RawSync,
+    sync_key::{self, SyncKey},
+};
+
+/// `[sync]`: the other LB nodes this one sends its new flows to and takes theirs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub peers: Vec<std::net::IpAddr>,
+    /// UDP, the same on every node.
+    pub port: u16,
+    /// The shared key's file (root-only), and the key it held when the config was validated:
+    /// read once, so the agent runs with exactly the bytes that were checked.
+    pub key_file: PathBuf,
+    pub key: SyncKey,
+    /// The local address to send from and listen on; None: every address.
+    pub source: Option<std::net::IpAddr>,
+    pub batch_interval: Duration,
+    /// Per peer.
+    pub max_datagrams_per_second: u32,
+    /// Flows waiting to be sent (beyond: dropped, counted).
+    pub queue: u32,
+    /// At start, how long to wait for a peer's snapshot before VRRP may take the addresses;
+    /// zero: no snapshot is asked for.
+    pub snapshot_wait: Duration,
+}
 
 /// Default `sync.port` (UDP; any port both nodes agree on).
 pub const DEFAULT_SYNC_PORT: u16 = 7947;
@@ -21,12 +48,15 @@ pub const DEFAULT_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// At most this many peers: every flow is sent to each.
 pub const MAX_SYNC_PEERS: usize = 16;
 
-pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConfig, ConfigError> {
+pub(super) fn sync(
+    file: &ConfigFile<'_>,
+    raw: &Spanned<RawSync>,
+) -> Result<SyncConfig, ConfigError> {
     let r = raw.get_ref();
     let mut peers = Vec::new();
     let list = r.peers.get_ref();
     if list.is_empty() || list.len() > MAX_SYNC_PEERS {
-        return Err(place.at(
+        return Err(file.at(
             &r.peers,
             "sync.peers",
             format!(
@@ -39,10 +69,10 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         let key = format!("sync.peers[{i}]");
         let a = *p.get_ref();
         if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-            return Err(place.at(p, key, format!("{a} is not a peer's unicast address")));
+            return Err(file.at(p, key, format!("{a} is not a peer's unicast address")));
         }
         if peers.contains(&a) {
-            return Err(place.at(p, key, format!("{a} is listed twice")));
+            return Err(file.at(p, key, format!("{a} is listed twice")));
         }
         peers.push(a);
     }
@@ -51,7 +81,7 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         Some(p) => match u16::try_from(*p.get_ref()) {
             Ok(n) if n > 0 => n,
             _ => {
-                return Err(place.at(
+                return Err(file.at(
                     p,
                     "sync.port",
                     format!("{} is not a port (1..=65535)", p.get_ref()),
@@ -59,16 +89,22 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
             }
         },
     };
-    // The key is read now: a missing, short or group-readable file is named with its line
-    // before anything runs.
+    // The key is read now, once: a missing, short or group-readable file is named with its
+    // line before anything runs, and the agent uses the bytes validated here.
     let key_file: PathBuf = r.key_file.get_ref().clone();
-    crate::sync::key::load(&key_file).map_err(|why| place.at(&r.key_file, "sync.key_file", why))?;
+    let key = sync_key::load(&key_file).map_err(|why| {
+        file.at(
+            &r.key_file,
+            "sync.key_file",
+            format!("{}: {why}", key_file.display()),
+        )
+    })?;
     let batch_interval = match &r.batch_interval {
         None => DEFAULT_SYNC_BATCH,
         Some(d)
             if *d.get_ref() < Duration::from_millis(1) || *d.get_ref() > Duration::from_secs(1) =>
         {
-            return Err(place.at(
+            return Err(file.at(
                 d,
                 "sync.batch_interval",
                 format!("{:?} is out of range (1ms..=1s)", d.get_ref()),
@@ -80,7 +116,7 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         None => Ok(default),
         Some(n) => match u32::try_from(*n.get_ref()) {
             Ok(x) if (1..=max).contains(&x) => Ok(x),
-            _ => Err(place.at(
+            _ => Err(file.at(
                 n,
                 format!("sync.{key}"),
                 format!("{} is out of range (1..={max})", n.get_ref()),
@@ -97,7 +133,7 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
     let snapshot_wait = match &r.snapshot_wait {
         None => DEFAULT_SNAPSHOT_WAIT,
         Some(d) if *d.get_ref() > Duration::from_secs(300) => {
-            return Err(place.at(
+            return Err(file.at(
                 d,
                 "sync.snapshot_wait",
                 format!("{:?} is out of range (0s..=5m)", d.get_ref()),
@@ -110,17 +146,17 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         Some(s) => {
             let a = *s.get_ref();
             if a.is_unspecified() || a.is_multicast() {
-                return Err(place.at(s, "sync.source", format!("{a} is not a unicast address")));
+                return Err(file.at(s, "sync.source", format!("{a} is not a unicast address")));
             }
             if peers.contains(&a) {
-                return Err(place.at(
+                return Err(file.at(
                     s,
                     "sync.source",
                     format!("{a} is also listed in sync.peers: a node does not sync with itself"),
                 ));
             }
             if peers.iter().any(|p| p.is_ipv4() != a.is_ipv4()) {
-                return Err(place.at(
+                return Err(file.at(
                     s,
                     "sync.source",
                     format!("{a} and the peers are of different families"),
@@ -133,6 +169,7 @@ pub(super) fn sync(place: &Place<'_>, raw: &Spanned<RawSync>) -> Result<SyncConf
         peers,
         port,
         key_file,
+        key,
         source,
         batch_interval,
         max_datagrams_per_second,

@@ -1,6 +1,6 @@
 //! Config parsing and validation: every error names its file, line and key.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use xdp_lb_common::{DEFAULT_MAX_VIPS, MAGLEV_MAX_TABLE_SIZE};
 

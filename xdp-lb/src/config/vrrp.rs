@@ -1,32 +1,86 @@
 //! `[[vrrp]]` sections: keepalived's `vrrp_instance`, validated.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{
-    ChecksumMode, ConfigError, Version, VrrpConfig,
-    place::{Place, ranged, valid_interface, valid_name},
+    ConfigError,
+    fields::{ranged, valid_interface, valid_name},
+    file::ConfigFile,
     raw::RawVrrp,
 };
 
+/// `[[vrrp]]`: one VRRP instance (a virtual router), keepalived's `vrrp_instance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Version,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Address and prefix length; all IPv4 or all IPv6 (the instance's family).
+    pub virtual_addresses: Vec<(std::net::IpAddr, u8)>,
+    /// Non-empty: unicast adverts to these peers instead of multicast (the instance's family).
+    pub unicast_peers: Vec<std::net::IpAddr>,
+    pub checksum: ChecksumMode,
+    pub garp_count: u32,
+    pub garp_repeat_delay: Duration,
+    pub track_dataplane: bool,
+    /// 0: tracking failure means Fault; > 0: subtract this from the priority instead.
+    pub track_weight: u8,
+    pub notify: Option<PathBuf>,
+}
+
+impl VrrpConfig {
+    /// Whether the instance runs over IPv6 (its virtual addresses are IPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_addresses
+            .first()
+            .is_some_and(|(a, _)| a.is_ipv6())
+    }
+}
+
+/// `[[vrrp]] version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// `[[vrrp]] checksum`: how the VRRPv3 checksum is computed over IPv4 (VRRP.md: the interop
+/// trap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    /// RFC 9568 §5.2.8: over the VRRP message only.
+    Rfc9568,
+    /// With the IPv4 pseudo-header, as RFC 5798 §5.2.8 read and keepalived does by default
+    /// (keepalived's `v3_checksum_as_v2` switches it to the RFC 9568 form).
+    PseudoHeader,
+}
+
 pub(super) fn vrrp_instance(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     i: usize,
     raw: &Spanned<RawVrrp>,
 ) -> Result<VrrpConfig, ConfigError> {
     let r = raw.get_ref();
     let k = |field: &str| format!("vrrp[{i}].{field}");
-    let name = valid_name(place, &r.name, k("name"))?;
-    let interface = valid_interface(place, &r.interface, k("interface"))?;
-    let vrid = ranged(place, &r.vrid, &k("vrid"), 1..=255)? as u8;
-    let priority = ranged(place, &r.priority, &k("priority"), 1..=255)? as u8;
+    let name = valid_name(file, &r.name, k("name"))?;
+    let interface = valid_interface(file, &r.interface, k("interface"))?;
+    let vrid = ranged(file, &r.vrid, &k("vrid"), 1..=255)? as u8;
+    let priority = ranged(file, &r.priority, &k("priority"), 1..=255)? as u8;
     let version = match &r.version {
         None => Version::V3,
         Some(v) if *v.get_ref() == 3 => Version::V3,
         Some(v) if *v.get_ref() == 2 => Version::V2,
         Some(v) => {
-            return Err(place.at(
+            return Err(file.at(
                 v,
                 k("version"),
                 format!("{} is not a VRRP version (3 or 2)", v.get_ref()),
@@ -56,7 +110,7 @@ pub(super) fn vrrp_instance(
                     Version::V3 => "10 ms steps from 10ms to 40.95s for version 3",
                     Version::V2 => "whole seconds from 1s to 255s for version 2",
                 };
-                return Err(place.at(
+                return Err(file.at(
                     d,
                     k("advert_interval"),
                     format!("{v:?} is not allowed ({allowed})"),
@@ -67,7 +121,7 @@ pub(super) fn vrrp_instance(
     };
     let preempt_delay = match &r.preempt_delay {
         Some(d) if *d.get_ref() > Duration::from_secs(3600) => {
-            return Err(place.at(d, k("preempt_delay"), "must be at most 1h"));
+            return Err(file.at(d, k("preempt_delay"), "must be at most 1h"));
         }
         Some(d) => *d.get_ref(),
         None => Duration::ZERO,
@@ -95,7 +149,7 @@ pub(super) fn vrrp_instance(
                     || addr.is_multicast()
                     || matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) =>
             {
-                return Err(place.at(
+                return Err(file.at(
                     a,
                     k("virtual_addresses"),
                     format!(
@@ -107,7 +161,7 @@ pub(super) fn vrrp_instance(
                 if let Some((first, _)) = virtual_addresses.first()
                     && first.is_ipv4() != addr.is_ipv4()
                 {
-                    return Err(place.at(
+                    return Err(file.at(
                         a,
                         k("virtual_addresses"),
                         format!(
@@ -118,7 +172,7 @@ pub(super) fn vrrp_instance(
                 virtual_addresses.push((addr, prefix))
             }
             None => {
-                return Err(place.at(
+                return Err(file.at(
                     a,
                     k("virtual_addresses"),
                     format!("{text:?} is not an IPv4 or IPv6 address with an optional /prefix"),
@@ -127,7 +181,7 @@ pub(super) fn vrrp_instance(
         }
     }
     if virtual_addresses.is_empty() {
-        return Err(place.at(
+        return Err(file.at(
             &r.virtual_addresses,
             k("virtual_addresses"),
             "at least one address is needed",
@@ -135,7 +189,7 @@ pub(super) fn vrrp_instance(
     }
     let ipv6 = virtual_addresses[0].0.is_ipv6();
     if ipv6 && version == Version::V2 {
-        return Err(place.at(
+        return Err(file.at(
             r.version.as_ref().expect("v2 is only ever explicit"),
             k("version"),
             "VRRPv2 is IPv4 only (RFC 3768); IPv6 virtual addresses need version 3",
@@ -144,7 +198,7 @@ pub(super) fn vrrp_instance(
     let mut unicast_peers = Vec::new();
     for p in &r.unicast_peers {
         if p.get_ref().is_ipv6() != ipv6 {
-            return Err(place.at(
+            return Err(file.at(
                 p,
                 k("unicast_peers"),
                 format!(
@@ -156,7 +210,7 @@ pub(super) fn vrrp_instance(
         unicast_peers.push(*p.get_ref());
     }
     let garp_count = match &r.garp_count {
-        Some(v) => ranged(place, v, &k("garp_count"), 0..=100)?,
+        Some(v) => ranged(file, v, &k("garp_count"), 0..=100)?,
         None => 5,
     };
     let garp_repeat_delay = match &r.garp_repeat_delay {
@@ -164,12 +218,12 @@ pub(super) fn vrrp_instance(
         None => Duration::from_secs(5),
     };
     let track_weight = match &r.track_weight {
-        Some(v) => ranged(place, v, &k("track_weight"), 0..=254)? as u8,
+        Some(v) => ranged(file, v, &k("track_weight"), 0..=254)? as u8,
         None => 0,
     };
     let notify = match &r.notify {
         Some(p) if !p.get_ref().is_absolute() => {
-            return Err(place.at(
+            return Err(file.at(
                 p,
                 k("notify"),
                 "must be an absolute path to a program (run without a shell)",

@@ -3,7 +3,9 @@
 //!
 //! - `mod.rs` (here) — load, attach (or adopt a pinned attachment), stop.
 //! - `maps` — typed handles on every map; readable by anyone, writable only in here.
-//! - `reconcile` — [`Reconciler`], the only writer: desired state in, map writes out.
+//! - `reconcile` — [`Reconciler`], the only writer: desired state in, map writes out, step by
+//!   step; `held` — what the maps hold, as it knows them; `purge` — its flow purges;
+//!   `sync_install` — its installs of the peers' flows.
 //! - `nat_expiry` — the reconciler's walk that reclaims expired NAT flows.
 //! - `maglev_array` — the Maglev tables, written through a memory mapping.
 //! - `pins` — the bpf filesystem, the pins, and the layout check before adopting them.
@@ -12,12 +14,14 @@
 //! is how a restarted agent finds the flow table of the one before it. `Maps::open_pinned`
 //! opens the same maps from any other process (`xdp-lb inspect`, tests).
 
+mod held;
 mod maglev_array;
 mod maps;
 mod nat_expiry;
 mod pins;
 mod purge;
 mod reconcile;
+mod reconcile_error;
 mod sync_install;
 
 use std::{
@@ -40,7 +44,8 @@ use self::pins::{check_pinned_layout, ensure_bpffs};
 pub use self::{
     maps::Maps,
     pins::{LINK_PIN, remove_pins},
-    reconcile::{ApplyReport, ReconcileError, Reconciler, SLOT_REUSE_GRACE},
+    reconcile::{ApplyReport, Reconciler, SLOT_REUSE_GRACE},
+    reconcile_error::ReconcileError,
     sync_install::{InstallReport, SyncedFlow},
 };
 use crate::netlink;

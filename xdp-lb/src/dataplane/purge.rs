@@ -9,7 +9,7 @@ use xdp_lb_common::FlowKey;
 
 use super::{
     Maps,
-    reconcile::{ReconcileError, map_err},
+    reconcile_error::{ReconcileError, map_err},
 };
 use crate::state::{Acl, admits};
 

@@ -1,71 +1,91 @@
 //! Health checks: one tokio task per (VIP, backend), haproxy's semantics.
 //!
-//! A backend is up or down. Every `interval` the task probes it (`probe.rs`: `tcp` connects;
+//! A backend is up or down. Every `interval` its task probes it (`probe.rs`: `tcp` connects;
 //! `http` GETs `http_path` and compares the status; `https` does so over TLS, `tls.rs`; `dns`
-//! sends a query over UDP and compares the rcode, `dns.rs`; `none` does not probe and is always up). `fall` consecutive
-//! failures take an up backend down; `rise` consecutive successes bring a down one up. Each
-//! transition is sent to the agent as a [`HealthEvent`] with the reason; the agent turns it
-//! into a new desired state for the one reconciler. The last result of every probe is kept in
-//! [`HealthTable`] for `xdp-lb status`.
+//! sends a query over UDP and compares the rcode, `dns.rs`; `none` does not probe and is always
+//! up) and counts the results (`rise_fall.rs`: `fall` consecutive failures take an up backend
+//! down, `rise` consecutive successes bring a down one up).
+//!
+//! A transition reaches the maps by one route: the task sends it to the agent as a
+//! [`HealthEvent`]; the agent applies it to its [`HealthTable`] (`table.rs`), from which it
+//! computes the desired state. The tasks also note each probe's result in a [`ProbeLog`], which
+//! only `status` reads.
+
+mod dns;
+mod probe;
+mod rise_fall;
+mod table;
+mod tls;
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
-use xdp_lb_common::AnyVipKey;
 
-mod dns;
-mod probe;
-mod tls;
-
-pub use self::probe::Prober;
+pub use self::{
+    probe::Prober,
+    rise_fall::RiseFall,
+    table::{HealthTable, Verdict},
+};
 use crate::{
     clock::unix_now,
-    config::{CheckType, Config, HealthCheckConfig},
-    state::vip_key,
+    config::{BackendKey, CheckType, Config, HealthCheckConfig},
 };
 
-/// A backend's identity for health: the VIP it serves and its address.
-pub type BackendKey = (AnyVipKey, IpAddr);
+/// Which run of a backend's check sent an event: a reload that changes a check replaces its
+/// task, and an event the old task sent just before is stale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CheckId(u64);
 
+/// A transition of one backend's check.
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
     pub key: BackendKey,
+    pub check: CheckId,
     pub vip_name: String,
     pub up: bool,
     pub reason: String,
+    /// When the probe that completed the streak finished (Unix seconds).
+    pub at_unix: u64,
 }
 
-/// What `status` shows for one backend's check.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BackendHealth {
-    pub up: bool,
-    /// The last probe's result ("ok", "connect refused", "HTTP 503", "timeout after 1s").
-    pub last_check: String,
-    /// When the last probe finished (seconds since the Unix epoch).
-    pub last_check_unix: u64,
-    pub transitions: u64,
-    /// Unix seconds of the last transition (or of the check's start).
-    pub since_unix: u64,
+/// The last probe of a backend, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastProbe {
+    /// "ok", "connect refused", "HTTP 503", "timeout after 1s", or why no probe runs.
+    pub result: String,
+    /// When it finished (Unix seconds; 0: no probe yet).
+    pub at_unix: u64,
 }
 
-/// Shared between the checker tasks (writers) and the agent (reader).
-pub type HealthTable = Arc<Mutex<BTreeMap<BackendKey, BackendHealth>>>;
+/// Written by the check tasks, read by `status` only.
+pub type ProbeLog = Arc<Mutex<BTreeMap<BackendKey, LastProbe>>>;
+
+/// What one check task probes, and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    key: BackendKey,
+    vip_name: String,
+    check: HealthCheckConfig,
+    /// The backend's port, or the check's own (`health_check.port`).
+    port: u16,
+}
 
 struct Task {
-    check: HealthCheckConfig,
-    port: u16,
+    target: Target,
+    id: CheckId,
     handle: JoinHandle<()>,
 }
 
-/// The set of running checks, kept in step with the config by [`Checker::sync`].
+/// The running checks, one per configured backend.
 pub struct Checker {
     tasks: BTreeMap<BackendKey, Task>,
     events: mpsc::Sender<HealthEvent>,
-    pub table: HealthTable,
+    next_id: u64,
+    probes: ProbeLog,
 }
 
 impl Checker {
@@ -73,80 +93,73 @@ impl Checker {
         Self {
             tasks: BTreeMap::new(),
             events,
-            table: Arc::default(),
+            next_id: 0,
+            probes: ProbeLog::default(),
         }
     }
 
+    /// The last probe of every backend (`status`).
+    pub fn probes(&self) -> &ProbeLog {
+        &self.probes
+    }
+
     /// Starts checks for new backends, stops those of removed ones, and restarts those whose
-    /// check changed (keeping their current up/down state, so a reload does not flap them).
-    pub fn sync(&mut self, config: &Config) {
-        let mut wanted: BTreeMap<BackendKey, (String, HealthCheckConfig, u16)> = BTreeMap::new();
-        for vip in &config.vips {
-            let key = vip_key(vip);
-            for b in &vip.backends {
-                // The backend's own port (a NAT backend may listen elsewhere than the VIP).
-                let port = vip.health_check.port.unwrap_or(b.port);
-                wanted.insert(
-                    (key, b.address),
-                    (vip.name.clone(), vip.health_check.clone(), port),
-                );
-            }
-        }
-        let gone: Vec<BackendKey> = self
-            .tasks
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
+    /// check changed, each from the state `table` holds for its backend (so a reload does not
+    /// flap them).
+    pub fn follow_config(&mut self, config: &Config, table: &HealthTable) {
+        let wanted: BTreeMap<BackendKey, Target> = config
+            .vips
+            .iter()
+            .flat_map(|vip| {
+                vip.backends.iter().map(|b| Target {
+                    key: (vip.key(), b.address),
+                    vip_name: vip.name.clone(),
+                    check: vip.health_check.clone(),
+                    // The backend's own port (a NAT backend may listen elsewhere than the VIP).
+                    port: vip.health_check.port.unwrap_or(b.port),
+                })
+            })
+            .map(|t| (t.key, t))
             .collect();
-        for key in gone {
-            if let Some(task) = self.tasks.remove(&key) {
+        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        self.tasks.retain(|key, task| {
+            let keep = wanted.get(key) == Some(&task.target);
+            if !keep {
                 task.handle.abort();
             }
-            if let Ok(mut t) = self.table.lock() {
-                t.remove(&key);
+            keep
+        });
+        probes.retain(|key, _| wanted.contains_key(key));
+        for (key, target) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
             }
-        }
-        for (key, (vip_name, check, port)) in wanted {
-            if let Some(task) = self.tasks.get(&key) {
-                if task.check == check && task.port == port {
-                    continue;
-                }
-                task.handle.abort();
+            let up = table.get(&key).map_or(target.check.starts_up(), |v| v.up);
+            if target.check.kind == CheckType::None {
+                probes.insert(key, first_probe(&target.check));
+            } else {
+                probes
+                    .entry(key)
+                    .or_insert_with(|| first_probe(&target.check));
             }
-            let now = unix_now();
-            let up = {
-                let mut table = self.table.lock().expect("health table poisoned");
-                let entry = table.entry(key).or_insert_with(|| BackendHealth {
-                    up: !check.start_down || check.kind == CheckType::None,
-                    last_check: "not checked yet".into(),
-                    last_check_unix: 0,
-                    transitions: 0,
-                    since_unix: now,
-                });
-                if check.kind == CheckType::None && !entry.up {
-                    entry.up = true;
-                    entry.last_check = "no check configured".into();
-                }
-                entry.up
-            };
+            let id = CheckId(self.next_id);
+            self.next_id += 1;
             let handle = tokio::spawn(check_loop(
-                key,
-                vip_name,
-                check.clone(),
-                port,
+                target.clone(),
+                id,
                 up,
                 self.events.clone(),
-                self.table.clone(),
+                self.probes.clone(),
             ));
-            self.tasks.insert(
-                key,
-                Task {
-                    check,
-                    port,
-                    handle,
-                },
-            );
+            self.tasks.insert(key, Task { target, id, handle });
         }
+    }
+
+    /// Whether `event` comes from the check running now for its backend.
+    pub fn is_current(&self, event: &HealthEvent) -> bool {
+        self.tasks
+            .get(&event.key)
+            .is_some_and(|t| t.id == event.check)
     }
 }
 
@@ -158,18 +171,41 @@ impl Drop for Checker {
     }
 }
 
+/// What `status` shows before a check's first probe.
+fn first_probe(check: &HealthCheckConfig) -> LastProbe {
+    LastProbe {
+        result: if check.kind == CheckType::None {
+            "no check configured".into()
+        } else {
+            "not checked yet".into()
+        },
+        at_unix: 0,
+    }
+}
+
 async fn check_loop(
-    key: BackendKey,
-    vip_name: String,
-    check: HealthCheckConfig,
-    port: u16,
-    mut up: bool,
+    target: Target,
+    id: CheckId,
+    up: bool,
     events: mpsc::Sender<HealthEvent>,
-    table: HealthTable,
+    probes: ProbeLog,
 ) {
+    let Target {
+        key,
+        vip_name,
+        check,
+        port,
+    } = target;
     if check.kind == CheckType::None {
         return;
     }
+    let note = |result: String, at_unix: u64| {
+        if let Ok(mut log) = probes.lock()
+            && let Some(p) = log.get_mut(&key)
+        {
+            *p = LastProbe { result, at_unix };
+        }
+    };
     let addr = SocketAddr::from((key.1, port));
     let prober = match Prober::new(&check) {
         Ok(p) => p,
@@ -177,67 +213,40 @@ async fn check_loop(
             // The files were readable at validation; say why they are not now, and hold the
             // backend in its current state rather than guess.
             tracing::error!(vip = %vip_name, backend = %key.1, %reason, "cannot start the health check");
-            if let Ok(mut t) = table.lock()
-                && let Some(h) = t.get_mut(&key)
-            {
-                h.last_check = format!("check not started: {reason}");
-            }
+            note(format!("check not started: {reason}"), 0);
             return;
         }
     };
-    let mut streak = 0u32;
+    let mut counter = RiseFall::new(up, check.rise, check.fall);
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let result = prober.probe(addr).await;
-        let now = unix_now();
-        let ok = result.is_ok();
+        let at_unix = unix_now();
         let shown = match &result {
             Ok(()) => "ok".to_owned(),
-            Err(reason) => reason.clone(),
+            Err(reason) => reason.to_string(),
         };
-        // Count consecutive results that disagree with the current state.
-        if ok != up {
-            streak += 1;
+        note(shown.clone(), at_unix);
+        let Some(up) = counter.observe(result.is_ok()) else {
+            continue;
+        };
+        let reason = if up {
+            format!("{} consecutive successful checks", check.rise)
         } else {
-            streak = 0;
-        }
-        let threshold = if up { check.fall } else { check.rise };
-        let transition = streak >= threshold;
-        if transition {
-            up = !up;
-            streak = 0;
-        }
-        if let Ok(mut t) = table.lock()
-            && let Some(h) = t.get_mut(&key)
-        {
-            h.last_check = shown.clone();
-            h.last_check_unix = now;
-            if transition {
-                h.up = up;
-                h.transitions += 1;
-                h.since_unix = now;
-            }
-        }
-        if transition {
-            let reason = if up {
-                format!("{} consecutive successful checks", check.rise)
-            } else {
-                format!("{} consecutive failed checks, last: {shown}", check.fall)
-            };
-            if events
-                .send(HealthEvent {
-                    key,
-                    vip_name: vip_name.clone(),
-                    up,
-                    reason,
-                })
-                .await
-                .is_err()
-            {
-                return; // the agent is stopping
-            }
+            format!("{} consecutive failed checks, last: {shown}", check.fall)
+        };
+        let event = HealthEvent {
+            key,
+            check: id,
+            vip_name: vip_name.clone(),
+            up,
+            reason,
+            at_unix,
+        };
+        if events.send(event).await.is_err() {
+            return; // the agent is stopping
         }
     }
 }

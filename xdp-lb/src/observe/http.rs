@@ -5,12 +5,7 @@
 //! agent state come from the agent's loop through the same command channel as the control
 //! socket, so the page never shows a state the agent does not have.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -22,17 +17,21 @@ use axum::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    inspect::{BackendView, Inspector, Stats, VipView},
-    metrics, stats_page,
+    inspect::InspectError,
+    metrics,
+    page_data::PageData,
+    stats_page::{self, RateMemory},
+};
+use crate::{
+    control::{Command, Request},
     status::AgentStatus,
 };
-use crate::control::{Command, Request};
 
-pub(super) struct Shared {
+struct Shared {
     pin_dir: PathBuf,
     commands: mpsc::Sender<Command>,
     /// The previous /stats sample, for rates.
-    pub(super) previous: Mutex<Option<(Instant, Stats)>>,
+    rates: RateMemory,
 }
 
 /// Serves until the returned task is aborted.
@@ -44,7 +43,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         pin_dir,
         commands,
-        previous: Mutex::new(None),
+        rates: RateMemory::default(),
     });
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
@@ -82,24 +81,8 @@ async fn agent_status(shared: &Shared) -> Option<AgentStatus> {
         .map(|s| *s)
 }
 
-/// What the maps hold now, for one page.
-pub(super) struct Snapshot {
-    pub(super) vips: Vec<VipView>,
-    pub(super) backends: Vec<BackendView>,
-    pub(super) stats: Stats,
-}
-
-fn snapshot(shared: &Shared) -> Result<Snapshot, String> {
-    let inspector = Inspector::open(&shared.pin_dir).map_err(|e| e.to_string())?;
-    Ok(Snapshot {
-        vips: inspector.vips(),
-        backends: inspector.backends(None)?,
-        stats: inspector.stats(),
-    })
-}
-
 /// The answer when the pinned maps cannot be read.
-fn maps_unavailable(error: String) -> Response {
+fn maps_unavailable(error: &InspectError) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         format!("cannot read the maps: {error}\n"),
@@ -109,17 +92,17 @@ fn maps_unavailable(error: String) -> Response {
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await;
-    match snapshot(&shared) {
-        Ok(snap) => metrics::render(status.as_ref(), &snap),
-        Err(e) => maps_unavailable(e),
+    match PageData::read(&shared.pin_dir) {
+        Ok(data) => metrics::render(status.as_ref(), &data),
+        Err(e) => maps_unavailable(&e),
     }
 }
 
 async fn stats_handler(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await;
-    match snapshot(&shared) {
-        Ok(snap) => stats_page::render(&shared, status.as_ref(), &snap),
-        Err(e) => maps_unavailable(e),
+    match PageData::read(&shared.pin_dir) {
+        Ok(data) => stats_page::render(&shared.rates, status.as_ref(), &data),
+        Err(e) => maps_unavailable(&e),
     }
 }
 

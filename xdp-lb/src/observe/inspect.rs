@@ -6,6 +6,7 @@
 use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use serde::Serialize;
+use thiserror::Error;
 use xdp_lb_common::{
     AnyVipKey, BACKEND_F_FORWARD, Counter, FLOW_F_NAT, FlowTuple, FlowValueOf, IPPROTO_UDP,
     TrafficCounters, VipInfo,
@@ -15,6 +16,15 @@ use crate::{
     dataplane::{DataplaneError, Maps},
     netlink::{fmt_mac, interface_name},
 };
+
+/// Why a report could not be made.
+#[derive(Debug, Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Maps(#[from] DataplaneError),
+    #[error("no VIP named {name:?} (there are: {})", known.join(", "))]
+    NoSuchVip { name: String, known: Vec<String> },
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Traffic {
@@ -232,12 +242,15 @@ impl Inspector {
     }
 
     /// The VIP named `name`, or an error listing the names there are.
-    fn find_vip(&self, name: &str) -> Result<(AnyVipKey, VipInfo, String), String> {
+    fn find_vip(&self, name: &str) -> Result<(AnyVipKey, VipInfo, String), InspectError> {
         let vips = self.vip_entries();
-        let names: Vec<String> = vips.iter().map(|v| v.2.clone()).collect();
+        let known: Vec<String> = vips.iter().map(|v| v.2.clone()).collect();
         vips.into_iter()
             .find(|v| v.2 == name)
-            .ok_or_else(|| format!("no VIP named {name:?} (there are: {})", names.join(", ")))
+            .ok_or_else(|| InspectError::NoSuchVip {
+                name: name.to_owned(),
+                known,
+            })
     }
 
     pub fn vips(&self) -> Vec<VipView> {
@@ -272,7 +285,7 @@ impl Inspector {
         self.maps.backends()
     }
 
-    pub fn backends(&self, vip: Option<&str>) -> Result<Vec<BackendView>, String> {
+    pub fn backends(&self, vip: Option<&str>) -> Result<Vec<BackendView>, InspectError> {
         let vips = match vip {
             Some(name) => vec![self.find_vip(name)?],
             None => self.vip_entries(),
@@ -311,7 +324,7 @@ impl Inspector {
     /// Established flows (`FLOWS`, `FLOWS6`), then half-open NAT flows (a TCP flow's SYN, a
     /// UDP flow the client has sent one datagram on: a DNS query and its answer), at most
     /// `limit` in all.
-    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowView>, String> {
+    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowView>, InspectError> {
         let wanted = match vip {
             Some(name) => Some(self.find_vip(name)?.1.vip_id),
             None => None,
@@ -380,7 +393,7 @@ impl Inspector {
         }
     }
 
-    pub fn maglev(&self, vip: &str) -> Result<MaglevView, String> {
+    pub fn maglev(&self, vip: &str) -> Result<MaglevView, InspectError> {
         let (_, info, name) = self.find_vip(vip)?;
         let table = self.table(&info);
         let mut entries: BTreeMap<u32, u32> = BTreeMap::new();

@@ -9,11 +9,13 @@ use axum::{
 };
 
 use super::{
-    http::Snapshot,
     inspect::{BackendView, Traffic, VipView},
-    status::AgentStatus,
+    page_data::PageData,
 };
-use crate::vrrp::{instance::InstanceStatus, machine::State};
+use crate::{
+    status::AgentStatus,
+    vrrp::{instance::InstanceStatus, machine::State},
+};
 
 /// Escapes a Prometheus label value (exposition format: backslash, quote, newline).
 fn label(v: &str) -> String {
@@ -80,7 +82,7 @@ impl Exposition {
 
 /// The `/metrics` page. Without the agent's status (it did not answer) the map counters are
 /// still served; health, NAT and VRRP families are then empty.
-pub(super) fn render(status: Option<&AgentStatus>, snap: &Snapshot) -> Response {
+pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response {
     let mut m = Exposition::default();
     m.family(
         "xdp_lb_info",

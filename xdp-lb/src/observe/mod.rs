@@ -1,16 +1,15 @@
-//! Looking inside: everything that reports what the data plane and the agent are doing, and
-//! never writes a map.
+//! The faces: everything that shows a person or a scraper what the data plane and the agent
+//! are doing. It reads the pinned maps and the agent's typed status (`crate::status`, asked
+//! through the control channel); it never writes a map, and nothing below imports it.
 //!
 //! - `inspect` — views of the pinned maps (`xdp-lb inspect`, and the numbers of the pages).
-//! - `status` — the agent's typed status (control socket, `xdp-lb status`, the pages).
-//! - `report` — the CLI's tables.
-//! - `http` — `agent.listen`: `metrics` (`/metrics`), `stats_page` (`/stats`), `/healthz`.
-//! - `flow_log` — the program's flow log and debug messages, as log lines.
+//! - `report` — the CLI's tables (`inspect`, `status`).
+//! - `http` — `agent.listen`: `metrics` (`/metrics`), `stats_page` (`/stats`), `/healthz`;
+//!   `page_data` is what one request reads from the maps.
 
-pub mod flow_log;
 pub mod http;
 pub mod inspect;
 mod metrics;
+mod page_data;
 pub mod report;
 mod stats_page;
-pub mod status;

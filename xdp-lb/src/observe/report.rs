@@ -6,10 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    inspect::{BackendView, FlowView, Inspector, MaglevView, Stats, VipView},
-    status::AgentStatus,
-};
+use super::inspect::{BackendView, FlowView, Inspector, MaglevView, Stats, VipView};
+use crate::status::AgentStatus;
 
 /// Prints a header row and `rows` aligned under it, `indent` spaces in. `cols` is one spec per
 /// column, `|`-separated: the title, `<` (text, left-aligned) or `>` (numbers, right-aligned),

@@ -1,19 +1,18 @@
 //! `/stats`: a self-refreshing HTML page in the spirit of haproxy's stats page: every VIP and
 //! backend with its health, table share and traffic, the verdict counters, and VRRP.
 
-use std::{fmt::Write as _, time::Instant};
+use std::{fmt::Write as _, sync::Mutex, time::Instant};
 
 use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
 
-use super::{
-    http::{Shared, Snapshot},
-    inspect::Stats,
+use super::{inspect::Stats, page_data::PageData};
+use crate::{
+    config::AdminState,
     status::{AgentStatus, HealthState},
 };
-use crate::config::AdminState;
 
 fn html(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -37,11 +36,22 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// The previous request's sample, which the next request's rates are against.
+#[derive(Default)]
+pub(super) struct RateMemory(Mutex<Option<(Instant, Stats)>>);
+
 /// The `/stats` page; rates are against the previous request's sample.
-pub(super) fn render(shared: &Shared, status: Option<&AgentStatus>, snap: &Snapshot) -> Response {
+pub(super) fn render(
+    rates: &RateMemory,
+    status: Option<&AgentStatus>,
+    snap: &PageData,
+) -> Response {
     let now = Instant::now();
     let rates: Option<(f64, Stats)> = {
-        let mut prev = shared.previous.lock().expect("poisoned");
+        let mut prev = rates
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = prev
             .as_ref()
             .map(|(t, s)| (now.duration_since(*t).as_secs_f64().max(0.001), s.clone()));

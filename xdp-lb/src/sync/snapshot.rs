@@ -14,19 +14,35 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
+use thiserror::Error;
 use tokio::net::UdpSocket;
 use xdp_lb_common::{
     FLOW_F_CLOSING, FLOW_F_NAT, FLOW_F_REPLY, FlowKey, FlowKey6, FlowTuple, FlowValueOf, map_names,
 };
 
 use super::{
-    stream::{Directory, Sealer, SyncStats},
+    directory::Directory,
+    sealer::Sealer,
+    stats::SyncStats,
     wire::{self, FlowRecord, MessageKind, RecordKind, STATE_CLOSING, STATE_ESTABLISHED},
 };
 use crate::nat::ip_of;
 
+/// Why the flow tables could not be read.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("{map}: {source}")]
+    Map {
+        map: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the walk did not finish: {0}")]
+    Walk(#[from] tokio::task::JoinError),
+}
+
 /// Every flow of both families, as records.
-pub fn walk(pin_dir: &Path, dir: &Directory) -> Result<Vec<FlowRecord>, String> {
+pub fn walk(pin_dir: &Path, dir: &Directory) -> Result<Vec<FlowRecord>, SnapshotError> {
     let now_s = crate::clock::coarse_now_s();
     let mut out = Vec::new();
     family::<FlowKey, u32>(pin_dir, map_names::FLOWS, dir, now_s, &mut out)?;
@@ -41,16 +57,19 @@ fn family<K, A>(
     dir: &Directory,
     now_s: u32,
     out: &mut Vec<FlowRecord>,
-) -> Result<(), String>
+) -> Result<(), SnapshotError>
 where
     K: FlowTuple<Addr = A> + aya::Pod,
     A: Copy + PartialEq + Default,
     FlowValueOf<A>: aya::Pod,
 {
-    let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
-    let flows: HashMap<MapData, K, FlowValueOf<A>> = Map::LruHashMap(data)
-        .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
+    let map_err = |source| SnapshotError::Map {
+        map: name.to_owned(),
+        source,
+    };
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(map_err)?;
+    let flows: HashMap<MapData, K, FlowValueOf<A>> =
+        Map::LruHashMap(data).try_into().map_err(map_err)?;
     for (k, v) in flows.iter().filter_map(Result::ok) {
         let c = crate::nat::ClosedFlow::of(&k);
         let sock = |a: A, port_be: u16| SocketAddr::new(ip_of::<K>(a), u16::from_be(port_be));
@@ -120,8 +139,8 @@ impl Entry {
     }
 }
 
-/// What a snapshot sender needs, cloned out of the sync task.
-pub(super) struct Snapshot {
+/// A snapshot on its way to one peer: what its sender needs, cloned out of the sync task.
+pub(super) struct SnapshotSend {
     pub(super) socket: Arc<UdpSocket>,
     pub(super) to: SocketAddr,
     pub(super) sealer: Sealer,
@@ -133,11 +152,11 @@ pub(super) struct Snapshot {
 
 /// Walks the flow tables (on a blocking thread) and sends every flow to one peer, paced at
 /// the datagram rate, then `SnapshotEnd`.
-pub(super) async fn send(s: Snapshot) {
+pub(super) async fn send(s: SnapshotSend) {
     let (pin_dir, dir) = (s.pin_dir.clone(), s.directory.clone());
     let records = tokio::task::spawn_blocking(move || walk(&pin_dir, &dir))
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .unwrap_or_else(|e| Err(e.into()));
     let records = match records {
         Ok(r) => r,
         Err(e) => {
@@ -159,7 +178,7 @@ pub(super) async fn send(s: Snapshot) {
 
 /// One snapshot datagram. A snapshot should not lose datagrams to a full socket buffer: a
 /// refused send is retried for up to 100 ms before it is dropped (counted).
-async fn send_one(s: &Snapshot, kind: MessageKind, records: Vec<FlowRecord>) {
+async fn send_one(s: &SnapshotSend, kind: MessageKind, records: Vec<FlowRecord>) {
     let n = records.len() as u64;
     let datagram = s.sealer.seal(kind, records);
     for _ in 0..100 {

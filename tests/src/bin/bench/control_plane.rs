@@ -9,7 +9,7 @@ use super::*;
 pub(super) fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()> {
     use xdp_lb::{
         maglev::{self, MaglevBackend},
-        state::{Health, vip_key},
+        state::Health,
     };
     writeln!(
         md,
@@ -54,7 +54,7 @@ pub(super) fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()
                 weight: 1,
             })
             .collect();
-        let key = vip_key(&lb.config.vips[0]);
+        let key = lb.config.vips[0].key();
         let (mut build, mut live, mut purge) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             let t = std::time::Instant::now();

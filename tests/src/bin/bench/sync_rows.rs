@@ -118,7 +118,7 @@ pub(super) fn sync_rows(md: &mut String, args: &Args) -> anyhow::Result<()> {
     let decode_ns = started.elapsed().as_nanos() as f64 / args.flows as f64;
     ensure!(decoded == args.flows as usize, "sync: every record decoded");
     let (vip_id, backend_id) = (
-        lb.ids.vips[&xdp_lb::state::vip_key(&lb.config.vips[0])],
+        lb.ids.vips[&lb.config.vips[0].key()],
         lb.backend_id(0, Ipv4Addr::new(198, 18, 0, 11)),
     );
     let synced: Vec<xdp_lb::dataplane::SyncedFlow> = records

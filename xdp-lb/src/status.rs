@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{AdminState, CheckType, Forwarding},
-    health::BackendHealth,
     route_announce::AnnounceStatus,
     vrrp::instance::InstanceStatus,
 };
@@ -48,7 +47,7 @@ pub struct SyncStatus {
     pub port: u16,
     /// The task's counters: flows reported, sent, dropped; datagrams received and refused by
     /// reason.
-    pub stream: crate::sync::stream::SyncView,
+    pub stream: crate::sync::stats::SyncView,
     /// Peers' flows installed here; already known; refused because this node holds their
     /// SNAT port for another flow; of a VIP or backend this node does not have, or NAT flows
     /// through an SNAT address that is not this node's.
@@ -94,9 +93,9 @@ pub struct BackendStatus {
     /// The operator's word: active, drain or disabled.
     pub state: AdminState,
     pub health: HealthState,
-    /// The last check and its history (None before the checker has a record).
+    /// The check's verdict, its history and its last probe (None: the agent has no record).
     #[serde(flatten)]
-    pub check: Option<BackendHealth>,
+    pub check: Option<CheckStatus>,
     /// The next hop's MAC (DSR backends whose neighbour is resolved).
     pub mac: Option<String>,
     /// What the kernel said about the backend's neighbour, for a person.
@@ -104,6 +103,19 @@ pub struct BackendStatus {
     /// In slow start: the percent of its share of new flows it takes now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start_pct: Option<u32>,
+}
+
+/// What `status` shows of one backend's check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub up: bool,
+    /// The last probe's result ("ok", "connect refused", "HTTP 503", "timeout after 1s").
+    pub last_check: String,
+    /// When the last probe finished (seconds since the Unix epoch; 0: none yet).
+    pub last_check_unix: u64,
+    pub transitions: u64,
+    /// Unix seconds of the last transition (or of the check's start).
+    pub since_unix: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +128,7 @@ pub enum HealthState {
 }
 
 impl HealthState {
-    pub fn of(check: Option<&BackendHealth>) -> Self {
+    pub fn of(check: Option<&CheckStatus>) -> Self {
         match check {
             Some(h) if h.up => HealthState::Up,
             Some(_) => HealthState::Down,

@@ -1,88 +1,15 @@
-//! Where a value stands in the file, and the field checks every section shares: each error
-//! names the file, line, column and dotted key of the value that is wrong.
+//! The field checks every section shares (ranges, port ranges, timeouts, names, interface
+//! names, primes), each error placed at its value.
 
-use std::{cell::RefCell, collections::BTreeMap, ops::Range, path::Path, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use toml::Spanned;
 
-use super::ConfigError;
-
-pub(super) struct Place<'a> {
-    pub(super) file: &'a Path,
-    pub(super) text: &'a str,
-    /// What is worth saying but does not stop the file from loading.
-    pub(super) warnings: RefCell<Vec<ConfigError>>,
-    /// Where some values stand, for checks made after validation (e.g. by `check-config`).
-    pub(super) positions: RefCell<BTreeMap<String, (usize, usize)>>,
-}
-
-impl<'a> Place<'a> {
-    pub(super) fn new(file: &'a Path, text: &'a str) -> Self {
-        Self {
-            file,
-            text,
-            warnings: RefCell::default(),
-            positions: RefCell::default(),
-        }
-    }
-
-    /// A warning at `span` about `key`.
-    pub(super) fn warn(&self, span: Range<usize>, key: String, message: String) {
-        let w = self.error(Some(span), Some(key), message);
-        self.warnings.borrow_mut().push(w);
-    }
-
-    /// Keeps the line and column of `key`'s value.
-    pub(super) fn remember<T>(&self, key: String, value: &Spanned<T>) {
-        let at = line_column(self.text, value.span().start);
-        self.positions.borrow_mut().insert(key, at);
-    }
-
-    pub(super) fn error(
-        &self,
-        span: Option<Range<usize>>,
-        key: Option<String>,
-        message: String,
-    ) -> ConfigError {
-        let (line, column) = match span {
-            Some(span) => {
-                let (line, column) = line_column(self.text, span.start);
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            key,
-            message,
-        }
-    }
-
-    pub(super) fn at<T>(
-        &self,
-        value: &Spanned<T>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        self.error(Some(value.span()), Some(key.into()), message.into())
-    }
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
-}
+use super::{ConfigError, file::ConfigFile};
 
 /// A number within `range`, or an error naming the key and the range.
 pub(super) fn ranged(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     value: &Spanned<i64>,
     key: &str,
     range: std::ops::RangeInclusive<u32>,
@@ -90,7 +17,7 @@ pub(super) fn ranged(
     let v = *value.get_ref();
     match u32::try_from(v) {
         Ok(v) if range.contains(&v) => Ok(v),
-        _ => Err(place.at(
+        _ => Err(file.at(
             value,
             key,
             format!(
@@ -104,7 +31,7 @@ pub(super) fn ranged(
 
 /// "LOW-HIGH" (inclusive), e.g. "20000-59999".
 pub(super) fn port_range(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     value: &Spanned<String>,
     key: &str,
 ) -> Result<(u16, u16), ConfigError> {
@@ -116,7 +43,7 @@ pub(super) fn port_range(
     });
     match parsed {
         Some((lo, hi)) if lo >= 1 && lo <= hi => Ok((lo, hi)),
-        _ => Err(place.at(
+        _ => Err(file.at(
             value,
             key,
             format!(
@@ -129,7 +56,7 @@ pub(super) fn port_range(
 
 /// A NAT timeout: 1s to 30 days.
 pub(super) fn nat_timeout(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     value: &Option<Spanned<Duration>>,
     field: &str,
     default_secs: u64,
@@ -139,7 +66,7 @@ pub(super) fn nat_timeout(
             if *d.get_ref() < Duration::from_secs(1)
                 || *d.get_ref() > Duration::from_secs(30 * 86_400) =>
         {
-            Err(place.at(
+            Err(file.at(
                 d,
                 format!("agent.{field}"),
                 format!("{:?} is out of range (1s..=30d)", d.get_ref()),
@@ -152,7 +79,7 @@ pub(super) fn nat_timeout(
 
 /// A VIP or VRRP instance name: 1 to 64 of A-Z a-z 0-9 - _ . (it appears in logs and labels).
 pub(super) fn valid_name(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     name: &Spanned<String>,
     key: String,
 ) -> Result<String, ConfigError> {
@@ -163,7 +90,7 @@ pub(super) fn valid_name(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(place.at(
+        return Err(file.at(
             name,
             key,
             format!("{n:?} is not a valid name (1 to 64 of A-Z a-z 0-9 - _ .)"),
@@ -175,13 +102,13 @@ pub(super) fn valid_name(
 /// An interface name as the kernel accepts it: IFNAMSIZ is 16 including the NUL
 /// (include/uapi/linux/if.h).
 pub(super) fn valid_interface(
-    place: &Place<'_>,
+    file: &ConfigFile<'_>,
     name: &Spanned<String>,
     key: String,
 ) -> Result<String, ConfigError> {
     let n = name.get_ref();
     if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
-        return Err(place.at(
+        return Err(file.at(
             name,
             key,
             format!("{n:?} is not a valid interface name (1 to 15 characters, no '/' or spaces)"),
@@ -202,4 +129,26 @@ pub fn is_prime(n: u32) -> bool {
         d += 1;
     }
     true
+}
+
+/// Why `a` cannot be a VIP (or, `backend`, a backend's) address, if it cannot.
+pub(super) fn unusable(a: IpAddr, backend: bool) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
+            Some("not a unicast address")
+        }
+        IpAddr::V4(v4) if backend && v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("not a unicast address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+        // fe80::/10: meaningful only with an interface (a scope), which packets do not carry.
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address: write the IPv4 address")
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv6() { "IPv6" } else { "IPv4" }
 }
