@@ -15,6 +15,7 @@ use crate::{
     acl, limit,
     maps::{BACKENDS, FLOWS, FLOWS6, INSERT_BUDGET, MAGLEV, VIP_PORTS, VIPS, VIPS6},
     nat::{self, Rewrite},
+    nat_slots::NatSlots,
     parse::Packet,
     stats::count,
 };
@@ -99,7 +100,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         // connection we do not know. UDP: a client's next datagram of a half-open flow, or its
         // first (then a new flow below). Before the lists and limits: the first packet passed
         // them.
-        match nat::promote(nat::NatSlots::zeroed_in(&mut MaybeUninit::uninit()), flow) {
+        match nat::promote(NatSlots::zeroed_in(&mut MaybeUninit::uninit()), flow) {
             Ok((rewrite, backend_id)) => {
                 return Ok(Choice {
                     backend_id,
@@ -125,7 +126,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         // SAFETY: a map value pointer from a successful lookup.
         let backend_addr = unsafe { (*backend).addr_be };
         let (rewrite, fresh) = nat::create(
-            nat::NatSlots::zeroed_in(&mut MaybeUninit::uninit()),
+            NatSlots::zeroed_in(&mut MaybeUninit::uninit()),
             flow,
             vip.vip_id,
             backend_id,

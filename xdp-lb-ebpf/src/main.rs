@@ -22,6 +22,7 @@ mod limit;
 mod maps;
 mod nat;
 mod nat_rewrite;
+mod nat_slots;
 mod stats;
 mod sync_events;
 

@@ -87,10 +87,10 @@ pub static NAT_EMBRYONIC6: LruHashMap<FlowKey6, FlowValue6> =
 pub static NAT_EMBRYONIC_CLIENT6: LruHashMap<FlowKey6, FlowValue6> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// NAT66's scratch keys and entries (see `nat::NatSlots`): one per CPU, used within one
+/// NAT66's scratch keys and entries (see `nat_slots::NatSlots`): one per CPU, used within one
 /// packet. Not pinned: nothing outside the program reads it.
 #[map]
-pub static NAT6_SLOTS: PerCpuArray<crate::nat::NatSlots<FlowKey6>> =
+pub static NAT6_SLOTS: PerCpuArray<crate::nat_slots::NatSlots<FlowKey6>> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// NAT66's `bpf_fib_lookup` parameters, as `NAT6_SLOTS`.

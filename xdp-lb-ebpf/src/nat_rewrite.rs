@@ -17,7 +17,8 @@ use xdp_lb_common::{Counter, FlowValueOf, IPPROTO_UDP, csum};
 
 use crate::{
     maps::FIB6_PARAMS,
-    nat::{Rewrite, zero_words},
+    nat::Rewrite,
+    nat_slots::zero_words,
     parse::{self, Packet, Packet6},
 };
 
@@ -61,7 +62,7 @@ pub fn rewrite_and_route(
     route(ctx, eth, rw, fib)
 }
 
-/// The FIB's parameters on a stack slot, zeroed (`nat::zero_words`: 52-64 byte-loop
+/// The FIB's parameters on a stack slot, zeroed (`nat_slots::zero_words`: 52-64 byte-loop
 /// iterations on each FIB lookup otherwise).
 #[inline(always)]
 fn zeroed_fib(slot: &mut MaybeUninit<FibParams>) -> &mut FibParams {

@@ -6,11 +6,10 @@ use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ConfigError, Forwarding,
-    fields::{family, ranged, unusable},
+    ConfigError,
+    fields::{family, ranged, slowstart, unusable},
     file::ConfigFile,
     raw::{RawBackend, RawVip},
-    vip::slowstart,
 };
 
 /// Largest backend weight.
@@ -50,8 +49,9 @@ impl AdminState {
     }
 }
 
-/// What a backend is checked against: its VIP's name, address, port and forwarding mode.
-pub(super) type OfVip<'a> = (&'a str, IpAddr, u16, Forwarding);
+/// What a backend is checked against: its VIP's name, address and port, and whether the VIP
+/// forwards by DSR (which cannot change the port).
+pub(super) type OfVip<'a> = (&'a str, IpAddr, u16, bool);
 
 /// The backends of the `i`-th VIP, `rv`.
 pub(super) fn backends(
@@ -75,7 +75,7 @@ fn backend(
     file: &ConfigFile<'_>,
     rb: &RawBackend,
     key: &impl Fn(&str) -> String,
-    (name, address, port, forwarding): OfVip<'_>,
+    (name, address, port, dsr): OfVip<'_>,
     seen: &mut BTreeSet<IpAddr>,
 ) -> Result<BackendConfig, ConfigError> {
     let baddr = *rb.address.get_ref();
@@ -111,7 +111,7 @@ fn backend(
     let bport = match &rb.port {
         Some(p) => {
             let bport = ranged(file, p, &key("port"), 1..=65535)? as u16;
-            if forwarding == Forwarding::Dsr && bport != port {
+            if dsr && bport != port {
                 return Err(file.at(
                     p,
                     key("port"),

@@ -152,3 +152,16 @@ pub(super) fn unusable(a: IpAddr, backend: bool) -> Option<&'static str> {
 pub(super) fn family(a: IpAddr) -> &'static str {
     if a.is_ipv6() { "IPv6" } else { "IPv4" }
 }
+
+/// `slowstart`: 0s (off) up to an hour.
+pub(super) fn slowstart(
+    file: &ConfigFile<'_>,
+    value: &Spanned<Duration>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    let d = *value.get_ref();
+    if d > Duration::from_secs(3600) {
+        return Err(file.at(value, key, format!("{d:?} is out of range (0s..=1h)")));
+    }
+    Ok(d)
+}

@@ -13,7 +13,7 @@ use super::{
     BackendConfig, CheckType, ConfigError, HealthCheckConfig,
     backend::backends,
     cidr::{Cidr, CidrError},
-    fields::{family, is_prime, ranged, unusable, valid_name},
+    fields::{family, is_prime, ranged, slowstart, unusable, valid_name},
     file::ConfigFile,
     health_check::health_check,
     raw::RawVip,
@@ -137,7 +137,8 @@ pub(super) fn vip(
         .as_ref()
         .map_or(Forwarding::Dsr, |f| *f.get_ref());
     let maglev_table_size = table_size(file, rv, &key)?;
-    let backends = backends(file, i, rv, (&name, address, port, forwarding))?;
+    let dsr = forwarding == Forwarding::Dsr;
+    let backends = backends(file, i, rv, (&name, address, port, dsr))?;
     if backends.is_empty() {
         file.warn(
             vip_span.clone(),
@@ -300,19 +301,6 @@ fn check(
         });
     }
     Ok(health_check)
-}
-
-/// `slowstart`: 0s (off) up to an hour.
-pub(super) fn slowstart(
-    file: &ConfigFile<'_>,
-    value: &Spanned<Duration>,
-    key: &str,
-) -> Result<Duration, ConfigError> {
-    let d = *value.get_ref();
-    if d > Duration::from_secs(3600) {
-        return Err(file.at(value, key, format!("{d:?} is out of range (0s..=1h)")));
-    }
-    Ok(d)
 }
 
 /// A source list of CIDRs (see `Cidr`'s `FromStr`), without repeats, of the family of the
