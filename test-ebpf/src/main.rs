@@ -36,12 +36,9 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use xdp_lb_common::{
-    FlowKey, FlowKey6, FlowValue, FlowValue6,
-    bench::{GEN_FLOW_LABEL, GEN_IP_ID, gen_port},
-    csum,
-};
+use xdp_lb_common::{FlowKey, FlowKey6, FlowValue, FlowValue6, csum};
 use xdp_lb_ebpf::parse;
+use xdp_lb_test_ebpf::bench::{GEN_FLOW_LABEL, GEN_IP_ID, gen_port};
 
 /// Same key and value as the data plane's FLOWS, and as many entries as the bench's flow table
 /// (1M), so that an insert or a cache-cold lookup here costs what one there does; filled by

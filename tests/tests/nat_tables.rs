@@ -385,8 +385,8 @@ fn expiry_walks_and_reclaims_tables_larger_than_one_batch() {
     let now = xdp_lb::clock::coarse_now_s();
     let entry = |i: u32, last_seen_s: u32| {
         let key = xdp_lb_common::FlowKey {
-            src_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 11]),
-            dst_addr_be: xdp_lb_common::ipv4_be([198, 18, 0, 2]),
+            src_addr: xdp_lb_common::ipv4_be([198, 18, 0, 11]),
+            dst_addr: xdp_lb_common::ipv4_be([198, 18, 0, 2]),
             src_port_be: xdp_lb_common::port_be(6443),
             dst_port_be: xdp_lb_common::port_be(1024 + (i % 60_000) as u16),
             proto: 6,

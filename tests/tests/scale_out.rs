@@ -73,7 +73,7 @@ fn flow_ports(node: &Node) -> BTreeSet<u16> {
     Maps::open_pinned(&node.pin_dir())
         .unwrap()
         .flows()
-        .filter(|(k, _)| k.src_addr_be == ipv4_be(CLIENT_ADDR.octets()))
+        .filter(|(k, _)| k.src_addr == ipv4_be(CLIENT_ADDR.octets()))
         .map(|(k, _)| u16::from_be(k.src_port_be))
         .collect()
 }

@@ -86,7 +86,7 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     }
 
     let vip_key = VipKey {
-        addr_be: flow.dst_addr_be,
+        addr_be: flow.dst_addr,
         port_be: flow.dst_port_be,
         proto: flow.proto,
         _pad: 0,
@@ -114,10 +114,10 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
             Err(reason) => return Err(reason),
         }
     }
-    acl::admits(vip, flow.src_addr_be)?;
+    acl::admits(vip, flow.src_addr)?;
     // SAFETY: a helper call without preconditions. Read once for the limit and the new flow.
     let now = unsafe { bpf_ktime_get_ns() };
-    limit::admits(vip, flow.src_addr_be, now)?;
+    limit::admits(vip, flow.src_addr, now)?;
     if vip.backend_count == 0 {
         return Err(Counter::DropNoBackend);
     }
@@ -214,8 +214,8 @@ pub fn may_insert(settings: *const Settings, now: u64) -> bool {
 #[inline(always)]
 fn maglev_hash(vip: &VipInfo, flow: &FlowKey) -> u32 {
     flow_hash(
-        flow.src_addr_be,
-        flow.dst_addr_be,
+        flow.src_addr,
+        flow.dst_addr,
         flow.src_port_be,
         flow.dst_port_be,
         flow.proto,
@@ -282,7 +282,7 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
         }
     }
     let vip_key = VipKey {
-        addr_be: flow.dst_addr_be,
+        addr_be: flow.dst_addr,
         port_be: flow.dst_port_be,
         proto: flow.proto,
         _pad: 0,

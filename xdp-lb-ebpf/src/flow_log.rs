@@ -51,8 +51,8 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64
         ts_ns: now,
         kind,
         reason,
-        src_addr_be: flow.src_addr_be,
-        dst_addr_be: flow.dst_addr_be,
+        src_addr_be: flow.src_addr,
+        dst_addr_be: flow.dst_addr,
         src_port_be: flow.src_port_be,
         dst_port_be: flow.dst_port_be,
         backend_addr_be,
@@ -73,7 +73,7 @@ pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
 /// still can; the budget then bounds it).
 #[inline(always)]
 pub fn drop(flow: &FlowKey, reason: Counter) {
-    if let Some(now) = first_drop_this_second(flow.src_addr_be) {
+    if let Some(now) = first_drop_this_second(flow.src_addr) {
         report(FLOW_EVENT_DROP, reason as u32, flow, 0, now);
     }
 }

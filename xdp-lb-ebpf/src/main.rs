@@ -87,7 +87,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
     }
     // A backend's reply to a NAT flow: addressed to the SNAT address and a port of its range.
     // Other packets to that address (the host's own connections) go on as usual.
-    if snat != 0 && packet.flow.dst_addr_be == snat {
+    if snat != 0 && packet.flow.dst_addr == snat {
         let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
         if port >= port_min
             && port <= port_max
@@ -185,7 +185,7 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
     }
     // NAT: about the LB's packet to a backend (sent from the SNAT address: the reply entry
     // names it), or about its reply to a client (sent from the VIP: the client's entry).
-    let nat_entry = if snat != 0 && icmp.flow.dst_addr_be == snat {
+    let nat_entry = if snat != 0 && icmp.flow.dst_addr == snat {
         Some(NAT_FLOWS.get_ptr(icmp.flow).ok_or(Counter::PassIcmp)?)
     } else {
         FLOWS

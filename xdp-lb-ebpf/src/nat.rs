@@ -34,8 +34,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
 };
 use xdp_lb_common::{
-    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_NAT, FLOW_F_REPLY, FLOW_F_UDP,
-    FlowKey, FlowKey6, FlowTuple, FlowValueOf, IPPROTO_UDP, NAT_PORT_PROBES, Settings, csum,
+    BackendInfo, Counter, FLOW_F_CLOSING, FLOW_F_ESTABLISHED, FLOW_F_REPLY, FlowKey, FlowKey6,
+    FlowTuple, FlowValueOf, IPPROTO_UDP, NAT_PORT_PROBES, NatStamp, Settings, nat_forward_sum,
+    nat_proto_flags,
 };
 
 use crate::{
@@ -261,60 +262,28 @@ pub fn create<K: NatFamily>(
     let mut start = 0;
     let (client_addr, vip_addr) = (flow.src(), flow.dst());
     let (client_port_be, vip_port_be) = (flow.src_port_be(), flow.dst_port_be());
-    // Everything of both entries but the SNAT port, written once: the probes below change
-    // only ports and the checksum deltas' port part (which also keeps the 128-bit addresses
-    // of IPv6 out of the loop's registers).
-    // The reply leaves as VIP:port → client:port; the client's packets as SNAT:port → backend.
-    // The client's direction swaps the same four addresses back: its sum is the negation
-    // (one's complement) of the reply's.
-    let forward_sum = !csum::fold(reply_sum) as u32;
+    // Everything of both entries but the SNAT port, written once (the entries' shared
+    // constructors, which the agent's installs of a peer's flows use too): the probes below
+    // change only ports and the checksum deltas' port part (which also keeps the 128-bit
+    // addresses of IPv6 out of the loop's registers).
+    let forward_sum = nat_forward_sum(reply_sum);
     slots.key = K::tuple(backend_addr, snat, backend_port, 0, flow.proto());
-    // A UDP flow has no TCP state to follow: both entries say so, for their timeout.
-    let udp = if flow.proto() == IPPROTO_UDP {
-        FLOW_F_UDP
-    } else {
-        0
-    };
-    slots.reply = FlowValueOf {
+    let stamp = NatStamp {
         backend_id,
         vip_id,
         created_ns: now_ns,
-        flags: FLOW_F_NAT | FLOW_F_REPLY | udp,
         last_seen_s,
-        nat_src_addr_be: vip_addr,
-        nat_dst_addr_be: client_addr,
-        nat_src_port_be: vip_port_be,
-        nat_dst_port_be: client_port_be,
-        ip_csum_delta: if K::IP_CHECKSUM {
-            csum::fold(reply_sum)
-        } else {
-            0
-        },
-        l4_csum_delta: 0,
-        nh_ifindex: 0,
-        nh_dmac: [0; 6],
-        nh_smac: [0; 6],
     };
-    slots.forward = FlowValueOf {
-        backend_id,
-        vip_id,
-        created_ns: now_ns,
-        flags: FLOW_F_NAT | udp,
-        last_seen_s,
-        nat_src_addr_be: snat,
-        nat_dst_addr_be: backend_addr,
-        nat_src_port_be: 0,
-        nat_dst_port_be: backend_port,
-        ip_csum_delta: if K::IP_CHECKSUM {
-            csum::fold(forward_sum)
-        } else {
-            0
-        },
-        l4_csum_delta: 0,
-        nh_ifindex: 0,
-        nh_dmac: [0; 6],
-        nh_smac: [0; 6],
-    };
+    let udp = nat_proto_flags(flow.proto());
+    slots.reply = FlowValueOf::nat_reply(
+        stamp,
+        udp,
+        (vip_addr, vip_port_be),
+        (client_addr, client_port_be),
+        reply_sum,
+    );
+    slots.forward =
+        FlowValueOf::nat_forward(stamp, udp, snat, (backend_addr, backend_port), forward_sum);
     for i in 0..NAT_PORT_PROBES {
         let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
             start = client_port - port_min;
@@ -329,7 +298,7 @@ pub fn create<K: NatFamily>(
         let port = (port_min + offset) as u16;
         let snat_port_be = u16::from_ne_bytes(port.to_be_bytes());
         slots.key.set_dst_port_be(snat_port_be);
-        slots.reply.l4_csum_delta = csum::with_ports(
+        slots.reply.set_reply_ports(
             reply_sum,
             (backend_port, snat_port_be),
             (vip_port_be, client_port_be),
@@ -348,8 +317,7 @@ pub fn create<K: NatFamily>(
             let _ = K::embryonic().remove(&slots.key);
             continue;
         }
-        slots.forward.nat_src_port_be = snat_port_be;
-        slots.forward.l4_csum_delta = csum::with_ports(
+        slots.forward.set_forward_ports(
             forward_sum,
             (client_port_be, vip_port_be),
             (snat_port_be, backend_port),

@@ -171,7 +171,7 @@ mod tests {
         };
         let k: xdp_lb_common::FlowKey = other_direction(&reply);
         assert_eq!(
-            (k.src_addr_be, k.dst_addr_be, k.src_port_be, k.dst_port_be),
+            (k.src_addr, k.dst_addr, k.src_port_be, k.dst_port_be),
             (2, 1, 4, 3)
         );
     }

@@ -65,7 +65,7 @@ fn sweep_family<K, A>(
 ) -> Result<(), MapError>
 where
     K: FlowTuple<Addr = A> + Pod + Default,
-    A: Copy + PartialEq + Default,
+    A: xdp_lb_common::Address,
     FlowValueOf<A>: Pod + Default,
 {
     let shortest = timeouts

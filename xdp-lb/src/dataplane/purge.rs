@@ -30,7 +30,7 @@ pub(super) fn purge_refused(
         .filter(|(k, v)| {
             refused(
                 v.vip_id,
-                std::net::Ipv4Addr::from(k.src_addr_be.to_ne_bytes()).into(),
+                std::net::Ipv4Addr::from(k.src_addr.to_ne_bytes()).into(),
             )
         })
         .map(|(k, _)| k)

@@ -60,7 +60,7 @@ fn family<K, A>(
 ) -> Result<(), SnapshotError>
 where
     K: FlowTuple<Addr = A> + aya::Pod,
-    A: Copy + PartialEq + Default,
+    A: xdp_lb_common::Address,
     FlowValueOf<A>: aya::Pod,
 {
     let map_err = |source| SnapshotError::Map {

@@ -52,8 +52,8 @@ pub(super) fn frame_key6(f: &[u8]) -> xdp_lb_common::FlowKey6 {
 /// The 5-tuple at fixed offsets of our own frames (no VLAN, IHL 5).
 pub(super) fn frame_key(f: &[u8]) -> anyhow::Result<xdp_lb_common::FlowKey> {
     Ok(xdp_lb_common::FlowKey {
-        src_addr_be: u32::from_ne_bytes(f[26..30].try_into()?),
-        dst_addr_be: u32::from_ne_bytes(f[30..34].try_into()?),
+        src_addr: u32::from_ne_bytes(f[26..30].try_into()?),
+        dst_addr: u32::from_ne_bytes(f[30..34].try_into()?),
         src_port_be: u16::from_ne_bytes(f[34..36].try_into()?),
         dst_port_be: u16::from_ne_bytes(f[36..38].try_into()?),
         proto: f[23],

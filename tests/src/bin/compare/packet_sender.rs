@@ -11,10 +11,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use xdp_lb_common::{
-    bench::{GEN_FLOWS, gen_port},
-    csum,
-};
+use xdp_lb_common::csum;
+use xdp_lb_test_ebpf::bench::{GEN_FLOWS, gen_port};
 
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;

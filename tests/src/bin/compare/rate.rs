@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use xdp_lb_common::bench::{GEN_FLOW_LABEL, GEN_IP_ID};
+use xdp_lb_test_ebpf::bench::{GEN_FLOW_LABEL, GEN_IP_ID};
 use xdp_lb_tests::{
     Agent, NetNs, fixtures, in_netns,
     packet::{Frame, TCP_ACK, TCP_SYN},
