@@ -60,31 +60,9 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
     if !vip_port(flow.proto, flow.dst_port_be) {
         return Err(Counter::PassNotVip);
     }
-    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
-        // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
-        let (backend_id, flow_vip, flow_flags) =
-            unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
-        if let Some(backend) = live_backend(backend_id, flow_vip)? {
-            let nat = if flow_flags & FLOW_F_NAT != 0 {
-                Some(nat::touch(entry, packet.tcp_flags, flow))
-            } else {
-                None
-            };
-            return Ok(Choice {
-                backend_id,
-                backend,
-                vip_id: flow_vip,
-                new_flow: false,
-                nat,
-            });
-        }
-        if flow_flags & FLOW_F_NAT == 0 {
-            // The backend went down, was disabled or removed: re-hash this flow to a live one
-            // rather than let the client time out.
-            count(Counter::FlowRehashed);
-        }
+    if let Some(choice) = flow_hit(packet)? {
+        return Ok(choice);
     }
-
     let vip_key = VipKey {
         addr_be: flow.dst_addr,
         port_be: flow.dst_port_be,
@@ -92,27 +70,14 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         _pad: 0,
     };
     let vip: *const VipInfo = VIPS.get_ptr(vip_key).ok_or(Counter::PassNotVip)?;
-    // SAFETY: as above.
+    // SAFETY: a map value pointer from a successful lookup; plain integers.
     let vip = unsafe { &*vip };
     let is_nat = vip.flags & VIP_F_NAT != 0;
-    if is_nat && nat::may_promote(flow.proto, packet.tcp_flags) {
-        // TCP, not a SYN: the ACK that completes a half-open flow's handshake, or a packet of a
-        // connection we do not know. UDP: a client's next datagram of a half-open flow, or its
-        // first (then a new flow below). Before the lists and limits: the first packet passed
-        // them.
-        match nat::promote(NatSlots::zeroed_in(&mut MaybeUninit::uninit()), flow) {
-            Ok((rewrite, backend_id)) => {
-                return Ok(Choice {
-                    backend_id,
-                    backend: core::ptr::null(),
-                    vip_id: vip.vip_id,
-                    new_flow: false,
-                    nat: Some(rewrite),
-                });
-            }
-            Err(Counter::PassNatNoFlow) if flow.proto == IPPROTO_UDP => {}
-            Err(reason) => return Err(reason),
-        }
+    if is_nat
+        && nat::may_promote(flow.proto, packet.tcp_flags)
+        && let Some(choice) = promote(packet, vip.vip_id)?
+    {
+        return Ok(choice);
     }
     acl::admits(vip, flow.src_addr)?;
     // SAFETY: a helper call without preconditions. Read once for the limit and the new flow.
@@ -138,27 +103,12 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         )?;
         (Some(rewrite), fresh)
     } else {
-        let value = FlowValue {
-            backend_id,
-            vip_id: vip.vip_id,
-            created_ns: now,
-            ..FlowValue::default()
-        };
-        if may_insert(settings, now) {
-            // An LRU insert only fails on allocation failure under memory pressure; the packet
-            // is still forwarded and the flow's next packet picks the same backend from the
-            // same table.
-            // SAFETY: the settings map value, live while this program runs.
-            if FLOWS.insert(flow, value, 0).is_ok() && unsafe { (*settings).sync_events } != 0 {
-                crate::sync_events::report(SYNC_EVENT_DSR, flow, backend_id, vip.vip_id, 0);
-            }
-        } else {
-            count(Counter::FlowNotRecorded);
-        }
+        record_dsr_flow(flow, backend_id, vip.vip_id, now, settings);
         (None, true)
     };
     if new_flow {
         count(Counter::NewFlow);
+        // SAFETY: as above.
         crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
     }
     Ok(Choice {
@@ -168,6 +118,82 @@ pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choi
         new_flow,
         nat,
     })
+}
+
+/// The flow table's choice, if the packet's flow has an entry whose backend may still carry
+/// it (see `choose_backend`).
+#[inline(always)]
+fn flow_hit(packet: &Packet) -> Result<Option<Choice<u32>>, Counter> {
+    let flow = &packet.flow;
+    let Some(entry) = FLOWS.get_ptr_mut(flow) else {
+        return Ok(None);
+    };
+    // SAFETY: a map value pointer from a successful lookup; FlowValue is plain integers.
+    let (backend_id, flow_vip, flow_flags) =
+        unsafe { ((*entry).backend_id, (*entry).vip_id, (*entry).flags) };
+    if let Some(backend) = live_backend(backend_id, flow_vip)? {
+        let nat = if flow_flags & FLOW_F_NAT != 0 {
+            Some(nat::touch(entry, packet.tcp_flags, flow))
+        } else {
+            None
+        };
+        return Ok(Some(Choice {
+            backend_id,
+            backend,
+            vip_id: flow_vip,
+            new_flow: false,
+            nat,
+        }));
+    }
+    if flow_flags & FLOW_F_NAT == 0 {
+        // The backend went down, was disabled or removed: re-hash this flow to a live one
+        // rather than let the client time out.
+        count(Counter::FlowRehashed);
+    }
+    Ok(None)
+}
+
+/// A NAT VIP's packet that may complete a half-open flow (TCP, not a SYN: the ACK that
+/// completes its handshake, or a packet of a connection we do not know; UDP: a client's next
+/// datagram of a half-open flow, or its first, then a new flow). Before the lists and limits:
+/// the first packet passed them. None: a UDP datagram that opens a flow.
+#[inline(always)]
+fn promote(packet: &Packet, vip_id: u32) -> Result<Option<Choice<u32>>, Counter> {
+    let flow = &packet.flow;
+    match nat::promote(NatSlots::zeroed_in(&mut MaybeUninit::uninit()), flow) {
+        Ok((rewrite, backend_id)) => Ok(Some(Choice {
+            backend_id,
+            backend: core::ptr::null(),
+            vip_id,
+            new_flow: false,
+            nat: Some(rewrite),
+        })),
+        Err(Counter::PassNatNoFlow) if flow.proto == IPPROTO_UDP => Ok(None),
+        Err(reason) => Err(reason),
+    }
+}
+
+/// A new DSR flow's entry, within the per-CPU insert budget (beyond it the flow is forwarded
+/// by its Maglev choice alone, counted). An LRU insert only fails on allocation failure under
+/// memory pressure; the packet is still forwarded and the flow's next packet picks the same
+/// backend from the same table.
+#[inline(always)]
+fn record_dsr_flow(
+    flow: &FlowKey,
+    backend_id: u32,
+    vip_id: u32,
+    now: u64,
+    settings: *const Settings,
+) {
+    if !may_insert(settings, now) {
+        count(Counter::FlowNotRecorded);
+        return;
+    }
+    let value = FlowValue::dsr(backend_id, vip_id, now);
+    // SAFETY: the settings map value, live while this program runs.
+    if FLOWS.insert(flow, value, 0).is_ok() && unsafe { (*settings).sync_events } != 0 {
+        crate::sync_events::report(SYNC_EVENT_DSR, flow, backend_id, vip_id, 0);
+    }
 }
 
 /// A flow entry's backend, if it may still carry the flow: it forwards and still belongs to

@@ -1,5 +1,5 @@
-//! The xdp-lb data plane: for each TCP frame to a VIP (IPv4 or IPv6), choose a backend and
-//! forward the frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
+//! The xdp-lb data plane: for each TCP or UDP frame to a VIP (IPv4 or IPv6), choose a backend
+//! and forward the frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
 //! backends' replies back). Everything else goes on to the kernel untouched.
 //!
 //! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
@@ -91,28 +91,8 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
         let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
         if port >= port_min
             && port <= port_max
-            && let Some(entry) = NAT_FLOWS.get_ptr_mut(packet.flow)
+            && let Some(action) = nat_reply(ctx, &packet)?
         {
-            // SAFETY: a map value pointer from a successful lookup.
-            let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
-            let rewrite = nat::touch(entry, packet.tcp_flags, &packet.flow);
-            let action = nat_rewrite::rewrite_and_route(ctx, &packet, &rewrite)?;
-            let tx = action == xdp_action::XDP_TX;
-            add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
-            add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
-            return Ok(action);
-        }
-        if port >= port_min
-            && port <= port_max
-            && let Some(embryo) = NAT_EMBRYONIC.get_ptr(packet.flow)
-        {
-            // SAFETY: as above.
-            let (vip_id, backend_id) = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
-            let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
-            let action = nat_rewrite::rewrite_and_route(ctx, &packet, &rewrite)?;
-            let tx = action == xdp_action::XDP_TX;
-            add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
-            add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
             return Ok(action);
         }
     }
@@ -152,6 +132,30 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
     // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
     count_forwarded(&choice, packet.len, action);
     Ok(action)
+}
+
+/// A backend's reply to a NAT flow (established, or half-open: the backend's answer to the
+/// client's SYN), rewritten and sent back to the client; None when the packet is no NAT flow's.
+#[inline(always)]
+fn nat_reply(ctx: &XdpContext, packet: &parse::Packet) -> Result<Option<u32>, Counter> {
+    let (vip_id, backend_id, rewrite) = if let Some(entry) = NAT_FLOWS.get_ptr_mut(packet.flow) {
+        // SAFETY: a map value pointer from a successful lookup.
+        let (vip_id, backend_id) = unsafe { ((*entry).vip_id, (*entry).backend_id) };
+        let rewrite = nat::touch(entry, packet.tcp_flags, &packet.flow);
+        (vip_id, backend_id, rewrite)
+    } else if let Some(embryo) = NAT_EMBRYONIC.get_ptr(packet.flow) {
+        // SAFETY: as above.
+        let (vip_id, backend_id) = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
+        let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
+        (vip_id, backend_id, rewrite)
+    } else {
+        return Ok(None);
+    };
+    let action = nat_rewrite::rewrite_and_route(ctx, packet, &rewrite)?;
+    let tx = action == xdp_action::XDP_TX;
+    add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
+    add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
+    Ok(Some(action))
 }
 
 /// The VIP's and the backend's traffic counters of a forwarded packet.

@@ -211,7 +211,10 @@ pub fn opens_flow(tcp_flags: u8) -> bool {
 /// established flows' tables. Returns the client direction's rewrite, and
 /// false when this SYN is a retransmission of a flow already half-open.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // inlined: the arguments are the caller's values
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined: the arguments are the caller's values"
+)]
 pub fn create<K: NatFamily>(
     slots: &mut NatSlots<K>,
     flow: &K,
@@ -226,30 +229,12 @@ pub fn create<K: NatFamily>(
     // SAFETY: map value pointers from successful lookups.
     let backend_port = unsafe { (*backend).port_be };
     let snat = K::snat(settings);
-    let (port_min, port_max) = unsafe {
-        (
-            (*settings).snat_port_min as u32,
-            (*settings).snat_port_max as u32,
-        )
-    };
-    if snat == K::Addr::default() || port_max < port_min {
-        // The agent always sets these when a NAT VIP of this family exists: the maps are
+    let mut ports = PortProbe::new(settings, flow)?;
+    if snat == K::Addr::default() {
+        // The agent always sets it when a NAT VIP of this family exists: the maps are
         // inconsistent.
         return Err(Counter::DropBadBackend);
     }
-    let span = port_max - port_min + 1;
-    let last_seen_s = now_s();
-    // The first try keeps the client's own source port when the range has it, as the kernel's
-    // NAT does: the client chose it so that it is not in TIME_WAIT with this peer, and the
-    // backend then sees one consistent history per port (sequence numbers and timestamps of
-    // the same client connection). A port last used by another client's connection can still
-    // be in TIME_WAIT on the backend, which answers the new SYN with the old connection's ACK;
-    // the client resets and retries a second later (measured: 1 900 SYN retransmissions in
-    // 40 000 connections with random ports only, none with this).
-    // The next tries are independent random ports: unlike linear probing they build no
-    // clusters of taken ports, so a try fails with probability = the range's occupancy.
-    // The last half walks on from the last random port, so a small range is searched
-    // completely.
     // A retransmitted SYN of a half-open flow goes on through the port its first SYN took. (If
     // a flood evicted that reservation meanwhile and another flow took the port, the client's
     // ACK fails `promote`'s check and the kernel resets the client, which reconnects.)
@@ -257,9 +242,6 @@ pub fn create<K: NatFamily>(
     if let Some(forward) = unsafe { K::embryonic_client().get(flow) } {
         return Ok((Rewrite::of(forward, core::ptr::null_mut(), true), false));
     }
-    let half = NAT_PORT_PROBES / 2;
-    let client_port = u16::from_be_bytes(flow.src_port_be().to_ne_bytes()) as u32;
-    let mut start = 0;
     let (client_addr, vip_addr) = (flow.src(), flow.dst());
     let (client_port_be, vip_port_be) = (flow.src_port_be(), flow.dst_port_be());
     // Everything of both entries but the SNAT port, written once (the entries' shared
@@ -272,7 +254,7 @@ pub fn create<K: NatFamily>(
         backend_id,
         vip_id,
         created_ns: now_ns,
-        last_seen_s,
+        last_seen_s: now_s(),
     };
     let udp = nat_proto_flags(flow.proto());
     slots.reply = FlowValueOf::nat_reply(
@@ -285,36 +267,14 @@ pub fn create<K: NatFamily>(
     slots.forward =
         FlowValueOf::nat_forward(stamp, udp, snat, (backend_addr, backend_port), forward_sum);
     for i in 0..NAT_PORT_PROBES {
-        let offset = if i == 0 && client_port >= port_min && client_port <= port_max {
-            start = client_port - port_min;
-            start
-        } else if i < half {
-            // SAFETY: a helper call without preconditions.
-            start = unsafe { bpf_get_prandom_u32() } % span;
-            start
-        } else {
-            (start + 1 + i - half) % span
-        };
-        let port = (port_min + offset) as u16;
-        let snat_port_be = u16::from_ne_bytes(port.to_be_bytes());
+        let snat_port_be = ports.next(i);
         slots.key.set_dst_port_be(snat_port_be);
         slots.reply.set_reply_ports(
             reply_sum,
             (backend_port, snat_port_be),
             (vip_port_be, client_port_be),
         );
-        match K::embryonic().insert(&slots.key, &slots.reply, BPF_NOEXIST as u64) {
-            Ok(()) => {}
-            Err(e) if e == -EEXIST => continue,
-            // An LRU insert fails only when the kernel has no memory for the element.
-            Err(_) => return Err(Counter::DropNatTableFull),
-        }
-        // A port an established flow holds is taken too. Checked after our insert: a promotion
-        // on another CPU inserts into NAT_FLOWS before it deletes its half-open entry, so one
-        // of the two inserts always sees the other.
-        // SAFETY: a map lookup; only its presence is used.
-        if unsafe { K::nat_flows().get(&slots.key) }.is_some() {
-            let _ = K::embryonic().remove(&slots.key);
+        if !reserve(slots)? {
             continue;
         }
         slots.forward.set_forward_ports(
@@ -335,6 +295,90 @@ pub fn create<K: NatFamily>(
         ));
     }
     Err(Counter::DropNatPortsExhausted)
+}
+
+/// Reserves the SNAT port of `slots.key` with the reply entry (insert-if-absent into the
+/// half-open table); false when the port is taken, by a half-open flow or an established one.
+#[inline(always)]
+fn reserve<K: NatFamily>(slots: &NatSlots<K>) -> Result<bool, Counter> {
+    match K::embryonic().insert(&slots.key, &slots.reply, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Ok(false),
+        // An LRU insert fails only when the kernel has no memory for the element.
+        Err(_) => return Err(Counter::DropNatTableFull),
+    }
+    // A port an established flow holds is taken too. Checked after our insert: a promotion on
+    // another CPU inserts into NAT_FLOWS before it deletes its half-open entry, so one of the
+    // two inserts always sees the other.
+    // SAFETY: a map lookup; only its presence is used.
+    if unsafe { K::nat_flows().get(&slots.key) }.is_some() {
+        let _ = K::embryonic().remove(&slots.key);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The SNAT ports a new flow tries, in order (`NAT_PORT_PROBES` of them).
+///
+/// The first try keeps the client's own source port when the range has it, as the kernel's
+/// NAT does: the client chose it so that it is not in TIME_WAIT with this peer, and the
+/// backend then sees one consistent history per port (sequence numbers and timestamps of the
+/// same client connection). A port last used by another client's connection can still be in
+/// TIME_WAIT on the backend, which answers the new SYN with the old connection's ACK; the
+/// client resets and retries a second later (measured: 1 900 SYN retransmissions in 40 000
+/// connections with random ports only, none with this). The next tries are independent random
+/// ports: unlike linear probing they build no clusters of taken ports, so a try fails with
+/// probability = the range's occupancy. The last half walks on from the last random port, so
+/// a small range is searched completely.
+struct PortProbe {
+    port_min: u32,
+    port_max: u32,
+    span: u32,
+    client_port: u32,
+    start: u32,
+}
+
+impl PortProbe {
+    /// The range of `settings`; a range the agent would never set means inconsistent maps.
+    #[inline(always)]
+    fn new<K: FlowTuple>(settings: *const Settings, flow: &K) -> Result<Self, Counter> {
+        // SAFETY: the settings map value, live while this program runs.
+        let (port_min, port_max) = unsafe {
+            (
+                (*settings).snat_port_min as u32,
+                (*settings).snat_port_max as u32,
+            )
+        };
+        if port_max < port_min {
+            return Err(Counter::DropBadBackend);
+        }
+        Ok(Self {
+            port_min,
+            port_max,
+            span: port_max - port_min + 1,
+            client_port: u16::from_be_bytes(flow.src_port_be().to_ne_bytes()) as u32,
+            start: 0,
+        })
+    }
+
+    /// The `i`-th port to try, in network order.
+    #[inline(always)]
+    fn next(&mut self, i: u32) -> u16 {
+        let half = NAT_PORT_PROBES / 2;
+        let offset =
+            if i == 0 && self.client_port >= self.port_min && self.client_port <= self.port_max {
+                self.start = self.client_port - self.port_min;
+                self.start
+            } else if i < half {
+                // SAFETY: a helper call without preconditions.
+                self.start = unsafe { bpf_get_prandom_u32() } % self.span;
+                self.start
+            } else {
+                (self.start + 1 + i - half) % self.span
+            };
+        let port = (self.port_min + offset) as u16;
+        u16::from_ne_bytes(port.to_be_bytes())
+    }
 }
 
 /// The addresses' part of a new NAT flow's reply checksum deltas (`create`'s `reply_sum`):

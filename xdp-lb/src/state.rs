@@ -18,7 +18,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{AdminState, Cidr, Config, Forwarding},
+    config::{AdminState, BackendConfig, Cidr, Config, Forwarding, VipConfig},
     maglev::{self, MaglevBackend},
     netlink::L2Next,
 };
@@ -256,152 +256,185 @@ pub struct Inputs<'a> {
 /// the next hop of every packet (and the backend may be routed, on another subnet). Its health
 /// check, which connects through the same routes, says whether it is reachable.
 pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
-    let Inputs {
-        config,
-        ids,
-        neighbours,
-        health,
-        local_mac,
-        snat_address,
-        ramps,
-    } = *inputs;
     let mut state = DesiredState {
-        settings: Settings {
-            flow_inserts_per_cpu_per_sec: config.agent.flow_insert_rate,
-            sync_events: config.sync.is_some() as u8,
-            flow_log_per_cpu_per_sec: if config.agent.flow_log {
-                config.agent.flow_log_rate
-            } else {
-                0
-            },
-            ..Default::default()
-        }
-        .with_local_mac(local_mac),
+        settings: settings(inputs),
         ..Default::default()
     };
+    for vip in &inputs.config.vips {
+        add_vip(&mut state, inputs, vip);
+    }
+    state
+}
+
+/// The data plane's switches: flow log, insert cap, sync events, the local MAC and, with NAT
+/// VIPs, the SNAT addresses and ports.
+fn settings(inputs: &Inputs<'_>) -> Settings {
+    let config = inputs.config;
+    let mut settings = Settings {
+        flow_inserts_per_cpu_per_sec: config.agent.flow_insert_rate,
+        sync_events: config.sync.is_some() as u8,
+        flow_log_per_cpu_per_sec: if config.agent.flow_log {
+            config.agent.flow_log_rate
+        } else {
+            0
+        },
+        ..Default::default()
+    }
+    .with_local_mac(inputs.local_mac);
     if config.vips.iter().any(|v| v.forwarding == Forwarding::Nat) {
-        state.settings.snat_addr_be = snat_address
+        let snat = inputs.snat_address;
+        settings.snat_addr_be = snat
             .v4
             .or(config.agent.snat_address.v4)
             .map_or(0, |a| ipv4_be(a.octets()));
-        state.settings.snat_addr6 = snat_address
+        settings.snat_addr6 = snat
             .v6
             .or(config.agent.snat_address.v6)
             .map_or([0; 16], |a| a.octets());
-        (state.settings.snat_port_min, state.settings.snat_port_max) = config.agent.snat_port_range;
+        (settings.snat_port_min, settings.snat_port_max) = config.agent.snat_port_range;
     }
-    for vip in &config.vips {
-        let nat = vip.forwarding == Forwarding::Nat;
-        let key = vip.key();
-        let vip_id = ids.vips[&key];
-        let identities: Vec<Vec<u8>> = vip
-            .backends
-            .iter()
-            .map(|b| maglev_identity(b.address))
-            .collect();
-        let mut inputs = Vec::with_capacity(vip.backends.len());
-        let mut backend_ids = Vec::with_capacity(vip.backends.len());
-        for (b, identity) in vip.backends.iter().zip(&identities) {
-            let id = ids.backends[&(key, b.address)];
-            let next = neighbours.get(&b.address);
-            let up = health
-                .get(&(key, b.address))
-                .copied()
-                .unwrap_or(vip.health_check.starts_up());
-            let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
-            let new_flows = forward && b.state == AdminState::Active;
-            let mut info = BackendInfo {
-                vip_id,
-                weight: b.weight,
-                port_be: port_be(b.port),
-                ..Default::default()
-            };
-            match b.address {
-                IpAddr::V4(a) => info.addr_be = ipv4_be(a.octets()),
-                IpAddr::V6(a) => info.addr6 = a.octets(),
-            }
-            if let Some(n) = next.filter(|_| !nat) {
-                info.ifindex = n.ifindex;
-                info.mac = n.mac;
-                info.src_mac = n.src_mac;
-                state.tx_ports.insert(n.ifindex);
-            }
-            if forward {
-                info.flags |= BACKEND_F_FORWARD;
-            }
-            state.backends.insert(
-                id,
-                DesiredBackend {
-                    vip: key,
-                    address: b.address,
-                    weight: b.weight,
-                    resolved: nat || next.is_some(),
-                    up,
-                    admin: b.state,
-                    info,
-                },
-            );
-            inputs.push(MaglevBackend {
-                identity,
-                weight: if new_flows {
-                    maglev_weight(b.weight, ramps.get(&(key, b.address)).copied())
-                } else {
-                    0
-                },
-            });
-            backend_ids.push(id);
+    settings
+}
+
+/// One VIP: its backends' entries, its Maglev table over those that take new flows, its entry,
+/// limit and lists.
+fn add_vip(state: &mut DesiredState, inputs: &Inputs<'_>, vip: &VipConfig) {
+    let key = vip.key();
+    let vip_id = inputs.ids.vips[&key];
+    let mut maglev_backends = Vec::with_capacity(vip.backends.len());
+    let identities: Vec<Vec<u8>> = vip
+        .backends
+        .iter()
+        .map(|b| maglev_identity(b.address))
+        .collect();
+    for (b, identity) in vip.backends.iter().zip(&identities) {
+        let id = inputs.ids.backends[&(key, b.address)];
+        let (desired, new_flows) = backend(inputs, vip, vip_id, b);
+        if let Some(ifindex) = desired.tx_port() {
+            state.tx_ports.insert(ifindex);
         }
-        // Maglev breaks ties between backends by their turn order: order them by identity, so
-        // that nodes whose files list the same backends in another order build the same table
-        // (active-active nodes behind ECMP must choose alike).
-        let mut order: Vec<usize> = (0..inputs.len()).collect();
-        order.sort_by_key(|&i| inputs[i].identity);
-        let inputs: Vec<MaglevBackend<'_>> = order.iter().map(|&i| inputs[i]).collect();
-        let backend_ids: Vec<u32> = order.iter().map(|&i| backend_ids[i]).collect();
-        let (table, backend_count) = match maglev::build(&inputs, vip.maglev_table_size) {
-            Some(t) => {
-                let count = inputs.iter().filter(|i| i.weight > 0).count() as u32;
-                (
-                    t.into_iter().map(|i| backend_ids[i as usize]).collect(),
-                    count,
-                )
-            }
-            None => (Vec::new(), 0),
+        state.backends.insert(id, desired);
+        let ramp = inputs.ramps.get(&(key, b.address)).copied();
+        let weight = if new_flows {
+            maglev_weight(b.weight, ramp)
+        } else {
+            0
         };
-        state.vips.insert(
-            key,
-            DesiredVip {
-                name: vip.name.clone(),
-                vip_id,
-                table_size: vip.maglev_table_size,
-                hash_seed: hash_seed(&key),
-                table,
-                backend_count,
-                flags: if nat { VIP_F_NAT } else { 0 }
-                    | if vip.allow.is_empty() && vip.deny.is_empty() {
-                        0
-                    } else {
-                        VIP_F_ACL
-                    }
-                    | if vip.allow.is_empty() {
-                        0
-                    } else {
-                        VIP_F_ALLOWLIST
-                    }
-                    | if vip.limit.is_some() { VIP_F_LIMIT } else { 0 },
-            },
-        );
-        if let Some(l) = vip.limit {
-            state.limits.insert(vip_id, vip_limit(&l));
-        }
-        for c in &vip.allow {
-            state.acl.insert((vip_id, *c), ACL_ALLOW);
-        }
-        for c in &vip.deny {
-            state.acl.insert((vip_id, *c), ACL_DENY);
-        }
+        maglev_backends.push((MaglevBackend { identity, weight }, id));
     }
-    state
+    let (table, backend_count) = maglev_table(maglev_backends, vip.maglev_table_size);
+    state.vips.insert(
+        key,
+        DesiredVip {
+            name: vip.name.clone(),
+            vip_id,
+            table_size: vip.maglev_table_size,
+            hash_seed: hash_seed(&key),
+            table,
+            backend_count,
+            flags: vip_flags(vip),
+        },
+    );
+    if let Some(l) = vip.limit {
+        state.limits.insert(vip_id, vip_limit(&l));
+    }
+    for c in &vip.allow {
+        state.acl.insert((vip_id, *c), ACL_ALLOW);
+    }
+    for c in &vip.deny {
+        state.acl.insert((vip_id, *c), ACL_DENY);
+    }
+}
+
+/// A backend's entry, and whether it takes new flows.
+fn backend(
+    inputs: &Inputs<'_>,
+    vip: &VipConfig,
+    vip_id: u32,
+    b: &BackendConfig,
+) -> (DesiredBackend, bool) {
+    let nat = vip.forwarding == Forwarding::Nat;
+    let key = vip.key();
+    let next = inputs.neighbours.get(&b.address);
+    let up = inputs
+        .health
+        .get(&(key, b.address))
+        .copied()
+        .unwrap_or(vip.health_check.starts_up());
+    let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
+    let new_flows = forward && b.state == AdminState::Active;
+    let mut info = BackendInfo {
+        vip_id,
+        weight: b.weight,
+        port_be: port_be(b.port),
+        ..Default::default()
+    };
+    match b.address {
+        IpAddr::V4(a) => info.addr_be = ipv4_be(a.octets()),
+        IpAddr::V6(a) => info.addr6 = a.octets(),
+    }
+    if let Some(n) = next.filter(|_| !nat) {
+        info.ifindex = n.ifindex;
+        info.mac = n.mac;
+        info.src_mac = n.src_mac;
+    }
+    if forward {
+        info.flags |= BACKEND_F_FORWARD;
+    }
+    let desired = DesiredBackend {
+        vip: key,
+        address: b.address,
+        weight: b.weight,
+        resolved: nat || next.is_some(),
+        up,
+        admin: b.state,
+        info,
+    };
+    (desired, new_flows)
+}
+
+/// The Maglev table of backend ids, and how many backends it holds. Maglev breaks ties
+/// between backends by their turn order: they are ordered by identity, so that nodes whose
+/// files list the same backends in another order build the same table (active-active nodes
+/// behind ECMP must choose alike).
+fn maglev_table(mut backends: Vec<(MaglevBackend<'_>, u32)>, size: u32) -> (Vec<u32>, u32) {
+    backends.sort_by_key(|(b, _)| b.identity);
+    let inputs: Vec<MaglevBackend<'_>> = backends.iter().map(|(b, _)| *b).collect();
+    match maglev::build(&inputs, size) {
+        Some(t) => {
+            let count = inputs.iter().filter(|i| i.weight > 0).count() as u32;
+            (
+                t.into_iter().map(|i| backends[i as usize].1).collect(),
+                count,
+            )
+        }
+        None => (Vec::new(), 0),
+    }
+}
+
+/// `VIP_F_*` of a VIP.
+fn vip_flags(vip: &VipConfig) -> u32 {
+    let mut flags = 0;
+    if vip.forwarding == Forwarding::Nat {
+        flags |= VIP_F_NAT;
+    }
+    if !vip.allow.is_empty() || !vip.deny.is_empty() {
+        flags |= VIP_F_ACL;
+    }
+    if !vip.allow.is_empty() {
+        flags |= VIP_F_ALLOWLIST;
+    }
+    if vip.limit.is_some() {
+        flags |= VIP_F_LIMIT;
+    }
+    flags
+}
+
+impl DesiredBackend {
+    /// The egress interface a DSR backend's frames are redirected to (0: none, NAT).
+    fn tx_port(&self) -> Option<u32> {
+        (self.info.ifindex != 0).then_some(self.info.ifindex)
+    }
 }
 
 #[cfg(test)]

@@ -138,9 +138,12 @@ impl Agent {
     /// A peer's flows: each resolved by its VIP (address, port, protocol) and its backend's
     /// address and port in this node's config, then installed; closed ones removed.
     pub(super) fn install_synced(&mut self, records: Vec<FlowRecord>) {
-        let Some(rt) = self.sync.as_mut() else { return };
+        if self.sync.is_none() {
+            return;
+        }
         let mut flows = Vec::with_capacity(records.len());
         let mut closed = Vec::new();
+        let mut unknown = 0;
         for r in &records {
             if r.kind == RecordKind::Closed {
                 closed.push(ClosedFlow {
@@ -150,70 +153,26 @@ impl Agent {
                 });
                 continue;
             }
-            let vip = self.config.vips.iter().find(|v| {
-                v.address == r.vip.ip()
-                    && v.port == r.vip.port()
-                    && v.protocol.number() == r.proto
-                    && (v.forwarding == Forwarding::Nat) == (r.kind == RecordKind::Nat)
-            });
-            let resolved = vip.and_then(|vip| {
-                let key = vip.key();
-                let vip_id = *self.ids.vips.get(&key)?;
-                let backend = vip
-                    .backends
-                    .iter()
-                    .find(|b| b.address == r.backend.ip() && b.port == r.backend.port())?;
-                let backend_id = *self.ids.backends.get(&(key, backend.address))?;
-                Some((vip_id, backend_id))
-            });
-            let Some((vip_id, backend_id)) = resolved else {
-                rt.unknown += 1;
-                continue;
-            };
-            // A NAT flow is only worth a copy here if its packets would leave from an address
-            // this node holds too (the VRRP address both nodes share): a peer with an SNAT
-            // address of its own (behind ECMP) makes flows this node could never carry, and a
-            // copy would only take their ports.
-            if let Some(snat) = r.snat {
-                let ours = match snat.ip() {
-                    IpAddr::V4(a) => self.snat_address.v4 == Some(a),
-                    IpAddr::V6(a) => self.snat_address.v6 == Some(a),
-                };
-                if !ours {
-                    rt.unknown += 1;
-                    continue;
-                }
+            match self.resolve(r) {
+                Some(flow) => flows.push(flow),
+                None => unknown += 1,
             }
-            let mut state = 0;
-            if r.state & STATE_ESTABLISHED != 0 {
-                state |= FLOW_F_ESTABLISHED;
-            }
-            if r.state & STATE_CLOSING != 0 {
-                state |= FLOW_F_CLOSING;
-            }
-            let pair = |s: std::net::SocketAddr| -> (IpAddr, u16) { (s.ip(), s.port()) };
-            flows.push(SyncedFlow {
-                proto: r.proto,
-                client: pair(r.client),
-                vip: pair(r.vip),
-                vip_id,
-                backend_id,
-                backend: pair(r.backend),
-                snat: r.snat.map(pair),
-                state,
-                idle_s: r.idle_s,
-            });
         }
-        if !closed.is_empty() {
-            rt.removed += self.reconciler.remove_synced(&closed);
-        }
-        if flows.is_empty() {
-            return;
-        }
-        match self
-            .reconciler
-            .install_synced(&flows, clock::monotonic_ns(), clock::coarse_now_s())
-        {
+        let removed = if closed.is_empty() {
+            0
+        } else {
+            self.reconciler.remove_synced(&closed)
+        };
+        let installed = if flows.is_empty() {
+            Ok(Default::default())
+        } else {
+            self.reconciler
+                .install_synced(&flows, clock::monotonic_ns(), clock::coarse_now_s())
+        };
+        let Some(rt) = self.sync.as_mut() else { return };
+        rt.unknown += unknown;
+        rt.removed += removed;
+        match installed {
             Ok(report) => {
                 rt.installed += report.installed;
                 rt.known += report.known;
@@ -222,6 +181,57 @@ impl Agent {
             }
             Err(err) => tracing::warn!(error = %err, "installing a peer's flows failed"),
         }
+    }
+
+    /// A peer's flow in this node's terms: its VIP and backend ids; None when this node has
+    /// no such VIP or backend, or the flow leaves from an SNAT address that is not this
+    /// node's.
+    fn resolve(&self, r: &FlowRecord) -> Option<SyncedFlow> {
+        let vip = self.config.vips.iter().find(|v| {
+            v.address == r.vip.ip()
+                && v.port == r.vip.port()
+                && v.protocol.number() == r.proto
+                && (v.forwarding == Forwarding::Nat) == (r.kind == RecordKind::Nat)
+        })?;
+        let key = vip.key();
+        let vip_id = *self.ids.vips.get(&key)?;
+        let backend = vip
+            .backends
+            .iter()
+            .find(|b| b.address == r.backend.ip() && b.port == r.backend.port())?;
+        let backend_id = *self.ids.backends.get(&(key, backend.address))?;
+        // A NAT flow is only worth a copy here if its packets would leave from an address
+        // this node holds too (the VRRP address both nodes share): a peer with an SNAT
+        // address of its own (behind ECMP) makes flows this node could never carry, and a
+        // copy would only take their ports.
+        if let Some(snat) = r.snat {
+            let ours = match snat.ip() {
+                IpAddr::V4(a) => self.snat_address.v4 == Some(a),
+                IpAddr::V6(a) => self.snat_address.v6 == Some(a),
+            };
+            if !ours {
+                return None;
+            }
+        }
+        let mut state = 0;
+        if r.state & STATE_ESTABLISHED != 0 {
+            state |= FLOW_F_ESTABLISHED;
+        }
+        if r.state & STATE_CLOSING != 0 {
+            state |= FLOW_F_CLOSING;
+        }
+        let pair = |s: SocketAddr| -> (IpAddr, u16) { (s.ip(), s.port()) };
+        Some(SyncedFlow {
+            proto: r.proto,
+            client: pair(r.client),
+            vip: pair(r.vip),
+            vip_id,
+            backend_id,
+            backend: pair(r.backend),
+            snat: r.snat.map(pair),
+            state,
+            idle_s: r.idle_s,
+        })
     }
 
     pub(super) fn sync_status(&self) -> Option<SyncStatus> {

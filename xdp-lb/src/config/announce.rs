@@ -47,25 +47,7 @@ pub(super) fn announce(
     let r = raw.get_ref();
     let table = match &r.table {
         None => DEFAULT_ANNOUNCE_TABLE,
-        Some(t) => match u32::try_from(*t.get_ref()) {
-            Ok(n) if RESERVED_TABLES.contains(&n) => {
-                return Err(file.at(
-                    t,
-                    "announce.table",
-                    format!(
-                        "table {n} is one the kernel routes this host's own traffic by (0, 253 default, 254 main, 255 local); use a table of its own, e.g. {DEFAULT_ANNOUNCE_TABLE}"
-                    ),
-                ));
-            }
-            Ok(n) => n,
-            Err(_) => {
-                return Err(file.at(
-                    t,
-                    "announce.table",
-                    format!("{} is not a routing table id (1..=4294967295)", t.get_ref()),
-                ));
-            }
-        },
+        Some(t) => table(file, t)?,
     };
     let interface = match &r.interface {
         Some(i) => valid_interface(file, i, "announce.interface".into())?,
@@ -94,7 +76,44 @@ pub(super) fn announce(
         Some(p) => Some(p.get_ref().clone()),
         None => Some(PathBuf::from(DEFAULT_ENGINE_SOCKET)),
     };
-    // Which VIPs: named ones, or every VIP.
+    let names = announced(file, raw, vips, vrrp)?;
+    Ok(AnnounceConfig {
+        table,
+        interface,
+        vips: names,
+        grace,
+        engine_socket,
+    })
+}
+
+/// `announce.table`: a routing table id the host does not route its own traffic by.
+fn table(file: &ConfigFile<'_>, t: &Spanned<i64>) -> Result<u32, ConfigError> {
+    match u32::try_from(*t.get_ref()) {
+        Ok(n) if RESERVED_TABLES.contains(&n) => Err(file.at(
+            t,
+            "announce.table",
+            format!(
+                "table {n} is one the kernel routes this host's own traffic by (0, 253 default, 254 main, 255 local); use a table of its own, e.g. {DEFAULT_ANNOUNCE_TABLE}"
+            ),
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(file.at(
+            t,
+            "announce.table",
+            format!("{} is not a routing table id (1..=4294967295)", t.get_ref()),
+        )),
+    }
+}
+
+/// `announce.vips`: the VIPs named (each once), or every VIP; none of them an address that a
+/// VRRP instance moves.
+fn announced(
+    file: &ConfigFile<'_>,
+    raw: &Spanned<RawAnnounce>,
+    vips: &[VipConfig],
+    vrrp: &[VrrpConfig],
+) -> Result<Vec<String>, ConfigError> {
+    let r = raw.get_ref();
     let mut names = Vec::new();
     match &r.vips {
         None => names.extend(vips.iter().map(|v| v.name.clone())),
@@ -114,29 +133,20 @@ pub(super) fn announce(
     // An address is either routed to every node (ECMP) or moved to one of them (VRRP): both
     // at once would have the routers send to nodes that VRRP says are not master.
     for vip in vips.iter().filter(|v| names.contains(&v.name)) {
-        for instance in vrrp {
-            if instance
-                .virtual_addresses
-                .iter()
-                .any(|(a, _)| *a == vip.address)
-            {
-                let at = r.vips.as_ref().map_or(raw.span(), |l| l.span());
-                return Err(file.error(
-                    Some(at),
-                    Some("announce.vips".into()),
-                    format!(
-                        "VIP {:?} ({}) is announced here and is also a virtual address of VRRP instance {:?}: an address is either announced by every node (ECMP) or moved by VRRP, not both; leave it out of announce.vips or out of the [[vrrp]]",
-                        vip.name, vip.address, instance.name
-                    ),
-                ));
-            }
+        let moved = vrrp
+            .iter()
+            .find(|i| i.virtual_addresses.iter().any(|(a, _)| *a == vip.address));
+        if let Some(instance) = moved {
+            let at = r.vips.as_ref().map_or(raw.span(), |l| l.span());
+            return Err(file.error(
+                Some(at),
+                Some("announce.vips".into()),
+                format!(
+                    "VIP {:?} ({}) is announced here and is also a virtual address of VRRP instance {:?}: an address is either announced by every node (ECMP) or moved by VRRP, not both; leave it out of announce.vips or out of the [[vrrp]]",
+                    vip.name, vip.address, instance.name
+                ),
+            ));
         }
     }
-    Ok(AnnounceConfig {
-        table,
-        interface,
-        vips: names,
-        grace,
-        engine_socket,
-    })
+    Ok(names)
 }

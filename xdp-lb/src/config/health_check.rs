@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{ConfigError, fields::ranged, file::ConfigFile, raw::RawHealthCheck};
+use crate::pem::PemError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,37 +113,7 @@ pub(super) fn health_check(
 ) -> Result<HealthCheckConfig, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
     let d = HealthCheckConfig::default();
-    let duration = |v: &Option<Spanned<Duration>>,
-                    field: &str,
-                    default: Duration|
-     -> Result<Duration, ConfigError> {
-        match v {
-            Some(s)
-                if *s.get_ref() < Duration::from_millis(10)
-                    || *s.get_ref() > Duration::from_secs(3600) =>
-            {
-                Err(file.at(
-                    s,
-                    k(field),
-                    format!("{:?} is out of range (10ms..=1h)", s.get_ref()),
-                ))
-            }
-            Some(s) => Ok(*s.get_ref()),
-            None => Ok(default),
-        }
-    };
-    let interval = duration(&h.interval, "interval", d.interval)?;
-    // haproxy: the check timeout defaults to the interval.
-    let timeout = duration(&h.timeout, "timeout", interval)?;
-    if let Some(t) = &h.timeout
-        && timeout > interval
-    {
-        return Err(file.at(
-            t,
-            k("timeout"),
-            format!("{timeout:?} is longer than the interval {interval:?}"),
-        ));
-    }
+    let (interval, timeout) = timing(file, h, &k, d.interval)?;
     let rise = match &h.rise {
         Some(v) => ranged(file, v, &k("rise"), 1..=100)?,
         None => d.rise,
@@ -181,33 +152,19 @@ pub(super) fn health_check(
     let tls = match kind {
         CheckType::Https => Some(tls(file, h, span.clone(), &k)?),
         _ => {
-            if let Some((field, at)) = tls_keys(h).into_iter().next() {
-                return Err(file.error(
-                    Some(at),
-                    Some(k(field)),
-                    "a TLS setting needs type = \"https\"".into(),
-                ));
-            }
+            refuse_first(
+                file,
+                &k,
+                tls_keys(h),
+                "a TLS setting needs type = \"https\"",
+            )?;
             None
         }
     };
     let dns = match kind {
         CheckType::Dns => Some(dns(file, h, span, &k)?),
         _ => {
-            let present = [
-                h.dns_name.as_ref().map(|v| ("dns_name", v.span())),
-                h.dns_type.as_ref().map(|v| ("dns_type", v.span())),
-                h.dns_expect_rcode
-                    .as_ref()
-                    .map(|v| ("dns_expect_rcode", v.span())),
-            ];
-            if let Some((field, at)) = present.into_iter().flatten().next() {
-                return Err(file.error(
-                    Some(at),
-                    Some(k(field)),
-                    "a DNS setting needs type = \"dns\"".into(),
-                ));
-            }
+            refuse_first(file, &k, dns_keys(h), "a DNS setting needs type = \"dns\"")?;
             None
         }
     };
@@ -226,6 +183,68 @@ pub(super) fn health_check(
     })
 }
 
+/// `interval` (10ms..=1h) and `timeout` (haproxy: the interval by default; never longer).
+fn timing(
+    file: &ConfigFile<'_>,
+    h: &RawHealthCheck,
+    k: &impl Fn(&str) -> String,
+    default_interval: Duration,
+) -> Result<(Duration, Duration), ConfigError> {
+    let duration = |v: &Option<Spanned<Duration>>, field: &str, default: Duration| match v {
+        Some(s)
+            if *s.get_ref() < Duration::from_millis(10)
+                || *s.get_ref() > Duration::from_secs(3600) =>
+        {
+            Err(file.at(
+                s,
+                k(field),
+                format!("{:?} is out of range (10ms..=1h)", s.get_ref()),
+            ))
+        }
+        Some(s) => Ok(*s.get_ref()),
+        None => Ok(default),
+    };
+    let interval = duration(&h.interval, "interval", default_interval)?;
+    let timeout = duration(&h.timeout, "timeout", interval)?;
+    if let Some(t) = &h.timeout
+        && timeout > interval
+    {
+        return Err(file.at(
+            t,
+            k("timeout"),
+            format!("{timeout:?} is longer than the interval {interval:?}"),
+        ));
+    }
+    Ok((interval, timeout))
+}
+
+/// The first of `present` (key, where it is), refused with `why`.
+fn refuse_first(
+    file: &ConfigFile<'_>,
+    k: &impl Fn(&str) -> String,
+    present: Vec<(&'static str, Range<usize>)>,
+    why: &str,
+) -> Result<(), ConfigError> {
+    match present.into_iter().next() {
+        Some((field, at)) => Err(file.error(Some(at), Some(k(field)), why.into())),
+        None => Ok(()),
+    }
+}
+
+/// The DNS keys a check has, where they are.
+fn dns_keys(h: &RawHealthCheck) -> Vec<(&'static str, Range<usize>)> {
+    [
+        h.dns_name.as_ref().map(|v| ("dns_name", v.span())),
+        h.dns_type.as_ref().map(|v| ("dns_type", v.span())),
+        h.dns_expect_rcode
+            .as_ref()
+            .map(|v| ("dns_expect_rcode", v.span())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// Query types by name (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 6895); others as `TYPE<n>`
 /// (RFC 3597 §5).
 const DNS_TYPES: &[(&str, u16)] = &[
@@ -242,7 +261,7 @@ const DNS_TYPES: &[(&str, u16)] = &[
 ];
 
 /// Response codes by name (RFC 1035 §4.1.1, RFC 6895 §2.3).
-pub const DNS_RCODES: &[(&str, u8)] = &[
+const DNS_RCODES: &[(&str, u8)] = &[
     ("NOERROR", 0),
     ("FORMERR", 1),
     ("SERVFAIL", 2),
@@ -280,52 +299,33 @@ fn dns(
         None => 1,
         Some(t) => {
             let upper = t.get_ref().to_ascii_uppercase();
-            DNS_TYPES
-                .iter()
-                .find(|(n, _)| *n == upper)
-                .map(|(_, v)| *v)
-                .or_else(|| upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()))
-                .ok_or_else(|| {
-                    file.at(
-                        t,
-                        k("dns_type"),
-                        format!(
-                            "{:?} is not a query type: one of {} or TYPE<number>",
-                            t.get_ref(),
-                            DNS_TYPES
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                })?
+            let number = upper.strip_prefix("TYPE").and_then(|n| n.parse().ok());
+            named(DNS_TYPES, &upper).or(number).ok_or_else(|| {
+                file.at(
+                    t,
+                    k("dns_type"),
+                    format!(
+                        "{:?} is not a query type: one of {} or TYPE<number>",
+                        t.get_ref(),
+                        names(DNS_TYPES)
+                    ),
+                )
+            })?
         }
     };
     let rcode = match &h.dns_expect_rcode {
         None => 0,
-        Some(r) => {
-            let upper = r.get_ref().to_ascii_uppercase();
-            DNS_RCODES
-                .iter()
-                .find(|(n, _)| *n == upper)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| {
-                    file.at(
-                        r,
-                        k("dns_expect_rcode"),
-                        format!(
-                            "{:?} is not a response code: one of {}",
-                            r.get_ref(),
-                            DNS_RCODES
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                })?
-        }
+        Some(r) => named(DNS_RCODES, &r.get_ref().to_ascii_uppercase()).ok_or_else(|| {
+            file.at(
+                r,
+                k("dns_expect_rcode"),
+                format!(
+                    "{:?} is not a response code: one of {}",
+                    r.get_ref(),
+                    names(DNS_RCODES)
+                ),
+            )
+        })?,
     };
     Ok(DnsCheckConfig {
         name: name_str.to_owned(),
@@ -401,11 +401,11 @@ fn tls(
     };
     let pem_file = |v: &Option<Spanned<PathBuf>>,
                     field: &str,
-                    read: fn(&std::path::Path) -> Result<(), String>|
+                    read: fn(&std::path::Path) -> Result<(), PemError>|
      -> Result<Option<PathBuf>, ConfigError> {
         match v {
             Some(p) => {
-                read(p.get_ref()).map_err(|e| file.at(p, k(field), e))?;
+                read(p.get_ref()).map_err(|e| file.at(p, k(field), e.to_string()))?;
                 Ok(Some(p.get_ref().clone()))
             }
             None => Ok(None),
@@ -455,4 +455,14 @@ fn tls(
         client_cert,
         client_key,
     })
+}
+
+/// The value of `name` in a table of names.
+fn named<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// A table's names, for an error message.
+fn names<T>(table: &[(&str, T)]) -> String {
+    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

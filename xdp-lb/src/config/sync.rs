@@ -1,7 +1,7 @@
 //! `[sync]`: the other LB nodes this one exchanges flows with, validated. What is sent and how
 //! is `crate::sync`; why, the README's "Flow sync".
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use toml::Spanned;
 
@@ -53,29 +53,7 @@ pub(super) fn sync(
     raw: &Spanned<RawSync>,
 ) -> Result<SyncConfig, ConfigError> {
     let r = raw.get_ref();
-    let mut peers = Vec::new();
-    let list = r.peers.get_ref();
-    if list.is_empty() || list.len() > MAX_SYNC_PEERS {
-        return Err(file.at(
-            &r.peers,
-            "sync.peers",
-            format!(
-                "{} peers; list the other LB nodes' addresses (1 to {MAX_SYNC_PEERS})",
-                list.len()
-            ),
-        ));
-    }
-    for (i, p) in list.iter().enumerate() {
-        let key = format!("sync.peers[{i}]");
-        let a = *p.get_ref();
-        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-            return Err(file.at(p, key, format!("{a} is not a peer's unicast address")));
-        }
-        if peers.contains(&a) {
-            return Err(file.at(p, key, format!("{a} is listed twice")));
-        }
-        peers.push(a);
-    }
+    let peers = peers(file, r)?;
     let port = match &r.port {
         None => DEFAULT_SYNC_PORT,
         Some(p) => match u16::try_from(*p.get_ref()) {
@@ -99,71 +77,37 @@ pub(super) fn sync(
             format!("{}: {why}", key_file.display()),
         )
     })?;
-    let batch_interval = match &r.batch_interval {
-        None => DEFAULT_SYNC_BATCH,
-        Some(d)
-            if *d.get_ref() < Duration::from_millis(1) || *d.get_ref() > Duration::from_secs(1) =>
-        {
-            return Err(file.at(
-                d,
-                "sync.batch_interval",
-                format!("{:?} is out of range (1ms..=1s)", d.get_ref()),
-            ));
-        }
-        Some(d) => *d.get_ref(),
-    };
-    let bounded = |v: &Option<Spanned<i64>>, key: &str, default: u32, max: u32| match v {
-        None => Ok(default),
-        Some(n) => match u32::try_from(*n.get_ref()) {
-            Ok(x) if (1..=max).contains(&x) => Ok(x),
-            _ => Err(file.at(
-                n,
-                format!("sync.{key}"),
-                format!("{} is out of range (1..={max})", n.get_ref()),
-            )),
-        },
-    };
+    let batch_interval = within(
+        file,
+        r.batch_interval.as_ref(),
+        "batch_interval",
+        DEFAULT_SYNC_BATCH,
+        (Duration::from_millis(1), Duration::from_secs(1), "1ms..=1s"),
+    )?;
     let max_datagrams_per_second = bounded(
-        &r.max_datagrams_per_second,
+        file,
+        r.max_datagrams_per_second.as_ref(),
         "max_datagrams_per_second",
         DEFAULT_SYNC_RATE,
         1_000_000,
     )?;
-    let queue = bounded(&r.queue, "queue", DEFAULT_SYNC_QUEUE, 4_194_304)?;
-    let snapshot_wait = match &r.snapshot_wait {
-        None => DEFAULT_SNAPSHOT_WAIT,
-        Some(d) if *d.get_ref() > Duration::from_secs(300) => {
-            return Err(file.at(
-                d,
-                "sync.snapshot_wait",
-                format!("{:?} is out of range (0s..=5m)", d.get_ref()),
-            ));
-        }
-        Some(d) => *d.get_ref(),
-    };
+    let queue = bounded(
+        file,
+        r.queue.as_ref(),
+        "queue",
+        DEFAULT_SYNC_QUEUE,
+        4_194_304,
+    )?;
+    let snapshot_wait = within(
+        file,
+        r.snapshot_wait.as_ref(),
+        "snapshot_wait",
+        DEFAULT_SNAPSHOT_WAIT,
+        (Duration::ZERO, Duration::from_secs(300), "0s..=5m"),
+    )?;
     let source = match &r.source {
         None => None,
-        Some(s) => {
-            let a = *s.get_ref();
-            if a.is_unspecified() || a.is_multicast() {
-                return Err(file.at(s, "sync.source", format!("{a} is not a unicast address")));
-            }
-            if peers.contains(&a) {
-                return Err(file.at(
-                    s,
-                    "sync.source",
-                    format!("{a} is also listed in sync.peers: a node does not sync with itself"),
-                ));
-            }
-            if peers.iter().any(|p| p.is_ipv4() != a.is_ipv4()) {
-                return Err(file.at(
-                    s,
-                    "sync.source",
-                    format!("{a} and the peers are of different families"),
-                ));
-            }
-            Some(a)
-        }
+        Some(s) => Some(source(file, s, &peers)?),
     };
     Ok(SyncConfig {
         peers,
@@ -176,4 +120,99 @@ pub(super) fn sync(
         queue,
         snapshot_wait,
     })
+}
+
+/// `sync.peers`: 1 to `MAX_SYNC_PEERS` distinct unicast addresses.
+fn peers(file: &ConfigFile<'_>, r: &RawSync) -> Result<Vec<IpAddr>, ConfigError> {
+    let list = r.peers.get_ref();
+    if list.is_empty() || list.len() > MAX_SYNC_PEERS {
+        return Err(file.at(
+            &r.peers,
+            "sync.peers",
+            format!(
+                "{} peers; list the other LB nodes' addresses (1 to {MAX_SYNC_PEERS})",
+                list.len()
+            ),
+        ));
+    }
+    let mut peers = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let key = format!("sync.peers[{i}]");
+        let a = *p.get_ref();
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(file.at(p, key, format!("{a} is not a peer's unicast address")));
+        }
+        if peers.contains(&a) {
+            return Err(file.at(p, key, format!("{a} is listed twice")));
+        }
+        peers.push(a);
+    }
+    Ok(peers)
+}
+
+/// `sync.source`: a unicast address of the peers' family, not one of them.
+fn source(
+    file: &ConfigFile<'_>,
+    s: &Spanned<IpAddr>,
+    peers: &[IpAddr],
+) -> Result<IpAddr, ConfigError> {
+    let a = *s.get_ref();
+    if a.is_unspecified() || a.is_multicast() {
+        return Err(file.at(s, "sync.source", format!("{a} is not a unicast address")));
+    }
+    if peers.contains(&a) {
+        return Err(file.at(
+            s,
+            "sync.source",
+            format!("{a} is also listed in sync.peers: a node does not sync with itself"),
+        ));
+    }
+    if peers.iter().any(|p| p.is_ipv4() != a.is_ipv4()) {
+        return Err(file.at(
+            s,
+            "sync.source",
+            format!("{a} and the peers are of different families"),
+        ));
+    }
+    Ok(a)
+}
+
+/// `sync.KEY`, a duration within (low, high) (`range` says it in words), or `default`.
+fn within(
+    file: &ConfigFile<'_>,
+    value: Option<&Spanned<Duration>>,
+    key: &str,
+    default: Duration,
+    (low, high, range): (Duration, Duration, &str),
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(d) if *d.get_ref() < low || *d.get_ref() > high => Err(file.at(
+            d,
+            format!("sync.{key}"),
+            format!("{:?} is out of range ({range})", d.get_ref()),
+        )),
+        Some(d) => Ok(*d.get_ref()),
+    }
+}
+
+/// `sync.KEY`, a count from 1 to `max`, or `default`.
+fn bounded(
+    file: &ConfigFile<'_>,
+    value: Option<&Spanned<i64>>,
+    key: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(x) if (1..=max).contains(&x) => Ok(x),
+            _ => Err(file.at(
+                n,
+                format!("sync.{key}"),
+                format!("{} is out of range (1..={max})", n.get_ref()),
+            )),
+        },
+    }
 }

@@ -384,26 +384,7 @@ fn source_limit(
         }
         return Ok(None);
     };
-    let text = rate.get_ref().trim();
-    let bad = |why: &str| {
-        file.at(
-            rate,
-            key("new_flows_per_source"),
-            format!("{text:?}: {why} (e.g. \"100/s\" or \"600/m\")"),
-        )
-    };
-    let (count, unit) = text
-        .split_once('/')
-        .ok_or_else(|| bad("a rate needs a unit"))?;
-    let per = match unit.trim() {
-        "s" => Duration::from_secs(1),
-        "m" => Duration::from_secs(60),
-        _ => return Err(bad("the unit is s or m")),
-    };
-    let count: u32 = match count.trim().parse() {
-        Ok(n) if (1..=10_000_000).contains(&n) => n,
-        _ => return Err(bad("the count must be 1..=10000000")),
-    };
+    let (count, per) = parse_rate(file, rate, &key("new_flows_per_source"))?;
     let burst = match &rv.new_flows_burst {
         Some(b) => ranged(file, b, &key("new_flows_burst"), 1..=10_000_000)?,
         None => count,
@@ -420,4 +401,33 @@ fn source_limit(
         burst,
         prefix,
     }))
+}
+
+/// `N/s` or `N/m`: how many new flows per second or minute.
+fn parse_rate(
+    file: &ConfigFile<'_>,
+    rate: &Spanned<String>,
+    key: &str,
+) -> Result<(u32, Duration), ConfigError> {
+    let text = rate.get_ref().trim();
+    let bad = |why: &str| {
+        file.at(
+            rate,
+            key,
+            format!("{text:?}: {why} (e.g. \"100/s\" or \"600/m\")"),
+        )
+    };
+    let (count, unit) = text
+        .split_once('/')
+        .ok_or_else(|| bad("a rate needs a unit"))?;
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        _ => return Err(bad("the unit is s or m")),
+    };
+    let count: u32 = match count.trim().parse() {
+        Ok(n) if (1..=10_000_000).contains(&n) => n,
+        _ => return Err(bad("the count must be 1..=10000000")),
+    };
+    Ok((count, per))
 }

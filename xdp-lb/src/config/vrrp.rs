@@ -75,50 +75,8 @@ pub(super) fn vrrp_instance(
     let interface = valid_interface(file, &r.interface, k("interface"))?;
     let vrid = ranged(file, &r.vrid, &k("vrid"), 1..=255)? as u8;
     let priority = ranged(file, &r.priority, &k("priority"), 1..=255)? as u8;
-    let version = match &r.version {
-        None => Version::V3,
-        Some(v) if *v.get_ref() == 3 => Version::V3,
-        Some(v) if *v.get_ref() == 2 => Version::V2,
-        Some(v) => {
-            return Err(file.at(
-                v,
-                k("version"),
-                format!("{} is not a VRRP version (3 or 2)", v.get_ref()),
-            ));
-        }
-    };
-    let advert_interval = match &r.advert_interval {
-        None => Duration::from_secs(1),
-        Some(d) => {
-            let v = *d.get_ref();
-            let ok = match version {
-                // 12 bits of centiseconds (RFC 5798 §5.2.7).
-                Version::V3 => {
-                    v >= Duration::from_millis(10)
-                        && v <= Duration::from_millis(40_950)
-                        && v.as_millis() % 10 == 0
-                }
-                // An 8-bit count of seconds (RFC 3768 §5.3.7).
-                Version::V2 => {
-                    v >= Duration::from_secs(1)
-                        && v <= Duration::from_secs(255)
-                        && v.subsec_nanos() == 0
-                }
-            };
-            if !ok {
-                let allowed = match version {
-                    Version::V3 => "10 ms steps from 10ms to 40.95s for version 3",
-                    Version::V2 => "whole seconds from 1s to 255s for version 2",
-                };
-                return Err(file.at(
-                    d,
-                    k("advert_interval"),
-                    format!("{v:?} is not allowed ({allowed})"),
-                ));
-            }
-            v
-        }
-    };
+    let version = version(file, r, &k)?;
+    let advert_interval = advert_interval(file, r, &k, version)?;
     let preempt_delay = match &r.preempt_delay {
         Some(d) if *d.get_ref() > Duration::from_secs(3600) => {
             return Err(file.at(d, k("preempt_delay"), "must be at most 1h"));
@@ -126,75 +84,8 @@ pub(super) fn vrrp_instance(
         Some(d) => *d.get_ref(),
         None => Duration::ZERO,
     };
-    // Addresses of one family per instance: an instance runs over IPv4 or over IPv6 (RFC
-    // 5798 §5: a virtual router's addresses are all of the family its adverts travel in).
-    let mut virtual_addresses: Vec<(IpAddr, u8)> = Vec::new();
-    for a in r.virtual_addresses.get_ref() {
-        let text = a.get_ref();
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text.as_str(), None),
-        };
-        let parsed = addr.parse::<IpAddr>().ok().and_then(|addr| {
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                None => max,
-                Some(p) => p.parse::<u8>().ok().filter(|p| (1..=max).contains(p))?,
-            };
-            Some((addr, prefix))
-        });
-        match parsed {
-            Some((addr, _))
-                if addr.is_unspecified()
-                    || addr.is_multicast()
-                    || matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) =>
-            {
-                return Err(file.at(
-                    a,
-                    k("virtual_addresses"),
-                    format!(
-                        "{text:?} cannot be a virtual address (unspecified, multicast or IPv6 link-local)"
-                    ),
-                ));
-            }
-            Some((addr, prefix)) => {
-                if let Some((first, _)) = virtual_addresses.first()
-                    && first.is_ipv4() != addr.is_ipv4()
-                {
-                    return Err(file.at(
-                        a,
-                        k("virtual_addresses"),
-                        format!(
-                            "{text:?} is not of the family of {first}: one instance is IPv4 or IPv6; make a second [[vrrp]] for the other family"
-                        ),
-                    ));
-                }
-                virtual_addresses.push((addr, prefix))
-            }
-            None => {
-                return Err(file.at(
-                    a,
-                    k("virtual_addresses"),
-                    format!("{text:?} is not an IPv4 or IPv6 address with an optional /prefix"),
-                ));
-            }
-        }
-    }
-    if virtual_addresses.is_empty() {
-        return Err(file.at(
-            &r.virtual_addresses,
-            k("virtual_addresses"),
-            "at least one address is needed",
-        ));
-    }
+    let virtual_addresses = virtual_addresses(file, r, &k, version)?;
     let ipv6 = virtual_addresses[0].0.is_ipv6();
-    if ipv6 && version == Version::V2 {
-        return Err(file.at(
-            r.version.as_ref().expect("v2 is only ever explicit"),
-            k("version"),
-            "VRRPv2 is IPv4 only (RFC 3768); IPv6 virtual addresses need version 3",
-        ));
-    }
     let mut unicast_peers = Vec::new();
     for p in &r.unicast_peers {
         if p.get_ref().is_ipv6() != ipv6 {
@@ -209,29 +100,6 @@ pub(super) fn vrrp_instance(
         }
         unicast_peers.push(*p.get_ref());
     }
-    let garp_count = match &r.garp_count {
-        Some(v) => ranged(file, v, &k("garp_count"), 0..=100)?,
-        None => 5,
-    };
-    let garp_repeat_delay = match &r.garp_repeat_delay {
-        Some(d) => *d.get_ref(),
-        None => Duration::from_secs(5),
-    };
-    let track_weight = match &r.track_weight {
-        Some(v) => ranged(file, v, &k("track_weight"), 0..=254)? as u8,
-        None => 0,
-    };
-    let notify = match &r.notify {
-        Some(p) if !p.get_ref().is_absolute() => {
-            return Err(file.at(
-                p,
-                k("notify"),
-                "must be an absolute path to a program (run without a shell)",
-            ));
-        }
-        Some(p) => Some(p.get_ref().clone()),
-        None => None,
-    };
     Ok(VrrpConfig {
         name,
         interface,
@@ -244,10 +112,165 @@ pub(super) fn vrrp_instance(
         virtual_addresses,
         unicast_peers,
         checksum: r.checksum.unwrap_or(ChecksumMode::Rfc9568),
-        garp_count,
-        garp_repeat_delay,
+        garp_count: match &r.garp_count {
+            Some(v) => ranged(file, v, &k("garp_count"), 0..=100)?,
+            None => 5,
+        },
+        garp_repeat_delay: r
+            .garp_repeat_delay
+            .as_ref()
+            .map_or(Duration::from_secs(5), |d| *d.get_ref()),
         track_dataplane: r.track_dataplane.unwrap_or(true),
-        track_weight,
-        notify,
+        track_weight: match &r.track_weight {
+            Some(v) => ranged(file, v, &k("track_weight"), 0..=254)? as u8,
+            None => 0,
+        },
+        notify: notify(file, r, &k)?,
     })
+}
+
+/// `version`: 3 (the default) or 2.
+fn version(
+    file: &ConfigFile<'_>,
+    r: &RawVrrp,
+    k: &impl Fn(&str) -> String,
+) -> Result<Version, ConfigError> {
+    match &r.version {
+        None => Ok(Version::V3),
+        Some(v) if *v.get_ref() == 3 => Ok(Version::V3),
+        Some(v) if *v.get_ref() == 2 => Ok(Version::V2),
+        Some(v) => Err(file.at(
+            v,
+            k("version"),
+            format!("{} is not a VRRP version (3 or 2)", v.get_ref()),
+        )),
+    }
+}
+
+/// `advert_interval`: what the version's field can carry (default 1s).
+fn advert_interval(
+    file: &ConfigFile<'_>,
+    r: &RawVrrp,
+    k: &impl Fn(&str) -> String,
+    version: Version,
+) -> Result<Duration, ConfigError> {
+    let Some(d) = &r.advert_interval else {
+        return Ok(Duration::from_secs(1));
+    };
+    let v = *d.get_ref();
+    let (ok, allowed) = match version {
+        // 12 bits of centiseconds (RFC 5798 §5.2.7).
+        Version::V3 => (
+            v >= Duration::from_millis(10)
+                && v <= Duration::from_millis(40_950)
+                && v.as_millis() % 10 == 0,
+            "10 ms steps from 10ms to 40.95s for version 3",
+        ),
+        // An 8-bit count of seconds (RFC 3768 §5.3.7).
+        Version::V2 => (
+            v >= Duration::from_secs(1) && v <= Duration::from_secs(255) && v.subsec_nanos() == 0,
+            "whole seconds from 1s to 255s for version 2",
+        ),
+    };
+    if !ok {
+        return Err(file.at(
+            d,
+            k("advert_interval"),
+            format!("{v:?} is not allowed ({allowed})"),
+        ));
+    }
+    Ok(v)
+}
+
+/// `virtual_addresses`: at least one, all of one family per instance — an instance runs over
+/// IPv4 or over IPv6 (RFC 5798 §5: a virtual router's addresses are all of the family its
+/// adverts travel in) — and IPv6 only with version 3.
+fn virtual_addresses(
+    file: &ConfigFile<'_>,
+    r: &RawVrrp,
+    k: &impl Fn(&str) -> String,
+    version: Version,
+) -> Result<Vec<(IpAddr, u8)>, ConfigError> {
+    let mut out: Vec<(IpAddr, u8)> = Vec::new();
+    for a in r.virtual_addresses.get_ref() {
+        let text = a.get_ref();
+        let (addr, prefix) = virtual_address(text).ok_or_else(|| {
+            file.at(
+                a,
+                k("virtual_addresses"),
+                format!("{text:?} is not an IPv4 or IPv6 address with an optional /prefix"),
+            )
+        })?;
+        if addr.is_unspecified()
+            || addr.is_multicast()
+            || matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+        {
+            return Err(file.at(
+                a,
+                k("virtual_addresses"),
+                format!(
+                    "{text:?} cannot be a virtual address (unspecified, multicast or IPv6 link-local)"
+                ),
+            ));
+        }
+        if let Some((first, _)) = out.first()
+            && first.is_ipv4() != addr.is_ipv4()
+        {
+            return Err(file.at(
+                a,
+                k("virtual_addresses"),
+                format!(
+                    "{text:?} is not of the family of {first}: one instance is IPv4 or IPv6; make a second [[vrrp]] for the other family"
+                ),
+            ));
+        }
+        out.push((addr, prefix));
+    }
+    let Some((first, _)) = out.first() else {
+        return Err(file.at(
+            &r.virtual_addresses,
+            k("virtual_addresses"),
+            "at least one address is needed",
+        ));
+    };
+    if first.is_ipv6() && version == Version::V2 {
+        return Err(file.at(
+            r.version.as_ref().expect("v2 is only ever explicit"),
+            k("version"),
+            "VRRPv2 is IPv4 only (RFC 3768); IPv6 virtual addresses need version 3",
+        ));
+    }
+    Ok(out)
+}
+
+/// `ADDRESS` or `ADDRESS/PREFIX` (the prefix 1 up to the family's width).
+fn virtual_address(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr = addr.parse::<IpAddr>().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p.parse::<u8>().ok().filter(|p| (1..=max).contains(p))?,
+    };
+    Some((addr, prefix))
+}
+
+/// `notify`: an absolute path to a program, run without a shell.
+fn notify(
+    file: &ConfigFile<'_>,
+    r: &RawVrrp,
+    k: &impl Fn(&str) -> String,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match &r.notify {
+        Some(p) if !p.get_ref().is_absolute() => Err(file.at(
+            p,
+            k("notify"),
+            "must be an absolute path to a program (run without a shell)",
+        )),
+        Some(p) => Ok(Some(p.get_ref().clone())),
+        None => Ok(None),
+    }
 }

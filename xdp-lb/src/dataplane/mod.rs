@@ -268,16 +268,7 @@ impl Dataplane {
             .ok_or_else(|| DataplaneError::NoInterface(interface.into()))?;
         let link_pin = self.pin_dir.join(LINK_PIN);
         if link_pin.exists() {
-            let adopt = |program: &mut Xdp| -> Result<FdLink, String> {
-                let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| e.to_string())?;
-                let fd: FdLink = pinned.into();
-                let link = XdpLink::try_from(fd).map_err(|e| e.to_string())?;
-                let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
-                let link = program.take_link(id).map_err(|e| e.to_string())?;
-                FdLink::try_from(link).map_err(|e| e.to_string())
-            };
-            let program = self.program_mut()?;
-            match adopt(program) {
+            match adopt_link(self.program_mut()?, &link_pin) {
                 Ok(fd) => {
                     self.link = Some(Link::Pinned(fd));
                     self.attached = Some((interface.to_owned(), AttachedMode::Adopted));
@@ -289,46 +280,12 @@ impl Dataplane {
                 }
             }
         }
-        let program = self.program_mut()?;
-        let attempt = |program: &mut Xdp, m: AttachedMode| {
-            let aya_mode = match m {
-                AttachedMode::Generic => AyaXdpMode::Skb,
-                _ => AyaXdpMode::Driver,
-            };
-            program
-                .attach_to_if_index(ifindex, aya_mode)
-                .map_err(|source| DataplaneError::Attach {
-                    interface: interface.into(),
-                    mode: m.as_str(),
-                    source,
-                })
-        };
-        let (id, attached) = match mode {
-            AttachMode::Driver => (
-                attempt(program, AttachedMode::Driver)?,
-                AttachedMode::Driver,
-            ),
-            AttachMode::Generic => (
-                attempt(program, AttachedMode::Generic)?,
-                AttachedMode::Generic,
-            ),
-            AttachMode::Auto => match attempt(program, AttachedMode::Driver) {
-                Ok(id) => (id, AttachedMode::Driver),
-                Err(err) => {
-                    tracing::warn!(
-                        interface,
-                        error = %err,
-                        "driver-mode XDP is not available; falling back to generic mode (slower: runs after the kernel allocates an skb)"
-                    );
-                    (
-                        attempt(program, AttachedMode::Generic)?,
-                        AttachedMode::Generic,
-                    )
-                }
-            },
-        };
+        let (id, attached) = attach_new(self.program_mut()?, ifindex, interface, mode)?;
         // Pin the attachment so that it outlives this process (a crash or an upgrade).
-        let link = program.take_link(id).map_err(DataplaneError::Program)?;
+        let link = self
+            .program_mut()?
+            .take_link(id)
+            .map_err(DataplaneError::Program)?;
         self.link = Some(match FdLink::try_from(link) {
             Ok(fd) => match fd.pin(&link_pin) {
                 Ok(pinned) => Link::Pinned(pinned.into()),
@@ -384,5 +341,59 @@ impl Dataplane {
             None => {}
         }
         remove_pins(&self.pin_dir)
+    }
+}
+
+/// Why the pinned attachment could not be taken over.
+#[derive(Debug, Error)]
+enum AdoptError {
+    #[error("{0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    #[error("{0}")]
+    Program(#[from] aya::programs::ProgramError),
+}
+
+/// Puts `program` on the attachment an earlier agent pinned at `link_pin` (bpf_link_update).
+fn adopt_link(program: &mut Xdp, link_pin: &Path) -> Result<FdLink, AdoptError> {
+    let fd: FdLink = PinnedLink::from_pin(link_pin)?.into();
+    let link = XdpLink::try_from(fd)?;
+    let id = program.attach_to_link(link)?;
+    let link = program.take_link(id)?;
+    Ok(FdLink::try_from(link)?)
+}
+
+/// Attaches `program` to `ifindex` afresh: in driver mode, generic mode, or driver mode
+/// falling back to generic (`Auto`, said in the log).
+fn attach_new(
+    program: &mut Xdp,
+    ifindex: u32,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<(XdpLinkId, AttachedMode), DataplaneError> {
+    let mut attempt = |m: AttachedMode| {
+        let aya_mode = match m {
+            AttachedMode::Generic => AyaXdpMode::Skb,
+            _ => AyaXdpMode::Driver,
+        };
+        program
+            .attach_to_if_index(ifindex, aya_mode)
+            .map(|id| (id, m))
+            .map_err(|source| DataplaneError::Attach {
+                interface: interface.into(),
+                mode: m.as_str(),
+                source,
+            })
+    };
+    match mode {
+        AttachMode::Driver => attempt(AttachedMode::Driver),
+        AttachMode::Generic => attempt(AttachedMode::Generic),
+        AttachMode::Auto => attempt(AttachedMode::Driver).or_else(|err| {
+            tracing::warn!(
+                interface,
+                error = %err,
+                "driver-mode XDP is not available; falling back to generic mode (slower: runs after the kernel allocates an skb)"
+            );
+            attempt(AttachedMode::Generic)
+        }),
     }
 }

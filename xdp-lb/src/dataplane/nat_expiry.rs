@@ -68,6 +68,22 @@ where
     A: xdp_lb_common::Address,
     FlowValueOf<A>: Pod + Default,
 {
+    sweep_established(maps, timeouts, now_s, out)?;
+    sweep_half_open(maps, timeouts, now_s, out)
+}
+
+/// The established flows, by their reply entries.
+fn sweep_established<K, A>(
+    maps: &Family<'_, K, A>,
+    timeouts: &Timeouts,
+    now_s: u32,
+    out: &mut Sweep,
+) -> Result<(), MapError>
+where
+    K: FlowTuple<Addr = A> + Pod + Default,
+    A: xdp_lb_common::Address,
+    FlowValueOf<A>: Pod + Default,
+{
     let shortest = timeouts
         .syn
         .min(timeouts.established)
@@ -77,73 +93,116 @@ where
         .max(1);
     let entries: Vec<(K, FlowValueOf<A>)> = read_all(maps.nat_flows.map())?;
     for (reply_key, snapshot) in entries {
-        if (now_s.saturating_sub(snapshot.last_seen_s) as u64) <= shortest {
+        let live_flags = if (now_s.saturating_sub(snapshot.last_seen_s) as u64) <= shortest {
             // Alive whatever the client side says. Counted by the reply side's state.
-            *out.live
-                .entry(FlowValue::nat_state(snapshot.flags).name())
-                .or_default() += 1;
-            continue;
-        }
-        // The bulk read is a snapshot, and the flow may have come back to life since: a client
-        // that reuses its port sends a SYN on its closing flow, which reopens it. Deleting it
-        // then would cut that new connection off mid-exchange (its SYN went out through the
-        // binding, its answer would find none: one connection in a few thousand when clients
-        // reuse ports as fast as the kernel hands them out). So a candidate is looked at
-        // again, alone, and its client direction is taken out in one step that returns what
-        // it held (`take`): if a packet reopened the flow between the look and the take, the
-        // entry goes straight back and the flow lives on.
-        let Ok(reply) = maps.nat_flows.get(&reply_key, 0) else {
-            continue;
+            Some(snapshot.flags)
+        } else {
+            match reclaim(maps, reply_key, timeouts, now_s) {
+                Verdict::Live(flags) => Some(flags),
+                Verdict::Reclaimed { closed, deleted } => {
+                    out.reclaimed += deleted as u64;
+                    out.closed.push(closed);
+                    None
+                }
+                Verdict::Gone => None,
+            }
         };
-        // The client entry, if it still belongs to this flow (a new connection from the same
-        // client port may have a binding of its own by now).
-        let client_key: K = other_direction(&reply);
-        let client = maps
-            .flows
-            .get(&client_key, 0)
-            .ok()
-            .filter(|c| same_binding(c, &reply_key));
-        let (flags, last) = match &client {
-            Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
-            None => (reply.flags, reply.last_seen_s),
-        };
-        if !expired(flags, last, now_s, timeouts) {
+        if let Some(flags) = live_flags {
             *out.live
                 .entry(FlowValue::nat_state(flags).name())
                 .or_default() += 1;
-            continue;
         }
-        // The client direction first: a packet racing the sweep then misses the flow (and is
-        // reset by the kernel) rather than using a binding whose port is about to be reused.
-        if client.is_some()
-            && let Some(taken) = take::<K, FlowValueOf<A>>(maps.flows.map(), &client_key)
-        {
-            let still_expired = same_binding(&taken, &reply_key)
-                && expired(
-                    reply.flags | taken.flags,
-                    reply.last_seen_s.max(taken.last_seen_s),
-                    now_s,
-                    timeouts,
-                );
-            if !still_expired {
-                // Insert-if-absent: should the reopened connection's next packet have made a
-                // flow of its own in the microseconds between, that one stays.
-                put_back(maps.flows.map(), &client_key, &taken);
-                *out.live
-                    .entry(FlowValue::nat_state(taken.flags).name())
-                    .or_default() += 1;
-                continue;
-            }
-        }
-        out.reclaimed += delete_all(maps.nat_flows.map(), &[reply_key]) as u64;
-        // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
-        out.closed.push(ClosedFlow::of(&client_key));
     }
+    Ok(())
+}
 
-    // Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
-    // answered within `nat_syn_timeout` give their ports back now rather than at the next
-    // eviction; a UDP flow that the client never sent a second datagram on (a DNS query and
-    // its answer), `nat_udp_timeout` after its first.
+/// What became of one candidate for expiry.
+enum Verdict {
+    /// Still alive, with these flags.
+    Live(u32),
+    /// Expired: the client's 5-tuple, and how many reply entries were deleted (0: it went
+    /// meanwhile).
+    Reclaimed { closed: ClosedFlow, deleted: usize },
+    /// Gone meanwhile (the program or another sweep removed it).
+    Gone,
+}
+
+/// One flow whose reply side has been idle longer than the shortest timeout: expired by both
+/// its entries, or alive.
+///
+/// The bulk read is a snapshot, and the flow may have come back to life since: a client that
+/// reuses its port sends a SYN on its closing flow, which reopens it. Deleting it then would
+/// cut that new connection off mid-exchange (its SYN went out through the binding, its answer
+/// would find none: one connection in a few thousand when clients reuse ports as fast as the
+/// kernel hands them out). So a candidate is looked at again, alone, and its client direction
+/// is taken out in one step that returns what it held (`take`): if a packet reopened the flow
+/// between the look and the take, the entry goes straight back and the flow lives on.
+fn reclaim<K, A>(maps: &Family<'_, K, A>, reply_key: K, timeouts: &Timeouts, now_s: u32) -> Verdict
+where
+    K: FlowTuple<Addr = A> + Pod + Default,
+    A: xdp_lb_common::Address,
+    FlowValueOf<A>: Pod + Default,
+{
+    let Ok(reply) = maps.nat_flows.get(&reply_key, 0) else {
+        return Verdict::Gone;
+    };
+    // The client entry, if it still belongs to this flow (a new connection from the same
+    // client port may have a binding of its own by now).
+    let client_key: K = other_direction(&reply);
+    let client = maps
+        .flows
+        .get(&client_key, 0)
+        .ok()
+        .filter(|c| same_binding(c, &reply_key));
+    let (flags, last) = match &client {
+        Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
+        None => (reply.flags, reply.last_seen_s),
+    };
+    if !expired(flags, last, now_s, timeouts) {
+        return Verdict::Live(flags);
+    }
+    // The client direction first: a packet racing the sweep then misses the flow (and is
+    // reset by the kernel) rather than using a binding whose port is about to be reused.
+    if client.is_some()
+        && let Some(taken) = take::<K, FlowValueOf<A>>(maps.flows.map(), &client_key)
+    {
+        let still_expired = same_binding(&taken, &reply_key)
+            && expired(
+                reply.flags | taken.flags,
+                reply.last_seen_s.max(taken.last_seen_s),
+                now_s,
+                timeouts,
+            );
+        if !still_expired {
+            // Insert-if-absent: should the reopened connection's next packet have made a flow
+            // of its own in the microseconds between, that one stays.
+            put_back(maps.flows.map(), &client_key, &taken);
+            return Verdict::Live(taken.flags);
+        }
+    }
+    let deleted = delete_all(maps.nat_flows.map(), &[reply_key]);
+    // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
+    Verdict::Reclaimed {
+        closed: ClosedFlow::of(&client_key),
+        deleted,
+    }
+}
+
+/// Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
+/// answered within `nat_syn_timeout` give their ports back now rather than at the next
+/// eviction; a UDP flow that the client never sent a second datagram on (a DNS query and its
+/// answer), `nat_udp_timeout` after its first.
+fn sweep_half_open<K, A>(
+    maps: &Family<'_, K, A>,
+    timeouts: &Timeouts,
+    now_s: u32,
+    out: &mut Sweep,
+) -> Result<(), MapError>
+where
+    K: FlowTuple<Addr = A> + Pod + Default,
+    A: xdp_lb_common::Address,
+    FlowValueOf<A>: Pod + Default,
+{
     let embryos: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic.map())?;
     let mut stale = Vec::new();
     for (key, embryo) in embryos {

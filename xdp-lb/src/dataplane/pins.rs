@@ -4,9 +4,11 @@
 
 use std::{ffi::CString, io, path::Path};
 
+use aya::maps::lpm_trie::Key;
 use xdp_lb_common::{
-    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, FlowKey, FlowKey6, FlowValue,
-    FlowValue6, Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, Counter, FLOW_LOG_SOURCES_SIZE,
+    FlowKey, FlowKey6, FlowValue, FlowValue6, MAX_ACL_ENTRIES, MAX_BACKENDS, SOURCE_BUCKETS_SIZE,
+    Settings, TrafficCounters, VipInfo, VipKey, VipKey6, VipLimit, map_names,
 };
 
 use super::DataplaneError;
@@ -17,145 +19,67 @@ pub const LINK_PIN: &str = "link";
 /// `statfs` magic of bpffs (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The (key size, value size, entries) each map must have; entries None where it may differ
-/// (sizes the agent sets from its config, kept from the pinned map on adoption). `VIP_PORTS`
-/// is not listed: the pins of a version before it lack it, the loader creates it empty, and
-/// the reconciler's first pass fills it from the VIPs it adopts, before the new program is
-/// attached — an upgrade across it keeps every flow.
-fn expected_layout() -> [(&'static str, u32, u32, Option<u32>); 22] {
-    use std::mem::size_of;
-    [
-        (
-            map_names::VIPS,
-            size_of::<VipKey>() as u32,
-            size_of::<VipInfo>() as u32,
-            None,
-        ),
-        (
-            map_names::VIPS6,
-            size_of::<VipKey6>() as u32,
-            size_of::<VipInfo>() as u32,
-            None,
-        ),
-        (
-            map_names::FLOWS6,
-            size_of::<FlowKey6>() as u32,
-            size_of::<FlowValue6>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_FLOWS6,
-            size_of::<FlowKey6>() as u32,
-            size_of::<FlowValue6>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_EMBRYONIC6,
-            size_of::<FlowKey6>() as u32,
-            size_of::<FlowValue6>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_EMBRYONIC_CLIENT6,
-            size_of::<FlowKey6>() as u32,
-            size_of::<FlowValue6>() as u32,
-            None,
-        ),
-        (
-            map_names::BACKENDS,
-            4,
-            size_of::<BackendInfo>() as u32,
-            Some(xdp_lb_common::MAX_BACKENDS),
-        ),
-        (map_names::MAGLEV, 4, 8, None),
-        (
-            map_names::FLOWS,
-            size_of::<FlowKey>() as u32,
-            size_of::<FlowValue>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_FLOWS,
-            size_of::<FlowKey>() as u32,
-            size_of::<FlowValue>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_EMBRYONIC,
-            size_of::<FlowKey>() as u32,
-            size_of::<FlowValue>() as u32,
-            None,
-        ),
-        (
-            map_names::NAT_EMBRYONIC_CLIENT,
-            size_of::<FlowKey>() as u32,
-            size_of::<FlowValue>() as u32,
-            None,
-        ),
-        (
-            map_names::FLOW_LOG_SOURCES,
-            4,
-            4,
-            Some(xdp_lb_common::FLOW_LOG_SOURCES_SIZE),
-        ),
-        (
-            map_names::VIP_STATS,
-            4,
-            size_of::<TrafficCounters>() as u32,
-            None,
-        ),
-        (
-            map_names::BACKEND_STATS,
-            4,
-            size_of::<TrafficCounters>() as u32,
-            Some(xdp_lb_common::MAX_BACKENDS),
-        ),
-        (
-            map_names::COUNTERS,
-            4,
-            8,
-            Some(xdp_lb_common::Counter::COUNT),
-        ),
-        (
-            map_names::ACL,
-            4 + size_of::<AclData>() as u32,
-            4,
-            Some(xdp_lb_common::MAX_ACL_ENTRIES),
-        ),
-        (
-            map_names::ACL6,
-            4 + size_of::<AclData6>() as u32,
-            4,
-            Some(xdp_lb_common::MAX_ACL_ENTRIES),
-        ),
-        (map_names::VIP_LIMITS, 4, size_of::<VipLimit>() as u32, None),
-        (
-            map_names::SOURCE_BUCKETS,
-            size_of::<BucketKey>() as u32,
-            size_of::<Bucket>() as u32,
-            Some(xdp_lb_common::SOURCE_BUCKETS_SIZE),
-        ),
-        (
-            map_names::SOURCE_BUCKETS6,
-            size_of::<BucketKey6>() as u32,
-            size_of::<Bucket>() as u32,
-            Some(xdp_lb_common::SOURCE_BUCKETS_SIZE),
-        ),
-        (
-            map_names::SETTINGS,
-            4,
-            size_of::<Settings>() as u32,
-            Some(1),
-        ),
-    ]
+/// One map's layout: its key and value sizes, and its entries where they are fixed (None where
+/// they may differ: sizes the agent sets from its config, kept from the pinned map on
+/// adoption).
+struct Layout {
+    name: &'static str,
+    key: u32,
+    value: u32,
+    entries: Option<u32>,
 }
+
+/// The layout of a map keyed by `K` with values `V`.
+const fn layout<K, V>(name: &'static str, entries: Option<u32>) -> Layout {
+    Layout {
+        name,
+        key: size_of::<K>() as u32,
+        value: size_of::<V>() as u32,
+        entries,
+    }
+}
+
+/// The maps a pinned data plane must have, as this version lays them out. `VIP_PORTS` is not
+/// listed: the pins of a version before it lack it, the loader creates it empty, and the
+/// reconciler's first pass fills it from the VIPs it adopts, before the new program is
+/// attached — an upgrade across it keeps every flow.
+const EXPECTED_LAYOUT: [Layout; 22] = [
+    layout::<VipKey, VipInfo>(map_names::VIPS, None),
+    layout::<VipKey6, VipInfo>(map_names::VIPS6, None),
+    layout::<FlowKey6, FlowValue6>(map_names::FLOWS6, None),
+    layout::<FlowKey6, FlowValue6>(map_names::NAT_FLOWS6, None),
+    layout::<FlowKey6, FlowValue6>(map_names::NAT_EMBRYONIC6, None),
+    layout::<FlowKey6, FlowValue6>(map_names::NAT_EMBRYONIC_CLIENT6, None),
+    layout::<u32, BackendInfo>(map_names::BACKENDS, Some(MAX_BACKENDS)),
+    layout::<u32, u64>(map_names::MAGLEV, None),
+    layout::<FlowKey, FlowValue>(map_names::FLOWS, None),
+    layout::<FlowKey, FlowValue>(map_names::NAT_FLOWS, None),
+    layout::<FlowKey, FlowValue>(map_names::NAT_EMBRYONIC, None),
+    layout::<FlowKey, FlowValue>(map_names::NAT_EMBRYONIC_CLIENT, None),
+    layout::<u32, u32>(map_names::FLOW_LOG_SOURCES, Some(FLOW_LOG_SOURCES_SIZE)),
+    layout::<u32, TrafficCounters>(map_names::VIP_STATS, None),
+    layout::<u32, TrafficCounters>(map_names::BACKEND_STATS, Some(MAX_BACKENDS)),
+    layout::<u32, u64>(map_names::COUNTERS, Some(Counter::COUNT)),
+    layout::<Key<AclData>, u32>(map_names::ACL, Some(MAX_ACL_ENTRIES)),
+    layout::<Key<AclData6>, u32>(map_names::ACL6, Some(MAX_ACL_ENTRIES)),
+    layout::<u32, VipLimit>(map_names::VIP_LIMITS, None),
+    layout::<BucketKey, Bucket>(map_names::SOURCE_BUCKETS, Some(SOURCE_BUCKETS_SIZE)),
+    layout::<BucketKey6, Bucket>(map_names::SOURCE_BUCKETS6, Some(SOURCE_BUCKETS_SIZE)),
+    layout::<u32, Settings>(map_names::SETTINGS, Some(1)),
+];
 
 pub(super) fn check_pinned_layout(pin_dir: &Path) -> Result<(), DataplaneError> {
     let incompatible = |detail: String| DataplaneError::Incompatible {
         pin_dir: pin_dir.to_owned(),
         detail,
     };
-    for (name, key, value, entries) in expected_layout() {
+    for &Layout {
+        name,
+        key,
+        value,
+        entries,
+    } in &EXPECTED_LAYOUT
+    {
         let path = pin_dir.join(name);
         if !path.exists() {
             return Err(incompatible(format!("map {name} is missing")));

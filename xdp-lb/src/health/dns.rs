@@ -9,6 +9,7 @@ use std::{
 
 use tokio::net::UdpSocket;
 
+use super::failure::ProbeFailure;
 use crate::config::DnsCheckConfig;
 
 /// RFC 1035 §4.1.1: the fixed header is 12 octets.
@@ -21,7 +22,7 @@ const MAX_ANSWER: usize = 4096;
 const MAX_STRAY: usize = 16;
 
 /// The names of the rcodes of RFC 1035 §4.1.1 and RFC 2136, for the log.
-pub fn rcode_name(rcode: u8) -> String {
+fn rcode_name(rcode: u8) -> String {
     match rcode {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -67,43 +68,43 @@ fn message_id() -> u16 {
 }
 
 /// One probe. The caller bounds it with the check's timeout.
-pub async fn probe(check: &DnsCheckConfig, addr: SocketAddr) -> Result<(), String> {
+pub(super) async fn probe(check: &DnsCheckConfig, addr: SocketAddr) -> Result<(), ProbeFailure> {
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = UdpSocket::bind(local)
         .await
-        .map_err(|e| format!("udp socket: {e}"))?;
+        .map_err(|e| ProbeFailure::Socket(e.to_string()))?;
     socket
         .connect(addr)
         .await
-        .map_err(|e| format!("udp connect: {e}"))?;
+        .map_err(|e| ProbeFailure::Socket(format!("connect: {e}")))?;
     let id = message_id();
     socket
         .send(&query(check, id))
         .await
-        .map_err(|e| describe(&e, "sending the query"))?;
+        .map_err(|e| describe(&e, ProbeFailure::Send))?;
     let mut buf = vec![0u8; MAX_ANSWER];
     for _ in 0..MAX_STRAY {
         let n = socket
             .recv(&mut buf)
             .await
-            .map_err(|e| describe(&e, "reading the answer"))?;
+            .map_err(|e| describe(&e, ProbeFailure::Read))?;
         match answer_rcode(&buf[..n], id) {
             Some(rcode) if rcode == check.rcode => return Ok(()),
-            Some(rcode) => return Err(format!("dns rcode {}", rcode_name(rcode))),
+            Some(rcode) => return Err(ProbeFailure::DnsRcode(rcode_name(rcode))),
             None => continue,
         }
     }
-    Err("no answer to the query (only stray datagrams)".into())
+    Err(ProbeFailure::NoAnswer)
 }
 
 /// ICMP port unreachable surfaces on a connected UDP socket as ECONNREFUSED: nothing listens.
-fn describe(e: &std::io::Error, doing: &str) -> String {
+fn describe(e: &std::io::Error, doing: fn(String) -> ProbeFailure) -> ProbeFailure {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "port unreachable".into(),
-        _ => format!("{doing}: {e}"),
+        std::io::ErrorKind::ConnectionRefused => ProbeFailure::PortUnreachable,
+        _ => doing(e.to_string()),
     }
 }
 
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(probe(&check(0), responder(0).await).await, Ok(()));
         assert_eq!(
             probe(&check(0), responder(3).await).await,
-            Err("dns rcode NXDOMAIN".into())
+            Err(ProbeFailure::DnsRcode("NXDOMAIN".into()))
         );
         assert_eq!(probe(&check(3), responder(3).await).await, Ok(()));
     }
@@ -190,6 +191,6 @@ mod tests {
         let r = tokio::time::timeout(std::time::Duration::from_secs(2), probe(&check(0), closed))
             .await
             .expect("the ICMP error ends the probe");
-        assert_eq!(r, Err("port unreachable".into()));
+        assert_eq!(r, Err(ProbeFailure::PortUnreachable));
     }
 }

@@ -12,6 +12,7 @@
 //! only `status` reads.
 
 mod dns;
+mod failure;
 mod probe;
 mod rise_fall;
 mod table;
@@ -26,6 +27,7 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::{
+    failure::{CheckSetupError, ProbeFailure},
     probe::Prober,
     rise_fall::RiseFall,
     table::{HealthTable, Verdict},

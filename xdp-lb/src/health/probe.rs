@@ -1,6 +1,6 @@
 //! One probe of one backend: `tcp` (connect), `http` (GET `http_path`, compare the status),
-//! `https` (the same over TLS) and `dns` (a query over UDP, `dns.rs`). `Err` carries the reason, phrased for the log and `status`:
-//! "connect refused", "HTTP 503", "certificate expired", "handshake timeout", ...
+//! `https` (the same over TLS) and `dns` (a query over UDP, `dns.rs`). `Err` says why, as a
+//! [`ProbeFailure`] whose words the log and `status` show.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -10,7 +10,10 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::tls;
+use super::{
+    failure::{CheckSetupError, ProbeFailure},
+    tls,
+};
 use crate::config::{CheckType, HealthCheckConfig};
 
 /// A check's probe, built once when the check starts (the TLS configuration is the costly
@@ -29,7 +32,7 @@ enum Stage {
 }
 
 impl Prober {
-    pub fn new(check: &HealthCheckConfig) -> Result<Self, String> {
+    pub fn new(check: &HealthCheckConfig) -> Result<Self, CheckSetupError> {
         let tls = match (&check.kind, &check.tls) {
             (CheckType::Https, Some(t)) => {
                 let name = t
@@ -37,10 +40,10 @@ impl Prober {
                     .as_deref()
                     .map(|n| rustls::pki_types::ServerName::try_from(n.to_owned()))
                     .transpose()
-                    .map_err(|e| format!("tls_server_name: {e}"))?;
+                    .map_err(|e| CheckSetupError::ServerName(e.to_string()))?;
                 Some((TlsConnector::from(Arc::new(tls::client_config(t)?)), name))
             }
-            (CheckType::Https, None) => return Err("an https check without TLS settings".into()),
+            (CheckType::Https, None) => return Err(CheckSetupError::NoTlsSettings),
             _ => None,
         };
         Ok(Self {
@@ -49,7 +52,7 @@ impl Prober {
         })
     }
 
-    pub async fn probe(&self, addr: SocketAddr) -> Result<(), String> {
+    pub async fn probe(&self, addr: SocketAddr) -> Result<(), ProbeFailure> {
         let started = Instant::now();
         let mut stage = Stage::Connect;
         let result = tokio::time::timeout(self.check.timeout, self.attempt(addr, &mut stage)).await;
@@ -60,21 +63,21 @@ impl Prober {
                     started.elapsed().as_millis() as u64,
                 ));
                 Err(match stage {
-                    Stage::Handshake => format!("handshake timeout after {took}"),
-                    Stage::Connect | Stage::Response => format!("timeout after {took}"),
+                    Stage::Handshake => ProbeFailure::HandshakeTimeout(took.to_string()),
+                    Stage::Connect | Stage::Response => ProbeFailure::Timeout(took.to_string()),
                 })
             }
         }
     }
 
-    async fn attempt(&self, addr: SocketAddr, stage: &mut Stage) -> Result<(), String> {
+    async fn attempt(&self, addr: SocketAddr, stage: &mut Stage) -> Result<(), ProbeFailure> {
         if let (CheckType::Dns, Some(dns)) = (&self.check.kind, &self.check.dns) {
             *stage = Stage::Response;
             return super::dns::probe(dns, addr).await;
         }
         let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect refused".to_owned(),
-            _ => format!("connect failed: {e}"),
+            std::io::ErrorKind::ConnectionRefused => ProbeFailure::ConnectRefused,
+            _ => ProbeFailure::Connect(e.to_string()),
         })?;
         match (&self.check.kind, &self.tls) {
             (CheckType::Http, _) => {
@@ -93,7 +96,7 @@ impl Prober {
                 let stream = connector
                     .connect(name, stream)
                     .await
-                    .map_err(|e| tls::describe(&e))?;
+                    .map_err(|e| ProbeFailure::Tls(tls::describe(&e)))?;
                 *stage = Stage::Response;
                 http_status(stream, &self.check, &host).await
             }
@@ -116,7 +119,7 @@ async fn http_status(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
     check: &HealthCheckConfig,
     host: &str,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xdp-lb-health-check\r\nConnection: close\r\n\r\n",
         check.http_path,
@@ -124,7 +127,7 @@ async fn http_status(
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("sending the request: {e}"))?;
+        .map_err(|e| ProbeFailure::Send(e.to_string()))?;
     // The status line is all we need; read until it is complete (bounded).
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
@@ -132,7 +135,7 @@ async fn http_status(
         let n = stream
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("reading the response: {e}"))?;
+            .map_err(|e| ProbeFailure::Read(e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -143,11 +146,11 @@ async fn http_status(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "no HTTP status line in the response".to_owned())?;
+        .ok_or(ProbeFailure::NoStatusLine)?;
     if status == check.http_expect_status {
         Ok(())
     } else {
-        Err(format!("HTTP {status}"))
+        Err(ProbeFailure::HttpStatus(status))
     }
 }
 
@@ -157,7 +160,7 @@ mod tests {
 
     use super::*;
 
-    async fn probe(addr: SocketAddr, check: &HealthCheckConfig) -> Result<(), String> {
+    async fn probe(addr: SocketAddr, check: &HealthCheckConfig) -> Result<(), ProbeFailure> {
         Prober::new(check).unwrap().probe(addr).await
     }
 
@@ -197,7 +200,7 @@ mod tests {
         };
         assert_eq!(
             probe(closed, &check(CheckType::Tcp)).await,
-            Err("connect refused".into())
+            Err(ProbeFailure::ConnectRefused)
         );
     }
 
@@ -209,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             probe(http_server(503).await, &check(CheckType::Http)).await,
-            Err("HTTP 503".into())
+            Err(ProbeFailure::HttpStatus(503))
         );
     }
 
@@ -220,7 +223,8 @@ mod tests {
         // Accepts (the kernel does) but never answers the HTTP request.
         let r = probe(addr, &check(CheckType::Http)).await;
         assert!(
-            r.as_ref().is_err_and(|e| e.starts_with("timeout after 3")),
+            r.as_ref()
+                .is_err_and(|e| e.to_string().starts_with("timeout after 3")),
             "{r:?}"
         );
         drop(listener);

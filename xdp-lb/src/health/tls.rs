@@ -11,15 +11,16 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
+use super::failure::CheckSetupError;
 use crate::{config::TlsCheckConfig, pem};
 
 /// The client configuration of one check: its trust store (the CA file, or the system's), or
 /// no verification at all when the config says `tls_verify = false`; its client certificate.
-pub fn client_config(tls: &TlsCheckConfig) -> Result<ClientConfig, String> {
+pub fn client_config(tls: &TlsCheckConfig) -> Result<ClientConfig, CheckSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| CheckSetupError::Tls(e.to_string()))?;
     let builder = if tls.verify {
         builder.with_root_certificates(trust_store(tls)?)
     } else {
@@ -30,28 +31,29 @@ pub fn client_config(tls: &TlsCheckConfig) -> Result<ClientConfig, String> {
     match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(pem::certificates(cert)?, pem::private_key(key)?)
-            .map_err(|e| format!("tls_client_cert/tls_client_key: {e}")),
+            .map_err(|e| CheckSetupError::ClientAuth(e.to_string())),
         _ => Ok(builder.with_no_client_auth()),
     }
 }
 
-fn trust_store(tls: &TlsCheckConfig) -> Result<RootCertStore, String> {
+fn trust_store(tls: &TlsCheckConfig) -> Result<RootCertStore, CheckSetupError> {
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
             for cert in pem::certificates(path)? {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| CheckSetupError::CaCertificate {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
             }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(
-                    "no CA certificates in the system's trust store (set tls_ca_file)".into(),
-                );
+                return Err(CheckSetupError::NoSystemCas);
             }
         }
     }
@@ -59,7 +61,7 @@ fn trust_store(tls: &TlsCheckConfig) -> Result<RootCertStore, String> {
 }
 
 /// A failed handshake, in an operator's words.
-pub fn describe(e: &std::io::Error) -> String {
+pub(super) fn describe(e: &std::io::Error) -> String {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return format!("TLS handshake failed: {e}");
     };

@@ -84,6 +84,25 @@ impl Exposition {
 /// still served; health, NAT and VRRP families are then empty.
 pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response {
     let mut m = Exposition::default();
+    agent_families(&mut m, status);
+    vip_families(&mut m, snap);
+    backend_families(&mut m, status, snap);
+    counter_families(&mut m, snap);
+    nat_families(&mut m, status);
+    vrrp_families(&mut m, status);
+    announce_families(&mut m, status);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.0,
+    )
+        .into_response()
+}
+
+/// The agent itself: its version and uptime.
+fn agent_families(m: &mut Exposition, status: Option<&AgentStatus>) {
     m.family(
         "xdp_lb_info",
         "gauge",
@@ -96,7 +115,10 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
         "Seconds since the agent started.",
         [(String::new(), status.map_or(0, |s| s.uptime_seconds))],
     );
+}
 
+/// Each VIP's traffic and the new flows it refused.
+fn vip_families(m: &mut Exposition, snap: &PageData) {
     // A socket address: an IPv6 address in brackets, so the port is not read as part of it.
     let vip_labels = |v: &VipView| {
         format!(
@@ -124,6 +146,10 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
             .map(move |(reason, n)| (format!("{},reason=\"{reason}\"", vip_labels(v)), n))
         }),
     );
+}
+
+/// Each backend's traffic, health, forwarding and share of its VIP's table.
+fn backend_families(m: &mut Exposition, status: Option<&AgentStatus>, snap: &PageData) {
     let backend_labels =
         |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
     m.traffic(
@@ -169,6 +195,10 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
             .iter()
             .filter_map(|b| check(b).map(|h| (backend_labels(b), h.transitions))),
     );
+}
+
+/// The program's counters by verdict, the flow-table events and the flow table's use.
+fn counter_families(m: &mut Exposition, snap: &PageData) {
     m.family(
         "xdp_lb_packets_total",
         "counter",
@@ -207,6 +237,10 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
         "Capacity of the flow table (LRU).",
         [(String::new(), snap.stats.flow_table_size as u64)],
     );
+}
+
+/// NAT flows by state and those expiry reclaimed.
+fn nat_families(m: &mut Exposition, status: Option<&AgentStatus>) {
     let nat = status.and_then(|s| s.nat.as_ref());
     m.family(
         "xdp_lb_nat_flows",
@@ -222,7 +256,10 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
         "NAT flows the agent reclaimed after their state's timeout.",
         nat.map(|n| (String::new(), n.reclaimed_total)),
     );
+}
 
+/// Each VRRP instance's state, priority, transitions and adverts.
+fn vrrp_families(m: &mut Exposition, status: Option<&AgentStatus>) {
     let instances: &[InstanceStatus] = status.map_or(&[], |s| &s.vrrp);
     let instance = |i: &InstanceStatus| format!("instance=\"{}\"", label(&i.name));
     m.family(
@@ -270,15 +307,6 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
             })
         }),
     );
-    announce_families(&mut m, status);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        m.0,
-    )
-        .into_response()
 }
 
 /// `[announce]`: whether each VIP is announced to the routers, drain, and the routing engine.

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::inspect::{BackendView, FlowView, Inspector, MaglevView, Stats, VipView};
-use crate::status::AgentStatus;
+use crate::status::{AgentStatus, VipStatus};
 
 /// Prints a header row and `rows` aligned under it, `indent` spaces in. `cols` is one spec per
 /// column, `|`-separated: the title, `<` (text, left-aligned) or `>` (numbers, right-aligned),
@@ -235,54 +235,59 @@ pub fn print_status(s: &AgentStatus) {
         );
     }
     for vip in &s.vips {
-        println!(
-            "\nVIP {} {}:{} (check: {}){}{}",
-            vip.name,
-            vip.address,
-            vip.port,
-            vip.health_check.as_str(),
-            if vip.usable_backends {
-                ""
-            } else {
-                "  NO USABLE BACKEND"
-            },
-            vip.announce
-                .as_ref()
-                .map(|v| format!("  {v}"))
-                .unwrap_or_default()
-        );
-        let mut protection = Vec::new();
-        if !vip.allow.is_empty() {
-            protection.push(format!("allow {}", vip.allow.join(", ")));
-        }
-        if !vip.deny.is_empty() {
-            protection.push(format!("deny {}", vip.deny.join(", ")));
-        }
-        if let Some(limit) = &vip.new_flows_per_source {
-            protection.push(format!("new flows per source {limit}"));
-        }
-        if !protection.is_empty() {
-            println!("  protection: {}", protection.join("; "));
-        }
-        let cols = "backend<16|weight>6|state<9|health<7|mac<19|last check<0";
-        table(
-            2,
-            cols,
-            vip.backends.iter().map(|b| {
-                vec![
-                    b.address.to_string(),
-                    b.weight.to_string(),
-                    match b.slow_start_pct {
-                        Some(pct) => format!("{} {pct}%", b.state.as_str()),
-                        None => b.state.as_str().into(),
-                    },
-                    b.health.as_str().into(),
-                    b.mac.clone().unwrap_or_else(|| "-".into()),
-                    b.check
-                        .as_ref()
-                        .map_or("-".into(), |c| c.last_check.clone()),
-                ]
-            }),
-        );
+        print_vip_status(vip);
     }
+}
+
+/// One VIP of `status`: its line, its protections, its backends' table.
+fn print_vip_status(vip: &VipStatus) {
+    println!(
+        "\nVIP {} {}:{} (check: {}){}{}",
+        vip.name,
+        vip.address,
+        vip.port,
+        vip.health_check.as_str(),
+        if vip.usable_backends {
+            ""
+        } else {
+            "  NO USABLE BACKEND"
+        },
+        vip.announce
+            .as_ref()
+            .map(|v| format!("  {v}"))
+            .unwrap_or_default()
+    );
+    let mut protection = Vec::new();
+    if !vip.allow.is_empty() {
+        protection.push(format!("allow {}", vip.allow.join(", ")));
+    }
+    if !vip.deny.is_empty() {
+        protection.push(format!("deny {}", vip.deny.join(", ")));
+    }
+    if let Some(limit) = &vip.new_flows_per_source {
+        protection.push(format!("new flows per source {limit}"));
+    }
+    if !protection.is_empty() {
+        println!("  protection: {}", protection.join("; "));
+    }
+    let cols = "backend<16|weight>6|state<9|health<7|mac<19|last check<0";
+    table(
+        2,
+        cols,
+        vip.backends.iter().map(|b| {
+            vec![
+                b.address.to_string(),
+                b.weight.to_string(),
+                match b.slow_start_pct {
+                    Some(pct) => format!("{} {pct}%", b.state.as_str()),
+                    None => b.state.as_str().into(),
+                },
+                b.health.as_str().into(),
+                b.mac.clone().unwrap_or_else(|| "-".into()),
+                b.check
+                    .as_ref()
+                    .map_or("-".into(), |c| c.last_check.clone()),
+            ]
+        }),
+    );
 }

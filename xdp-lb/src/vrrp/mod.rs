@@ -1,11 +1,16 @@
 //! VRRP: the VIP fails over between LB nodes and interoperates with keepalived.
 //!
-//! - `packet` — advertisements on the wire (v2/v3, both v3 checksum forms).
 //! - `machine` — how the VIP fails over: the RFC 5798 state machine, pure and unit-tested.
-//! - `instance` — one instance at work: the advert socket, timers, virtual addresses.
-//! - `announce` — what a transition tells the world: gratuitous ARP and the notify hook.
+//! - `packet` — advertisements on the wire (v2/v3, both v3 checksum forms).
+//! - `instance` — one instance as the agent holds it: started, tracked, held, shut down;
+//!   `worker` — its task (receive checks, the machine's actions); `socket` — its sockets.
+//! - `garp` — gratuitous ARP and unsolicited neighbour advertisements of a new master;
+//!   `notify` — the operator's notify hook.
 
-mod announce;
+mod garp;
 pub mod instance;
 pub mod machine;
+mod notify;
 pub mod packet;
+mod socket;
+mod worker;

@@ -259,57 +259,8 @@ fn directive(
             p.default_server.push((line.trim().to_owned(), source.clone()));
             return Ok(());
         }
-        (_, "option") => match w.get(1).copied() {
-            Some("httpchk") => {
-                // option httpchk [<uri>] | [<method> <uri> [<version>]]
-                let path = match &w[2..] {
-                    [] => "/",
-                    [uri] => uri,
-                    [_, uri, ..] => uri,
-                };
-                p.check.kind = Some("http");
-                p.check.path = Some(path.to_string());
-                Outcome::Translated(format!("an HTTP check of {path} (GET)"))
-            }
-            Some("ssl-hello-chk") => {
-                p.check.kind = Some("tcp");
-                Outcome::Approximated(
-                    "a TLS hello check: a TCP connect check here; for an apiserver use type = \"https\" with /readyz".into(),
-                )
-            }
-            Some("tcp-check") => {
-                p.check.kind = Some("tcp");
-                Outcome::Approximated("tcp-check rules: a TCP connect check".into())
-            }
-            _ => ignored("not a balancing or checking option"),
-        },
-        (_, "http-check") => match &w[1..] {
-            ["expect", "status", code, ..] => {
-                p.check.expect_status = Some(number(source, "http-check expect status", code)?);
-                Outcome::Translated("http_expect_status".into())
-            }
-            ["expect", ..] => ignored("only `expect status N` is translated"),
-            ["connect", rest @ ..] if rest.contains(&"ssl") => {
-                p.check_ssl = true;
-                Outcome::Translated("the check speaks TLS (type = \"https\")".into())
-            }
-            ["send", rest @ ..] => {
-                let uri = rest
-                    .windows(2)
-                    .find(|w| w[0] == "uri")
-                    .map(|w| w[1].to_string());
-                if p.check.kind.is_none() || p.check.kind == Some("tcp") {
-                    p.check.kind = Some("http");
-                }
-                if let Some(uri) = uri {
-                    p.check.path = Some(uri.clone());
-                    Outcome::Translated(format!("the check GETs {uri}"))
-                } else {
-                    ignored("no uri")
-                }
-            }
-            _ => ignored("not translated"),
-        },
+        (_, "option") => option(p, w),
+        (_, "http-check") => http_check(p, w, source)?,
         (_, "timeout") => match w.get(1).copied() {
             Some("check") => {
                 let t = w.get(2).ok_or_else(|| err(source, "timeout check needs a time"))?;
@@ -335,4 +286,66 @@ fn directive(
     };
     plan.report(source, line, outcome);
     Ok(())
+}
+
+/// `option …`: the checks' kind (httpchk, ssl-hello-chk, tcp-check); other options are not
+/// about balancing or checking.
+fn option(p: &mut Proxy, w: &[&str]) -> Outcome {
+    let ignored = |why: &str| Outcome::Ignored(why.to_owned());
+    match w.get(1).copied() {
+        Some("httpchk") => {
+            // option httpchk [<uri>] | [<method> <uri> [<version>]]
+            let path = match &w[2..] {
+                [] => "/",
+                [uri] => uri,
+                [_, uri, ..] => uri,
+            };
+            p.check.kind = Some("http");
+            p.check.path = Some(path.to_string());
+            Outcome::Translated(format!("an HTTP check of {path} (GET)"))
+        }
+        Some("ssl-hello-chk") => {
+            p.check.kind = Some("tcp");
+            Outcome::Approximated(
+                    "a TLS hello check: a TCP connect check here; for an apiserver use type = \"https\" with /readyz".into(),
+                )
+        }
+        Some("tcp-check") => {
+            p.check.kind = Some("tcp");
+            Outcome::Approximated("tcp-check rules: a TCP connect check".into())
+        }
+        _ => ignored("not a balancing or checking option"),
+    }
+}
+
+/// `http-check …`: the expected status, TLS, and the request's URI.
+fn http_check(p: &mut Proxy, w: &[&str], source: &Source) -> Result<Outcome, ImportError> {
+    let ignored = |why: &str| Outcome::Ignored(why.to_owned());
+    Ok(match &w[1..] {
+        ["expect", "status", code, ..] => {
+            p.check.expect_status = Some(number(source, "http-check expect status", code)?);
+            Outcome::Translated("http_expect_status".into())
+        }
+        ["expect", ..] => ignored("only `expect status N` is translated"),
+        ["connect", rest @ ..] if rest.contains(&"ssl") => {
+            p.check_ssl = true;
+            Outcome::Translated("the check speaks TLS (type = \"https\")".into())
+        }
+        ["send", rest @ ..] => {
+            let uri = rest
+                .windows(2)
+                .find(|w| w[0] == "uri")
+                .map(|w| w[1].to_string());
+            if p.check.kind.is_none() || p.check.kind == Some("tcp") {
+                p.check.kind = Some("http");
+            }
+            if let Some(uri) = uri {
+                p.check.path = Some(uri.clone());
+                Outcome::Translated(format!("the check GETs {uri}"))
+            } else {
+                ignored("no uri")
+            }
+        }
+        _ => ignored("not translated"),
+    })
 }

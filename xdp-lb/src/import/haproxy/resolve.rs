@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{Proxy, VALUED, err, number, time};
-use crate::import::{Backend, ImportError, Outcome, Plan, Source, Vip};
+use crate::import::{Backend, Check, ImportError, Outcome, Plan, Source, Vip};
 
 /// A `bind` address: IPv4, or `*`/empty/0.0.0.0 meaning the keepalived VIP.
 fn bind_address(spec: &str, source: &Source, plan: &Plan) -> Result<Vec<SocketAddr>, ImportError> {
@@ -69,19 +69,7 @@ pub(super) fn resolve(proxies: &[Proxy], plan: &mut Plan) -> Result<(), ImportEr
     {
         let from = front.from.clone().expect("set at the section");
         if front.stats && front.servers.is_empty() {
-            if let Some((spec, source)) = front.binds.first() {
-                let (host, port) = spec
-                    .rsplit_once(':')
-                    .ok_or_else(|| err(source, format!("bind {spec:?}: needs ADDR:PORT")))?;
-                let port: u16 = number(source, "bind port", port)?;
-                let host: Ipv4Addr = match host {
-                    "" | "*" => Ipv4Addr::UNSPECIFIED,
-                    h => h
-                        .parse()
-                        .map_err(|_| err(source, format!("{h:?} is not an IPv4 address")))?,
-                };
-                plan.listen = Some((SocketAddr::from((host, port)), source.clone()));
-            }
+            stats_listen(front, plan)?;
             continue;
         }
         if front.mode.as_deref() == Some("http") {
@@ -94,26 +82,7 @@ pub(super) fn resolve(proxies: &[Proxy], plan: &mut Plan) -> Result<(), ImportEr
             );
             continue;
         }
-        let target: Option<&Proxy> = if front.kind == "listen" {
-            Some(front)
-        } else {
-            let unconditional = front
-                .use_backends
-                .iter()
-                .find(|(_, conditional, _)| !conditional)
-                .map(|(n, _, _)| n.as_str());
-            let name = unconditional.or(front.default_backend.as_deref());
-            match name {
-                Some(n) => Some(*by_name.get(n).ok_or_else(|| {
-                    err(
-                        &from,
-                        format!("frontend {}: no backend named {n:?}", front.name),
-                    )
-                })?),
-                None => None,
-            }
-        };
-        let Some(back) = target else {
+        let Some(back) = backend_of(front, &by_name, &from)? else {
             plan.report(
                 &from,
                 &format!("frontend {}", front.name),
@@ -129,38 +98,96 @@ pub(super) fn resolve(proxies: &[Proxy], plan: &mut Plan) -> Result<(), ImportEr
             );
             continue;
         }
-        let mut addresses = Vec::new();
-        for (spec, source) in &front.binds {
-            addresses.extend(bind_address(spec, source, plan)?);
-        }
-        if front.binds.is_empty() {
-            return Err(err(
-                &from,
-                format!("{} {} has no bind line", front.kind, front.name),
-            ));
-        }
-        if addresses.is_empty() {
-            plan.report(
-                &from,
-                &format!("{} {}", front.kind, front.name),
-                Outcome::Ignored(
-                    "it listens on loopback only (a per-node localhost balancer): local clients never pass through XDP, so there is no VIP to make".into(),
-                ),
-            );
-            continue;
-        }
-        for addr in addresses {
-            let base = vip_name(&front.name);
-            let count = names.entry(base.clone()).or_default();
-            *count += 1;
-            let name = if *count == 1 {
-                base
-            } else {
-                format!("{base}-{}", addr.port())
-            };
-            let vip = vip_from(front, back, name, addr, plan)?;
-            plan.vips.push(vip);
-        }
+        vips_of(front, back, &from, &mut names, plan)?;
+    }
+    Ok(())
+}
+
+/// A stats-only section: where haproxy served its page is where `agent.listen` serves ours.
+fn stats_listen(front: &Proxy, plan: &mut Plan) -> Result<(), ImportError> {
+    let Some((spec, source)) = front.binds.first() else {
+        return Ok(());
+    };
+    let (host, port) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| err(source, format!("bind {spec:?}: needs ADDR:PORT")))?;
+    let port: u16 = number(source, "bind port", port)?;
+    let host: Ipv4Addr = match host {
+        "" | "*" => Ipv4Addr::UNSPECIFIED,
+        h => h
+            .parse()
+            .map_err(|_| err(source, format!("{h:?} is not an IPv4 address")))?,
+    };
+    plan.listen = Some((SocketAddr::from((host, port)), source.clone()));
+    Ok(())
+}
+
+/// The section whose servers a frontend (or listen) balances to: itself for a listen, else its
+/// unconditional `use_backend` or its `default_backend`; None when it names none.
+fn backend_of<'a>(
+    front: &'a Proxy,
+    by_name: &BTreeMap<&str, &'a Proxy>,
+    from: &Source,
+) -> Result<Option<&'a Proxy>, ImportError> {
+    if front.kind == "listen" {
+        return Ok(Some(front));
+    }
+    let unconditional = front
+        .use_backends
+        .iter()
+        .find(|(_, conditional, _)| !conditional)
+        .map(|(n, _, _)| n.as_str());
+    let Some(n) = unconditional.or(front.default_backend.as_deref()) else {
+        return Ok(None);
+    };
+    let back = by_name.get(n).ok_or_else(|| {
+        err(
+            from,
+            format!("frontend {}: no backend named {n:?}", front.name),
+        )
+    })?;
+    Ok(Some(*back))
+}
+
+/// A VIP for each address the frontend binds (named after it; a second one gets its port).
+fn vips_of(
+    front: &Proxy,
+    back: &Proxy,
+    from: &Source,
+    names: &mut BTreeMap<String, usize>,
+    plan: &mut Plan,
+) -> Result<(), ImportError> {
+    let mut addresses = Vec::new();
+    for (spec, source) in &front.binds {
+        addresses.extend(bind_address(spec, source, plan)?);
+    }
+    if front.binds.is_empty() {
+        return Err(err(
+            from,
+            format!("{} {} has no bind line", front.kind, front.name),
+        ));
+    }
+    if addresses.is_empty() {
+        plan.report(
+            from,
+            &format!("{} {}", front.kind, front.name),
+            Outcome::Ignored(
+                "it listens on loopback only (a per-node localhost balancer): local clients never pass through XDP, so there is no VIP to make".into(),
+            ),
+        );
+        return Ok(());
+    }
+    for addr in addresses {
+        let base = vip_name(&front.name);
+        let count = names.entry(base.clone()).or_default();
+        *count += 1;
+        let name = if *count == 1 {
+            base
+        } else {
+            format!("{base}-{}", addr.port())
+        };
+        let vip = vip_from(front, back, name, addr, plan)?;
+        plan.vips.push(vip);
     }
     Ok(())
 }
@@ -202,73 +229,23 @@ fn vip_from(
     let std::net::IpAddr::V4(address) = addr.ip() else {
         unreachable!("bind_address yields IPv4")
     };
-    let mut check = back.check.clone();
-    let mut any_check = false;
-    let mut https = back.check_ssl;
+    let mut servers = Servers {
+        check: back.check.clone(),
+        any_check: false,
+        https: back.check_ssl,
+        slowstarts: Vec::new(),
+    };
     let mut backends = Vec::new();
-    let mut slowstarts = Vec::new();
     for (line, source) in &back.servers {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let (host, port) = match w[2].rsplit_once(':') {
-            Some((h, p)) => (h, number::<u16>(source, "server port", p)?),
-            None => (w[2], addr.port()),
-        };
-        let server_addr: Ipv4Addr = host.parse().map_err(|_| {
-            err(source, format!("server {}: {host:?} is not an IPv4 address (xdp-lb needs addresses, not names)", w[1]))
-        })?;
-        let mut b = Backend {
-            address: server_addr,
-            port,
-            weight: None,
-            state: None,
-            slowstart: None,
-        };
-        let mut notes: Vec<String> = Vec::new();
-        for (k, v) in params(&back.default_server, &w[3..]) {
-            let value = || v.ok_or_else(|| err(source, format!("{k} needs a value")));
-            match k {
-                "check" => any_check = true,
-                "check-ssl" => https = true,
-                "inter" => check.interval = Some(time(source, "inter", value()?)?),
-                "rise" => check.rise = Some(number(source, "rise", value()?)?),
-                "fall" => check.fall = Some(number(source, "fall", value()?)?),
-                "port" => check.port = Some(number(source, "port", value()?)?),
-                "weight" => b.weight = Some(number(source, "weight", value()?)?),
-                "slowstart" => {
-                    let s = time(source, "slowstart", value()?)?;
-                    b.slowstart = Some(s);
-                    slowstarts.push(s);
-                }
-                "disabled" => b.state = Some("disabled"),
-                "verify" if value()? == "none" => check.tls_verify = Some(false),
-                "ca-file" => check.tls_ca_file = Some(value()?.into()),
-                "backup" => {
-                    b.weight = Some(0);
-                    notes.push("backup: weight 0 (no new connections; xdp-lb has no backup servers — raise the weight to use it)".into());
-                }
-                "fastinter" | "downinter" => {
-                    notes.push(format!("{k}: xdp-lb checks at one interval (inter)"))
-                }
-                "send-proxy" | "send-proxy-v2" => notes.push(format!(
-                    "{k}: NOT carried over — xdp-lb forwards packets and adds no PROXY header; the backend must stop expecting one"
-                )),
-                "ssl" => notes.push("ssl: haproxy re-encrypted to the server; xdp-lb passes the client's bytes through".into()),
-                "maxconn" | "maxqueue" | "minconn" => {
-                    notes.push(format!("{k}: xdp-lb does not queue connections"))
-                }
-                _ => {}
-            }
-        }
-        let outcome = if notes.is_empty() {
-            Outcome::Translated(format!("backend {server_addr}:{port} of VIP {name}"))
-        } else {
-            Outcome::Approximated(format!(
-                "backend {server_addr}:{port} of VIP {name}; {}",
-                notes.join("; ")
-            ))
-        };
-        plan.report(source, line, outcome);
-        backends.push(b);
+        backends.push(server(
+            line,
+            source,
+            back,
+            addr.port(),
+            &name,
+            &mut servers,
+            plan,
+        )?);
     }
     for (line, source) in &back.default_server {
         plan.report(
@@ -277,6 +254,12 @@ fn vip_from(
             Outcome::Translated("applied to each server line".into()),
         );
     }
+    let Servers {
+        mut check,
+        any_check,
+        https,
+        slowstarts,
+    } = servers;
     if https {
         check.kind = Some("https");
     } else if !any_check {
@@ -289,9 +272,6 @@ fn vip_from(
     }
     let slowstart = (!slowstarts.is_empty() && slowstarts.iter().all(|s| *s == slowstarts[0]))
         .then(|| slowstarts[0]);
-    // DSR keeps the port; backends elsewhere need NAT, which is also what a proxy's backends
-    // are used to (connections from the balancer's address, no VIP on their loopback).
-    let forwarding = "nat";
     let from: Vec<Source> = [front.from.clone(), back.from.clone()]
         .into_iter()
         .flatten()
@@ -312,11 +292,111 @@ fn vip_from(
         name,
         address,
         port: addr.port(),
-        forwarding: Some(forwarding),
+        // DSR keeps the port; backends elsewhere need NAT, which is also what a proxy's
+        // backends are used to (connections from the balancer's address, no VIP on their
+        // loopback).
+        forwarding: Some("nat"),
         protocol: None,
         check,
         slowstart,
         backends,
         from,
+    })
+}
+
+/// What a section's server lines say about the VIP as a whole: the check (its interval,
+/// rise, fall, port, TLS), whether any server is checked, and their slow starts.
+struct Servers {
+    check: Check,
+    any_check: bool,
+    https: bool,
+    slowstarts: Vec<std::time::Duration>,
+}
+
+/// One `server NAME ADDR[:PORT] [params…]` line (after the section's `default-server`), as a
+/// backend of VIP `name`; reported with what did not carry over.
+fn server(
+    line: &str,
+    source: &Source,
+    back: &Proxy,
+    vip_port: u16,
+    name: &str,
+    servers: &mut Servers,
+    plan: &mut Plan,
+) -> Result<Backend, ImportError> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let (host, port) = match w[2].rsplit_once(':') {
+        Some((h, p)) => (h, number::<u16>(source, "server port", p)?),
+        None => (w[2], vip_port),
+    };
+    let server_addr: Ipv4Addr = host.parse().map_err(|_| {
+        err(
+            source,
+            format!(
+                "server {}: {host:?} is not an IPv4 address (xdp-lb needs addresses, not names)",
+                w[1]
+            ),
+        )
+    })?;
+    let mut b = Backend {
+        address: server_addr,
+        port,
+        weight: None,
+        state: None,
+        slowstart: None,
+    };
+    let mut notes: Vec<String> = Vec::new();
+    let check = &mut servers.check;
+    for (k, v) in params(&back.default_server, &w[3..]) {
+        let value = || v.ok_or_else(|| err(source, format!("{k} needs a value")));
+        match k {
+            "check" => servers.any_check = true,
+            "check-ssl" => servers.https = true,
+            "inter" => check.interval = Some(time(source, "inter", value()?)?),
+            "rise" => check.rise = Some(number(source, "rise", value()?)?),
+            "fall" => check.fall = Some(number(source, "fall", value()?)?),
+            "port" => check.port = Some(number(source, "port", value()?)?),
+            "weight" => b.weight = Some(number(source, "weight", value()?)?),
+            "slowstart" => {
+                let s = time(source, "slowstart", value()?)?;
+                b.slowstart = Some(s);
+                servers.slowstarts.push(s);
+            }
+            "disabled" => b.state = Some("disabled"),
+            "verify" if value()? == "none" => check.tls_verify = Some(false),
+            "ca-file" => check.tls_ca_file = Some(value()?.into()),
+            other => notes.extend(server_note(other, &mut b)),
+        }
+    }
+    let outcome = if notes.is_empty() {
+        Outcome::Translated(format!("backend {server_addr}:{port} of VIP {name}"))
+    } else {
+        Outcome::Approximated(format!(
+            "backend {server_addr}:{port} of VIP {name}; {}",
+            notes.join("; ")
+        ))
+    };
+    plan.report(source, line, outcome);
+    Ok(b)
+}
+
+/// What a server parameter without an xdp-lb counterpart means for the operator (None: it
+/// does not matter here).
+fn server_note(k: &str, b: &mut Backend) -> Option<String> {
+    Some(match k {
+        "backup" => {
+            b.weight = Some(0);
+            "backup: weight 0 (no new connections; xdp-lb has no backup servers — raise the weight to use it)".into()
+        }
+        "fastinter" | "downinter" => format!("{k}: xdp-lb checks at one interval (inter)"),
+        "send-proxy" | "send-proxy-v2" => format!(
+            "{k}: NOT carried over — xdp-lb forwards packets and adds no PROXY header; the backend must stop expecting one"
+        ),
+        "ssl" => {
+            "ssl: haproxy re-encrypted to the server; xdp-lb passes the client's bytes through"
+                .into()
+        }
+        "maxconn" | "maxqueue" | "minconn" => format!("{k}: xdp-lb does not queue connections"),
+        _ => return None,
     })
 }

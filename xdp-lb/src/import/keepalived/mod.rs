@@ -121,117 +121,23 @@ fn instance(node: &Node, version: Option<u8>, plan: &mut Plan) -> Result<(), Imp
         from: node.source.clone(),
     };
     for d in node.children() {
-        let outcome = match d.keyword() {
-            "interface" => {
-                v.interface = d
-                    .arg(0)
-                    .ok_or_else(|| err(&d.source, "interface needs a name"))?
-                    .to_owned();
-                if plan.interface.is_none() {
-                    plan.interface = Some((v.interface.clone(), d.source.clone()));
-                }
-                Outcome::Translated("[[vrrp]] interface (and agent.interface)".into())
-            }
-            "virtual_router_id" => {
-                v.vrid = number(d, 0)?;
-                Outcome::Translated("vrid".into())
-            }
-            "priority" => {
-                v.priority = number(d, 0)?;
-                Outcome::Translated("priority".into())
-            }
-            "advert_int" => {
-                v.advert_interval = Some(seconds(d)?);
-                Outcome::Translated("advert_interval".into())
-            }
-            "nopreempt" => {
-                v.preempt = Some(false);
-                Outcome::Translated("preempt = false".into())
-            }
-            "preempt_delay" => {
-                v.preempt_delay = Some(seconds(d)?);
-                Outcome::Translated("preempt_delay".into())
-            }
-            "state" => Outcome::Approximated(
-                "xdp-lb starts as backup and elects by priority (a MASTER state with the highest priority wins the same way)".into(),
-            ),
-            "virtual_ipaddress" => {
-                for a in d.children() {
-                    let (addr, len) = match a.keyword().split_once('/') {
-                        Some((addr, len)) => (addr, len.parse::<u8>().map_err(|_| err(&a.source, format!("{:?}: bad prefix length", a.keyword())))?),
-                        None => (a.keyword(), if a.keyword().contains(':') { 128 } else { 32 }),
-                    };
-                    v.addresses.push((vrrp_address(a, addr)?, len));
-                    let extra = a.words.len() > 1;
-                    plan.report(
-                        &a.source,
-                        &a.text(),
-                        if extra {
-                            Outcome::Approximated(format!(
-                                "virtual address {addr}/{len} on the instance's interface ({:?} not carried over)",
-                                &a.words[1..]
-                            ))
-                        } else {
-                            Outcome::Translated(format!("virtual address {addr}/{len}"))
-                        },
-                    );
-                }
-                continue;
-            }
-            "unicast_peer" => {
-                for p in d.children() {
-                    v.unicast_peers.push(vrrp_address(p, p.keyword())?);
-                    plan.report(&p.source, &p.text(), Outcome::Translated("unicast_peers".into()));
-                }
-                continue;
-            }
-            "unicast_src_ip" => Outcome::Approximated(
-                "xdp-lb sends unicast adverts from the route's preferred source address".into(),
-            ),
-            "authentication" => Outcome::Ignored(
-                "VRRPv3 has no authentication (RFC 5798) and RFC 3768 deprecates v2's: remove it from the keepalived peers too, or xdp-lb ignores their adverts (counted as rejected: auth)".into(),
-            ),
-            "track_script" => {
-                v.track_dataplane = true;
-                let scripts: Vec<String> = d.children().iter().map(|c| c.text()).collect();
-                Outcome::Approximated(format!(
-                    "track_dataplane = true replaces the script(s) {scripts:?}: the VIP leaves a node whose program is detached or has a VIP without a usable backend"
-                ))
-            }
-            "notify" => {
-                v.notify = d.arg(0).map(Into::into);
-                Outcome::Translated("notify (called with STATE VRID NAME, like keepalived's)".into())
-            }
-            kw @ ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop") => {
-                if v.notify.is_none() {
-                    v.notify = d.arg(0).map(Into::into);
-                    Outcome::Approximated(format!(
-                        "{kw}: xdp-lb has one notify hook, called on every transition with the state as its first argument; the script must check it"
-                    ))
-                } else {
-                    Outcome::Ignored(format!("{kw}: xdp-lb has one notify hook (already set)"))
-                }
-            }
-            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
-        };
-        plan.report(&d.source, &d.text(), outcome);
+        if let Some(outcome) = instance_directive(d, &mut v, plan)? {
+            plan.report(&d.source, &d.text(), outcome);
+        }
     }
-    if v.interface.is_empty() {
+    let missing = if v.interface.is_empty() {
+        Some("interface")
+    } else if v.vrid == 0 {
+        Some("virtual_router_id")
+    } else if v.addresses.is_empty() {
+        Some("virtual_ipaddress")
+    } else {
+        None
+    };
+    if let Some(what) = missing {
         return Err(err(
             &node.source,
-            format!("vrrp_instance {name}: no interface"),
-        ));
-    }
-    if v.vrid == 0 {
-        return Err(err(
-            &node.source,
-            format!("vrrp_instance {name}: no virtual_router_id"),
-        ));
-    }
-    if v.addresses.is_empty() {
-        return Err(err(
-            &node.source,
-            format!("vrrp_instance {name}: no virtual_ipaddress"),
+            format!("vrrp_instance {name}: no {what}"),
         ));
     }
     plan.report(
@@ -240,5 +146,120 @@ fn instance(node: &Node, version: Option<u8>, plan: &mut Plan) -> Result<(), Imp
         Outcome::Translated("[[vrrp]]".into()),
     );
     plan.vrrp.push(v);
+    Ok(())
+}
+
+/// One directive of a `vrrp_instance`; None when its parts were reported one by one.
+fn instance_directive(
+    d: &Node,
+    v: &mut Vrrp,
+    plan: &mut Plan,
+) -> Result<Option<Outcome>, ImportError> {
+    let outcome = match d.keyword() {
+        "interface" => {
+            v.interface = d
+                .arg(0)
+                .ok_or_else(|| err(&d.source, "interface needs a name"))?
+                .to_owned();
+            if plan.interface.is_none() {
+                plan.interface = Some((v.interface.clone(), d.source.clone()));
+            }
+            Outcome::Translated("[[vrrp]] interface (and agent.interface)".into())
+        }
+        "virtual_router_id" => {
+            v.vrid = number(d, 0)?;
+            Outcome::Translated("vrid".into())
+        }
+        "priority" => {
+            v.priority = number(d, 0)?;
+            Outcome::Translated("priority".into())
+        }
+        "advert_int" => {
+            v.advert_interval = Some(seconds(d)?);
+            Outcome::Translated("advert_interval".into())
+        }
+        "nopreempt" => {
+            v.preempt = Some(false);
+            Outcome::Translated("preempt = false".into())
+        }
+        "preempt_delay" => {
+            v.preempt_delay = Some(seconds(d)?);
+            Outcome::Translated("preempt_delay".into())
+        }
+        "state" => Outcome::Approximated(
+            "xdp-lb starts as backup and elects by priority (a MASTER state with the highest priority wins the same way)".into(),
+        ),
+        "virtual_ipaddress" => {
+        virtual_ipaddress(d, v, plan)?;
+        return Ok(None);
+    }
+    "unicast_peer" => {
+            for p in d.children() {
+                v.unicast_peers.push(vrrp_address(p, p.keyword())?);
+                plan.report(&p.source, &p.text(), Outcome::Translated("unicast_peers".into()));
+            }
+            return Ok(None);
+        }
+        "unicast_src_ip" => Outcome::Approximated(
+            "xdp-lb sends unicast adverts from the route's preferred source address".into(),
+        ),
+        "authentication" => Outcome::Ignored(
+            "VRRPv3 has no authentication (RFC 5798) and RFC 3768 deprecates v2's: remove it from the keepalived peers too, or xdp-lb ignores their adverts (counted as rejected: auth)".into(),
+        ),
+        "track_script" => {
+            v.track_dataplane = true;
+            let scripts: Vec<String> = d.children().iter().map(|c| c.text()).collect();
+            Outcome::Approximated(format!(
+                "track_dataplane = true replaces the script(s) {scripts:?}: the VIP leaves a node whose program is detached or has a VIP without a usable backend"
+            ))
+        }
+        "notify" => {
+            v.notify = d.arg(0).map(Into::into);
+            Outcome::Translated("notify (called with STATE VRID NAME, like keepalived's)".into())
+        }
+        kw @ ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop") => {
+            if v.notify.is_none() {
+                v.notify = d.arg(0).map(Into::into);
+                Outcome::Approximated(format!(
+                    "{kw}: xdp-lb has one notify hook, called on every transition with the state as its first argument; the script must check it"
+                ))
+            } else {
+                Outcome::Ignored(format!("{kw}: xdp-lb has one notify hook (already set)"))
+            }
+        }
+        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+    };
+    Ok(Some(outcome))
+}
+
+/// `virtual_ipaddress { ADDRESS[/LEN] [dev …] … }`: each address reported on its own line.
+fn virtual_ipaddress(d: &Node, v: &mut Vrrp, plan: &mut Plan) -> Result<(), ImportError> {
+    for a in d.children() {
+        let (addr, len) = match a.keyword().split_once('/') {
+            Some((addr, len)) => (
+                addr,
+                len.parse::<u8>()
+                    .map_err(|_| err(&a.source, format!("{:?}: bad prefix length", a.keyword())))?,
+            ),
+            None => (
+                a.keyword(),
+                if a.keyword().contains(':') { 128 } else { 32 },
+            ),
+        };
+        v.addresses.push((vrrp_address(a, addr)?, len));
+        let extra = a.words.len() > 1;
+        plan.report(
+            &a.source,
+            &a.text(),
+            if extra {
+                Outcome::Approximated(format!(
+                    "virtual address {addr}/{len} on the instance's interface ({:?} not carried over)",
+                    &a.words[1..]
+                ))
+            } else {
+                Outcome::Translated(format!("virtual address {addr}/{len}"))
+            },
+        );
+    }
     Ok(())
 }

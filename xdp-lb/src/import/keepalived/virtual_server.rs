@@ -29,45 +29,9 @@ pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportE
         from: vec![node.source.clone()],
     };
     for d in node.children() {
-        let outcome = match d.keyword() {
-            "delay_loop" => {
-                vip.check.interval = Some(seconds(d)?);
-                Outcome::Translated("check interval".into())
-            }
-            "lb_kind" => match d.arg(0) {
-                Some("DR") => {
-                    vip.forwarding = Some("dsr");
-                    Outcome::Translated("forwarding = \"dsr\"".into())
-                }
-                Some("NAT") => {
-                    vip.forwarding = Some("nat");
-                    Outcome::Translated("forwarding = \"nat\"".into())
-                }
-                other => {
-                    return Err(err(&d.source, format!("lb_kind {other:?}: xdp-lb forwards by DR (dsr) or NAT, not by tunnel")));
-                }
-            },
-            "lb_algo" => Outcome::Approximated(
-                "xdp-lb balances with Maglev consistent hashing (weights honoured)".into(),
-            ),
-            "protocol" => match d.arg(0) {
-                Some("TCP") => Outcome::Translated("TCP".into()),
-                Some("UDP") => {
-                    vip.protocol = Some("udp");
-                    Outcome::Translated("protocol = \"udp\"".into())
-                }
-                other => return Err(err(&d.source, format!("protocol {other:?}: xdp-lb balances TCP and UDP"))),
-            },
-            "persistence_timeout" => Outcome::Approximated(
-                "no persistence table: Maglev sends a client's connections where its 5-tuple hashes; established connections keep their backend".into(),
-            ),
-            "real_server" => {
-                real_server(d, &mut vip, plan)?;
-                continue;
-            }
-            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
-        };
-        plan.report(&d.source, &d.text(), outcome);
+        if let Some(outcome) = vs_directive(d, &mut vip, plan)? {
+            plan.report(&d.source, &d.text(), outcome);
+        }
     }
     if vip.backends.is_empty() {
         return Err(err(
@@ -78,26 +42,7 @@ pub(super) fn virtual_server(node: &Node, plan: &mut Plan) -> Result<(), ImportE
     if vip.check.kind.is_none() {
         vip.check.kind = Some("none");
     }
-    // keepalived's TCP_CHECK/HTTP_GET on a UDP service connects to the real server's port over
-    // TCP; xdp-lb wants that port named (its config refuses a UDP VIP whose TCP check would
-    // probe the UDP port by accident).
-    if vip.protocol == Some("udp")
-        && matches!(vip.check.kind, Some("tcp" | "http" | "https"))
-        && vip.check.port.is_none()
-    {
-        let port = vip.backends[0].port;
-        vip.check.port = Some(port);
-        let outcome = if vip.backends.iter().all(|b| b.port == port) {
-            Outcome::Translated(format!(
-                "check port = {port} (TCP, as keepalived probes it)"
-            ))
-        } else {
-            Outcome::Approximated(format!(
-                "the real servers listen on different ports; the check probes TCP port {port} on each"
-            ))
-        };
-        plan.report(&node.source, "protocol UDP with a TCP check", outcome);
-    }
+    udp_check_port(&mut vip, node, plan);
     if vip.protocol == Some("udp") {
         // The same address and port may also be a TCP virtual_server (DNS): names stay unique.
         vip.name.push_str("-udp");
@@ -140,84 +85,8 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
                 b.weight = Some(number(d, 0)?);
                 Outcome::Translated("weight".into())
             }
-            "DNS_CHECK" => {
-                vip.check.kind = Some("dns");
-                for c in d.children() {
-                    if let Some(o) = connect_option(c, &mut vip.check)? {
-                        plan.report(&c.source, &c.text(), o);
-                        continue;
-                    }
-                    let o = match c.keyword() {
-                        "name" => {
-                            vip.check.dns_name = c.arg(0).map(Into::into);
-                            Outcome::Translated("dns_name".into())
-                        }
-                        "type" => {
-                            vip.check.dns_type = c.arg(0).map(Into::into);
-                            Outcome::Translated("dns_type".into())
-                        }
-                        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
-                    };
-                    plan.report(&c.source, &c.text(), o);
-                }
-                // keepalived's defaults (check_dns.h): the root's SOA. Ours is A, so the
-                // query is spelled out.
-                vip.check.dns_name.get_or_insert_with(|| ".".into());
-                vip.check.dns_type.get_or_insert_with(|| "SOA".into());
-                Outcome::Translated(format!(
-                    "the VIP's check: type = \"dns\", {} {}",
-                    vip.check.dns_type.as_deref().unwrap_or_default(),
-                    vip.check.dns_name.as_deref().unwrap_or_default()
-                ))
-            }
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET") => {
-                vip.check.kind = Some(match kw {
-                    "TCP_CHECK" => "tcp",
-                    "HTTP_GET" => "http",
-                    _ => {
-                        // keepalived's SSL_GET does not verify the certificate.
-                        vip.check.tls_verify = Some(false);
-                        "https"
-                    }
-                });
-                for c in d.children() {
-                    if let Some(o) = connect_option(c, &mut vip.check)? {
-                        plan.report(&c.source, &c.text(), o);
-                        continue;
-                    }
-                    let o = match c.keyword() {
-                        "url" => {
-                            for u in c.children() {
-                                match u.keyword() {
-                                    "path" => vip.check.path = u.arg(0).map(Into::into),
-                                    "status_code" => vip.check.expect_status = Some(number(u, 0)?),
-                                    _ => {}
-                                }
-                                plan.report(
-                                    &u.source,
-                                    &u.text(),
-                                    match u.keyword() {
-                                        "path" => Outcome::Translated("http_path".into()),
-                                        "status_code" => {
-                                            Outcome::Translated("http_expect_status".into())
-                                        }
-                                        _ => Outcome::Ignored(
-                                            "only path and status_code are translated".into(),
-                                        ),
-                                    },
-                                );
-                            }
-                            continue;
-                        }
-                        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
-                    };
-                    plan.report(&c.source, &c.text(), o);
-                }
-                Outcome::Translated(format!(
-                    "the VIP's check: type = {:?}",
-                    vip.check.kind.unwrap_or("tcp")
-                ))
-            }
+            "DNS_CHECK" => dns_check(d, vip, plan)?,
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET") => connect_check(kw, d, vip, plan)?,
             kw => Outcome::Ignored(format!("`{kw}` is not translated")),
         };
         plan.report(&d.source, &d.text(), outcome);
@@ -252,4 +121,159 @@ fn connect_option(c: &Node, check: &mut Check) -> Result<Option<Outcome>, Import
         }
         _ => return Ok(None),
     }))
+}
+
+/// One directive of a `virtual_server`; None when it was reported in parts (`real_server`).
+fn vs_directive(d: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<Option<Outcome>, ImportError> {
+    let outcome = match d.keyword() {
+        "delay_loop" => {
+            vip.check.interval = Some(seconds(d)?);
+            Outcome::Translated("check interval".into())
+        }
+        "lb_kind" => match d.arg(0) {
+            Some("DR") => {
+                vip.forwarding = Some("dsr");
+                Outcome::Translated("forwarding = \"dsr\"".into())
+            }
+            Some("NAT") => {
+                vip.forwarding = Some("nat");
+                Outcome::Translated("forwarding = \"nat\"".into())
+            }
+            other => {
+                return Err(err(&d.source, format!("lb_kind {other:?}: xdp-lb forwards by DR (dsr) or NAT, not by tunnel")));
+            }
+        },
+        "lb_algo" => Outcome::Approximated(
+            "xdp-lb balances with Maglev consistent hashing (weights honoured)".into(),
+        ),
+        "protocol" => match d.arg(0) {
+            Some("TCP") => Outcome::Translated("TCP".into()),
+            Some("UDP") => {
+                vip.protocol = Some("udp");
+                Outcome::Translated("protocol = \"udp\"".into())
+            }
+            other => return Err(err(&d.source, format!("protocol {other:?}: xdp-lb balances TCP and UDP"))),
+        },
+        "persistence_timeout" => Outcome::Approximated(
+            "no persistence table: Maglev sends a client's connections where its 5-tuple hashes; established connections keep their backend".into(),
+        ),
+        "real_server" => {
+            real_server(d, vip, plan)?;
+            return Ok(None);
+        }
+        kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+    };
+    Ok(Some(outcome))
+}
+
+/// keepalived's TCP_CHECK/HTTP_GET on a UDP service connects to the real server's port over
+/// TCP; xdp-lb wants that port named (its config refuses a UDP VIP whose TCP check would
+/// probe the UDP port by accident).
+fn udp_check_port(vip: &mut Vip, node: &Node, plan: &mut Plan) {
+    if vip.protocol == Some("udp")
+        && matches!(vip.check.kind, Some("tcp" | "http" | "https"))
+        && vip.check.port.is_none()
+    {
+        let port = vip.backends[0].port;
+        vip.check.port = Some(port);
+        let outcome = if vip.backends.iter().all(|b| b.port == port) {
+            Outcome::Translated(format!(
+                "check port = {port} (TCP, as keepalived probes it)"
+            ))
+        } else {
+            Outcome::Approximated(format!(
+                "the real servers listen on different ports; the check probes TCP port {port} on each"
+            ))
+        };
+        plan.report(&node.source, "protocol UDP with a TCP check", outcome);
+    }
+}
+
+/// `DNS_CHECK { … }`: the VIP's check becomes a DNS query.
+fn dns_check(d: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<Outcome, ImportError> {
+    vip.check.kind = Some("dns");
+    for c in d.children() {
+        if let Some(o) = connect_option(c, &mut vip.check)? {
+            plan.report(&c.source, &c.text(), o);
+            continue;
+        }
+        let o = match c.keyword() {
+            "name" => {
+                vip.check.dns_name = c.arg(0).map(Into::into);
+                Outcome::Translated("dns_name".into())
+            }
+            "type" => {
+                vip.check.dns_type = c.arg(0).map(Into::into);
+                Outcome::Translated("dns_type".into())
+            }
+            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+        };
+        plan.report(&c.source, &c.text(), o);
+    }
+    // keepalived's defaults (check_dns.h): the root's SOA. Ours is A, so the
+    // query is spelled out.
+    vip.check.dns_name.get_or_insert_with(|| ".".into());
+    vip.check.dns_type.get_or_insert_with(|| "SOA".into());
+    Ok(Outcome::Translated(format!(
+        "the VIP's check: type = \"dns\", {} {}",
+        vip.check.dns_type.as_deref().unwrap_or_default(),
+        vip.check.dns_name.as_deref().unwrap_or_default()
+    )))
+}
+
+/// `TCP_CHECK`, `HTTP_GET` or `SSL_GET { … }`: the VIP's check connects (and asks for a URL).
+fn connect_check(
+    kw: &str,
+    d: &Node,
+    vip: &mut Vip,
+    plan: &mut Plan,
+) -> Result<Outcome, ImportError> {
+    vip.check.kind = Some(match kw {
+        "TCP_CHECK" => "tcp",
+        "HTTP_GET" => "http",
+        _ => {
+            // keepalived's SSL_GET does not verify the certificate.
+            vip.check.tls_verify = Some(false);
+            "https"
+        }
+    });
+    for c in d.children() {
+        if let Some(o) = connect_option(c, &mut vip.check)? {
+            plan.report(&c.source, &c.text(), o);
+            continue;
+        }
+        let o = match c.keyword() {
+            "url" => {
+                url(c, vip, plan)?;
+                continue;
+            }
+            kw => Outcome::Ignored(format!("`{kw}` is not translated")),
+        };
+        plan.report(&c.source, &c.text(), o);
+    }
+    Ok(Outcome::Translated(format!(
+        "the VIP's check: type = {:?}",
+        vip.check.kind.unwrap_or("tcp")
+    )))
+}
+
+/// `url { path …; status_code … }` of an HTTP or SSL check.
+fn url(c: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), ImportError> {
+    for u in c.children() {
+        match u.keyword() {
+            "path" => vip.check.path = u.arg(0).map(Into::into),
+            "status_code" => vip.check.expect_status = Some(number(u, 0)?),
+            _ => {}
+        }
+        plan.report(
+            &u.source,
+            &u.text(),
+            match u.keyword() {
+                "path" => Outcome::Translated("http_path".into()),
+                "status_code" => Outcome::Translated("http_expect_status".into()),
+                _ => Outcome::Ignored("only path and status_code are translated".into()),
+            },
+        );
+    }
+    Ok(())
 }

@@ -20,34 +20,37 @@ use network_types::eth::EthHdr;
 use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey6, FlowValue6, Settings, VIP_F_NAT, VipInfo};
 use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 
+use self::nat66::{nat_backend, nat_reply, new_nat_flow, promote, route};
 use crate::{
     acl,
     balance::{self, Choice},
     flow_log, forward, limit,
-    maps::{BACKEND_STATS, FLOWS6, NAT_EMBRYONIC6, NAT_FLOWS6, NAT6_SLOTS, SETTINGS, VIP_STATS},
+    maps::{BACKEND_STATS, FLOWS6, NAT_FLOWS6, SETTINGS, VIP_STATS},
     nat, nat_rewrite,
     stats::{add_traffic, count, verdict},
 };
 
+mod nat66;
+
 /// An IPv6 choice: the backend and, for NAT66, the rewrite.
-type Choice6 = Choice<[u8; 16]>;
+pub(super) type Choice6 = Choice<[u8; 16]>;
 
 /// How the steps below take the caller's `Choice6`: an untyped pointer. A step's signature
 /// goes into the object's BTF, and the BTF of `Option<Rewrite>` (a Rust enum: a union whose
 /// member starts past bit 0) is refused by the kernel ("Invalid member bits_offset"), which
 /// then loads the program without any BTF and says so at every start.
-type ChoicePtr = *mut core::ffi::c_void;
+pub(super) type ChoicePtr = *mut core::ffi::c_void;
 
 /// A step's outcome across a call: 0, or `FAILED | counter`. (A `Result` does not cross a
 /// BPF-to-BPF call: the backend returns one register.)
-type Step = u32;
-const DONE: Step = 0;
-const FAILED: Step = 1 << 31;
+pub(super) type Step = u32;
+pub(super) const DONE: Step = 0;
+pub(super) const FAILED: Step = 1 << 31;
 /// `flow_hit`: no usable flow entry (not a failure: the VIP decides).
 const MISS: Step = 1 << 30;
 
 #[inline(always)]
-fn step(result: Result<(), Counter>) -> Step {
+pub(super) fn step(result: Result<(), Counter>) -> Step {
     match result {
         Ok(()) => DONE,
         Err(reason) => FAILED | reason as u32,
@@ -55,7 +58,7 @@ fn step(result: Result<(), Counter>) -> Step {
 }
 
 #[inline(always)]
-fn outcome(step: Step) -> Result<(), Counter> {
+pub(super) fn outcome(step: Step) -> Result<(), Counter> {
     if step == DONE {
         return Ok(());
     }
@@ -68,7 +71,7 @@ fn outcome(step: Step) -> Result<(), Counter> {
 /// callee, a shift of a packet pointer that the verifier refuses ("pointer arithmetic with
 /// <<= operator prohibited").
 #[inline(always)]
-fn context(ctx: *mut xdp_md) -> XdpContext {
+pub(super) fn context(ctx: *mut xdp_md) -> XdpContext {
     // SAFETY: a read of a local.
     XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) })
 }
@@ -271,7 +274,7 @@ fn flow_hit(packet: *const Packet6, choice: ChoicePtr) -> Step {
 /// A new flow's first decisions, in either mode: the VIP's allow and deny lists and
 /// per-source limit, before any state is made (as for IPv4), then its Maglev choice.
 #[inline(always)]
-fn admit_and_choose(
+pub(super) fn admit_and_choose(
     vip: &VipInfo,
     flow: &FlowKey6,
     now: u64,
@@ -299,12 +302,7 @@ fn new_dsr_flow(
         Err(reason) => return step(Err(reason)),
     };
     if balance::may_insert(settings, now) {
-        let value = FlowValue6 {
-            backend_id,
-            vip_id: vip.vip_id,
-            created_ns: now,
-            ..FlowValue6::default()
-        };
+        let value = FlowValue6::dsr(backend_id, vip.vip_id, now);
         // As for IPv4: a failed LRU insert still forwards by the same Maglev choice.
         // SAFETY: the settings map value, live while this program runs.
         if FLOWS6.insert(flow, value, 0).is_ok() && unsafe { (*settings).sync_events } != 0 {
@@ -325,174 +323,6 @@ fn new_dsr_flow(
     choice.vip_id = vip.vip_id;
     choice.new_flow = true;
     DONE
-}
-
-/// A client's SYN to a NAT66 VIP, first step: the VIP's Maglev choice (written into
-/// `choice`) and the addresses' part of the new flow's checksum deltas, returned (below
-/// `FAILED`: a sum of eight 17-bit words fits 21 bits).
-#[inline(never)]
-fn nat_backend(
-    packet: *const Packet6,
-    vip: *const VipInfo,
-    settings: *const Settings,
-    choice: ChoicePtr,
-) -> Step {
-    // SAFETY: as in new_dsr_flow.
-    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
-    let flow = &packet.flow;
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (backend_id, backend) = match admit_and_choose(vip, flow, now) {
-        Ok(b) => b,
-        Err(reason) => return step(Err(reason)),
-    };
-    choice.backend_id = backend_id;
-    choice.backend = backend;
-    // SAFETY: a map value pointer from a successful lookup.
-    nat::reply_addr_sum(flow, unsafe { &(*backend).addr6 }, settings)
-}
-
-/// A client's SYN to a NAT66 VIP, second step: a half-open flow with its SNAT port to the
-/// backend `nat_backend` chose (`nat::create`).
-#[inline(never)]
-fn new_nat_flow(
-    packet: *const Packet6,
-    vip: *const VipInfo,
-    settings: *const Settings,
-    choice: ChoicePtr,
-    reply_sum: u32,
-) -> Step {
-    // SAFETY: as in new_dsr_flow.
-    let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
-    let flow = &packet.flow;
-    let (backend_id, backend) = (choice.backend_id, choice.backend);
-    // SAFETY: a helper call without preconditions; a map value pointer.
-    let (now, backend_addr) = unsafe { (bpf_ktime_get_ns(), (*backend).addr6) };
-    let Some(slots) = NAT6_SLOTS.get_ptr_mut(0) else {
-        return step(Err(Counter::DropNoSettings));
-    };
-    let created = nat::create(
-        // SAFETY: this CPU's slot, ours while this program runs.
-        unsafe { &mut *slots },
-        flow,
-        vip.vip_id,
-        backend_id,
-        backend_addr,
-        backend,
-        settings,
-        now,
-        reply_sum,
-    );
-    let (rewrite, new_flow) = match created {
-        Ok(r) => r,
-        Err(reason) => return step(Err(reason)),
-    };
-    if new_flow {
-        count(Counter::NewFlow);
-    }
-    choice.backend_id = backend_id;
-    choice.backend = backend;
-    choice.vip_id = vip.vip_id;
-    choice.new_flow = new_flow;
-    choice.nat = Some(rewrite);
-    DONE
-}
-
-/// The client's ACK that completes a half-open NAT66 flow's handshake (`nat::promote`).
-#[inline(never)]
-fn promote(packet: *const Packet6, vip: *const VipInfo, choice: ChoicePtr) -> Step {
-    // SAFETY: as in new_dsr_flow.
-    let (packet, choice) = unsafe { (&*packet, &mut *choice.cast::<Choice6>()) };
-    let Some(slots) = NAT6_SLOTS.get_ptr_mut(0) else {
-        return step(Err(Counter::DropNoSettings));
-    };
-    // SAFETY: this CPU's slot, ours while this program runs.
-    match nat::promote(unsafe { &mut *slots }, &packet.flow) {
-        Ok((rewrite, backend_id)) => {
-            choice.backend_id = backend_id;
-            choice.backend = core::ptr::null();
-            // SAFETY: a map value pointer.
-            choice.vip_id = unsafe { (*vip).vip_id };
-            choice.new_flow = false;
-            choice.nat = Some(rewrite);
-            DONE
-        }
-        Err(reason) => step(Err(reason)),
-    }
-}
-
-/// A backend's packet to the IPv6 SNAT address: its NAT66 flow's rewrite back to the client
-/// (established, or half-open: the SYN-ACK). Not a flow's: the host's own connection (a
-/// health check), for the kernel.
-#[inline(never)]
-fn nat_reply(packet: *const Packet6, choice: ChoicePtr) -> Step {
-    // SAFETY: the caller's stack values, live across this call.
-    let (packet, choice) = unsafe { (&*packet, &mut *choice.cast::<Choice6>()) };
-    let (rewrite, vip_id, backend_id) = if let Some(entry) = NAT_FLOWS6.get_ptr_mut(packet.flow) {
-        // SAFETY: a map value pointer from a successful lookup.
-        let ids = unsafe { ((*entry).vip_id, (*entry).backend_id) };
-        (
-            nat::touch(entry, packet.tcp_flags, &packet.flow),
-            ids.0,
-            ids.1,
-        )
-    } else if let Some(embryo) = NAT_EMBRYONIC6.get_ptr(packet.flow) {
-        // SAFETY: as above.
-        let ids = unsafe { ((*embryo).vip_id, (*embryo).backend_id) };
-        let rewrite = nat::reply_half_open(&packet.flow, embryo, packet.tcp_flags);
-        (rewrite, ids.0, ids.1)
-    } else {
-        return step(Err(Counter::PassNotVip));
-    };
-    choice.backend_id = backend_id;
-    choice.backend = core::ptr::null();
-    choice.vip_id = vip_id;
-    choice.new_flow = false;
-    choice.nat = Some(rewrite);
-    DONE
-}
-
-/// NAT66's rewrite and next hop (`nat_rewrite::rewrite6`, `nat_rewrite::route6`), two calls of their own.
-#[inline(always)]
-fn route(
-    ctx: *mut xdp_md,
-    packet: &Packet6,
-    rewrite: &nat::Rewrite<[u8; 16]>,
-) -> Result<u32, Counter> {
-    outcome(rewrite_step(ctx, packet, rewrite))?;
-    let action = route_step(ctx, packet, rewrite);
-    if action & FAILED != 0 {
-        outcome(action)?;
-    }
-    Ok(action)
-}
-
-#[inline(never)]
-fn rewrite_step(
-    ctx: *mut xdp_md,
-    packet: *const Packet6,
-    rewrite: *const nat::Rewrite<[u8; 16]>,
-) -> Step {
-    let ctx = context(ctx);
-    // SAFETY: the caller's stack values, live across this call.
-    let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
-    step(nat_rewrite::rewrite6(&ctx, packet, rewrite))
-}
-
-/// The verdict (an XDP action), or `FAILED | counter`.
-#[inline(never)]
-fn route_step(
-    ctx: *mut xdp_md,
-    packet: *const Packet6,
-    rewrite: *const nat::Rewrite<[u8; 16]>,
-) -> u32 {
-    let ctx = context(ctx);
-    // SAFETY: the caller's stack values, live across this call.
-    let (packet, rewrite) = unsafe { (&*packet, &*rewrite) };
-    match nat_rewrite::route6(&ctx, packet, rewrite) {
-        Ok(action) => action,
-        Err(reason) => FAILED | reason as u32,
-    }
 }
 
 /// Path-MTU discovery for IPv6 (RFC 8201): a Packet Too Big about a packet a DSR backend

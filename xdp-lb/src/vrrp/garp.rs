@@ -1,42 +1,11 @@
-//! What a VRRP transition tells the world: gratuitous ARP for each IPv4 virtual address and an
-//! unsolicited neighbour advertisement for each IPv6 one (so switches and neighbours learn the
-//! new master's MAC; RFC 5798 §6.4.1, RFC 4861 §7.2.6), and the operator's notify hook
-//! (keepalived's `notify`, e.g. a cloud API call that moves a floating address).
+//! What a new master tells its segment: a gratuitous ARP for each IPv4 virtual address and an
+//! unsolicited neighbour advertisement for each IPv6 one, so that switches and neighbours learn
+//! the new master's MAC (RFC 5798 §6.4.1, RFC 4861 §7.2.6). (Not to be confused with the
+//! routing announcements of `[announce]`, `route_announce.rs`.)
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdp_lb_common::csum::{checksum_of, sum_be};
-
-use super::machine::State;
-
-/// Runs the notify hook directly (no shell) with `STATE VRID NAME`; failure is logged only.
-pub(super) fn notify(program: std::path::PathBuf, state: State, vrid: u8, name: String) {
-    tokio::spawn(async move {
-        let result = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new(&program)
-                .args([state.name(), &vrid.to_string(), &name])
-                .stdin(std::process::Stdio::null())
-                .status(),
-        )
-        .await;
-        match result {
-            Ok(Ok(s)) if s.success() => {}
-            Ok(Ok(s)) => {
-                tracing::warn!(instance = %name, program = %program.display(), status = %s, "notify hook failed")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(instance = %name, program = %program.display(), error = %e, "notify hook could not run")
-            }
-            Err(_) => {
-                tracing::warn!(instance = %name, program = %program.display(), "notify hook still running after 30 s; not waited for")
-            }
-        }
-    });
-}
 
 /// A gratuitous ARP request: sender and target protocol address both the VIP, broadcast.
 fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
