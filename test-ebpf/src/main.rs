@@ -29,6 +29,10 @@
 // as an ordinary program with an empty main, so workspace-wide tools need no special casing.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro hands each program its context by value"
+)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -54,17 +58,17 @@ const FLOOR_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const FLOOR_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 #[xdp]
-pub fn xdp_floor(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor(ctx: XdpContext) -> u32 {
     floor(&ctx, false)
 }
 
 #[xdp]
-pub fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor_lookup(ctx: XdpContext) -> u32 {
     floor(&ctx, true)
 }
 
 #[xdp]
-pub fn xdp_floor_insert(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor_insert(ctx: XdpContext) -> u32 {
     let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
@@ -103,12 +107,12 @@ fn floor(ctx: &XdpContext, lookup: bool) -> u32 {
 }
 
 #[xdp]
-pub fn xdp_floor6(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor6(ctx: XdpContext) -> u32 {
     floor6(&ctx, false)
 }
 
 #[xdp]
-pub fn xdp_floor6_lookup(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor6_lookup(ctx: XdpContext) -> u32 {
     floor6(&ctx, true)
 }
 
@@ -136,7 +140,7 @@ fn floor6(ctx: &XdpContext, lookup: bool) -> u32 {
 }
 
 #[xdp]
-pub fn xdp_empty(_ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_empty(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
@@ -166,7 +170,7 @@ static FLOOR_FWD: Array<[u8; 16]> = Array::with_max_entries(1, 0);
 static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
-pub fn xdp_gen(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_gen(ctx: XdpContext) -> u32 {
     let Some(template) = GEN_TEMPLATE.get(0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -225,7 +229,7 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_floor_live(ctx: XdpContext) -> u32 {
     let Ok(parse::Parsed::V4(packet)) = parse::parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };
@@ -246,7 +250,7 @@ pub fn xdp_floor_live(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn xdp_sink(ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_sink(ctx: XdpContext) -> u32 {
     let ours = match parse::parse(&ctx) {
         // SAFETY: bounds-checked by the parser.
         Ok(parse::Parsed::V4(packet)) => (unsafe { (*packet.ip).id }) == GEN_IP_ID.to_be_bytes(),

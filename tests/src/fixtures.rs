@@ -16,13 +16,13 @@ use std::fmt::{self, Display, Write as _};
 
 /// A TOML value: numbers and booleans as they are, strings quoted.
 pub trait Value {
-    fn toml(&self) -> String;
+    fn toml(self) -> String;
 }
 
 macro_rules! plain_value {
     ($($t:ty),*) => {$(
         impl Value for $t {
-            fn toml(&self) -> String {
+            fn toml(self) -> String {
                 self.to_string()
             }
         }
@@ -31,46 +31,46 @@ macro_rules! plain_value {
 plain_value!(u8, u16, u32, u64, usize, i32, i64, bool);
 
 impl Value for &str {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         // Debug quoting escapes backslashes and quotes as TOML basic strings want.
         format!("{self:?}")
     }
 }
 
 impl Value for String {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         self.as_str().toml()
     }
 }
 
 /// A TOML array of the values.
 impl<T: Value> Value for Vec<T> {
-    fn toml(&self) -> String {
-        let items: Vec<String> = self.iter().map(Value::toml).collect();
+    fn toml(self) -> String {
+        let items: Vec<String> = self.into_iter().map(Value::toml).collect();
         format!("[{}]", items.join(", "))
     }
 }
 
 impl Value for std::net::Ipv4Addr {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         self.to_string().toml()
     }
 }
 
 impl Value for std::net::Ipv6Addr {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         self.to_string().toml()
     }
 }
 
 impl Value for std::net::IpAddr {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         self.to_string().toml()
     }
 }
 
 impl Value for std::path::PathBuf {
-    fn toml(&self) -> String {
+    fn toml(self) -> String {
         self.display().to_string().toml()
     }
 }
@@ -207,7 +207,7 @@ impl Vip {
 
     /// A list of strings (`allow = ["198.51.100.0/24", …]`).
     pub fn list(mut self, key: &str, items: &[&str]) -> Self {
-        let items: Vec<String> = items.iter().map(|i| i.toml()).collect();
+        let items: Vec<String> = items.iter().copied().map(Value::toml).collect();
         self.keys
             .0
             .push((key.to_owned(), format!("[{}]", items.join(", "))));
@@ -262,7 +262,7 @@ impl Vrrp {
 
     /// `virtual_addresses = ["A/32", …]`.
     pub fn addresses(mut self, addresses: &[&str]) -> Self {
-        let list: Vec<String> = addresses.iter().map(|a| a.toml()).collect();
+        let list: Vec<String> = addresses.iter().copied().map(Value::toml).collect();
         self.0
             .0
             .push(("virtual_addresses".into(), format!("[{}]", list.join(", "))));
@@ -271,7 +271,7 @@ impl Vrrp {
 
     /// `unicast_peers = [...]`.
     pub fn unicast_peers(mut self, peers: &[&str]) -> Self {
-        let list: Vec<String> = peers.iter().map(|a| a.toml()).collect();
+        let list: Vec<String> = peers.iter().copied().map(Value::toml).collect();
         self.0
             .0
             .push(("unicast_peers".into(), format!("[{}]", list.join(", "))));

@@ -11,7 +11,7 @@ use xdp_lb::{
     config::{self, Config},
     dataplane::{Dataplane, MapSizes, Maps, Reconciler, remove_pins},
     netlink::L2Next,
-    state::{self, Ids},
+    state::{self, IdAssignment},
 };
 use xdp_lb_common::{Counter, FlowKey, FlowValue};
 
@@ -27,7 +27,7 @@ pub struct Loaded {
     pub dp: Option<Dataplane>,
     pub reconciler: Reconciler,
     pub config: Config,
-    pub ids: Ids,
+    pub ids: IdAssignment,
     pub pin_dir: PathBuf,
 }
 
@@ -63,7 +63,7 @@ impl Loaded {
         };
         let (dp, maps) = Dataplane::load(&pin_dir, sizes).context("loading the program")?;
         let reconciler = Reconciler::new(maps)?;
-        let ids = Ids::default().assign(&config)?;
+        let ids = IdAssignment::default().assign(&config)?;
         let mut loaded = Self {
             dp: Some(dp),
             reconciler,
@@ -150,7 +150,7 @@ impl Loaded {
         health: &state::Health,
         local_mac: Option<[u8; 6]>,
     ) -> anyhow::Result<xdp_lb::dataplane::ApplyReport> {
-        let desired = state::desired_state(&state::Inputs {
+        let desired = state::desired_state(&state::StateInputs {
             config: &self.config,
             ids: &self.ids,
             neighbours,

@@ -53,7 +53,7 @@ pub fn machine_label() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     format!(
         "{cpu} ({} CPUs), kernel {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default()

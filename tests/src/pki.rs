@@ -39,8 +39,12 @@ impl Ca {
     /// from 1975 to 4096, or one that expired in 2021.
     pub fn leaf(&self, names: &[&str], expired: bool) -> anyhow::Result<Leaf> {
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        let mut params = CertificateParams::new(
+            names
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )?;
         if expired {
             params.not_before = date_time_ymd(2020, 1, 1);
             params.not_after = date_time_ymd(2021, 1, 1);

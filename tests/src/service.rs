@@ -159,7 +159,7 @@ fn answer(
             if reader.read_line(&mut line)? == 0 || stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            writer.write_all(format!("{me} {}", line).as_bytes())?;
+            writer.write_all(format!("{me} {line}").as_bytes())?;
         }
     }
     // HTTP: read the rest of the head (bounded by size and the read timeout).

@@ -325,6 +325,7 @@ impl Agent {
             .stdin(Stdio::null());
         // Join only the network namespace (unlike `ip netns exec`, which also remounts /sys and
         // would hide the root bpffs where the maps are pinned).
+        // SAFETY: the closure runs in the child between fork and exec and only calls setns.
         unsafe {
             cmd.pre_exec(move || {
                 enter_netns(&ns_path).map_err(std::io::Error::other)?;
@@ -374,7 +375,7 @@ impl Agent {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     pub fn signal(&self, sig: i32) {

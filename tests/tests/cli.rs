@@ -218,7 +218,7 @@ fn https_checks_name_bad_tls_files_and_warn_about_unverifiable_ones() {
 
     // Bad files and contradictions: exit 2, with the file, line and key.
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case<'_>; 5] = [
         (
             "missing CA file",
             vec![("tls_ca_file", "/nonexistent/ca.crt")],

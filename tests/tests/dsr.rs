@@ -70,7 +70,13 @@ fn three_hundred_connections_spread_over_three_backends() {
         );
     }
     // The services' own counts agree: every request went to a real backend.
-    assert_eq!(services.iter().map(|s| s.served()).sum::<u64>(), 300);
+    assert_eq!(
+        services
+            .iter()
+            .map(xdp_lb_tests::TcpService::served)
+            .sum::<u64>(),
+        300
+    );
 
     let status = agent.stop().unwrap();
     assert!(

@@ -95,7 +95,13 @@ fn a_dual_stack_pair_of_vips_balances_both_families() {
         60,
         "{per4:?}"
     );
-    assert_eq!(services.iter().map(|s| s.served()).sum::<u64>(), 360);
+    assert_eq!(
+        services
+            .iter()
+            .map(xdp_lb_tests::TcpService::served)
+            .sum::<u64>(),
+        360
+    );
 
     // inspect: the IPv6 VIP, its backends and its flows.
     let pin_dir = topo.pin_dir();

@@ -579,7 +579,7 @@ fn nat_flows_stay_with_their_node_and_a_moved_flow_is_reset() {
         let e = c
             .round_trip()
             .expect_err("a NAT flow moved to another node");
-        let io = e.downcast_ref::<std::io::Error>().map(|e| e.kind());
+        let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
         assert_eq!(
             io,
             Some(std::io::ErrorKind::ConnectionReset),

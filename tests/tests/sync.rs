@@ -637,7 +637,7 @@ fn forged_garbled_and_replayed_sync_datagrams_change_nothing_and_are_counted() {
                 s.send_to(&d, to).unwrap();
             }
         })
-        .unwrap()
+        .unwrap();
     };
     // From lb1's namespace (a peer's address, so the source check passes): a datagram signed
     // with another key, a garbled one, a cut one, the genuine one, and it again twice (replays);
@@ -649,9 +649,9 @@ fn forged_garbled_and_replayed_sync_datagrams_change_nothing_and_are_counted() {
     send_from(&b.topo.lb, vec![genuine.clone(), genuine.clone()]);
     send_from(&b.topo.client, vec![genuine]);
     let refused = |s: &serde_json::Value| -> u64 {
-        s["stream"]["rejected"]
-            .as_object()
-            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum())
+        s["stream"]["rejected"].as_object().map_or(0, |m| {
+            m.values().filter_map(serde_json::Value::as_u64).sum()
+        })
     };
     wait_for("lb2 counting them", Duration::from_secs(3), || {
         refused(&sync_status(&b, 2)) >= refused(&before) + 6

@@ -70,7 +70,7 @@ fn config_with(bed: &Bed, node: usize, instances: Vec<fixtures::Vrrp>) -> PathBu
                         .key("maglev_table_size", 4093)
                         .check("interval", "500ms"),
                 ),
-            |c, v| c.vrrp(v),
+            xdp_lb_tests::fixtures::Config::vrrp,
         )
         .to_string();
     let path = bed.topo.dir.join(format!("lb{node}-{}.toml", unique()));

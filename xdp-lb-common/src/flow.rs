@@ -355,17 +355,7 @@ impl<A: Address> FlowValueOf<A> {
             backend_id,
             vip_id,
             created_ns,
-            flags: 0,
-            last_seen_s: 0,
-            nat_src_addr_be: A::default(),
-            nat_dst_addr_be: A::default(),
-            nat_src_port_be: 0,
-            nat_dst_port_be: 0,
-            ip_csum_delta: 0,
-            l4_csum_delta: 0,
-            nh_ifindex: 0,
-            nh_dmac: [0; 6],
-            nh_smac: [0; 6],
+            ..Default::default()
         }
     }
 
@@ -379,30 +369,11 @@ impl<A: Address> FlowValueOf<A> {
     pub fn nat_reply(
         stamp: NatStamp,
         flags: u32,
-        (vip, vip_port_be): (A, u16),
-        (client, client_port_be): (A, u16),
+        vip: (A, u16),
+        client: (A, u16),
         reply_sum: u32,
     ) -> Self {
-        FlowValueOf {
-            backend_id: stamp.backend_id,
-            vip_id: stamp.vip_id,
-            created_ns: stamp.created_ns,
-            flags: flags | FLOW_F_NAT | FLOW_F_REPLY,
-            last_seen_s: stamp.last_seen_s,
-            nat_src_addr_be: vip,
-            nat_dst_addr_be: client,
-            nat_src_port_be: vip_port_be,
-            nat_dst_port_be: client_port_be,
-            ip_csum_delta: if A::IP_CHECKSUM {
-                csum::fold(reply_sum)
-            } else {
-                0
-            },
-            l4_csum_delta: 0,
-            nh_ifindex: 0,
-            nh_dmac: [0; 6],
-            nh_smac: [0; 6],
-        }
+        Self::nat_rewrite(stamp, flags | FLOW_F_REPLY, vip, client, reply_sum)
     }
 
     /// The client direction of a NAT flow (keyed by the client's 5-tuple, in `FLOWS` or
@@ -414,8 +385,21 @@ impl<A: Address> FlowValueOf<A> {
         stamp: NatStamp,
         flags: u32,
         snat: A,
-        (backend, backend_port_be): (A, u16),
+        backend: (A, u16),
         forward_sum: u32,
+    ) -> Self {
+        Self::nat_rewrite(stamp, flags, (snat, 0), backend, forward_sum)
+    }
+
+    /// A NAT entry whose packets leave from `src` to `dst` (addresses and ports in network
+    /// order), its IP checksum delta that of `sum`.
+    #[inline(always)]
+    fn nat_rewrite(
+        stamp: NatStamp,
+        flags: u32,
+        (src, src_port_be): (A, u16),
+        (dst, dst_port_be): (A, u16),
+        sum: u32,
     ) -> Self {
         FlowValueOf {
             backend_id: stamp.backend_id,
@@ -423,15 +407,11 @@ impl<A: Address> FlowValueOf<A> {
             created_ns: stamp.created_ns,
             flags: flags | FLOW_F_NAT,
             last_seen_s: stamp.last_seen_s,
-            nat_src_addr_be: snat,
-            nat_dst_addr_be: backend,
-            nat_src_port_be: 0,
-            nat_dst_port_be: backend_port_be,
-            ip_csum_delta: if A::IP_CHECKSUM {
-                csum::fold(forward_sum)
-            } else {
-                0
-            },
+            nat_src_addr_be: src,
+            nat_dst_addr_be: dst,
+            nat_src_port_be: src_port_be,
+            nat_dst_port_be: dst_port_be,
+            ip_csum_delta: if A::IP_CHECKSUM { csum::fold(sum) } else { 0 },
             l4_csum_delta: 0,
             nh_ifindex: 0,
             nh_dmac: [0; 6],

@@ -104,27 +104,47 @@ pub const fn port_be(port: u16) -> u16 {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), made only of integers, with explicit padding fields,
-    // so every bit pattern is valid and there are no implicit padding bytes.
+    // Every type here is repr(C), made only of integers, with explicit padding fields, so every
+    // bit pattern is valid and there are no implicit padding bytes (the layout test below).
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::VipKey6 {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowKey6 {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::AclData {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::AclData6 {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::VipLimit {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::InsertBudget {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::BucketKey {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::BucketKey6 {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::Bucket {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::VipInfo {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::BackendInfo {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowValue6 {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::TrafficCounters {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::VipName {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowLogBudget {}
 }
 

@@ -12,7 +12,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn admits(vip: &VipInfo, src_addr_be: u32) -> Result<(), Counter> {
+pub(crate) fn admits(vip: &VipInfo, src_addr_be: u32) -> Result<(), Counter> {
     if vip.flags & VIP_F_ACL == 0 {
         return Ok(());
     }
@@ -28,7 +28,7 @@ pub fn admits(vip: &VipInfo, src_addr_be: u32) -> Result<(), Counter> {
 
 /// `admits` for an IPv6 source, in `ACL6`.
 #[inline(always)]
-pub fn admits6(vip: &VipInfo, src: &[u8; 16]) -> Result<(), Counter> {
+pub(crate) fn admits6(vip: &VipInfo, src: &[u8; 16]) -> Result<(), Counter> {
     if vip.flags & VIP_F_ACL == 0 {
         return Ok(());
     }

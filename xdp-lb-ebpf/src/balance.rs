@@ -26,7 +26,7 @@ use crate::{
 compile_error!("xdp-lb's Maglev table layout assumes little-endian BPF (bpfel)");
 
 /// The backend chosen for a packet; `A` is its family's address (`u32` or `[u8; 16]`).
-pub struct Choice<A> {
+pub(crate) struct Choice<A> {
     pub backend_id: u32,
     pub backend: *const BackendInfo,
     pub vip_id: u32,
@@ -39,7 +39,7 @@ pub struct Choice<A> {
 /// (`VIP_PORTS`, kept by the agent). If none does, the packet belongs to no VIP and no flow:
 /// it is passed without hashing its 5-tuple twice (a flow-table miss, then a VIP miss).
 #[inline(always)]
-pub fn vip_port(proto: u8, port_be: u16) -> bool {
+pub(crate) fn vip_port(proto: u8, port_be: u16) -> bool {
     let (word, bit) = vip_port_bit(proto, port_be);
     // An array lookup, inlined by the verifier: a bounds check and a load.
     VIP_PORTS.get(word).is_some_and(|w| *w & bit != 0)
@@ -55,7 +55,10 @@ pub fn vip_port(proto: u8, port_be: u16) -> bool {
 /// answer a mid-connection packet with a RST anyway): it falls through to the VIP, where only
 /// a SYN opens a flow and anything else is passed to the kernel, which resets the connection.
 #[inline(always)]
-pub fn choose_backend(packet: &Packet, settings: *const Settings) -> Result<Choice<u32>, Counter> {
+pub(crate) fn choose_backend(
+    packet: &Packet,
+    settings: *const Settings,
+) -> Result<Choice<u32>, Counter> {
     let flow = &packet.flow;
     if !vip_port(flow.proto, flow.dst_port_be) {
         return Err(Counter::PassNotVip);
@@ -199,7 +202,10 @@ fn record_dsr_flow(
 /// A flow entry's backend, if it may still carry the flow: it forwards and still belongs to
 /// the flow's VIP. An id outside `BACKENDS` is a corrupted entry.
 #[inline(always)]
-pub fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const BackendInfo>, Counter> {
+pub(crate) fn live_backend(
+    backend_id: u32,
+    flow_vip: u32,
+) -> Result<Option<*const BackendInfo>, Counter> {
     let backend = BACKENDS
         .get_ptr(backend_id)
         .ok_or(Counter::DropBadBackend)?;
@@ -213,7 +219,7 @@ pub fn live_backend(backend_id: u32, flow_vip: u32) -> Result<Option<*const Back
 /// insert and churn established flows out of the LRU. A flow not recorded still goes to its
 /// Maglev choice, as do its next packets while the table is unchanged.
 #[inline(always)]
-pub fn may_insert(settings: *const Settings, now: u64) -> bool {
+pub(crate) fn may_insert(settings: *const Settings, now: u64) -> bool {
     // SAFETY: the settings map value, valid while this program runs.
     let limit = unsafe { (*settings).flow_inserts_per_cpu_per_sec };
     if limit == 0 {
@@ -253,7 +259,7 @@ fn maglev_hash(vip: &VipInfo, flow: &FlowKey) -> u32 {
 /// differ only in their interface identifier (the low 64 bits) still spread. A call of its
 /// own: its spills would otherwise land in its callers' tight stack (see `ipv6.rs`).
 #[inline(never)]
-pub fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
+pub(crate) fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
     flow_hash6(
         &xdp_lb_common::ipv6_words(&flow.src_addr),
         &xdp_lb_common::ipv6_words(&flow.dst_addr),
@@ -267,7 +273,10 @@ pub fn maglev_hash6(vip: &VipInfo, flow: &FlowKey6) -> u32 {
 /// The VIP's Maglev choice for a flow of this `hash`: the backend every node with the same
 /// backends picks.
 #[inline(always)]
-pub fn maglev_choice(vip: &VipInfo, hash: u32) -> Result<(u32, *const BackendInfo), Counter> {
+pub(crate) fn maglev_choice(
+    vip: &VipInfo,
+    hash: u32,
+) -> Result<(u32, *const BackendInfo), Counter> {
     // table_size is never 0 when backend_count is not (the agent writes both in one update);
     // the check is for the verifier and for a corrupted map.
     if vip.table_size == 0 {
@@ -292,7 +301,7 @@ pub fn maglev_choice(vip: &VipInfo, hash: u32) -> Result<(u32, *const BackendInf
 /// its Maglev choice (what its next packet would get). For an ICMP error about the flow
 /// (`parse::TooBig`); anything that is not a DSR VIP's flow is `PassIcmp`, for the kernel.
 #[inline(always)]
-pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
+pub(crate) fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
     if let Some(entry) = FLOWS.get_ptr(flow) {
         // SAFETY: map value pointers from successful lookups; plain integers.
         let (backend_id, flow_vip, flow_flags) =
@@ -301,7 +310,9 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
             return Err(Counter::PassIcmp);
         }
         if let Some(backend) = BACKENDS.get_ptr(backend_id)
+            // SAFETY: a map value pointer from a successful lookup; plain integers.
             && unsafe { (*backend).flags } & BACKEND_F_FORWARD != 0
+            // SAFETY: as above.
             && unsafe { (*backend).vip_id } == flow_vip
         {
             return Ok(backend);
@@ -327,7 +338,7 @@ pub fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
 /// The backend that owns IPv6 `flow` of a DSR VIP, without changing any state (as `owner`;
 /// a NAT66 flow's error is the kernel's: `PassIcmp`).
 #[inline(always)]
-pub fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
+pub(crate) fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
     if let Some(entry) = FLOWS6.get_ptr(flow) {
         // SAFETY: a map value pointer from a successful lookup; plain integers.
         let (backend_id, flow_vip, flow_flags) =
@@ -352,7 +363,7 @@ pub fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
 
 /// The IPv6 VIP an IPv6 flow is addressed to, if any.
 #[inline(always)]
-pub fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
+pub(crate) fn vip6(flow: &FlowKey6) -> Option<*const VipInfo> {
     let key = VipKey6 {
         addr: flow.dst_addr,
         port_be: flow.dst_port_be,

@@ -64,7 +64,7 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64
 }
 
 #[inline(always)]
-pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
+pub(crate) fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
     report(FLOW_EVENT_NEW, 0, flow, backend_addr_be, now);
 }
 
@@ -72,7 +72,7 @@ pub fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
 /// flood from a few sources cannot take the whole budget from the rest (a random-source flood
 /// still can; the budget then bounds it).
 #[inline(always)]
-pub fn drop(flow: &FlowKey, reason: Counter) {
+pub(crate) fn drop(flow: &FlowKey, reason: Counter) {
     if let Some(now) = first_drop_this_second(flow.src_addr) {
         report(FLOW_EVENT_DROP, reason as u32, flow, 0, now);
     }
@@ -131,13 +131,13 @@ fn report6(kind: u32, reason: u32, flow: &FlowKey6, backend_addr: [u8; 16], now:
 
 /// A new IPv6 flow, as `new_flow`. A call of its own, for the IPv6 path's stack (`ipv6.rs`).
 #[inline(never)]
-pub fn new_flow6(flow: &FlowKey6, backend_addr: &[u8; 16], now: u64) {
+pub(crate) fn new_flow6(flow: &FlowKey6, backend_addr: &[u8; 16], now: u64) {
     report6(FLOW_EVENT_NEW6, 0, flow, *backend_addr, now);
 }
 
 /// A dropped IPv6 packet, as `drop`. A call of its own, as `new_flow6`.
 #[inline(never)]
-pub fn drop6(flow: &FlowKey6, reason: Counter) {
+pub(crate) fn drop6(flow: &FlowKey6, reason: Counter) {
     let a = &flow.src_addr;
     let folded = u32::from_ne_bytes([a[0], a[1], a[2], a[3]])
         ^ u32::from_ne_bytes([a[4], a[5], a[6], a[7]])

@@ -13,7 +13,7 @@ use crate::maps::TX_PORTS;
 /// two calls per frame); six volatile byte stores stay inline and cannot be merged back into
 /// that call.
 #[inline(always)]
-pub fn set_mac(dst: *mut [u8; 6], src: &[u8; 6]) {
+pub(crate) fn set_mac(dst: *mut [u8; 6], src: &[u8; 6]) {
     let d = dst as *mut u8;
     for (i, b) in src.iter().enumerate() {
         // SAFETY: the caller's pointer is to 6 writable bytes (bounds-checked frame memory).
@@ -22,7 +22,7 @@ pub fn set_mac(dst: *mut [u8; 6], src: &[u8; 6]) {
 }
 
 #[inline(always)]
-pub fn forward_dsr(
+pub(crate) fn forward_dsr(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     backend: *const BackendInfo,

@@ -11,7 +11,7 @@ pub mod parse;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // The verifier proves every access in bounds, so nothing the program does can panic; an
     // endless loop would be rejected if it were ever reachable.
     loop {}

@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn admits(vip: &VipInfo, src_addr_be: u32, now: u64) -> Result<(), Counter> {
+pub(crate) fn admits(vip: &VipInfo, src_addr_be: u32, now: u64) -> Result<(), Counter> {
     if vip.flags & VIP_F_LIMIT == 0 {
         return Ok(());
     }
@@ -31,7 +31,7 @@ pub fn admits(vip: &VipInfo, src_addr_be: u32, now: u64) -> Result<(), Counter> 
 
 /// `admits` for an IPv6 source: buckets per `limit_prefix_v6` prefix, in `SOURCE_BUCKETS6`.
 #[inline(always)]
-pub fn admits6(vip: &VipInfo, src: &[u8; 16], now: u64) -> Result<(), Counter> {
+pub(crate) fn admits6(vip: &VipInfo, src: &[u8; 16], now: u64) -> Result<(), Counter> {
     if vip.flags & VIP_F_LIMIT == 0 {
         return Ok(());
     }

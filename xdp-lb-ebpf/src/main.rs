@@ -44,7 +44,11 @@ const IPV6_AT: u32 = 1 << 8;
 /// than that (LLVM does not overlap their stack slots). This frame holds nothing, so each path
 /// has nearly all 512 bytes, and IPv4 frames run the code they ran before IPv6, plus one call.
 #[xdp]
-pub fn xdp_lb(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro hands the program its context by value"
+)]
+pub(crate) fn xdp_lb(ctx: XdpContext) -> u32 {
     let verdict = ipv4_frame(ctx.ctx);
     if verdict & IPV6_AT != 0 {
         return ipv6::frame(ctx.ctx, verdict & 0xff);
@@ -58,7 +62,7 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 fn ipv4_frame(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
     let ctx = XdpContext::new(ctx);
     verdict(match parse::parse(&ctx) {
-        Ok(Parsed::V4(packet)) => ipv4(&ctx, packet),
+        Ok(Parsed::V4(packet)) => ipv4(&ctx, &packet),
         // 14 or 18: below IPV6_AT.
         Ok(Parsed::Ipv6(l3_off)) => return IPV6_AT | (l3_off as u32 & 0xff),
         // Off the TCP path: ICMP errors about a VIP's packets.
@@ -69,7 +73,7 @@ fn ipv4_frame(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
 
 /// A TCP/IPv4 frame: a backend's reply to a NAT flow, or a client's packet to a VIP.
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
+fn ipv4(ctx: &XdpContext, packet: &parse::Packet) -> Result<u32, Counter> {
     // Array lookups are inlined by the verifier: a few instructions.
     let settings = SETTINGS.get_ptr(0).ok_or(Counter::DropNoSettings)?;
     // SAFETY: a map value pointer (array lookups never fail in range); eth bounds-checked.
@@ -82,6 +86,7 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
             (*settings).snat_port_max,
         )
     };
+    // SAFETY: the Ethernet header was bounds-checked by the parser.
     if check_mac != 0 && unsafe { (*packet.eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
     }
@@ -91,14 +96,14 @@ fn ipv4(ctx: &XdpContext, packet: parse::Packet) -> Result<u32, Counter> {
         let port = u16::from_be_bytes(packet.flow.dst_port_be.to_ne_bytes());
         if port >= port_min
             && port <= port_max
-            && let Some(action) = nat_reply(ctx, &packet)?
+            && let Some(action) = nat_reply(ctx, packet)?
         {
             return Ok(action);
         }
     }
-    let forwarded = balance::choose_backend(&packet, settings).and_then(|choice| {
+    let forwarded = balance::choose_backend(packet, settings).and_then(|choice| {
         let action = match &choice.nat {
-            Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, &packet, rewrite),
+            Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, packet, rewrite),
             None => forward::forward_dsr(ctx, packet.eth, choice.backend),
         };
         action.map(|action| (choice, action))
@@ -184,6 +189,7 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
             (*settings).snat_addr_be,
         )
     };
+    // SAFETY: the Ethernet header was bounds-checked by the parser.
     if check_mac != 0 && unsafe { (*icmp.eth).dst_addr } != local_mac {
         return Err(Counter::PassNotLocalMac);
     }

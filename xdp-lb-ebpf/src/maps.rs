@@ -17,43 +17,44 @@ use xdp_lb_common::{
 };
 
 #[map]
-pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
+pub(crate) static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
 
 /// IPv6 VIPs. Their ids, Maglev slots, backends and counters share the IPv4 VIPs' arrays;
 /// only the keyed maps are per family, so IPv4 keys stay small (see `VipKey6`).
 #[map]
-pub static VIPS6: HashMap<VipKey6, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
+pub(crate) static VIPS6: HashMap<VipKey6, VipInfo> = HashMap::pinned(DEFAULT_MAX_VIPS, 0);
 
 /// The ports VIPs listen on, a bit each (`xdp_lb_common::vip_port_bit`): the first test of a
 /// client packet, before any hash.
 #[map]
-pub static VIP_PORTS: Array<u64> = Array::pinned(VIP_PORTS_WORDS, 0);
+pub(crate) static VIP_PORTS: Array<u64> = Array::pinned(VIP_PORTS_WORDS, 0);
 
 #[map]
-pub static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);
+pub(crate) static BACKENDS: Array<BackendInfo> = Array::pinned(MAX_BACKENDS, 0);
 
 /// Two slots of `MAGLEV_SLOT_ELEMS` elements per VIP (double buffer), each element two packed
 /// backend ids. Mmapable, so the agent writes a whole table with one memory copy instead of
 /// one syscall per entry.
 #[map]
-pub static MAGLEV: Array<u64> =
+pub(crate) static MAGLEV: Array<u64> =
     Array::pinned(DEFAULT_MAX_VIPS * 2 * MAGLEV_SLOT_ELEMS, BPF_F_MMAPABLE);
 
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+pub(crate) static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// IPv6 flows, DSR and NAT66 client directions, as `FLOWS`. Sized by
 /// `agent.flow_table_size_ipv6`; an LRU allocates its entries up front, so an IPv4-only node
 /// pays its memory too (documented in README, "Memory").
 #[map]
-pub static FLOWS6: LruHashMap<FlowKey6, FlowValue6> =
+pub(crate) static FLOWS6: LruHashMap<FlowKey6, FlowValue6> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// NAT reply direction (backend → SNAT address:port), one entry per NAT flow; also the SNAT
 /// port reservations (see `nat.rs`). A plain hash, never evicted behind our back; allocated on
 /// demand so that DSR-only nodes pay nothing. The agent sizes it like `FLOWS`.
 #[map]
-pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
+pub(crate) static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
     HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
 
 /// Half-open NAT flows: the client's SYN went on to the backend, which has not answered yet.
@@ -63,102 +64,105 @@ pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> =
 /// evicted entry's port is free the moment it goes. The client's ACK promotes the flow to
 /// `NAT_FLOWS` and `FLOWS` (`nat.rs`). The agent sizes it like `FLOWS`.
 #[map]
-pub static NAT_EMBRYONIC: LruHashMap<FlowKey, FlowValue> =
+pub(crate) static NAT_EMBRYONIC: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// The client direction of the half-open NAT flows (client 5-tuple → its rewrite): where the
 /// client's ACK finds its flow to promote it, and a retransmitted SYN its port.
 #[map]
-pub static NAT_EMBRYONIC_CLIENT: LruHashMap<FlowKey, FlowValue> =
+pub(crate) static NAT_EMBRYONIC_CLIENT: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// NAT66: the reply directions, half-open flows and their client directions, as `NAT_FLOWS`,
 /// `NAT_EMBRYONIC` and `NAT_EMBRYONIC_CLIENT` are for IPv4. Sized by
 /// `agent.flow_table_size_ipv6`.
 #[map]
-pub static NAT_FLOWS6: HashMap<FlowKey6, FlowValue6> =
+pub(crate) static NAT_FLOWS6: HashMap<FlowKey6, FlowValue6> =
     HashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static NAT_EMBRYONIC6: LruHashMap<FlowKey6, FlowValue6> =
+pub(crate) static NAT_EMBRYONIC6: LruHashMap<FlowKey6, FlowValue6> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 #[map]
-pub static NAT_EMBRYONIC_CLIENT6: LruHashMap<FlowKey6, FlowValue6> =
+pub(crate) static NAT_EMBRYONIC_CLIENT6: LruHashMap<FlowKey6, FlowValue6> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// NAT66's scratch keys and entries (see `nat_slots::NatSlots`): one per CPU, used within one
 /// packet. Not pinned: nothing outside the program reads it.
 #[map]
-pub static NAT6_SLOTS: PerCpuArray<crate::nat_slots::NatSlots<FlowKey6>> =
+pub(crate) static NAT6_SLOTS: PerCpuArray<crate::nat_slots::NatSlots<FlowKey6>> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// NAT66's `bpf_fib_lookup` parameters, as `NAT6_SLOTS`.
 #[map]
-pub static FIB6_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+pub(crate) static FIB6_PARAMS: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// The VIPs' allow and deny lists (see `acl.rs`): `ACL_ALLOW` or `ACL_DENY` per prefix.
 #[map]
-pub static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
+pub(crate) static ACL: LpmTrie<AclData, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
 
 /// The IPv6 VIPs' lists, as `ACL`.
 #[map]
-pub static ACL6: LpmTrie<AclData6, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
+pub(crate) static ACL6: LpmTrie<AclData6, u32> = LpmTrie::pinned(MAX_ACL_ENTRIES, 0);
 
 /// Per-source new-flow limits by VIP id (see `limit.rs`).
 #[map]
-pub static VIP_LIMITS: Array<VipLimit> = Array::pinned(DEFAULT_MAX_VIPS, 0);
+pub(crate) static VIP_LIMITS: Array<VipLimit> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 
 /// Token buckets of the sources of limited VIPs. An LRU: a source idle long enough to be
 /// evicted had a full bucket anyway.
 #[map]
-pub static SOURCE_BUCKETS: LruHashMap<BucketKey, Bucket> =
+pub(crate) static SOURCE_BUCKETS: LruHashMap<BucketKey, Bucket> =
     LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
 
 /// The IPv6 VIPs' source buckets, as `SOURCE_BUCKETS`.
 #[map]
-pub static SOURCE_BUCKETS6: LruHashMap<BucketKey6, Bucket> =
+pub(crate) static SOURCE_BUCKETS6: LruHashMap<BucketKey6, Bucket> =
     LruHashMap::pinned(SOURCE_BUCKETS_SIZE, 0);
 
 /// This second's DSR flow-table inserts, per CPU (`agent.flow_insert_rate`).
 #[map]
-pub static INSERT_BUDGET: PerCpuArray<InsertBudget> = PerCpuArray::pinned(1, 0);
+pub(crate) static INSERT_BUDGET: PerCpuArray<InsertBudget> = PerCpuArray::pinned(1, 0);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]
-pub static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_TX_PORTS, 0);
+pub(crate) static TX_PORTS: DevMapHash = DevMapHash::pinned(MAX_TX_PORTS, 0);
 
 #[map]
-pub static VIP_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(DEFAULT_MAX_VIPS, 0);
+pub(crate) static VIP_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::pinned(DEFAULT_MAX_VIPS, 0);
 
 #[map]
-pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+pub(crate) static BACKEND_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::pinned(MAX_BACKENDS, 0);
 
 /// Written by the agent, never read here: lets `xdp-lb inspect` name VIPs from the pins alone.
 #[map]
-pub static VIP_NAMES: Array<VipName> = Array::pinned(DEFAULT_MAX_VIPS, 0);
+pub(crate) static VIP_NAMES: Array<VipName> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 
 #[map]
-pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+pub(crate) static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 /// New flows and drops, for the agent's flow log (`agent.flow_log`).
 #[map]
-pub static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
+pub(crate) static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
 /// New flows for the agent's sync to send to the other LB nodes (`sync_events.rs`): 1 MiB,
 /// about 20 000 events of 52 bytes, a second of new flows at a busy node's rate, which the
 /// agent drains in batches every few milliseconds.
 #[map]
-pub static SYNC_EVENTS: RingBuf = RingBuf::pinned(1024 * 1024, 0);
+pub(crate) static SYNC_EVENTS: RingBuf = RingBuf::pinned(1024 * 1024, 0);
 
 /// The second in which each source's last drop was logged (`flow_log.rs`): one line per
 /// source per second. An LRU: a source evicted has not been logged for a while.
 #[map]
-pub static FLOW_LOG_SOURCES: LruHashMap<u32, u32> = LruHashMap::pinned(FLOW_LOG_SOURCES_SIZE, 0);
+pub(crate) static FLOW_LOG_SOURCES: LruHashMap<u32, u32> =
+    LruHashMap::pinned(FLOW_LOG_SOURCES_SIZE, 0);
 
 #[map]
-pub static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget> = PerCpuArray::pinned(1, 0);
+pub(crate) static FLOW_LOG_BUDGET: PerCpuArray<FlowLogBudget> = PerCpuArray::pinned(1, 0);
 
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);

@@ -24,9 +24,11 @@
 //! computed once at flow creation (RFC 1624), so a packet costs a few stores, two adds and one
 //! `bpf_fib_lookup` for the next hop (the kernel's routes and neighbours): `nat_rewrite.rs`.
 
-// The slots are passed to map calls by reference on purpose: by value (what clippy suggests,
-// as they are `Copy`) they would be copied onto the stack, which the IPv6 path has no room for.
-#![allow(clippy::needless_borrows_for_generic_args)]
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the slots are passed to map calls by reference on purpose: by value (as they are \
+              `Copy`) they would be copied onto the stack, which the IPv6 path has no room for"
+)]
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -53,7 +55,7 @@ const EEXIST: i32 = 17;
 /// A family's NAT maps and SNAT address: the NAT flow logic below is written once over this,
 /// for `FlowKey` (IPv4: `FLOWS`, `NAT_FLOWS`, …) and `FlowKey6` (NAT66: `FLOWS6`,
 /// `NAT_FLOWS6`, …). Monomorphised and inlined, the IPv4 code is what it was before IPv6.
-pub trait NatFamily: FlowTuple + 'static {
+pub(crate) trait NatFamily: FlowTuple + 'static {
     /// Client directions of established flows (and DSR flows).
     fn flows() -> &'static LruHashMap<Self, FlowValueOf<Self::Addr>>;
     /// Reply directions of established NAT flows: the SNAT port reservations.
@@ -116,7 +118,7 @@ impl NatFamily for FlowKey6 {
 
 /// One direction's rewrite, copied out of its flow entry.
 #[derive(Clone, Copy)]
-pub struct Rewrite<A> {
+pub(crate) struct Rewrite<A> {
     pub src_addr_be: A,
     pub dst_addr_be: A,
     pub src_port_be: u16,
@@ -157,7 +159,7 @@ fn now_s() -> u32 {
 /// `key` is the packet's own 5-tuple (the client's, or the backend's reply): a flow that
 /// starts closing is reported to the sync by its client's (`sync_events::closing`).
 #[inline(always)]
-pub fn touch<K: FlowTuple>(
+pub(crate) fn touch<K: FlowTuple>(
     entry: *mut FlowValueOf<K::Addr>,
     tcp_flags: u8,
     key: &K,
@@ -193,14 +195,14 @@ pub fn touch<K: FlowTuple>(
 /// datagram per source, churns only the half-open LRU, as SYNs do). If there is no half-open
 /// flow, a UDP datagram opens one.
 #[inline(always)]
-pub fn may_promote(proto: u8, tcp_flags: u8) -> bool {
+pub(crate) fn may_promote(proto: u8, tcp_flags: u8) -> bool {
     proto == IPPROTO_UDP || !opens_flow(tcp_flags)
 }
 
 /// Whether a packet with these flags may open a NAT flow: a SYN without ACK. Anything else
 /// without a flow belongs to a connection we do not know; the kernel answers it with a RST.
 #[inline(always)]
-pub fn opens_flow(tcp_flags: u8) -> bool {
+pub(crate) fn opens_flow(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
 }
 
@@ -215,7 +217,7 @@ pub fn opens_flow(tcp_flags: u8) -> bool {
     clippy::too_many_arguments,
     reason = "inlined: the arguments are the caller's values"
 )]
-pub fn create<K: NatFamily>(
+pub(crate) fn create<K: NatFamily>(
     slots: &mut NatSlots<K>,
     flow: &K,
     vip_id: u32,
@@ -385,7 +387,7 @@ impl PortProbe {
 /// the reply leaves as VIP → client instead of backend → SNAT address. Apart from `create`
 /// for the IPv6 path's stack (see `ipv6.rs`).
 #[inline(always)]
-pub fn reply_addr_sum<K: NatFamily>(
+pub(crate) fn reply_addr_sum<K: NatFamily>(
     flow: &K,
     backend_addr: &K::Addr,
     settings: *const Settings,
@@ -399,7 +401,7 @@ pub fn reply_addr_sum<K: NatFamily>(
 /// A backend's packet for a half-open flow (its SYN-ACK, or a RST when nothing listens): on
 /// to the client, rewritten. A RST ends the half-open flow.
 #[inline(always)]
-pub fn reply_half_open<K: NatFamily>(
+pub(crate) fn reply_half_open<K: NatFamily>(
     reply_key: &K,
     embryo: *const FlowValueOf<K::Addr>,
     tcp_flags: u8,
@@ -418,7 +420,7 @@ pub fn reply_half_open<K: NatFamily>(
 /// client's direction to `FLOWS`. Returns the rewrite and the backend id. A spoofed SYN never gets here: its source never sees the
 /// backend's SYN-ACK, so it cannot ACK it.
 #[inline(always)]
-pub fn promote<K: NatFamily>(
+pub(crate) fn promote<K: NatFamily>(
     slots: &mut NatSlots<K>,
     flow: &K,
 ) -> Result<(Rewrite<K::Addr>, u32), Counter> {

@@ -28,7 +28,7 @@ const AF_INET6: u8 = 10;
 /// Rewrites addresses, ports and both checksums (IPv4's and TCP's or UDP's), then sends the packet to the next hop the
 /// kernel's FIB names: XDP_TX out of the ingress interface, or a redirect to another one.
 #[inline(always)]
-pub fn rewrite_and_route(
+pub(crate) fn rewrite_and_route(
     ctx: &XdpContext,
     packet: &Packet,
     rw: &Rewrite<u32>,
@@ -87,7 +87,11 @@ fn l4_checksum(proto: u8, check: u16, delta: u16) -> u16 {
 /// header checksum). Extension headers are kept as they came. `route6` sends the result; the
 /// IPv6 path calls them apart, for its stack (see `ipv6.rs`).
 #[inline(always)]
-pub fn rewrite6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Result<(), Counter> {
+pub(crate) fn rewrite6(
+    ctx: &XdpContext,
+    packet: &Packet6,
+    rw: &Rewrite<[u8; 16]>,
+) -> Result<(), Counter> {
     // The headers are taken again here (see `Packet6` for why the parser keeps only offsets):
     // the same bounds the parser checked. The masks keep the offsets provably small for the
     // verifier, which does not follow scalars through the parser's return value.
@@ -118,7 +122,11 @@ pub fn rewrite6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> R
 /// NAT66, second half: sends the rewritten packet to its next hop, the flow entry's cached one
 /// or the kernel's FIB's.
 #[inline(always)]
-pub fn route6(ctx: &XdpContext, packet: &Packet6, rw: &Rewrite<[u8; 16]>) -> Result<u32, Counter> {
+pub(crate) fn route6(
+    ctx: &XdpContext,
+    packet: &Packet6,
+    rw: &Rewrite<[u8; 16]>,
+) -> Result<u32, Counter> {
     let eth: *mut network_types::eth::EthHdr =
         parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
     if let Some(action) = cached_next_hop(ctx, eth, rw) {
@@ -233,7 +241,7 @@ fn send(
 /// Checksums by delta: the outer and quoted IPv4 headers and the ICMP message
 /// (`csum::quoted_ports_delta`). The kernel forwards the result (NAT needs forwarding on).
 #[inline(always)]
-pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValueOf<u32>) {
+pub(crate) fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValueOf<u32>) {
     // SAFETY: a map value pointer from a successful lookup; the packet pointers were
     // bounds-checked by the parser and the frame has not been resized.
     unsafe {
@@ -284,7 +292,7 @@ pub fn translate_too_big(icmp: &crate::parse::TooBig, entry: *const FlowValueOf<
 /// IPv6 headers have no checksum; the ICMPv6 checksum covers the pseudo-header (so the outer
 /// destination) and the whole quote, and is updated by the delta of every changed word.
 #[inline(always)]
-pub fn translate_too_big6(
+pub(crate) fn translate_too_big6(
     ctx: &XdpContext,
     packet: &Packet6,
     entry: *const FlowValueOf<[u8; 16]>,

@@ -9,7 +9,7 @@ use xdp_lb_common::{FlowTuple, FlowValueOf};
 /// for (see `ipv6.rs`), in a per-CPU array (`NAT6_SLOTS`). Each probe of `create` reuses the
 /// same slots.
 #[repr(C)]
-pub struct NatSlots<K: FlowTuple> {
+pub(crate) struct NatSlots<K: FlowTuple> {
     pub key: K,
     pub reply: FlowValueOf<K::Addr>,
     pub forward: FlowValueOf<K::Addr>,
@@ -20,7 +20,7 @@ impl<K: FlowTuple> NatSlots<K> {
     /// and each promotion, which a struct literal (or a value returned and copied) would zero
     /// with a call of the object's byte-loop `memset`.
     #[inline(always)]
-    pub fn zeroed_in(slot: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
+    pub(crate) fn zeroed_in(slot: &mut core::mem::MaybeUninit<Self>) -> &mut Self {
         zero_words(slot.as_mut_ptr());
         // SAFETY: every byte is written, and all zeros is a valid value of these plain
         // integer structs.
@@ -32,7 +32,7 @@ impl<K: FlowTuple> NatSlots<K> {
 /// compile for BPF to a call of the object's `memset`, a byte loop (found in the disassembly
 /// after the profile showed it, issue 18); volatile stores are never merged back into one.
 #[inline(always)]
-pub fn zero_words<T>(p: *mut T) {
+pub(crate) fn zero_words<T>(p: *mut T) {
     const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
     let words = p.cast::<u32>();
     for i in 0..size_of::<T>() / 4 {

@@ -6,7 +6,7 @@ use xdp_lb_common::{Counter, TrafficCounters};
 use crate::maps::{COUNTERS, VIP_STATS};
 
 #[inline(always)]
-pub fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while this program runs.
         unsafe { *slot += 1 };
@@ -15,7 +15,7 @@ pub fn count(counter: Counter) {
 
 /// Counts a forwarded packet; `tx` says whether the verdict was XDP_TX (else XDP_REDIRECT).
 #[inline(always)]
-pub fn add_traffic(
+pub(crate) fn add_traffic(
     map: &PerCpuArray<TrafficCounters>,
     index: u32,
     bytes: u32,
@@ -41,7 +41,7 @@ pub fn add_traffic(
 
 /// Counts a new flow a VIP's lists or limit refused, on the VIP (the global counter is the verdict's).
 #[inline(always)]
-pub fn count_refused(vip_id: u32, reason: Counter) {
+pub(crate) fn count_refused(vip_id: u32, reason: Counter) {
     if let Some(c) = VIP_STATS.get_ptr_mut(vip_id) {
         // SAFETY: as above.
         unsafe {
@@ -56,7 +56,7 @@ pub fn count_refused(vip_id: u32, reason: Counter) {
 
 /// The verdict of a path: its action, or its reason counted and turned into one.
 #[inline(always)]
-pub fn verdict(result: Result<u32, Counter>) -> u32 {
+pub(crate) fn verdict(result: Result<u32, Counter>) -> u32 {
     match result {
         Ok(action) => action,
         Err(reason) => {
@@ -68,7 +68,7 @@ pub fn verdict(result: Result<u32, Counter>) -> u32 {
 
 /// The verdict for a frame we do not forward: `Pass*` reasons go to the kernel, the rest drop.
 #[inline(always)]
-pub fn verdict_for(reason: Counter) -> u32 {
+pub(crate) fn verdict_for(reason: Counter) -> u32 {
     if reason.passes() {
         xdp_action::XDP_PASS
     } else {

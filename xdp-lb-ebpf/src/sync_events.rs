@@ -16,7 +16,7 @@ use crate::{
 /// Whether the agent asked for reports (`[sync]`), for callers without the settings at hand
 /// (the DSR new-flow paths read `Settings::sync_events` from the settings they hold).
 #[inline(always)]
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     SETTINGS.get(0).is_some_and(|s| s.sync_events != 0)
 }
 
@@ -25,7 +25,13 @@ pub fn enabled() -> bool {
 /// stack). A full ring (the agent is behind) loses the event, counted: the flow is forwarded
 /// all the same.
 #[inline(always)]
-pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, snat_port_be: u16) {
+pub(crate) fn report<K: FlowTuple>(
+    kind: u8,
+    flow: &K,
+    backend_id: u32,
+    vip_id: u32,
+    snat_port_be: u16,
+) {
     let Some(mut entry) = SYNC_EVENTS.reserve::<SyncEvent>(0) else {
         count(Counter::SyncEventLost);
         return;
@@ -57,7 +63,7 @@ pub fn report<K: FlowTuple>(kind: u8, flow: &K, backend_id: u32, vip_id: u32, sn
 /// reply entry the client's is its rewrite's reverse. A call of its own: the rare path keeps
 /// its stack out of the callers' (the IPv6 path's is tight).
 #[inline(never)]
-pub fn closing<K: FlowTuple>(entry: *const FlowValueOf<K::Addr>, key: &K) {
+pub(crate) fn closing<K: FlowTuple>(entry: *const FlowValueOf<K::Addr>, key: &K) {
     if !enabled() {
         return;
     }

@@ -1,24 +1,31 @@
 //! xdp-lb: the agent and CLI of an XDP layer-4 load balancer.
 //!
-//! Where to look (the data flows top to bottom):
-//! - `config/` — the TOML file: `raw` (as written), `validate` (+ `vrrp`, `health_check`), errors
-//!   with file, line and key.
-//! - `state` — the desired contents of the maps, a pure function of its `Inputs`.
-//! - `maglev` — how a VIP's table of backends is built (consistent hashing with weights).
+//! Where to look; the rooms are listed from the top down, and each imports only rooms below
+//! it (the README's "Architecture" draws the arrows):
+//! - `observe/` — the faces: `inspect` (views of the pinned maps), `/metrics`, `/stats`,
+//!   `/healthz` (`http`), the CLI's tables (`report`). They read; nothing below imports them.
+//! - `agent/` — `xdp-lb run`: start, the event loop, reload, status, stop (`guard`); the one
+//!   task that owns the reconciler.
+//! - `control` — the control socket (`xdp-lb reload`, `status`, `drain`); `status` — the
+//!   agent's typed status, which the control socket, the CLI and the pages share.
 //! - `dataplane/` — the loaded program and its maps: `Reconciler`, the one writer
-//!   (`reconcile`, `nat_expiry`), typed handles anyone may read (`maps`), pins and layout.
-//! - `agent/` — `xdp-lb run`: start, the event loop, reload, status, stop (`guard`).
-//! - `health/` — health checks (tcp, http, https over rustls; `pem` reads their files); `nat` —
-//!   NAT expiry rules; `vrrp/` — how the VIP fails over; `route_announce` — how a VIP is
-//!   announced to the routers for several active nodes behind ECMP (`[announce]`).
-//! - `netlink` — every link, address, route and neighbour question to the kernel;
-//!   `ethtool` — the one offload the data plane must have off.
-//! - `observe/` — `inspect`, typed `status`, `/metrics`, `/stats`, the flow log, CLI tables.
-//! - `import/` — `xdp-lb import`: haproxy.cfg and keepalived.conf to xdp-lb.toml, with a report.
-//! - `control` — the control socket (`xdp-lb reload`, `xdp-lb status`); `clock` — time.
-//! - The XDP program itself is in the `xdp-lb-ebpf` crate: `parse.rs` (how a packet is parsed),
+//!   (`reconcile`, `nat_expiry`, `sync_install`), typed handles anyone may read (`maps`), pins.
+//! - `sync/` — flows exchanged with the other LB nodes (`[sync]`); `route_announce` — the VIP
+//!   routes offered to the routing engine for active-active nodes behind ECMP (`[announce]`).
+//! - `health/` — health checks (tcp, http, https over rustls, dns), rise/fall, the agent's
+//!   health table; `vrrp/` — how the VIP fails over (the RFC 5798 machine, packets, GARP).
+//! - `state` — the desired contents of the maps, a pure function of its `StateInputs`;
+//!   `maglev` — how a VIP's table of backends is built; `nat` — NAT expiry rules.
+//! - `config/` — the TOML file: `raw` (as written), one file per section with its validated
+//!   type and checks, errors with file, line and key; `import/` — haproxy.cfg and
+//!   keepalived.conf to xdp-lb.toml, with a report.
+//! - `netlink/` — every link, address, route and neighbour question to the kernel;
+//!   `ethtool` — the one offload the data plane must have off; `pem`, `clock`.
+//! - The XDP program itself is in the `xdp-lb-ebpf` crate: `parse/` (how a packet is parsed),
 //!   `balance.rs` (how a backend is chosen), `forward.rs` (how it is sent on by DSR), `nat.rs`
-//!   (full NAT both ways, SNAT port allocation, next hop from the kernel's FIB).
+//!   (full NAT both ways, SNAT port allocation), `nat_rewrite.rs` (the rewrite and the next
+//!   hop from the kernel's FIB), `ipv6/` (the IPv6 path); the types both sides share are in
+//!   `xdp-lb-common`.
 
 pub mod agent;
 pub mod clock;

@@ -176,13 +176,15 @@ fn main() -> ExitCode {
             keep_dataplane,
         } => cli::run::run(config, &log_level, keep_dataplane),
         Command::Reload { config, socket } => cli::control::reload(config, socket),
-        Command::Drain { config, socket } => cli::control::drain(true, config, socket),
-        Command::Undrain { config, socket } => cli::control::drain(false, config, socket),
+        Command::Drain { config, socket } => cli::control::drain(true, config.as_deref(), socket),
+        Command::Undrain { config, socket } => {
+            cli::control::drain(false, config.as_deref(), socket)
+        }
         Command::Status {
             json,
             config,
             socket,
-        } => cli::control::status(json, config, socket),
+        } => cli::control::status(json, config.as_deref(), socket),
         Command::Inspect {
             report,
             json,

@@ -168,14 +168,14 @@ impl Announcer {
 
     /// Brings the table to the decision: adds and removes routes, logs every VIP's change with
     /// its reason, and probes the engine. A failed netlink call is retried on the next tick.
-    pub async fn sync(&mut self, facts: &Facts<'_>) {
+    pub async fn update(&mut self, facts: &Facts<'_>) {
         let verdicts = self.decide(facts);
         for (name, why) in &verdicts {
             if self.verdicts.get(name) != Some(why) {
                 match why {
                     None => tracing::info!(vip = %name, "announce: VIP announced"),
                     Some(reason) => {
-                        tracing::warn!(vip = %name, reason = %reason, "announce: VIP withdrawn")
+                        tracing::warn!(vip = %name, reason = %reason, "announce: VIP withdrawn");
                     }
                 }
             }
@@ -209,7 +209,7 @@ impl Announcer {
                     tracing::info!(%addr, table = self.cfg.table, "announce: route removed");
                 }
                 Err(e) => {
-                    tracing::warn!(%addr, error = %e, "announce: cannot remove the route; will retry")
+                    tracing::warn!(%addr, error = %e, "announce: cannot remove the route; will retry");
                 }
             }
         }
@@ -232,7 +232,7 @@ impl Announcer {
                     tracing::info!(%addr, table = self.cfg.table, "announce: route added");
                 }
                 Err(e) => {
-                    tracing::warn!(%addr, error = %e, "announce: cannot add the route; will retry")
+                    tracing::warn!(%addr, error = %e, "announce: cannot add the route; will retry");
                 }
             }
         }
@@ -253,7 +253,7 @@ impl Announcer {
             None => Engine::NotChecked,
             Some(path) => match probe(path).await {
                 Ok(()) => Engine::Reachable,
-                Err(why) => Engine::NotReachable(why),
+                Err(why) => Engine::NotReachable(why.to_string()),
             },
         };
         if now != self.engine {
@@ -290,15 +290,21 @@ impl Announcer {
     }
 }
 
+/// Why the routing engine does not answer on its control socket.
+#[derive(Debug, thiserror::Error)]
+enum EngineDown {
+    #[error("{0}: {1}")]
+    Refused(String, std::io::Error),
+    #[error("{0}: no answer within {ENGINE_PROBE_TIMEOUT:?}")]
+    Silent(String),
+}
+
 /// Connects to the engine's control socket and hangs up: a running engine accepts.
-async fn probe(path: &Path) -> Result<(), String> {
+async fn probe(path: &Path) -> Result<(), EngineDown> {
     match tokio::time::timeout(ENGINE_PROBE_TIMEOUT, tokio::net::UnixStream::connect(path)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-        Err(_) => Err(format!(
-            "{}: no answer within {ENGINE_PROBE_TIMEOUT:?}",
-            path.display()
-        )),
+        Ok(Err(e)) => Err(EngineDown::Refused(path.display().to_string(), e)),
+        Err(_) => Err(EngineDown::Silent(path.display().to_string())),
     }
 }
 

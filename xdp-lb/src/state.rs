@@ -1,4 +1,4 @@
-//! The desired contents of the maps, computed by pure functions from [`Inputs`]: the config,
+//! The desired contents of the maps, computed by pure functions from [`StateInputs`]: the config,
 //! the id assignment, what the kernel told us about each backend's neighbour and about our own
 //! interface, and the backends' health.
 //!
@@ -127,7 +127,7 @@ pub struct DesiredState {
 /// BACKENDS and BACKEND_STATS). An id stays with its VIP or backend for as long as it exists,
 /// so counters and flow-table entries keep meaning the same thing across reloads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ids {
+pub struct IdAssignment {
     pub vips: BTreeMap<AnyVipKey, u32>,
     pub backends: BTreeMap<(AnyVipKey, IpAddr), u32>,
 }
@@ -140,19 +140,19 @@ pub enum StateError {
     TooManyBackends,
 }
 
-impl Ids {
-    /// Ids as the maps hold them (a restarted agent keeps its predecessor's ids, so counters
+impl IdAssignment {
+    /// The ids as the maps hold them (a restarted agent keeps its predecessor's ids, so counters
     /// and flow-table entries keep their meaning). `backends` maps id → (vip_id, address).
     pub fn from_maps(
         vips: &BTreeMap<AnyVipKey, u32>,
         backends: &BTreeMap<u32, (u32, IpAddr)>,
-    ) -> Ids {
+    ) -> IdAssignment {
         let by_id: BTreeMap<u32, AnyVipKey> = vips.iter().map(|(k, id)| (*id, *k)).collect();
         let backends = backends
             .iter()
             .filter_map(|(id, (vip_id, addr))| by_id.get(vip_id).map(|k| ((*k, *addr), *id)))
             .collect();
-        Ids {
+        IdAssignment {
             vips: vips.clone(),
             backends,
         }
@@ -160,8 +160,8 @@ impl Ids {
 
     /// The ids for `config`: existing ones are kept, new ones take the lowest free id, and
     /// ids of VIPs and backends no longer configured are released.
-    pub fn assign(&self, config: &Config) -> Result<Ids, StateError> {
-        let mut next = Ids::default();
+    pub fn assign(&self, config: &Config) -> Result<IdAssignment, StateError> {
+        let mut next = IdAssignment::default();
         for vip in &config.vips {
             let key = vip.key();
             if let Some(&id) = self.vips.get(&key) {
@@ -229,9 +229,9 @@ fn maglev_weight(weight: u32, ramp: Option<f64>) -> u32 {
 
 /// Everything the desired state is a function of.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
+pub struct StateInputs<'a> {
     pub config: &'a Config,
-    pub ids: &'a Ids,
+    pub ids: &'a IdAssignment,
     /// The DSR backends' next hops, as the kernel resolved them.
     pub neighbours: &'a BTreeMap<IpAddr, L2Next>,
     pub health: &'a Health,
@@ -255,7 +255,7 @@ pub struct Inputs<'a> {
 /// A NAT backend needs no neighbour entry of its own: the program asks the kernel's FIB for
 /// the next hop of every packet (and the backend may be routed, on another subnet). Its health
 /// check, which connects through the same routes, says whether it is reachable.
-pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
+pub fn desired_state(inputs: &StateInputs<'_>) -> DesiredState {
     let mut state = DesiredState {
         settings: settings(inputs),
         ..Default::default()
@@ -268,7 +268,7 @@ pub fn desired_state(inputs: &Inputs<'_>) -> DesiredState {
 
 /// The data plane's switches: flow log, insert cap, sync events, the local MAC and, with NAT
 /// VIPs, the SNAT addresses and ports.
-fn settings(inputs: &Inputs<'_>) -> Settings {
+fn settings(inputs: &StateInputs<'_>) -> Settings {
     let config = inputs.config;
     let mut settings = Settings {
         flow_inserts_per_cpu_per_sec: config.agent.flow_insert_rate,
@@ -298,7 +298,7 @@ fn settings(inputs: &Inputs<'_>) -> Settings {
 
 /// One VIP: its backends' entries, its Maglev table over those that take new flows, its entry,
 /// limit and lists.
-fn add_vip(state: &mut DesiredState, inputs: &Inputs<'_>, vip: &VipConfig) {
+fn add_vip(state: &mut DesiredState, inputs: &StateInputs<'_>, vip: &VipConfig) {
     let key = vip.key();
     let vip_id = inputs.ids.vips[&key];
     let mut maglev_backends = Vec::with_capacity(vip.backends.len());
@@ -348,7 +348,7 @@ fn add_vip(state: &mut DesiredState, inputs: &Inputs<'_>, vip: &VipConfig) {
 
 /// A backend's entry, and whether it takes new flows.
 fn backend(
-    inputs: &Inputs<'_>,
+    inputs: &StateInputs<'_>,
     vip: &VipConfig,
     vip_id: u32,
     b: &BackendConfig,
@@ -451,11 +451,11 @@ mod tests {
     /// The desired state without the interface's own facts (MAC, SNAT address).
     pub(super) fn desired(
         config: &Config,
-        ids: &Ids,
+        ids: &IdAssignment,
         neighbours: &BTreeMap<IpAddr, L2Next>,
         health: &Health,
     ) -> DesiredState {
-        desired_state(&Inputs {
+        desired_state(&StateInputs {
             config,
             ids,
             neighbours,
@@ -469,10 +469,10 @@ mod tests {
     #[test]
     fn the_interface_mac_and_snat_address_are_inputs() {
         let c = cfg(&TWO.replace("port = 80", "port = 80\nforwarding = \"nat\""));
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let mac = [2, 0, 0, 0, 0, 9];
         let snat: Ipv4Addr = "198.18.0.2".parse().unwrap();
-        let s = desired_state(&Inputs {
+        let s = desired_state(&StateInputs {
             config: &c,
             ids: &ids,
             neighbours: &BTreeMap::new(),
@@ -492,8 +492,8 @@ mod tests {
         );
         // Without NAT VIPs the SNAT address is not the data plane's business.
         let dsr = cfg(TWO);
-        let ids = Ids::default().assign(&dsr).unwrap();
-        let s = desired_state(&Inputs {
+        let ids = IdAssignment::default().assign(&dsr).unwrap();
+        let s = desired_state(&StateInputs {
             config: &dsr,
             ids: &ids,
             neighbours: &BTreeMap::new(),
@@ -537,7 +537,7 @@ weight = 3
     #[test]
     fn unresolved_backends_get_no_entries_but_exist() {
         let c = cfg(TWO);
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let only_12: BTreeMap<_, _> = [("198.18.0.12".parse().unwrap(), next(12))].into();
         let s = desired(&c, &ids, &only_12, &Health::new());
         let vip = s.vips.values().next().unwrap();
@@ -562,7 +562,7 @@ weight = 3
     fn drain_disabled_and_down_decide_flows_and_new_flows() {
         let text = TWO.replace("weight = 3", "weight = 3\nstate = \"drain\"");
         let c = cfg(&text);
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let key = c.vips[0].key();
         let (a11, a12): (IpAddr, IpAddr) = (
             "198.18.0.11".parse().unwrap(),
@@ -599,7 +599,7 @@ weight = 3
             "maglev_table_size = 251",
             "maglev_table_size = 251\n[vip.health_check]\nstart_down = true",
         ));
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let both: BTreeMap<_, _> = [
             ("198.18.0.11".parse().unwrap(), next(11)),
             ("198.18.0.12".parse().unwrap(), next(12)),
@@ -619,14 +619,14 @@ weight = 3
     #[test]
     fn a_ramping_backend_takes_a_fraction_of_its_share() {
         let c = cfg(&TWO.replace("weight = 3", "weight = 1"));
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let key = c.vips[0].key();
         let a12: IpAddr = "198.18.0.12".parse().unwrap();
         let both: BTreeMap<_, _> =
             [("198.18.0.11".parse().unwrap(), next(11)), (a12, next(12))].into();
         let share = |f: Option<f64>| {
             let ramps: Ramps = f.map(|f| ((key, a12), f)).into_iter().collect();
-            let s = desired_state(&Inputs {
+            let s = desired_state(&StateInputs {
                 config: &c,
                 ids: &ids,
                 neighbours: &both,
@@ -655,7 +655,7 @@ weight = 3
             "maglev_table_size = 251\nallow = [\"198.18.0.0/16\", \"198.18.5.7\"]\ndeny = [\"198.18.5.0/24\"]",
         );
         let c = cfg(&text);
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let s = desired(&c, &ids, &BTreeMap::new(), &Health::new());
         let vip = s.vips.values().next().unwrap();
         assert_eq!(
@@ -692,7 +692,7 @@ weight = 3
     #[test]
     fn ids_are_stable_and_released() {
         let c = cfg(TWO);
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         assert_eq!(ids.assign(&c).unwrap(), ids);
         // Remove the first backend: the second keeps its id; a new one takes the freed id.
         let c2 = cfg(&TWO.replace("198.18.0.11", "198.18.0.13"));
@@ -726,7 +726,7 @@ weight = 3
             }
             cfg(&t)
         };
-        let by_address = |c: &Config, ids: &Ids| {
+        let by_address = |c: &Config, ids: &IdAssignment| {
             let n: BTreeMap<IpAddr, L2Next> = c.vips[0]
                 .backends
                 .iter()
@@ -748,9 +748,9 @@ weight = 3
         };
         let a = three([11, 12, 13]);
         let b = three([13, 11, 12]);
-        let ids_a = Ids::default().assign(&a).unwrap();
+        let ids_a = IdAssignment::default().assign(&a).unwrap();
         // Node b's ids come from another history: one backend it saw first, then the rest.
-        let ids_b = Ids::default()
+        let ids_b = IdAssignment::default()
             .assign(&three([12, 13, 11]))
             .unwrap()
             .assign(&b)
@@ -807,7 +807,7 @@ mod spread_tests {
     fn sequential_client_ports_spread_evenly() {
         let text = "[agent]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.100\"\nport = 80\n[[vip.backend]]\naddress = \"198.18.0.11\"\n[[vip.backend]]\naddress = \"198.18.0.12\"\n[[vip.backend]]\naddress = \"198.18.0.13\"\n";
         let c = config::parse(Path::new("t"), text).unwrap();
-        let ids = Ids::default().assign(&c).unwrap();
+        let ids = IdAssignment::default().assign(&c).unwrap();
         let n: BTreeMap<IpAddr, L2Next> = c.vips[0]
             .backends
             .iter()

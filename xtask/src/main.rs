@@ -32,8 +32,9 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, then every test: unit tests, BPF_PROG_TEST_RUN packet tables and the
-    /// network-namespace integration tests. Needs root. Exits non-zero on any failure.
+    /// Setup, then every test: the house style (rustfmt, clippy with the workspace's lints,
+    /// warnings denied), unit tests, BPF_PROG_TEST_RUN packet tables and the network-namespace
+    /// integration tests. Needs root. Exits non-zero on any failure.
     Test {
         /// Only run tests whose name contains this (passed to the test harness).
         filter: Option<String>,
@@ -136,6 +137,9 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     cargo(&["build", "-p", "xdp-lb"])?;
     let bin = workspace_root().join("target/debug/xdp-lb");
     let filter_args: Vec<&str> = filter.into_iter().collect();
+    if filter.is_none() {
+        style()?;
+    }
     step("unit tests (config, Maglev, state, shared types)");
     let mut args = vec!["test", "--workspace", "--exclude", "xdp-lb-tests", "--"];
     args.extend(&filter_args);
@@ -154,6 +158,22 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     )?;
     step("all tests passed");
     Ok(())
+}
+
+/// The house style, enforced: formatting (stable rustfmt checks what nightly rustfmt wrote,
+/// see rustfmt.toml) and the workspace's lint table, warnings denied.
+fn style() -> anyhow::Result<()> {
+    step("style (rustfmt, clippy with the workspace's lints)");
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("the tree is not formatted: run `cargo +nightly fmt --all`")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 fn tests_bin(name: &str, extra: &[&str]) -> anyhow::Result<()> {

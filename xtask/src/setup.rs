@@ -44,7 +44,7 @@ const TEST_PACKAGES: &[&str] = &[
     "chromium",
 ];
 
-pub fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     crate::step("setup: checking the toolchain and the test peers");
     let mut did = Vec::new();
     mount_bpffs(&mut did).context("setup step `mount bpffs on /sys/fs/bpf`")?;

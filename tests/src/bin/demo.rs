@@ -34,7 +34,7 @@ fn main() {
     if let Err(err) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         eprintln!("demo: cannot install the Ctrl-C handler: {err}");
     }
-    match demo(interrupted) {
+    match demo(&interrupted) {
         Ok(()) => println!("\nDemo finished; namespaces, processes and pins are gone."),
         Err(err) => {
             eprintln!("\ndemo failed: {err:#}");
@@ -50,7 +50,7 @@ fn check(interrupted: &AtomicBool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn demo(interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
     println!("xdp-lb demo\n===========\n");
     println!("1. Building the topology (network namespaces joined by a bridge):");
     let topo = DsrTopology::new(3)?;
@@ -68,7 +68,7 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         backend_addr(0),
         backend_addr(2)
     );
-    check(&interrupted)?;
+    check(interrupted)?;
 
     println!("2. Starting a tiny HTTP service on each backend that answers with its name.");
     let mut services: Vec<Option<TcpService>> = topo
@@ -77,7 +77,7 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, be)| TcpService::start(&be.name, PORT, &format!("be{}", i + 1)).map(Some))
         .collect::<anyhow::Result<_>>()?;
-    check(&interrupted)?;
+    check(interrupted)?;
 
     let pin_dir = topo.pin_dir();
     let config_path = topo.dir.join("xdp-lb.toml");
@@ -169,20 +169,24 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     for line in vrrp_lines(&agent2) {
         println!("     {line}");
     }
-    check(&interrupted)?;
+    check(interrupted)?;
 
     println!(
         "\n4. Sending {REQUESTS} HTTP requests from the client to http://{VIP}:{PORT}/ (one connection each):"
     );
-    let failed = requests(&topo, &interrupted, REQUESTS, PORT)?;
-    let served: u64 = services.iter().flatten().map(|s| s.served()).sum();
+    let failed = requests(&topo, interrupted, REQUESTS, PORT)?;
+    let served: u64 = services
+        .iter()
+        .flatten()
+        .map(xdp_lb_tests::TcpService::served)
+        .sum();
     println!("     (the backends' own count: {served})");
-    check(&interrupted)?;
+    check(interrupted)?;
     println!(
         "\n   The same through the NAT VIP, http://{VIP}:{NAT_PORT}/: the LB rewrites each connection to\n   its own address and a port of its SNAT range towards the backends' port {PORT}, and their\n   answers back (the backends need no VIP for this one):"
     );
-    let failed = failed + requests(&topo, &interrupted, REQUESTS, NAT_PORT)?;
-    check(&interrupted)?;
+    let failed = failed + requests(&topo, interrupted, REQUESTS, NAT_PORT)?;
+    check(interrupted)?;
 
     println!("\n   Backend failover: stopping be2's service. Its HTTP health check (every 500 ms,");
     println!("   down after 2 failures) takes it out of the Maglev table; its flows are purged.");
@@ -203,8 +207,8 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         println!("     {line}");
     }
     println!("   Sending {REQUESTS} more requests:");
-    let failed = failed + requests(&topo, &interrupted, REQUESTS, PORT)?;
-    check(&interrupted)?;
+    let failed = failed + requests(&topo, interrupted, REQUESTS, PORT)?;
+    check(interrupted)?;
 
     println!(
         "\n5. The LB's counters, read from the pinned maps in {}:",
@@ -234,8 +238,8 @@ fn demo(interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
         "     lb2 is master {:.2} s after the stop. Sending {REQUESTS} requests through lb2:",
         takeover.as_secs_f64()
     );
-    let failed = failed + requests(&topo, &interrupted, REQUESTS, PORT)?;
-    check(&interrupted)?;
+    let failed = failed + requests(&topo, interrupted, REQUESTS, PORT)?;
+    check(interrupted)?;
 
     println!("\n7. Stopping lb2.");
     let status2 = agent2.stop()?;

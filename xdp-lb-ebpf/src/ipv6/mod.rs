@@ -79,7 +79,7 @@ pub(super) fn context(ctx: *mut xdp_md) -> XdpContext {
 /// The IPv6 path: the IPv6 header at `l3_off` (14, or 18 behind a VLAN tag). Returns the
 /// frame's verdict, its drops and passes counted.
 #[inline(never)]
-pub fn frame(ctx: *mut xdp_md, l3_off: u32) -> u32 {
+pub(crate) fn frame(ctx: *mut xdp_md, l3_off: u32) -> u32 {
     let ctx = context(ctx);
     // Not zeroed (LLVM would call a byte-wise memset): `parse` writes what is read after it.
     let mut packet = MaybeUninit::<Packet6>::uninit();
@@ -272,16 +272,19 @@ fn flow_hit(packet: *const Packet6, choice: ChoicePtr) -> Step {
 }
 
 /// A new flow's first decisions, in either mode: the VIP's allow and deny lists and
-/// per-source limit, before any state is made (as for IPv4), then its Maglev choice.
+/// per-source limit, before any state is made (as for IPv4), then its Maglev choice. Returns
+/// the time they were made at, and the backend.
 #[inline(always)]
 pub(super) fn admit_and_choose(
     vip: &VipInfo,
     flow: &FlowKey6,
-    now: u64,
-) -> Result<(u32, *const xdp_lb_common::BackendInfo), Counter> {
+) -> Result<(u64, u32, *const xdp_lb_common::BackendInfo), Counter> {
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     acl::admits6(vip, &flow.src_addr)?;
     limit::admits6(vip, &flow.src_addr, now)?;
-    balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))
+    let (backend_id, backend) = balance::maglev_choice(vip, balance::maglev_hash6(vip, flow))?;
+    Ok((now, backend_id, backend))
 }
 
 /// A new DSR flow: the VIP's Maglev choice, recorded in `FLOWS6`.
@@ -295,9 +298,7 @@ fn new_dsr_flow(
     // SAFETY: the caller's stack values and map value pointers, live across this call.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (backend_id, backend) = match admit_and_choose(vip, flow, now) {
+    let (now, backend_id, backend) = match admit_and_choose(vip, flow) {
         Ok(b) => b,
         Err(reason) => return step(Err(reason)),
     };

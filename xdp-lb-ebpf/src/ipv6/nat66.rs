@@ -26,9 +26,7 @@ pub(super) fn nat_backend(
     // SAFETY: as in new_dsr_flow.
     let (packet, vip, choice) = unsafe { (&*packet, &*vip, &mut *choice.cast::<Choice6>()) };
     let flow = &packet.flow;
-    // SAFETY: a helper call without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (backend_id, backend) = match admit_and_choose(vip, flow, now) {
+    let (_, backend_id, backend) = match admit_and_choose(vip, flow) {
         Ok(b) => b,
         Err(reason) => return step(Err(reason)),
     };

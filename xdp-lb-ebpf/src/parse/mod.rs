@@ -113,6 +113,7 @@ pub(super) fn parse_l3(ctx: &XdpContext) -> Result<L3, NotV4> {
     let mut l3_off = EthHdr::LEN;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
         let vlan: *const VlanHdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedEth)?;
+        // SAFETY: ptr_at checked that the tag lies inside the frame.
         ether_type = unsafe { (*vlan).ether_type };
         l3_off += VlanHdr::LEN;
     }
@@ -126,6 +127,7 @@ pub(super) fn parse_l3(ctx: &XdpContext) -> Result<L3, NotV4> {
     }
 
     let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(Counter::DropTruncatedIp)?;
+    // SAFETY: ptr_at checked that the header lies inside the frame.
     let (vihl, proto, tot_len, frags, src, dst) = unsafe {
         (
             (*ip).vihl,
@@ -194,6 +196,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
     if (tot_len as usize) < ihl_bytes + TcpHdr::LEN {
         return Err(Counter::DropBadTcpHeader);
     }
+    // SAFETY: ptr_at checked that the header lies inside the frame.
     let (sport, dport, doff, tcp_flags) = unsafe {
         (
             u16::from_ne_bytes((*tcp).source),
@@ -229,7 +232,10 @@ pub const UDP_HDR_LEN: usize = 8;
 /// forward anyway; longer is a datagram cut short. Either is a lie we do not pass on. A
 /// checksum of 0 ("none", allowed over IPv4) is fine: NAT keeps it 0 (`csum::apply_udp`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // inlined: the parser's locals
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined: the arguments are the parser's locals"
+)]
 fn parse_udp(
     ctx: &XdpContext,
     eth: *mut EthHdr,

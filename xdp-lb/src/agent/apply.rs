@@ -41,7 +41,7 @@ impl Agent {
         // The agent's own table, written only by health events and config changes.
         let health: Health = self.health.iter().map(|(k, v)| (*k, v.up)).collect();
         let ramps = self.slow_start.fractions(Instant::now());
-        let desired = state::desired_state(&state::Inputs {
+        let desired = state::desired_state(&state::StateInputs {
             config: &self.config,
             ids: &self.ids,
             neighbours: &self.neighbours.resolved,
@@ -82,7 +82,7 @@ impl Agent {
                     "VIP has no usable backend: its new connections are dropped (counter drop_no_backend)"
                 ),
                 (false, true) => {
-                    tracing::info!(vip = %vip.name, cause, "VIP has usable backends again")
+                    tracing::info!(vip = %vip.name, cause, "VIP has usable backends again");
                 }
                 _ => {}
             }

@@ -60,7 +60,7 @@ impl Agent {
                 }
                 Some(inbound) = inbox.sync.recv() => self.on_sync(inbound).await,
                 Some(event) = inbox.health.recv() => {
-                    self.on_health(event);
+                    self.on_health(&event);
                     self.track().await;
                 }
                 _ = tick.tick() => self.on_tick().await,

@@ -21,7 +21,7 @@ use xdp_lb_common::{
 };
 
 /// Formats one event; `None` for a record that is not a `FlowEvent`.
-pub fn format(bytes: &[u8]) -> Option<String> {
+pub(super) fn format(bytes: &[u8]) -> Option<String> {
     if bytes.len() < size_of::<FlowEvent>() {
         return None;
     }
@@ -100,7 +100,7 @@ fn reason_name(reason: u32) -> &'static str {
 }
 
 /// Reads the flow log until aborted.
-pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
+pub(super) fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
@@ -121,7 +121,7 @@ pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
 }
 
 /// Polls aya-log (the program's debug messages) until aborted.
-pub fn spawn_ebpf_logger(
+pub(super) fn spawn_ebpf_logger(
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
 ) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns the logger.

@@ -13,15 +13,15 @@ impl Agent {
         self.checker.follow_config(&self.config, &self.health);
     }
 
-    pub(super) fn on_health(&mut self, event: HealthEvent) {
+    pub(super) fn on_health(&mut self, event: &HealthEvent) {
         let backend = event.key.1;
-        if !self.checker.is_current(&event) {
+        if !self.checker.is_current(event) {
             // Sent by a check that a reload replaced: the new check started from the state
             // the table held, and counts on its own.
             tracing::debug!(vip = %event.vip_name, %backend, up = event.up, "stale health event ignored");
             return;
         }
-        if !self.health.apply(&event) {
+        if !self.health.apply(event) {
             return;
         }
         self.health_transitions += 1;

@@ -3,7 +3,7 @@
 //!
 //! One task owns the `Reconciler`, the only writer of the maps. Everything else — SIGHUP and
 //! `xdp-lb reload`, health transitions, neighbour changes, a peer's flows — arrives as an event
-//! in its loop and produces new [`state::Inputs`](crate::state::Inputs), whose desired state is
+//! in its loop and produces new [`state::StateInputs`](crate::state::StateInputs), whose desired state is
 //! applied as a diff. So reload, a backend going down and a restart that adopts the previous
 //! agent's maps are all the same, tested path.
 //!
@@ -53,7 +53,7 @@ use crate::{
     nat::Sweep,
     netlink::{Netlink, NetlinkError},
     route_announce::Announcer,
-    state::{Ids, StateError},
+    state::{IdAssignment, StateError},
     vrrp::instance::{Instance, VrrpError},
 };
 
@@ -109,7 +109,7 @@ struct Agent {
     /// The data plane, the control socket and the background tasks, undone on drop.
     guard: StopGuard,
     reconciler: Reconciler,
-    ids: Ids,
+    ids: IdAssignment,
     netlink: Netlink,
     neighbours: Neighbours,
     /// Whether each backend passes its check: written from the checks' events (and config

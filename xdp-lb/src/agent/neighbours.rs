@@ -100,10 +100,10 @@ impl Neighbours {
 fn log_change(addr: IpAddr, lookup: &Lookup, nat_only: bool) {
     match lookup {
         Lookup::Resolved(_) => {
-            tracing::info!(backend = %addr, "backend reachable: {}", lookup.describe())
+            tracing::info!(backend = %addr, "backend reachable: {}", lookup.describe());
         }
         Lookup::NotOnLink { .. } | Lookup::Pending { .. } if nat_only => {
-            tracing::info!(backend = %addr, "NAT backend: {}", lookup.describe())
+            tracing::info!(backend = %addr, "NAT backend: {}", lookup.describe());
         }
         _ => tracing::warn!(backend = %addr, "backend not usable: {}", lookup.describe()),
     }

@@ -11,7 +11,7 @@ use thiserror::Error;
 use super::{Agent, AgentError, nat_setup};
 use crate::{
     config::{self, Config, ConfigError, SnatAddresses},
-    state::{Ids, StateError},
+    state::{IdAssignment, StateError},
 };
 
 /// Why a reload was refused; the running configuration is then unchanged.
@@ -24,7 +24,7 @@ pub(super) enum ReloadError {
     )]
     NeedsRestart(&'static str),
     #[error("reload rejected, the running configuration is unchanged: {0}")]
-    Ids(#[from] StateError),
+    IdAssignment(#[from] StateError),
     #[error("reload rejected, the running configuration is unchanged: {0}")]
     SnatAddress(#[source] AgentError),
     #[error(
@@ -36,7 +36,7 @@ pub(super) enum ReloadError {
 /// A new config that passed every check that needs no map write.
 struct Candidate {
     config: Config,
-    ids: Ids,
+    ids: IdAssignment,
     snat_address: SnatAddresses,
 }
 

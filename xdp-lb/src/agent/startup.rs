@@ -19,7 +19,7 @@ use crate::{
     health::{Checker, HealthEvent, HealthTable},
     netlink::{self, Netlink},
     route_announce::Announcer,
-    state::Ids,
+    state::IdAssignment,
     sync::stream::{self, Inbound},
     vrrp::instance::Instance,
 };
@@ -77,7 +77,7 @@ impl Agent {
         health_events: mpsc::Sender<HealthEvent>,
     ) -> Result<Self, AgentError> {
         let reconciler = Reconciler::new(maps)?;
-        let adopted = Ids::from_maps(
+        let adopted = IdAssignment::from_maps(
             &reconciler.current_vip_ids(),
             &reconciler.current_backends(),
         );

@@ -44,7 +44,10 @@ impl Agent {
                 .iter()
                 .filter_map(|i| i.status.lock().ok().map(|s| s.clone()))
                 .collect(),
-            announce: self.announcer.as_ref().map(|a| a.status()),
+            announce: self
+                .announcer
+                .as_ref()
+                .map(super::super::route_announce::Announcer::status),
             sync: self.sync_status(),
         }
     }
@@ -103,7 +106,7 @@ impl Agent {
                 .neighbours
                 .lookups
                 .get(&b.address)
-                .map(|l| l.describe()),
+                .map(crate::netlink::Lookup::describe),
             slow_start_pct: self.slow_start.percent(key.0, b.address),
         }
     }

@@ -56,7 +56,7 @@ impl Agent {
     /// What the sync task reports: a peer's flows, or the end of the start-up snapshot wait.
     pub(super) async fn on_sync(&mut self, inbound: Inbound) {
         match inbound {
-            Inbound::Flows(records) => self.install_synced(records),
+            Inbound::Flows(records) => self.install_synced(&records),
             Inbound::SnapshotDone { from, flows, took } => {
                 let took_ms = took.as_millis() as u64;
                 tracing::info!(peer = %from, flows, took_ms, "sync: snapshot complete; VRRP may take the addresses");
@@ -137,14 +137,14 @@ impl Agent {
 
     /// A peer's flows: each resolved by its VIP (address, port, protocol) and its backend's
     /// address and port in this node's config, then installed; closed ones removed.
-    pub(super) fn install_synced(&mut self, records: Vec<FlowRecord>) {
+    pub(super) fn install_synced(&mut self, records: &[FlowRecord]) {
         if self.sync.is_none() {
             return;
         }
         let mut flows = Vec::with_capacity(records.len());
         let mut closed = Vec::new();
         let mut unknown = 0;
-        for r in &records {
+        for r in records {
             if r.kind == RecordKind::Closed {
                 closed.push(ClosedFlow {
                     proto: r.proto,

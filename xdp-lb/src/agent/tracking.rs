@@ -28,7 +28,7 @@ impl Agent {
                 without_backends: &self.vips_without_backends,
                 awaiting_snapshot: self.sync.as_ref().is_some_and(|s| s.snapshot == "waiting"),
             };
-            announcer.sync(&facts).await;
+            announcer.update(&facts).await;
         }
         if self.vrrp.is_empty() {
             return;
@@ -53,7 +53,7 @@ impl Agent {
                 (true, 0) => instance.track(problem.clone(), 0).await,
                 (true, weight) => {
                     let penalty = if problem.is_some() { weight } else { 0 };
-                    instance.track(None, penalty).await
+                    instance.track(None, penalty).await;
                 }
             }
         }

@@ -29,14 +29,14 @@ pub(crate) fn reload(config: Option<PathBuf>, socket: Option<PathBuf>) -> ExitCo
 }
 
 /// `drain` (`on`) or `undrain`.
-pub(crate) fn drain(on: bool, config: Option<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
+pub(crate) fn drain(on: bool, config: Option<&Path>, socket: Option<PathBuf>) -> ExitCode {
     let request = if on { Request::Drain } else { Request::Undrain };
-    let socket = socket_path(socket, config.as_deref());
+    let socket = socket_path(socket, config);
     verdict(ask(&socket, &request), ExitCode::FAILURE)
 }
 
-pub(crate) fn status(json: bool, config: Option<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
-    let socket = socket_path(socket, config.as_deref());
+pub(crate) fn status(json: bool, config: Option<&Path>, socket: Option<PathBuf>) -> ExitCode {
+    let socket = socket_path(socket, config);
     match ask(&socket, &Request::Status) {
         Ok(Response {
             status: Some(status),

@@ -137,7 +137,7 @@ fn announced(
             .iter()
             .find(|i| i.virtual_addresses.iter().any(|(a, _)| *a == vip.address));
         if let Some(instance) = moved {
-            let at = r.vips.as_ref().map_or(raw.span(), |l| l.span());
+            let at = r.vips.as_ref().map_or(raw.span(), toml::Spanned::span);
             return Err(file.error(
                 Some(at),
                 Some("announce.vips".into()),

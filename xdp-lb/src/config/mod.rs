@@ -161,7 +161,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .to_owned();
         file.error(err.span(), None, message)
     })?;
-    let mut config = validate::validate(&file, raw)?;
+    let mut config = validate::validate(&file, &raw)?;
     config.warnings = file.warnings.take();
     config.positions = file.positions.take();
     Ok(config)

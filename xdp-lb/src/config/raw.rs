@@ -218,7 +218,7 @@ mod spanned_duration {
     use serde::{Deserialize as _, Deserializer, de::Error as _};
     use toml::Spanned;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Spanned<Duration>>, D::Error> {
         let s: Spanned<String> = Spanned::deserialize(d)?;

@@ -46,7 +46,7 @@ pub const DEFAULT_SYNC_QUEUE: u32 = 65_536;
 /// million flows take about 10 s to send at the default rate.
 pub const DEFAULT_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// At most this many peers: every flow is sent to each.
-pub const MAX_SYNC_PEERS: usize = 16;
+pub(super) const MAX_SYNC_PEERS: usize = 16;
 
 pub(super) fn sync(
     file: &ConfigFile<'_>,

@@ -1145,6 +1145,7 @@ mod sync {
 
     #[test]
     fn a_sync_section_parses_with_its_defaults_and_each_mistake_names_its_key() {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return; // the key must be root's: nothing to check as another user
         }

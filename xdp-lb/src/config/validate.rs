@@ -15,7 +15,7 @@ use super::{
     vrrp::vrrp_instance,
 };
 
-pub(super) fn validate(file: &ConfigFile<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+pub(super) fn validate(file: &ConfigFile<'_>, raw: &RawConfig) -> Result<Config, ConfigError> {
     let agent = agent(file, raw.agent.get_ref())?;
     let max_vips = agent.max_vips;
     if raw.vip.len() > max_vips as usize {

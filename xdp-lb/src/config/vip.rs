@@ -363,15 +363,15 @@ fn source_limit(
         for (field, present) in [
             (
                 "new_flows_burst",
-                rv.new_flows_burst.as_ref().map(|v| v.span()),
+                rv.new_flows_burst.as_ref().map(toml::Spanned::span),
             ),
             (
                 "limit_prefix_v4",
-                rv.limit_prefix_v4.as_ref().map(|v| v.span()),
+                rv.limit_prefix_v4.as_ref().map(toml::Spanned::span),
             ),
             (
                 "limit_prefix_v6",
-                rv.limit_prefix_v6.as_ref().map(|v| v.span()),
+                rv.limit_prefix_v6.as_ref().map(toml::Spanned::span),
             ),
         ] {
             if let Some(span) = present {

@@ -18,7 +18,7 @@ use super::DataplaneError;
 /// packet reads until the agent swaps `VipInfo::maglev_slot` with one map update (a syscall,
 /// so also a full barrier for the copy). The map's u64 elements each pack two entries, so the
 /// mapping is read and written here as a plain `u32` table (see `MAGLEV_SLOT_ELEMS`).
-pub struct MaglevArray {
+pub(super) struct MaglevArray {
     _data: MapData,
     ptr: NonNull<u32>,
     /// Length of the mapping in u32 entries.
@@ -27,6 +27,7 @@ pub struct MaglevArray {
 
 // SAFETY: the mapping is owned by this value and only accessed through &self/&mut self.
 unsafe impl Send for MaglevArray {}
+// SAFETY: as for Send: shared references only read it.
 unsafe impl Sync for MaglevArray {}
 
 /// u32 entries per slot in the mapping.
@@ -74,7 +75,7 @@ impl MaglevArray {
     }
 
     /// Number of slots (two per VIP).
-    pub fn slots(&self) -> u32 {
+    pub(super) fn slots(&self) -> u32 {
         (self.entries / SLOT_STRIDE) as u32
     }
 
@@ -101,7 +102,7 @@ impl MaglevArray {
     }
 
     /// Reads `len` entries of `slot`.
-    pub fn read_slot(&self, slot: u32, len: u32) -> Vec<u32> {
+    pub(super) fn read_slot(&self, slot: u32, len: u32) -> Vec<u32> {
         let range = self.slot_range(slot, len as usize);
         // SAFETY: in bounds of the mapping. The kernel only reads it; another agent writing
         // at the same time would be a misconfiguration (two agents on one pin_dir).

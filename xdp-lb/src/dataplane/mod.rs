@@ -21,7 +21,9 @@ mod nat_expiry;
 mod pins;
 mod purge;
 mod reconcile;
+mod reconcile_acl;
 mod reconcile_error;
+mod reconcile_vips;
 mod sync_install;
 
 use std::{
@@ -44,8 +46,9 @@ use self::pins::{check_pinned_layout, ensure_bpffs};
 pub use self::{
     maps::Maps,
     pins::{LINK_PIN, remove_pins},
-    reconcile::{ApplyReport, Reconciler, SLOT_REUSE_GRACE},
+    reconcile::{ApplyReport, Reconciler},
     reconcile_error::ReconcileError,
+    reconcile_vips::SLOT_REUSE_GRACE,
     sync_install::{InstallReport, SyncedFlow},
 };
 use crate::netlink;

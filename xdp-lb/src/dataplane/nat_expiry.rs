@@ -46,74 +46,15 @@ pub(super) fn sweep(maps: &mut Maps, timeouts: &Timeouts, now_s: u32) -> Result<
         embryonic: &maps.nat_embryonic,
         embryonic_client: &maps.nat_embryonic_client,
     };
-    sweep_family(&v4, timeouts, now_s, &mut out)?;
+    v4.sweep(timeouts, now_s, &mut out)?;
     let v6 = Family {
         flows: &maps.flows6,
         nat_flows: &maps.nat_flows6,
         embryonic: &maps.nat_embryonic6,
         embryonic_client: &maps.nat_embryonic_client6,
     };
-    sweep_family(&v6, timeouts, now_s, &mut out)?;
+    v6.sweep(timeouts, now_s, &mut out)?;
     Ok(out)
-}
-
-fn sweep_family<K, A>(
-    maps: &Family<'_, K, A>,
-    timeouts: &Timeouts,
-    now_s: u32,
-    out: &mut Sweep,
-) -> Result<(), MapError>
-where
-    K: FlowTuple<Addr = A> + Pod + Default,
-    A: xdp_lb_common::Address,
-    FlowValueOf<A>: Pod + Default,
-{
-    sweep_established(maps, timeouts, now_s, out)?;
-    sweep_half_open(maps, timeouts, now_s, out)
-}
-
-/// The established flows, by their reply entries.
-fn sweep_established<K, A>(
-    maps: &Family<'_, K, A>,
-    timeouts: &Timeouts,
-    now_s: u32,
-    out: &mut Sweep,
-) -> Result<(), MapError>
-where
-    K: FlowTuple<Addr = A> + Pod + Default,
-    A: xdp_lb_common::Address,
-    FlowValueOf<A>: Pod + Default,
-{
-    let shortest = timeouts
-        .syn
-        .min(timeouts.established)
-        .min(timeouts.closing)
-        .min(timeouts.udp)
-        .as_secs()
-        .max(1);
-    let entries: Vec<(K, FlowValueOf<A>)> = read_all(maps.nat_flows.map())?;
-    for (reply_key, snapshot) in entries {
-        let live_flags = if (now_s.saturating_sub(snapshot.last_seen_s) as u64) <= shortest {
-            // Alive whatever the client side says. Counted by the reply side's state.
-            Some(snapshot.flags)
-        } else {
-            match reclaim(maps, reply_key, timeouts, now_s) {
-                Verdict::Live(flags) => Some(flags),
-                Verdict::Reclaimed { closed, deleted } => {
-                    out.reclaimed += deleted as u64;
-                    out.closed.push(closed);
-                    None
-                }
-                Verdict::Gone => None,
-            }
-        };
-        if let Some(flags) = live_flags {
-            *out.live
-                .entry(FlowValue::nat_state(flags).name())
-                .or_default() += 1;
-        }
-    }
-    Ok(())
 }
 
 /// What became of one candidate for expiry.
@@ -127,104 +68,145 @@ enum Verdict {
     Gone,
 }
 
-/// One flow whose reply side has been idle longer than the shortest timeout: expired by both
-/// its entries, or alive.
-///
-/// The bulk read is a snapshot, and the flow may have come back to life since: a client that
-/// reuses its port sends a SYN on its closing flow, which reopens it. Deleting it then would
-/// cut that new connection off mid-exchange (its SYN went out through the binding, its answer
-/// would find none: one connection in a few thousand when clients reuse ports as fast as the
-/// kernel hands them out). So a candidate is looked at again, alone, and its client direction
-/// is taken out in one step that returns what it held (`take`): if a packet reopened the flow
-/// between the look and the take, the entry goes straight back and the flow lives on.
-fn reclaim<K, A>(maps: &Family<'_, K, A>, reply_key: K, timeouts: &Timeouts, now_s: u32) -> Verdict
+impl<K, A> Family<'_, K, A>
 where
     K: FlowTuple<Addr = A> + Pod + Default,
     A: xdp_lb_common::Address,
     FlowValueOf<A>: Pod + Default,
 {
-    let Ok(reply) = maps.nat_flows.get(&reply_key, 0) else {
-        return Verdict::Gone;
-    };
-    // The client entry, if it still belongs to this flow (a new connection from the same
-    // client port may have a binding of its own by now).
-    let client_key: K = other_direction(&reply);
-    let client = maps
-        .flows
-        .get(&client_key, 0)
-        .ok()
-        .filter(|c| same_binding(c, &reply_key));
-    let (flags, last) = match &client {
-        Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
-        None => (reply.flags, reply.last_seen_s),
-    };
-    if !expired(flags, last, now_s, timeouts) {
-        return Verdict::Live(flags);
+    fn sweep(&self, timeouts: &Timeouts, now_s: u32, out: &mut Sweep) -> Result<(), MapError> {
+        self.sweep_established(timeouts, now_s, out)?;
+        self.sweep_half_open(timeouts, now_s, out)
     }
-    // The client direction first: a packet racing the sweep then misses the flow (and is
-    // reset by the kernel) rather than using a binding whose port is about to be reused.
-    if client.is_some()
-        && let Some(taken) = take::<K, FlowValueOf<A>>(maps.flows.map(), &client_key)
-    {
-        let still_expired = same_binding(&taken, &reply_key)
-            && expired(
-                reply.flags | taken.flags,
-                reply.last_seen_s.max(taken.last_seen_s),
-                now_s,
-                timeouts,
-            );
-        if !still_expired {
-            // Insert-if-absent: should the reopened connection's next packet have made a flow
-            // of its own in the microseconds between, that one stays.
-            put_back(maps.flows.map(), &client_key, &taken);
-            return Verdict::Live(taken.flags);
-        }
-    }
-    let deleted = delete_all(maps.nat_flows.map(), &[reply_key]);
-    // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
-    Verdict::Reclaimed {
-        closed: ClosedFlow::of(&client_key),
-        deleted,
-    }
-}
 
-/// Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
-/// answered within `nat_syn_timeout` give their ports back now rather than at the next
-/// eviction; a UDP flow that the client never sent a second datagram on (a DNS query and its
-/// answer), `nat_udp_timeout` after its first.
-fn sweep_half_open<K, A>(
-    maps: &Family<'_, K, A>,
-    timeouts: &Timeouts,
-    now_s: u32,
-    out: &mut Sweep,
-) -> Result<(), MapError>
-where
-    K: FlowTuple<Addr = A> + Pod + Default,
-    A: xdp_lb_common::Address,
-    FlowValueOf<A>: Pod + Default,
-{
-    let embryos: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic.map())?;
-    let mut stale = Vec::new();
-    for (key, embryo) in embryos {
-        if expired(embryo.flags, embryo.last_seen_s, now_s, timeouts) {
-            stale.push(key);
-        } else {
-            // Half-open: a TCP flow's SYN, or a UDP flow's first datagram (by its flag).
-            *out.live
-                .entry(FlowValue::nat_state(embryo.flags).name())
-                .or_default() += 1;
+    /// The established flows, by their reply entries.
+    fn sweep_established(
+        &self,
+        timeouts: &Timeouts,
+        now_s: u32,
+        out: &mut Sweep,
+    ) -> Result<(), MapError> {
+        let shortest = timeouts
+            .syn
+            .min(timeouts.established)
+            .min(timeouts.closing)
+            .min(timeouts.udp)
+            .as_secs()
+            .max(1);
+        let entries: Vec<(K, FlowValueOf<A>)> = read_all(self.nat_flows.map())?;
+        for (reply_key, snapshot) in entries {
+            let live_flags = if (now_s.saturating_sub(snapshot.last_seen_s) as u64) <= shortest {
+                // Alive whatever the client side says. Counted by the reply side's state.
+                Some(snapshot.flags)
+            } else {
+                match self.reclaim(reply_key, timeouts, now_s) {
+                    Verdict::Live(flags) => Some(flags),
+                    Verdict::Reclaimed { closed, deleted } => {
+                        out.reclaimed += deleted as u64;
+                        out.closed.push(closed);
+                        None
+                    }
+                    Verdict::Gone => None,
+                }
+            };
+            if let Some(flags) = live_flags {
+                *out.live
+                    .entry(FlowValue::nat_state(flags).name())
+                    .or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// One flow whose reply side has been idle longer than the shortest timeout: expired by both
+    /// its entries, or alive.
+    ///
+    /// The bulk read is a snapshot, and the flow may have come back to life since: a client that
+    /// reuses its port sends a SYN on its closing flow, which reopens it. Deleting it then would
+    /// cut that new connection off mid-exchange (its SYN went out through the binding, its answer
+    /// would find none: one connection in a few thousand when clients reuse ports as fast as the
+    /// kernel hands them out). So a candidate is looked at again, alone, and its client direction
+    /// is taken out in one step that returns what it held (`take`): if a packet reopened the flow
+    /// between the look and the take, the entry goes straight back and the flow lives on.
+    fn reclaim(&self, reply_key: K, timeouts: &Timeouts, now_s: u32) -> Verdict {
+        let Ok(reply) = self.nat_flows.get(&reply_key, 0) else {
+            return Verdict::Gone;
+        };
+        // The client entry, if it still belongs to this flow (a new connection from the same
+        // client port may have a binding of its own by now).
+        let client_key: K = other_direction(&reply);
+        let client = self
+            .flows
+            .get(&client_key, 0)
+            .ok()
+            .filter(|c| same_binding(c, &reply_key));
+        let (flags, last) = match &client {
+            Some(c) => (reply.flags | c.flags, reply.last_seen_s.max(c.last_seen_s)),
+            None => (reply.flags, reply.last_seen_s),
+        };
+        if !expired(flags, last, now_s, timeouts) {
+            return Verdict::Live(flags);
+        }
+        // The client direction first: a packet racing the sweep then misses the flow (and is
+        // reset by the kernel) rather than using a binding whose port is about to be reused.
+        if client.is_some()
+            && let Some(taken) = take::<K, FlowValueOf<A>>(self.flows.map(), &client_key)
+        {
+            let still_expired = same_binding(&taken, &reply_key)
+                && expired(
+                    reply.flags | taken.flags,
+                    reply.last_seen_s.max(taken.last_seen_s),
+                    now_s,
+                    timeouts,
+                );
+            if !still_expired {
+                // Insert-if-absent: should the reopened connection's next packet have made a flow
+                // of its own in the microseconds between, that one stays.
+                put_back(self.flows.map(), &client_key, &taken);
+                return Verdict::Live(taken.flags);
+            }
+        }
+        let deleted = delete_all(self.nat_flows.map(), &[reply_key]);
+        // The client's 5-tuple from the reply entry's rewrite (its entry may be gone).
+        Verdict::Reclaimed {
+            closed: ClosedFlow::of(&client_key),
+            deleted,
         }
     }
-    out.reclaimed += delete_all(maps.embryonic.map(), &stale) as u64;
-    // Their client directions by the same rule (not counted again: one flow, two entries).
-    let clients: Vec<(K, FlowValueOf<A>)> = read_all(maps.embryonic_client.map())?;
-    let stale: Vec<K> = clients
-        .into_iter()
-        .filter(|(_, c)| expired(c.flags, c.last_seen_s, now_s, timeouts))
-        .map(|(k, _)| k)
-        .collect();
-    delete_all(maps.embryonic_client.map(), &stale);
-    Ok(())
+
+    /// Half-open flows (an LRU that a flood evicts from on its own): those the backend has not
+    /// answered within `nat_syn_timeout` give their ports back now rather than at the next
+    /// eviction; a UDP flow that the client never sent a second datagram on (a DNS query and its
+    /// answer), `nat_udp_timeout` after its first.
+    fn sweep_half_open(
+        &self,
+        timeouts: &Timeouts,
+        now_s: u32,
+        out: &mut Sweep,
+    ) -> Result<(), MapError> {
+        let embryos: Vec<(K, FlowValueOf<A>)> = read_all(self.embryonic.map())?;
+        let mut stale = Vec::new();
+        for (key, embryo) in embryos {
+            if expired(embryo.flags, embryo.last_seen_s, now_s, timeouts) {
+                stale.push(key);
+            } else {
+                // Half-open: a TCP flow's SYN, or a UDP flow's first datagram (by its flag).
+                *out.live
+                    .entry(FlowValue::nat_state(embryo.flags).name())
+                    .or_default() += 1;
+            }
+        }
+        out.reclaimed += delete_all(self.embryonic.map(), &stale) as u64;
+        // Their client directions by the same rule (not counted again: one flow, two entries).
+        let clients: Vec<(K, FlowValueOf<A>)> = read_all(self.embryonic_client.map())?;
+        let stale: Vec<K> = clients
+            .into_iter()
+            .filter(|(_, c)| expired(c.flags, c.last_seen_s, now_s, timeouts))
+            .map(|(k, _)| k)
+            .collect();
+        delete_all(self.embryonic_client.map(), &stale);
+        Ok(())
+    }
 }
 
 /// `bpf_attr` for the BPF_MAP_*_BATCH commands (include/uapi/linux/bpf.h, `batch`).

@@ -199,6 +199,7 @@ pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
 
 fn fs_magic(path: &Path) -> Option<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: all-zero is a valid statfs (plain integers), filled below.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid path and out pointer.
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)

@@ -36,7 +36,7 @@ fn rcode_name(rcode: u8) -> String {
 
 /// The query for `check` with message id `id`: recursion desired (a resolver backend answers
 /// from its cache or forwards; an authoritative one ignores the bit), class IN.
-pub fn query(check: &DnsCheckConfig, id: u16) -> Vec<u8> {
+pub(super) fn query(check: &DnsCheckConfig, id: u16) -> Vec<u8> {
     let mut q = Vec::with_capacity(HEADER_LEN + check.name.len() + 6);
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00]); // QR=0, OPCODE=QUERY, RD=1
@@ -54,7 +54,7 @@ pub fn query(check: &DnsCheckConfig, id: u16) -> Vec<u8> {
 
 /// What a datagram says about query `id`: None when it is not the answer to it (another id, a
 /// query rather than a response, shorter than a header), else its rcode.
-pub fn answer_rcode(answer: &[u8], id: u16) -> Option<u8> {
+pub(super) fn answer_rcode(answer: &[u8], id: u16) -> Option<u8> {
     if answer.len() < HEADER_LEN || answer[..2] != id.to_be_bytes() || answer[2] & 0x80 == 0 {
         return None;
     }

@@ -123,7 +123,10 @@ impl Checker {
             })
             .map(|t| (t.key, t))
             .collect();
-        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut probes = self
+            .probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.tasks.retain(|key, task| {
             let keep = wanted.get(key) == Some(&task.target);
             if !keep {

@@ -16,7 +16,7 @@ use crate::{config::TlsCheckConfig, pem};
 
 /// The client configuration of one check: its trust store (the CA file, or the system's), or
 /// no verification at all when the config says `tls_verify = false`; its client certificate.
-pub fn client_config(tls: &TlsCheckConfig) -> Result<ClientConfig, CheckSetupError> {
+pub(super) fn client_config(tls: &TlsCheckConfig) -> Result<ClientConfig, CheckSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -104,7 +104,7 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub fn report(&mut self, source: &Source, directive: &str, outcome: Outcome) {
+    pub(crate) fn report(&mut self, source: &Source, directive: &str, outcome: Outcome) {
         self.report.push(ReportLine {
             source: source.clone(),
             directive: directive.trim().to_owned(),
@@ -114,7 +114,7 @@ impl Plan {
 
     /// The first IPv4 virtual address of the VRRP instances (what `bind *:PORT` means: the
     /// data plane balances IPv4 VIPs).
-    pub fn vrrp_address(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn vrrp_address(&self) -> Option<Ipv4Addr> {
         self.vrrp
             .iter()
             .flat_map(|v| v.addresses.iter())
@@ -173,7 +173,7 @@ pub(crate) struct Check {
 impl Check {
     /// xdp-lb's check timeout may not exceed its interval (haproxy's and keepalived's may):
     /// cut it to the interval and say so.
-    pub fn fit_timeout(&mut self, source: &Source, plan: &mut Plan) {
+    pub(crate) fn fit_timeout(&mut self, source: &Source, plan: &mut Plan) {
         let interval = self.interval.unwrap_or(Duration::from_secs(2));
         if let Some(t) = self.timeout
             && t > interval

@@ -36,7 +36,7 @@ impl Exposition {
         &mut self,
         of: &str,
         to: [&str; 2],
-        rows: impl Iterator<Item = (String, &'a Traffic)> + Clone,
+        rows: &(impl Iterator<Item = (String, &'a Traffic)> + Clone),
     ) {
         let [forwarded, flows] = to;
         type Pick = fn(&Traffic) -> u64;
@@ -130,7 +130,7 @@ fn vip_families(m: &mut Exposition, snap: &PageData) {
     m.traffic(
         "vip",
         ["for the VIP", "the VIP balanced"],
-        snap.vips.iter().map(|v| (vip_labels(v), &v.traffic)),
+        &snap.vips.iter().map(|v| (vip_labels(v), &v.traffic)),
     );
     m.family(
         "xdp_lb_vip_refused_total",
@@ -155,7 +155,8 @@ fn backend_families(m: &mut Exposition, status: Option<&AgentStatus>, snap: &Pag
     m.traffic(
         "backend",
         ["to the backend", "sent to the backend"],
-        snap.backends
+        &snap
+            .backends
             .iter()
             .map(|b| (backend_labels(b), &b.traffic)),
     );

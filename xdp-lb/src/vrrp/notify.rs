@@ -19,13 +19,13 @@ pub(super) fn notify(program: std::path::PathBuf, state: State, vrid: u8, name: 
         match result {
             Ok(Ok(s)) if s.success() => {}
             Ok(Ok(s)) => {
-                tracing::warn!(instance = %name, program = %program.display(), status = %s, "notify hook failed")
+                tracing::warn!(instance = %name, program = %program.display(), status = %s, "notify hook failed");
             }
             Ok(Err(e)) => {
-                tracing::warn!(instance = %name, program = %program.display(), error = %e, "notify hook could not run")
+                tracing::warn!(instance = %name, program = %program.display(), error = %e, "notify hook could not run");
             }
             Err(_) => {
-                tracing::warn!(instance = %name, program = %program.display(), "notify hook still running after 30 s; not waited for")
+                tracing::warn!(instance = %name, program = %program.display(), "notify hook still running after 30 s; not waited for");
             }
         }
     });

@@ -22,13 +22,17 @@ pub(super) struct Received {
     pub(super) msg: Vec<u8>,
 }
 
+/// A step of setting the sockets up that failed: what it was, and the kernel's answer
+/// (`VrrpError::Io` at the instance's boundary).
+pub(super) type StepFailed = (&'static str, std::io::Error);
+
 /// The instance's sockets: the receiving one, registered with tokio (IPv4: it sends too), and
 /// for IPv6 the sending one (see `open_v6`).
 pub(super) fn open(
     cfg: &VrrpConfig,
     ifindex: u32,
     primary: IpAddr,
-) -> Result<(AsyncFd<Socket>, Option<Socket>), (&'static str, std::io::Error)> {
+) -> Result<(AsyncFd<Socket>, Option<Socket>), StepFailed> {
     let (socket, sender) = match primary {
         IpAddr::V4(primary) => (open_v4(cfg, ifindex, primary)?, None),
         IpAddr::V6(link_local) => {
@@ -79,7 +83,7 @@ fn open_v4(
     cfg: &VrrpConfig,
     ifindex: u32,
     primary: std::net::Ipv4Addr,
-) -> Result<Socket, (&'static str, std::io::Error)> {
+) -> Result<Socket, StepFailed> {
     let socket = Socket::new(
         Domain::IPV4,
         Type::RAW,
@@ -118,7 +122,7 @@ fn open_v6(
     cfg: &VrrpConfig,
     ifindex: u32,
     link_local: Ipv6Addr,
-) -> Result<(Socket, Socket), (&'static str, std::io::Error)> {
+) -> Result<(Socket, Socket), StepFailed> {
     let open = || {
         let s = Socket::new(
             Domain::IPV6,
@@ -128,7 +132,7 @@ fn open_v6(
         .map_err(|e| ("opening a raw IPv6 socket for protocol 112", e))?;
         s.bind_device(Some(cfg.interface.as_bytes()))
             .map_err(|e| ("binding to the interface", e))?;
-        Ok::<_, (&'static str, std::io::Error)>(s)
+        Ok::<_, StepFailed>(s)
     };
     let rx = open()?;
     rx.join_multicast_v6(&VRRP_GROUP_V6, ifindex)
@@ -182,6 +186,7 @@ fn recv_v6(socket: &Socket) -> std::io::Result<Option<Received>> {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
+    // SAFETY: as above (a zeroed msghdr is valid; its pointers are set below).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
     msg.msg_namelen = size_of::<libc::sockaddr_in6>() as u32;

@@ -106,10 +106,10 @@ impl Worker {
             Some(Control::Hold(hold)) => {
                 match (&hold, self.machine.held()) {
                     (None, Some(was)) => {
-                        tracing::info!(instance = %self.cfg.name, was = %was, "VRRP: hold lifted; the addresses may be taken")
+                        tracing::info!(instance = %self.cfg.name, was = %was, "VRRP: hold lifted; the addresses may be taken");
                     }
                     (Some(reason), None) => {
-                        tracing::info!(instance = %self.cfg.name, reason = %reason, "VRRP: holding the addresses")
+                        tracing::info!(instance = %self.cfg.name, reason = %reason, "VRRP: holding the addresses");
                     }
                     _ => {}
                 }
@@ -227,7 +227,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(instance = %self.cfg.name, %dst, error = %e, "sending a VRRP advert failed")
+                    tracing::warn!(instance = %self.cfg.name, %dst, error = %e, "sending a VRRP advert failed");
                 }
             }
         }

@@ -71,7 +71,7 @@ pub(super) fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()
             // Timed like the agent's path: new desired state (Maglev build included), then
             // the reconciler until the VIPS swap.
             let t = std::time::Instant::now();
-            let desired = xdp_lb::state::desired_state(&xdp_lb::state::Inputs {
+            let desired = xdp_lb::state::desired_state(&xdp_lb::state::StateInputs {
                 config: &lb.config,
                 ids: &lb.ids,
                 neighbours: &neighbours,

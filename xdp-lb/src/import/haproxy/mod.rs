@@ -210,7 +210,7 @@ fn directive(
     let outcome = match (p.kind.as_str(), w[0]) {
         ("global", _) => ignored("haproxy's process settings"),
         (_, "mode") => {
-            p.mode = w.get(1).map(|m| m.to_string());
+            p.mode = w.get(1).map(std::string::ToString::to_string);
             match w.get(1) {
                 Some(&"tcp") => Outcome::Translated("xdp-lb balances TCP".into()),
                 Some(&"http") => Outcome::Ignored(
@@ -232,7 +232,7 @@ fn directive(
             }
         }
         (_, "default_backend") => {
-            p.default_backend = w.get(1).map(|s| s.to_string());
+            p.default_backend = w.get(1).map(std::string::ToString::to_string);
             Outcome::Translated("the VIP's backends".into())
         }
         (_, "use_backend") => {

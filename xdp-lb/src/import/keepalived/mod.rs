@@ -208,7 +208,7 @@ fn instance_directive(
         ),
         "track_script" => {
             v.track_dataplane = true;
-            let scripts: Vec<String> = d.children().iter().map(|c| c.text()).collect();
+            let scripts: Vec<String> = d.children().iter().map(parse::Node::text).collect();
             Outcome::Approximated(format!(
                 "track_dataplane = true replaces the script(s) {scripts:?}: the VIP leaves a node whose program is detached or has a VIP without a usable backend"
             ))
