@@ -3,27 +3,25 @@
 //! and holds, read for its status, shut down.
 
 use std::{
-    collections::BTreeMap,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
+pub use super::messages::InstanceStatus;
 use super::{
-    machine::{Machine, Params, State},
-    packet::RejectReason,
+    machine::{Machine, Params},
+    messages::Control,
     socket,
     worker::Worker,
 };
 use crate::{
-    clock::unix_now,
     config::VrrpConfig,
     netlink::{self, Netlink, NetlinkError},
 };
@@ -53,35 +51,6 @@ pub enum VrrpError {
         #[source]
         source: NetlinkError,
     },
-}
-
-/// What `status`, `/metrics` and `/stats` show of an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub state: State,
-    pub priority: u8,
-    pub configured_priority: u8,
-    pub master_adver_interval_ms: u64,
-    pub transitions: u64,
-    pub last_transition_unix: u64,
-    pub last_cause: String,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Received packets not accepted, by reason.
-    pub rejected: BTreeMap<RejectReason, u64>,
-}
-
-pub(super) enum Control {
-    Track {
-        fault: Option<String>,
-        penalty: u8,
-    },
-    /// Hold taking the addresses (a reason) or allow it (None): see `Machine::set_hold`.
-    Hold(Option<String>),
-    Shutdown(oneshot::Sender<()>),
 }
 
 pub struct Instance {
@@ -144,17 +113,7 @@ impl Instance {
         }
         machine.set_hold(Instant::now(), hold);
         let status = Arc::new(Mutex::new(InstanceStatus::new(&cfg, machine.priority())));
-        tracing::info!(
-            instance = %name,
-            interface = %cfg.interface,
-            vrid = cfg.vrid,
-            priority = cfg.priority,
-            version = ?cfg.version,
-            checksum = ?cfg.checksum,
-            primary = %primary,
-            mode = if cfg.unicast_peers.is_empty() { "multicast" } else { "unicast" },
-            "VRRP instance starting"
-        );
+        log_start(&cfg, primary);
         let (control, control_rx) = mpsc::channel(8);
         let worker = Worker {
             vips: cfg.virtual_addresses.iter().map(|(a, _)| *a).collect(),
@@ -197,27 +156,6 @@ impl Instance {
     }
 }
 
-impl InstanceStatus {
-    /// Before the first transition.
-    fn new(cfg: &VrrpConfig, priority: u8) -> Self {
-        InstanceStatus {
-            name: cfg.name.clone(),
-            interface: cfg.interface.clone(),
-            vrid: cfg.vrid,
-            state: State::Initialize,
-            priority,
-            configured_priority: cfg.priority,
-            master_adver_interval_ms: cfg.advert_interval.as_millis() as u64,
-            transitions: 0,
-            last_transition_unix: unix_now(),
-            last_cause: "not started".into(),
-            adverts_sent: 0,
-            adverts_received: 0,
-            rejected: RejectReason::ALL.iter().map(|r| (*r, 0)).collect(),
-        }
-    }
-}
-
 /// The advert source and tie-breaker: the interface's primary IPv4 address (one that is not a
 /// virtual address), or its IPv6 link-local address (RFC 5798 §5.1.1.1, §5.1.2.1).
 async fn primary_address(
@@ -237,4 +175,18 @@ async fn primary_address(
         })
         .collect();
     Ok(nl.primary_ipv4(ifindex, &v4).await?.map(IpAddr::V4))
+}
+
+fn log_start(cfg: &VrrpConfig, primary: IpAddr) {
+    tracing::info!(
+        instance = %cfg.name,
+        interface = %cfg.interface,
+        vrid = cfg.vrid,
+        priority = cfg.priority,
+        version = ?cfg.version,
+        checksum = ?cfg.checksum,
+        primary = %primary,
+        mode = if cfg.unicast_peers.is_empty() { "multicast" } else { "unicast" },
+        "VRRP instance starting"
+    );
 }

@@ -15,8 +15,8 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     garp::send_garps,
-    instance::{Control, InstanceStatus},
     machine::{Action, Machine, State},
+    messages::{Control, InstanceStatus},
     notify::notify,
     packet::{Advert, RejectReason, VRRP_GROUP, VRRP_GROUP_V6, VRRP_TTL},
     socket::{self, Received},

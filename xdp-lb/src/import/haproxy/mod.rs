@@ -219,18 +219,7 @@ fn directive(
                 _ => ignored("unknown mode"),
             }
         }
-        (_, "bind") => {
-            let spec = w.get(1).ok_or_else(|| err(source, "bind needs ADDR:PORT"))?;
-            p.binds.push((spec.to_string(), source.clone()));
-            if w.len() > 2 {
-                Outcome::Approximated(format!(
-                    "the address is a VIP; bind options {:?} do not apply to xdp-lb (TLS passes through untouched)",
-                    &w[2..]
-                ))
-            } else {
-                Outcome::Translated("the VIP's address and port".into())
-            }
-        }
+        (_, "bind") => bind(p, w, source)?,
         (_, "default_backend") => {
             p.default_backend = w.get(1).map(std::string::ToString::to_string);
             Outcome::Translated("the VIP's backends".into())
@@ -272,16 +261,7 @@ fn directive(
         (_, "balance") => Outcome::Approximated(
             "xdp-lb balances with Maglev consistent hashing (weights honoured); there is no other algorithm".into(),
         ),
-        (_, "stats") => {
-            if w.get(1) == Some(&"uri") || w.get(1) == Some(&"enable") {
-                p.stats = true;
-                Outcome::Translated(
-                    "a stats page: agent.listen serves /stats, /metrics and /healthz".into(),
-                )
-            } else {
-                ignored("xdp-lb's /stats page has no settings")
-            }
-        }
+        (_, "stats") => stats(p, w),
         (_, kw) => Outcome::Ignored(format!("`{kw}` has no counterpart in xdp-lb")),
     };
     plan.report(source, line, outcome);
@@ -347,5 +327,33 @@ fn http_check(p: &mut Proxy, w: &[&str], source: &Source) -> Result<Outcome, Imp
             }
         }
         _ => ignored("not translated"),
+    })
+}
+
+/// `stats uri` / `stats enable`: a stats page, which `agent.listen` serves.
+fn stats(p: &mut Proxy, w: &[&str]) -> Outcome {
+    if w.get(1) == Some(&"uri") || w.get(1) == Some(&"enable") {
+        p.stats = true;
+        Outcome::Translated(
+            "a stats page: agent.listen serves /stats, /metrics and /healthz".into(),
+        )
+    } else {
+        Outcome::Ignored("xdp-lb's /stats page has no settings".into())
+    }
+}
+
+/// `bind ADDR:PORT [options…]`: the VIP's address and port.
+fn bind(p: &mut Proxy, w: &[&str], source: &Source) -> Result<Outcome, ImportError> {
+    let spec = w
+        .get(1)
+        .ok_or_else(|| err(source, "bind needs ADDR:PORT"))?;
+    p.binds.push((spec.to_string(), source.clone()));
+    Ok(if w.len() > 2 {
+        Outcome::Approximated(format!(
+            "the address is a VIP; bind options {:?} do not apply to xdp-lb (TLS passes through untouched)",
+            &w[2..]
+        ))
+    } else {
+        Outcome::Translated("the VIP's address and port".into())
     })
 }

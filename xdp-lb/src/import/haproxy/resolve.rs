@@ -272,15 +272,7 @@ fn vip_from(
     }
     let slowstart = (!slowstarts.is_empty() && slowstarts.iter().all(|s| *s == slowstarts[0]))
         .then(|| slowstarts[0]);
-    let from: Vec<Source> = [front.from.clone(), back.from.clone()]
-        .into_iter()
-        .flatten()
-        .fold(Vec::new(), |mut v, s| {
-            if !v.contains(&s) {
-                v.push(s);
-            }
-            v
-        });
+    let from = sources(front, back);
     plan.report(
         &from[0],
         &format!("{} {}", front.kind, front.name),
@@ -399,4 +391,15 @@ fn server_note(k: &str, b: &mut Backend) -> Option<String> {
         "maxconn" | "maxqueue" | "minconn" => format!("{k}: xdp-lb does not queue connections"),
         _ => return None,
     })
+}
+
+/// Where a VIP came from: its frontend's section and its backend's (once for a `listen`).
+fn sources(front: &Proxy, back: &Proxy) -> Vec<Source> {
+    let mut from = Vec::new();
+    for s in [&front.from, &back.from].into_iter().flatten() {
+        if !from.contains(s) {
+            from.push(s.clone());
+        }
+    }
+    from
 }

@@ -213,19 +213,8 @@ fn instance_directive(
                 "track_dataplane = true replaces the script(s) {scripts:?}: the VIP leaves a node whose program is detached or has a VIP without a usable backend"
             ))
         }
-        "notify" => {
-            v.notify = d.arg(0).map(Into::into);
-            Outcome::Translated("notify (called with STATE VRID NAME, like keepalived's)".into())
-        }
-        kw @ ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop") => {
-            if v.notify.is_none() {
-                v.notify = d.arg(0).map(Into::into);
-                Outcome::Approximated(format!(
-                    "{kw}: xdp-lb has one notify hook, called on every transition with the state as its first argument; the script must check it"
-                ))
-            } else {
-                Outcome::Ignored(format!("{kw}: xdp-lb has one notify hook (already set)"))
-            }
+        kw @ ("notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop") => {
+            notify(kw, d, v)
         }
         kw => Outcome::Ignored(format!("`{kw}` is not translated")),
     };
@@ -262,4 +251,22 @@ fn virtual_ipaddress(d: &Node, v: &mut Vrrp, plan: &mut Plan) -> Result<(), Impo
         );
     }
     Ok(())
+}
+
+/// `notify` (called with STATE VRID NAME, like xdp-lb's hook), or one of the per-state hooks,
+/// which xdp-lb's single hook stands in for.
+fn notify(kw: &str, d: &Node, v: &mut Vrrp) -> Outcome {
+    if kw == "notify" {
+        v.notify = d.arg(0).map(Into::into);
+        return Outcome::Translated(
+            "notify (called with STATE VRID NAME, like keepalived's)".into(),
+        );
+    }
+    if v.notify.is_some() {
+        return Outcome::Ignored(format!("{kw}: xdp-lb has one notify hook (already set)"));
+    }
+    v.notify = d.arg(0).map(Into::into);
+    Outcome::Approximated(format!(
+        "{kw}: xdp-lb has one notify hook, called on every transition with the state as its first argument; the script must check it"
+    ))
 }
