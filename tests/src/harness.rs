@@ -157,6 +157,8 @@ impl Loaded {
             health,
             local_mac,
             snat_address: Default::default(),
+            tunnel_source: Default::default(),
+            interface_mtu: 1500,
             ramps: &state::Ramps::new(),
         });
         Ok(self.reconciler.apply(&desired)?)

@@ -15,6 +15,7 @@ pub mod pki;
 pub mod scale_out;
 pub mod service;
 pub mod topology;
+pub mod tunnel;
 pub mod udp;
 
 pub use netns::{NetNs, in_netns, sh};

@@ -14,27 +14,33 @@
 //! Where each kind lives: `vip.rs` (VIP keys and entries, names, the port bitmap, the Maglev
 //! array's packing), `backend.rs`, `flow.rs` (flow keys and values of both families, NAT
 //! entries), `protection.rs` (limits, allow/deny lists, the insert cap), `settings.rs`,
-//! `events.rs` (what the program reports through ring buffers), `stats.rs` (counters), and
+//! `events.rs` (what the program reports through ring buffers), `decap.rs` (the backends'
+//! decapsulation program's settings and counters), `tunnel.rs` (tunnel
+//! forwarding's per-VIP parameters, the health probes' replies), `stats.rs` (counters), and
 //! the pure logic both sides run: `hash.rs` (the flow hash), `csum.rs` (checksums).
 
 mod backend;
 pub mod csum;
+mod decap;
 mod events;
 mod flow;
 pub mod hash;
 mod protection;
 mod settings;
 pub mod stats;
+mod tunnel;
 mod vip;
 
 pub use self::{
     backend::*,
+    decap::*,
     events::*,
     flow::*,
     hash::{flow_hash, flow_hash6},
     protection::*,
     settings::*,
     stats::{Counter, TrafficCounters},
+    tunnel::*,
     vip::*,
 };
 
@@ -69,6 +75,8 @@ pub mod map_names {
     pub const NAT_EMBRYONIC_CLIENT6: &str = "NAT_EMBRYONIC_CLIENT6";
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
     pub const VIP_PORTS: &str = "VIP_PORTS";
+    pub const VIP_TUNNELS: &str = "VIP_TUNNELS";
+    pub const TUNNEL_PROBES: &str = "TUNNEL_PROBES";
 }
 
 /// Name of the XDP program in the object.
@@ -146,6 +154,12 @@ mod pod {
     unsafe impl aya::Pod for super::FlowEvent {}
     // SAFETY: as said above.
     unsafe impl aya::Pod for super::FlowLogBudget {}
+    // SAFETY: as said above.
+    unsafe impl aya::Pod for super::TunnelParams {}
+    // SAFETY: as said above.
+    unsafe impl aya::Pod for super::ProbeReply {}
+    // SAFETY: as said above.
+    unsafe impl aya::Pod for super::DecapSettings {}
 }
 
 #[cfg(test)]
@@ -210,6 +224,8 @@ mod tests {
         assert_eq!(size_of::<Bucket>(), 16);
         assert_eq!(size_of::<InsertBudget>(), 16);
         assert_eq!(size_of::<SyncEvent>(), 52);
+        assert_eq!(size_of::<TunnelParams>(), 32);
+        assert_eq!(size_of::<ProbeReply>(), 16);
     }
 
     #[test]

@@ -140,10 +140,36 @@ pub enum Counter {
     /// A new flow the sync could not report: its ring (`SYNC_EVENTS`) was full, the agent
     /// behind. Forwarding is not affected; the peers do not learn of this flow.
     SyncEventLost,
+    /// Tunnel: a packet too big for the VIP's `tunnel_mtu` once encapsulated, answered with an
+    /// ICMP "fragmentation needed" (IPv4, DF set) or ICMPv6 Packet Too Big to its sender,
+    /// with the MTU it can use (its verdict: TX or redirect back to the client).
+    TunnelIcmpTooBig,
+    /// Tunnel: a packet too big, whose ICMP answer this CPU's budget did not allow this second
+    /// (100 a second per CPU, as the kernel's own ICMP rate limit): dropped.
+    DropTunnelIcmpRateLimited,
+    /// Tunnel: an IPv4 packet too big without DF: XDP cannot fragment it; dropped.
+    DropTunnelTooBig,
+    /// Tunnel (`mss_clamp`): a SYN whose MSS option was lowered to what fits the tunnel.
+    TunnelMssClamped,
+    /// Tunnel: the kernel's FIB has no route to the backend: dropped.
+    DropTunnelNoRoute,
+    /// Tunnel: IPv4 or IPv6 forwarding is off on the interface the program is attached to
+    /// (the FIB refuses to route for it): dropped. The agent warns at start.
+    DropTunnelForwardingDisabled,
+    /// Tunnel: the outer next hop's MAC is unknown: the encapsulated packet goes to the
+    /// kernel, which resolves the neighbour and forwards it (as NAT's, it needs `forwarding`
+    /// and `accept_local`); the flow's next packets take the fast path.
+    PassTunnelNoNeighbour,
+    /// Tunnel: no outer source address of the backend's family (the agent sets one for every
+    /// family a tunnel VIP's backends use: never expected): dropped.
+    DropTunnelNoSource,
+    /// A tunnel health probe's answer (a backend's SYN-ACK from a VIP to a probe port),
+    /// recorded in `TUNNEL_PROBES` and dropped.
+    TunnelProbeReply,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::SyncEventLost as u32 + 1;
+    pub const COUNT: u32 = Counter::TunnelProbeReply as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Tx,
@@ -182,6 +208,15 @@ impl Counter {
         Counter::DropBadUdpHeader,
         Counter::PassUdp6ZeroChecksum,
         Counter::SyncEventLost,
+        Counter::TunnelIcmpTooBig,
+        Counter::DropTunnelIcmpRateLimited,
+        Counter::DropTunnelTooBig,
+        Counter::TunnelMssClamped,
+        Counter::DropTunnelNoRoute,
+        Counter::DropTunnelForwardingDisabled,
+        Counter::PassTunnelNoNeighbour,
+        Counter::DropTunnelNoSource,
+        Counter::TunnelProbeReply,
     ];
 
     /// The counter of index `i`, if there is one.
@@ -211,6 +246,7 @@ impl Counter {
                 | Counter::PassNatMtu
                 | Counter::PassIcmp
                 | Counter::PassIpv6ExtLimit
+                | Counter::PassTunnelNoNeighbour
         )
     }
 
@@ -253,6 +289,15 @@ impl Counter {
             Counter::DropBadUdpHeader => "drop_bad_udp_header",
             Counter::PassUdp6ZeroChecksum => "pass_udp6_zero_checksum",
             Counter::SyncEventLost => "sync_event_lost",
+            Counter::TunnelIcmpTooBig => "tunnel_icmp_too_big",
+            Counter::DropTunnelIcmpRateLimited => "drop_tunnel_icmp_rate_limited",
+            Counter::DropTunnelTooBig => "drop_tunnel_too_big",
+            Counter::TunnelMssClamped => "tunnel_mss_clamped",
+            Counter::DropTunnelNoRoute => "drop_tunnel_no_route",
+            Counter::DropTunnelForwardingDisabled => "drop_tunnel_forwarding_disabled",
+            Counter::PassTunnelNoNeighbour => "pass_tunnel_no_neighbour",
+            Counter::DropTunnelNoSource => "drop_tunnel_no_source",
+            Counter::TunnelProbeReply => "tunnel_probe_reply",
         }
     }
 }

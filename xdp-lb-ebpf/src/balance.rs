@@ -300,8 +300,9 @@ pub(crate) fn maglev_choice(
 /// The backend that owns `flow` of a DSR VIP, without changing any state: its flow entry, else
 /// its Maglev choice (what its next packet would get). For an ICMP error about the flow
 /// (`parse::TooBig`); anything that is not a DSR VIP's flow is `PassIcmp`, for the kernel.
+/// A tunnel VIP's flow is a DSR flow here. Returns the backend's id and entry.
 #[inline(always)]
-pub(crate) fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
+pub(crate) fn owner(flow: &FlowKey) -> Result<(u32, *const BackendInfo), Counter> {
     if let Some(entry) = FLOWS.get_ptr(flow) {
         // SAFETY: map value pointers from successful lookups; plain integers.
         let (backend_id, flow_vip, flow_flags) =
@@ -315,7 +316,7 @@ pub(crate) fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
             // SAFETY: as above.
             && unsafe { (*backend).vip_id } == flow_vip
         {
-            return Ok(backend);
+            return Ok((backend_id, backend));
         }
     }
     let vip_key = VipKey {
@@ -330,15 +331,13 @@ pub(crate) fn owner(flow: &FlowKey) -> Result<*const BackendInfo, Counter> {
     if vip.flags & VIP_F_NAT != 0 || vip.backend_count == 0 {
         return Err(Counter::PassIcmp);
     }
-    maglev_choice(vip, maglev_hash(vip, flow))
-        .map(|(_, backend)| backend)
-        .map_err(|_| Counter::PassIcmp)
+    maglev_choice(vip, maglev_hash(vip, flow)).map_err(|_| Counter::PassIcmp)
 }
 
 /// The backend that owns IPv6 `flow` of a DSR VIP, without changing any state (as `owner`;
 /// a NAT66 flow's error is the kernel's: `PassIcmp`).
 #[inline(always)]
-pub(crate) fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
+pub(crate) fn owner6(flow: &FlowKey6) -> Result<(u32, *const BackendInfo), Counter> {
     if let Some(entry) = FLOWS6.get_ptr(flow) {
         // SAFETY: a map value pointer from a successful lookup; plain integers.
         let (backend_id, flow_vip, flow_flags) =
@@ -347,7 +346,7 @@ pub(crate) fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
             return Err(Counter::PassIcmp);
         }
         if let Ok(Some(backend)) = live_backend(backend_id, flow_vip) {
-            return Ok(backend);
+            return Ok((backend_id, backend));
         }
     }
     let vip = vip6(flow).ok_or(Counter::PassIcmp)?;
@@ -356,9 +355,7 @@ pub(crate) fn owner6(flow: &FlowKey6) -> Result<*const BackendInfo, Counter> {
     if vip.flags & VIP_F_NAT != 0 || vip.backend_count == 0 {
         return Err(Counter::PassIcmp);
     }
-    maglev_choice(vip, maglev_hash6(vip, flow))
-        .map(|(_, backend)| backend)
-        .map_err(|_| Counter::PassIcmp)
+    maglev_choice(vip, maglev_hash6(vip, flow)).map_err(|_| Counter::PassIcmp)
 }
 
 /// The IPv6 VIP an IPv6 flow is addressed to, if any.

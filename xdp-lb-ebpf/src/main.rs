@@ -1,9 +1,10 @@
 //! The xdp-lb data plane: for each TCP or UDP frame to a VIP (IPv4 or IPv6), choose a backend
-//! and forward the frame to it, by L2 DSR (`forward.rs`) or full NAT (`nat.rs`, which also carries the
-//! backends' replies back). Everything else goes on to the kernel untouched.
+//! and forward the frame to it, by L2 DSR (`forward.rs`), through a tunnel (`tunnel/`: IPIP,
+//! IP6IP6, GUE) or by full NAT (`nat.rs`, which also carries the backends' replies back).
+//! Everything else goes on to the kernel untouched.
 //!
 //! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
-//! → rewrite and forward (`forward.rs`, `nat.rs`) → count (`stats.rs`). IPv6 frames take the
+//! → rewrite and forward (`forward.rs`, `tunnel/`, `nat.rs`) → count (`stats.rs`). IPv6 frames take the
 //! same steps in `ipv6.rs`, a call of its own. Off that path, an ICMP "fragmentation needed"
 //! about a DSR flow goes to the flow's backend (`too_big`). Everything that can be
 //! precomputed — Maglev tables, backend MACs and egress interfaces, per-VIP seeds — is
@@ -25,11 +26,12 @@ mod nat_rewrite;
 mod nat_slots;
 mod stats;
 mod sync_events;
+mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use xdp_lb_common::{Counter, FLOW_F_NAT};
-use xdp_lb_ebpf::parse::{self, Parsed};
+use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey, flow_entropy};
+use xdp_lb_ebpf::parse::{self, Parsed, TCP_ACK, TCP_SYN};
 
 use crate::{
     maps::{BACKEND_STATS, FLOWS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
@@ -49,9 +51,13 @@ const IPV6_AT: u32 = 1 << 8;
     reason = "the #[xdp] macro hands the program its context by value"
 )]
 pub(crate) fn xdp_lb(ctx: XdpContext) -> u32 {
-    let verdict = ipv4_frame(ctx.ctx);
+    let mut verdict = ipv4_frame(ctx.ctx);
     if verdict & IPV6_AT != 0 {
-        return ipv6::frame(ctx.ctx, verdict & 0xff);
+        verdict = ipv6::frame(ctx.ctx, verdict & 0xff);
+    }
+    if verdict == tunnel::PENDING {
+        // A tunnel VIP's packet: encapsulated beside the paths, for the stack (`tunnel/`).
+        return tunnel::forward(ctx.ctx);
     }
     verdict
 }
@@ -101,42 +107,101 @@ fn ipv4(ctx: &XdpContext, packet: &parse::Packet) -> Result<u32, Counter> {
             return Ok(action);
         }
     }
-    let forwarded = balance::choose_backend(packet, settings).and_then(|choice| {
-        let action = match &choice.nat {
-            Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, packet, rewrite),
-            None => forward::forward_dsr(ctx, packet.eth, choice.backend),
-        };
-        action.map(|action| (choice, action))
-    });
-    let (choice, action) = match forwarded {
-        Ok(v) => v,
-        Err(reason) => {
-            if !matches!(
-                reason,
-                Counter::PassNotVip
-                    | Counter::PassNotLocalMac
-                    | Counter::PassNatNoNeighbour
-                    | Counter::PassNatMtu
-            ) {
-                // A VIP packet we could not forward: worth a line in the flow log.
-                flow_log::drop(&packet.flow, reason);
-                if matches!(
-                    reason,
-                    Counter::DropBadBackend | Counter::DropRedirectFailed
-                ) {
-                    // Should not happen: the agent's maps are inconsistent or an interface left.
-                    debug!(
-                        ctx,
-                        "xdp-lb: dropped a VIP packet, reason {}", reason as u32
-                    );
-                }
-            }
-            return Err(reason);
+    let choice = match balance::choose_backend(packet, settings) {
+        Ok(choice) => choice,
+        // A SYN-ACK to no VIP: maybe a backend's answer to a tunnel health probe.
+        Err(Counter::PassNotVip) if packet.tcp_flags & TCP_SYN != 0 => {
+            return tunnel::probe::record(packet);
         }
+        Err(reason) => return Err(logged(ctx, &packet.flow, reason)),
     };
+    let action = match &choice.nat {
+        Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, packet, rewrite),
+        // Encapsulated, sent and counted by `tunnel::forward`.
+        None if tunnel::carries(choice.backend) => return tunnel_v4(packet, &choice),
+        None => forward::forward_dsr(ctx, packet.eth, choice.backend),
+    }
+    .map_err(|reason| logged(ctx, &packet.flow, reason))?;
     // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
     count_forwarded(&choice, packet.len, action);
     Ok(action)
+}
+
+/// Why a packet was not forwarded, logged in the flow log when it was a VIP's packet we had to
+/// drop (not one merely passed to the kernel).
+#[inline(always)]
+fn logged(ctx: &XdpContext, flow: &FlowKey, reason: Counter) -> Counter {
+    if !matches!(
+        reason,
+        Counter::PassNotVip
+            | Counter::PassNotLocalMac
+            | Counter::PassNatNoNeighbour
+            | Counter::PassNatMtu
+    ) {
+        flow_log::drop(flow, reason);
+        if matches!(
+            reason,
+            Counter::DropBadBackend | Counter::DropRedirectFailed
+        ) {
+            // Should not happen: the agent's maps are inconsistent or an interface left.
+            debug!(
+                ctx,
+                "xdp-lb: dropped a VIP packet, reason {}", reason as u32
+            );
+        }
+    }
+    reason
+}
+
+/// A packet of a tunnel VIP's flow, handed to the tunnel (`tunnel/`), which encapsulates,
+/// sends and counts it: `PENDING` for `xdp_lb`.
+#[inline(always)]
+fn tunnel_v4<A>(packet: &parse::Packet, choice: &balance::Choice<A>) -> Result<u32, Counter> {
+    let flow = &packet.flow;
+    // SAFETY: the parser bounds-checked both headers.
+    let (l3_off, ihl) = unsafe { (l3_offset(packet.eth), ((*packet.ip).vihl & 0x0f) as u32 * 4) };
+    let req = tunnel::request()?;
+    fill_inner(&mut req.inner, flow, l3_off, l3_off + ihl);
+    req.inner.proto = flow.proto;
+    req.inner.syn = (packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN) as u8;
+    req.backend_id = choice.backend_id;
+    req.vip_id = choice.vip_id;
+    req.len = packet.len;
+    req.new_flow = choice.new_flow as u8;
+    req.icmp = 0;
+    req.flow4 = *flow;
+    Ok(tunnel::PENDING)
+}
+
+/// The inner packet's offsets and the flow's entropy, of an IPv4 flow.
+#[inline(always)]
+fn fill_inner(inner: &mut tunnel::Inner, flow: &FlowKey, l3_off: u32, l4_off: u32) {
+    inner.l3_off = l3_off;
+    inner.l4_off = l4_off;
+    inner.entropy = flow_entropy(
+        flow.src_addr,
+        flow.dst_addr,
+        (flow.src_port_be as u32) << 16 | flow.dst_port_be as u32,
+        flow.proto,
+    );
+    inner.v6 = 0;
+}
+
+/// The IP header's offset: 14, or 18 behind an 802.1Q/802.1ad tag (the parser takes one).
+///
+/// # Safety
+/// `eth` must be a bounds-checked Ethernet header.
+#[inline(always)]
+unsafe fn l3_offset(eth: *const network_types::eth::EthHdr) -> u32 {
+    // SAFETY: the caller's promise.
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type == network_types::eth::EtherType::Ieee8021q as u16
+        || ether_type == network_types::eth::EtherType::Ieee8021ad as u16
+    {
+        18
+    } else {
+        14
+    }
 }
 
 /// A backend's reply to a NAT flow (established, or half-open: the backend's answer to the
@@ -208,7 +273,22 @@ fn too_big(ctx: &XdpContext) -> Result<u32, Counter> {
         count(Counter::IcmpTooBigTranslated);
         return Ok(xdp_action::XDP_PASS);
     }
-    let backend = balance::owner(&icmp.flow)?;
+    let (backend_id, backend) = balance::owner(&icmp.flow)?;
+    if tunnel::carries(backend) {
+        // SAFETY: bounds-checked by the parser; a map value pointer.
+        let (l3_off, vip_id) = unsafe { (l3_offset(icmp.eth), (*backend).vip_id) };
+        let req = tunnel::request()?;
+        // The quoted flow's entropy: the error takes the flow's outer path and label.
+        fill_inner(&mut req.inner, &icmp.flow, l3_off, l3_off + 20);
+        req.inner.proto = parse::IPPROTO_ICMP;
+        req.inner.syn = 0;
+        req.backend_id = backend_id;
+        req.vip_id = vip_id;
+        req.len = 0;
+        req.new_flow = 0;
+        req.icmp = 1;
+        return Ok(tunnel::PENDING);
+    }
     let action = forward::forward_dsr(ctx, icmp.eth, backend)?;
     count(Counter::IcmpTooBigToBackend);
     Ok(action)

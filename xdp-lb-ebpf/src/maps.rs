@@ -12,8 +12,8 @@ use xdp_lb_common::{
     AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, Counter,
     DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6,
     FlowLogBudget, FlowValue, FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
-    MAX_BACKENDS, MAX_TX_PORTS, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters, VIP_PORTS_WORDS,
-    VipInfo, VipKey, VipKey6, VipLimit, VipName,
+    MAX_BACKENDS, MAX_TX_PORTS, ProbeReply, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters,
+    TunnelParams, VIP_PORTS_WORDS, VipInfo, VipKey, VipKey6, VipLimit, VipName,
 };
 
 #[map]
@@ -125,6 +125,38 @@ pub(crate) static SOURCE_BUCKETS6: LruHashMap<BucketKey6, Bucket> =
 /// This second's DSR flow-table inserts, per CPU (`agent.flow_insert_rate`).
 #[map]
 pub(crate) static INSERT_BUDGET: PerCpuArray<InsertBudget> = PerCpuArray::pinned(1, 0);
+
+/// Tunnel VIPs' parameters by VIP id (`tunnel/`): outer sources, GUE port, MTU, MSS clamp.
+/// Read only for backends flagged `BACKEND_F_TUNNEL`; written by the agent before them.
+#[map]
+pub(crate) static VIP_TUNNELS: Array<TunnelParams> = Array::pinned(DEFAULT_MAX_VIPS, 0);
+
+/// The backends' answers to the agent's health probes through the tunnel, by backend id
+/// (`tunnel/probe.rs`): the one map the program writes for the agent to read.
+#[map]
+pub(crate) static TUNNEL_PROBES: Array<ProbeReply> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Each tunnel backend's next hop as this CPU last found it (`tunnel/next_hop.rs`). Not
+/// pinned: a cache, rebuilt within a second.
+#[map]
+pub(crate) static TUNNEL_NEXT_HOPS: PerCpuArray<crate::tunnel::next_hop::Hop> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Where the tunnel builds a packet's outer headers (`tunnel/encap.rs`), per CPU, off the
+/// stack. Not pinned.
+#[map]
+pub(crate) static TUNNEL_SCRATCH: PerCpuArray<crate::tunnel::encap::Outer> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// The packet a path hands to the tunnel (`tunnel::Request`), per CPU. Not pinned.
+#[map]
+pub(crate) static TUNNEL_REQUEST: PerCpuArray<crate::tunnel::Request> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// This second's ICMP errors to clients, per CPU (`tunnel/mtu.rs`). Not pinned.
+#[map]
+pub(crate) static TUNNEL_ICMP_BUDGET: PerCpuArray<InsertBudget> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Egress interfaces other than the ingress one, keyed by ifindex.
 #[map]

@@ -9,7 +9,8 @@
 //! - `control` — the control socket (`xdp-lb reload`, `status`, `drain`); `status` — the
 //!   agent's typed status, which the control socket, the CLI and the pages share.
 //! - `dataplane/` — the loaded program and its maps: `Reconciler`, the one writer
-//!   (`reconcile`, `nat_expiry`, `sync_install`), typed handles anyone may read (`maps`), pins.
+//!   (`reconcile`, `nat_expiry`, `sync_install`), typed handles anyone may read (`maps`), pins;
+//!   `decap` — `xdp-lb decap`, the backends' decapsulation program for tunnel VIPs.
 //! - `sync/` — flows exchanged with the other LB nodes (`[sync]`); `route_announce` — the VIP
 //!   routes offered to the routing engine for active-active nodes behind ECMP (`[announce]`).
 //! - `health/` — health checks (tcp, http, https over rustls, dns), rise/fall, the agent's
@@ -22,7 +23,9 @@
 //! - `netlink/` — every link, address, route and neighbour question to the kernel;
 //!   `ethtool` — the one offload the data plane must have off; `pem`, `clock`.
 //! - The XDP program itself is in the `xdp-lb-ebpf` crate: `parse/` (how a packet is parsed),
-//!   `balance.rs` (how a backend is chosen), `forward.rs` (how it is sent on by DSR), `nat.rs`
+//!   `balance.rs` (how a backend is chosen), `forward.rs` (how it is sent on by DSR), `tunnel/`
+//!   (how it is encapsulated for a backend in another subnet), `decap/` (how a backend takes
+//!   the outer headers off), `nat.rs`
 //!   (full NAT both ways, SNAT port allocation), `nat_rewrite.rs` (the rewrite and the next
 //!   hop from the kernel's FIB), `ipv6/` (the IPv6 path); the types both sides share are in
 //!   `xdp-lb-common`.
@@ -32,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod decap;
 pub mod ethtool;
 pub mod health;
 pub mod import;

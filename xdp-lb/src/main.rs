@@ -151,6 +151,40 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// On a backend of a tunnel VIP: strip the LB's IPIP, IP6IP6 and GUE encapsulation in XDP.
+    ///
+    /// Attaches the decapsulation program to --interface and keeps it there until SIGTERM or
+    /// SIGINT (then detaches). A packet tunnelled to one of this host's addresses (followed
+    /// every second) goes up the stack as the client sent it, to the VIP on this host's
+    /// loopback; anything else passes untouched; malformed tunnel packets are dropped and
+    /// counted. For hosts without the kernel's ipip/ip6_tunnel/fou modules, or instead of
+    /// them (README "Tunnel forwarding"). Needs root.
+    #[command(after_help = "Examples:
+  sudo xdp-lb decap --interface eth0 --gue-port 6080     # run it (systemd: xdp-lb-decap.service)
+  sudo xdp-lb decap --status                             # what it decapsulated, passed, dropped")]
+    Decap {
+        /// The interface the LB's tunnel packets arrive on.
+        #[arg(long, short, value_name = "IF", required_unless_present = "status")]
+        interface: Option<String>,
+        /// Also strip GUE: UDP to this port (the VIP's gue_port; 6080 by default there).
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        gue_port: Option<u16>,
+        /// auto (driver mode, else generic), driver or generic.
+        #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "driver", "generic"])]
+        xdp_mode: String,
+        /// Where its maps are pinned (for --status).
+        #[arg(long, value_name = "DIR", default_value = xdp_lb::decap::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print the running program's counters instead, and exit.
+        #[arg(long, conflicts_with_all = ["interface", "gue_port"])]
+        status: bool,
+        /// With --status: print JSON.
+        #[arg(long, requires = "status")]
+        json: bool,
+        /// Log level (as for `run`).
+        #[arg(long, value_name = "LEVEL", default_value = "info")]
+        log_level: String,
+    },
     /// Check a configuration file and print a summary; exit status 2 if it is invalid.
     ///
     /// Reports the file, line, column and key of the first problem. Loads nothing.
@@ -162,7 +196,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Decap { status: false, .. }
+    ) {
         // A report piped into `head` ends quietly, as other command-line tools do, instead of
         // failing on the broken pipe. The agent keeps Rust's default (EPIPE is an error on
         // one socket, never a reason to die).
@@ -196,5 +233,28 @@ fn main() -> ExitCode {
             output,
         } => cli::import::import(haproxy.as_deref(), keepalived.as_deref(), output.as_deref()),
         Command::CheckConfig { file } => cli::check_config::check_config(&file),
+        Command::Decap {
+            status: true,
+            pin_dir,
+            json,
+            ..
+        } => cli::decap::status(&pin_dir, json),
+        Command::Decap {
+            interface,
+            gue_port,
+            xdp_mode,
+            pin_dir,
+            log_level,
+            ..
+        } => {
+            let options = xdp_lb::decap::DecapOptions {
+                interface: interface.unwrap_or_default(),
+                gue_port,
+                mode: cli::decap::attach_mode(&xdp_mode)
+                    .unwrap_or(xdp_lb::dataplane::AttachMode::Auto),
+                pin_dir,
+            };
+            cli::decap::run(options, &log_level)
+        }
     }
 }

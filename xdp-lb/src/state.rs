@@ -12,9 +12,10 @@ use std::{
 };
 
 use xdp_lb_common::{
-    ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BackendInfo, MAX_BACKENDS, Settings,
-    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_LIMIT, VIP_F_NAT, VipLimit, hash::murmur3_32, ipv4_be,
-    port_be,
+    ACL_ALLOW, ACL_DENY, AnyVipKey, BACKEND_F_FORWARD, BACKEND_F_GUE, BACKEND_F_TUNNEL,
+    BackendInfo, GUE_UDP_LEN, MAX_BACKENDS, OUTER4_LEN, OUTER6_LEN, Settings, TunnelParams,
+    VIP_F_ACL, VIP_F_ALLOWLIST, VIP_F_GUE, VIP_F_LIMIT, VIP_F_NAT, VIP_F_TUNNEL, VipLimit,
+    hash::murmur3_32, ipv4_be, port_be,
 };
 
 use crate::{
@@ -117,6 +118,8 @@ pub struct DesiredState {
     pub acl: Acl,
     /// Per-source new-flow limits by VIP id.
     pub limits: BTreeMap<u32, VipLimit>,
+    /// Tunnel VIPs' parameters by VIP id.
+    pub tunnels: BTreeMap<u32, TunnelParams>,
     pub backends: BTreeMap<u32, DesiredBackend>,
     /// Egress interfaces the program may redirect to.
     pub tx_ports: BTreeSet<u32>,
@@ -240,7 +243,12 @@ pub struct StateInputs<'a> {
     pub local_mac: Option<[u8; 6]>,
     /// The SNAT addresses in use, per family: `agent.snat_address`, or the interface's
     /// addresses the agent looked up. Ignored without NAT VIPs.
-    pub snat_address: crate::config::SnatAddresses,
+    pub snat_address: crate::config::FamilyAddresses,
+    /// The tunnels' outer source addresses, per family: `agent.tunnel_source`, or the
+    /// interface's addresses the agent looked up. Ignored without tunnel VIPs.
+    pub tunnel_source: crate::config::FamilyAddresses,
+    /// The MTU of `agent.interface`: a tunnel VIP's `tunnel_mtu` by default.
+    pub interface_mtu: u16,
     /// Backends in slow start.
     pub ramps: &'a Ramps,
 }
@@ -252,9 +260,9 @@ pub struct StateInputs<'a> {
 /// `active` with a positive weight. So `drain` keeps flows and takes no new ones, and `down` or
 /// `disabled` loses both (the reconciler purges its flows so they re-hash to live backends).
 ///
-/// A NAT backend needs no neighbour entry of its own: the program asks the kernel's FIB for
-/// the next hop of every packet (and the backend may be routed, on another subnet). Its health
-/// check, which connects through the same routes, says whether it is reachable.
+/// A NAT or tunnel backend needs no neighbour entry of its own: the program asks the kernel's
+/// FIB for the next hop (and the backend may be routed, on another subnet). Its health check,
+/// which connects through the same routes, says whether it is reachable.
 pub fn desired_state(inputs: &StateInputs<'_>) -> DesiredState {
     let mut state = DesiredState {
         settings: settings(inputs),
@@ -338,11 +346,57 @@ fn add_vip(state: &mut DesiredState, inputs: &StateInputs<'_>, vip: &VipConfig) 
     if let Some(l) = vip.limit {
         state.limits.insert(vip_id, vip_limit(&l));
     }
+    if let Some(t) = &vip.tunnel {
+        state
+            .tunnels
+            .insert(vip_id, tunnel_params(inputs, vip.address.is_ipv6(), t));
+    }
     for c in &vip.allow {
         state.acl.insert((vip_id, *c), ACL_ALLOW);
     }
     for c in &vip.deny {
         state.acl.insert((vip_id, *c), ACL_DENY);
+    }
+}
+
+/// The default `tunnel_mtu` when the interface's MTU is not known.
+const DEFAULT_MTU: u16 = 1500;
+
+/// A tunnel VIP's parameters: its outer sources, GUE port, the largest inner packet that fits
+/// `tunnel_mtu` for each outer family, and the MSS a SYN may offer (the inner IP and TCP
+/// headers off that: 40 bytes for an IPv4 VIP, 60 for IPv6).
+pub fn tunnel_params(
+    inputs: &StateInputs<'_>,
+    vip6: bool,
+    t: &crate::config::TunnelConfig,
+) -> TunnelParams {
+    let configured = inputs.config.agent.tunnel_source;
+    let src = inputs.tunnel_source;
+    let mtu = t.mtu.unwrap_or(if inputs.interface_mtu == 0 {
+        DEFAULT_MTU
+    } else {
+        inputs.interface_mtu
+    });
+    let udp = if t.gue_port.is_some() { GUE_UDP_LEN } else { 0 };
+    let max_inner4 = mtu.saturating_sub(OUTER4_LEN + udp);
+    let max_inner6 = mtu.saturating_sub(OUTER6_LEN + udp);
+    let headers = if vip6 { 60 } else { 40 };
+    let mss = |max: u16| {
+        if t.mss_clamp {
+            max.saturating_sub(headers)
+        } else {
+            0
+        }
+    };
+    TunnelParams {
+        src4_be: src.v4.or(configured.v4).map_or(0, |a| ipv4_be(a.octets())),
+        src6: src.v6.or(configured.v6).map_or([0; 16], |a| a.octets()),
+        gue_port_be: t.gue_port.map_or(0, port_be),
+        max_inner4,
+        max_inner6,
+        mss4: mss(max_inner4),
+        mss6: mss(max_inner6),
+        _pad: 0,
     }
 }
 
@@ -353,7 +407,8 @@ fn backend(
     vip_id: u32,
     b: &BackendConfig,
 ) -> (DesiredBackend, bool) {
-    let nat = vip.forwarding == Forwarding::Nat;
+    // NAT and tunnel backends are routed: the program asks the FIB for their next hop.
+    let routed = vip.forwarding != Forwarding::Dsr;
     let key = vip.key();
     let next = inputs.neighbours.get(&b.address);
     let up = inputs
@@ -361,7 +416,7 @@ fn backend(
         .get(&(key, b.address))
         .copied()
         .unwrap_or(vip.health_check.starts_up());
-    let forward = (nat || next.is_some()) && up && b.state != AdminState::Disabled;
+    let forward = (routed || next.is_some()) && up && b.state != AdminState::Disabled;
     let new_flows = forward && b.state == AdminState::Active;
     let mut info = BackendInfo {
         vip_id,
@@ -373,7 +428,7 @@ fn backend(
         IpAddr::V4(a) => info.addr_be = ipv4_be(a.octets()),
         IpAddr::V6(a) => info.addr6 = a.octets(),
     }
-    if let Some(n) = next.filter(|_| !nat) {
+    if let Some(n) = next.filter(|_| !routed) {
         info.ifindex = n.ifindex;
         info.mac = n.mac;
         info.src_mac = n.src_mac;
@@ -381,11 +436,17 @@ fn backend(
     if forward {
         info.flags |= BACKEND_F_FORWARD;
     }
+    if vip.forwarding.is_tunnel() {
+        info.flags |= BACKEND_F_TUNNEL;
+    }
+    if vip.forwarding == Forwarding::Gue {
+        info.flags |= BACKEND_F_GUE;
+    }
     let desired = DesiredBackend {
         vip: key,
         address: b.address,
         weight: b.weight,
-        resolved: nat || next.is_some(),
+        resolved: routed || next.is_some(),
         up,
         admin: b.state,
         info,
@@ -415,8 +476,11 @@ fn maglev_table(mut backends: Vec<(MaglevBackend<'_>, u32)>, size: u32) -> (Vec<
 /// `VIP_F_*` of a VIP.
 fn vip_flags(vip: &VipConfig) -> u32 {
     let mut flags = 0;
-    if vip.forwarding == Forwarding::Nat {
-        flags |= VIP_F_NAT;
+    match vip.forwarding {
+        Forwarding::Nat => flags |= VIP_F_NAT,
+        Forwarding::Ipip => flags |= VIP_F_TUNNEL,
+        Forwarding::Gue => flags |= VIP_F_TUNNEL | VIP_F_GUE,
+        Forwarding::Dsr => {}
     }
     if !vip.allow.is_empty() || !vip.deny.is_empty() {
         flags |= VIP_F_ACL;
@@ -462,6 +526,8 @@ mod tests {
             health,
             local_mac: None,
             snat_address: Default::default(),
+            tunnel_source: Default::default(),
+            interface_mtu: 1500,
             ramps: &Ramps::new(),
         })
     }
@@ -478,10 +544,12 @@ mod tests {
             neighbours: &BTreeMap::new(),
             health: &Health::new(),
             local_mac: Some(mac),
-            snat_address: crate::config::SnatAddresses {
+            snat_address: crate::config::FamilyAddresses {
                 v4: Some(snat),
                 v6: None,
             },
+            tunnel_source: Default::default(),
+            interface_mtu: 1500,
             ramps: &Ramps::new(),
         });
         assert_eq!((s.settings.check_local_mac, s.settings.local_mac), (1, mac));
@@ -499,10 +567,12 @@ mod tests {
             neighbours: &BTreeMap::new(),
             health: &Health::new(),
             local_mac: None,
-            snat_address: crate::config::SnatAddresses {
+            snat_address: crate::config::FamilyAddresses {
                 v4: Some(snat),
                 v6: None,
             },
+            tunnel_source: Default::default(),
+            interface_mtu: 1500,
             ramps: &Ramps::new(),
         });
         assert_eq!(
@@ -633,6 +703,8 @@ weight = 3
                 health: &Health::new(),
                 local_mac: None,
                 snat_address: Default::default(),
+                tunnel_source: Default::default(),
+                interface_mtu: 1500,
                 ramps: &ramps,
             });
             let table = &s.vips[&key].table;

@@ -28,6 +28,7 @@ use crate::{
     maps::{BACKEND_STATS, FLOWS6, NAT_FLOWS6, SETTINGS, VIP_STATS},
     nat, nat_rewrite,
     stats::{add_traffic, count, verdict},
+    tunnel,
 };
 
 mod nat66;
@@ -71,7 +72,7 @@ pub(super) fn outcome(step: Step) -> Result<(), Counter> {
 /// callee, a shift of a packet pointer that the verifier refuses ("pointer arithmetic with
 /// <<= operator prohibited").
 #[inline(always)]
-pub(super) fn context(ctx: *mut xdp_md) -> XdpContext {
+pub(crate) fn context(ctx: *mut xdp_md) -> XdpContext {
     // SAFETY: a read of a local.
     XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) })
 }
@@ -155,18 +156,29 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     if snat6 != [0; 16] && packet.flow.dst_addr == snat6 && port >= port_min && port <= port_max {
         outcome(nat_reply(packet, (choice as *mut Choice6).cast()))?;
     } else {
-        outcome(to_vip(packet, settings, choice)).inspect_err(|reason| {
-            if !matches!(reason, Counter::PassNotVip) {
-                // An IPv6 VIP packet we could not forward.
-                flow_log::drop6(&packet.flow, *reason);
+        match outcome(to_vip(packet, settings, choice)) {
+            Ok(()) => {}
+            // A SYN-ACK to no VIP: maybe a backend's answer to a tunnel health probe.
+            Err(Counter::PassNotVip) if packet.tcp_flags & parse::TCP_SYN != 0 => {
+                return tunnel::probe::record6(ctx, packet);
             }
-        })?;
+            Err(Counter::PassNotVip) => return Err(Counter::PassNotVip),
+            Err(reason) => {
+                // An IPv6 VIP packet we could not forward.
+                flow_log::drop6(&packet.flow, reason);
+                return Err(reason);
+            }
+        }
     }
-    let action = match &choice.nat {
+    let sent = match &choice.nat {
         Some(rewrite) => route(ctx.ctx, packet, rewrite),
+        // Encapsulated, sent and counted by `tunnel::forward`.
+        None if tunnel::carries(choice.backend) => {
+            return tunnel6(packet, choice, Proto::Flow);
+        }
         None => forward::forward_dsr(ctx, eth, choice.backend),
-    }
-    .inspect_err(|reason| {
+    };
+    let action = sent.inspect_err(|reason| {
         if !matches!(reason, Counter::PassNatNoNeighbour | Counter::PassNatMtu) {
             flow_log::drop6(&packet.flow, *reason);
         }
@@ -371,8 +383,59 @@ fn too_big_to_sender(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter>
         count(Counter::IcmpTooBigTranslated);
         return Ok(xdp_action::XDP_PASS);
     }
-    let backend = balance::owner6(flow)?;
+    let (backend_id, backend) = balance::owner6(flow)?;
+    if tunnel::carries(backend) {
+        let choice = Choice6 {
+            backend_id,
+            backend,
+            // SAFETY: a map value pointer.
+            vip_id: unsafe { (*backend).vip_id },
+            new_flow: false,
+            nat: None,
+        };
+        return tunnel6(packet, &choice, Proto::Icmp);
+    }
     let action = forward::forward_dsr(ctx, eth, backend)?;
     count(Counter::IcmpTooBigToBackend);
     Ok(action)
+}
+
+/// What `tunnel6` carries: a flow's packet, or an ICMPv6 error about one (its `flow` the
+/// quoted one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Flow,
+    Icmp,
+}
+
+/// A packet of a tunnel VIP's IPv6 flow (or an ICMPv6 error about one), handed to the tunnel
+/// (`tunnel/`), which encapsulates, sends and counts it: `PENDING` for `xdp_lb`.
+#[inline(always)]
+fn tunnel6(packet: &Packet6, choice: &Choice6, what: Proto) -> Result<u32, Counter> {
+    let flow = &packet.flow;
+    let fold = |a: &[u8; 16]| {
+        let w = xdp_lb_common::ipv6_words(a);
+        w[0] ^ w[1] ^ w[2] ^ w[3]
+    };
+    let req = tunnel::request()?;
+    req.inner.l3_off = packet.l3_off;
+    req.inner.l4_off = packet.l4_off;
+    req.inner.entropy = xdp_lb_common::flow_entropy(
+        fold(&flow.src_addr),
+        fold(&flow.dst_addr),
+        (flow.src_port_be as u32) << 16 | flow.dst_port_be as u32,
+        flow.proto,
+    );
+    req.inner.v6 = 1;
+    req.inner.proto = if what == Proto::Icmp { 58 } else { flow.proto };
+    req.inner.syn = (what == Proto::Flow
+        && packet.tcp_flags & (parse::TCP_SYN | parse::TCP_ACK) == parse::TCP_SYN)
+        as u8;
+    req.backend_id = choice.backend_id;
+    req.vip_id = choice.vip_id;
+    req.len = packet.len;
+    req.new_flow = choice.new_flow as u8;
+    req.icmp = (what == Proto::Icmp) as u8;
+    req.flow6 = *flow;
+    Ok(tunnel::PENDING)
 }

@@ -48,6 +48,8 @@ impl Agent {
             health: &health,
             local_mac: self.local_mac,
             snat_address: self.snat_address,
+            tunnel_source: self.tunnel_source,
+            interface_mtu: self.interface_mtu,
             ramps: &ramps,
         });
         let started = Instant::now();

@@ -10,7 +10,7 @@
 //! Here: the agent's state and its start ([`start`] → [`Running`]). Beside it: `startup`
 //! (fill the maps, attach, start VRRP and the announcer), `event_loop` (the loop and the stop),
 //! `apply` (inputs → desired state → the reconciler), `health` (a transition into the agent's
-//! table), `neighbours` (the backends' next hops), `nat_setup` (SNAT address, kernel
+//! table), `neighbours` (the backends' next hops), `sources` (SNAT and tunnel source addresses, kernel
 //! settings), `slow_start`, `reload`, `commands` (the control socket's requests), `status`,
 //! `tracking` (VRRP's and the announcer's view of the data plane), `sync` (the agent's side of
 //! `[sync]`), `flow_log` (the program's flow log as log lines), and `guard` (what is undone
@@ -24,10 +24,10 @@ mod flow_log;
 mod guard;
 mod health;
 mod host_checks;
-mod nat_setup;
 mod neighbours;
 mod reload;
 mod slow_start;
+mod sources;
 mod startup;
 mod status;
 mod sync;
@@ -46,7 +46,7 @@ use xdp_lb_common::AnyVipKey;
 pub use self::host_checks::route_warnings;
 use self::{event_loop::Inbox, guard::StopGuard, neighbours::Neighbours};
 use crate::{
-    config::{self, Config, ConfigError, SnatAddresses},
+    config::{self, Config, ConfigError, FamilyAddresses},
     control::{self, Command, ControlError},
     dataplane::{DataplaneError, ReconcileError, Reconciler},
     health::{Checker, HealthTable},
@@ -79,9 +79,14 @@ pub enum AgentError {
     #[error(transparent)]
     Vrrp(#[from] VrrpError),
     #[error(
-        "NAT needs a source address: agent.snat_address has no {1} address and {0} has none either"
+        "{role} needs a source address: {key} has no {family} address and {interface} has none either"
     )]
-    NoSnatAddress(String, &'static str),
+    NoSourceAddress {
+        role: &'static str,
+        key: &'static str,
+        interface: String,
+        family: &'static str,
+    },
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
     #[error("removing the pins: {0}")]
@@ -125,7 +130,12 @@ struct Agent {
     /// The MAC of agent.interface: only frames addressed to it are balanced.
     local_mac: Option<[u8; 6]>,
     /// NAT: the SNAT addresses in use, per family (agent.snat_address, or the interface's).
-    snat_address: SnatAddresses,
+    snat_address: FamilyAddresses,
+    /// Tunnel VIPs: the outer source addresses, per family (agent.tunnel_source, or the
+    /// interface's).
+    tunnel_source: FamilyAddresses,
+    /// The MTU of agent.interface (read at start and on reload): the default `tunnel_mtu`.
+    interface_mtu: u16,
     nat: NatExpiry,
     /// `[announce]`: the VIP routes the routing engine advertises.
     announcer: Option<Announcer>,

@@ -49,10 +49,10 @@ impl Neighbours {
 
     /// Whether every DSR backend of `config` has a known MAC.
     pub(super) fn all_resolved(&self, config: &Config) -> bool {
-        let nat_only = nat_only_backends(config);
+        let routed_only = routed_only_backends(config);
         backend_addresses(config)
             .iter()
-            .all(|a| nat_only.contains(a) || self.resolved.contains_key(a))
+            .all(|a| routed_only.contains(a) || self.resolved.contains_key(a))
     }
 
     /// Looks up every backend of `config`; returns whether the usable set changed.
@@ -63,18 +63,18 @@ impl Neighbours {
     ) -> Result<bool, NetlinkError> {
         let mut resolved = BTreeMap::new();
         let configured = backend_addresses(config);
-        let nat_only = nat_only_backends(config);
+        let routed_only = routed_only_backends(config);
         for addr in configured.iter().copied() {
             let lookup = netlink.lookup(addr).await?;
             if let Lookup::NotOnLink { via } = lookup
-                && nat_only.contains(&addr)
+                && routed_only.contains(&addr)
             {
                 // A routed NAT backend: keep its gateway's MAC warm, so the program's FIB
                 // lookups find the neighbour resolved (the lookup requests it if not).
                 let _ = netlink.lookup(via).await?;
             }
             if self.lookups.get(&addr) != Some(&lookup) {
-                log_change(addr, &lookup, nat_only.contains(&addr));
+                log_change(addr, &lookup, routed_only.contains(&addr));
                 self.lookups.insert(addr, lookup);
             }
             match lookup {
@@ -117,13 +117,14 @@ fn backend_addresses(config: &Config) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// Backends of NAT VIPs only (the program asks the FIB for their next hop per packet).
-fn nat_only_backends(config: &Config) -> BTreeSet<IpAddr> {
-    let of = |nat: bool| -> BTreeSet<IpAddr> {
+/// Backends of NAT and tunnel VIPs only: the program asks the FIB for their next hop (NAT per
+/// flow, a tunnel per backend and second), so they need no neighbour entry of their own.
+fn routed_only_backends(config: &Config) -> BTreeSet<IpAddr> {
+    let of = |routed: bool| -> BTreeSet<IpAddr> {
         config
             .vips
             .iter()
-            .filter(|v| (v.forwarding == Forwarding::Nat) == nat)
+            .filter(|v| (v.forwarding != Forwarding::Dsr) == routed)
             .flat_map(|v| v.backends.iter().map(|b| b.address))
             .collect()
     };

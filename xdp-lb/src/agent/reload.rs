@@ -8,9 +8,9 @@ use std::{
 
 use thiserror::Error;
 
-use super::{Agent, AgentError, nat_setup};
+use super::{Agent, AgentError, sources};
 use crate::{
-    config::{self, Config, ConfigError, SnatAddresses},
+    config::{self, Config, ConfigError, FamilyAddresses},
     state::{IdAssignment, StateError},
 };
 
@@ -26,7 +26,7 @@ pub(super) enum ReloadError {
     #[error("reload rejected, the running configuration is unchanged: {0}")]
     IdAssignment(#[from] StateError),
     #[error("reload rejected, the running configuration is unchanged: {0}")]
-    SnatAddress(#[source] AgentError),
+    SourceAddress(#[source] AgentError),
     #[error(
         "reload rejected, the running configuration is unchanged: applying it failed ({0}); the previous configuration was restored"
     )]
@@ -37,7 +37,9 @@ pub(super) enum ReloadError {
 struct Candidate {
     config: Config,
     ids: IdAssignment,
-    snat_address: SnatAddresses,
+    snat_address: FamilyAddresses,
+    tunnel_source: FamilyAddresses,
+    interface_mtu: u16,
 }
 
 impl Agent {
@@ -71,22 +73,32 @@ impl Agent {
             return Err(ReloadError::NeedsRestart(key));
         }
         let ids = self.ids.assign(&config)?;
-        let snat_address = nat_setup::snat_address(&self.netlink, &config)
+        let snat_address = sources::source_addresses(&self.netlink, &config, sources::Role::Snat)
             .await
-            .map_err(ReloadError::SnatAddress)?;
+            .map_err(ReloadError::SourceAddress)?;
+        let tunnel_source =
+            sources::source_addresses(&self.netlink, &config, sources::Role::Tunnel)
+                .await
+                .map_err(ReloadError::SourceAddress)?;
         Ok(Candidate {
+            interface_mtu: sources::interface_mtu(&self.netlink, &config).await,
             config,
             ids,
             snat_address,
+            tunnel_source,
         })
     }
 
     /// Makes `new` the running config and applies it; on failure restores the old one.
     async fn switch_to(&mut self, new: Candidate, path: PathBuf) -> Result<String, ReloadError> {
-        if new.snat_address.any() && !self.snat_address.any() {
-            nat_setup::check_sysctls(&new.config);
+        if (new.snat_address.any() && !self.snat_address.any())
+            || (new.tunnel_source.any() && !self.tunnel_source.any())
+        {
+            sources::check_sysctls(&new.config);
         }
         let old_snat = std::mem::replace(&mut self.snat_address, new.snat_address);
+        let old_tunnel = std::mem::replace(&mut self.tunnel_source, new.tunnel_source);
+        let old_mtu = std::mem::replace(&mut self.interface_mtu, new.interface_mtu);
         let old_config = std::mem::replace(&mut self.config, new.config);
         let old_ids = std::mem::replace(&mut self.ids, new.ids);
         let old_health = self.health.clone();
@@ -121,6 +133,8 @@ impl Agent {
                 self.config = old_config;
                 self.ids = old_ids;
                 self.snat_address = old_snat;
+                self.tunnel_source = old_tunnel;
+                self.interface_mtu = old_mtu;
                 self.health = old_health;
                 self.checker.follow_config(&self.config, &self.health);
                 self.reconcile_logged("reload rollback");

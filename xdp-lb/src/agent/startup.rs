@@ -10,11 +10,11 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
-    Agent, AgentError, INITIAL_RESOLVE_WAIT, NatExpiry, flow_log, guard::StopGuard, nat_setup,
-    neighbours::Neighbours, sync::SyncRuntime,
+    Agent, AgentError, INITIAL_RESOLVE_WAIT, NatExpiry, flow_log, guard::StopGuard,
+    neighbours::Neighbours, sources, sync::SyncRuntime,
 };
 use crate::{
-    config::{Config, SnatAddresses, XdpMode},
+    config::{Config, FamilyAddresses, XdpMode},
     dataplane::{AttachMode, Dataplane, MapSizes, Maps, Reconciler},
     health::{Checker, HealthEvent, HealthTable},
     netlink::{self, Netlink},
@@ -113,7 +113,9 @@ impl Agent {
             health_transitions: 0,
             vrrp: Vec::new(),
             local_mac: None,
-            snat_address: SnatAddresses::default(),
+            snat_address: FamilyAddresses::default(),
+            tunnel_source: FamilyAddresses::default(),
+            interface_mtu: 0,
             nat: NatExpiry::default(),
             slow_start: Default::default(),
             announcer: None,
@@ -132,9 +134,13 @@ impl Agent {
                 .await?
                 .filter(|m| *m != [0; 6]);
         }
-        self.snat_address = nat_setup::snat_address(&self.netlink, &self.config).await?;
-        if self.snat_address.any() {
-            nat_setup::check_sysctls(&self.config);
+        self.snat_address =
+            sources::source_addresses(&self.netlink, &self.config, sources::Role::Snat).await?;
+        self.tunnel_source =
+            sources::source_addresses(&self.netlink, &self.config, sources::Role::Tunnel).await?;
+        self.interface_mtu = sources::interface_mtu(&self.netlink, &self.config).await;
+        if self.snat_address.any() || self.tunnel_source.any() {
+            sources::check_sysctls(&self.config);
         }
         self.resolve_neighbours(Duration::from_millis(100)).await?;
         self.reconcile("start")?;

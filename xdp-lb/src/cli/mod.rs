@@ -2,6 +2,7 @@
 
 pub(crate) mod check_config;
 pub(crate) mod control;
+pub(crate) mod decap;
 pub(crate) mod import;
 pub(crate) mod inspect;
 pub(crate) mod run;

@@ -66,7 +66,7 @@ async fn run_agent(options: RunOptions) -> Result<(), AgentError> {
     running.run().await
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(level: &str) -> anyhow::Result<()> {
     const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     // A bare word that is not a level would be taken as a target name by EnvFilter and
     // silently log nothing useful.

@@ -44,7 +44,10 @@ pub struct AgentConfig {
     pub flow_insert_rate: u32,
     /// NAT: the source address of connections to backends, one per family; a family without
     /// one takes the first address of that family of `interface`, looked up at start.
-    pub snat_address: SnatAddresses,
+    pub snat_address: FamilyAddresses,
+    /// Tunnel VIPs: the outer source address of encapsulated packets, per family (None: the
+    /// interface's).
+    pub tunnel_source: FamilyAddresses,
     /// NAT: the source ports of connections to backends (inclusive).
     pub snat_port_range: (u16, u16),
     /// NAT flow expiry, measured from the flow's last packet: half-open (only the SYN seen),
@@ -61,14 +64,15 @@ pub struct AgentConfig {
 /// map is allocated up front).
 pub const DEFAULT_FLOW_TABLE_SIZE_IPV6: u32 = 1 << 16;
 
-/// `agent.snat_address`: NAT's source address for each family (None: the interface's).
+/// An address per family (`agent.snat_address`, `agent.tunnel_source`; None: the
+/// interface's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SnatAddresses {
+pub struct FamilyAddresses {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
 }
 
-impl SnatAddresses {
+impl FamilyAddresses {
     /// Whether either family has one.
     pub fn any(&self) -> bool {
         self.v4.is_some() || self.v6.is_some()
@@ -135,7 +139,8 @@ pub(super) fn agent(file: &ConfigFile<'_>, raw: &RawAgent) -> Result<AgentConfig
             Some(v) => ranged(file, v, "agent.flow_log_rate", 1..=1_000_000)?,
             None => 1000,
         },
-        snat_address: snat_addresses(file, &raw.snat_address)?,
+        snat_address: family_addresses(file, &raw.snat_address, "agent.snat_address")?,
+        tunnel_source: family_addresses(file, &raw.tunnel_source, "agent.tunnel_source")?,
         snat_port_range: match &raw.snat_port_range {
             Some(r) => port_range(file, r, "agent.snat_port_range")?,
             None => DEFAULT_SNAT_PORT_RANGE,
@@ -212,26 +217,27 @@ fn listen(
     }
 }
 
-/// `agent.snat_address`: one address, or a list of at most one per family.
-fn snat_addresses(
+/// `agent.snat_address` or `agent.tunnel_source`: one address, or a list of at most one per
+/// family.
+fn family_addresses(
     file: &ConfigFile<'_>,
     raw: &Option<Spanned<OneOrMany>>,
-) -> Result<SnatAddresses, ConfigError> {
-    const KEY: &str = "agent.snat_address";
+    key: &str,
+) -> Result<FamilyAddresses, ConfigError> {
     let Some(raw) = raw else {
-        return Ok(SnatAddresses::default());
+        return Ok(FamilyAddresses::default());
     };
     let list: Vec<&String> = match raw.get_ref() {
         OneOrMany::One(a) => vec![&a],
         OneOrMany::Many(v) => v.iter().collect(),
     };
-    let mut out = SnatAddresses::default();
+    let mut out = FamilyAddresses::default();
     for text in list {
         let a: IpAddr = text
             .parse()
-            .map_err(|_| file.at(raw, KEY, format!("{text:?} is not an IP address")))?;
+            .map_err(|_| file.at(raw, key, format!("{text:?} is not an IP address")))?;
         if let Some(why) = unusable(a, true) {
-            return Err(file.at(raw, KEY, format!("{a} cannot be a source address: {why}")));
+            return Err(file.at(raw, key, format!("{a} cannot be a source address: {why}")));
         }
         let taken = match a {
             IpAddr::V4(v4) => out.v4.replace(v4).is_some(),
@@ -240,7 +246,7 @@ fn snat_addresses(
         if taken {
             return Err(file.at(
                 raw,
-                KEY,
+                key,
                 format!("two {} addresses: give at most one per family", family(a)),
             ));
         }

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ConfigError,
+    ConfigError, Forwarding,
     fields::{family, ranged, slowstart, unusable},
     file::ConfigFile,
     raw::{RawBackend, RawVip},
@@ -49,9 +49,9 @@ impl AdminState {
     }
 }
 
-/// What a backend is checked against: its VIP's name, address and port, and whether the VIP
-/// forwards by DSR (which cannot change the port).
-pub(super) type OfVip<'a> = (&'a str, IpAddr, u16, bool);
+/// What a backend is checked against: its VIP's name, address and port, and how the VIP
+/// forwards (all but NAT keep the port; a tunnel may carry an IPv4 VIP to an IPv6 backend).
+pub(super) type OfVip<'a> = (&'a str, IpAddr, u16, Forwarding);
 
 /// The backends of the `i`-th VIP, `rv`.
 pub(super) fn backends(
@@ -75,7 +75,7 @@ fn backend(
     file: &ConfigFile<'_>,
     rb: &RawBackend,
     key: &impl Fn(&str) -> String,
-    (name, address, port, dsr): OfVip<'_>,
+    (name, address, port, forwarding): OfVip<'_>,
     seen: &mut BTreeSet<IpAddr>,
 ) -> Result<BackendConfig, ConfigError> {
     let baddr = *rb.address.get_ref();
@@ -87,7 +87,10 @@ fn backend(
             format!("{baddr} cannot be a backend: {why}"),
         ));
     }
-    if baddr.is_ipv6() != address.is_ipv6() {
+    // IPv4 in IPv6 is a tunnel's only translation between families (as Katran's): the
+    // backend's stack sees the client's IPv4 packet.
+    let four_in_six = forwarding.is_tunnel() && address.is_ipv4() && baddr.is_ipv6();
+    if baddr.is_ipv6() != address.is_ipv6() && !four_in_six {
         return Err(file.at(
             &rb.address,
             key("address"),
@@ -111,12 +114,13 @@ fn backend(
     let bport = match &rb.port {
         Some(p) => {
             let bport = ranged(file, p, &key("port"), 1..=65535)? as u16;
-            if dsr && bport != port {
+            if forwarding.keeps_port() && bport != port {
                 return Err(file.at(
                     p,
                     key("port"),
                     format!(
-                        "DSR forwards to the VIP's port {port}; a backend on another port needs forwarding = \"nat\""
+                        "{} forwards to the VIP's port {port}; a backend on another port needs forwarding = \"nat\"",
+                        forwarding.as_str()
                     ),
                 ));
             }

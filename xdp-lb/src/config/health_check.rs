@@ -46,6 +46,11 @@ pub struct HealthCheckConfig {
     pub http_path: String,
     pub http_expect_status: u16,
     pub start_down: bool,
+    /// Tunnel VIPs (`forwarding = "ipip"` or `"gue"`): the backend is up only if a TCP SYN to
+    /// the VIP's address and the check's port, sent inside the VIP's encapsulation, is
+    /// answered too, so a backend whose decapsulation or VIP is missing goes down with that
+    /// reason. Default: on for a TCP tunnel VIP with a check; off otherwise (set by the VIP).
+    pub through_tunnel: bool,
     /// `type = "https"` only: how the TLS handshake is made and verified.
     pub tls: Option<TlsCheckConfig>,
     /// `type = "dns"` only: the query and the answer that means up.
@@ -99,6 +104,7 @@ impl Default for HealthCheckConfig {
             http_path: "/".into(),
             http_expect_status: 200,
             start_down: false,
+            through_tunnel: false,
             tls: None,
             dns: None,
         }
@@ -178,6 +184,8 @@ pub(super) fn health_check(
         http_path,
         http_expect_status,
         start_down: h.start_down.unwrap_or(false),
+        // The VIP decides (`vip::check`): it knows its forwarding.
+        through_tunnel: false,
         tls,
         dns,
     })

@@ -39,7 +39,7 @@ use xdp_lb_common::AnyVipKey;
 pub use self::{
     agent::{
         AgentConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE_IPV6, DEFAULT_LISTEN,
-        DEFAULT_SNAT_PORT_RANGE, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS, SnatAddresses, XdpMode,
+        DEFAULT_SNAT_PORT_RANGE, FamilyAddresses, MAX_FLOW_TABLE_SIZE, MAX_MAX_VIPS, XdpMode,
     },
     announce::{
         AnnounceConfig, DEFAULT_ANNOUNCE_GRACE, DEFAULT_ANNOUNCE_TABLE, DEFAULT_ENGINE_SOCKET,
@@ -53,7 +53,10 @@ pub use self::{
         DEFAULT_SYNC_RATE, SyncConfig,
     },
     sync_key::SyncKey,
-    vip::{Forwarding, MIN_MAGLEV_TABLE_SIZE, Protocol, SourceLimit, VipConfig},
+    vip::{
+        Forwarding, MIN_MAGLEV_TABLE_SIZE, MIN_TUNNEL_MTU_V4, MIN_TUNNEL_MTU_V6, Protocol,
+        SourceLimit, TunnelConfig, VipConfig,
+    },
     vrrp::{ChecksumMode, Version, VrrpConfig},
 };
 use self::{file::ConfigFile, raw::RawConfig};

@@ -115,6 +115,8 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) snat_address: Option<Spanned<OneOrMany>>,
     #[serde(default)]
+    pub(super) tunnel_source: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
     pub(super) snat_port_range: Option<Spanned<String>>,
     #[serde(default, with = "spanned_duration")]
     pub(super) nat_syn_timeout: Option<Spanned<Duration>>,
@@ -138,6 +140,12 @@ pub(super) struct RawVip {
     pub(super) forwarding: Option<Spanned<Forwarding>>,
     #[serde(default)]
     pub(super) maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) tunnel_mtu: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) mss_clamp: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) gue_port: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) allow: Vec<Spanned<String>>,
     #[serde(default)]
@@ -193,6 +201,8 @@ pub(super) struct RawHealthCheck {
     pub(super) http_expect_status: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) start_down: Option<bool>,
+    #[serde(default)]
+    pub(super) through_tunnel: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) dns_name: Option<Spanned<String>>,
     #[serde(default)]

@@ -53,7 +53,53 @@ pub enum Forwarding {
     Dsr,
     /// Full NAT: client → VIP becomes SNAT address → backend:port, and back.
     Nat,
+    /// The client's packet inside an outer IP header to the backend (IPIP, IP6IP6, IPv4 in
+    /// IPv6): backends anywhere in the routed network answer clients directly.
+    Ipip,
+    /// The client's packet inside outer IP and UDP headers (GUE variant 1) to `gue_port`: as
+    /// `ipip`, and the backend's NIC spreads flows by the UDP source port.
+    Gue,
 }
+
+impl Forwarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forwarding::Dsr => "dsr",
+            Forwarding::Nat => "nat",
+            Forwarding::Ipip => "ipip",
+            Forwarding::Gue => "gue",
+        }
+    }
+
+    /// Forwards through a tunnel (`ipip` or `gue`).
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, Forwarding::Ipip | Forwarding::Gue)
+    }
+
+    /// Keeps the client's packet as it is, the VIP's port included (all but NAT).
+    pub fn keeps_port(self) -> bool {
+        self != Forwarding::Nat
+    }
+}
+
+/// A tunnel VIP's settings (`forwarding = "ipip"` or `"gue"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// `tunnel_mtu`: the largest outer packet toward the backends (None: the interface's MTU).
+    /// A client packet that would exceed it once encapsulated is answered with an ICMP
+    /// "fragmentation needed" or ICMPv6 "packet too big".
+    pub mtu: Option<u16>,
+    /// `mss_clamp`: SYNs to the VIP offer at most the MSS that fits `tunnel_mtu`.
+    pub mss_clamp: bool,
+    /// GUE: the backends' UDP port (`gue_port`, default 6080); None for IPIP.
+    pub gue_port: Option<u16>,
+}
+
+/// The smallest `tunnel_mtu` of an IPv4 VIP: the inner packets must be allowed 576 bytes (RFC
+/// 791's minimum datagram every host accepts) plus the outer headers (IPv6's 40 and GUE's 8 at
+/// most). An IPv6 VIP's inner packets need 1280 (RFC 8200 §5): 1328.
+pub const MIN_TUNNEL_MTU_V4: u16 = 576 + 48;
+pub const MIN_TUNNEL_MTU_V6: u16 = 1280 + 48;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipConfig {
     pub name: String,
@@ -62,6 +108,8 @@ pub struct VipConfig {
     pub port: u16,
     pub protocol: Protocol,
     pub forwarding: Forwarding,
+    /// `forwarding = "ipip"` or `"gue"` only.
+    pub tunnel: Option<TunnelConfig>,
     pub maglev_table_size: u32,
     /// `slowstart`: a backend that comes up (or is added) takes its share of new flows in
     /// steps over this time; zero: at once.
@@ -137,8 +185,8 @@ pub(super) fn vip(
         .as_ref()
         .map_or(Forwarding::Dsr, |f| *f.get_ref());
     let maglev_table_size = table_size(file, rv, &key)?;
-    let dsr = forwarding == Forwarding::Dsr;
-    let backends = backends(file, i, rv, (&name, address, port, dsr))?;
+    let tunnel = tunnel(file, rv, &key, forwarding, address)?;
+    let backends = backends(file, i, rv, (&name, address, port, forwarding))?;
     if backends.is_empty() {
         file.warn(
             vip_span.clone(),
@@ -167,13 +215,14 @@ pub(super) fn vip(
         ));
     }
     let (allow, deny) = source_lists(file, rv, &key, address)?;
-    let health_check = check(file, rv, &key, protocol)?;
+    let health_check = check(file, rv, &key, protocol, forwarding)?;
     Ok(VipConfig {
         name,
         address,
         port,
         protocol,
         forwarding,
+        tunnel,
         maglev_table_size,
         slowstart: rv
             .slowstart
@@ -227,6 +276,58 @@ fn identity(
     Ok((name, address, port, protocol))
 }
 
+/// `tunnel_mtu`, `mss_clamp` and `gue_port`: a tunnel VIP's settings, refused on other VIPs.
+fn tunnel(
+    file: &ConfigFile<'_>,
+    rv: &RawVip,
+    key: &impl Fn(&str) -> String,
+    forwarding: Forwarding,
+    address: IpAddr,
+) -> Result<Option<TunnelConfig>, ConfigError> {
+    if !forwarding.is_tunnel() {
+        let set = [
+            ("tunnel_mtu", rv.tunnel_mtu.as_ref().map(Spanned::span)),
+            ("mss_clamp", rv.mss_clamp.as_ref().map(Spanned::span)),
+            ("gue_port", rv.gue_port.as_ref().map(Spanned::span)),
+        ];
+        if let Some((field, Some(span))) = set.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(file.error(
+                Some(span),
+                Some(key(field)),
+                format!(
+                    "{field} needs forwarding = \"ipip\" or \"gue\" (this VIP forwards by {})",
+                    forwarding.as_str()
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let min = if address.is_ipv6() {
+        MIN_TUNNEL_MTU_V6
+    } else {
+        MIN_TUNNEL_MTU_V4
+    };
+    let mtu = rv
+        .tunnel_mtu
+        .as_ref()
+        .map(|v| ranged(file, v, &key("tunnel_mtu"), u32::from(min)..=65535))
+        .transpose()?
+        .map(|m| m as u16);
+    let gue_port = match (&rv.gue_port, forwarding) {
+        (Some(v), Forwarding::Gue) => Some(ranged(file, v, &key("gue_port"), 1..=65535)? as u16),
+        (None, Forwarding::Gue) => Some(xdp_lb_common::DEFAULT_GUE_PORT),
+        (Some(v), _) => {
+            return Err(file.at(v, key("gue_port"), "gue_port needs forwarding = \"gue\""));
+        }
+        (None, _) => None,
+    };
+    Ok(Some(TunnelConfig {
+        mtu,
+        mss_clamp: rv.mss_clamp.as_ref().is_some_and(|v| *v.get_ref()),
+        gue_port,
+    }))
+}
+
 /// `maglev_table_size`: a prime in range (default the largest).
 fn table_size(
     file: &ConfigFile<'_>,
@@ -278,8 +379,9 @@ fn check(
     rv: &RawVip,
     key: &impl Fn(&str) -> String,
     protocol: Protocol,
+    forwarding: Forwarding,
 ) -> Result<HealthCheckConfig, ConfigError> {
-    let health_check = match &rv.health_check {
+    let mut health_check = match &rv.health_check {
         Some(h) => health_check(file, h.get_ref(), h.span(), &key("health_check"))?,
         None => HealthCheckConfig::default(),
     };
@@ -300,7 +402,59 @@ fn check(
             None => file.at(&rv.address, key("health_check"), why),
         });
     }
+    health_check.through_tunnel =
+        through_tunnel(file, rv, key, protocol, forwarding, &health_check)?;
     Ok(health_check)
+}
+
+/// `health_check.through_tunnel`: on by default for a TCP tunnel VIP with a check (the probe
+/// is a TCP SYN to the VIP's port); a UDP tunnel VIP takes it only with a TCP `port` to probe.
+fn through_tunnel(
+    file: &ConfigFile<'_>,
+    rv: &RawVip,
+    key: &impl Fn(&str) -> String,
+    protocol: Protocol,
+    forwarding: Forwarding,
+    check: &HealthCheckConfig,
+) -> Result<bool, ConfigError> {
+    let set = rv
+        .health_check
+        .as_ref()
+        .and_then(|h| h.get_ref().through_tunnel.as_ref());
+    let Some(set) = set else {
+        return Ok(forwarding.is_tunnel()
+            && protocol == Protocol::Tcp
+            && check.kind != CheckType::None);
+    };
+    if !*set.get_ref() {
+        return Ok(false);
+    }
+    let k = key("health_check.through_tunnel");
+    if !forwarding.is_tunnel() {
+        return Err(file.at(
+            set,
+            k,
+            format!(
+                "needs forwarding = \"ipip\" or \"gue\" (this VIP forwards by {})",
+                forwarding.as_str()
+            ),
+        ));
+    }
+    if check.kind == CheckType::None {
+        return Err(file.at(
+            set,
+            k,
+            "type = \"none\" checks nothing, through a tunnel or not",
+        ));
+    }
+    if protocol == Protocol::Udp && check.port.is_none() {
+        return Err(file.at(
+            set,
+            k,
+            "the tunnel probe is a TCP SYN: a UDP VIP needs health_check.port, a TCP port the backend serves on the VIP's address",
+        ));
+    }
+    Ok(true)
 }
 
 /// A source list of CIDRs (see `Cidr`'s `FromStr`), without repeats, of the family of the

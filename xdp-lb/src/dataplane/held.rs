@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use xdp_lb_common::{AnyVipKey, BackendInfo, Settings, VIP_PORTS_WORDS, VipInfo, VipLimit};
+use xdp_lb_common::{
+    AnyVipKey, BackendInfo, Settings, TunnelParams, VIP_PORTS_WORDS, VipInfo, VipLimit,
+};
 
 use super::{
     Maps,
@@ -25,6 +27,8 @@ pub(super) struct Held {
     pub(super) acl: Acl,
     /// VIP_LIMITS by VIP id (only the VIPs with a limit).
     pub(super) limits: BTreeMap<u32, VipLimit>,
+    /// VIP_TUNNELS by VIP id (only the tunnel VIPs).
+    pub(super) tunnels: BTreeMap<u32, TunnelParams>,
     /// VIP_PORTS, every word.
     pub(super) vip_ports: Vec<u64>,
 }

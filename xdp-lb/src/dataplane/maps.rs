@@ -15,8 +15,8 @@ use aya::{
 };
 use xdp_lb_common::{
     AclData, AclData6, AnyVipKey, BackendInfo, Bucket, BucketKey, BucketKey6, Counter, FlowKey,
-    FlowKey6, FlowLogBudget, FlowValue, FlowValue6, Settings, TrafficCounters, VipInfo, VipKey,
-    VipKey6, VipLimit, VipName, map_names,
+    FlowKey6, FlowLogBudget, FlowValue, FlowValue6, ProbeReply, Settings, TrafficCounters,
+    TunnelParams, VipInfo, VipKey, VipKey6, VipLimit, VipName, map_names,
 };
 
 use super::{DataplaneError, maglev_array::MaglevArray};
@@ -48,6 +48,10 @@ pub struct Maps {
     pub(super) acl6: LpmTrie<MapData, AclData6, u32>,
     /// Per-source new-flow limits by VIP id, and the sources' buckets (`limit.rs`).
     pub(super) vip_limits: Array<MapData, VipLimit>,
+    /// Tunnel VIPs' parameters by VIP id, and the answers to the tunnel health probes by
+    /// backend id (`xdp-lb-ebpf/src/tunnel/`).
+    pub(super) vip_tunnels: Array<MapData, TunnelParams>,
+    tunnel_probes: Array<MapData, ProbeReply>,
     source_buckets: HashMap<MapData, BucketKey, Bucket>,
     source_buckets6: HashMap<MapData, BucketKey6, Bucket>,
     pub(super) vip_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -136,6 +140,8 @@ impl Maps {
             acl: conv(map_names::ACL, get(map_names::ACL)?)?,
             acl6: conv(map_names::ACL6, get(map_names::ACL6)?)?,
             vip_limits: conv(map_names::VIP_LIMITS, get(map_names::VIP_LIMITS)?)?,
+            vip_tunnels: conv(map_names::VIP_TUNNELS, get(map_names::VIP_TUNNELS)?)?,
+            tunnel_probes: conv(map_names::TUNNEL_PROBES, get(map_names::TUNNEL_PROBES)?)?,
             source_buckets: conv(map_names::SOURCE_BUCKETS, get(map_names::SOURCE_BUCKETS)?)?,
             source_buckets6: conv(map_names::SOURCE_BUCKETS6, get(map_names::SOURCE_BUCKETS6)?)?,
             vip_stats: conv(map_names::VIP_STATS, get(map_names::VIP_STATS)?)?,
@@ -299,6 +305,16 @@ impl Maps {
     /// The per-source limit of VIP `vip_id` as the program reads it.
     pub fn vip_limit(&self, vip_id: u32) -> Option<VipLimit> {
         self.vip_limits.get(&vip_id, 0).ok()
+    }
+
+    /// A tunnel VIP's parameters as the program reads them.
+    pub fn vip_tunnel(&self, vip_id: u32) -> Option<TunnelParams> {
+        self.vip_tunnels.get(&vip_id, 0).ok()
+    }
+
+    /// The last answer backend `backend_id` gave a tunnel health probe (`seen_ns` 0: none).
+    pub fn tunnel_probe(&self, backend_id: u32) -> Option<ProbeReply> {
+        self.tunnel_probes.get(&backend_id, 0).ok()
     }
 
     /// Sources with a new-flow bucket (limited VIPs' recent sources).

@@ -42,7 +42,8 @@ use aya::{
 use thiserror::Error;
 use xdp_lb_common::{MAGLEV_SLOT_ELEMS, PROGRAM_NAME, map_names};
 
-use self::pins::{check_pinned_layout, ensure_bpffs};
+use self::pins::check_pinned_layout;
+pub(crate) use self::pins::ensure_bpffs;
 pub use self::{
     maps::Maps,
     pins::{LINK_PIN, remove_pins},
@@ -212,6 +213,7 @@ impl Dataplane {
             .map_max_entries(map_names::VIP_STATS, sizes.max_vips)
             .map_max_entries(map_names::VIP_NAMES, sizes.max_vips)
             .map_max_entries(map_names::VIP_LIMITS, sizes.max_vips)
+            .map_max_entries(map_names::VIP_TUNNELS, sizes.max_vips)
             .map_max_entries(map_names::MAGLEV, maglev_entries)
             .load(PROGRAM_OBJECT)
             .map_err(DataplaneError::Load)?;
@@ -367,7 +369,7 @@ fn adopt_link(program: &mut Xdp, link_pin: &Path) -> Result<FdLink, AdoptError> 
 
 /// Attaches `program` to `ifindex` afresh: in driver mode, generic mode, or driver mode
 /// falling back to generic (`Auto`, said in the log).
-fn attach_new(
+pub(crate) fn attach_new(
     program: &mut Xdp,
     ifindex: u32,
     interface: &str,

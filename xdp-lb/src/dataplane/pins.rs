@@ -39,10 +39,11 @@ const fn layout<K, V>(name: &'static str, entries: Option<u32>) -> Layout {
     }
 }
 
-/// The maps a pinned data plane must have, as this version lays them out. `VIP_PORTS` is not
-/// listed: the pins of a version before it lack it, the loader creates it empty, and the
-/// reconciler's first pass fills it from the VIPs it adopts, before the new program is
-/// attached — an upgrade across it keeps every flow.
+/// The maps a pinned data plane must have, as this version lays them out. `VIP_PORTS`,
+/// `VIP_TUNNELS` and `TUNNEL_PROBES` are not listed: the pins of a version before them lack
+/// them, the loader creates them empty, and the reconciler's first pass fills them from the
+/// VIPs it adopts, before the new program is attached — an upgrade across them keeps every
+/// flow.
 const EXPECTED_LAYOUT: [Layout; 22] = [
     layout::<VipKey, VipInfo>(map_names::VIPS, None),
     layout::<VipKey6, VipInfo>(map_names::VIPS6, None),
@@ -124,7 +125,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 29] = [
+const MAP_NAMES: [&str; 31] = [
     map_names::VIP_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
@@ -148,6 +149,8 @@ const MAP_NAMES: [&str; 29] = [
     map_names::ACL,
     map_names::ACL6,
     map_names::VIP_LIMITS,
+    map_names::VIP_TUNNELS,
+    map_names::TUNNEL_PROBES,
     map_names::SOURCE_BUCKETS,
     map_names::SOURCE_BUCKETS6,
     map_names::INSERT_BUDGET,
@@ -158,7 +161,7 @@ const MAP_NAMES: [&str; 29] = [
 
 /// Checks that `pin_dir` is (or will be created) on a bpf filesystem, mounting bpffs on
 /// /sys/fs/bpf when that is where it should be and nothing is mounted there yet.
-pub(super) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+pub(crate) fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
     let mut probe = pin_dir;
     while !probe.exists() {
         probe = probe.parent().unwrap_or(Path::new("/"));

@@ -3,7 +3,8 @@
 //!
 //! 0. the data plane's switches (`SETTINGS`);
 //! 1. allow/deny entries into `ACL` (obsolete ones out first) — before a VIP's flags say to
-//!    look them up; per-source limits; then egress interfaces into `TX_PORTS`, then backends
+//!    look them up; per-source limits and tunnel parameters (`VIP_TUNNELS`) — before a
+//!    backend's flags say to read them; then egress interfaces into `TX_PORTS`, then backends
 //!    into `BACKENDS` — before any table names them;
 //! 2. per VIP, the new Maglev table into the VIP's *inactive* slot, then one `VIPS` update that
 //!    switches slot, size and backend count together (an RCU element swap in the kernel);
@@ -117,6 +118,7 @@ impl Reconciler {
         self.write_settings(desired)?;
         let acl_changed = self.write_acl(desired)?; // 1.
         self.write_limits(desired)?;
+        self.write_tunnels(desired)?;
         self.add_tx_ports(desired)?;
         self.write_backends(desired, &mut purge, &mut report)?;
         self.write_vips(desired, &mut purge, &mut report)?; // 2.
@@ -157,6 +159,24 @@ impl Reconciler {
         self.held
             .limits
             .retain(|id, _| desired.limits.contains_key(id));
+        Ok(())
+    }
+
+    /// Tunnel VIPs' parameters, before the backend flags that say to read them. An entry no
+    /// longer wanted stays (no backend reads it); a reused VIP id overwrites it.
+    fn write_tunnels(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        for (&vip_id, params) in &desired.tunnels {
+            if self.held.tunnels.get(&vip_id) != Some(params) {
+                self.maps
+                    .vip_tunnels
+                    .set(vip_id, *params, 0)
+                    .map_err(map_err("VIP_TUNNELS"))?;
+                self.held.tunnels.insert(vip_id, *params);
+            }
+        }
+        self.held
+            .tunnels
+            .retain(|id, _| desired.tunnels.contains_key(id));
         Ok(())
     }
 

@@ -42,16 +42,25 @@ impl Netlink {
             }))
     }
 
+    /// Every address of every interface of this network namespace (`xdp-lb decap` opens
+    /// tunnels to any of them).
+    pub async fn all_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
+        self.addresses_of(None).await
+    }
+
     /// The addresses of `ifindex`, in the kernel's order (primary before secondary).
     pub(super) async fn addresses(&self, ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+        self.addresses_of(Some(ifindex)).await
+    }
+
+    async fn addresses_of(&self, ifindex: Option<u32>) -> Result<Vec<IpAddr>, NetlinkError> {
         let _dump = self.dumps.lock().await;
         let mut found = Vec::new();
-        let mut addrs = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .execute();
+        let mut request = self.handle.address().get();
+        if let Some(ifindex) = ifindex {
+            request = request.set_link_index_filter(ifindex);
+        }
+        let mut addrs = request.execute();
         while let Some(msg) = addrs.try_next().await? {
             // IFA_LOCAL is the address itself on point-to-point links, where IFA_ADDRESS is
             // the peer's; elsewhere both are the same.

@@ -89,6 +89,19 @@ impl Netlink {
         }
         Ok(None)
     }
+
+    /// The MTU of interface `ifindex`.
+    pub async fn link_mtu(&self, ifindex: u32) -> Result<Option<u32>, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(ifindex).execute();
+        while let Some(link) = links.try_next().await? {
+            for attr in &link.attributes {
+                if let LinkAttribute::Mtu(mtu) = attr {
+                    return Ok(Some(*mtu));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The index of interface `name` in this network namespace.

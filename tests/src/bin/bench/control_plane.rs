@@ -78,6 +78,8 @@ pub(super) fn control_plane(md: &mut String, rounds: usize) -> anyhow::Result<()
                 health: &down,
                 local_mac: None,
                 snat_address: Default::default(),
+                tunnel_source: Default::default(),
+                interface_mtu: 1500,
                 ramps: &xdp_lb::state::Ramps::new(),
             });
             let computed = t.elapsed().as_secs_f64() * 1e3;

@@ -1,0 +1,343 @@
+//! The outer headers: what they say (`Outer`, decided before the frame grows) and how they are
+//! written in front of the inner packet (`push`).
+//!
+//! Choices, each a header field: outer TTL / hop limit 64 (`OUTER_TTL`), a fresh hop count as
+//! any host's packet has; DSCP and ECN copied from the inner header (RFC 6040 "normal mode":
+//! congestion marks set on the way to the backend reach its decapsulator, RFC 2983 for
+//! DSCP); IPv4 DF set and identification 0 (RFC 6864 §4.1: an atomic datagram needs no id),
+//! because no one should fragment an outer packet (a backend's decapsulator would have to
+//! reassemble it; `tunnel_mtu` and the ICMP errors of `mtu.rs` keep packets small enough
+//! instead); the IPv6 flow label from the inner 5-tuple (RFC 6438). GUE's UDP source port is
+//! the flow's hash too; its checksum is 0 over IPv4 (RFC 768 allows it; the inner L4
+//! checksum still covers the payload) and over IPv6 computed without touching the payload
+//! (`lco_sum`), else 0 as RFC 6935 allows tunnels.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use xdp_lb_common::{
+    BackendInfo, Counter, GUE_UDP_LEN, IPPROTO_TCP, IPPROTO_UDP, OUTER_TTL, OUTER4_LEN, OUTER6_LEN,
+    TunnelParams, csum::fold, flow_label, gue_source_port, ipv6_words,
+};
+use xdp_lb_ebpf::parse::{self, IPPROTO_ICMP};
+
+use super::{Inner, next_hop::Hop};
+use crate::forward::set_mac;
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_ICMPV6: u8 = 58;
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+
+/// The inner IP packet's length (its header's word, not the frame's: Ethernet pads short
+/// frames) and its DSCP/ECN byte.
+#[inline(always)]
+pub(super) fn inner_len_tos(ctx: &XdpContext, inner: &Inner) -> Result<(u32, u8), Counter> {
+    let ip: *const [u8; 8] = parse::ptr_at(ctx, l3(inner)).ok_or(Counter::DropTruncatedIp)?;
+    // SAFETY: bounds-checked just above.
+    let b = unsafe { &*ip };
+    Ok(if inner.v6 != 0 {
+        (
+            u16::from_be_bytes([b[4], b[5]]) as u32 + OUTER6_LEN as u32,
+            (b[0] << 4) | (b[1] >> 4),
+        )
+    } else {
+        (u16::from_be_bytes([b[2], b[3]]) as u32, b[1])
+    })
+}
+
+/// The inner header's offset, shown to the verifier as one of its two values.
+#[inline(always)]
+pub(super) fn l3(inner: &Inner) -> usize {
+    if inner.l3_off == 18 { 18 } else { 14 }
+}
+
+/// The outer headers of one packet. Built in this CPU's scratch slot (`TUNNEL_SCRATCH`), not
+/// on the stack: the IPv4 path's frame leaves the tunnel's call less than 100 bytes.
+#[repr(C)]
+pub(crate) struct Outer {
+    pub(super) v6: bool,
+    gue: bool,
+    /// Addresses: IPv4 (network order) and IPv6 (copied from the map values: a map value
+    /// cannot hold a pointer the verifier would trust again).
+    pub(super) src4: u32,
+    pub(super) dst4: u32,
+    pub(super) src6: [u32; 4],
+    pub(super) dst6: [u32; 4],
+    /// The outer IP packet's length.
+    pub(super) tot_len: u32,
+    pub(super) tos: u8,
+    /// The outer IP header's protocol / next header: IPIP, IPv6 or UDP.
+    pub(super) proto: u8,
+    entropy: u32,
+    gue_port_be: u16,
+    /// GUE over IPv6: the UDP checksum.
+    udp_check: u16,
+}
+
+impl Outer {
+    /// Fills `self` (field by field, in place) for a packet of `len` bytes with DSCP/ECN
+    /// `tos` to `backend`.
+    #[inline(always)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "inlined: the arguments are the caller's locals"
+    )]
+    pub(super) fn fill(
+        &mut self,
+        p: &TunnelParams,
+        backend: *const BackendInfo,
+        v6: bool,
+        gue: bool,
+        len: u32,
+        tos: u8,
+        inner: &Inner,
+    ) -> Result<(), Counter> {
+        if (v6 && p.src6 == [0; 16]) || (!v6 && p.src4_be == 0) {
+            return Err(Counter::DropTunnelNoSource);
+        }
+        let ip_len = if v6 { OUTER6_LEN } else { OUTER4_LEN } as u32;
+        self.proto = if gue {
+            IPPROTO_UDP
+        } else if inner.v6 != 0 {
+            IPPROTO_IPV6
+        } else {
+            IPPROTO_IPIP
+        };
+        self.v6 = v6;
+        self.gue = gue;
+        self.src4 = p.src4_be;
+        // SAFETY: a map value pointer from the caller's lookup.
+        self.dst4 = unsafe { (*backend).addr_be };
+        if v6 {
+            self.src6 = ipv6_words(&p.src6);
+            // SAFETY: as above.
+            self.dst6 = ipv6_words(unsafe { &(*backend).addr6 });
+        }
+        self.tot_len = len + ip_len + if gue { GUE_UDP_LEN as u32 } else { 0 };
+        self.tos = tos;
+        self.entropy = inner.entropy;
+        self.gue_port_be = p.gue_port_be;
+        self.udp_check = 0;
+        Ok(())
+    }
+
+    /// The outer headers' length.
+    #[inline(always)]
+    pub(super) fn overhead(&self) -> u16 {
+        let ip = if self.v6 { OUTER6_LEN } else { OUTER4_LEN };
+        if self.gue { ip + GUE_UDP_LEN } else { ip }
+    }
+}
+
+/// GUE over IPv6: the UDP checksum must not be 0 unless the receiver allows it (RFC 6935), so
+/// it is computed, but not over the payload: the inner packet's own checksums already make its
+/// one's-complement sum known (local checksum offload, RFC 7348's trick, as Linux's
+/// `lco_csum`). An IPv4 header with a valid checksum sums to 0; a TCP or UDP segment (or an
+/// ICMPv6 message) with a valid checksum sums to the complement of its pseudo-header's sum;
+/// an IPv6 header sums to its words. None where that does not hold (an IPv4 UDP datagram
+/// without checksum, IPv6 extension headers): the checksum stays 0.
+#[inline(always)]
+pub(super) fn set_gue6_checksum(ctx: &XdpContext, inner: &Inner, outer: &mut Outer) {
+    if !(outer.gue && outer.v6) {
+        return;
+    }
+    let Some(inner_sum) = lco_sum(ctx, inner) else {
+        return;
+    };
+    let udp_len = outer.tot_len - OUTER6_LEN as u32;
+    let len_word = u16::from_ne_bytes((udp_len as u16).to_be_bytes()) as u32;
+    let sum = words16(&outer.src6)
+        + words16(&outer.dst6)
+        + len_word
+        + u16::from_ne_bytes([0, IPPROTO_UDP]) as u32
+        // The UDP header: ports, length, checksum 0.
+        + u16::from_ne_bytes(gue_source_port(outer.entropy).to_be_bytes()) as u32
+        + outer.gue_port_be as u32
+        + len_word
+        + inner_sum;
+    let check = !fold(sum);
+    outer.udp_check = if check == 0 { 0xffff } else { check };
+}
+
+/// The one's-complement sum of the whole inner packet (see `set_gue6_checksum`).
+#[inline(always)]
+fn lco_sum(ctx: &XdpContext, inner: &Inner) -> Option<u32> {
+    let l3 = l3(inner);
+    if inner.v6 == 0 {
+        let ip: *const [u8; 20] = parse::ptr_at(ctx, l3)?;
+        // SAFETY: bounds-checked just above.
+        let b = unsafe { &*ip };
+        if inner.proto == IPPROTO_ICMP {
+            return Some(0);
+        }
+        let ihl = (b[0] & 0x0f) as u32 * 4;
+        let l4_len = u16::from_be_bytes([b[2], b[3]]) as u32 - ihl;
+        if inner.proto == IPPROTO_UDP {
+            let check: *const [u8; 2] = parse::ptr_at(ctx, (inner.l4_off & 0x3ff) as usize + 6)?;
+            // SAFETY: bounds-checked just above.
+            if unsafe { *check } == [0, 0] {
+                return None;
+            }
+        }
+        let pseudo = words(&b[12..20])
+            + u16::from_ne_bytes([0, inner.proto]) as u32
+            + u16::from_ne_bytes((l4_len as u16).to_be_bytes()) as u32;
+        return Some(!fold(pseudo) as u32);
+    }
+    if inner.l4_off != inner.l3_off + OUTER6_LEN as u32
+        || !matches!(inner.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6)
+    {
+        return None;
+    }
+    let ip: *const [u8; 40] = parse::ptr_at(ctx, l3)?;
+    // SAFETY: bounds-checked just above.
+    let b = unsafe { &*ip };
+    let header = words(&b[..8]) + words(&b[8..40]);
+    let pseudo = words(&b[8..40])
+        + u16::from_ne_bytes([b[4], b[5]]) as u32
+        + u16::from_ne_bytes([0, inner.proto]) as u32;
+    Some(header + !fold(pseudo) as u32)
+}
+
+/// The sum of the 16-bit words of `b` as they sit in memory (see `xdp_lb_common::csum`).
+#[inline(always)]
+fn words(b: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        sum += u16::from_ne_bytes([b[i], b[i + 1]]) as u32;
+        i += 2;
+    }
+    sum
+}
+
+/// The sum of an IPv6 address's 16-bit words, from its 32-bit ones.
+#[inline(always)]
+fn words16(a: &[u32; 4]) -> u32 {
+    let mut sum = 0;
+    for w in a {
+        sum += (w & 0xffff) + (w >> 16);
+    }
+    sum
+}
+
+/// Grows the frame at its front by the outer headers and writes them, with the next hop's
+/// MACs and the outer family's EtherType (a VLAN tag stays where it was).
+#[inline(always)]
+pub(super) fn push(
+    ctx: &XdpContext,
+    inner: &Inner,
+    outer: &Outer,
+    hop: &Hop,
+) -> Result<(), Counter> {
+    let l3 = l3(inner);
+    let grow = outer.overhead() as i32;
+    // SAFETY: the program's context; the helper checks the headroom (XDP gives 256 bytes).
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+        return Err(Counter::DropTunnelNoRoute);
+    }
+    // Every packet pointer is void now: each header is taken afresh.
+    let eth: *mut [u8; 18] = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    let old_tag: *const [u8; 4] =
+        parse::ptr_at(ctx, grow as usize + 12).ok_or(Counter::DropTruncatedEth)?;
+    // SAFETY: bounds-checked just above; the old Ethernet header lies `grow` bytes on.
+    unsafe {
+        let e = eth as *mut u8;
+        set_mac(e as *mut [u8; 6], &hop.dmac);
+        set_mac(e.add(6) as *mut [u8; 6], &hop.smac);
+        let ethertype = if outer.v6 { ETH_P_IPV6 } else { ETH_P_IP };
+        if l3 == 18 {
+            // The 802.1Q tag (TPID and TCI) is kept; the EtherType after it is the outer one.
+            let tag = *old_tag;
+            *e.add(12) = tag[0];
+            *e.add(13) = tag[1];
+            *e.add(14) = tag[2];
+            *e.add(15) = tag[3];
+            *e.add(16) = ethertype[0];
+            *e.add(17) = ethertype[1];
+        } else {
+            *e.add(12) = ethertype[0];
+            *e.add(13) = ethertype[1];
+        }
+    }
+    let udp_at = if outer.v6 {
+        write_ipv6(ctx, l3, outer)?;
+        l3 + OUTER6_LEN as usize
+    } else {
+        write_ipv4(ctx, l3, outer)?;
+        l3 + OUTER4_LEN as usize
+    };
+    if outer.gue {
+        let udp: *mut [u16; 4] = parse::ptr_at(ctx, udp_at).ok_or(Counter::DropTruncatedIp)?;
+        let len = (outer.tot_len - (udp_at - l3) as u32) as u16;
+        // SAFETY: bounds-checked just above.
+        unsafe {
+            let u = udp as *mut u16;
+            u.write_unaligned(gue_source_port(outer.entropy).to_be());
+            u.add(1).write_unaligned(outer.gue_port_be);
+            u.add(2).write_unaligned(len.to_be());
+            u.add(3).write_unaligned(outer.udp_check);
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn write_ipv4(ctx: &XdpContext, l3: usize, outer: &Outer) -> Result<(), Counter> {
+    let ip: *mut [u8; 20] = parse::ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIp)?;
+    let len = (outer.tot_len as u16).to_be_bytes();
+    let (s, d) = (outer.src4, outer.dst4);
+    // The header's words as they sit in memory (see `xdp_lb_common::csum`); the addresses'
+    // two halves each.
+    let sum = u16::from_ne_bytes([0x45, outer.tos]) as u32
+        + u16::from_ne_bytes(len) as u32
+        + u16::from_ne_bytes([0x40, 0]) as u32
+        + u16::from_ne_bytes([OUTER_TTL, outer.proto]) as u32
+        + (s & 0xffff)
+        + (s >> 16)
+        + (d & 0xffff)
+        + (d >> 16);
+    let check = (!fold(sum)).to_ne_bytes();
+    // SAFETY: bounds-checked just above.
+    unsafe {
+        let b = ip as *mut u8;
+        *b = 0x45;
+        *b.add(1) = outer.tos;
+        *b.add(2) = len[0];
+        *b.add(3) = len[1];
+        // Identification 0, DF, fragment offset 0 (see the module's comment).
+        *(b.add(4) as *mut [u8; 4]) = [0, 0, 0x40, 0];
+        *b.add(8) = OUTER_TTL;
+        *b.add(9) = outer.proto;
+        *b.add(10) = check[0];
+        *b.add(11) = check[1];
+        *(b.add(12) as *mut [u8; 4]) = s.to_ne_bytes();
+        *(b.add(16) as *mut [u8; 4]) = d.to_ne_bytes();
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn write_ipv6(ctx: &XdpContext, l3: usize, outer: &Outer) -> Result<(), Counter> {
+    let ip: *mut [u8; 40] = parse::ptr_at(ctx, l3).ok_or(Counter::DropTruncatedIp)?;
+    let label = flow_label(outer.entropy);
+    let payload = ((outer.tot_len - OUTER6_LEN as u32) as u16).to_be_bytes();
+    // SAFETY: bounds-checked just above.
+    unsafe {
+        let b = ip as *mut u8;
+        *b = 0x60 | (outer.tos >> 4);
+        *b.add(1) = (outer.tos << 4) | (label >> 16) as u8;
+        *b.add(2) = (label >> 8) as u8;
+        *b.add(3) = label as u8;
+        *b.add(4) = payload[0];
+        *b.add(5) = payload[1];
+        *b.add(6) = outer.proto;
+        *b.add(7) = OUTER_TTL;
+        let w = b.add(8) as *mut u32;
+        for i in 0..4 {
+            w.add(i).write_unaligned(outer.src6[i]);
+            w.add(4 + i).write_unaligned(outer.dst6[i]);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Tunnel forwarding (`forwarding = "ipip"` or `"gue"`): the client's packet, unchanged, goes
+//! to its backend inside an outer IPv4 or IPv6 header (and, for GUE, a UDP header), routed by
+//! the kernel's FIB like any packet of this host, so the backend may sit in any subnet. The
+//! backend strips the outer headers (`xdp-lb decap`, or the kernel's ipip/ip6tnl/fou) and
+//! answers the client directly from the VIP, as with L2 DSR.
+//!
+//! Per packet: the VIP's parameters (`VIP_TUNNELS`, precomputed by the agent), the MTU check
+//! (`mtu.rs`: an ICMP error to the client when the packet would not fit), the MSS clamp of a
+//! SYN, the next hop (`next_hop.rs`: cached per backend and CPU, refreshed from the FIB once a
+//! second), then the outer headers (`encap.rs`) and the send. The flow table, Maglev choice,
+//! health, protection and sync are the DSR path's: a tunnel flow is a DSR flow whose backend
+//! carries `BACKEND_F_TUNNEL`. `probe.rs` records the answers to the agent's health probes
+//! through the tunnel.
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
+};
+use xdp_lb_common::{BACKEND_F_GUE, BACKEND_F_TUNNEL, BackendInfo, Counter, FlowKey, FlowKey6};
+
+use crate::{
+    flow_log,
+    maps::{BACKEND_STATS, BACKENDS, TUNNEL_REQUEST, TUNNEL_SCRATCH, VIP_STATS, VIP_TUNNELS},
+    stats::{add_traffic, count, verdict},
+};
+
+pub(crate) mod encap;
+mod mtu;
+pub(crate) mod next_hop;
+pub(crate) mod probe;
+
+/// What the tunnel needs to know of the packet it carries, as its path parsed it.
+#[repr(C)]
+pub(crate) struct Inner {
+    /// Where the inner IP header starts (14, or 18 behind a VLAN tag) and its L4 header.
+    pub l3_off: u32,
+    pub l4_off: u32,
+    /// `xdp_lb_common::flow_entropy` of the 5-tuple: the GUE source port, the flow label.
+    pub entropy: u32,
+    /// 1: the inner packet is IPv6.
+    pub v6: u8,
+    /// The inner L4 protocol (TCP, UDP; ICMP for an error about a flow).
+    pub proto: u8,
+    /// 1: a TCP SYN without ACK (its MSS option may be clamped).
+    pub syn: u8,
+    pub _pad: u8,
+}
+
+/// A packet the paths hand to the tunnel: written into this CPU's `TUNNEL_REQUEST` slot,
+/// then the path returns [`PENDING`] and `xdp_lb` calls [`forward`]. The tunnel's work runs
+/// beside the paths, not below them: a call chain has 512 bytes of stack in all, and the IPv4
+/// path's frame alone takes 392.
+#[repr(C)]
+pub(crate) struct Request {
+    pub inner: Inner,
+    pub backend_id: u32,
+    pub vip_id: u32,
+    /// The frame's length, for the traffic counters.
+    pub len: u32,
+    pub new_flow: u8,
+    /// 1: an ICMP error about a flow, for its backend (counted `icmp_too_big_to_backend`).
+    pub icmp: u8,
+    pub _pad: u16,
+    /// The flow, for the flow log if the packet is dropped (the one of `inner.v6`'s family).
+    pub flow4: FlowKey,
+    pub flow6: FlowKey6,
+}
+
+/// The verdict a path returns when it handed the packet to the tunnel: not an XDP action.
+pub(crate) const PENDING: u32 = 1 << 10;
+
+/// The request's slot, for a path to fill (every field it reads is written: `forward` reads
+/// the flow of `inner.v6`'s family only).
+#[inline(always)]
+pub(crate) fn request() -> Result<&'static mut Request, Counter> {
+    let slot = TUNNEL_REQUEST
+        .get_ptr_mut(0)
+        .ok_or(Counter::DropNoSettings)?;
+    // SAFETY: this CPU's slot, ours while this program runs.
+    Ok(unsafe { &mut *slot })
+}
+
+/// Whether `backend` is a tunnel VIP's (its flows are encapsulated).
+#[inline(always)]
+pub(crate) fn carries(backend: *const BackendInfo) -> bool {
+    // SAFETY: a map value pointer from the caller's lookup (never null on the DSR path).
+    unsafe { (*backend).flags & BACKEND_F_TUNNEL != 0 }
+}
+
+/// Encapsulates the frame as this CPU's request says, sends it on and counts it: the frame's
+/// verdict. A call of its own, beside the families' paths (see [`Request`]).
+#[inline(never)]
+pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
+    let ctx = crate::ipv6::context(ctx);
+    let Ok(req) = request() else {
+        return verdict(Err(Counter::DropNoSettings));
+    };
+    let sent = BACKENDS
+        .get_ptr(req.backend_id)
+        .ok_or(Counter::DropBadBackend)
+        .and_then(|backend| encapsulate(&ctx, &req.inner, req.backend_id, backend, req.vip_id));
+    match sent {
+        Ok((action, true)) => {
+            if req.icmp != 0 {
+                count(Counter::IcmpTooBigToBackend);
+            } else {
+                let tx = action == xdp_action::XDP_TX;
+                add_traffic(&VIP_STATS, req.vip_id, req.len, req.new_flow != 0, tx);
+                add_traffic(
+                    &BACKEND_STATS,
+                    req.backend_id,
+                    req.len,
+                    req.new_flow != 0,
+                    tx,
+                );
+            }
+            action
+        }
+        // Answered with an ICMP error to the client: not the backend's traffic.
+        Ok((action, false)) => action,
+        Err(reason) => {
+            if reason != Counter::PassTunnelNoNeighbour && req.icmp == 0 {
+                if req.inner.v6 != 0 {
+                    flow_log::drop6(&req.flow6, reason);
+                } else {
+                    flow_log::drop(&req.flow4, reason);
+                }
+            }
+            verdict(Err(reason))
+        }
+    }
+}
+
+/// The action, and whether the packet was forwarded (else answered with an ICMP error).
+#[inline(always)]
+fn encapsulate(
+    ctx: &XdpContext,
+    inner: &Inner,
+    backend_id: u32,
+    backend: *const BackendInfo,
+    vip_id: u32,
+) -> Result<(u32, bool), Counter> {
+    let params = VIP_TUNNELS.get_ptr(vip_id).ok_or(Counter::DropBadBackend)?;
+    // SAFETY: map value pointers (the backend's from the caller's lookup); plain integers.
+    let (addr4, flags, p) = unsafe { ((*backend).addr_be, (*backend).flags, &*params) };
+    let outer6 = addr4 == 0;
+    let gue = flags & BACKEND_F_GUE != 0;
+    let (len, tos) = encap::inner_len_tos(ctx, inner)?;
+    let (max_inner, mss) = if outer6 {
+        (p.max_inner6, p.mss6)
+    } else {
+        (p.max_inner4, p.mss4)
+    };
+    if len > max_inner as u32 {
+        return mtu::too_big(ctx, inner, len, max_inner).map(|action| (action, false));
+    }
+    if inner.syn != 0 && mss != 0 {
+        mtu::clamp_mss(ctx, inner.l4_off, mss);
+    }
+    let outer = TUNNEL_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(Counter::DropNoSettings)?;
+    // SAFETY: this CPU's slot, ours while this program runs.
+    let outer = unsafe { &mut *outer };
+    outer.fill(p, backend, outer6, gue, len, tos, inner)?;
+    encap::set_gue6_checksum(ctx, inner, outer);
+    let hop = match next_hop::find(ctx, backend_id, outer) {
+        Ok(hop) => hop,
+        Err(next_hop::NoHop::FragNeeded(mtu)) => {
+            let mtu = mtu.saturating_sub(outer.overhead());
+            return mtu::too_big(ctx, inner, len, mtu).map(|action| (action, false));
+        }
+        Err(next_hop::NoHop::Counted(reason)) => return Err(reason),
+    };
+    // SAFETY: a map value pointer (this CPU's cache entry).
+    let hop = unsafe { &*hop };
+    encap::push(ctx, inner, outer, hop)?;
+    next_hop::send(ctx, hop).map(|action| (action, true))
+}
