@@ -81,10 +81,11 @@ fn nonzero_counters(topo: &TunnelTopology) -> String {
     }
 }
 
-/// Every connection answered, each backend's share within 10 points of an even one (for three
-/// backends, 23% to 43%): 300 connections' shares of a fair split have a standard deviation of
-/// 2.7 points, so this fails for a skewed table, not for chance.
-fn assert_spread(topo: &TunnelTopology, answers: &[anyhow::Result<String>], backends: usize) {
+/// Every connection answered: how many by each backend.
+fn answered_by(
+    topo: &TunnelTopology,
+    answers: &[anyhow::Result<String>],
+) -> BTreeMap<String, usize> {
     let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
     for (i, a) in answers.iter().enumerate() {
         let body = a.as_ref().unwrap_or_else(|e| {
@@ -96,6 +97,14 @@ fn assert_spread(topo: &TunnelTopology, answers: &[anyhow::Result<String>], back
         });
         *per_backend.entry(body.clone()).or_insert(0) += 1;
     }
+    per_backend
+}
+
+/// Every connection answered, each backend's share within 10 points of an even one (for three
+/// backends, 23% to 43%): 300 connections' shares of a fair split have a standard deviation of
+/// 2.7 points, so this fails for a skewed table, not for chance.
+fn assert_spread(topo: &TunnelTopology, answers: &[anyhow::Result<String>], backends: usize) {
+    let per_backend = answered_by(topo, answers);
     let n = answers.len() as f64;
     for i in 0..backends {
         let share = *per_backend.get(&format!("be{}", i + 1)).unwrap_or(&0) as f64 / n;
@@ -173,4 +182,46 @@ fn ip6ip6_balances_backends_two_hops_away() {
 fn gue_balances_backends_two_hops_away() {
     require_root!();
     balances("gue", false);
+}
+
+/// A backend whose decapsulation stops is taken out by the check through the tunnel (its
+/// plain TCP check still passes: the service listens on its own address too), with that
+/// reason; it comes back when decapsulation does, and the other backends carry every new
+/// connection meanwhile.
+#[test]
+fn the_tunnel_check_takes_out_a_backend_without_decapsulation() {
+    require_root!();
+    let (mut topo, _services) = bed(3);
+    let backends: Vec<IpAddr> = (0..3).map(|i| tbackend_addr(i).into()).collect();
+    let vip = tunnel_vip(VIP.into(), "ipip", &backends)
+        .check("rise", 1)
+        .check("fall", 2)
+        .check("timeout", "200ms");
+    let mut agent = start_agent(&topo, &topo.agent_config().vip(vip));
+    let before = answered_by(&topo, &connections(&topo, VIP.into(), 60));
+    assert_eq!(before.len(), 3, "every backend answers: {before:?}");
+    topo.stop_decap(1).unwrap();
+    agent
+        .wait_for_log("backend DOWN", Duration::from_secs(5))
+        .unwrap();
+    let log = agent.log_text();
+    let down = log
+        .lines()
+        .find(|l| l.contains("backend DOWN"))
+        .unwrap_or_default();
+    assert!(
+        down.contains(&tbackend_addr(1).to_string())
+            && down.contains("no answer through the IPIP tunnel"),
+        "the tunnel check names its reason: {down}"
+    );
+    let per_backend = answered_by(&topo, &connections(&topo, VIP.into(), 60));
+    assert!(
+        !per_backend.contains_key("be2"),
+        "be2 is out: {per_backend:?}"
+    );
+    topo.start_decap(1, GUE_PORT).unwrap();
+    agent
+        .wait_for_log("backend UP", Duration::from_secs(5))
+        .unwrap();
+    assert!(agent.stop().unwrap().success());
 }

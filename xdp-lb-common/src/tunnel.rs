@@ -92,8 +92,9 @@ impl TunnelParams {
 /// kernel's default ephemeral range (32768-60999), so the host's own connections never use it.
 pub const PROBE_PORT_BASE: u16 = 61440;
 
-/// A value of `TUNNEL_PROBES[backend_id]`: the last SYN-ACK a backend sent to a tunnel health
-/// probe, recorded by the program (which then drops it: no socket of the host waits for it).
+/// A value of `TUNNEL_PROBES[backend_id]`: the last answer (SYN-ACK, or RST) a backend sent to
+/// a tunnel health probe, recorded by the program (which then drops it: no socket of the host
+/// waits for it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeReply {
@@ -103,5 +104,7 @@ pub struct ProbeReply {
     pub ack_be: u32,
     /// Its source port (network order): the VIP's port.
     pub sport_be: u16,
-    pub _pad: u16,
+    /// Its TCP flags: SYN|ACK (the port is open), or RST (refused).
+    pub tcp_flags: u8,
+    pub _pad: u8,
 }

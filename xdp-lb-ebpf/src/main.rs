@@ -109,8 +109,8 @@ fn ipv4(ctx: &XdpContext, packet: &parse::Packet) -> Result<u32, Counter> {
     }
     let choice = match balance::choose_backend(packet, settings) {
         Ok(choice) => choice,
-        // A SYN-ACK to no VIP: maybe a backend's answer to a tunnel health probe.
-        Err(Counter::PassNotVip) if packet.tcp_flags & TCP_SYN != 0 => {
+        // A SYN-ACK, ACK or RST to no VIP: maybe a backend's answer to a tunnel health probe.
+        Err(Counter::PassNotVip) if packet.tcp_flags & (TCP_ACK | parse::TCP_RST) != 0 => {
             return tunnel::probe::record(packet);
         }
         Err(reason) => return Err(logged(ctx, &packet.flow, reason)),

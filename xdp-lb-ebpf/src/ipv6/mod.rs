@@ -158,8 +158,11 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     } else {
         match outcome(to_vip(packet, settings, choice)) {
             Ok(()) => {}
-            // A SYN-ACK to no VIP: maybe a backend's answer to a tunnel health probe.
-            Err(Counter::PassNotVip) if packet.tcp_flags & parse::TCP_SYN != 0 => {
+            // A SYN-ACK, ACK or RST to no VIP: maybe a backend's answer to a tunnel health
+            // probe.
+            Err(Counter::PassNotVip)
+                if packet.tcp_flags & (parse::TCP_ACK | parse::TCP_RST) != 0 =>
+            {
                 return tunnel::probe::record6(ctx, packet);
             }
             Err(Counter::PassNotVip) => return Err(Counter::PassNotVip),

@@ -10,7 +10,19 @@ impl Agent {
     /// step with it (new backends in their check's start state).
     pub(super) fn follow_health_config(&mut self) {
         self.health.follow(&self.config, unix_now());
-        self.checker.follow_config(&self.config, &self.health);
+        self.follow_checks();
+    }
+
+    /// Starts, stops and restarts the checks for the config (the checks through tunnels with
+    /// the backends' ids and this node's tunnel sources).
+    pub(super) fn follow_checks(&mut self) {
+        let inputs = crate::health::TunnelInputs {
+            backend_ids: &self.ids.backends,
+            source: self.tunnel_source,
+            pin_dir: &self.config.agent.pin_dir,
+        };
+        self.checker
+            .follow_config(&self.config, &self.health, &inputs);
     }
 
     pub(super) fn on_health(&mut self, event: &HealthEvent) {

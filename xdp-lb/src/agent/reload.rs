@@ -136,7 +136,7 @@ impl Agent {
                 self.tunnel_source = old_tunnel;
                 self.interface_mtu = old_mtu;
                 self.health = old_health;
-                self.checker.follow_config(&self.config, &self.health);
+                self.follow_checks();
                 self.reconcile_logged("reload rollback");
                 Err(ReloadError::Apply(err))
             }

@@ -125,7 +125,6 @@ impl Agent {
 
     /// Fills the maps, then attaches: the first packet already sees the whole config.
     pub(super) async fn start(&mut self) -> Result<(), AgentError> {
-        self.follow_health_config();
         let interface = self.config.agent.interface.clone();
         if let Some(ifindex) = netlink::ifindex(&interface) {
             self.local_mac = self
@@ -142,6 +141,9 @@ impl Agent {
         if self.snat_address.any() || self.tunnel_source.any() {
             sources::check_sysctls(&self.config);
         }
+        // The table before the first desired state; the checks once the program is attached
+        // (below): a check through a tunnel needs the program to catch its answer.
+        self.health.follow(&self.config, crate::clock::unix_now());
         self.resolve_neighbours(Duration::from_millis(100)).await?;
         self.reconcile("start")?;
         self.guard.see_vlan_tags(&interface);
@@ -151,6 +153,7 @@ impl Agent {
             XdpMode::Generic => AttachMode::Generic,
         };
         let mode = self.guard.dataplane_mut().attach(&interface, mode)?;
+        self.follow_checks();
         self.start_failover().await?;
         self.track().await;
         tracing::info!(

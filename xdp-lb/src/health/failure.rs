@@ -39,6 +39,18 @@ pub enum ProbeFailure {
     DnsRcode(String),
     #[error("no answer to the query (only stray datagrams)")]
     NoAnswer,
+    /// Through the tunnel (`health_check.through_tunnel`): the mode, how long it waited.
+    #[error(
+        "no answer through the {0} tunnel within {1} (is xdp-lb decap, or the kernel's tunnel, running on the backend, and the VIP on its loopback?)"
+    )]
+    TunnelNoAnswer(&'static str, String),
+    #[error(
+        "connect refused through the {0} tunnel (nothing listens on the VIP's address and port on the backend)"
+    )]
+    TunnelRefused(&'static str),
+    /// The probe could not be sent.
+    #[error("{0}")]
+    Tunnel(String),
 }
 
 /// Why a check cannot start: its TLS settings cannot be used (the files were readable at

@@ -17,6 +17,7 @@ mod probe;
 mod rise_fall;
 mod table;
 mod tls;
+mod tunnel;
 
 use std::{
     collections::BTreeMap,
@@ -31,11 +32,21 @@ pub use self::{
     probe::Prober,
     rise_fall::RiseFall,
     table::{HealthTable, Verdict},
+    tunnel::TunnelPath,
 };
 use crate::{
     clock::unix_now,
-    config::{BackendKey, CheckType, Config, HealthCheckConfig},
+    config::{BackendKey, CheckType, Config, FamilyAddresses, HealthCheckConfig, VipConfig},
 };
+
+/// What the checks through tunnels need from the agent: the backends' ids (a probe's port),
+/// this node's tunnel sources, and where the program's maps are pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelInputs<'a> {
+    pub backend_ids: &'a BTreeMap<BackendKey, u32>,
+    pub source: FamilyAddresses,
+    pub pin_dir: &'a std::path::Path,
+}
 
 /// Which run of a backend's check sent an event: a reload that changes a check replaces its
 /// task, and an event the old task sent just before is stale.
@@ -74,6 +85,8 @@ struct Target {
     check: HealthCheckConfig,
     /// The backend's port, or the check's own (`health_check.port`).
     port: u16,
+    /// `health_check.through_tunnel`: the probe through the VIP's tunnel, after the check's.
+    tunnel: Option<TunnelPath>,
 }
 
 struct Task {
@@ -108,17 +121,27 @@ impl Checker {
     /// Starts checks for new backends, stops those of removed ones, and restarts those whose
     /// check changed, each from the state `table` holds for its backend (so a reload does not
     /// flap them).
-    pub fn follow_config(&mut self, config: &Config, table: &HealthTable) {
+    pub fn follow_config(
+        &mut self,
+        config: &Config,
+        table: &HealthTable,
+        tunnels: &TunnelInputs<'_>,
+    ) {
         let wanted: BTreeMap<BackendKey, Target> = config
             .vips
             .iter()
             .flat_map(|vip| {
-                vip.backends.iter().map(|b| Target {
-                    key: (vip.key(), b.address),
-                    vip_name: vip.name.clone(),
-                    check: vip.health_check.clone(),
+                vip.backends.iter().map(|b| {
+                    let key = (vip.key(), b.address);
                     // The backend's own port (a NAT backend may listen elsewhere than the VIP).
-                    port: vip.health_check.port.unwrap_or(b.port),
+                    let port = vip.health_check.port.unwrap_or(b.port);
+                    Target {
+                        key,
+                        vip_name: vip.name.clone(),
+                        check: vip.health_check.clone(),
+                        port,
+                        tunnel: tunnel_path(vip, b.address, port, tunnels),
+                    }
                 })
             })
             .map(|t| (t.key, t))
@@ -176,6 +199,36 @@ impl Drop for Checker {
     }
 }
 
+/// The path of a backend's probe through its VIP's tunnel, if its check goes through it (and
+/// the agent knows its id and a source of the VIP's family: it always does once the maps
+/// are written).
+fn tunnel_path(
+    vip: &VipConfig,
+    backend: std::net::IpAddr,
+    port: u16,
+    tunnels: &TunnelInputs<'_>,
+) -> Option<TunnelPath> {
+    if !vip.health_check.through_tunnel {
+        return None;
+    }
+    let of = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(_) => tunnels.source.v4.map(std::net::IpAddr::V4),
+        std::net::IpAddr::V6(_) => tunnels.source.v6.map(std::net::IpAddr::V6),
+    };
+    Some(TunnelPath {
+        backend_id: *tunnels.backend_ids.get(&(vip.key(), backend))?,
+        backend,
+        vip: vip.address,
+        port,
+        gue_port: vip.tunnel.and_then(|t| t.gue_port),
+        inner_source: of(vip.address)?,
+        outer_source: of(backend),
+        probes_pin: tunnels
+            .pin_dir
+            .join(xdp_lb_common::map_names::TUNNEL_PROBES),
+    })
+}
+
 /// What `status` shows before a check's first probe.
 fn first_probe(check: &HealthCheckConfig) -> LastProbe {
     LastProbe {
@@ -200,6 +253,7 @@ async fn check_loop(
         vip_name,
         check,
         port,
+        tunnel,
     } = target;
     if check.kind == CheckType::None {
         return;
@@ -227,7 +281,10 @@ async fn check_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = prober.probe(addr).await;
+        let mut result = prober.probe(addr).await;
+        if let (Ok(()), Some(path)) = (&result, &tunnel) {
+            result = tunnel::probe(path, check.timeout).await;
+        }
         let at_unix = unix_now();
         let shown = match &result {
             Ok(()) => "ok".to_owned(),
