@@ -93,7 +93,24 @@ impl TunnelTopology {
         let mut topo = topo;
         // XDP_TX out of the LB's eth0 lands on its switch port, which needs NAPI (TESTBED.md).
         topo.peer_pass.push(PassProgram::attach(&topo.sw, "p-lb")?);
+        topo.warm_up();
         Ok(topo)
+    }
+
+    /// One ping from the LB and the client to each backend, both families: every neighbour
+    /// on the way is resolved before a test's first connection (IPv6 neighbour discovery on
+    /// a fresh router otherwise costs the first health checks their timeout).
+    fn warm_up(&self) {
+        for i in 0..self.backends.len() {
+            for (ns, addr) in [
+                (&self.lb, tbackend_addr(i).to_string()),
+                (&self.lb, tbackend_addr6(i).to_string()),
+                (&self.client, tbackend_addr(i).to_string()),
+                (&self.client, tbackend_addr6(i).to_string()),
+            ] {
+                let _ = ns.exec(&["ping", "-c", "1", "-W", "2", &addr]);
+            }
+        }
     }
 
     fn router_side(&self) -> anyhow::Result<()> {

@@ -225,3 +225,79 @@ fn the_tunnel_check_takes_out_a_backend_without_decapsulation() {
         .unwrap();
     assert!(agent.stop().unwrap().success());
 }
+
+/// A counter of the LB's data plane.
+fn counter(topo: &TunnelTopology, name: &str) -> u64 {
+    inspect_stats(&topo.lb, &topo.pin_dir()).unwrap()["stats"]["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name} in stats"))
+}
+
+/// A 10 MB upload through a VIP whose `tunnel_mtu` (1400) is below what the client's path
+/// allows (1500): without `mss_clamp` the client's full-size segments are answered with ICMP
+/// errors naming the MTU that fits, its stack lowers its path MTU, and the upload completes;
+/// with `mss_clamp` its SYN already offers a segment size that fits, and no ICMP is needed.
+fn small_tunnel_mtu(v6: bool, clamp: bool) {
+    let (topo, _services) = bed(1);
+    let (vip, backend): (IpAddr, IpAddr) = if v6 {
+        (VIP6.into(), tbackend_addr6(0).into())
+    } else {
+        (VIP.into(), tbackend_addr(0).into())
+    };
+    let config = topo.agent_config().vip(
+        tunnel_vip(vip, "ipip", &[backend])
+            .key("tunnel_mtu", 1400)
+            .key("mss_clamp", clamp),
+    );
+    let mut agent = start_agent(&topo, &config);
+    let (up_be, up_ok) = in_netns(&topo.client.name, move || {
+        Transfer {
+            bytes: TEN_MB,
+            seed: 5,
+            timeout: Duration::from_secs(20),
+        }
+        .upload(SocketAddr::new(vip, PORT))
+        .unwrap()
+    })
+    .unwrap();
+    assert!(
+        up_ok,
+        "10 MB upload (to {up_be}) arrived corrupted or short"
+    );
+    let (icmp, clamped) = (
+        counter(&topo, "tunnel_icmp_too_big"),
+        counter(&topo, "tunnel_mss_clamped"),
+    );
+    if clamp {
+        assert_eq!(
+            icmp, 0,
+            "mss_clamp: no ICMP needed ({clamped} SYNs clamped)"
+        );
+        assert!(clamped >= 1, "the SYN's MSS was clamped");
+    } else {
+        assert!(icmp >= 1, "the client was told the MTU");
+        assert_eq!(clamped, 0, "no clamping asked for");
+    }
+    eprintln!(
+        "tunnel_mtu 1400, mss_clamp {clamp}, IPv6 {v6}: {icmp} ICMP errors, {clamped} SYNs clamped"
+    );
+    assert!(agent.stop().unwrap().success());
+}
+
+#[test]
+fn a_small_tunnel_mtu_is_found_by_icmp() {
+    require_root!();
+    small_tunnel_mtu(false, false);
+}
+
+#[test]
+fn a_small_tunnel_mtu_is_found_by_icmpv6() {
+    require_root!();
+    small_tunnel_mtu(true, false);
+}
+
+#[test]
+fn mss_clamp_avoids_the_icmp() {
+    require_root!();
+    small_tunnel_mtu(false, true);
+}

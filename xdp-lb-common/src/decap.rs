@@ -3,6 +3,9 @@
 
 /// Name of the decapsulation program in its object.
 pub const DECAP_PROGRAM_NAME: &str = "xdp_lb_decap";
+/// Name of its TC egress companion (the MSS mirror: the backend's SYN-ACK offers no more than
+/// the tunnelled SYN did).
+pub const DECAP_MSS_PROGRAM_NAME: &str = "xdp_lb_decap_mss";
 
 /// Its maps (pinned under `xdp-lb decap --pin-dir`).
 pub mod decap_map_names {

@@ -18,11 +18,12 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{Xdp, xdp::XdpLinkId},
+    programs::{SchedClassifier, TcAttachType, Xdp, tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use thiserror::Error;
 use xdp_lb_common::{
-    DECAP_MAX_LOCAL, DECAP_PROGRAM_NAME, DecapCounter, DecapSettings, decap_map_names, port_be,
+    DECAP_MAX_LOCAL, DECAP_MSS_PROGRAM_NAME, DECAP_PROGRAM_NAME, DecapCounter, DecapSettings,
+    decap_map_names, port_be,
 };
 
 use crate::{
@@ -83,6 +84,7 @@ pub struct Decap {
     local6: HashMap<MapData, [u8; 16], u8>,
     known: BTreeSet<IpAddr>,
     link: Option<XdpLinkId>,
+    mss_link: Option<SchedClassifierLinkId>,
     pin_dir: PathBuf,
 }
 
@@ -100,6 +102,9 @@ impl Decap {
             .map_err(DecapError::Load)?;
         let program: &mut Xdp = program(&mut ebpf)?;
         program.load().map_err(DecapError::Program)?;
+        mss_program(&mut ebpf)?
+            .load()
+            .map_err(DecapError::Program)?;
         let mut settings: Array<MapData, DecapSettings> =
             take(&mut ebpf, decap_map_names::SETTINGS)?;
         let value = DecapSettings {
@@ -118,6 +123,7 @@ impl Decap {
             ebpf,
             known: BTreeSet::new(),
             link: None,
+            mss_link: None,
             pin_dir: pin_dir.to_owned(),
         })
     }
@@ -132,6 +138,12 @@ impl Decap {
             .ok_or_else(|| DataplaneError::NoInterface(interface.into()))?;
         let (id, attached) = attach_new(program(&mut self.ebpf)?, ifindex, interface, mode)?;
         self.link = Some(id);
+        // TC egress (TCX on kernels from 6.6; a clsact qdisc before them): the MSS mirror.
+        let _ = aya::programs::tc::qdisc_add_clsact(interface);
+        let mss = mss_program(&mut self.ebpf)?
+            .attach(interface, TcAttachType::Egress)
+            .map_err(DecapError::Program)?;
+        self.mss_link = Some(mss);
         Ok(attached)
     }
 
@@ -172,6 +184,11 @@ impl Decap {
         {
             let _ = p.detach(id);
         }
+        if let Some(id) = self.mss_link.take()
+            && let Ok(p) = mss_program(&mut self.ebpf)
+        {
+            let _ = p.detach(id);
+        }
         let pin_dir = self.pin_dir.clone();
         drop(self);
         for name in [
@@ -203,6 +220,15 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DecapError> {
     ebpf.program_mut(DECAP_PROGRAM_NAME)
         .ok_or(DecapError::Dataplane(DataplaneError::MissingProgram(
             DECAP_PROGRAM_NAME,
+        )))?
+        .try_into()
+        .map_err(DecapError::Program)
+}
+
+fn mss_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DecapError> {
+    ebpf.program_mut(DECAP_MSS_PROGRAM_NAME)
+        .ok_or(DecapError::Dataplane(DataplaneError::MissingProgram(
+            DECAP_MSS_PROGRAM_NAME,
         )))?
         .try_into()
         .map_err(DecapError::Program)

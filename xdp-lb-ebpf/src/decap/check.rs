@@ -199,13 +199,12 @@ fn inner4(ctx: &XdpContext, at: usize, len: u32, gue_port_be: u16) -> Result<(),
         // reassembles it and checks that.
         return Ok(());
     }
-    l4(
-        ctx,
-        (at & 0xff) + (ihl as usize & 0x3c),
-        proto,
-        tot_len - ihl,
-        gue_port_be,
-    )
+    let l4_at = (at & 0xff) + (ihl as usize & 0x3c);
+    l4(ctx, l4_at, proto, tot_len - ihl, gue_port_be)?;
+    if proto == IPPROTO_TCP {
+        super::mss::remember4(ctx, at, l4_at);
+    }
+    Ok(())
 }
 
 /// The inner IPv6 packet at `at`, `len` bytes by the outer headers' count.
@@ -224,7 +223,11 @@ fn inner6(ctx: &XdpContext, at: usize, len: u32, gue_port_be: u16) -> Result<(),
     }
     // Extension headers are the stack's to walk; TCP and UDP right after the header are
     // checked here, as the LB's own parser does.
-    l4(ctx, (at & 0xff) + 40, next, payload, gue_port_be)
+    l4(ctx, (at & 0xff) + 40, next, payload, gue_port_be)?;
+    if next == IPPROTO_TCP {
+        super::mss::remember6(ctx, at, (at & 0xff) + 40);
+    }
+    Ok(())
 }
 
 /// The inner TCP or UDP header at `at` of a segment `len` bytes long: TCP's data offset and

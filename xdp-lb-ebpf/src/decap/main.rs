@@ -11,6 +11,10 @@
 //! something it is not. Encapsulation inside encapsulation is refused (a packet could
 //! otherwise be looped or smuggled past a filter that looks at one layer).
 //!
+//! With it, on the same interface, a TC egress program (`mss.rs`) makes the backend's SYN-ACK
+//! offer no larger a segment than the tunnelled SYN did, so the LB's `mss_clamp` holds in both
+//! directions.
+//!
 //! Why our own: the kernel's `ipip`, `ip6_tunnel` and `fou` modules are missing on many hosts
 //! (and on the machines we test on); where they exist, README "Tunnel forwarding" shows the
 //! kernel's way.
@@ -18,6 +22,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod check;
+mod mss;
 
 use aya_ebpf::{
     bindings::xdp_action,
