@@ -147,6 +147,11 @@ impl Decap {
         Ok(attached)
     }
 
+    /// The loaded program (for BPF_PROG_TEST_RUN).
+    pub fn program(&mut self) -> Result<&Xdp, DecapError> {
+        program(&mut self.ebpf).map(|p| &*p)
+    }
+
     /// Makes the program's local addresses `now`: (added, removed).
     pub fn set_local(&mut self, now: &BTreeSet<IpAddr>) -> Result<(usize, usize), DecapError> {
         let map_err = |name| move |source| DecapError::Map { name, source };
