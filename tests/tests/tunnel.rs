@@ -11,8 +11,8 @@ use std::{
 
 use xdp_lb_tests::{
     Agent, TcpService, fixtures, http_get_many, in_netns, require_root,
-    service::Transfer,
-    topology::{VIP, VIP6, inspect_stats},
+    service::{Transfer, http_fetch},
+    topology::{VIP, VIP6, inspect_stats, xdp_lb_cli_in},
     tunnel::{TunnelTopology, tbackend_addr, tbackend_addr6},
 };
 

@@ -49,7 +49,40 @@ pub struct FlowEvent {
     pub backend_addr_be: u32,
     /// `IPPROTO_TCP` or `IPPROTO_UDP` (a TCP and a UDP VIP may share an address and port).
     pub proto: u8,
-    pub _pad: [u8; 7],
+    /// New flows: how the VIP forwards (`FLOW_MODE_*`); 0 for drops.
+    pub mode: u8,
+    pub _pad: [u8; 6],
+}
+
+/// `FlowEvent::mode` of a new flow: the forwarding mode of its VIP.
+pub const FLOW_MODE_DSR: u8 = 1;
+pub const FLOW_MODE_NAT: u8 = 2;
+pub const FLOW_MODE_IPIP: u8 = 3;
+pub const FLOW_MODE_GUE: u8 = 4;
+
+/// A new flow's mode as the config spells it; None when the event does not say.
+pub const fn flow_mode_name(mode: u8) -> Option<&'static str> {
+    match mode {
+        FLOW_MODE_DSR => Some("dsr"),
+        FLOW_MODE_NAT => Some("nat"),
+        FLOW_MODE_IPIP => Some("ipip"),
+        FLOW_MODE_GUE => Some("gue"),
+        _ => None,
+    }
+}
+
+/// The mode of a new flow to a backend with these `BackendInfo::flags` (`nat`: its VIP's
+/// flags say NAT).
+pub const fn flow_mode(nat: bool, backend_flags: u32) -> u8 {
+    if nat {
+        FLOW_MODE_NAT
+    } else if backend_flags & crate::BACKEND_F_GUE != 0 {
+        FLOW_MODE_GUE
+    } else if backend_flags & crate::BACKEND_F_TUNNEL != 0 {
+        FLOW_MODE_IPIP
+    } else {
+        FLOW_MODE_DSR
+    }
 }
 
 pub const FLOW_EVENT_NEW: u32 = 1;
@@ -74,7 +107,9 @@ pub struct FlowEvent6 {
     pub dst_port_be: u16,
     /// As [`FlowEvent::proto`].
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// As [`FlowEvent::mode`].
+    pub mode: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU rate limiter of the flow log: a one-second window.

@@ -111,6 +111,23 @@ pub const VIP_F_ALLOWLIST: u32 = 1 << 2;
 /// The VIP limits new flows per source (`VIP_LIMITS[vip_id]`, buckets in `SOURCE_BUCKETS`).
 pub const VIP_F_LIMIT: u32 = 1 << 3;
 
+/// The forwarding mode a VIP's flags say, as the config spells it: "dsr", "nat", "ipip" or
+/// "gue" (for `inspect`, `/metrics` and `/stats`, which read the maps alone).
+pub const fn forwarding_name(vip_flags: u32) -> &'static str {
+    if vip_flags & VIP_F_NAT != 0 {
+        "nat"
+    } else if vip_flags & crate::VIP_F_GUE != 0 {
+        "gue"
+    } else if vip_flags & crate::VIP_F_TUNNEL != 0 {
+        "ipip"
+    } else {
+        "dsr"
+    }
+}
+
+/// Every forwarding mode, in the order reports list them.
+pub const FORWARDING_MODES: [&str; 4] = ["dsr", "nat", "ipip", "gue"];
+
 /// The value of `VIP_NAMES[vip_id]`: the VIP's configured name, NUL-padded. The program never
 /// reads it; it is there so that `xdp-lb inspect` can name VIPs from the pinned maps alone.
 #[repr(C)]

@@ -111,8 +111,7 @@ pub(crate) fn choose_backend(
     };
     if new_flow {
         count(Counter::NewFlow);
-        // SAFETY: as above.
-        crate::flow_log::new_flow(flow, unsafe { (*backend).addr_be }, now);
+        crate::flow_log::new_flow(flow, backend, is_nat, now);
     }
     Ok(Choice {
         backend_id,

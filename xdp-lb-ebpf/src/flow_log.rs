@@ -5,8 +5,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use xdp_lb_common::{
-    Counter, FLOW_EVENT_DROP, FLOW_EVENT_DROP6, FLOW_EVENT_NEW, FLOW_EVENT_NEW6, FlowEvent,
-    FlowEvent6, FlowKey, FlowKey6,
+    BackendInfo, Counter, FLOW_EVENT_DROP, FLOW_EVENT_DROP6, FLOW_EVENT_NEW, FLOW_EVENT_NEW6,
+    FlowEvent, FlowEvent6, FlowKey, FlowKey6, flow_mode,
 };
 
 use crate::maps::{FLOW_LOG, FLOW_LOG_BUDGET, FLOW_LOG_SOURCES, SETTINGS};
@@ -43,7 +43,7 @@ fn within_budget(now: u64) -> bool {
 }
 
 #[inline(always)]
-fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64) {
+fn report(kind: u32, reason: u32, flow: &FlowKey, (backend_addr_be, mode): (u32, u8), now: u64) {
     if !within_budget(now) {
         return;
     }
@@ -57,15 +57,48 @@ fn report(kind: u32, reason: u32, flow: &FlowKey, backend_addr_be: u32, now: u64
         dst_port_be: flow.dst_port_be,
         backend_addr_be,
         proto: flow.proto,
-        _pad: [0; 7],
+        mode,
+        _pad: [0; 6],
     };
     // A full ring (the agent is not reading) loses the event, which is what a log may do.
     let _ = FLOW_LOG.output::<FlowEvent>(&event, 0);
 }
 
+/// A new flow to `backend` (`nat`: its VIP forwards by NAT). An IPv4 flow to an IPv6 backend
+/// (a tunnel VIP's IPv4 in IPv6) is reported as an IPv6 event with the flow's addresses
+/// IPv4-mapped, which the agent prints as IPv4.
 #[inline(always)]
-pub(crate) fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
-    report(FLOW_EVENT_NEW, 0, flow, backend_addr_be, now);
+pub(crate) fn new_flow(flow: &FlowKey, backend: *const BackendInfo, nat: bool, now: u64) {
+    // SAFETY: a map value pointer from the caller's lookup; plain integers.
+    let (addr_be, flags) = unsafe { ((*backend).addr_be, (*backend).flags) };
+    let mode = flow_mode(nat, flags);
+    if addr_be == 0 && !nat {
+        // SAFETY: as above.
+        new_flow_4in6(flow, unsafe { &(*backend).addr6 }, mode, now);
+        return;
+    }
+    report(FLOW_EVENT_NEW, 0, flow, (addr_be, mode), now);
+}
+
+/// `new_flow` of an IPv4 flow to an IPv6 backend: a call of its own, off the IPv4 path's
+/// stack.
+#[inline(never)]
+fn new_flow_4in6(flow: &FlowKey, backend_addr: &[u8; 16], mode: u8, now: u64) {
+    let mapped = |a: u32| {
+        let b = a.to_ne_bytes();
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
+        ]
+    };
+    let flow6 = FlowKey6 {
+        src_addr: mapped(flow.src_addr),
+        dst_addr: mapped(flow.dst_addr),
+        src_port_be: flow.src_port_be,
+        dst_port_be: flow.dst_port_be,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    report6(FLOW_EVENT_NEW6, 0, &flow6, (*backend_addr, mode), now);
 }
 
 /// A dropped packet: logged for the first drop of its source in each second only, so that a
@@ -74,7 +107,7 @@ pub(crate) fn new_flow(flow: &FlowKey, backend_addr_be: u32, now: u64) {
 #[inline(always)]
 pub(crate) fn drop(flow: &FlowKey, reason: Counter) {
     if let Some(now) = first_drop_this_second(flow.src_addr) {
-        report(FLOW_EVENT_DROP, reason as u32, flow, 0, now);
+        report(FLOW_EVENT_DROP, reason as u32, flow, (0, 0), now);
     }
 }
 
@@ -103,7 +136,13 @@ fn first_drop_this_second(source: u32) -> Option<u64> {
 }
 
 #[inline(always)]
-fn report6(kind: u32, reason: u32, flow: &FlowKey6, backend_addr: [u8; 16], now: u64) {
+fn report6(
+    kind: u32,
+    reason: u32,
+    flow: &FlowKey6,
+    (backend_addr, mode): ([u8; 16], u8),
+    now: u64,
+) {
     if !within_budget(now) {
         return;
     }
@@ -124,15 +163,17 @@ fn report6(kind: u32, reason: u32, flow: &FlowKey6, backend_addr: [u8; 16], now:
         (*event).src_port_be = flow.src_port_be;
         (*event).dst_port_be = flow.dst_port_be;
         (*event).proto = flow.proto;
-        (*event)._pad = [0; 3];
+        (*event).mode = mode;
+        (*event)._pad = [0; 2];
     }
     entry.submit(0);
 }
 
-/// A new IPv6 flow, as `new_flow`. A call of its own, for the IPv6 path's stack (`ipv6.rs`).
+/// A new IPv6 flow, as `new_flow` (`mode`: `xdp_lb_common::flow_mode`). A call of its own,
+/// for the IPv6 path's stack (`ipv6.rs`).
 #[inline(never)]
-pub(crate) fn new_flow6(flow: &FlowKey6, backend_addr: &[u8; 16], now: u64) {
-    report6(FLOW_EVENT_NEW6, 0, flow, *backend_addr, now);
+pub(crate) fn new_flow6(flow: &FlowKey6, backend_addr: &[u8; 16], mode: u8, now: u64) {
+    report6(FLOW_EVENT_NEW6, 0, flow, (*backend_addr, mode), now);
 }
 
 /// A dropped IPv6 packet, as `drop`. A call of its own, as `new_flow6`.
@@ -144,6 +185,6 @@ pub(crate) fn drop6(flow: &FlowKey6, reason: Counter) {
         ^ u32::from_ne_bytes([a[8], a[9], a[10], a[11]])
         ^ u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
     if let Some(now) = first_drop_this_second(folded) {
-        report6(FLOW_EVENT_DROP6, reason as u32, flow, [0; 16], now);
+        report6(FLOW_EVENT_DROP6, reason as u32, flow, ([0; 16], 0), now);
     }
 }

@@ -31,6 +31,10 @@ pub struct AgentStatus {
     pub vips: Vec<VipStatus>,
     /// None without NAT VIPs.
     pub nat: Option<NatStatus>,
+    /// The tunnels' outer source addresses (`agent.tunnel_source`, or the interface's); None
+    /// without tunnel VIPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_source: Option<TunnelSourceStatus>,
     pub vrrp: Vec<InstanceStatus>,
     /// `[announce]`: the routing table, drain and the routing engine; None without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +147,12 @@ impl HealthState {
             HealthState::Unknown => "unknown",
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSourceStatus {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -189,8 +189,15 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
     if choice.new_flow {
         // Here rather than where the flow is made: that call's stack is the deepest.
         // SAFETY: a map value pointer (new flows always name their backend); a helper call.
-        let (backend_addr, now) = unsafe { (&(*choice.backend).addr6, bpf_ktime_get_ns()) };
-        flow_log::new_flow6(&packet.flow, backend_addr, now);
+        let (backend_addr, flags, now) = unsafe {
+            (
+                &(*choice.backend).addr6,
+                (*choice.backend).flags,
+                bpf_ktime_get_ns(),
+            )
+        };
+        let mode = xdp_lb_common::flow_mode(choice.nat.is_some(), flags);
+        flow_log::new_flow6(&packet.flow, backend_addr, mode, now);
     }
     let tx = action == xdp_action::XDP_TX;
     add_traffic(&VIP_STATS, choice.vip_id, packet.len, choice.new_flow, tx);

@@ -104,6 +104,11 @@ pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
             if req.icmp != 0 {
                 count(Counter::IcmpTooBigToBackend);
             } else {
+                if req.new_flow != 0 && req.inner.v6 != 0 {
+                    // An IPv6 path's new flow is logged once forwarded (an IPv4 one was
+                    // when it was made, in `balance.rs`).
+                    log_new_flow6(req);
+                }
                 let tx = action == xdp_action::XDP_TX;
                 add_traffic(&VIP_STATS, req.vip_id, req.len, req.new_flow != 0, tx);
                 add_traffic(
@@ -128,6 +133,27 @@ pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
             }
             verdict(Err(reason))
         }
+    }
+}
+
+/// A new IPv6 tunnel flow in the flow log.
+#[inline(always)]
+fn log_new_flow6(req: &Request) {
+    if let Some(backend) = BACKENDS.get_ptr(req.backend_id) {
+        // SAFETY: a map value pointer; plain integers. A helper call without preconditions.
+        let (addr6, flags, now) = unsafe {
+            (
+                &(*backend).addr6,
+                (*backend).flags,
+                aya_ebpf::helpers::bpf_ktime_get_ns(),
+            )
+        };
+        flow_log::new_flow6(
+            &req.flow6,
+            addr6,
+            xdp_lb_common::flow_mode(false, flags),
+            now,
+        );
     }
 }
 

@@ -42,8 +42,9 @@ pub(super) fn format(bytes: &[u8]) -> Option<String> {
     );
     Some(if e.kind == FLOW_EVENT_NEW {
         format!(
-            "new client={client} vip={vip} backend={}",
-            addr(e.backend_addr_be)
+            "new client={client} vip={vip} backend={}{}",
+            addr(e.backend_addr_be),
+            mode_suffix(e.mode)
         )
     } else {
         format!(
@@ -62,6 +63,22 @@ fn udp_suffix(proto: u8) -> &'static str {
     }
 }
 
+/// ` mode=ipip` after a new flow's backend (nothing when the event does not say).
+fn mode_suffix(mode: u8) -> String {
+    xdp_lb_common::flow_mode_name(mode).map_or(String::new(), |m| format!(" mode={m}"))
+}
+
+/// An address and port as a socket address: an IPv6 one in brackets (RFC 5952 §6), an
+/// IPv4-mapped one (an IPv4 flow to an IPv6 tunnel backend) as the IPv4 address it is.
+fn socket6(addr: [u8; 16], port_be: u16) -> String {
+    let a = Ipv6Addr::from(addr);
+    let port = u16::from_be(port_be);
+    match a.to_ipv4_mapped() {
+        Some(v4) => format!("{v4}:{port}"),
+        None => format!("[{a}]:{port}"),
+    }
+}
+
 /// An IPv6 event, addresses in brackets with their ports (RFC 5952 §6).
 fn format6(bytes: &[u8]) -> Option<String> {
     if bytes.len() < size_of::<FlowEvent6>() {
@@ -69,21 +86,17 @@ fn format6(bytes: &[u8]) -> Option<String> {
     }
     // SAFETY: length checked; FlowEvent6 is plain integers, read unaligned.
     let e: FlowEvent6 = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let client = format!(
-        "[{}]:{}",
-        Ipv6Addr::from(e.src_addr),
-        u16::from_be(e.src_port_be)
-    );
+    let client = socket6(e.src_addr, e.src_port_be);
     let vip = format!(
-        "[{}]:{}{}",
-        Ipv6Addr::from(e.dst_addr),
-        u16::from_be(e.dst_port_be),
+        "{}{}",
+        socket6(e.dst_addr, e.dst_port_be),
         udp_suffix(e.proto)
     );
     Some(if e.kind == FLOW_EVENT_NEW6 {
         format!(
-            "new client={client} vip={vip} backend={}",
-            Ipv6Addr::from(e.backend_addr)
+            "new client={client} vip={vip} backend={}{}",
+            Ipv6Addr::from(e.backend_addr),
+            mode_suffix(e.mode)
         )
     } else {
         format!(

@@ -39,6 +39,13 @@ impl Agent {
                 .map(|vip| self.vip_status(vip, &probes))
                 .collect(),
             nat: self.nat_status(),
+            tunnel_source: self
+                .tunnel_source
+                .any()
+                .then_some(crate::status::TunnelSourceStatus {
+                    ipv4: self.tunnel_source.v4,
+                    ipv6: self.tunnel_source.v6,
+                }),
             vrrp: self
                 .vrrp
                 .iter()

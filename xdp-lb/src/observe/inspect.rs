@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use serde::Serialize;
 use thiserror::Error;
 use xdp_lb_common::{
-    AnyVipKey, BACKEND_F_FORWARD, Counter, FLOW_F_NAT, FlowTuple, FlowValueOf, IPPROTO_UDP,
-    TrafficCounters, VipInfo,
+    AnyVipKey, BACKEND_F_FORWARD, Counter, FLOW_F_NAT, FORWARDING_MODES, FlowTuple, FlowValueOf,
+    IPPROTO_UDP, TrafficCounters, VipInfo, forwarding_name,
 };
 
 use crate::{
@@ -26,11 +26,19 @@ pub enum InspectError {
     NoSuchVip { name: String, known: Vec<String> },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, t: &Traffic) {
+        self.packets += t.packets;
+        self.bytes += t.bytes;
+        self.new_flows += t.new_flows;
+    }
 }
 
 impl From<TrafficCounters> for Traffic {
@@ -50,6 +58,11 @@ pub struct VipView {
     pub address: IpAddr,
     pub port: u16,
     pub protocol: &'static str,
+    /// "dsr", "nat", "ipip" or "gue".
+    pub forwarding: &'static str,
+    /// Tunnel VIPs: what the program encapsulates with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelView>,
     pub table_size: u32,
     /// Backends configured for this VIP.
     pub backends: usize,
@@ -64,6 +77,37 @@ pub struct VipView {
     pub rate_limited: u64,
 }
 
+/// A tunnel VIP's parameters as the program reads them (`VIP_TUNNELS`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelView {
+    /// The outer source addresses (None: no backend of that family).
+    pub source_ipv4: Option<std::net::Ipv4Addr>,
+    pub source_ipv6: Option<std::net::Ipv6Addr>,
+    /// GUE's port (None: IPIP / IP6IP6).
+    pub gue_port: Option<u16>,
+    /// The largest inner packet that fits `tunnel_mtu`, to an IPv4 and an IPv6 backend.
+    pub max_inner_ipv4: u16,
+    pub max_inner_ipv6: u16,
+    /// `mss_clamp`: the MSS a SYN may offer (None: no clamping).
+    pub mss_ipv4: Option<u16>,
+    pub mss_ipv6: Option<u16>,
+}
+
+impl From<xdp_lb_common::TunnelParams> for TunnelView {
+    fn from(p: xdp_lb_common::TunnelParams) -> Self {
+        let nonzero = |v: u16| (v != 0).then_some(v);
+        Self {
+            source_ipv4: (p.src4_be != 0).then(|| p.src4_be.to_ne_bytes().into()),
+            source_ipv6: (p.src6 != [0; 16]).then(|| p.src6.into()),
+            gue_port: nonzero(u16::from_be(p.gue_port_be)),
+            max_inner_ipv4: p.max_inner4,
+            max_inner_ipv6: p.max_inner6,
+            mss_ipv4: nonzero(p.mss4),
+            mss_ipv6: nonzero(p.mss6),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendView {
     pub id: u32,
@@ -72,6 +116,8 @@ pub struct BackendView {
     pub mac: String,
     pub interface: String,
     pub weight: u32,
+    /// How its VIP forwards to it: "dsr", "nat", "ipip" or "gue".
+    pub mode: &'static str,
     /// Carries its established flows (healthy, not disabled, MAC known).
     pub forwarding: bool,
     pub table_entries: u32,
@@ -86,6 +132,8 @@ pub struct FlowView {
     pub vip: String,
     pub vip_name: String,
     pub backend: String,
+    /// "dsr", "nat", "ipip" or "gue".
+    pub forwarding: &'static str,
     pub age_seconds: f64,
     /// NAT flows: the SNAT address:port the backend sees, and the TCP state.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +151,8 @@ pub struct FlowView {
 /// What a flow row needs besides its entry: names of VIPs and backends, and the clock.
 struct FlowNames {
     vips: BTreeMap<u32, String>,
+    /// Each VIP's forwarding mode, by id.
+    modes: BTreeMap<u32, &'static str>,
     backends: BTreeMap<u32, IpAddr>,
     now: u64,
 }
@@ -141,6 +191,7 @@ impl FlowNames {
                 .cloned()
                 .unwrap_or_else(|| "?".into()),
             backend,
+            forwarding: self.modes.get(&v.vip_id).copied().unwrap_or("?"),
             age_seconds: self.now.saturating_sub(v.created_ns) as f64 / 1e9,
             snat,
             state,
@@ -176,6 +227,8 @@ fn socket(ip: IpAddr, port_be: u16) -> String {
 pub struct Stats {
     pub counters: BTreeMap<&'static str, u64>,
     pub vips: BTreeMap<String, Traffic>,
+    /// The VIPs' traffic summed by forwarding mode ("dsr", "nat", "ipip", "gue").
+    pub by_mode: BTreeMap<&'static str, Traffic>,
     pub flow_table_entries: usize,
     pub flow_table_size: u32,
     /// IPv6 flows (in `FLOWS6`).
@@ -267,6 +320,11 @@ impl Inspector {
                 } else {
                     "tcp"
                 },
+                forwarding: forwarding_name(info.flags),
+                tunnel: (info.flags & xdp_lb_common::VIP_F_TUNNEL != 0)
+                    .then(|| self.maps.vip_tunnel(info.vip_id))
+                    .flatten()
+                    .map(TunnelView::from),
                 table_size: info.table_size,
                 backends: backends
                     .iter()
@@ -307,6 +365,7 @@ impl Inspector {
                     mac: fmt_mac(&b.mac),
                     interface: interface_name(b.ifindex),
                     weight: b.weight,
+                    mode: forwarding_name(info.flags),
                     forwarding: b.flags & BACKEND_F_FORWARD != 0,
                     table_entries: n,
                     table_share_pct: if table.is_empty() {
@@ -329,12 +388,13 @@ impl Inspector {
             Some(name) => Some(self.find_vip(name)?.1.vip_id),
             None => None,
         };
+        let entries = self.vip_entries();
         let names = FlowNames {
-            vips: self
-                .vip_entries()
-                .into_iter()
-                .map(|(_, i, n)| (i.vip_id, n))
+            modes: entries
+                .iter()
+                .map(|(_, i, _)| (i.vip_id, forwarding_name(i.flags)))
                 .collect(),
+            vips: entries.into_iter().map(|(_, i, n)| (i.vip_id, n)).collect(),
             backends: self
                 .backend_entries()
                 .into_iter()
@@ -377,14 +437,25 @@ impl Inspector {
             .iter()
             .map(|c| (c.name(), self.maps.counter(*c).unwrap_or(0)))
             .collect();
+        let mut by_mode: BTreeMap<&'static str, Traffic> = FORWARDING_MODES
+            .iter()
+            .map(|m| (*m, Traffic::default()))
+            .collect();
         let vips = self
             .vip_entries()
             .into_iter()
-            .map(|(_, info, name)| (name, self.maps.vip_traffic(info.vip_id).into()))
+            .map(|(_, info, name)| {
+                let t: Traffic = self.maps.vip_traffic(info.vip_id).into();
+                if let Some(m) = by_mode.get_mut(forwarding_name(info.flags)) {
+                    m.add(&t);
+                }
+                (name, t)
+            })
             .collect();
         Stats {
             counters,
             vips,
+            by_mode,
             flow_table_entries: self.maps.flows().count(),
             flow_table_size: self.maps.flows_max_entries(),
             flow_table_ipv6_entries: self.maps.flows6().count(),

@@ -133,6 +133,36 @@ fn vip_families(m: &mut Exposition, snap: &PageData) {
         &snap.vips.iter().map(|v| (vip_labels(v), &v.traffic)),
     );
     m.family(
+        "xdp_lb_vip_info",
+        "gauge",
+        "A VIP and how it forwards: forwarding=\"dsr\", \"nat\", \"ipip\" or \"gue\".",
+        snap.vips.iter().map(|v| {
+            (
+                format!("{},forwarding=\"{}\"", vip_labels(v), v.forwarding),
+                1,
+            )
+        }),
+    );
+    // The VIPs' traffic summed by forwarding mode: every mode listed, 0 when unused.
+    let mut by_mode: std::collections::BTreeMap<&str, Traffic> = xdp_lb_common::FORWARDING_MODES
+        .iter()
+        .map(|m| (*m, Traffic::default()))
+        .collect();
+    for v in &snap.vips {
+        if let Some(t) = by_mode.get_mut(v.forwarding) {
+            t.packets += v.traffic.packets;
+            t.bytes += v.traffic.bytes;
+            t.new_flows += v.traffic.new_flows;
+        }
+    }
+    m.traffic(
+        "mode",
+        ["by VIPs of this forwarding mode", "those VIPs balanced"],
+        &by_mode
+            .iter()
+            .map(|(mode, t)| (format!("mode=\"{mode}\""), t)),
+    );
+    m.family(
         "xdp_lb_vip_refused_total",
         "counter",
         "New flows a VIP refused before any state: reason=\"denied\" (its deny list), \"not_allowed\" (its allow list does not name the source), \"rate_limited\" (new_flows_per_source).",

@@ -41,7 +41,8 @@ fn table(indent: usize, cols: &str, rows: impl IntoIterator<Item = Vec<String>>)
 }
 
 pub fn print_vips(vips: &[VipView]) {
-    let cols = "VIP<16|ADDRESS<22|TABLE>7|BACKENDS>9|PACKETS>12|BYTES>14|NEW FLOWS>10|REFUSED>8";
+    let cols =
+        "VIP<16|ADDRESS<22|MODE<5|TABLE>7|BACKENDS>9|PACKETS>12|BYTES>14|NEW FLOWS>10|REFUSED>8";
     table(
         0,
         cols,
@@ -49,6 +50,7 @@ pub fn print_vips(vips: &[VipView]) {
             vec![
                 v.name.clone(),
                 format!("{}:{}/{}", v.address, v.port, v.protocol),
+                v.forwarding.into(),
                 v.table_size.to_string(),
                 format!("{}/{}", v.backends_in_table, v.backends),
                 v.traffic.packets.to_string(),
@@ -61,17 +63,27 @@ pub fn print_vips(vips: &[VipView]) {
 }
 
 pub fn print_backends(backends: &[BackendView]) {
-    let cols =
-        "VIP<12|BACKEND<16|MAC<18|INTERFACE<10|WEIGHT>6|FWD>4|TABLE%>8|PACKETS>12|NEW FLOWS>10";
+    let cols = "VIP<12|BACKEND<16|MODE<5|MAC<18|INTERFACE<10|WEIGHT>6|FWD>4|TABLE%>8|PACKETS>12|NEW FLOWS>10";
     table(
         0,
         cols,
         backends.iter().map(|b| {
+            // Routed backends (NAT, tunnels): the FIB names the next hop per packet.
+            let routed = b.mode != "dsr";
             vec![
                 b.vip.clone(),
                 b.address.to_string(),
-                b.mac.clone(),
-                b.interface.clone(),
+                b.mode.into(),
+                if routed {
+                    "(routed)".into()
+                } else {
+                    b.mac.clone()
+                },
+                if routed {
+                    "-".into()
+                } else {
+                    b.interface.clone()
+                },
                 b.weight.to_string(),
                 if b.forwarding { "yes" } else { "no" }.into(),
                 format!("{:.2}%", b.table_share_pct),
@@ -83,7 +95,7 @@ pub fn print_backends(backends: &[BackendView]) {
 }
 
 pub fn print_flows(flows: &[FlowView]) {
-    let cols = "PROTO<5|CLIENT<22|VIP<22|NAME<12|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
+    let cols = "PROTO<5|CLIENT<22|VIP<22|NAME<12|MODE<5|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
     table(
         0,
         cols,
@@ -93,6 +105,7 @@ pub fn print_flows(flows: &[FlowView]) {
                 f.client.clone(),
                 f.vip.clone(),
                 f.vip_name.clone(),
+                f.forwarding.into(),
                 f.backend.clone(),
                 format!("{:.1}", f.age_seconds),
                 f.snat.clone().unwrap_or_else(|| "-".into()),
@@ -166,6 +179,12 @@ pub fn print_stats(inspector: &Inspector, watch: Option<Duration>, count: Option
                     .unwrap_or_else(|| "-".into());
                 println!("{name:<22} {v:>14} {rate:>12}");
             }
+            for (mode, t) in stats.by_mode.iter().filter(|(_, t)| t.packets > 0) {
+                println!(
+                    "mode {mode:<17} {:>14} packets {:>14} bytes {:>10} new flows",
+                    t.packets, t.bytes, t.new_flows
+                );
+            }
             for (name, t) in &stats.vips {
                 println!(
                     "vip {name:<18} {:>14} packets {:>14} bytes {:>10} new flows",
@@ -234,6 +253,15 @@ pub fn print_status(s: &AgentStatus) {
             }
         );
     }
+    if let Some(t) = &s.tunnel_source {
+        let addrs: Vec<String> = t
+            .ipv4
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain(t.ipv6.map(|a| a.to_string()))
+            .collect();
+        println!("tunnels: outer source {}", addrs.join(", "));
+    }
     for vip in &s.vips {
         print_vip_status(vip);
     }
@@ -242,10 +270,11 @@ pub fn print_status(s: &AgentStatus) {
 /// One VIP of `status`: its line, its protections, its backends' table.
 fn print_vip_status(vip: &VipStatus) {
     println!(
-        "\nVIP {} {}:{} (check: {}){}{}",
+        "\nVIP {} {}:{} ({}, check: {}){}{}",
         vip.name,
         vip.address,
         vip.port,
+        vip.forwarding.as_str(),
         vip.health_check.as_str(),
         if vip.usable_backends {
             ""

@@ -151,10 +151,12 @@ fn vip_row(
     };
     let _ = write!(
         p,
-        r#"<tr class="vip"><td class="l">{}</td><td class="l">{}:{}/tcp</td><td></td><td class="l" title="[announce]: whether this node offers the VIP to the routers">{}</td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="denied {} / not allowed {} / rate limited {}">{}</td></tr>"#,
+        r#"<tr class="vip"><td class="l">{}</td><td class="l" title="address:port/protocol, forwarding mode">{}:{}/{} {}</td><td></td><td class="l" title="[announce]: whether this node offers the VIP to the routers">{}</td><td class="l">{}/{} usable</td><td class="l"></td><td>table {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="denied {} / not allowed {} / rate limited {}">{}</td></tr>"#,
         html(&v.name),
         v.address,
         v.port,
+        v.protocol,
+        v.forwarding,
         html(
             status
                 .and_then(|s| s.vips.iter().find(|x| x.name == v.name))
