@@ -148,6 +148,22 @@ fn the_corpus_imports_and_checks() {
         "keepalived's default"
     );
 
+    // keepalived LVS-TUN: IPIP to real servers in other subnets, checked through the tunnel.
+    let (c, report) = import(None, Some("keepalived-tun.conf"));
+    let v = &c.vips[0];
+    assert_eq!(v.forwarding, Forwarding::Ipip, "{report}");
+    assert!(v.tunnel.is_some());
+    assert!(v.backends.iter().all(|b| b.port == 443));
+    assert!(
+        v.health_check.through_tunnel,
+        "a tunnel VIP's check goes through the tunnel by default"
+    );
+    assert!(report.contains("forwarding = \"ipip\""), "{report}");
+    assert!(
+        report.contains("xdp-lb decap"),
+        "the report says what the real servers need"
+    );
+
     // Dual stack: the IPv6 instance becomes a VRRPv3 IPv6 instance (keepalived's own choice
     // for IPv6, whatever vrrp_version says), beside the IPv4 one.
     let (c, _) = import(None, Some("keepalived-dual-stack.conf"));
@@ -209,8 +225,8 @@ fn malformed_inputs_are_named_with_their_line() {
         ),
         (
             "keepalived",
-            "virtual_server 192.0.2.1 80 {\n    lb_kind TUN\n    real_server 192.0.2.2 80 {\n    }\n}\n",
-            "bad7.conf:2: lb_kind Some(\"TUN\")",
+            "virtual_server 192.0.2.1 80 {\n    lb_kind FNAT\n    real_server 192.0.2.2 80 {\n    }\n}\n",
+            "bad7.conf:2: lb_kind Some(\"FNAT\")",
         ),
     ];
     for (i, (kind, text, expected)) in cases.iter().enumerate() {

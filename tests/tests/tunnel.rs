@@ -158,12 +158,77 @@ fn balances(mode: &str, v6: bool) {
             (0..3).map(|i| tbackend_addr(i).into()).collect(),
         )
     };
-    let config = topo.agent_config().vip(tunnel_vip(vip, mode, &backends));
+    let config = topo
+        .agent_config()
+        .key("listen", "127.0.0.1:9100")
+        .key("flow_log", true)
+        .key("flow_log_rate", 1000)
+        .vip(tunnel_vip(vip, mode, &backends));
     let mut agent = start_agent(&topo, &config);
     let answers = connections(&topo, vip, 300);
     assert_spread(&topo, &answers, 3);
     transfers(&topo, vip);
+    shows_the_mode(&topo, &agent, mode);
     assert!(agent.stop().unwrap().success());
+}
+
+/// `inspect`, its stats, `/metrics`, `status` and the flow log name the VIP's mode and count
+/// its traffic under it.
+fn shows_the_mode(topo: &TunnelTopology, agent: &Agent, mode: &str) {
+    let pin = topo.pin_dir();
+    let pin = pin.to_str().unwrap();
+    let cli = |args: &[&str]| xdp_lb_cli_in(&topo.lb, args).unwrap().1;
+    let vips: serde_json::Value =
+        serde_json::from_str(&cli(&["inspect", "--pin-dir", pin, "vips", "--json"])).unwrap();
+    assert_eq!(vips[0]["forwarding"], mode, "inspect vips: {vips}");
+    let tunnel = &vips[0]["tunnel"];
+    assert!(
+        tunnel["source_ipv4"].is_string() || tunnel["source_ipv6"].is_string(),
+        "inspect vips shows the tunnel: {vips}"
+    );
+    let stats = inspect_stats(&topo.lb, &topo.pin_dir()).unwrap();
+    let by_mode = &stats["stats"]["by_mode"];
+    assert!(
+        by_mode[mode]["packets"].as_u64().unwrap_or(0) > 300,
+        "inspect stats counts the mode's traffic: {by_mode}"
+    );
+    let flows: serde_json::Value =
+        serde_json::from_str(&cli(&["inspect", "--pin-dir", pin, "flows", "--json"])).unwrap();
+    assert_eq!(flows[0]["forwarding"], mode, "inspect flows: {flows}");
+    let metrics = in_netns(&topo.lb.name, || {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9100));
+        http_fetch(addr, "/metrics", Duration::from_secs(3))
+    })
+    .unwrap()
+    .unwrap()
+    .1;
+    assert!(
+        metrics.contains(&format!("forwarding=\"{mode}\"}} 1")),
+        "/metrics has the VIP's mode"
+    );
+    let prefix = format!("xdp_lb_mode_packets_total{{mode=\"{mode}\"}} ");
+    let mode_packets = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        mode_packets > 300,
+        "/metrics counts the mode's packets: {mode_packets}"
+    );
+    let socket = topo.control_socket();
+    let status: serde_json::Value = serde_json::from_str(&cli(&[
+        "status",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(status["vips"][0]["forwarding"], mode, "status: {status}");
+    assert!(status["tunnel_source"].is_object(), "status: {status}");
+    assert!(
+        agent.log_text().contains(&format!("mode={mode}")),
+        "the flow log names the mode"
+    );
 }
 
 #[test]

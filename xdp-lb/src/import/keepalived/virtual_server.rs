@@ -1,5 +1,5 @@
 //! keepalived's LVS side: a `virtual_server` with its `real_server`s and their checks becomes a
-//! VIP (`lb_kind DR` → DSR, `NAT` → NAT; `protocol TCP` or `UDP`).
+//! VIP (`lb_kind DR` → DSR, `NAT` → NAT, `TUN` → IPIP; `protocol TCP` or `UDP`).
 
 use super::{
     address, number,
@@ -63,7 +63,7 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
         .ok_or_else(|| err(&node.source, "real_server needs an address and a port"))?;
     let address = address(node, addr)?;
     let port: u16 = number(node, 1)?;
-    if vip.forwarding == Some("dsr") && port != vip.port {
+    if matches!(vip.forwarding, Some("dsr" | "ipip")) && port != vip.port {
         return Err(err(
             &node.source,
             format!(
@@ -139,8 +139,16 @@ fn vs_directive(d: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<Option<Outco
                 vip.forwarding = Some("nat");
                 Outcome::Translated("forwarding = \"nat\"".into())
             }
+            Some("TUN") => {
+                // IPVS's TUN is IPIP (IPv6: IP6IP6) to the real server, which decapsulates it
+                // and answers directly: xdp-lb's ipip, with the VIP's port kept as IPVS keeps it.
+                vip.forwarding = Some("ipip");
+                Outcome::Translated(
+                    "forwarding = \"ipip\" (run `xdp-lb decap` on each real server, or keep its ipip/ip6tnl device; README \"Tunnel forwarding\")".into(),
+                )
+            }
             other => {
-                return Err(err(&d.source, format!("lb_kind {other:?}: xdp-lb forwards by DR (dsr) or NAT, not by tunnel")));
+                return Err(err(&d.source, format!("lb_kind {other:?}: xdp-lb forwards by DR (dsr), NAT (nat) or TUN (ipip)")));
             }
         },
         "lb_algo" => Outcome::Approximated(
