@@ -366,3 +366,257 @@ fn mss_clamp_avoids_the_icmp() {
     require_root!();
     small_tunnel_mtu(false, true);
 }
+
+/// A reload that adds a backend and removes another while a client's connection runs
+/// through the tunnel: the connection keeps every byte (each echo checked), new connections
+/// go to the backends now configured.
+#[test]
+fn a_connection_keeps_every_byte_while_backends_change() {
+    require_root!();
+    let (topo, _services) = bed(3);
+    let all: Vec<IpAddr> = (0..3).map(|i| tbackend_addr(i).into()).collect();
+    let mut agent = start_agent(
+        &topo,
+        &topo
+            .agent_config()
+            .vip(tunnel_vip(VIP.into(), "ipip", &all[..2])),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns = format!("/run/netns/{}", topo.client.name);
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        xdp_lb_tests::netns::enter_netns(&ns).unwrap();
+        let addr = SocketAddr::from((VIP, PORT));
+        let mut c = xdp_lb_tests::EchoClient::connect(addr, Duration::from_secs(5)).unwrap();
+        tx.send(c.backend.clone()).unwrap();
+        let (mut trips, deadline) = (0u64, std::time::Instant::now() + Duration::from_secs(60));
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < deadline
+        {
+            if let Err(e) = c.round_trip() {
+                return Err(format!("after {trips} round trips: {e:#}"));
+            }
+            trips += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(trips)
+    });
+    let on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let a: usize = on[2..].parse::<usize>().unwrap() - 1;
+    let removed = 1 - a;
+    // be3 joins, the other of be1/be2 leaves.
+    let kept: Vec<IpAddr> = vec![all[a], all[2]];
+    let path = topo.dir.join("xdp-lb.toml");
+    std::fs::write(
+        &path,
+        topo.agent_config()
+            .vip(tunnel_vip(VIP.into(), "ipip", &kept))
+            .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) =
+        xdp_lb_cli_in(&topo.lb, &["reload", "--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "reload: {out}{err}");
+    let per_backend = answered_by(&topo, &connections(&topo, VIP.into(), 60));
+    assert!(
+        !per_backend.contains_key(&format!("be{}", removed + 1)) && per_backend.contains_key("be3"),
+        "new connections go to be{} and be3: {per_backend:?}",
+        a + 1
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let trips = echo.join().unwrap().unwrap();
+    assert!(
+        trips > 20,
+        "the connection on {on} kept going: {trips} round trips"
+    );
+    assert!(agent.stop().unwrap().success());
+}
+
+/// Two LB nodes behind the router's ECMP (BIRD, BGP and BFD), each announcing the tunnel VIP:
+/// connections spread over both nodes, every one answered (both nodes choose the same
+/// backend for a flow, so either may carry it), and both encapsulate.
+#[test]
+fn two_nodes_behind_ecmp_announce_a_tunnel_vip() {
+    use xdp_lb_tests::scale_out::{ScaleOut, TABLE, node_addr};
+    require_root!();
+    let mut topo = ScaleOut::new(2, 2).unwrap();
+    let _services: Vec<TcpService> = (0..2)
+        .map(|i| TcpService::start(&topo.backends[i].name, PORT, &format!("be{}", i + 1)).unwrap())
+        .collect();
+    let mut decaps = Vec::new();
+    for (i, be) in topo.backends.iter().enumerate() {
+        let pin = format!("/sys/fs/bpf/{}-decap", be.name);
+        decaps.push(
+            Agent::start(
+                be,
+                &["decap", "--interface", "eth0", "--pin-dir", &pin],
+                topo.dir.join(format!("decap-be{}.log", i + 1)),
+                "xdp-lb decap: decapsulating",
+                Duration::from_secs(10),
+            )
+            .unwrap(),
+        );
+    }
+    for i in 0..2 {
+        xdp_lb_tests::tunnel::tunnel_sysctls(&topo.nodes[i].ns).unwrap();
+        let node = &topo.nodes[i];
+        let vip = (0..2).fold(
+            fixtures::vip("web", VIP, PORT)
+                .key("forwarding", "ipip")
+                .key("maglev_table_size", 65537)
+                .check("interval", "200ms")
+                .check("timeout", "200ms"),
+            |v, b| v.backend(xdp_lb_tests::topology::backend_addr(b)),
+        );
+        let config = fixtures::config("eth0")
+            .key("xdp_mode", "driver")
+            .bed(node.pin_dir().display(), 65536, 4)
+            .key("control_socket", node.control_socket())
+            .key("listen", "")
+            .vip(vip)
+            .announce("table", TABLE)
+            .announce("grace", "1s")
+            .announce("engine_socket", node.bird_socket(&topo.dir));
+        topo.start_node(i, Some(config.to_string())).unwrap();
+    }
+    topo.wait_next_hops(&[node_addr(0), node_addr(1)], Duration::from_secs(15))
+        .unwrap();
+    let answers = in_netns(&topo.client.name, || {
+        http_get_many(SocketAddr::from((VIP, PORT)), 300, Duration::from_secs(3))
+    })
+    .unwrap();
+    let failed: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 failed: {failed:?}",
+        failed.len()
+    );
+    for node in &topo.nodes {
+        let stats = inspect_stats(&node.ns, &node.pin_dir()).unwrap();
+        let ipip = stats["stats"]["by_mode"]["ipip"]["new_flows"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            ipip >= 45,
+            "{} encapsulated {ipip} of 300 new flows",
+            node.ns.name
+        );
+    }
+    drop(decaps);
+}
+
+/// A VRRP pair carrying a tunnel VIP: the master dies, the backup takes the VIP, and a
+/// connection through the tunnel keeps every byte (the backup picks the same backend).
+#[test]
+fn vrrp_moves_a_tunnel_vip_and_the_connection_keeps_going() {
+    use xdp_lb_tests::tunnel::{TLB2_ADDR, TROUTER_ADDR};
+    require_root!();
+    let (mut topo, _services) = bed(3);
+    // The VIP leaves lb's eth0 (VRRP places it); the router finds it on the segment.
+    topo.lb
+        .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .unwrap();
+    topo.router
+        .ip(&["route", "replace", &format!("{VIP}/32"), "dev", "eth0"])
+        .unwrap();
+    let lb2 = xdp_lb_tests::NetNs::new("lb2").unwrap();
+    xdp_lb_tests::topology::plug_into(&topo.sw, &lb2, "p-lb2", TLB2_ADDR).unwrap();
+    for (ns, dev) in [(&topo.sw, "p-lb2"), (&lb2, "eth0")] {
+        ns.ip(&["link", "set", dev, "mtu", "1600"]).unwrap();
+    }
+    lb2.ip(&["route", "add", "default", "via", &TROUTER_ADDR.to_string()])
+        .unwrap();
+    xdp_lb_tests::tunnel::tunnel_sysctls(&lb2).unwrap();
+    topo.peer_pass
+        .push(xdp_lb_tests::topology::PassProgram::attach(&topo.sw, "p-lb2").unwrap());
+    let backends: Vec<IpAddr> = (0..3).map(|i| tbackend_addr(i).into()).collect();
+    let node_config = |pins: String, socket: String, priority: u8| {
+        fixtures::config("eth0")
+            .key("xdp_mode", "driver")
+            .bed(pins, 65536, 4)
+            .key("control_socket", socket)
+            .key("listen", "")
+            .vip(tunnel_vip(VIP.into(), "ipip", &backends))
+            .vrrp(
+                fixtures::vrrp("vi-tun", "eth0", 61, priority)
+                    .key("version", 3u8)
+                    .key("advert_interval", "100ms")
+                    .addresses(&[&format!("{VIP}/24")]),
+            )
+            .to_string()
+    };
+    let c1 = topo.dir.join("lb1.toml");
+    std::fs::write(
+        &c1,
+        node_config(
+            topo.pin_dir().display().to_string(),
+            topo.control_socket().display().to_string(),
+            150,
+        ),
+    )
+    .unwrap();
+    let c2 = topo.dir.join("lb2.toml");
+    let pins2 = format!("/sys/fs/bpf/{}", lb2.name);
+    std::fs::write(
+        &c2,
+        node_config(pins2.clone(), format!("/run/xlbt/{}.sock", lb2.name), 100),
+    )
+    .unwrap();
+    let run = |ns: &xdp_lb_tests::NetNs, c: &std::path::Path, log: &str| {
+        Agent::start(
+            ns,
+            &["run", "--config", c.to_str().unwrap()],
+            topo.dir.join(log),
+            READY,
+            Duration::from_secs(20),
+        )
+        .unwrap()
+    };
+    let mut a1 = run(&topo.lb, &c1, "lb1.log");
+    let mut a2 = run(&lb2, &c2, "lb2.log");
+    a1.wait_for_log("to=\"MASTER\"", Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let echo = in_netns(&topo.client.name, || {
+        xdp_lb_tests::EchoClient::connect(SocketAddr::from((VIP, PORT)), Duration::from_secs(5))
+    })
+    .unwrap()
+    .unwrap();
+    let ns = format!("/run/netns/{}", topo.client.name);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        xdp_lb_tests::netns::enter_netns(&ns).unwrap();
+        let mut echo = echo;
+        let mut trips = 0u64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while rx.try_recv().is_err() && std::time::Instant::now() < deadline {
+            echo.round_trip()
+                .map_err(|e| format!("after {trips} round trips: {e:#}"))?;
+            trips += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok::<u64, String>(trips)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a1.kill9();
+    topo.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
+    a2.wait_for_log("to=\"MASTER\"", Duration::from_secs(3))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    tx.send(()).unwrap();
+    let trips = worker.join().unwrap().unwrap();
+    assert!(
+        trips > 30,
+        "the connection kept going through the failover: {trips} round trips"
+    );
+    let answers = answered_by(&topo, &connections(&topo, VIP.into(), 30));
+    assert_eq!(
+        answers.values().sum::<usize>(),
+        30,
+        "lb2 carries new connections: {answers:?}"
+    );
+    assert!(a2.stop().unwrap().success());
+    let _ = xdp_lb::dataplane::remove_pins(std::path::Path::new(&pins2));
+}
