@@ -58,6 +58,11 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "health transition",
         "Issue 18 targets",
         "IPv6 against its IPv4 twin",
+        "IPIP flow-table hit, one flow",
+        "GUE new flow",
+        "IP6IP6 flow-table hit",
+        "xdp-lb decap: an IPIP packet stripped",
+        "Targets (issue 29",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");
     }

@@ -20,6 +20,10 @@ pub mod decap_map_names {
 /// How many local addresses of each family the program knows at most.
 pub const DECAP_MAX_LOCAL: u32 = 1024;
 
+/// How many local addresses of each family `DecapSettings` carries itself: a host's one or
+/// two are compared there, without a hash lookup per packet; more are in the hash maps too.
+pub const DECAP_FAST_LOCAL: usize = 4;
+
 /// The value of `DECAP_SETTINGS[0]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +31,10 @@ pub struct DecapSettings {
     /// GUE's UDP port (network order); 0: GUE is not decapsulated.
     pub gue_port_be: u16,
     pub _pad: u16,
+    /// The first local IPv4 addresses (network order; 0: unused slot).
+    pub local4: [u32; DECAP_FAST_LOCAL],
+    /// The first local IPv6 addresses (all zero: unused slot).
+    pub local6: [[u8; 16]; DECAP_FAST_LOCAL],
 }
 
 /// What the decapsulation program did with a frame (`DECAP_COUNTERS`, per CPU). `Pass*`

@@ -82,6 +82,9 @@ pub struct Decap {
     ebpf: Ebpf,
     local4: HashMap<MapData, u32, u8>,
     local6: HashMap<MapData, [u8; 16], u8>,
+    settings: Array<MapData, DecapSettings>,
+    /// What `settings` holds (its GUE port and first few addresses).
+    current: DecapSettings,
     known: BTreeSet<IpAddr>,
     link: Option<XdpLinkId>,
     mss_link: Option<SchedClassifierLinkId>,
@@ -107,17 +110,19 @@ impl Decap {
             .map_err(DecapError::Program)?;
         let mut settings: Array<MapData, DecapSettings> =
             take(&mut ebpf, decap_map_names::SETTINGS)?;
-        let value = DecapSettings {
+        let current = DecapSettings {
             gue_port_be: gue_port.map_or(0, port_be),
-            _pad: 0,
+            ..Default::default()
         };
         settings
-            .set(0, value, 0)
+            .set(0, current, 0)
             .map_err(|source| DecapError::Map {
                 name: decap_map_names::SETTINGS,
                 source,
             })?;
         Ok(Self {
+            settings,
+            current,
             local4: take(&mut ebpf, decap_map_names::LOCAL4)?,
             local6: take(&mut ebpf, decap_map_names::LOCAL6)?,
             ebpf,
@@ -170,6 +175,10 @@ impl Decap {
             self.known.insert(*a);
             added += 1;
         }
+        // The hash maps hold every address before the settings name the first few, and lose
+        // one only after the settings stop naming it: a packet never finds a local address
+        // in neither place.
+        self.write_fast(now)?;
         for a in self.known.difference(now).copied().collect::<Vec<_>>() {
             // An entry already gone is as good as removed.
             let _ = match a {
@@ -180,6 +189,39 @@ impl Decap {
             removed += 1;
         }
         Ok((added, removed))
+    }
+
+    /// The first few addresses of each family into the settings (a packet compares those
+    /// before it looks the rest up).
+    fn write_fast(&mut self, now: &BTreeSet<IpAddr>) -> Result<(), DecapError> {
+        let mut next = DecapSettings {
+            gue_port_be: self.current.gue_port_be,
+            ..Default::default()
+        };
+        let v4 = now.iter().filter_map(|a| match a {
+            IpAddr::V4(v) => Some(u32::from_ne_bytes(v.octets())),
+            IpAddr::V6(_) => None,
+        });
+        for (slot, a) in next.local4.iter_mut().zip(v4) {
+            *slot = a;
+        }
+        let v6 = now.iter().filter_map(|a| match a {
+            IpAddr::V6(v) => Some(v.octets()),
+            IpAddr::V4(_) => None,
+        });
+        for (slot, a) in next.local6.iter_mut().zip(v6) {
+            *slot = a;
+        }
+        if next != self.current {
+            self.settings
+                .set(0, next, 0)
+                .map_err(|source| DecapError::Map {
+                    name: decap_map_names::SETTINGS,
+                    source,
+                })?;
+            self.current = next;
+        }
+        Ok(())
     }
 
     /// Detaches and removes the pins.

@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use network_types::eth::{EthHdr, EtherType};
-use xdp_lb_common::{DecapCounter, IPPROTO_TCP, IPPROTO_UDP};
+use xdp_lb_common::{DecapCounter, DecapSettings, IPPROTO_TCP, IPPROTO_UDP};
 use xdp_lb_ebpf::parse::ptr_at;
 
 use super::{DECAP_LOCAL4, DECAP_LOCAL6, DECAP_SETTINGS};
@@ -44,11 +44,16 @@ pub(super) fn tunnel(ctx: &XdpContext) -> Result<Found, DecapCounter> {
     let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(DecapCounter::PassNotTunnel)?;
     // SAFETY: bounds-checked just above.
     let (ether_type, macs) = unsafe { ((*eth).ether_type, *(eth as *const [u8; 12])) };
-    let gue_port_be = DECAP_SETTINGS.get(0).map_or(0, |s| s.gue_port_be);
+    let settings = DECAP_SETTINGS
+        .get_ptr(0)
+        .ok_or(DecapCounter::PassNotTunnel)?;
+    // SAFETY: a map value pointer (array lookups never fail in range); plain integers.
+    let settings = unsafe { &*settings };
+    let gue_port_be = settings.gue_port_be;
     let (tunnel, outer_len, inner_len, inner_v6) = if ether_type == ETH_P_IPV4 {
-        outer4(ctx, gue_port_be)?
+        outer4(ctx, settings)?
     } else if ether_type == ETH_P_IPV6 {
-        outer6(ctx, gue_port_be)?
+        outer6(ctx, settings)?
     } else {
         return Err(DecapCounter::PassNotTunnel);
     };
@@ -73,9 +78,25 @@ fn fits(ctx: &XdpContext, end: usize) -> bool {
     ctx.data() + end <= ctx.data_end()
 }
 
+/// Whether `dst` is one of this host's IPv4 addresses: the settings' first few, else the
+/// hash of all of them.
+#[inline(always)]
+fn local4(settings: &DecapSettings, dst: u32) -> bool {
+    settings.local4.contains(&dst) || DECAP_LOCAL4.get_ptr(dst).is_some()
+}
+
+#[inline(always)]
+fn local6(settings: &DecapSettings, dst: &[u8; 16]) -> bool {
+    settings.local6.iter().any(|a| a == dst) || DECAP_LOCAL6.get_ptr(*dst).is_some()
+}
+
 /// An outer IPv4 header: (tunnel, outer length, inner length, inner is IPv6).
 #[inline(always)]
-fn outer4(ctx: &XdpContext, gue_port_be: u16) -> Result<(Tunnel, u32, u32, bool), DecapCounter> {
+fn outer4(
+    ctx: &XdpContext,
+    settings: &DecapSettings,
+) -> Result<(Tunnel, u32, u32, bool), DecapCounter> {
+    let gue_port_be = settings.gue_port_be;
     let ip: *const [u8; 20] = ptr_at(ctx, EthHdr::LEN).ok_or(DecapCounter::PassNotTunnel)?;
     // SAFETY: bounds-checked just above.
     let b = unsafe { &*ip };
@@ -93,7 +114,8 @@ fn outer4(ctx: &XdpContext, gue_port_be: u16) -> Result<(Tunnel, u32, u32, bool)
         return Err(DecapCounter::PassNotTunnel);
     }
     let dst = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
-    if DECAP_LOCAL4.get_ptr(dst).is_none() {
+    // Zero never matches an unused slot: 0.0.0.0 is no unicast destination.
+    if dst == 0 || !local4(settings, dst) {
         return Err(DecapCounter::PassNotLocal);
     }
     if b[0] >> 4 != 4 || ihl < 20 || tot_len < ihl {
@@ -119,7 +141,11 @@ fn outer4(ctx: &XdpContext, gue_port_be: u16) -> Result<(Tunnel, u32, u32, bool)
 
 /// An outer IPv6 header (no extension headers: the LB sends none).
 #[inline(always)]
-fn outer6(ctx: &XdpContext, gue_port_be: u16) -> Result<(Tunnel, u32, u32, bool), DecapCounter> {
+fn outer6(
+    ctx: &XdpContext,
+    settings: &DecapSettings,
+) -> Result<(Tunnel, u32, u32, bool), DecapCounter> {
+    let gue_port_be = settings.gue_port_be;
     let ip: *const [u8; 40] = ptr_at(ctx, EthHdr::LEN).ok_or(DecapCounter::PassNotTunnel)?;
     // SAFETY: bounds-checked just above.
     let b = unsafe { &*ip };
@@ -134,7 +160,7 @@ fn outer6(ctx: &XdpContext, gue_port_be: u16) -> Result<(Tunnel, u32, u32, bool)
     }
     // SAFETY: bounds-checked above; 16 bytes inside the 40.
     let dst = unsafe { *(b.as_ptr().add(24) as *const [u8; 16]) };
-    if DECAP_LOCAL6.get_ptr(dst).is_none() {
+    if dst == [0; 16] || !local6(settings, &dst) {
         return Err(DecapCounter::PassNotLocal);
     }
     if next == IPV6_FRAGMENT {

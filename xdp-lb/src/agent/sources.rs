@@ -34,6 +34,17 @@ impl Role {
         }
     }
 
+    /// Says which of the interface's addresses the role uses (the key naming none), as a
+    /// field named after the key (`snat_address=…`, `tunnel_source=…`).
+    fn log_default(self, a: IpAddr, interface: &str) {
+        let family = if a.is_ipv6() { "IPv6" } else { "IPv4" };
+        if self == Role::Snat {
+            tracing::info!(snat_address = %a, interface = %interface, "NAT: connections to {family} backends use the interface's address (agent.snat_address has none)");
+            return;
+        }
+        tracing::info!(tunnel_source = %a, interface = %interface, "tunnels to {family} backends are sent from the interface's address (agent.tunnel_source has none)");
+    }
+
     /// The families `config` needs an address of: (IPv4, IPv6).
     fn families(self, config: &Config) -> (bool, bool) {
         let mut need = (false, false);
@@ -101,7 +112,7 @@ pub(super) async fn source_addresses(
             Some(a) => Some(a),
             None => match found(false).await? {
                 Some(IpAddr::V4(a)) => {
-                    tracing::info!(address = %a, interface = %interface, key = role.key(), "{} uses the interface's IPv4 address (the key has none)", role.name());
+                    role.log_default(IpAddr::V4(a), interface);
                     Some(a)
                 }
                 _ => return Err(missing("IPv4")),
@@ -113,7 +124,7 @@ pub(super) async fn source_addresses(
             Some(a) => Some(a),
             None => match found(true).await? {
                 Some(IpAddr::V6(a)) => {
-                    tracing::info!(address = %a, interface = %interface, key = role.key(), "{} uses the interface's IPv6 address (the key has none)", role.name());
+                    role.log_default(IpAddr::V6(a), interface);
                     Some(a)
                 }
                 _ => return Err(missing("IPv6")),

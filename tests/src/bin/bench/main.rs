@@ -20,6 +20,7 @@ mod nat;
 mod protection;
 mod sync_rows;
 mod targets;
+mod tunnel;
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
 
@@ -550,6 +551,7 @@ fn main() -> anyhow::Result<()> {
         median(&empty_n),
         twin("floor + one insert into a 1M-entry LRU map, distinct flows (ablation)"),
     )?;
+    tunnel::tunnel_rows(&mut md, &args, floor_med, median(&empty_n))?;
     protection::protection_rows(&mut md, &args, floor_med)?;
     sync_rows::sync_rows(&mut md, &args)?;
     control_plane::control_plane(&mut md, args.rounds)?;
