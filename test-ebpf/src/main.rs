@@ -259,7 +259,8 @@ pub(crate) fn xdp_sink(ctx: XdpContext) -> u32 {
             Some(h) => (unsafe { u32::from_be_bytes(*h) }) & 0xf_ffff == GEN_FLOW_LABEL,
             None => false,
         },
-        _ => false,
+        // IPIP (the tunnel rows): the generator's frame inside, its id 20 bytes further on.
+        Err(_) => ipip_inner_id(&ctx) == Some(GEN_IP_ID.to_be_bytes()),
     };
     if !ours {
         return xdp_action::XDP_PASS;
@@ -269,6 +270,16 @@ pub(crate) fn xdp_sink(ctx: XdpContext) -> u32 {
         unsafe { *c += 1 };
     }
     xdp_action::XDP_DROP
+}
+
+/// The inner IPv4 identification of an untagged IPIP frame (outer IPv4 without options,
+/// protocol 4), if it is one.
+#[inline(always)]
+fn ipip_inner_id(ctx: &XdpContext) -> Option<[u8; 2]> {
+    let h: *const [u8; 40] = parse::ptr_at(ctx, 0)?;
+    // SAFETY: bounds-checked by ptr_at (Ethernet 14 + outer 20 + 6 of the inner header).
+    let h = unsafe { &*h };
+    (h[12..14] == [0x08, 0x00] && h[14] == 0x45 && h[23] == 4).then(|| [h[38], h[39]])
 }
 
 #[cfg(not(target_arch = "bpf"))]

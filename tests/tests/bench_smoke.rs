@@ -157,6 +157,8 @@ fn the_comparison_runs_every_row_and_draws_its_chart() {
         "nftables DNAT",
         "floor: bare XDP forwarder",
         "xdp-lb, L2 DSR, IPv6",
+        "xdp-lb, IPIP tunnel",
+        "IPIP tunnel against L2 DSR (issue 29 target",
         "xdp-lb, L2 DSR, UDP",
         "xdp-lb, NAT, UDP",
         "nftables DNAT, UDP",

@@ -142,12 +142,6 @@ pub(crate) static TUNNEL_PROBES: Array<ProbeReply> = Array::pinned(MAX_BACKENDS,
 pub(crate) static TUNNEL_NEXT_HOPS: PerCpuArray<crate::tunnel::next_hop::Hop> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// Where the tunnel builds a packet's outer headers (`tunnel/encap.rs`), per CPU, off the
-/// stack. Not pinned.
-#[map]
-pub(crate) static TUNNEL_SCRATCH: PerCpuArray<crate::tunnel::encap::Outer> =
-    PerCpuArray::with_max_entries(1, 0);
-
 /// The packet a path hands to the tunnel (`tunnel::Request`), per CPU. Not pinned.
 #[map]
 pub(crate) static TUNNEL_REQUEST: PerCpuArray<crate::tunnel::Request> =

@@ -111,8 +111,70 @@ fn main() -> anyhow::Result<()> {
                 "not every packet made a new flow"
             );
         }
-        other => anyhow::bail!("--path {other}: hit, hit6, new or pass"),
+        "ipip" => {
+            // A tunnel VIP's hit, `repeat = 1` (encapsulation grows the frame: a repeat would
+            // run on its own output), in a namespace whose FIB routes to the backend.
+            drop(lb);
+            runs = ipip_loop(deadline)?;
+        }
+        other => anyhow::bail!("--path {other}: hit, hit6, new, pass or ipip"),
     }
     eprintln!("profile: {} runs of {}", runs, args.path);
     Ok(())
+}
+
+/// The IPIP hit in a loop until `deadline`, in a namespace of its own (lan0, a router, a
+/// route to the backend's subnet); the number of runs.
+fn ipip_loop(deadline: Instant) -> anyhow::Result<u64> {
+    let ns = xdp_lb_tests::NetNs::new("proftun")?;
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])?;
+    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])?;
+    ns.ip(&["link", "set", "lan0", "up"])?;
+    ns.ip(&["link", "set", "lan1", "up"])?;
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.0.1",
+        "lladdr",
+        "02:99:00:00:00:01",
+        "dev",
+        "lan0",
+        "nud",
+        "permanent",
+    ])?;
+    ns.ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.1"])?;
+    ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+    ns.sysctl("net.ipv4.conf.lo.forwarding", "1")?;
+    xdp_lb_tests::in_netns(&ns.name, move || -> anyhow::Result<u64> {
+        let text = fixtures::config("lan0")
+            .bed("@PIN_DIR@", 1 << 20, 4)
+            .key("tunnel_source", "198.18.0.2")
+            .vip(
+                fixtures::vip("tun", VIP, 80)
+                    .key("forwarding", "ipip")
+                    .check("type", "none")
+                    .backend("198.18.1.11"),
+            )
+            .to_string();
+        let lb = Loaded::new(&text, LOOPBACK_IFINDEX)?;
+        let program = lb.dp().program();
+        let f = frame(u32::MAX, 80);
+        let r = run_program(program, &f, 1)?;
+        ensure!(
+            r.action == xdp_lb_tests::harness::XDP_REDIRECT && r.out[23] == 4,
+            "ipip: {} ({:?})",
+            r.action,
+            lb.all_counters()
+        );
+        let mut runs = 0;
+        while Instant::now() < deadline {
+            for _ in 0..10_000 {
+                run_program(program, &f, 1)?;
+            }
+            runs += 10_000;
+        }
+        Ok(runs)
+    })?
 }

@@ -12,6 +12,8 @@
 //! checksum still covers the payload) and over IPv6 computed without touching the payload
 //! (`lco_sum`), else 0 as RFC 6935 allows tunnels.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use xdp_lb_common::{
     BackendInfo, Counter, GUE_UDP_LEN, IPPROTO_TCP, IPPROTO_UDP, OUTER_TTL, OUTER4_LEN, OUTER6_LEN,
@@ -51,8 +53,7 @@ pub(super) fn l3(inner: &Inner) -> usize {
     if inner.l3_off == 18 { 18 } else { 14 }
 }
 
-/// The outer headers of one packet. Built in this CPU's scratch slot (`TUNNEL_SCRATCH`), not
-/// on the stack: the IPv4 path's frame leaves the tunnel's call less than 100 bytes.
+/// The outer headers of one packet, on `tunnel::forward`'s stack.
 #[repr(C)]
 pub(crate) struct Outer {
     pub(super) v6: bool,
@@ -75,15 +76,15 @@ pub(crate) struct Outer {
 }
 
 impl Outer {
-    /// Fills `self` (field by field, in place) for a packet of `len` bytes with DSCP/ECN
-    /// `tos` to `backend`.
+    /// The outer headers of a packet of `len` bytes with DSCP/ECN `tos` to `backend`,
+    /// written into `slot`.
     #[inline(always)]
     #[expect(
         clippy::too_many_arguments,
         reason = "inlined: the arguments are the caller's locals"
     )]
-    pub(super) fn fill(
-        &mut self,
+    pub(super) fn fill<'a>(
+        slot: &'a mut MaybeUninit<Self>,
         p: &TunnelParams,
         backend: *const BackendInfo,
         v6: bool,
@@ -91,34 +92,35 @@ impl Outer {
         len: u32,
         tos: u8,
         inner: &Inner,
-    ) -> Result<(), Counter> {
+    ) -> Result<&'a mut Self, Counter> {
         if (v6 && p.src6 == [0; 16]) || (!v6 && p.src4_be == 0) {
             return Err(Counter::DropTunnelNoSource);
         }
         let ip_len = if v6 { OUTER6_LEN } else { OUTER4_LEN } as u32;
-        self.proto = if gue {
+        let proto = if gue {
             IPPROTO_UDP
         } else if inner.v6 != 0 {
             IPPROTO_IPV6
         } else {
             IPPROTO_IPIP
         };
-        self.v6 = v6;
-        self.gue = gue;
-        self.src4 = p.src4_be;
-        // SAFETY: a map value pointer from the caller's lookup.
-        self.dst4 = unsafe { (*backend).addr_be };
-        if v6 {
-            self.src6 = ipv6_words(&p.src6);
-            // SAFETY: as above.
-            self.dst6 = ipv6_words(unsafe { &(*backend).addr6 });
-        }
-        self.tot_len = len + ip_len + if gue { GUE_UDP_LEN as u32 } else { 0 };
-        self.tos = tos;
-        self.entropy = inner.entropy;
-        self.gue_port_be = p.gue_port_be;
-        self.udp_check = 0;
-        Ok(())
+        // SAFETY: a map value pointer from the caller's lookup; plain integers.
+        let (dst4, dst6) = unsafe { ((*backend).addr_be, &(*backend).addr6) };
+        // Written whole (the IPv6 addresses only when used: they are read only then).
+        Ok(slot.write(Self {
+            v6,
+            gue,
+            src4: p.src4_be,
+            dst4,
+            src6: if v6 { ipv6_words(&p.src6) } else { [0; 4] },
+            dst6: if v6 { ipv6_words(dst6) } else { [0; 4] },
+            tot_len: len + ip_len + if gue { GUE_UDP_LEN as u32 } else { 0 },
+            tos,
+            proto,
+            entropy: inner.entropy,
+            gue_port_be: p.gue_port_be,
+            udp_check: 0,
+        }))
     }
 
     /// The outer headers' length.

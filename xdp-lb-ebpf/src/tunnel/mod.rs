@@ -20,7 +20,7 @@ use xdp_lb_common::{BACKEND_F_GUE, BACKEND_F_TUNNEL, BackendInfo, Counter, FlowK
 
 use crate::{
     flow_log,
-    maps::{BACKEND_STATS, BACKENDS, TUNNEL_REQUEST, TUNNEL_SCRATCH, VIP_STATS, VIP_TUNNELS},
+    maps::{BACKEND_STATS, BACKENDS, TUNNEL_REQUEST, VIP_STATS, VIP_TUNNELS},
     stats::{add_traffic, count, verdict},
 };
 
@@ -183,12 +183,9 @@ fn encapsulate(
     if inner.syn != 0 && mss != 0 {
         mtu::clamp_mss(ctx, inner.l4_off, mss);
     }
-    let outer = TUNNEL_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or(Counter::DropNoSettings)?;
-    // SAFETY: this CPU's slot, ours while this program runs.
-    let outer = unsafe { &mut *outer };
-    outer.fill(p, backend, outer6, gue, len, tos, inner)?;
+    // On this call's own stack: it runs beside the paths (see `Request`), with room.
+    let mut slot = core::mem::MaybeUninit::<encap::Outer>::uninit();
+    let outer = encap::Outer::fill(&mut slot, p, backend, outer6, gue, len, tos, inner)?;
     encap::set_gue6_checksum(ctx, inner, outer);
     let hop = match next_hop::find(ctx, backend_id, outer) {
         Ok(hop) => hop,

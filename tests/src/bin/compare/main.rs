@@ -84,6 +84,8 @@ const PEER_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 const NAT_LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 const DSR_PORT: u16 = 80;
 const NAT_PORT: u16 = 81;
+/// The forwarding-rate bed's tunnel VIP's port (`forwarding = "ipip"`).
+const TUN_PORT: u16 = 83;
 const HAPROXY_PORT: u16 = 8081;
 const NFT_PORT: u16 = 8082;
 

@@ -16,7 +16,7 @@ use xdp_lb_tests::{
 };
 
 use crate::{
-    Args, DSR_PORT, NAT_PORT, NFT_PORT,
+    Args, DSR_PORT, NAT_PORT, NFT_PORT, TUN_PORT,
     generator::{Traffic, load_in},
     wrk::machine_busy_ns,
 };
@@ -182,6 +182,7 @@ impl RateBed {
             ("rate-nat", NAT_PORT, "nat", "tcp"),
             ("rate-dsr-udp", DSR_PORT, "dsr", "udp"),
             ("rate-nat-udp", NAT_PORT, "nat", "udp"),
+            ("rate-ipip", TUN_PORT, "ipip", "tcp"),
         ] {
             let vip = fixtures::vip(name, RATE_VIP, port)
                 .key("forwarding", mode)
@@ -296,6 +297,15 @@ impl RateBed {
             row("xdp-lb, L2 DSR", 1, &dsr, lb, 1),
             row("xdp-lb, NAT", 1, &nat, lb, 1),
             row("xdp-lb, L2 DSR, IPv6", 1, &frame6(DSR_PORT)?, lb, 1),
+            // IPIP to the same backends (on out0's link: the FIB's next hop is the backend),
+            // counted by the sinks by the generator's id inside.
+            row(
+                "xdp-lb, IPIP tunnel",
+                1,
+                &frame(1, RATE_VIP, TUN_PORT, TCP_ACK)?,
+                lb,
+                1,
+            ),
             row(
                 "nftables DNAT (kernel forwarding + conntrack)",
                 2,

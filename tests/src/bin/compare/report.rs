@@ -460,6 +460,21 @@ pub(crate) fn rate_section(
             }
         )?;
     }
+    // Issue 29: a tunnel forwards at least 0.9× the L2 DSR rate.
+    let row = |name: &str| {
+        rate_rows
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| mpps[i])
+    };
+    if let (Some(tun), Some(dsr)) = (row("xdp-lb, IPIP tunnel"), row("xdp-lb, L2 DSR")) {
+        let ratio = tun / dsr;
+        writeln!(
+            md,
+            "\nIPIP tunnel against L2 DSR (issue 29 target ≥ 0.9×): {ratio:.2}× — {}.",
+            if ratio >= 0.9 { "met" } else { "NOT met" }
+        )?;
+    }
     // Program sizes: part of where the per-frame time goes.
     let sizes: Vec<String> = [xdp_lb_common::PROGRAM_NAME, "xdp_floor_live"]
         .iter()
