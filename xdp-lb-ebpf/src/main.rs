@@ -118,7 +118,7 @@ fn ipv4(ctx: &XdpContext, packet: &parse::Packet) -> Result<u32, Counter> {
     let action = match &choice.nat {
         Some(rewrite) => nat_rewrite::rewrite_and_route(ctx, packet, rewrite),
         // Encapsulated, sent and counted by `tunnel::forward`.
-        None if tunnel::carries(choice.backend) => return tunnel_v4(packet, &choice),
+        None if tunnel::carries(choice.backend) => return tunnel_v4(ctx, packet, &choice),
         None => forward::forward_dsr(ctx, packet.eth, choice.backend),
     }
     .map_err(|reason| logged(ctx, &packet.flow, reason))?;
@@ -153,17 +153,45 @@ fn logged(ctx: &XdpContext, flow: &FlowKey, reason: Counter) -> Counter {
     reason
 }
 
-/// A packet of a tunnel VIP's flow, handed to the tunnel (`tunnel/`), which encapsulates,
-/// sends and counts it: `PENDING` for `xdp_lb`.
+/// A packet of a tunnel VIP's flow: encapsulated, sent and counted right here when its
+/// backend's header is cached (`tunnel::forward_cached4`), else handed to the tunnel's full
+/// path (`PENDING` for `xdp_lb`, which calls `tunnel::forward`).
 #[inline(always)]
-fn tunnel_v4<A>(packet: &parse::Packet, choice: &balance::Choice<A>) -> Result<u32, Counter> {
+fn tunnel_v4<A>(
+    ctx: &XdpContext,
+    packet: &parse::Packet,
+    choice: &balance::Choice<A>,
+) -> Result<u32, Counter> {
     let flow = &packet.flow;
     // SAFETY: the parser bounds-checked both headers.
     let (l3_off, ihl) = unsafe { (l3_offset(packet.eth), ((*packet.ip).vihl & 0x0f) as u32 * 4) };
+    let syn = packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if l3_off == 14 && !syn {
+        // The common packet first, right here (see `tunnel::forward_cached4`).
+        let entropy = flow_entropy(
+            flow.src_addr,
+            flow.dst_addr,
+            (flow.src_port_be as u32) << 16 | flow.dst_port_be as u32,
+            flow.proto,
+        );
+        let done = tunnel::forward_cached4(
+            ctx.ctx,
+            choice.backend_id,
+            choice.backend,
+            (entropy as u64) << 32
+                | ((packet.len & 0xffff) as u64) << 16
+                | (choice.new_flow as u64) << 8
+                | flow.proto as u64,
+            choice.vip_id,
+        );
+        if done != tunnel::NOT_CACHED {
+            return Ok(done);
+        }
+    }
     let req = tunnel::request()?;
     fill_inner(&mut req.inner, flow, l3_off, l3_off + ihl);
     req.inner.proto = flow.proto;
-    req.inner.syn = (packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN) as u8;
+    req.inner.syn = syn as u8;
     req.backend_id = choice.backend_id;
     req.vip_id = choice.vip_id;
     req.len = packet.len;

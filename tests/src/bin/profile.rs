@@ -157,24 +157,51 @@ fn ipip_loop(deadline: Instant) -> anyhow::Result<u64> {
                     .check("type", "none")
                     .backend("198.18.1.11"),
             )
+            .vip(
+                fixtures::vip("dsr", VIP, 82)
+                    .check("type", "none")
+                    .backend("198.18.0.11"),
+            )
             .to_string();
-        let lb = Loaded::new(&text, LOOPBACK_IFINDEX)?;
+        let mut lb = Loaded::new(&text, LOOPBACK_IFINDEX)?;
+        // The DSR backend behind lan0: both paths end in a redirect.
+        let lan0 = xdp_lb::netlink::ifindex("lan0").context("lan0")?;
+        let neighbours = lb.all_resolved(lan0);
+        lb.apply_with(&neighbours)?;
         let program = lb.dp().program();
+        let bench = xdp_lb_tests::harness::bench_programs(&["xdp_empty"])?;
+        let empty = xdp_lb_tests::harness::xdp(&bench, "xdp_empty")?;
         let f = frame(u32::MAX, 80);
+        let dsr = frame(u32::MAX, 82);
         let r = run_program(program, &f, 1)?;
-        ensure!(
-            r.action == xdp_lb_tests::harness::XDP_REDIRECT && r.out[23] == 4,
-            "ipip: {} ({:?})",
+        eprintln!(
+            "ipip first: verdict {} proto {} ({:?})",
             r.action,
+            r.out[23],
             lb.all_counters()
         );
+        ensure!(
+            run_program(program, &dsr, 1)?.action == xdp_lb_tests::harness::XDP_REDIRECT,
+            "dsr"
+        );
         let mut runs = 0;
+        let (mut t_ipip, mut t_dsr, mut t_empty) = (0u64, 0u64, 0u64);
         while Instant::now() < deadline {
             for _ in 0..10_000 {
-                run_program(program, &f, 1)?;
+                t_ipip += run_program(program, &f, 1)?.duration_ns;
+                t_dsr += run_program(program, &dsr, 1)?.duration_ns;
+                t_empty += run_program(empty, &dsr, 1)?.duration_ns;
             }
             runs += 10_000;
         }
+        let mean = |t: u64| t as f64 / runs as f64;
+        eprintln!(
+            "mean ns per call: ipip {:.1}, dsr {:.1}, empty {:.1}; (ipip - empty) / (dsr - empty) = {:.2}",
+            mean(t_ipip),
+            mean(t_dsr),
+            mean(t_empty),
+            (mean(t_ipip) - mean(t_empty)) / (mean(t_dsr) - mean(t_empty))
+        );
         Ok(runs)
     })?
 }

@@ -21,7 +21,10 @@ use xdp_lb_common::{
 };
 use xdp_lb_ebpf::parse::{self, IPPROTO_ICMP};
 
-use super::{Inner, next_hop::Hop};
+use super::{
+    Inner,
+    next_hop::{Hop, KIND_GUE, KIND_V6},
+};
 use crate::forward::set_mac;
 
 const IPPROTO_IPIP: u8 = 4;
@@ -57,7 +60,7 @@ pub(super) fn l3(inner: &Inner) -> usize {
 #[repr(C)]
 pub(crate) struct Outer {
     pub(super) v6: bool,
-    gue: bool,
+    pub(super) gue: bool,
     /// Addresses: IPv4 (network order) and IPv6 (copied from the map values: a map value
     /// cannot hold a pointer the verifier would trust again).
     pub(super) src4: u32,
@@ -70,7 +73,7 @@ pub(crate) struct Outer {
     /// The outer IP header's protocol / next header: IPIP, IPv6 or UDP.
     pub(super) proto: u8,
     entropy: u32,
-    gue_port_be: u16,
+    pub(super) gue_port_be: u16,
     /// GUE over IPv6: the UDP checksum.
     udp_check: u16,
 }
@@ -143,22 +146,36 @@ pub(super) fn set_gue6_checksum(ctx: &XdpContext, inner: &Inner, outer: &mut Out
     if !(outer.gue && outer.v6) {
         return;
     }
+    let addrs = words16(&outer.src6) + words16(&outer.dst6);
+    let udp_len = (outer.tot_len - OUTER6_LEN as u32) as u16;
+    outer.udp_check = gue6_check(ctx, inner, addrs, outer.entropy, outer.gue_port_be, udp_len);
+}
+
+/// GUE over IPv6's UDP checksum (see `set_gue6_checksum`): `addrs` is the sum of the outer
+/// addresses' 16-bit words; 0 where the inner packet's sum is not known.
+#[inline(always)]
+fn gue6_check(
+    ctx: &XdpContext,
+    inner: &Inner,
+    addrs: u32,
+    entropy: u32,
+    dport_be: u16,
+    udp_len: u16,
+) -> u16 {
     let Some(inner_sum) = lco_sum(ctx, inner) else {
-        return;
+        return 0;
     };
-    let udp_len = outer.tot_len - OUTER6_LEN as u32;
-    let len_word = u16::from_ne_bytes((udp_len as u16).to_be_bytes()) as u32;
-    let sum = words16(&outer.src6)
-        + words16(&outer.dst6)
+    let len_word = u16::from_ne_bytes(udp_len.to_be_bytes()) as u32;
+    let sum = addrs
         + len_word
         + u16::from_ne_bytes([0, IPPROTO_UDP]) as u32
         // The UDP header: ports, length, checksum 0.
-        + u16::from_ne_bytes(gue_source_port(outer.entropy).to_be_bytes()) as u32
-        + outer.gue_port_be as u32
+        + u16::from_ne_bytes(gue_source_port(entropy).to_be_bytes()) as u32
+        + dport_be as u32
         + len_word
         + inner_sum;
     let check = !fold(sum);
-    outer.udp_check = if check == 0 { 0xffff } else { check };
+    if check == 0 { 0xffff } else { check }
 }
 
 /// The one's-complement sum of the whole inner packet (see `set_gue6_checksum`).
@@ -342,4 +359,111 @@ fn write_ipv6(ctx: &XdpContext, l3: usize, outer: &Outer) -> Result<(), Counter>
         }
     }
     Ok(())
+}
+
+/// The common packet's encapsulation (an untagged frame, its backend's next hop cached): the
+/// frame grows by the outer headers and the cached header is copied in front of the inner
+/// packet in 8-byte stores, then its per-packet fields are set. XDP runs at speed only where
+/// unaligned stores are cheap and allowed (x86-64, arm64: the verifier checks alignment only
+/// where they are not), so the stores do not wait for alignment.
+#[inline(always)]
+pub(super) fn push_cached(
+    ctx: &XdpContext,
+    inner: &Inner,
+    hop: &Hop,
+    len: u32,
+    tos: u8,
+) -> Result<(), Counter> {
+    let gue6 = hop.kind == KIND_V6 | KIND_GUE;
+    // Before the frame moves: GUE over IPv6's checksum reads the inner headers.
+    let udp_check = if gue6 {
+        let h = &hop.header;
+        let addrs = words(&h[22..54]);
+        let dport = u16::from_ne_bytes([h[56], h[57]]);
+        gue6_check(ctx, inner, addrs, inner.entropy, dport, (len + 8) as u16)
+    } else {
+        0
+    };
+    let grow = hop.header_len as i32 - 14;
+    // SAFETY: the program's context; the helper checks the headroom (XDP gives 256 bytes).
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+        return Err(Counter::DropTunnelNoRoute);
+    }
+    match hop.kind {
+        0 => {
+            let h = copy_header::<34>(ctx, hop)?;
+            finish_ipv4(h, hop, len + 20, tos);
+        }
+        KIND_GUE => {
+            let h = copy_header::<42>(ctx, hop)?;
+            finish_ipv4(h, hop, len + 28, tos);
+            finish_udp(h, 34, inner.entropy, len + 8, 0);
+        }
+        KIND_V6 => {
+            let h = copy_header::<54>(ctx, hop)?;
+            finish_ipv6(h, len, tos, inner.entropy);
+        }
+        _ => {
+            let h = copy_header::<62>(ctx, hop)?;
+            finish_ipv6(h, len + 8, tos, inner.entropy);
+            finish_udp(h, 54, inner.entropy, len + 8, udp_check);
+        }
+    }
+    Ok(())
+}
+
+/// Copies the first `N` bytes of the cached header to the frame's start: 8 bytes at a time,
+/// then 2 (`N` is even).
+#[inline(always)]
+fn copy_header<const N: usize>(ctx: &XdpContext, hop: &Hop) -> Result<*mut u8, Counter> {
+    let dst: *mut [u8; N] = parse::ptr_at(ctx, 0).ok_or(Counter::DropTruncatedEth)?;
+    let (d, s) = (dst as *mut u8, hop.header.as_ptr());
+    // SAFETY: `N` bytes of frame, bounds-checked just above, and of the cache entry's header
+    // (N ≤ HEADER_MAX); the entry's header is 8-aligned in its map value (see `Hop`).
+    unsafe {
+        for i in 0..N / 8 {
+            let v = (s.add(8 * i) as *const u64).read();
+            (d.add(8 * i) as *mut u64).write_volatile(v);
+        }
+        for i in (N / 8 * 8..N).step_by(2) {
+            let v = (s.add(i) as *const u16).read();
+            (d.add(i) as *mut u16).write_volatile(v);
+        }
+    }
+    Ok(d)
+}
+
+/// The outer IPv4 header's per-packet fields: DSCP/ECN, the total length, the checksum.
+#[inline(always)]
+fn finish_ipv4(h: *mut u8, hop: &Hop, tot_len: u32, tos: u8) {
+    let len = (tot_len as u16).to_be_bytes();
+    let sum = hop.csum_base + u16::from_ne_bytes([0, tos]) as u32 + u16::from_ne_bytes(len) as u32;
+    // SAFETY: inside the header the caller bounds-checked.
+    unsafe {
+        *h.add(15) = tos;
+        (h.add(16) as *mut [u8; 2]).write(len);
+        (h.add(24) as *mut u16).write_volatile(!fold(sum));
+    }
+}
+
+/// The outer IPv6 header's per-packet fields: traffic class, flow label, payload length.
+#[inline(always)]
+fn finish_ipv6(h: *mut u8, payload: u32, tclass: u8, entropy: u32) {
+    let word = 0x6000_0000 | (tclass as u32) << 20 | flow_label(entropy);
+    // SAFETY: inside the header the caller bounds-checked.
+    unsafe {
+        (h.add(14) as *mut u32).write_volatile(word.to_be());
+        (h.add(18) as *mut u16).write_volatile((payload as u16).to_be());
+    }
+}
+
+/// GUE's UDP header at `at`: the flow's source port, the length, the checksum.
+#[inline(always)]
+fn finish_udp(h: *mut u8, at: usize, entropy: u32, udp_len: u32, check: u16) {
+    // SAFETY: inside the header the caller bounds-checked.
+    unsafe {
+        (h.add(at) as *mut u16).write_volatile(gue_source_port(entropy).to_be());
+        (h.add(at + 4) as *mut u16).write_volatile((udp_len as u16).to_be());
+        (h.add(at + 6) as *mut u16).write_volatile(check);
+    }
 }

@@ -87,6 +87,62 @@ pub(crate) fn carries(backend: *const BackendInfo) -> bool {
     unsafe { (*backend).flags & BACKEND_F_TUNNEL != 0 }
 }
 
+/// `forward_cached4`'s answer when the packet needs the full path: not an XDP action.
+pub(crate) const NOT_CACHED: u32 = 1 << 11;
+
+/// The common IPv4 packet's encapsulation, called by the IPv4 path itself: an untagged frame,
+/// not a SYN, to a backend whose header this CPU has cached, within the MTU (GUE over IPv6
+/// apart: its checksum reads the inner headers). Sends and counts it: the verdict, or
+/// `NOT_CACHED` with the frame untouched. Small, so that it fits below the IPv4 path's frame
+/// (the full path, `forward`, does not): the request and the second call are spared.
+/// `meta`: the flow's entropy (bits 32-63), the frame's length (16-31), a new flow (8), the
+/// L4 protocol (0-7).
+#[inline(never)]
+pub(crate) fn forward_cached4(
+    ctx: *mut xdp_md,
+    backend_id: u32,
+    backend: *const BackendInfo,
+    meta: u64,
+    vip_id: u32,
+) -> u32 {
+    let ctx = crate::ipv6::context(ctx);
+    let Ok(Ok(hop)) = next_hop::cached(backend_id, next_hop::addr_key(backend)) else {
+        return NOT_CACHED;
+    };
+    // SAFETY: a map value pointer (this CPU's cache entry).
+    let hop = unsafe { &*hop };
+    if hop.kind == next_hop::KIND_V6 | next_hop::KIND_GUE {
+        return NOT_CACHED;
+    }
+    let inner = Inner {
+        l3_off: 14,
+        l4_off: 0,
+        entropy: (meta >> 32) as u32,
+        v6: 0,
+        proto: meta as u8,
+        syn: 0,
+        _pad: 0,
+    };
+    let Ok((len, tos)) = encap::inner_len_tos(&ctx, &inner) else {
+        return NOT_CACHED;
+    };
+    if len > hop.max_inner as u32 {
+        return NOT_CACHED;
+    }
+    let sent =
+        encap::push_cached(&ctx, &inner, hop, len, tos).and_then(|()| next_hop::send(&ctx, hop));
+    match sent {
+        Ok(action) => {
+            let (frame_len, new_flow) = ((meta >> 16) as u32 & 0xffff, meta & 0x100 != 0);
+            let tx = action == xdp_action::XDP_TX;
+            add_traffic(&VIP_STATS, vip_id, frame_len, new_flow, tx);
+            add_traffic(&BACKEND_STATS, backend_id, frame_len, new_flow, tx);
+            action
+        }
+        Err(reason) => verdict(Err(reason)),
+    }
+}
+
 /// Encapsulates the frame as this CPU's request says, sends it on and counts it: the frame's
 /// verdict. A call of its own, beside the families' paths (see [`Request`]).
 #[inline(never)]
@@ -166,12 +222,26 @@ fn encapsulate(
     backend: *const BackendInfo,
     vip_id: u32,
 ) -> Result<(u32, bool), Counter> {
+    let (len, tos) = encap::inner_len_tos(ctx, inner)?;
+    let key = next_hop::addr_key(backend);
+    let cached = next_hop::cached(backend_id, key)?;
+    if let Ok(hop) = cached
+        && inner.l3_off == 14
+    {
+        // SAFETY: a map value pointer (this CPU's cache entry).
+        let hop = unsafe { &*hop };
+        // The common packet: untagged, to a backend whose next hop (and its VIP's MTU and MSS
+        // clamp) this CPU knows, within the MTU, not a SYN to clamp.
+        if len <= hop.max_inner as u32 && (inner.syn == 0 || hop.mss == 0) {
+            encap::push_cached(ctx, inner, hop, len, tos)?;
+            return next_hop::send(ctx, hop).map(|action| (action, true));
+        }
+    }
     let params = VIP_TUNNELS.get_ptr(vip_id).ok_or(Counter::DropBadBackend)?;
     // SAFETY: map value pointers (the backend's from the caller's lookup); plain integers.
     let (addr4, flags, p) = unsafe { ((*backend).addr_be, (*backend).flags, &*params) };
     let outer6 = addr4 == 0;
     let gue = flags & BACKEND_F_GUE != 0;
-    let (len, tos) = encap::inner_len_tos(ctx, inner)?;
     let (max_inner, mss) = if outer6 {
         (p.max_inner6, p.mss6)
     } else {
@@ -187,13 +257,16 @@ fn encapsulate(
     let mut slot = core::mem::MaybeUninit::<encap::Outer>::uninit();
     let outer = encap::Outer::fill(&mut slot, p, backend, outer6, gue, len, tos, inner)?;
     encap::set_gue6_checksum(ctx, inner, outer);
-    let hop = match next_hop::find(ctx, backend_id, outer) {
+    let hop = match cached {
         Ok(hop) => hop,
-        Err(next_hop::NoHop::FragNeeded(mtu)) => {
-            let mtu = mtu.saturating_sub(outer.overhead());
-            return mtu::too_big(ctx, inner, len, mtu).map(|action| (action, false));
-        }
-        Err(next_hop::NoHop::Counted(reason)) => return Err(reason),
+        Err(stale) => match next_hop::refresh(ctx, stale, key, outer, (max_inner, mss)) {
+            Ok(hop) => hop,
+            Err(next_hop::NoHop::FragNeeded(mtu)) => {
+                let mtu = mtu.saturating_sub(outer.overhead());
+                return mtu::too_big(ctx, inner, len, mtu).map(|action| (action, false));
+            }
+            Err(next_hop::NoHop::Counted(reason)) => return Err(reason),
+        },
     };
     // SAFETY: a map value pointer (this CPU's cache entry).
     let hop = unsafe { &*hop };

@@ -1,7 +1,10 @@
 //! The outer packet's next hop: the kernel's FIB (`bpf_fib_lookup`) names the egress interface
 //! and the MACs, exactly as for a packet this host sends to the backend; the answer is cached
 //! per backend and CPU for a second, so a flow's packets cost one array lookup here, and a
-//! route or neighbour change reaches the data path within a second.
+//! route or neighbour change reaches the data path within a second. With the answer the cache
+//! keeps the whole header a packet to that backend gets (Ethernet, outer IP, GUE's UDP), all
+//! but its per-packet fields, so that the common packet copies it in a few stores
+//! (`encap::push_cached`).
 
 use core::mem::size_of;
 
@@ -10,7 +13,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, xdp_action,
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_jiffies64, bpf_redirect},
     programs::XdpContext,
 };
 use xdp_lb_common::Counter;
@@ -23,14 +26,16 @@ use crate::{
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-/// How long a next hop is used before the FIB is asked again.
-const REFRESH_NS: u64 = 1_000_000_000;
+/// How long a next hop is used before the FIB is asked again, in jiffies: a second at HZ=250,
+/// a quarter at HZ=1000.
+const REFRESH_JIFFIES: u64 = 250;
 
 /// A backend's next hop, as this CPU last found it (`TUNNEL_NEXT_HOPS`, per CPU: no torn
 /// MACs when CPUs refresh it at once).
 #[repr(C)]
 pub(crate) struct Hop {
-    pub(crate) checked_ns: u64,
+    /// When it was found (`bpf_jiffies64`).
+    pub(crate) checked_jiffies: u64,
     /// The backend's address it was found for (IPv6: its words folded): an id reused for
     /// another backend within the second is not sent the old one's way.
     pub(crate) addr_key: u32,
@@ -41,8 +46,29 @@ pub(crate) struct Hop {
     /// 1: the FIB knows the route but not the neighbour's MAC: the packet goes to the
     /// kernel, which resolves it (not cached).
     pub(crate) to_kernel: u8,
-    pub(crate) _pad: [u8; 3],
+    /// How the header is laid out (`KIND_*`), and its length (Ethernet, outer IP, UDP).
+    pub(crate) kind: u8,
+    pub(crate) header_len: u8,
+    /// Packets sent by this entry since its clock was last read (`cached`).
+    pub(crate) uses: u8,
+    /// IPv4: the one's-complement sum of the header's fixed words (DSCP and the total length
+    /// taken as 0), the checksum's starting point.
+    pub(crate) csum_base: u32,
+    /// The VIP's largest inner packet for this backend's family, and its MSS clamp (0: none),
+    /// as when the entry was refreshed: a reload's change reaches the cache within its
+    /// refresh.
+    pub(crate) max_inner: u16,
+    pub(crate) mss: u16,
+    /// The header: untagged Ethernet (the next hop's MACs, the outer family's EtherType),
+    /// the outer IP header and GUE's UDP header, per-packet fields zero.
+    pub(crate) header: [u8; HEADER_MAX],
 }
+
+/// The longest header: Ethernet 14, IPv6 40, UDP 8.
+pub(crate) const HEADER_MAX: usize = 64;
+/// `Hop::kind`: the outer family and GUE.
+pub(crate) const KIND_V6: u8 = 1;
+pub(crate) const KIND_GUE: u8 = 2;
 
 /// Why there is no next hop.
 pub(super) enum NoHop {
@@ -51,41 +77,122 @@ pub(super) enum NoHop {
     Counted(Counter),
 }
 
-/// The next hop of `outer`'s packet to backend `backend_id`: a pointer to this CPU's cache
-/// entry for it, refreshed first if it is older than a second or not this backend's. Its
-/// `to_kernel` says the FIB knew the route but not the neighbour (the entry is then not
-/// trusted next time).
+/// This CPU's cache entry for backend `backend_id` (`addr_key`: `addr_key(backend)`), if it
+/// holds a next hop for that backend found within the last second (or 16 packets, see
+/// below): the common packet's only question. Else `Err` with the slot to refresh
+/// (`refresh`) and the time.
 #[inline(always)]
-pub(super) fn find(ctx: &XdpContext, backend_id: u32, outer: &Outer) -> Result<*const Hop, NoHop> {
+pub(super) fn cached(
+    backend_id: u32,
+    key: u32,
+) -> Result<Result<*const Hop, (*mut Hop, u64)>, Counter> {
     let slot = TUNNEL_NEXT_HOPS
         .get_ptr_mut(backend_id)
-        .ok_or(NoHop::Counted(Counter::DropBadBackend))?;
-    let key = addr_key(outer);
+        .ok_or(Counter::DropBadBackend)?;
+    // SAFETY: this CPU's slot, ours while this program runs.
+    let e = unsafe { &mut *slot };
+    if e.ifindex != 0 && e.to_kernel == 0 && e.addr_key == key {
+        // The clock is read on every 16th packet only: a helper call costs a tunnel packet
+        // more than a tenth of its time here (`bpf_ktime_get_coarse_ns` a quarter: measured),
+        // and a route or neighbour change still reaches a busy backend's packets within a
+        // second, an idle one's within 16 packets.
+        e.uses = e.uses.wrapping_add(1);
+        if e.uses & 15 != 0 {
+            return Ok(Ok(slot));
+        }
+    }
     // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = unsafe { bpf_jiffies64() };
+    let fresh = e.ifindex != 0
+        && e.to_kernel == 0
+        && e.addr_key == key
+        && now.wrapping_sub(e.checked_jiffies) < REFRESH_JIFFIES;
+    Ok(if fresh { Ok(slot) } else { Err((slot, now)) })
+}
+
+/// Asks the FIB for `outer`'s next hop, writes the answer and the header template into
+/// `slot`, and returns it. Its `to_kernel` says the FIB knew the route but not the neighbour
+/// (the entry is then not trusted next time).
+#[inline(always)]
+pub(super) fn refresh(
+    ctx: &XdpContext,
+    (slot, now): (*mut Hop, u64),
+    key: u32,
+    outer: &Outer,
+    (max_inner, mss): (u16, u16),
+) -> Result<*const Hop, NoHop> {
     // SAFETY: this CPU's slot, ours while this program runs.
     unsafe {
-        if (*slot).ifindex != 0
-            && (*slot).to_kernel == 0
-            && (*slot).addr_key == key
-            && now.wrapping_sub((*slot).checked_ns) < REFRESH_NS
-        {
-            return Ok(slot);
-        }
         lookup(ctx, outer, &mut *slot)?;
-        (*slot).checked_ns = now;
+        (*slot).checked_jiffies = now;
         (*slot).addr_key = key;
+        (*slot).max_inner = max_inner;
+        (*slot).mss = mss;
+        if (*slot).to_kernel == 0 {
+            template(&mut *slot, outer);
+        }
     }
     Ok(slot)
 }
 
+/// The key a cache entry is checked against: the backend's IPv4 address, or its IPv6 one's
+/// words folded.
 #[inline(always)]
-fn addr_key(outer: &Outer) -> u32 {
-    if !outer.v6 {
-        return outer.dst4;
+pub(super) fn addr_key(backend: *const xdp_lb_common::BackendInfo) -> u32 {
+    // SAFETY: a map value pointer from the caller's lookup; plain integers.
+    let (a4, a6) = unsafe { ((*backend).addr_be, &(*backend).addr6) };
+    if a4 != 0 {
+        return a4;
     }
-    let w = &outer.dst6;
+    let w = xdp_lb_common::ipv6_words(a6);
     w[0] ^ w[1] ^ w[2] ^ w[3]
+}
+
+/// Writes the header every packet of `outer`'s kind to this backend gets, all but its
+/// per-packet fields (DSCP/ECN, lengths, the flow label, GUE's source port and checksum, the
+/// IPv4 checksum, whose fixed part goes into `csum_base`).
+#[inline(always)]
+fn template(hop: &mut Hop, outer: &Outer) {
+    let h = &mut hop.header;
+    *h = [0; HEADER_MAX];
+    h[..6].copy_from_slice(&hop.dmac);
+    h[6..12].copy_from_slice(&hop.smac);
+    let ip_len = if outer.v6 {
+        h[12] = 0x86;
+        h[13] = 0xdd;
+        h[14] = 0x60;
+        h[20] = outer.proto;
+        h[21] = xdp_lb_common::OUTER_TTL;
+        for i in 0..4 {
+            h[22 + 4 * i..26 + 4 * i].copy_from_slice(&outer.src6[i].to_ne_bytes());
+            h[38 + 4 * i..42 + 4 * i].copy_from_slice(&outer.dst6[i].to_ne_bytes());
+        }
+        hop.csum_base = 0;
+        40
+    } else {
+        h[12] = 0x08;
+        h[13] = 0x00;
+        h[14] = 0x45;
+        // Identification 0, DF (see `encap.rs`).
+        h[20] = 0x40;
+        h[22] = xdp_lb_common::OUTER_TTL;
+        h[23] = outer.proto;
+        h[26..30].copy_from_slice(&outer.src4.to_ne_bytes());
+        h[30..34].copy_from_slice(&outer.dst4.to_ne_bytes());
+        let word = |at: usize| u16::from_ne_bytes([h[at], h[at + 1]]) as u32;
+        hop.csum_base = (0..10).map(|i| word(14 + 2 * i)).sum();
+        20
+    };
+    let mut len = 14 + ip_len;
+    hop.kind = if outer.v6 { KIND_V6 } else { 0 };
+    if outer.gue {
+        let dport = outer.gue_port_be.to_ne_bytes();
+        h[len + 2] = dport[0];
+        h[len + 3] = dport[1];
+        len += 8;
+        hop.kind |= KIND_GUE;
+    }
+    hop.header_len = len as u8;
 }
 
 /// Asks the FIB, and writes its answer into `hop`. Its parameters live in this CPU's scratch
