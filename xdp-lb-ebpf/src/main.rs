@@ -16,6 +16,7 @@
 
 mod acl;
 mod balance;
+mod calls;
 mod flow_log;
 mod forward;
 mod ipv6;

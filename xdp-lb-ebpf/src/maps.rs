@@ -139,12 +139,12 @@ pub(crate) static TUNNEL_PROBES: Array<ProbeReply> = Array::pinned(MAX_BACKENDS,
 /// Each tunnel backend's next hop as this CPU last found it (`tunnel/next_hop.rs`). Not
 /// pinned: a cache, rebuilt within a second.
 #[map]
-pub(crate) static TUNNEL_NEXT_HOPS: PerCpuArray<crate::tunnel::next_hop::Hop> =
+pub(crate) static TUNNEL_NEXT_HOPS: PerCpuArray<crate::tunnel::records::Hop> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// The packet a path hands to the tunnel (`tunnel::Request`), per CPU. Not pinned.
 #[map]
-pub(crate) static TUNNEL_REQUEST: PerCpuArray<crate::tunnel::Request> =
+pub(crate) static TUNNEL_REQUEST: PerCpuArray<crate::tunnel::records::Request> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// This second's ICMP errors to clients, per CPU (`tunnel/mtu.rs`). Not pinned.

@@ -21,6 +21,7 @@ use xdp_lb_common::{Counter, FLOW_F_NAT, FlowKey6, FlowValue6, Settings, VIP_F_N
 use xdp_lb_ebpf::parse::{self, Packet6, Parsed6};
 
 use self::nat66::{nat_backend, nat_reply, new_nat_flow, promote, route};
+pub(super) use crate::calls::context;
 use crate::{
     acl,
     balance::{self, Choice},
@@ -64,17 +65,6 @@ pub(super) fn outcome(step: Step) -> Result<(), Counter> {
         return Ok(());
     }
     Err(Counter::from_index(step & !FAILED).unwrap_or(Counter::DropBadBackend))
-}
-
-/// The program's context in a call below `xdp_lb`. Read through a volatile load so LLVM cannot
-/// see that a callee only loads `data` and `data_end` from it: it would then pass those two
-/// 32-bit fields instead of the pointer (argument promotion) and zero-extend them in the
-/// callee, a shift of a packet pointer that the verifier refuses ("pointer arithmetic with
-/// <<= operator prohibited").
-#[inline(always)]
-pub(crate) fn context(ctx: *mut xdp_md) -> XdpContext {
-    // SAFETY: a read of a local.
-    XdpContext::new(unsafe { core::ptr::read_volatile(&ctx) })
 }
 
 /// The IPv6 path: the IPv6 header at `l3_off` (14, or 18 behind a VLAN tag). Returns the

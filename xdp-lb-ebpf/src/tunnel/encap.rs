@@ -21,10 +21,7 @@ use xdp_lb_common::{
 };
 use xdp_lb_ebpf::parse::{self, IPPROTO_ICMP};
 
-use super::{
-    Inner,
-    next_hop::{Hop, KIND_GUE, KIND_V6},
-};
+use super::{Hop, Inner, KIND_GUE, KIND_V6};
 use crate::forward::set_mac;
 
 const IPPROTO_IPIP: u8 = 4;

@@ -16,8 +16,9 @@ use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
     programs::XdpContext,
 };
-use xdp_lb_common::{BACKEND_F_GUE, BACKEND_F_TUNNEL, BackendInfo, Counter, FlowKey, FlowKey6};
+use xdp_lb_common::{BACKEND_F_GUE, BACKEND_F_TUNNEL, BackendInfo, Counter};
 
+pub(crate) use self::records::{Hop, Inner, KIND_GUE, KIND_V6, Request};
 use crate::{
     flow_log,
     maps::{BACKEND_STATS, BACKENDS, TUNNEL_REQUEST, VIP_STATS, VIP_TUNNELS},
@@ -28,43 +29,7 @@ pub(crate) mod encap;
 mod mtu;
 pub(crate) mod next_hop;
 pub(crate) mod probe;
-
-/// What the tunnel needs to know of the packet it carries, as its path parsed it.
-#[repr(C)]
-pub(crate) struct Inner {
-    /// Where the inner IP header starts (14, or 18 behind a VLAN tag) and its L4 header.
-    pub l3_off: u32,
-    pub l4_off: u32,
-    /// `xdp_lb_common::flow_entropy` of the 5-tuple: the GUE source port, the flow label.
-    pub entropy: u32,
-    /// 1: the inner packet is IPv6.
-    pub v6: u8,
-    /// The inner L4 protocol (TCP, UDP; ICMP for an error about a flow).
-    pub proto: u8,
-    /// 1: a TCP SYN without ACK (its MSS option may be clamped).
-    pub syn: u8,
-    pub _pad: u8,
-}
-
-/// A packet the paths hand to the tunnel: written into this CPU's `TUNNEL_REQUEST` slot,
-/// then the path returns [`PENDING`] and `xdp_lb` calls [`forward`]. The tunnel's work runs
-/// beside the paths, not below them: a call chain has 512 bytes of stack in all, and the IPv4
-/// path's frame alone takes 392.
-#[repr(C)]
-pub(crate) struct Request {
-    pub inner: Inner,
-    pub backend_id: u32,
-    pub vip_id: u32,
-    /// The frame's length, for the traffic counters.
-    pub len: u32,
-    pub new_flow: u8,
-    /// 1: an ICMP error about a flow, for its backend (counted `icmp_too_big_to_backend`).
-    pub icmp: u8,
-    pub _pad: u16,
-    /// The flow, for the flow log if the packet is dropped (the one of `inner.v6`'s family).
-    pub flow4: FlowKey,
-    pub flow6: FlowKey6,
-}
+pub(crate) mod records;
 
 /// The verdict a path returns when it handed the packet to the tunnel: not an XDP action.
 pub(crate) const PENDING: u32 = 1 << 10;
@@ -105,13 +70,13 @@ pub(crate) fn forward_cached4(
     meta: u64,
     vip_id: u32,
 ) -> u32 {
-    let ctx = crate::ipv6::context(ctx);
+    let ctx = crate::calls::context(ctx);
     let Ok(Ok(hop)) = next_hop::cached(backend_id, next_hop::addr_key(backend)) else {
         return NOT_CACHED;
     };
     // SAFETY: a map value pointer (this CPU's cache entry).
     let hop = unsafe { &*hop };
-    if hop.kind == next_hop::KIND_V6 | next_hop::KIND_GUE {
+    if hop.kind == KIND_V6 | KIND_GUE {
         return NOT_CACHED;
     }
     let inner = Inner {
@@ -147,7 +112,7 @@ pub(crate) fn forward_cached4(
 /// verdict. A call of its own, beside the families' paths (see [`Request`]).
 #[inline(never)]
 pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
-    let ctx = crate::ipv6::context(ctx);
+    let ctx = crate::calls::context(ctx);
     let Ok(req) = request() else {
         return verdict(Err(Counter::DropNoSettings));
     };

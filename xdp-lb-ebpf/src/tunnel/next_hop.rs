@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 use xdp_lb_common::Counter;
 
-use super::encap::Outer;
+use super::{
+    encap::Outer,
+    records::{HEADER_MAX, Hop, KIND_GUE, KIND_V6},
+};
 use crate::{
     maps::{FIB6_PARAMS, TUNNEL_NEXT_HOPS},
     nat_slots::zero_words,
@@ -29,46 +32,6 @@ const AF_INET6: u8 = 10;
 /// How long a next hop is used before the FIB is asked again, in jiffies: a second at HZ=250,
 /// a quarter at HZ=1000.
 const REFRESH_JIFFIES: u64 = 250;
-
-/// A backend's next hop, as this CPU last found it (`TUNNEL_NEXT_HOPS`, per CPU: no torn
-/// MACs when CPUs refresh it at once).
-#[repr(C)]
-pub(crate) struct Hop {
-    /// When it was found (`bpf_jiffies64`).
-    pub(crate) checked_jiffies: u64,
-    /// The backend's address it was found for (IPv6: its words folded): an id reused for
-    /// another backend within the second is not sent the old one's way.
-    pub(crate) addr_key: u32,
-    /// 0: not found yet.
-    pub(crate) ifindex: u32,
-    pub(crate) dmac: [u8; 6],
-    pub(crate) smac: [u8; 6],
-    /// 1: the FIB knows the route but not the neighbour's MAC: the packet goes to the
-    /// kernel, which resolves it (not cached).
-    pub(crate) to_kernel: u8,
-    /// How the header is laid out (`KIND_*`), and its length (Ethernet, outer IP, UDP).
-    pub(crate) kind: u8,
-    pub(crate) header_len: u8,
-    /// Packets sent by this entry since its clock was last read (`cached`).
-    pub(crate) uses: u8,
-    /// IPv4: the one's-complement sum of the header's fixed words (DSCP and the total length
-    /// taken as 0), the checksum's starting point.
-    pub(crate) csum_base: u32,
-    /// The VIP's largest inner packet for this backend's family, and its MSS clamp (0: none),
-    /// as when the entry was refreshed: a reload's change reaches the cache within its
-    /// refresh.
-    pub(crate) max_inner: u16,
-    pub(crate) mss: u16,
-    /// The header: untagged Ethernet (the next hop's MACs, the outer family's EtherType),
-    /// the outer IP header and GUE's UDP header, per-packet fields zero.
-    pub(crate) header: [u8; HEADER_MAX],
-}
-
-/// The longest header: Ethernet 14, IPv6 40, UDP 8.
-pub(crate) const HEADER_MAX: usize = 64;
-/// `Hop::kind`: the outer family and GUE.
-pub(crate) const KIND_V6: u8 = 1;
-pub(crate) const KIND_GUE: u8 = 2;
 
 /// Why there is no next hop.
 pub(super) enum NoHop {
