@@ -176,8 +176,15 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
             flow_log::drop6(&packet.flow, *reason);
         }
     })?;
+    count_forwarded6(packet, choice, action);
+    Ok(action)
+}
+
+/// A forwarded IPv6 packet's traffic counters, and a new flow's line in the flow log (here
+/// rather than where the flow is made: that call's stack is the deepest).
+#[inline(always)]
+fn count_forwarded6(packet: &Packet6, choice: &Choice6, action: u32) {
     if choice.new_flow {
-        // Here rather than where the flow is made: that call's stack is the deepest.
         // SAFETY: a map value pointer (new flows always name their backend); a helper call.
         let (backend_addr, flags, now) = unsafe {
             (
@@ -198,7 +205,6 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
         choice.new_flow,
         tx,
     );
-    Ok(action)
 }
 
 /// A client's packet to an IPv6 VIP: its flow's backend (`FLOWS6`), else a new flow or the

@@ -2,7 +2,8 @@
 //! are doing. It reads the pinned maps and the agent's typed status (`crate::status`, asked
 //! through the control channel); it never writes a map, and nothing below imports it.
 //!
-//! - `inspect` — views of the pinned maps (`xdp-lb inspect`, and the numbers of the pages).
+//! - `inspect` — views of the pinned maps (`xdp-lb inspect`, and the numbers of the pages);
+//!   `tunnel_view` — a tunnel VIP's parameters among them.
 //! - `report` — the CLI's tables (`inspect`, `status`).
 //! - `http` — `agent.listen`: `metrics` (`/metrics`), `stats_page` (`/stats`), `/healthz`;
 //!   `page_data` is what one request reads from the maps.
@@ -13,3 +14,4 @@ mod metrics;
 mod page_data;
 pub mod report;
 mod stats_page;
+mod tunnel_view;
