@@ -229,6 +229,12 @@ impl Vip {
         self.backend_with(address, &[])
     }
 
+    /// Gives the `i`-th backend a `name`.
+    pub fn backend_name(mut self, i: usize, name: &str) -> Self {
+        self.backends[i].set("name", name);
+        self
+    }
+
     /// A backend with more keys (`port`, `weight`, `state`), each a TOML literal.
     pub fn backend_with(mut self, address: impl Value, keys: &[(&str, &str)]) -> Self {
         let mut b = Keys::default();

@@ -61,6 +61,12 @@ fn the_corpus_imports_and_checks() {
     assert_eq!(v.forwarding, Forwarding::Nat);
     assert_eq!(v.backends.len(), 3);
     assert!(v.backends.iter().all(|b| b.port == 6443));
+    let names: Vec<&str> = v.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["cp1", "cp2", "cp3"],
+        "haproxy's server names carry over"
+    );
     assert_eq!(v.health_check.kind, CheckType::Https);
     assert_eq!(v.health_check.http_path, "/healthz");
     assert!(!v.health_check.tls.as_ref().unwrap().verify, "verify none");
@@ -95,6 +101,10 @@ fn the_corpus_imports_and_checks() {
     let (c, _) = import(None, Some("keepalived-dr.conf"));
     let v = &c.vips[0];
     assert_eq!(v.forwarding, Forwarding::Dsr);
+    assert!(
+        v.backends.iter().all(|b| b.name == b.address.to_string()),
+        "a real_server is named by its address"
+    );
     assert_eq!(v.health_check.kind, CheckType::Https);
     assert_eq!(
         (v.health_check.http_path.as_str(), v.health_check.fall),

@@ -33,6 +33,8 @@ fn bed(flow_log_rate: Option<u32>) -> Bed {
     let text = agent_config
         .vip(
             topo.vip(PORT)
+                // One backend named, two by their addresses (the default).
+                .backend_name(1, "be2")
                 .key("maglev_table_size", 4093)
                 // A list no test source is on: shown by `status`, counted as "refused".
                 .list("deny", &["198.19.255.0/24"])
@@ -141,6 +143,12 @@ fn inspect_in_every_form_matches_the_traffic_sent() {
             .find(|r| r["address"] == format!("198.18.0.{}", 11 + i))
             .unwrap();
         assert_eq!(row["mac"].as_str(), Some(mac.as_str()), "{b}");
+        let name = if i == 1 {
+            "be2".into()
+        } else {
+            format!("198.18.0.{}", 11 + i)
+        };
+        assert_eq!(row["name"].as_str(), Some(name.as_str()), "{row}");
         assert_eq!(
             (
                 row["interface"].as_str(),
@@ -170,6 +178,7 @@ fn inspect_in_every_form_matches_the_traffic_sent() {
                 && f["vip"] == "198.18.0.100:80"
                 && ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
                     .contains(&f["backend"].as_str().unwrap())
+                && (f["backend"] == "198.18.0.12") == (f["backend_name"] == "be2")
                 && f["age_seconds"].as_f64().unwrap() < 60.0)
     );
     assert_eq!(
@@ -326,11 +335,15 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
         sample(&after, "xdp_lb_vip_packets_total{vip=\"web\"")
             > sample(&before, "xdp_lb_vip_packets_total{vip=\"web\"")
     );
-    for b in ["198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+    for (name, b) in [
+        ("198.18.0.11", "198.18.0.11"),
+        ("be2", "198.18.0.12"),
+        ("198.18.0.13", "198.18.0.13"),
+    ] {
         assert_eq!(
             sample(
                 &after,
-                &format!("xdp_lb_backend_up{{vip=\"web\",backend=\"{b}\"}}")
+                &format!("xdp_lb_backend_up{{vip=\"web\",backend=\"{name}\",address=\"{b}\"}}")
             ),
             1.0
         );
@@ -349,6 +362,7 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     assert!(
         page.contains("web")
             && page.contains("198.18.0.12")
+            && page.contains("be2</td>")
             && page.contains("http-equiv=\"refresh\"")
             && page.contains(">refused</th>")
             && page.contains("rate limited 0\">0</td>"),
@@ -364,6 +378,11 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     assert!(
         out.contains("  protection: deny 198.19.255.0/24\n"),
         "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("be2 ") && l.contains("198.18.0.12")),
+        "status names the backend: {out}"
     );
 
     // Rendered by a real browser, inside the LB's namespace (the page is on its loopback).
@@ -469,6 +488,15 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
         lines
             .iter()
             .all(|l| l.contains("vip=198.18.0.100:80 backend=198.18.0.1")),
+        "{lines:?}"
+    );
+    // The named backend is named in the log; the others are their addresses alone.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("backend=198.18.0.12 name=be2")
+                == l.contains("backend=198.18.0.12")
+                && (l.contains("name=") == l.contains("backend=198.18.0.12"))),
         "{lines:?}"
     );
     let suppressed: u32 = maps.flow_log_budgets().iter().map(|b| b.suppressed).sum();

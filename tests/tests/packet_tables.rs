@@ -79,6 +79,7 @@ fn syn_to_the_vip_is_forwarded_and_the_flow_sticks() {
         assert_eq!((r.action, backend_index_of(&r.out)), (XDP_TX, chosen));
     }
     lb.config.vips[0].backends.push(BackendConfig {
+        name: "fourth".into(),
         address: "198.18.0.14".parse().unwrap(),
         port: 80,
         weight: 1,
@@ -1151,6 +1152,7 @@ fn ipv6_vip_is_balanced_by_dsr_beside_an_ipv4_one() {
 
     // A fourth backend joins: the established flow stays.
     lb.config.vips[1].backends.push(BackendConfig {
+        name: "2001:2::14".into(),
         address: "2001:2::14".parse().unwrap(),
         port: 80,
         weight: 1,

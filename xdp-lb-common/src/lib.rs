@@ -55,6 +55,7 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const VIP_NAMES: &str = "VIP_NAMES";
+    pub const BACKEND_NAMES: &str = "BACKEND_NAMES";
     pub const SETTINGS: &str = "SETTINGS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";

@@ -128,8 +128,9 @@ pub const fn forwarding_name(vip_flags: u32) -> &'static str {
 /// Every forwarding mode, in the order reports list them.
 pub const FORWARDING_MODES: [&str; 4] = ["dsr", "nat", "ipip", "gue"];
 
-/// The value of `VIP_NAMES[vip_id]`: the VIP's configured name, NUL-padded. The program never
-/// reads it; it is there so that `xdp-lb inspect` can name VIPs from the pinned maps alone.
+/// The value of `VIP_NAMES[vip_id]` and of `BACKEND_NAMES[backend_id]`: the configured name,
+/// NUL-padded. The program never reads them; they are there so that `xdp-lb inspect` can name
+/// VIPs and backends from the pinned maps alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipName {

@@ -168,6 +168,11 @@ pub(crate) static BACKEND_STATS: PerCpuArray<TrafficCounters> =
 #[map]
 pub(crate) static VIP_NAMES: Array<VipName> = Array::pinned(DEFAULT_MAX_VIPS, 0);
 
+/// Written by the agent, never read here: the backends' names (`name`, or the address), for
+/// `xdp-lb inspect`.
+#[map]
+pub(crate) static BACKEND_NAMES: Array<VipName> = Array::pinned(MAX_BACKENDS, 0);
+
 #[map]
 pub(crate) static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 

@@ -62,6 +62,8 @@ pub struct DesiredVip {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredBackend {
     pub vip: AnyVipKey,
+    /// `BACKEND_NAMES[id]`, for `inspect`.
+    pub name: String,
     pub address: IpAddr,
     pub weight: u32,
     /// The kernel knows its MAC.
@@ -444,6 +446,7 @@ fn backend(
     }
     let desired = DesiredBackend {
         vip: key,
+        name: b.name.clone(),
         address: b.address,
         weight: b.weight,
         resolved: routed || next.is_some(),

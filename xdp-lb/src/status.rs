@@ -91,6 +91,8 @@ pub struct VipStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
+    /// `name` in the config, or the address.
+    pub name: String,
     pub address: IpAddr,
     pub port: u16,
     pub weight: u32,

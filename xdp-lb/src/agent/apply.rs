@@ -91,6 +91,7 @@ impl Agent {
         }
         self.vips_without_backends = empty;
         self.update_sync_directory();
+        self.update_flow_names();
         Ok(report)
     }
 

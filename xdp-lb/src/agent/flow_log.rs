@@ -3,13 +3,20 @@
 //!
 //! ```text
 //! INFO flow new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12
+//! INFO flow new client=198.18.0.1:40313 vip=198.18.0.100:80 backend=198.18.0.13 name=cp2
 //! INFO flow drop client=198.18.0.1:40314 vip=198.18.0.100:80 reason=drop_no_backend
 //! INFO flow new client=[2001:db8::1]:40316 vip=[2001:db8::100]:80 backend=2001:db8::12
 //! ```
 //!
+//! ` name=` follows the backend when the config names it (`name`, not just its address).
+//!
 //! Also polls aya-log, which carries the program's rare debug messages.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Arc, RwLock},
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -20,15 +27,65 @@ use xdp_lb_common::{
     Counter, FLOW_EVENT_DROP6, FLOW_EVENT_NEW, FLOW_EVENT_NEW6, FlowEvent, FlowEvent6,
 };
 
+/// A named backend as a flow event sees it: the VIP's address, port and protocol, then the
+/// backend's address (IPv4-mapped addresses as IPv4).
+type NameKey = (IpAddr, u16, u8, IpAddr);
+
+/// The names of the backends that have one besides their address, kept by the agent (on every
+/// apply) for the reader.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SharedNames(Arc<RwLock<BTreeMap<NameKey, String>>>);
+
+impl SharedNames {
+    pub(super) fn set(&self, names: BTreeMap<NameKey, String>) {
+        if let Ok(mut n) = self.0.write() {
+            *n = names;
+        }
+    }
+
+    /// ` name=NAME` after a new flow's backend, or nothing.
+    fn suffix(&self, vip: IpAddr, port_be: u16, proto: u8, backend: IpAddr) -> String {
+        let key = (
+            vip.to_canonical(),
+            u16::from_be(port_be),
+            proto,
+            backend.to_canonical(),
+        );
+        self.0
+            .read()
+            .ok()
+            .and_then(|n| n.get(&key).map(|name| format!(" name={name}")))
+            .unwrap_or_default()
+    }
+}
+
+impl super::Agent {
+    /// The flow log's names: every backend whose `name` is not its address.
+    pub(super) fn update_flow_names(&self) {
+        let mut names = BTreeMap::new();
+        for vip in &self.config.vips {
+            for b in vip
+                .backends
+                .iter()
+                .filter(|b| b.name != b.address.to_string())
+            {
+                let key = (vip.address, vip.port, vip.protocol.number(), b.address);
+                names.insert(key, b.name.clone());
+            }
+        }
+        self.flow_names.set(names);
+    }
+}
+
 /// Formats one event; `None` for a record that is not a `FlowEvent`.
-pub(super) fn format(bytes: &[u8]) -> Option<String> {
+pub(super) fn format(bytes: &[u8], names: &SharedNames) -> Option<String> {
     if bytes.len() < size_of::<FlowEvent>() {
         return None;
     }
     // Both kinds of event start with the timestamp, then the kind.
     let kind = u32::from_ne_bytes(bytes[8..12].try_into().ok()?);
     if kind == FLOW_EVENT_NEW6 || kind == FLOW_EVENT_DROP6 {
-        return format6(bytes);
+        return format6(bytes, names);
     }
     // SAFETY: length checked; FlowEvent is plain integers, read unaligned.
     let e: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -42,8 +99,14 @@ pub(super) fn format(bytes: &[u8]) -> Option<String> {
     );
     Some(if e.kind == FLOW_EVENT_NEW {
         format!(
-            "new client={client} vip={vip} backend={}{}",
+            "new client={client} vip={vip} backend={}{}{}",
             addr(e.backend_addr_be),
+            names.suffix(
+                addr(e.dst_addr_be).into(),
+                e.dst_port_be,
+                e.proto,
+                addr(e.backend_addr_be).into()
+            ),
             mode_suffix(e.mode)
         )
     } else {
@@ -80,7 +143,7 @@ fn socket6(addr: [u8; 16], port_be: u16) -> String {
 }
 
 /// An IPv6 event, addresses in brackets with their ports (RFC 5952 §6).
-fn format6(bytes: &[u8]) -> Option<String> {
+fn format6(bytes: &[u8], names: &SharedNames) -> Option<String> {
     if bytes.len() < size_of::<FlowEvent6>() {
         return None;
     }
@@ -94,8 +157,14 @@ fn format6(bytes: &[u8]) -> Option<String> {
     );
     Some(if e.kind == FLOW_EVENT_NEW6 {
         format!(
-            "new client={client} vip={vip} backend={}{}",
+            "new client={client} vip={vip} backend={}{}{}",
             Ipv6Addr::from(e.backend_addr),
+            names.suffix(
+                Ipv6Addr::from(e.dst_addr).into(),
+                e.dst_port_be,
+                e.proto,
+                Ipv6Addr::from(e.backend_addr).into()
+            ),
             mode_suffix(e.mode)
         )
     } else {
@@ -113,7 +182,7 @@ fn reason_name(reason: u32) -> &'static str {
 }
 
 /// Reads the flow log until aborted.
-pub(super) fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
+pub(super) fn spawn(ring: RingBuf<MapData>, names: SharedNames) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
@@ -124,7 +193,7 @@ pub(super) fn spawn(ring: RingBuf<MapData>) -> std::io::Result<JoinHandle<()>> {
             };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                if let Some(line) = format(&item) {
+                if let Some(line) = format(&item, &names) {
                     tracing::info!(target: "flow", "flow {line}");
                 }
             }
@@ -175,7 +244,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            format(&bytes(&e)).unwrap(),
+            format(&bytes(&e), &SharedNames::default()).unwrap(),
             "new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12"
         );
         let d = FlowEvent {
@@ -184,17 +253,25 @@ mod tests {
             ..e
         };
         assert_eq!(
-            format(&bytes(&d)).unwrap(),
+            format(&bytes(&d), &SharedNames::default()).unwrap(),
             "drop client=198.18.0.1:40312 vip=198.18.0.100:80 reason=drop_no_backend"
         );
-        assert_eq!(format(&[1, 2, 3]), None);
+        assert_eq!(format(&[1, 2, 3], &SharedNames::default()), None);
+        let named = SharedNames::default();
+        let vip = "198.18.0.100".parse().unwrap();
+        let key = (vip, 80, 0, "198.18.0.12".parse().unwrap());
+        named.set([(key, "cp1".to_owned())].into());
+        assert_eq!(
+            format(&bytes(&e), &named).unwrap(),
+            "new client=198.18.0.1:40312 vip=198.18.0.100:80 backend=198.18.0.12 name=cp1"
+        );
         let u = FlowEvent {
             proto: xdp_lb_common::IPPROTO_UDP,
             dst_port_be: xdp_lb_common::port_be(53),
             ..e
         };
         assert_eq!(
-            format(&bytes(&u)).unwrap(),
+            format(&bytes(&u), &SharedNames::default()).unwrap(),
             "new client=198.18.0.1:40312 vip=198.18.0.100:53/udp backend=198.18.0.12"
         );
     }
@@ -220,7 +297,7 @@ mod tests {
             .to_vec()
         };
         assert_eq!(
-            format(&raw(&e)).unwrap(),
+            format(&raw(&e), &SharedNames::default()).unwrap(),
             "new client=[2001:2::1]:40316 vip=[2001:2::100]:80 backend=2001:2::12"
         );
         let d = FlowEvent6 {
@@ -229,10 +306,10 @@ mod tests {
             ..e
         };
         assert_eq!(
-            format(&raw(&d)).unwrap(),
+            format(&raw(&d), &SharedNames::default()).unwrap(),
             "drop client=[2001:2::1]:40316 vip=[2001:2::100]:80 reason=drop_no_backend"
         );
         // Cut short: not an event.
-        assert_eq!(format(&raw(&e)[..40]), None);
+        assert_eq!(format(&raw(&e)[..40], &SharedNames::default()), None);
     }
 }

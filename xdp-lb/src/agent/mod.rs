@@ -141,6 +141,8 @@ struct Agent {
     announcer: Option<Announcer>,
     /// `[sync]`: flows exchanged with the other LB nodes.
     sync: Option<sync::SyncRuntime>,
+    /// The backends' names, for the flow log's reader.
+    flow_names: flow_log::SharedNames,
 }
 
 /// What NAT expiry has seen, for `status` and `/metrics`.

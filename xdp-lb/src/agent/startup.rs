@@ -39,10 +39,11 @@ pub(super) async fn load(
         max_vips: config.agent.max_vips,
     };
     let (dataplane, mut maps) = Dataplane::load(&config.agent.pin_dir, sizes)?;
+    let flow_names = flow_log::SharedNames::default();
     if let Some(ring) = maps.take_flow_log() {
         // The reader runs always; the program only reports when agent.flow_log is on
         // (SETTINGS), so a reload can switch it.
-        match flow_log::spawn(ring) {
+        match flow_log::spawn(ring, flow_names.clone()) {
             Ok(t) => guard.tasks.push(t),
             Err(e) => tracing::warn!(error = %e, "cannot read the flow log"),
         }
@@ -65,6 +66,7 @@ pub(super) async fn load(
     guard.hold(dataplane);
     let mut agent = Agent::new(config_path, config, guard, maps, health_events)?;
     agent.sync = sync;
+    agent.flow_names = flow_names;
     Ok(agent)
 }
 
@@ -120,6 +122,7 @@ impl Agent {
             slow_start: Default::default(),
             announcer: None,
             sync: None,
+            flow_names: Default::default(),
         })
     }
 

@@ -98,6 +98,7 @@ impl Agent {
             since_unix: v.since_unix,
         });
         BackendStatus {
+            name: b.name.clone(),
             address: b.address,
             port: b.port,
             weight: b.weight,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ConfigError, Forwarding,
-    fields::{family, ranged, slowstart, unusable},
+    fields::{family, ranged, slowstart, unusable, valid_name},
     file::ConfigFile,
     raw::{RawBackend, RawVip},
 };
@@ -17,6 +17,9 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// What logs, `status`, `inspect`, /stats and /metrics call it: `name`, or its address.
+    /// Unique within its VIP.
+    pub name: String,
     pub address: IpAddr,
     /// The port connections go to: the VIP's port unless a NAT VIP says otherwise.
     pub port: u16,
@@ -61,14 +64,36 @@ pub(super) fn backends(
     vip: OfVip<'_>,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
     let mut seen = BTreeSet::new();
+    let mut names = BTreeSet::new();
     rv.backend
         .iter()
         .enumerate()
         .map(|(j, raw)| {
             let key = |field: &str| format!("vip[{i}].backend[{j}].{field}");
-            backend(file, raw.get_ref(), &key, vip, &mut seen)
+            let b = backend(file, raw.get_ref(), &key, vip, &mut seen)?;
+            if !names.insert(b.name.clone()) {
+                return Err(name_clash(file, raw.get_ref(), &key, &b.name, vip.0));
+            }
+            Ok(b)
         })
         .collect()
+}
+
+/// Two backends of one VIP answer to `name` (one's `name`, the other's address, or both names).
+fn name_clash(
+    file: &ConfigFile<'_>,
+    rb: &RawBackend,
+    key: &impl Fn(&str) -> String,
+    name: &str,
+    vip: &str,
+) -> ConfigError {
+    let message = format!(
+        "two backends of VIP {vip:?} are called {name:?}: a backend's name (default: its address) is unique within its VIP"
+    );
+    match &rb.name {
+        Some(n) => file.at(n, key("name"), message),
+        None => file.at(&rb.address, key("address"), message),
+    }
 }
 
 fn backend(
@@ -128,7 +153,12 @@ fn backend(
         }
         None => port,
     };
+    let bname = match &rb.name {
+        Some(n) => valid_name(file, n, key("name"))?,
+        None => baddr.to_string(),
+    };
     Ok(BackendConfig {
+        name: bname,
         address: baddr,
         port: bport,
         weight,

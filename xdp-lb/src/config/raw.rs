@@ -169,6 +169,8 @@ pub(super) struct RawVip {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
     pub(super) address: Spanned<IpAddr>,
     #[serde(default)]
     pub(super) port: Option<Spanned<i64>>,

@@ -84,6 +84,7 @@ weight = 2
         assert_eq!(
             v.backends[1],
             BackendConfig {
+                name: "198.18.0.12".into(),
                 address: "198.18.0.12".parse().unwrap(),
                 port: 6443,
                 weight: 2,
@@ -263,6 +264,32 @@ weight = 2
         );
         let err = parse_str(&same_name).unwrap_err();
         assert!(err.message.contains("duplicate VIP name"), "{err}");
+    }
+
+    #[test]
+    fn backend_names_default_to_the_address_and_are_unique_per_vip() {
+        let c = parse_str(&GOOD.replacen(
+            "address = \"198.18.0.12\"",
+            "name = \"cp2\"\naddress = \"198.18.0.12\"",
+            1,
+        ))
+        .unwrap();
+        let names: Vec<&str> = c.vips[0].backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["198.18.0.11", "cp2"]);
+        // A name that is another backend's address is as ambiguous as two equal names.
+        let err = broken(
+            "address = \"198.18.0.12\"",
+            "name = \"198.18.0.11\"\naddress = \"198.18.0.12\"",
+        );
+        assert!(err.message.contains("called \"198.18.0.11\""), "{err}");
+        assert_eq!(err.key.as_deref(), Some("vip[0].backend[1].name"));
+        assert_eq!(err.line, Some(21));
+        let err = broken(
+            "address = \"198.18.0.12\"",
+            "name = \"cp 2\"\naddress = \"198.18.0.12\"",
+        );
+        assert!(err.message.contains("not a valid name"), "{err}");
+        assert_eq!(err.key.as_deref(), Some("vip[0].backend[1].name"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub(super) struct Held {
     pub(super) tx_ports: BTreeSet<u32>,
     /// VIP_NAMES by vip id.
     pub(super) names: BTreeMap<u32, String>,
+    /// BACKEND_NAMES by backend id.
+    pub(super) backend_names: BTreeMap<u32, String>,
     pub(super) settings: Option<Settings>,
     /// ACL by (VIP id, prefix).
     pub(super) acl: Acl,
@@ -63,6 +65,11 @@ impl Held {
         for (info, _) in current.vips.values() {
             if let Ok(name) = maps.vip_names.get(&info.vip_id, 0) {
                 current.names.insert(info.vip_id, name.as_str().to_owned());
+            }
+        }
+        for id in current.backends.keys() {
+            if let Ok(name) = maps.backend_names.get(id, 0) {
+                current.backend_names.insert(*id, name.as_str().to_owned());
             }
         }
         current.settings = maps.settings.get(&0, 0).ok();

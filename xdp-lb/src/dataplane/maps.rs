@@ -58,6 +58,7 @@ pub struct Maps {
     pub(super) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     counters: PerCpuArray<MapData, u64>,
     pub(super) vip_names: Array<MapData, VipName>,
+    pub(super) backend_names: Array<MapData, VipName>,
     pub(super) settings: Array<MapData, Settings>,
     flow_log_budget: PerCpuArray<MapData, FlowLogBudget>,
     /// The flow-log ring buffer, until the agent takes it to read events.
@@ -148,6 +149,7 @@ impl Maps {
             backend_stats: conv(map_names::BACKEND_STATS, get(map_names::BACKEND_STATS)?)?,
             counters: conv(map_names::COUNTERS, get(map_names::COUNTERS)?)?,
             vip_names: conv(map_names::VIP_NAMES, get(map_names::VIP_NAMES)?)?,
+            backend_names: conv(map_names::BACKEND_NAMES, get(map_names::BACKEND_NAMES)?)?,
             settings: conv(map_names::SETTINGS, get(map_names::SETTINGS)?)?,
             flow_log_budget: conv(map_names::FLOW_LOG_BUDGET, get(map_names::FLOW_LOG_BUDGET)?)?,
             flow_log: Some(conv(map_names::FLOW_LOG, get(map_names::FLOW_LOG)?)?),
@@ -194,6 +196,15 @@ impl Maps {
             .get(&vip_id, 0)
             .ok()
             .map(|n| n.as_str().to_owned())
+    }
+
+    /// The name the agent gave backend `id` (None: an older agent wrote no name).
+    pub fn backend_name(&self, id: u32) -> Option<String> {
+        self.backend_names
+            .get(&id, 0)
+            .ok()
+            .map(|n| n.as_str().to_owned())
+            .filter(|n| !n.is_empty())
     }
 
     /// Every backend id in use, with its entry (a cleared entry means the id is free).

@@ -125,8 +125,9 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 31] = [
+const MAP_NAMES: [&str; 32] = [
     map_names::VIP_NAMES,
+    map_names::BACKEND_NAMES,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
     map_names::SYNC_EVENTS,

@@ -27,7 +27,7 @@ use std::{
 };
 
 use aya::maps::MapError;
-use xdp_lb_common::{AnyVipKey, BACKEND_F_FORWARD, BackendInfo, TrafficCounters};
+use xdp_lb_common::{AnyVipKey, BACKEND_F_FORWARD, BackendInfo, TrafficCounters, VipName};
 
 use super::{
     Maps,
@@ -222,6 +222,12 @@ impl Reconciler {
             report.flows_purged += purge_flows(maps, &replaced)?;
         }
         for (&id, backend) in &desired.backends {
+            if self.held.backend_names.get(&id) != Some(&backend.name) {
+                maps.backend_names
+                    .set(id, VipName::new(&backend.name), 0)
+                    .map_err(map_err("BACKEND_NAMES"))?;
+                self.held.backend_names.insert(id, backend.name.clone());
+            }
             let old = self.held.backends.get(&id).copied();
             if old == Some(backend.info) {
                 continue;

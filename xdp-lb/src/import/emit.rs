@@ -88,6 +88,9 @@ fn vip(t: &mut String, vip: &Vip) {
     check(t, &vip.check);
     for b in &vip.backends {
         t.push_str("[[vip.backend]]\n");
+        if let Some(n) = &b.name {
+            let _ = writeln!(t, "name = {}", quoted(n));
+        }
         let _ = writeln!(t, "address = {}", quoted(&b.address.to_string()));
         if b.port != vip.port {
             let _ = writeln!(t, "port = {}", b.port);

@@ -143,6 +143,8 @@ pub(crate) struct Vip {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Backend {
+    /// haproxy's server name (None: keepalived's real_server, named by its address).
+    pub name: Option<String>,
     pub address: Ipv4Addr,
     pub port: u16,
     pub weight: Option<u32>,

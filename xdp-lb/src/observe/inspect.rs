@@ -82,6 +82,8 @@ pub struct VipView {
 pub struct BackendView {
     pub id: u32,
     pub vip: String,
+    /// Its `name` (the address when the config gives none, or an older agent wrote none).
+    pub name: String,
     pub address: IpAddr,
     pub mac: String,
     pub interface: String,
@@ -102,6 +104,8 @@ pub struct FlowView {
     pub vip: String,
     pub vip_name: String,
     pub backend: String,
+    /// The backend's `name` (its address when it has none).
+    pub backend_name: String,
     /// "dsr", "nat", "ipip" or "gue".
     pub forwarding: &'static str,
     pub age_seconds: f64,
@@ -123,7 +127,8 @@ struct FlowNames {
     vips: BTreeMap<u32, String>,
     /// Each VIP's forwarding mode, by id.
     modes: BTreeMap<u32, &'static str>,
-    backends: BTreeMap<u32, IpAddr>,
+    /// Each backend's address and name, by id.
+    backends: BTreeMap<u32, (IpAddr, String)>,
     now: u64,
 }
 
@@ -139,10 +144,10 @@ impl FlowNames {
         ip: impl Fn(K::Addr) -> IpAddr,
     ) -> (u32, FlowView) {
         let nat = v.flags & FLOW_F_NAT != 0;
-        let backend = match self.backends.get(&v.backend_id) {
-            Some(_) if nat => socket(ip(v.nat_dst_addr_be), v.nat_dst_port_be),
-            Some(a) => a.to_string(),
-            None => format!("id {} (gone)", v.backend_id),
+        let (backend, backend_name) = match self.backends.get(&v.backend_id) {
+            Some((_, n)) if nat => (socket(ip(v.nat_dst_addr_be), v.nat_dst_port_be), n.clone()),
+            Some((a, n)) => (a.to_string(), n.clone()),
+            None => (format!("id {} (gone)", v.backend_id), "-".into()),
         };
         let (snat, state) = if nat {
             (
@@ -161,6 +166,7 @@ impl FlowNames {
                 .cloned()
                 .unwrap_or_else(|| "?".into()),
             backend,
+            backend_name,
             forwarding: self.modes.get(&v.vip_id).copied().unwrap_or("?"),
             age_seconds: self.now.saturating_sub(v.created_ns) as f64 / 1e9,
             snat,
@@ -220,6 +226,7 @@ pub struct MaglevView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MaglevShare {
+    pub name: String,
     pub address: IpAddr,
     pub weight: u32,
     pub entries: u32,
@@ -313,6 +320,14 @@ impl Inspector {
         self.maps.backends()
     }
 
+    /// Backend `id`'s name: the config's `name`, else (no name, or an older agent's pins
+    /// without names) its address.
+    fn name_of(&self, id: u32, b: &xdp_lb_common::BackendInfo) -> String {
+        self.maps
+            .backend_name(id)
+            .unwrap_or_else(|| b.address().to_string())
+    }
+
     pub fn backends(&self, vip: Option<&str>) -> Result<Vec<BackendView>, InspectError> {
         let vips = match vip {
             Some(name) => vec![self.find_vip(name)?],
@@ -331,6 +346,7 @@ impl Inspector {
                 out.push(BackendView {
                     id: *id,
                     vip: name.clone(),
+                    name: self.name_of(*id, b),
                     address: b.address(),
                     mac: fmt_mac(&b.mac),
                     interface: interface_name(b.ifindex),
@@ -368,7 +384,7 @@ impl Inspector {
             backends: self
                 .backend_entries()
                 .into_iter()
-                .map(|(id, b)| (id, b.address()))
+                .map(|(id, b)| (id, (b.address(), self.name_of(id, &b))))
                 .collect(),
             now: crate::clock::monotonic_ns(),
         };
@@ -457,6 +473,7 @@ impl Inspector {
                 let n = entries.get(id).copied().unwrap_or(0);
                 let in_table = entries.contains_key(id);
                 MaglevShare {
+                    name: self.name_of(*id, b),
                     address: b.address(),
                     weight: b.weight,
                     entries: n,

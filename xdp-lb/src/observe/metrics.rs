@@ -180,8 +180,16 @@ fn vip_families(m: &mut Exposition, snap: &PageData) {
 
 /// Each backend's traffic, health, forwarding and share of its VIP's table.
 fn backend_families(m: &mut Exposition, status: Option<&AgentStatus>, snap: &PageData) {
-    let backend_labels =
-        |b: &BackendView| format!("vip=\"{}\",backend=\"{}\"", label(&b.vip), b.address);
+    // `backend` is its name (the address unless the config names it); `address` is kept for
+    // joins with other sources.
+    let backend_labels = |b: &BackendView| {
+        format!(
+            "vip=\"{}\",backend=\"{}\",address=\"{}\"",
+            label(&b.vip),
+            label(&b.name),
+            b.address
+        )
+    };
     m.traffic(
         "backend",
         ["to the backend", "sent to the backend"],

@@ -63,7 +63,7 @@ pub fn print_vips(vips: &[VipView]) {
 }
 
 pub fn print_backends(backends: &[BackendView]) {
-    let cols = "VIP<12|BACKEND<16|MODE<5|MAC<18|INTERFACE<10|WEIGHT>6|FWD>4|TABLE%>8|PACKETS>12|NEW FLOWS>10";
+    let cols = "VIP<12|NAME<16|BACKEND<16|MODE<5|MAC<18|INTERFACE<10|WEIGHT>6|FWD>4|TABLE%>8|PACKETS>12|NEW FLOWS>10";
     table(
         0,
         cols,
@@ -72,6 +72,7 @@ pub fn print_backends(backends: &[BackendView]) {
             let routed = b.mode != "dsr";
             vec![
                 b.vip.clone(),
+                b.name.clone(),
                 b.address.to_string(),
                 b.mode.into(),
                 if routed {
@@ -95,7 +96,7 @@ pub fn print_backends(backends: &[BackendView]) {
 }
 
 pub fn print_flows(flows: &[FlowView]) {
-    let cols = "PROTO<5|CLIENT<22|VIP<22|NAME<12|MODE<5|BACKEND<22|AGE (s)>9|NAT SOURCE<22|STATE<0";
+    let cols = "PROTO<5|CLIENT<22|VIP<22|NAME<12|MODE<5|BACKEND<22|BACKEND NAME<16|AGE (s)>9|NAT SOURCE<22|STATE<0";
     table(
         0,
         cols,
@@ -107,6 +108,7 @@ pub fn print_flows(flows: &[FlowView]) {
                 f.vip_name.clone(),
                 f.forwarding.into(),
                 f.backend.clone(),
+                f.backend_name.clone(),
                 format!("{:.1}", f.age_seconds),
                 f.snat.clone().unwrap_or_else(|| "-".into()),
                 match (f.state, f.half_open) {
@@ -124,12 +126,13 @@ pub fn print_maglev(m: &MaglevView) {
         "VIP {} table size {} (slot {})",
         m.vip, m.table_size, m.slot
     );
-    let cols = "BACKEND<16|WEIGHT>6|ENTRIES>8|SHARE>9|WEIGHT SHARE>13";
+    let cols = "NAME<16|BACKEND<16|WEIGHT>6|ENTRIES>8|SHARE>9|WEIGHT SHARE>13";
     table(
         0,
         cols,
         m.backends.iter().map(|b| {
             vec![
+                b.name.clone(),
                 b.address.to_string(),
                 b.weight.to_string(),
                 b.entries.to_string(),
@@ -299,12 +302,13 @@ fn print_vip_status(vip: &VipStatus) {
     if !protection.is_empty() {
         println!("  protection: {}", protection.join("; "));
     }
-    let cols = "backend<16|weight>6|state<9|health<7|mac<19|last check<0";
+    let cols = "backend<16|address<16|weight>6|state<9|health<7|mac<19|last check<0";
     table(
         2,
         cols,
         vip.backends.iter().map(|b| {
             vec![
+                b.name.clone(),
                 b.address.to_string(),
                 b.weight.to_string(),
                 match b.slow_start_pct {

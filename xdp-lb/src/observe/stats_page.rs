@@ -191,7 +191,7 @@ fn backend_row(p: &mut String, status: Option<&AgentStatus>, b: &BackendView) {
     let _ = write!(
         p,
         r#"<tr><td class="l">&nbsp;&nbsp;{}</td><td class="l">{}</td><td>{}</td><td class="l">{}</td><td class="l {class}">{}</td><td class="l">{}</td><td>{:.1}%</td><td>{}</td><td></td><td>{}</td><td>{}</td><td></td></tr>"#,
-        html(&format!("backend {}", b.id)),
+        html(&b.name),
         b.address,
         b.weight,
         admin.as_str(),

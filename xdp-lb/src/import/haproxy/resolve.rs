@@ -330,14 +330,16 @@ fn server(
             ),
         )
     })?;
+    let (server_name, renamed) = backend_name(w[1]);
     let mut b = Backend {
+        name: Some(server_name),
         address: server_addr,
         port,
         weight: None,
         state: None,
         slowstart: None,
     };
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = renamed.into_iter().collect();
     let check = &mut servers.check;
     for (k, v) in params(&back.default_server, &w[3..]) {
         let value = || v.ok_or_else(|| err(source, format!("{k} needs a value")));
@@ -370,6 +372,26 @@ fn server(
     };
     plan.report(source, line, outcome);
     Ok(b)
+}
+
+/// A server's name as an xdp-lb backend `name` (1 to 64 of A-Z a-z 0-9 - _ .): haproxy allows
+/// more, so other characters become `_` and a longer name is cut, with a note saying so.
+fn backend_name(server: &str) -> (String, Option<String>) {
+    let name: String = server
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let note = (name != server).then(|| {
+        format!("server name {server:?} becomes {name:?} (a name is 1 to 64 of A-Z a-z 0-9 - _ .)")
+    });
+    (name, note)
 }
 
 /// What a server parameter without an xdp-lb counterpart means for the operator (None: it

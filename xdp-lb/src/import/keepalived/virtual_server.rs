@@ -73,6 +73,7 @@ fn real_server(node: &Node, vip: &mut Vip, plan: &mut Plan) -> Result<(), Import
         ));
     }
     let mut b = Backend {
+        name: None,
         address,
         port,
         weight: None,
