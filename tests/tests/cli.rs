@@ -67,7 +67,7 @@ fn check_config_on_the_announce_section() {
     let (code, out, err) = xdp_lb(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("announce web as /32 routes in table 1000"),
+        out.contains("announce web as host routes in table 1000"),
         "{out}"
     );
 
@@ -160,7 +160,12 @@ fn the_example_config_and_the_systemd_unit_are_valid() {
     let (code, out, err) = xdp_lb(&["check-config", nat.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("(Nat,") && out.contains("10.0.1.11:6443 w1"),
+        out.contains("(nat,")
+            && out.contains("10.0.1.11:6443 w1")
+            && out.contains("1 VRRP instance(s)")
+            && out.contains("\n  vrrp ")
+            && out.contains("\n  agent: ")
+            && out.contains("\n    check "),
         "{out}"
     );
 

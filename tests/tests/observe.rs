@@ -376,7 +376,9 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("  protection: deny 198.19.255.0/24\n"),
+        out.contains(
+            "  protection: deny 198.19.255.0/24; refused: denied 0, not allowed 0, rate limited 0\n"
+        ),
         "{out}"
     );
     assert!(

@@ -320,6 +320,66 @@ fn wait_installed(b: &Bed, node: usize, n: u64) {
 
 /// When a flow ends on the master (closed, then reclaimed by its expiry), the backup drops its
 /// copy too, and with it the SNAT port, rather than holding it for `nat_established_timeout`.
+/// Plain `status` on lb1, with 50 NAT connections open: every section the JSON has, and the
+/// SNAT ports per backend adding up to the connections (after an expiry sweep has counted them).
+fn plain_status_shows_every_section(b: &Bed) {
+    let ports = || -> u64 {
+        let s = status(&socket(b, 1));
+        assert_eq!(s["version"], 1, "the JSON layout's version");
+        s["vips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v["backends"].as_array().unwrap().iter())
+            .filter_map(|b| b["nat_ports"].as_u64())
+            .sum()
+    };
+    wait_for("50 SNAT ports counted", Duration::from_secs(5), || {
+        ports() == 50
+    });
+    let (code, out, err) =
+        xdp_lb_cli(&["status", "--socket", socket(b, 1).to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    println!("{out}");
+    for section in [
+        "status layout 1",
+        "VRRP ",
+        "adverts sent ",
+        "sync: peers ",
+        "  sent: ",
+        "  received: ",
+        "refused datagrams: ",
+        "  installed ",
+        "NAT: SNAT ",
+        "live flows: ",
+        "nat ports",
+    ] {
+        assert!(
+            out.contains(section),
+            "plain status lacks {section:?}:\n{out}"
+        );
+    }
+    // The column under its (right-aligned) header, in each backend table of a NAT VIP.
+    let mut table_ports = 0;
+    let mut column = None;
+    for l in out.lines() {
+        if let Some(at) = l.find("nat ports") {
+            column = Some(at..at + "nat ports".len());
+        } else if !l.starts_with("  ") {
+            column = None;
+        } else if let Some(c) = &column {
+            table_ports += l
+                .get(c.clone())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    assert_eq!(
+        table_ports, 50,
+        "the backends' SNAT ports in the table:\n{out}"
+    );
+}
+
 #[test]
 fn closed_flows_leave_the_peers_copy_too() {
     require_root!();
@@ -342,6 +402,7 @@ fn closed_flows_leave_the_peers_copy_too() {
     let conns = Conns::new(&b);
     conns.open(NAT_PORT, 50);
     wait_installed(&b, 2, 50);
+    plain_status_shows_every_section(&b);
     let nat_flows = |node: usize| {
         xdp_lb_tests::topology::inspect_stats(lb_ns(&b, node), &pin_dir(&b, node)).unwrap()["stats"]
             ["nat_flows"]

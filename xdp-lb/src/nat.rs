@@ -93,6 +93,8 @@ pub fn same_binding<K: FlowTuple>(client: &FlowValueOf<K::Addr>, reply_key: &K) 
 pub struct Sweep {
     /// Live NAT flows after the sweep, by state name.
     pub live: BTreeMap<&'static str, u64>,
+    /// Live NAT flows, half-open ones included (each holds one SNAT port), by backend id.
+    pub live_by_backend: BTreeMap<u32, u64>,
     /// Flows reclaimed by this sweep.
     pub reclaimed: u64,
     /// The established flows it reclaimed, by their client's 5-tuple: `[sync]` tells the

@@ -16,8 +16,16 @@ use crate::{
     vrrp::instance::InstanceStatus,
 };
 
+/// The layout of the status JSON (its `version`): raised when a field changes its meaning or
+/// goes away. New fields may appear within a version; a reader ignores what it does not know.
+/// README "Status JSON" documents every path.
+pub const STATUS_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
+    /// [`STATUS_VERSION`] of the agent that answered.
+    #[serde(default)]
+    pub version: u32,
     /// The config file in use.
     pub config: PathBuf,
     /// When it was loaded (seconds since the Unix epoch).
@@ -86,7 +94,21 @@ pub struct VipStatus {
     /// Under `[announce]`: "announced" or "withdrawn: REASON"; None: not announced by config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<String>,
+    /// New flows refused by the protections since the program was loaded.
+    #[serde(default)]
+    pub refused: Refused,
     pub backends: Vec<BackendStatus>,
+}
+
+/// A VIP's new flows refused, by protection (the program's VIP counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The source is in `deny`.
+    pub denied: u64,
+    /// The source is not in `allow`.
+    pub not_allowed: u64,
+    /// The source went over `new_flows_per_source`.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +131,10 @@ pub struct BackendStatus {
     /// In slow start: the percent of its share of new flows it takes now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start_pct: Option<u32>,
+    /// NAT VIPs: the SNAT ports its flows hold (live NAT flows, half-open ones included, at the
+    /// last expiry sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_ports: Option<u64>,
 }
 
 /// What `status` shows of one backend's check.

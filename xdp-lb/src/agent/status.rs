@@ -9,7 +9,7 @@ use crate::{
     config::{BackendConfig, BackendKey, VipConfig},
     health::LastProbe,
     netlink::fmt_mac,
-    status::{AgentStatus, BackendStatus, CheckStatus, HealthState, NatStatus, VipStatus},
+    status::{AgentStatus, BackendStatus, CheckStatus, HealthState, NatStatus, Refused, VipStatus},
 };
 
 impl Agent {
@@ -21,6 +21,7 @@ impl Agent {
             .map(|t| t.clone())
             .unwrap_or_default();
         AgentStatus {
+            version: crate::status::STATUS_VERSION,
             config: self.config_path.clone(),
             loaded_unix: unix_secs(self.loaded_at),
             uptime_seconds: self.started_at.elapsed().as_secs(),
@@ -75,10 +76,32 @@ impl Agent {
                 format!("{}/{unit}, burst {}, per /{}", l.count, l.burst, l.prefix)
             }),
             announce: self.announcer.as_ref().and_then(|a| a.verdict(&vip.name)),
+            refused: self.ids.vips.get(&key).map_or_else(Default::default, |id| {
+                let t = self.reconciler.maps().vip_traffic(*id);
+                Refused {
+                    denied: t.denied,
+                    not_allowed: t.not_allowed,
+                    rate_limited: t.rate_limited,
+                }
+            }),
             backends: vip
                 .backends
                 .iter()
-                .map(|b| self.backend_status((key, b.address), b, probes.get(&(key, b.address))))
+                .map(|b| {
+                    let mut s =
+                        self.backend_status((key, b.address), b, probes.get(&(key, b.address)));
+                    if vip.forwarding == crate::config::Forwarding::Nat {
+                        s.nat_ports = Some(
+                            self.ids
+                                .backends
+                                .get(&(key, b.address))
+                                .and_then(|id| self.nat.last.live_by_backend.get(id))
+                                .copied()
+                                .unwrap_or(0),
+                        );
+                    }
+                    s
+                })
                 .collect(),
         }
     }
@@ -116,6 +139,7 @@ impl Agent {
                 .get(&b.address)
                 .map(crate::netlink::Lookup::describe),
             slow_start_pct: self.slow_start.percent(key.0, b.address),
+            nat_ports: None,
         }
     }
 

@@ -10,7 +10,7 @@ use std::{
 use xdp_lb::{
     config::{self, DEFAULT_CONTROL_SOCKET},
     control::{self, ControlError, Request, Response},
-    observe::report,
+    observe::status_report,
 };
 
 use super::EXIT_CONFIG;
@@ -48,7 +48,7 @@ pub(crate) fn status(json: bool, config: Option<&Path>, socket: Option<PathBuf>)
                     serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
             } else {
-                report::print_status(&status);
+                status_report::print_status(&status);
             }
             ExitCode::SUCCESS
         }

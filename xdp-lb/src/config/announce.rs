@@ -118,6 +118,13 @@ fn announced(
     match &r.vips {
         None => names.extend(vips.iter().map(|v| v.name.clone())),
         Some(list) => {
+            if list.get_ref().is_empty() {
+                file.warn(
+                    list.span(),
+                    "announce.vips".into(),
+                    "announce.vips is empty: this node announces no VIP and the routers send it nothing (leave the key out to announce every VIP)".into(),
+                );
+            }
             for (i, n) in list.get_ref().iter().enumerate() {
                 let key = format!("announce.vips[{i}]");
                 if !vips.iter().any(|v| &v.name == n.get_ref()) {

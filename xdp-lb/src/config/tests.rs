@@ -754,6 +754,18 @@ address = "198.18.0.12"
                 None
             )
         );
+        let c = parse(
+            Path::new("a.toml"),
+            &format!("{BASE}\n[announce]\nvips = []\n"),
+        )
+        .unwrap();
+        assert!(c.announce.unwrap().vips.is_empty());
+        let w = &c.warnings[0];
+        assert_eq!(
+            (w.key.as_deref(), w.line),
+            (Some("announce.vips"), Some(22))
+        );
+        assert!(w.message.contains("announces no VIP"), "{w}");
     }
 
     #[test]

@@ -113,6 +113,7 @@ where
                 *out.live
                     .entry(FlowValue::nat_state(flags).name())
                     .or_default() += 1;
+                *out.live_by_backend.entry(snapshot.backend_id).or_default() += 1;
             }
         }
         Ok(())
@@ -194,6 +195,7 @@ where
                 *out.live
                     .entry(FlowValue::nat_state(embryo.flags).name())
                     .or_default() += 1;
+                *out.live_by_backend.entry(embryo.backend_id).or_default() += 1;
             }
         }
         out.reclaimed += delete_all(self.embryonic.map(), &stale) as u64;

@@ -4,7 +4,7 @@
 //!
 //! - `inspect` — views of the pinned maps (`xdp-lb inspect`, and the numbers of the pages);
 //!   `tunnel_view` — a tunnel VIP's parameters among them.
-//! - `report` — the CLI's tables (`inspect`, `status`).
+//! - `report` — the tables of `xdp-lb inspect`; `status_report` — plain `xdp-lb status`.
 //! - `http` — `agent.listen`: `metrics` (`/metrics`), `stats_page` (`/stats`), `/healthz`;
 //!   `page_data` is what one request reads from the maps.
 
@@ -14,4 +14,5 @@ mod metrics;
 mod page_data;
 pub mod report;
 mod stats_page;
+pub mod status_report;
 mod tunnel_view;

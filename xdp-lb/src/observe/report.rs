@@ -1,5 +1,5 @@
-//! What the CLI prints: `xdp-lb inspect` reports and `xdp-lb status`, as tables for a person
-//! (`--json` prints the same views with serde instead).
+//! What `xdp-lb inspect` prints, as tables for a person (`--json` prints the same views with
+//! serde instead).
 
 use std::{
     collections::BTreeMap,
@@ -7,12 +7,11 @@ use std::{
 };
 
 use super::inspect::{BackendView, FlowView, Inspector, MaglevView, Stats, VipView};
-use crate::status::{AgentStatus, VipStatus};
 
 /// Prints a header row and `rows` aligned under it, `indent` spaces in. `cols` is one spec per
 /// column, `|`-separated: the title, `<` (text, left-aligned) or `>` (numbers, right-aligned),
 /// and the width, e.g. `"VIP<16|PACKETS>12"`.
-fn table(indent: usize, cols: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+pub(super) fn table(indent: usize, cols: &str, rows: impl IntoIterator<Item = Vec<String>>) {
     let cols: Vec<(&str, bool, usize)> = cols
         .split('|')
         .map(|c| {
@@ -216,111 +215,4 @@ fn rates(prev: &Stats, cur: &Stats, dt: Duration) -> BTreeMap<&'static str, f64>
             )
         })
         .collect()
-}
-
-pub fn print_status(s: &AgentStatus) {
-    println!(
-        "config {} (loaded at unix {}), up {} s, interface {} ({}), {} health transition(s)",
-        s.config.display(),
-        s.loaded_unix,
-        s.uptime_seconds,
-        s.interface,
-        s.attached.as_deref().unwrap_or("not attached"),
-        s.health_transitions
-    );
-    for i in &s.vrrp {
-        println!(
-            "VRRP {} (vrid {} on {}): {} priority {} (configured {}), {} transition(s), last: {} — {}",
-            i.name,
-            i.vrid,
-            i.interface,
-            i.state.name(),
-            i.priority,
-            i.configured_priority,
-            i.transitions,
-            i.last_transition_unix,
-            i.last_cause
-        );
-    }
-    if let Some(a) = &s.announce {
-        let announced: Vec<String> = a.announced.iter().map(ToString::to_string).collect();
-        println!(
-            "announce: routing engine {}, table {}{}, announced: {}",
-            a.engine.describe(),
-            a.table,
-            if a.draining { ", DRAINING" } else { "" },
-            if announced.is_empty() {
-                "none".to_owned()
-            } else {
-                announced.join(", ")
-            }
-        );
-    }
-    if let Some(t) = &s.tunnel_source {
-        let addrs: Vec<String> = t
-            .ipv4
-            .map(|a| a.to_string())
-            .into_iter()
-            .chain(t.ipv6.map(|a| a.to_string()))
-            .collect();
-        println!("tunnels: outer source {}", addrs.join(", "));
-    }
-    for vip in &s.vips {
-        print_vip_status(vip);
-    }
-}
-
-/// One VIP of `status`: its line, its protections, its backends' table.
-fn print_vip_status(vip: &VipStatus) {
-    println!(
-        "\nVIP {} {}:{} ({}, check: {}){}{}",
-        vip.name,
-        vip.address,
-        vip.port,
-        vip.forwarding.as_str(),
-        vip.health_check.as_str(),
-        if vip.usable_backends {
-            ""
-        } else {
-            "  NO USABLE BACKEND"
-        },
-        vip.announce
-            .as_ref()
-            .map(|v| format!("  {v}"))
-            .unwrap_or_default()
-    );
-    let mut protection = Vec::new();
-    if !vip.allow.is_empty() {
-        protection.push(format!("allow {}", vip.allow.join(", ")));
-    }
-    if !vip.deny.is_empty() {
-        protection.push(format!("deny {}", vip.deny.join(", ")));
-    }
-    if let Some(limit) = &vip.new_flows_per_source {
-        protection.push(format!("new flows per source {limit}"));
-    }
-    if !protection.is_empty() {
-        println!("  protection: {}", protection.join("; "));
-    }
-    let cols = "backend<16|address<16|weight>6|state<9|health<7|mac<19|last check<0";
-    table(
-        2,
-        cols,
-        vip.backends.iter().map(|b| {
-            vec![
-                b.name.clone(),
-                b.address.to_string(),
-                b.weight.to_string(),
-                match b.slow_start_pct {
-                    Some(pct) => format!("{} {pct}%", b.state.as_str()),
-                    None => b.state.as_str().into(),
-                },
-                b.health.as_str().into(),
-                b.mac.clone().unwrap_or_else(|| "-".into()),
-                b.check
-                    .as_ref()
-                    .map_or("-".into(), |c| c.last_check.clone()),
-            ]
-        }),
-    );
 }
