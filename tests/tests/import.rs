@@ -199,6 +199,74 @@ fn the_corpus_imports_and_checks() {
     assert!(report.contains("send-proxy: NOT carried over"));
 }
 
+/// kubeadm's own haproxy.cfg (its HA guide, older form): `option httpchk GET /healthz` then
+/// `option ssl-hello-chk`. The apiserver speaks only TLS, so the intent is an HTTPS GET of
+/// /healthz — not a TCP check carrying an HTTP path.
+#[test]
+fn httpchk_with_ssl_hello_chk_is_an_https_check() {
+    let dir = out_dir();
+    for (i, options) in [
+        "    option httpchk GET /healthz\n    option ssl-hello-chk\n",
+        "    option ssl-hello-chk\n    option httpchk GET /healthz\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.join(format!("kubeadm-hello-{i}.cfg"));
+        std::fs::write(
+            &path,
+            format!(
+                "frontend apiserver\n    bind 192.0.2.100:8443\n    mode tcp\n    default_backend apiserverbackend\nbackend apiserverbackend\n{options}    http-check expect status 200\n    mode tcp\n    server cp1 192.0.2.11:6443 check\n    server cp2 192.0.2.12:6443 check\n"
+            ),
+        )
+        .unwrap();
+        let out = dir.join(format!("kubeadm-hello-{i}.toml"));
+        let (code, _, report) = xdp_lb_cli(&[
+            "import",
+            "--haproxy",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(code, 0, "{report}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let c = config::parse(&out, &text).unwrap();
+        let h = &c.vips[0].health_check;
+        assert_eq!(
+            (h.kind, h.http_path.as_str(), h.http_expect_status),
+            (CheckType::Https, "/healthz", 200),
+            "{text}"
+        );
+        assert!(!h.tls.as_ref().unwrap().verify);
+        assert!(
+            report.contains("tls_verify = false") && report.contains("set tls_ca_file"),
+            "reported as approximated, with the way to verify: {report}"
+        );
+        let (code, _, err) = xdp_lb_cli(&["check-config", out.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            (code, err.as_str()),
+            (0, ""),
+            "no warning: every key has its effect"
+        );
+    }
+    // ssl-hello-chk alone: a TCP check, and nothing HTTP-shaped left in it.
+    let path = dir.join("hello-alone.cfg");
+    std::fs::write(
+        &path,
+        "listen api\n    bind 192.0.2.100:8443\n    option ssl-hello-chk\n    http-check expect status 200\n    server cp1 192.0.2.11:6443 check\n",
+    )
+    .unwrap();
+    let (code, toml, report) =
+        xdp_lb_cli(&["import", "--haproxy", path.to_str().unwrap()]).unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        toml.contains("type = \"tcp\"") && !toml.contains("http_"),
+        "{toml}"
+    );
+    assert!(report.contains("the expected status left out"), "{report}");
+}
+
 #[test]
 fn malformed_inputs_are_named_with_their_line() {
     let dir = out_dir();
@@ -237,6 +305,24 @@ fn malformed_inputs_are_named_with_their_line() {
             "keepalived",
             "virtual_server 192.0.2.1 80 {\n    lb_kind FNAT\n    real_server 192.0.2.2 80 {\n    }\n}\n",
             "bad7.conf:2: lb_kind Some(\"FNAT\")",
+        ),
+        // A frontend that makes no VIP (no default_backend) still has to parse.
+        (
+            "haproxy",
+            "frontend api\n    bind 192.0.2.1:80\n    default_backend b\nfrontend other\n    bind 192.0.2.300:81\nbackend b\n    server s1 192.0.2.2:80\n",
+            "bad8.cfg:5: bind \"192.0.2.300:81\": \"192.0.2.300\" is not an IPv4 address",
+        ),
+        // So does a backend no frontend names.
+        (
+            "haproxy",
+            "listen api\n    bind 192.0.2.1:80\n    server s1 192.0.2.2:80\nbackend spare\n    server s2 192.0.2.3:http\n",
+            "bad9.cfg:5: server port: \"http\" is not a number",
+        ),
+        // Nothing to balance: every frontend ignored (each says why), no file.
+        (
+            "haproxy",
+            "frontend api\n    bind 192.0.2.1:80\n",
+            "no VIP: no frontend balances TCP to servers",
         ),
     ];
     for (i, (kind, text, expected)) in cases.iter().enumerate() {

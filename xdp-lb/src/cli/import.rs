@@ -26,6 +26,14 @@ pub(crate) fn import(
     eprintln!(
         "xdp-lb: import: {translated} translated, {approximated} approximated, {ignored} ignored"
     );
+    // haproxy.cfg is there to balance: a file with no VIP from it is a failed import (every
+    // frontend was ignored, each said why above), not a success.
+    if imported.vips == 0 && (haproxy.is_some() || imported.vrrp == 0) {
+        eprintln!(
+            "xdp-lb: import: no VIP: no frontend balances TCP to servers (the report above says why each was ignored); nothing written"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     // What the import wrote must load as it stands.
     let shown = output.unwrap_or(Path::new("imported.toml"));
     if let Err(err) = config::parse(shown, &imported.toml) {

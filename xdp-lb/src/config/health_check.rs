@@ -155,6 +155,28 @@ pub(super) fn health_check(
         None => d.http_expect_status,
     };
     let kind = h.kind.unwrap_or(CheckType::Tcp);
+    if !matches!(kind, CheckType::Http | CheckType::Https) {
+        // Accepted (a file may keep them while switching types), but said: an imported or
+        // edited file whose check is not what it looks like is a production surprise.
+        for (field, span) in [
+            ("http_path", h.http_path.as_ref().map(Spanned::span)),
+            (
+                "http_expect_status",
+                h.http_expect_status.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(span) = span {
+                file.warn(
+                    span,
+                    k(field),
+                    format!(
+                        "{field} has no effect on a type = \"{}\" check (only http and https send a request)",
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+    }
     let tls = match kind {
         CheckType::Https => Some(tls(file, h, span.clone(), &k)?),
         _ => {

@@ -494,6 +494,31 @@ mod health_check {
     }
 
     #[test]
+    fn http_keys_on_a_check_that_sends_no_request_are_a_warning_with_their_line() {
+        let c = with_check("type = \"tcp\"\nhttp_path = \"/healthz\"\nhttp_expect_status = 204")
+            .unwrap();
+        let w: Vec<(Option<&str>, Option<usize>)> = c
+            .warnings
+            .iter()
+            .map(|w| (w.key.as_deref(), w.line))
+            .collect();
+        assert_eq!(
+            w,
+            [
+                (Some("vip[0].health_check.http_path"), Some(9)),
+                (Some("vip[0].health_check.http_expect_status"), Some(10))
+            ]
+        );
+        assert!(
+            c.warnings[0]
+                .message
+                .contains("no effect on a type = \"tcp\" check")
+        );
+        let c = with_check("type = \"http\"\nhttp_path = \"/healthz\"").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
     fn health_check_mistakes_name_line_and_key() {
         let cases = [
             ("interval = \"2 parsecs\"", 8, "invalid duration"),

@@ -79,6 +79,9 @@ pub struct ImportError {
 pub struct Imported {
     pub toml: String,
     pub report: Vec<ReportLine>,
+    /// The VIPs and VRRP instances it made.
+    pub vips: usize,
+    pub vrrp: usize,
 }
 
 impl Imported {
@@ -173,6 +176,45 @@ pub(crate) struct Check {
 }
 
 impl Check {
+    /// Leaves out what the chosen check type does not use (an HTTP path on a TCP check would
+    /// only mislead), and says so; an HTTPS check that verifies nothing is reported with the
+    /// way to make it verify.
+    pub(crate) fn fit_kind(&mut self, source: &Source, plan: &mut Plan) {
+        let kind = self.kind.unwrap_or("tcp");
+        let http = matches!(kind, "http" | "https");
+        let mut dropped = Vec::new();
+        if !http && self.path.take().is_some() {
+            dropped.push("the HTTP path");
+        }
+        if !http && self.expect_status.take().is_some() {
+            dropped.push("the expected status");
+        }
+        if kind != "https" && (self.tls_verify.take().is_some() | self.tls_ca_file.take().is_some())
+        {
+            dropped.push("the TLS settings");
+        }
+        if !dropped.is_empty() {
+            plan.report(
+                source,
+                "health check",
+                Outcome::Approximated(format!(
+                    "a {kind} check: {} left out (they have no effect on it)",
+                    dropped.join(", ")
+                )),
+            );
+        }
+        if kind == "https" && self.tls_verify == Some(false) {
+            plan.report(
+                source,
+                "health check",
+                Outcome::Approximated(format!(
+                    "type = \"https\" of {} with tls_verify = false: the backends' certificates are not verified; set tls_ca_file to the CA that signed them (kubeadm: /etc/kubernetes/pki/ca.crt) and remove tls_verify",
+                    self.path.as_deref().unwrap_or("/")
+                )),
+            );
+        }
+    }
+
     /// xdp-lb's check timeout may not exceed its interval (haproxy's and keepalived's may):
     /// cut it to the interval and say so.
     pub(crate) fn fit_timeout(&mut self, source: &Source, plan: &mut Plan) {
@@ -227,6 +269,8 @@ pub fn import(haproxy: Option<&Path>, keepalived: Option<&Path>) -> Result<Impor
     Ok(Imported {
         toml,
         report: plan.report,
+        vips: plan.vips.len(),
+        vrrp: plan.vrrp.len(),
     })
 }
 

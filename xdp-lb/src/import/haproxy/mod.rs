@@ -80,6 +80,8 @@ pub(super) struct Proxy {
     pub(super) check: Check,
     /// `http-check connect ssl` or `check-ssl` on `default-server`.
     pub(super) check_ssl: bool,
+    /// `option ssl-hello-chk`: with `option httpchk`, kubeadm's way of saying "HTTPS".
+    pub(super) ssl_hello: bool,
     pub(super) stats: bool,
 }
 
@@ -285,10 +287,15 @@ fn option(p: &mut Proxy, w: &[&str]) -> Outcome {
             Outcome::Translated(format!("an HTTP check of {path} (GET)"))
         }
         Some("ssl-hello-chk") => {
-            p.check.kind = Some("tcp");
+            // Decided with the section's other options (`vip_from`): after or before
+            // `option httpchk` it makes that check HTTPS.
+            p.ssl_hello = true;
+            if p.check.kind.is_none() {
+                p.check.kind = Some("tcp");
+            }
             Outcome::Approximated(
-                    "a TLS hello check: a TCP connect check here; for an apiserver use type = \"https\" with /readyz".into(),
-                )
+                "the check speaks TLS: with option httpchk an HTTPS check of its path; alone a TCP connect check (xdp-lb's https check needs an HTTP answer)".into(),
+            )
         }
         Some("tcp-check") => {
             p.check.kind = Some("tcp");

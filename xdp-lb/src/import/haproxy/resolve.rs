@@ -56,7 +56,48 @@ fn vip_name(name: &str) -> String {
     if n.is_empty() { "vip".into() } else { n }
 }
 
+/// Every `bind` and `server` line must parse, used or not: a typo in a section that made no VIP
+/// (a frontend without `default_backend`, a backend no frontend names) is still a mistake in
+/// the file, and an import that says nothing of it leaves the operator a config without it.
+fn parse_all(proxies: &[Proxy]) -> Result<(), ImportError> {
+    for p in proxies {
+        for (spec, source) in &p.binds {
+            for part in spec.split(',') {
+                let (host, port) = part
+                    .rsplit_once(':')
+                    .ok_or_else(|| err(source, format!("bind {part:?}: needs ADDR:PORT")))?;
+                number::<u16>(source, "bind port", port)?;
+                if !matches!(host, "" | "*") && host.parse::<Ipv4Addr>().is_err() {
+                    return Err(err(
+                        source,
+                        format!("bind {part:?}: {host:?} is not an IPv4 address"),
+                    ));
+                }
+            }
+        }
+        let mut scratch = Servers {
+            check: p.check.clone(),
+            any_check: false,
+            https: false,
+            slowstarts: Vec::new(),
+        };
+        for (line, source) in &p.servers {
+            server(
+                line,
+                source,
+                p,
+                1,
+                &p.name,
+                &mut scratch,
+                &mut Plan::default(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn resolve(proxies: &[Proxy], plan: &mut Plan) -> Result<(), ImportError> {
+    parse_all(proxies)?;
     let by_name: BTreeMap<&str, &Proxy> = proxies
         .iter()
         .filter(|p| p.kind == "backend" || p.kind == "listen")
@@ -260,8 +301,15 @@ fn vip_from(
         https,
         slowstarts,
     } = servers;
-    if https {
+    // kubeadm's haproxy.cfg: `option httpchk GET /healthz` + `option ssl-hello-chk`: the
+    // apiserver speaks only TLS, so the evident intent is an HTTPS GET of the path.
+    let hello_http = back.ssl_hello && check.kind == Some("http");
+    if https || (hello_http && any_check) {
         check.kind = Some("https");
+        if hello_http && check.tls_ca_file.is_none() && check.tls_verify.is_none() {
+            // ssl-hello-chk verified nothing either.
+            check.tls_verify = Some(false);
+        }
     } else if !any_check {
         check.kind = Some("none");
     } else if check.kind.is_none() {
@@ -269,6 +317,7 @@ fn vip_from(
     }
     if let Some(from) = &back.from {
         check.fit_timeout(from, plan);
+        check.fit_kind(from, plan);
     }
     let slowstart = (!slowstarts.is_empty() && slowstarts.iter().all(|s| *s == slowstarts[0]))
         .then(|| slowstarts[0]);
