@@ -551,3 +551,147 @@ fn the_flow_log_reports_new_flows_and_drops_within_its_rate() {
     let added = drop_lines(&bed) - before;
     assert!((1..=2).contains(&added), "{added} drop lines for 5 drops");
 }
+
+/// `xdp-lb capture` with `args`, started before `traffic` runs and waited for (it stops at
+/// its --count; bounded by --seconds): its exit code and stderr, and `tcpdump -r`'s reading of
+/// the file (one line per frame, with MACs).
+fn capture(
+    bed: &Bed,
+    name: &str,
+    args: &[&str],
+    traffic: impl FnOnce(),
+) -> (i32, String, String, Vec<u8>) {
+    use std::process::{Command, Stdio};
+    let file = bed.topo.dir.join(format!("{name}.pcapng"));
+    let pin = bed.topo.pin_dir();
+    // The pins are on the bpf filesystem, the same from every namespace: run it from here.
+    let child = Command::new(xdp_lb_tests::topology::xdp_lb_binary().unwrap())
+        .args([
+            "capture",
+            "-w",
+            file.to_str().unwrap(),
+            "--pin-dir",
+            pin.to_str().unwrap(),
+            "--seconds",
+            "10",
+        ])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Started once its config is in the map: give it a moment (its start is milliseconds).
+    std::thread::sleep(Duration::from_millis(300));
+    traffic();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let read = std::process::Command::new("tcpdump")
+        .args(["-r", file.to_str().unwrap(), "-nn", "-e"])
+        .output()
+        .expect("tcpdump (Debian's tcpdump package; cargo xtask setup)");
+    assert!(
+        read.status.success(),
+        "tcpdump -r {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&read.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        err,
+        String::from_utf8_lossy(&read.stdout).into_owned(),
+        std::fs::read(&file).unwrap(),
+    )
+}
+
+/// The MAC of `eth0` in a backend's namespace.
+fn backend_mac(bed: &Bed, i: usize) -> String {
+    let link = bed.topo.backends[i]
+        .ip(&["-j", "link", "show", "eth0"])
+        .unwrap();
+    serde_json::from_str::<Value>(&link).unwrap()[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn capture_records_the_rewritten_frames_and_the_drops_with_their_verdict() {
+    require_root!();
+    let mut bed = bed(None);
+    let macs: Vec<String> = (0..3).map(|i| backend_mac(&bed, i)).collect();
+
+    // Every frame the program sent to a VIP's backend: the MACs rewritten (DSR), the VIP kept.
+    let (code, err, read, raw) = capture(&bed, "all", &["--vip", "web", "--count", "12"], || {
+        traffic(&bed, 5);
+    });
+    assert_eq!(code, 0, "{err}");
+    println!("{err}{read}");
+    let lines: Vec<&str> = read.lines().collect();
+    assert_eq!(lines.len(), 12, "--count 12: {read}");
+    for l in &lines {
+        assert!(l.contains("> 198.18.0.100.80:"), "to the VIP: {l}");
+        assert!(
+            macs.iter().any(|m| l.contains(&format!("> {m}"))),
+            "to a backend's MAC: {l}"
+        );
+    }
+    assert!(
+        err.contains("12 frame(s) written (12 sent, 0 dropped)"),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("xdp-lb: tx vip=web backend="),
+        "the verdict in each frame's comment"
+    );
+
+    // One backend by its name: only frames to its MAC.
+    let (code, err, read, raw) =
+        capture(&bed, "be2", &["--backend", "be2", "--count", "4"], || {
+            traffic(&bed, 20);
+        });
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = read.lines().collect();
+    assert_eq!(lines.len(), 4, "{read}");
+    assert!(
+        lines.iter().all(|l| l.contains(&format!("> {}", macs[1]))),
+        "only be2's: {read}"
+    );
+    assert!(String::from_utf8_lossy(&raw).contains("backend=be2"));
+
+    // A name that is not there is refused with the names that are.
+    let (code, _, err) = xdp_lb_tests::topology::xdp_lb_cli(&[
+        "capture",
+        "-w",
+        "/dev/null",
+        "--backend",
+        "nope",
+        "--pin-dir",
+        bed.topo.pin_dir().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no backend named \"nope\"") && err.contains("be2"),
+        "{err}"
+    );
+
+    // Drops, with the reason: every backend down, a SYN to the VIP is dropped.
+    bed.services.clear();
+    bed.agent
+        .wait_for_log("VIP has no usable backend", Duration::from_secs(5))
+        .unwrap();
+    let (code, err, read, raw) = capture(&bed, "drops", &["--drops-only", "--count", "1"], || {
+        let r = in_netns(&bed.topo.client.name, || {
+            http_get(SocketAddr::from((VIP, PORT)), Duration::from_millis(300))
+        })
+        .unwrap();
+        assert!(r.is_err());
+    });
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read.lines().count(), 1, "{read}");
+    assert!(
+        read.contains("> 198.18.0.100.80: Flags [S]"),
+        "the client's SYN as it came: {read}"
+    );
+    assert!(String::from_utf8_lossy(&raw).contains("xdp-lb: drop reason=drop_no_backend"));
+}

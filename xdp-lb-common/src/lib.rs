@@ -20,6 +20,7 @@
 //! the pure logic both sides run: `hash.rs` (the flow hash), `csum.rs` (checksums).
 
 mod backend;
+mod capture;
 pub mod csum;
 mod decap;
 mod events;
@@ -33,6 +34,7 @@ mod vip;
 
 pub use self::{
     backend::*,
+    capture::*,
     decap::*,
     events::*,
     flow::*,
@@ -56,6 +58,9 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const VIP_NAMES: &str = "VIP_NAMES";
     pub const BACKEND_NAMES: &str = "BACKEND_NAMES";
+    pub const CAPTURE: &str = "CAPTURE";
+    pub const CAPTURE_CONFIG: &str = "CAPTURE_CONFIG";
+    pub const CAPTURE_STATS: &str = "CAPTURE_STATS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const FLOW_LOG: &str = "FLOW_LOG";
     pub const FLOW_LOG_BUDGET: &str = "FLOW_LOG_BUDGET";
@@ -161,6 +166,10 @@ mod pod {
     unsafe impl aya::Pod for super::ProbeReply {}
     // SAFETY: as said above.
     unsafe impl aya::Pod for super::DecapSettings {}
+    // SAFETY: as said above.
+    unsafe impl aya::Pod for super::CaptureConfig {}
+    // SAFETY: as said above.
+    unsafe impl aya::Pod for super::CaptureStats {}
 }
 
 #[cfg(test)]
@@ -205,6 +214,12 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 8);
+        assert_eq!(
+            size_of::<CaptureRecord>() % 8,
+            0,
+            "ring buffer records are 8-aligned"
+        );
+        assert_eq!(size_of::<CaptureConfig>(), 32);
         assert_eq!(size_of::<VipInfo>(), 24);
         assert_eq!(size_of::<BackendInfo>(), 52);
         assert_eq!(size_of::<FlowKey>(), 16);

@@ -4,7 +4,7 @@
 //! Everything else goes on to the kernel untouched.
 //!
 //! Per packet: parse (`parse.rs`) → a NAT reply? (`nat.rs`) → choose a backend (`balance.rs`)
-//! → rewrite and forward (`forward.rs`, `tunnel/`, `nat.rs`) → count (`stats.rs`). IPv6 frames take the
+//! → rewrite and forward (`forward.rs`, `tunnel/`, `nat.rs`) → count (`stats.rs`) → offered to a running `xdp-lb capture` (`capture.rs`). IPv6 frames take the
 //! same steps in `ipv6.rs`, a call of its own. Off that path, an ICMP "fragmentation needed"
 //! about a DSR flow goes to the flow's backend (`too_big`). Everything that can be
 //! precomputed — Maglev tables, backend MACs and egress interfaces, per-VIP seeds — is
@@ -17,6 +17,7 @@
 mod acl;
 mod balance;
 mod calls;
+mod capture;
 mod flow_log;
 mod forward;
 mod ipv6;
@@ -36,7 +37,7 @@ use xdp_lb_ebpf::parse::{self, Parsed, TCP_ACK, TCP_SYN};
 
 use crate::{
     maps::{BACKEND_STATS, FLOWS, NAT_EMBRYONIC, NAT_FLOWS, SETTINGS, VIP_STATS},
-    stats::{add_traffic, count, verdict},
+    stats::{add_traffic, count},
 };
 
 /// `ipv4_frame`'s answer for an IPv6 frame: this bit, and the IPv6 header's offset below it.
@@ -68,14 +69,17 @@ pub(crate) fn xdp_lb(ctx: XdpContext) -> u32 {
 #[inline(never)]
 fn ipv4_frame(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
     let ctx = XdpContext::new(ctx);
-    verdict(match parse::parse(&ctx) {
-        Ok(Parsed::V4(packet)) => ipv4(&ctx, &packet),
-        // 14 or 18: below IPV6_AT.
-        Ok(Parsed::Ipv6(l3_off)) => return IPV6_AT | (l3_off as u32 & 0xff),
-        // Off the TCP path: ICMP errors about a VIP's packets.
-        Err(Counter::PassNotTcp) => too_big(&ctx),
-        Err(reason) => Err(reason),
-    })
+    capture::verdict(
+        &ctx,
+        match parse::parse(&ctx) {
+            Ok(Parsed::V4(packet)) => ipv4(&ctx, &packet),
+            // 14 or 18: below IPV6_AT.
+            Ok(Parsed::Ipv6(l3_off)) => return IPV6_AT | (l3_off as u32 & 0xff),
+            // Off the TCP path: ICMP errors about a VIP's packets.
+            Err(Counter::PassNotTcp) => too_big(&ctx),
+            Err(reason) => Err(reason),
+        },
+    )
 }
 
 /// A TCP/IPv4 frame: a backend's reply to a NAT flow, or a client's packet to a VIP.
@@ -125,6 +129,7 @@ fn ipv4(ctx: &XdpContext, packet: &parse::Packet) -> Result<u32, Counter> {
     .map_err(|reason| logged(ctx, &packet.flow, reason))?;
     // Counted after forwarding so the verdict is known; a failed redirect was counted as a drop.
     count_forwarded(&choice, packet.len, action);
+    capture::sent(ctx, choice.vip_id, choice.backend_id, action);
     Ok(action)
 }
 
@@ -254,6 +259,7 @@ fn nat_reply(ctx: &XdpContext, packet: &parse::Packet) -> Result<Option<u32>, Co
     let tx = action == xdp_action::XDP_TX;
     add_traffic(&VIP_STATS, vip_id, packet.len, false, tx);
     add_traffic(&BACKEND_STATS, backend_id, packet.len, false, tx);
+    capture::sent(ctx, vip_id, backend_id, action);
     Ok(Some(action))
 }
 

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use xdp_lb_common::{
-    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, Counter,
-    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6,
+    AclData, AclData6, BackendInfo, Bucket, BucketKey, BucketKey6, CaptureConfig, CaptureStats,
+    Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_VIPS, FLOW_LOG_SOURCES_SIZE, FlowKey, FlowKey6,
     FlowLogBudget, FlowValue, FlowValue6, InsertBudget, MAGLEV_SLOT_ELEMS, MAX_ACL_ENTRIES,
     MAX_BACKENDS, MAX_TX_PORTS, ProbeReply, SOURCE_BUCKETS_SIZE, Settings, TrafficCounters,
     TunnelParams, VIP_PORTS_WORDS, VipInfo, VipKey, VipKey6, VipLimit, VipName,
@@ -179,6 +179,20 @@ pub(crate) static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 /// New flows and drops, for the agent's flow log (`agent.flow_log`).
 #[map]
 pub(crate) static FLOW_LOG: RingBuf = RingBuf::pinned(256 * 1024, 0);
+
+/// `xdp-lb capture`'s session (`capture.rs`): written by the CLI while it runs, never by the
+/// agent.
+#[map]
+pub(crate) static CAPTURE_CONFIG: Array<CaptureConfig> = Array::pinned(1, 0);
+
+/// The frames a capture recorded: 4 MiB, about 2 500 full-size records, which the CLI drains
+/// every few milliseconds.
+#[map]
+pub(crate) static CAPTURE: RingBuf = RingBuf::pinned(4 * 1024 * 1024, 0);
+
+/// What a capture matched, recorded and lost (ring full), per CPU.
+#[map]
+pub(crate) static CAPTURE_STATS: PerCpuArray<CaptureStats> = PerCpuArray::pinned(1, 0);
 
 /// New flows for the agent's sync to send to the other LB nodes (`sync_events.rs`): 1 MiB,
 /// about 20 000 events of 52 bytes, a second of new flows at a busy node's rate, which the

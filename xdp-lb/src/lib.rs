@@ -4,6 +4,9 @@
 //! it (the README's "Architecture" draws the arrows):
 //! - `observe/` — the faces: `inspect` (views of the pinned maps), `/metrics`, `/stats`,
 //!   `/healthz` (`http`), the CLI's tables (`report`). They read; nothing below imports them.
+//! - `capture/` — `xdp-lb capture`: a debugging session that writes the program's capture
+//!   filter (`CAPTURE_CONFIG`, the one map outside the reconciler) and drains its ring into a
+//!   pcapng file.
 //! - `agent/` — `xdp-lb run`: start, the event loop, reload, status, stop (`guard`); the one
 //!   task that owns the reconciler.
 //! - `control` — the control socket (`xdp-lb reload`, `status`, `drain`); `status` — the
@@ -31,6 +34,7 @@
 //!   `xdp-lb-common`.
 
 pub mod agent;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -42,6 +42,8 @@ const TEST_PACKAGES: &[&str] = &[
     // promtool checks /metrics; headless Chromium renders /stats for its screenshot.
     "prometheus",
     "chromium",
+    // Reads back what `xdp-lb capture` wrote.
+    "tcpdump",
 ];
 
 pub(crate) fn setup() -> anyhow::Result<()> {

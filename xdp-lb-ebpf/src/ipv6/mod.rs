@@ -25,10 +25,10 @@ pub(super) use crate::calls::context;
 use crate::{
     acl,
     balance::{self, Choice},
-    flow_log, forward, limit,
+    capture, flow_log, forward, limit,
     maps::{BACKEND_STATS, FLOWS6, NAT_FLOWS6, SETTINGS, VIP_STATS},
     nat, nat_rewrite,
-    stats::{add_traffic, count, verdict},
+    stats::{add_traffic, count},
     tunnel,
 };
 
@@ -80,7 +80,10 @@ pub(crate) fn frame(ctx: *mut xdp_md, l3_off: u32) -> u32 {
         return too_big(ctx.ctx, packet.as_ptr());
     }
     // SAFETY: on DONE `parse` wrote the whole packet.
-    verdict(outcome(parsed).and_then(|()| tcp(&ctx, unsafe { packet.assume_init_ref() })))
+    capture::verdict(
+        &ctx,
+        outcome(parsed).and_then(|()| tcp(&ctx, unsafe { packet.assume_init_ref() })),
+    )
 }
 
 /// `parse`: an ICMPv6 Packet Too Big about the flow now in `packet.flow` (`Parsed6::TooBig`).
@@ -177,6 +180,7 @@ fn tcp(ctx: &XdpContext, packet: &Packet6) -> Result<u32, Counter> {
         }
     })?;
     count_forwarded6(packet, choice, action);
+    capture::sent(ctx, choice.vip_id, choice.backend_id, action);
     Ok(action)
 }
 
@@ -354,7 +358,7 @@ fn too_big(ctx: *mut xdp_md, packet: *const Packet6) -> u32 {
     let ctx = context(ctx);
     // SAFETY: the caller's stack value, live across this call.
     let packet = unsafe { &*packet };
-    verdict(too_big_to_sender(&ctx, packet))
+    capture::verdict(&ctx, too_big_to_sender(&ctx, packet))
 }
 
 #[inline(always)]

@@ -20,9 +20,9 @@ use xdp_lb_common::{BACKEND_F_GUE, BACKEND_F_TUNNEL, BackendInfo, Counter};
 
 pub(crate) use self::records::{Hop, Inner, KIND_GUE, KIND_V6, Request};
 use crate::{
-    flow_log,
+    capture, flow_log,
     maps::{BACKEND_STATS, BACKENDS, TUNNEL_REQUEST, VIP_STATS, VIP_TUNNELS},
-    stats::{add_traffic, count, verdict},
+    stats::{add_traffic, count},
 };
 
 pub(crate) mod encap;
@@ -102,9 +102,10 @@ pub(crate) fn forward_cached4(
             let tx = action == xdp_action::XDP_TX;
             add_traffic(&VIP_STATS, vip_id, frame_len, new_flow, tx);
             add_traffic(&BACKEND_STATS, backend_id, frame_len, new_flow, tx);
+            capture::sent(&ctx, vip_id, backend_id, action);
             action
         }
-        Err(reason) => verdict(Err(reason)),
+        Err(reason) => capture::verdict(&ctx, Err(reason)),
     }
 }
 
@@ -114,7 +115,7 @@ pub(crate) fn forward_cached4(
 pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
     let ctx = crate::calls::context(ctx);
     let Ok(req) = request() else {
-        return verdict(Err(Counter::DropNoSettings));
+        return capture::verdict(&ctx, Err(Counter::DropNoSettings));
     };
     let sent = BACKENDS
         .get_ptr(req.backend_id)
@@ -139,6 +140,7 @@ pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
                     req.new_flow != 0,
                     tx,
                 );
+                capture::sent(&ctx, req.vip_id, req.backend_id, action);
             }
             action
         }
@@ -152,7 +154,7 @@ pub(crate) fn forward(ctx: *mut xdp_md) -> u32 {
                     flow_log::drop(&req.flow4, reason);
                 }
             }
-            verdict(Err(reason))
+            capture::verdict(&ctx, Err(reason))
         }
     }
 }

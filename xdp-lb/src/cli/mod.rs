@@ -1,5 +1,6 @@
 //! One module per subcommand of the `xdp-lb` binary, and what they share.
 
+pub(crate) mod capture;
 pub(crate) mod check_config;
 pub(crate) mod control;
 pub(crate) mod decap;

@@ -125,9 +125,12 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), io::Error> {
     }
 }
 
-const MAP_NAMES: [&str; 32] = [
+const MAP_NAMES: [&str; 35] = [
     map_names::VIP_NAMES,
     map_names::BACKEND_NAMES,
+    map_names::CAPTURE,
+    map_names::CAPTURE_CONFIG,
+    map_names::CAPTURE_STATS,
     map_names::SETTINGS,
     map_names::FLOW_LOG,
     map_names::SYNC_EVENTS,

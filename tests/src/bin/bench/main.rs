@@ -14,6 +14,7 @@
 //!   too: it is in every figure, floor included.
 //! - Every figure is the median of 5 rounds, with the spread (min–max) shown.
 
+mod capture_rows;
 mod control_plane;
 mod frames;
 mod nat;
@@ -553,6 +554,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     tunnel::tunnel_rows(&mut md, &args, floor_med, median(&empty_n))?;
     protection::protection_rows(&mut md, &args, floor_med)?;
+    capture_rows::capture_rows(&mut md, &args)?;
     sync_rows::sync_rows(&mut md, &args)?;
     control_plane::control_plane(&mut md, args.rounds)?;
     print!("{md}");
