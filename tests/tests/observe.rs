@@ -320,7 +320,7 @@ fn promtool_check(metrics: &str) {
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
     require_root!();
-    let bed = bed(None);
+    let mut bed = bed(None);
     let (code, before) = fetch(&bed, "/metrics");
     assert_eq!(code, 200, "{before}");
     promtool_check(&before);
@@ -387,6 +387,15 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
         "status names the backend: {out}"
     );
 
+    // Rates need a sample a second old (the history takes one when the agent starts); one
+    // backend down, to see its state with its age and cause.
+    std::thread::sleep(Duration::from_millis(1100));
+    traffic(&bed, 10);
+    bed.services.remove(2);
+    bed.agent
+        .wait_for_log("backend DOWN", Duration::from_secs(5))
+        .unwrap();
+
     // Rendered by a real browser, inside the LB's namespace (the page is on its loopback).
     let shots = xdp_lb_tests::topology::target_dir().join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -435,12 +444,36 @@ fn metrics_pass_promtool_and_move_with_traffic_and_the_stats_page_renders() {
         "198.18.0.11",
         "198.18.0.13",
         "UP",
+        // The down backend: its state, how long (seconds), why.
+        ">DOWN ",
+        " s, connect refused</td>",
+        // The counters at zero, folded.
+        "counters at zero</summary>",
     ] {
         assert!(
             dom.contains(text),
             "the rendered page lacks {text:?}:\n{dom}"
         );
     }
+    // The VIP's rates: numbers, not "–", and packets moving.
+    let vip_row = dom
+        .split("<tr class=\"vip\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap();
+    let cells: Vec<&str> = vip_row
+        .split("<td")
+        .filter_map(|c| c.split('>').nth(1)?.split('<').next())
+        .collect();
+    let pps: f64 = cells[6]
+        .parse()
+        .unwrap_or_else(|_| panic!("pkt/s {:?} in {vip_row}", cells[6]));
+    assert!(pps > 0.0, "{vip_row}");
+    assert!(
+        cells[7].parse::<f64>().is_ok() || cells[7].ends_with('k') || cells[7].ends_with('M'),
+        "bit/s {:?}",
+        cells[7]
+    );
     let shot_arg = format!("--screenshot={}", png.display());
     let (ok, _, err) = chromium(&[&shot_arg]);
     assert!(ok && png.exists(), "no screenshot: {err}");

@@ -173,7 +173,8 @@ fn write_config(b: &Bed, node: usize, priority: u8, o: &Opts) {
         "{}{sync}",
         agent
             .key("control_socket", socket(b, node))
-            .key("listen", "")
+            // /stats, for its panels (each node in a namespace of its own).
+            .key("listen", "127.0.0.1:9100")
             .key("snat_address", SNAT)
             .key("snat_port_range", "20000-29999")
             .vip(api)
@@ -378,6 +379,28 @@ fn plain_status_shows_every_section(b: &Bed) {
         table_ports, 50,
         "the backends' SNAT ports in the table:\n{out}"
     );
+
+    // /stats has a panel for each: VRRP, sync and NAT.
+    let (code, page) = xdp_lb_tests::in_netns(&lb_ns(b, 1).name, || {
+        xdp_lb_tests::service::http_fetch(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9100)),
+            "/stats",
+            Duration::from_secs(5),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(code, 200);
+    for panel in [
+        "<div class=\"panel\" id=\"vrrp-vi-sync\"><h2>VRRP vi-sync",
+        "class=\"MASTER\"",
+        "<div class=\"panel\" id=\"sync\"><h2>Sync</h2><div>peers 198.18.0.3",
+        "installed 0, known",
+        "<div class=\"panel\" id=\"nat\"><h2>NAT</h2><div>SNAT 198.18.0.200",
+        "established 50",
+    ] {
+        assert!(page.contains(panel), "/stats lacks {panel:?}:\n{page}");
+    }
 }
 
 #[test]

@@ -105,6 +105,11 @@ fn log_change(addr: IpAddr, lookup: &Lookup, nat_only: bool) {
         Lookup::NotOnLink { .. } | Lookup::Pending { .. } if nat_only => {
             tracing::info!(backend = %addr, "NAT backend: {}", lookup.describe());
         }
+        Lookup::NotOnLink { .. } => tracing::warn!(
+            backend = %addr,
+            "backend not usable: {}; DSR needs the backend on a directly connected subnet (or forwarding = \"nat\", \"ipip\" or \"gue\")",
+            lookup.describe()
+        ),
         _ => tracing::warn!(backend = %addr, "backend not usable: {}", lookup.describe()),
     }
 }

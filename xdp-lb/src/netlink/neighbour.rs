@@ -42,11 +42,9 @@ impl Lookup {
             Lookup::Pending { ifindex, state } => {
                 format!("neighbour {state} on ifindex {ifindex}, resolution requested")
             }
-            Lookup::NotOnLink { via } => {
-                format!(
-                    "routed via gateway {via}; DSR needs the backend on a directly connected subnet"
-                )
-            }
+            // What it means depends on the VIP: fine for NAT and tunnels, not for DSR (the
+            // caller says so where it matters).
+            Lookup::NotOnLink { via } => format!("routed via gateway {via}"),
             Lookup::NoRoute => "no route to the backend".into(),
         }
     }

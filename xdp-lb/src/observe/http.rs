@@ -16,12 +16,7 @@ use axum::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    inspect::InspectError,
-    metrics,
-    page_data::PageData,
-    stats_page::{self, RateMemory},
-};
+use super::{history::History, inspect::InspectError, metrics, page_data::PageData, stats_page};
 use crate::{
     control::{Command, Request},
     status::AgentStatus,
@@ -30,8 +25,8 @@ use crate::{
 struct Shared {
     pin_dir: PathBuf,
     commands: mpsc::Sender<Command>,
-    /// The previous /stats sample, for rates.
-    rates: RateMemory,
+    /// The last 10 minutes of traffic, for /stats' rates and sparklines.
+    history: History,
 }
 
 /// Serves until the returned task is aborted.
@@ -43,8 +38,9 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         pin_dir,
         commands,
-        rates: RateMemory::default(),
+        history: History::default(),
     });
+    let sampler = tokio::spawn(sample(shared.clone()));
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/stats", get(stats_handler))
@@ -59,7 +55,24 @@ pub async fn serve(
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
+        sampler.abort();
     }))
+}
+
+/// Samples the maps into the history every `history::STEP`, from the start (so the first
+/// rates come a second after it).
+async fn sample(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(super::history::STEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pin_dir = shared.pin_dir.clone();
+        // The map reads are syscalls: off the async workers.
+        let read = tokio::task::spawn_blocking(move || PageData::read(&pin_dir)).await;
+        if let Ok(Ok(page)) = read {
+            shared.history.record(&page, std::time::Instant::now());
+        }
+    }
 }
 
 /// The agent's status, asked through its command channel (None: it does not answer).
@@ -101,7 +114,7 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
 async fn stats_handler(State(shared): State<Arc<Shared>>) -> Response {
     let status = agent_status(&shared).await;
     match PageData::read(&shared.pin_dir) {
-        Ok(data) => stats_page::render(&shared.rates, status.as_ref(), &data),
+        Ok(data) => stats_page::render(&shared.history, status.as_ref(), &data),
         Err(e) => maps_unavailable(&e),
     }
 }

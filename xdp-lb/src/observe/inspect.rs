@@ -199,7 +199,7 @@ fn socket(ip: IpAddr, port_be: u16) -> String {
     std::net::SocketAddr::new(ip, port(port_be)).to_string()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub counters: BTreeMap<&'static str, u64>,
     pub vips: BTreeMap<String, Traffic>,

@@ -6,8 +6,10 @@
 //!   `tunnel_view` — a tunnel VIP's parameters among them.
 //! - `report` — the tables of `xdp-lb inspect`; `status_report` — plain `xdp-lb status`.
 //! - `http` — `agent.listen`: `metrics` (`/metrics`), `stats_page` (`/stats`), `/healthz`;
-//!   `page_data` is what one request reads from the maps.
+//!   `page_data` is what one request reads from the maps, `history` the last 10 minutes of it
+//!   (rates and sparklines).
 
+mod history;
 pub mod http;
 pub mod inspect;
 mod metrics;
