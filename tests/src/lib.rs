@@ -6,6 +6,7 @@
 //! namespace's interfaces; every guard removes what it made when dropped, also on panic; every
 //! loop is bounded in count and time.
 
+pub mod dashboard;
 pub mod fixtures;
 pub mod harness;
 pub mod netns;

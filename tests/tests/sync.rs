@@ -401,6 +401,37 @@ fn plain_status_shows_every_section(b: &Bed) {
     ] {
         assert!(page.contains(panel), "/stats lacks {panel:?}:\n{page}");
     }
+
+    // The Grafana dashboard names only what this agent (NAT, VRRP, sync) exports; the
+    // [announce] families and the refused sync datagrams (none here) have no samples and are
+    // checked against their labels.
+    let (code, metrics) = xdp_lb_tests::in_netns(&lb_ns(b, 1).name, || {
+        xdp_lb_tests::service::http_fetch(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9100)),
+            "/metrics",
+            Duration::from_secs(5),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(code, 200);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("packaging/grafana/xdp-lb.json")).unwrap(),
+    )
+    .unwrap();
+    let checked = xdp_lb_tests::dashboard::check(
+        &dashboard,
+        &xdp_lb_tests::dashboard::exported(&metrics),
+        &[
+            ("xdp_lb_vip_announced", &["vip"]),
+            ("xdp_lb_draining", &[]),
+            ("xdp_lb_routing_engine_reachable", &[]),
+            ("xdp_lb_sync_rejected_total", &["reason"]),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("packaging/grafana/xdp-lb.json: {e}"));
+    println!("dashboard: {checked} expressions checked against /metrics");
 }
 
 #[test]

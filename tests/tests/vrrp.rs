@@ -570,11 +570,11 @@ fn malformed_and_spoofed_adverts_change_nothing_and_are_counted() {
     .unwrap()
     .1;
     assert!(
-        metrics.contains("xdp_lb_vrrp_state{instance=\"vi-test\",state=\"MASTER\"} 1"),
+        metrics.contains("xdp_lb_vrrp_state{vrrp_instance=\"vi-test\",state=\"MASTER\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("xdp_lb_vrrp_rejected_total{instance=\"vi-test\",reason=\"ttl\"} 1"),
+        metrics.contains("xdp_lb_vrrp_rejected_total{vrrp_instance=\"vi-test\",reason=\"ttl\"} 1"),
         "{metrics}"
     );
     let mut promtool = Command::new("promtool")

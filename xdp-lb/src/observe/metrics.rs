@@ -91,6 +91,7 @@ pub(super) fn render(status: Option<&AgentStatus>, snap: &PageData) -> Response 
     nat_families(&mut m, status);
     vrrp_families(&mut m, status);
     announce_families(&mut m, status);
+    sync_families(&mut m, status);
     (
         [(
             header::CONTENT_TYPE,
@@ -234,6 +235,76 @@ fn backend_families(m: &mut Exposition, status: Option<&AgentStatus>, snap: &Pag
             .iter()
             .filter_map(|b| check(b).map(|h| (backend_labels(b), h.transitions))),
     );
+    m.family(
+        "xdp_lb_backend_nat_ports",
+        "gauge",
+        "NAT VIPs: the SNAT ports the backend's flows hold (live NAT flows, half-open ones included, at the last expiry sweep).",
+        snap.backends.iter().filter_map(|b| {
+            let ports = status?.backend(&b.vip, b.address)?.nat_ports?;
+            Some((backend_labels(b), ports))
+        }),
+    );
+}
+
+/// `[sync]`: flows sent and received, datagrams refused by reason, and what the peers' flows
+/// became here. Empty without `[sync]`.
+fn sync_families(m: &mut Exposition, status: Option<&AgentStatus>) {
+    let sync = status.and_then(|s| s.sync.as_ref());
+    m.family(
+        "xdp_lb_sync_flows_total",
+        "counter",
+        "Flows by what became of them: event=\"reported\" (by the program), \"sent\", \"dropped\" (queue full, rate limit, socket), \"unknown\" (backend gone before sending), \"received\", \"received_dropped\" (the agent's queue was full).",
+        sync.into_iter().flat_map(|s| {
+            let v = &s.stream;
+            [
+                ("reported", v.flows_reported),
+                ("sent", v.flows_sent),
+                ("dropped", v.flows_dropped),
+                ("unknown", v.flows_unknown),
+                ("received", v.flows_received),
+                ("received_dropped", v.flows_received_dropped),
+            ]
+            .map(|(e, n)| (format!("event=\"{e}\""), n))
+        }),
+    );
+    m.family(
+        "xdp_lb_sync_datagrams_total",
+        "counter",
+        "Sync datagrams, direction=\"sent\" or \"received\".",
+        sync.into_iter().flat_map(|s| {
+            [
+                ("sent", s.stream.datagrams_sent),
+                ("received", s.stream.datagrams_received),
+            ]
+            .map(|(d, n)| (format!("direction=\"{d}\""), n))
+        }),
+    );
+    m.family(
+        "xdp_lb_sync_rejected_total",
+        "counter",
+        "Received datagrams refused, by reason (bad_mac: the nodes' keys differ; unknown_peer: not in sync.peers; ...).",
+        sync.into_iter().flat_map(|s| {
+            s.stream
+                .rejected
+                .iter()
+                .map(|(r, n)| (format!("reason=\"{}\"", label(r)), *n))
+        }),
+    );
+    m.family(
+        "xdp_lb_sync_installed_total",
+        "counter",
+        "Peers' flows by outcome here: result=\"installed\", \"known\" (already here), \"conflict\" (the SNAT port is held for another flow), \"unknown\" (a VIP, backend or SNAT address this node does not have), \"removed\" (the flow ended on the peer).",
+        sync.into_iter().flat_map(|s| {
+            [
+                ("installed", s.installed),
+                ("known", s.known),
+                ("conflict", s.conflicts),
+                ("unknown", s.unknown),
+                ("removed", s.removed),
+            ]
+            .map(|(r, n)| (format!("result=\"{r}\""), n))
+        }),
+    );
 }
 
 /// The program's counters by verdict, the flow-table events and the flow table's use.
@@ -300,7 +371,8 @@ fn nat_families(m: &mut Exposition, status: Option<&AgentStatus>) {
 /// Each VRRP instance's state, priority, transitions and adverts.
 fn vrrp_families(m: &mut Exposition, status: Option<&AgentStatus>) {
     let instances: &[InstanceStatus] = status.map_or(&[], |s| &s.vrrp);
-    let instance = |i: &InstanceStatus| format!("instance=\"{}\"", label(&i.name));
+    // Not `instance`: Prometheus sets that label to the scrape target and would rename ours.
+    let instance = |i: &InstanceStatus| format!("vrrp_instance=\"{}\"", label(&i.name));
     m.family(
         "xdp_lb_vrrp_state",
         "gauge",
