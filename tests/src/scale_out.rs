@@ -163,7 +163,7 @@ impl ScaleOut {
             "router id {ROUTER_ADDR};\nlog stderr all;\nprotocol device {{}}\n\
              protocol kernel {{\n  merge paths on;\n  ipv4 {{ import none; export all; }};\n}}\n\
              protocol bfd {{\n  interface \"eth0\" {{ {BFD} }};\n}}\n\
-             template bgp lbs {{\n  local {ROUTER_ADDR} as 65000;\n  bfd on;\n  hold time 3;\n  keepalive time 1;\n  connect retry time 1;\n  error wait time 1, 3;\n  ipv4 {{ import all; export none; }};\n}}\n"
+             template bgp lbs {{\n  local {ROUTER_ADDR} as 65000;\n  bfd on;\n  hold time 3;\n  keepalive time 1;\n  connect delay time 1;\n  connect retry time 1;\n  error wait time 1, 3;\n  ipv4 {{ import all; export none; }};\n}}\n"
         );
         for i in 0..MAX_NODES {
             conf.push_str(&format!(
@@ -243,7 +243,7 @@ impl ScaleOut {
              # The agent's announcements: VIP/32 routes it keeps in kernel table {TABLE}.\n\
              protocol kernel announced {{\n  kernel table {TABLE};\n  learn;\n  scan time 1;\n  ipv4 {{ table vips; import all; export none; }};\n}}\n\
              protocol bfd {{\n  interface \"eth0\" {{ {BFD} }};\n}}\n\
-             protocol bgp uplink {{\n  local {me} as 65001;\n  neighbor {ROUTER_ADDR} as 65000;\n  bfd on;\n  hold time 3;\n  keepalive time 1;\n  connect retry time 1;\n  error wait time 1, 3;\n  ipv4 {{ table vips; import none; export all; }};\n}}\n"
+             protocol bgp uplink {{\n  local {me} as 65001;\n  neighbor {ROUTER_ADDR} as 65000;\n  bfd on;\n  hold time 3;\n  keepalive time 1;\n  connect delay time 1;\n  connect retry time 1;\n  error wait time 1, 3;\n  ipv4 {{ table vips; import none; export all; }};\n}}\n"
         );
         let path = self.dir.join(format!("bird-lb{}.conf", i + 1));
         std::fs::write(&path, conf)?;

@@ -290,6 +290,39 @@ fn a_dead_node_is_routed_around_and_every_connection_survives() {
         resumed, 50,
         "every connection is in a survivor's flow table"
     );
+
+    // The node comes back: link up, BIRD and an agent started again (adopting the pins its
+    // killed agent left). "Announced" on the node (its route in the agent's table) comes first; the
+    // router has it again once BIRD's session is up, which `error wait time 1, 3` allows within
+    // seconds (BIRD's default, 60 s and growing, would refuse the node that long).
+    topo.sw.ip(&["link", "set", "p-lb2", "up"]).unwrap();
+    let back = Instant::now();
+    topo.start_node(1, None).unwrap();
+    let forwarding = back.elapsed();
+    let vip = VIP.to_string();
+    let table = TABLE.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topo.nodes[1]
+        .ns
+        .ip(&["route", "show", "table", &table])
+        .unwrap()
+        .contains(&vip)
+    {
+        assert!(Instant::now() < deadline, "the node never announced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let announced = back.elapsed();
+    topo.wait_next_hops(&nodes(&[0, 1, 2]), Duration::from_secs(15))
+        .unwrap();
+    let rejoined = back.elapsed();
+    println!(
+        "after the restart began: forwarding {forwarding:?}, announced on the node {announced:?}, in the router's route {rejoined:?}"
+    );
+    assert!(
+        rejoined < Duration::from_secs(10),
+        "rejoin took {rejoined:?}"
+    );
+    round_trips(&topo, &mut clients, "after the node rejoined");
 }
 
 /// One node loses its path to every backend: only it withdraws, and announces again when the
@@ -485,9 +518,16 @@ fn no_routing_engine_then_one_then_a_reload_without_the_vip() {
         .ip(&["route", "del", &vip, "metric", "500"])
         .unwrap();
 
+    let bird_start = Instant::now();
     topo.start_bird(0).unwrap();
+    // "Announced" is the route in the agent's table (there all along); the router has it once
+    // BIRD has learnt the table and its BGP session is up.
     topo.wait_next_hops(&[node_addr(0)], Duration::from_secs(15))
         .unwrap();
+    println!(
+        "the router routes the VIP to the node {:?} after BIRD started",
+        bird_start.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while status(&topo.nodes[0]).announce.unwrap().engine
         != xdp_lb::route_announce::Engine::Reachable
