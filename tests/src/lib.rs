@@ -8,6 +8,7 @@
 
 pub mod dashboard;
 pub mod fixtures;
+pub mod fuzz;
 pub mod harness;
 pub mod netns;
 pub mod packet;

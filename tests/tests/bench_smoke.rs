@@ -63,6 +63,8 @@ fn the_per_packet_bench_runs_and_proves_its_rows() {
         "IP6IP6 flow-table hit",
         "xdp-lb decap: an IPIP packet stripped",
         "Targets (issue 29",
+        "DSR hit, capture on, 1 in 1000 recorded",
+        "DSR hit, capture on, every frame recorded",
     ] {
         assert!(report.contains(row), "{row} missing from {report}");
     }

@@ -946,8 +946,22 @@ fn icmp_fragmentation_needed_reaches_the_backend_that_owns_the_flow() {
     );
     assert_eq!(lb.counter(Counter::IcmpTooBigToBackend), 2);
 
-    let cases: [(&str, Vec<u8>); 6] = [
+    // Found by `cargo xtask fuzz` (seed 1): an IPv4 length beyond the frame was sent on to
+    // the backend as it was, malformed.
+    let mut too_long = too_big(80, 40000);
+    too_long[16..18].copy_from_slice(&1080u16.to_be_bytes());
+    let sum = xdp_lb_tests::packet::checksum(&{
+        let mut h = too_long[14..34].to_vec();
+        h[10..12].copy_from_slice(&[0, 0]);
+        h
+    });
+    too_long[24..26].copy_from_slice(&sum.to_be_bytes());
+    let cases: [(&str, Vec<u8>); 7] = [
         ("ping to the VIP", icmp_echo(CLIENT, VIP)),
+        (
+            "fragmentation needed, its IPv4 length beyond the frame",
+            too_long,
+        ),
         (
             "host unreachable about a VIP flow",
             icmp_error(router, VIP, 80, CLIENT, 40000, (3, 1, 0), 40),

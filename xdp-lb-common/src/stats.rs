@@ -231,6 +231,26 @@ impl Counter {
         }
     }
 
+    /// Whether this counter is a frame's verdict: every frame the program sees is counted by
+    /// exactly one of these (`tx`, `redirect`, the `drop_*` and `pass_*` reasons, and the ICMP
+    /// and probe paths that are verdicts of their own). The others (`new_flow`,
+    /// `flow_rehashed`, `flow_not_recorded`, `tunnel_mss_clamped`, `sync_event_lost`) count
+    /// events beside a verdict. `cargo xtask fuzz` holds the program to it.
+    pub fn is_verdict(self) -> bool {
+        let n = self.name();
+        n == "tx"
+            || n == "redirect"
+            || n.starts_with("drop_")
+            || n.starts_with("pass_")
+            || matches!(
+                self,
+                Counter::IcmpTooBigToBackend
+                    | Counter::IcmpTooBigTranslated
+                    | Counter::TunnelIcmpTooBig
+                    | Counter::TunnelProbeReply
+            )
+    }
+
     /// Whether the frame goes to the kernel (XDP_PASS) rather than being dropped.
     pub const fn passes(self) -> bool {
         matches!(

@@ -62,6 +62,16 @@ enum Verb {
         #[arg(long, conflicts_with = "compare")]
         rate: bool,
     },
+    /// The real XDP program under BPF_PROG_TEST_RUN with generated and mutated frames, each
+    /// run judged (README "Testing"); failures saved under target/fuzz as reproducible cases.
+    Fuzz {
+        /// How long (minutes).
+        #[arg(long, default_value_t = 1)]
+        minutes: u64,
+        /// The random seed (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +117,17 @@ fn run(verb: Verb) -> anyhow::Result<()> {
                 tests_bin("demo_scale_out", &[])?;
             }
             Ok(())
+        }
+        Verb::Fuzz { minutes, seed } => {
+            require_root("fuzz")?;
+            setup::setup()?;
+            let minutes = minutes.to_string();
+            let seed = seed.map(|s| s.to_string());
+            let mut args = vec!["--minutes", minutes.as_str()];
+            if let Some(s) = &seed {
+                args.extend(["--seed", s.as_str()]);
+            }
+            tests_bin("fuzz", &args)
         }
         Verb::Bench {
             repeat,
