@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz` for 30 seconds: the real program, mutated frames of every path, each run
-//! judged (see `src/bin/fuzz.rs`). The seed is from the clock and printed, so a failure here is
+//! judged, then a running agent's control socket and HTTP endpoints under random and mutated
+//! requests (see `src/bin/fuzz/`). The seed is from the clock and printed, so a failure here is
 //! replayed with `cargo xtask fuzz --seed S`; its frames are saved under target/fuzz.
 
 use std::process::Command;
@@ -37,4 +38,10 @@ fn thirty_seconds_of_mutated_frames_break_no_invariant() {
     ] {
         assert!(stdout.contains(path), "no run reached {path}\n{stdout}");
     }
+    // And the listeners took their share of abuse (the command fails if the agent did not
+    // survive it or answer every request).
+    assert!(
+        stdout.contains("listeners: ") && stdout.contains(" control requests ("),
+        "{stdout}"
+    );
 }

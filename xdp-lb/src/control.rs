@@ -110,18 +110,24 @@ pub async fn serve(
     }))
 }
 
+/// A request line's limit: far above any real request, far below what could hurt.
+const MAX_REQUEST: u64 = 64 * 1024;
+
 async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     // One request line, bounded in size and time.
-    let read_line = async {
-        let mut reader = BufReader::new(read).take(64 * 1024);
-        reader.read_line(&mut line).await
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_line)
+    let mut reader = BufReader::new(read).take(MAX_REQUEST);
+    tokio::time::timeout(Duration::from_secs(5), reader.read_until(b'\n', &mut line))
         .await
         .map_err(io::Error::other)??;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let too_long = line.len() as u64 >= MAX_REQUEST && !line.ends_with(b"\n");
+    let response = match serde_json::from_slice::<Request>(&line) {
+        _ if too_long => Response {
+            ok: false,
+            message: format!("bad request: longer than {MAX_REQUEST} bytes"),
+            status: None,
+        },
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             if commands.send(Command { request, reply }).await.is_err() {
@@ -146,7 +152,17 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> io::Resu
     };
     let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
     out.push(b'\n');
-    write.write_all(&out).await
+    write.write_all(&out).await?;
+    write.shutdown().await?;
+    // What the client sent beyond the request is read and dropped (bounded): closing with
+    // it unread would reset the connection, and the client would lose the answer.
+    let mut rest = reader.into_inner().take(1 << 20);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
+    Ok(())
 }
 
 /// Sends one request and waits (bounded) for the answer.

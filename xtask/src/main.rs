@@ -121,6 +121,8 @@ fn run(verb: Verb) -> anyhow::Result<()> {
         Verb::Fuzz { minutes, seed } => {
             require_root("fuzz")?;
             setup::setup()?;
+            // The listeners' part runs the agent.
+            cargo(&["build", "--release", "-p", "xdp-lb"])?;
             let minutes = minutes.to_string();
             let seed = seed.map(|s| s.to_string());
             let mut args = vec!["--minutes", minutes.as_str()];

@@ -13,8 +13,14 @@
 //!   frame refused for a bad header or by a protection makes no new flow;
 //! - at the end, every flow table is within its size.
 //!
+//! Then the agent's listeners (`services.rs`): random and mutated requests on a running
+//! agent's control socket and HTTP endpoints, each answered, the agent up afterwards, its
+//! memory and open files within a bound.
+//!
 //! A failure is saved as `failure-SEED-RUN.bin` (the frame) and `.txt` (why) under the output
 //! directory, for a packet-table test; the run goes on and exits 1.
+
+mod services;
 
 use std::{
     collections::BTreeMap,
@@ -447,8 +453,38 @@ fn main() -> anyhow::Result<()> {
     let ns = namespace()?;
     let started = Instant::now();
     let (out2, seed2) = (out.clone(), seed);
-    let report = xdp_lb_tests::in_netns(&ns.name, move || run(&args, seed2, &out2))??;
+    let total = Duration::from_secs(args.seconds.unwrap_or(args.minutes.unwrap_or(1) * 60));
+    // A sixth of the time (at least 5 s) for the listeners, the rest for packets.
+    let listeners = (total / 6).max(Duration::from_secs(5));
+    let packets = Args {
+        seconds: Some(total.saturating_sub(listeners).as_secs().max(1)),
+        minutes: None,
+        seed: args.seed,
+        out: None,
+    };
+    let report = xdp_lb_tests::in_netns(&ns.name, move || run(&packets, seed2, &out2))??;
     let secs = started.elapsed().as_secs_f64();
+    drop(ns);
+    let s = services::run(seed, listeners).context("the listeners under abuse")?;
+    let services_text = format!(
+        "listeners: {} control requests ({} refused with their reason), {} HTTP requests (status: {}); agent RSS {} → {} KiB, open files {} → {}\n",
+        s.control,
+        s.control_rejected,
+        s.http,
+        s.http_status
+            .iter()
+            .map(|(c, n)| if *c == 0 {
+                format!("closed {n}")
+            } else {
+                format!("{c} {n}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.rss_kb.0,
+        s.rss_kb.1,
+        s.fds.0,
+        s.fds.1
+    );
     let mut text = format!(
         "fuzz: seed {seed}: {} runs in {secs:.0} s ({:.0} runs/s), {} failure(s)\nactions: {}\npaths covered (counter: runs):\n",
         report.runs,
@@ -470,6 +506,7 @@ fn main() -> anyhow::Result<()> {
     for (name, n) in &report.moved {
         text += &format!("  {name}: {n}\n");
     }
+    text += &services_text;
     print!("{text}");
     std::fs::write(out.join("report.txt"), &text)?;
     if report.failures > 0 {
