@@ -95,8 +95,15 @@ pub async fn serve(
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    // At most this many connections at once, each bounded in size (64 KiB) and time (5 s): a
+    // flood beyond it waits in the kernel's backlog instead of growing the agent (the socket
+    // is root's only, mode 0600: a flood is self-inflicted, and must not take the agent down).
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
@@ -105,6 +112,7 @@ pub async fn serve(
                 if let Err(e) = handle(stream, commands).await {
                     tracing::debug!(error = %e, "control connection failed");
                 }
+                drop(permit);
             });
         }
     }))
@@ -112,6 +120,9 @@ pub async fn serve(
 
 /// A request line's limit: far above any real request, far below what could hurt.
 const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Control connections served at once.
+const MAX_CONNECTIONS: usize = 256;
 
 async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();

@@ -2,7 +2,8 @@
 //! VIP in a namespace bed) takes random and mutated requests on its control socket (JSON
 //! lines) and its HTTP endpoints (/metrics, /stats, /healthz): every control request must get
 //! a JSON answer (`ok` false with the reason for a bad one), every HTTP request an HTTP answer
-//! or a clean close, and afterwards the agent must still be running, still answer `status` and
+//! or a clean close; a flood of 200 idle connections must not keep a status request from its
+//! answer; and afterwards the agent must still be running, still answer `status` and
 //! `/healthz`, with its memory and open files back within a stated bound.
 
 use std::{
@@ -71,7 +72,7 @@ const HTTP: [&str; 6] = [
 /// One control request: its answer must be one JSON line.
 fn control(path: &std::path::Path, request: &[u8]) -> anyhow::Result<bool> {
     let mut s = UnixStream::connect(path).context("connect to the control socket")?;
-    s.set_read_timeout(Some(Duration::from_secs(8)))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
     // A request may be refused before it is all read (over 64 KiB): a broken pipe is fine.
     let _ = s.write_all(request);
     let _ = s.shutdown(std::net::Shutdown::Write);
@@ -187,6 +188,18 @@ pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesRepor
         report.http += 1;
         *report.http_status.entry(answer.unwrap_or(0)).or_default() += 1;
     }
+    // A flood of idle connections (each holds one of the agent's 256 slots until its 5-s read
+    // limit): a status request beside them is answered.
+    let idle: Vec<UnixStream> = (0..200)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    let flood_status = control(&socket, format!("{}\n", CONTROL[0]).as_bytes())
+        .context("status behind 200 idle connections")?;
+    ensure!(
+        flood_status,
+        "status behind 200 idle connections was refused"
+    );
+    drop(idle);
     // Still there, still answering, nothing left behind.
     let exited = agent
         .child
