@@ -357,3 +357,55 @@ impl Drop for TunnelTopology {
         }
     }
 }
+
+/// A namespace where BPF_PROG_TEST_RUN's FIB lookups find what NAT and the tunnels need, for
+/// the bench's tunnel rows and the fuzzer: lan0 with the node's addresses (198.18.0.2,
+/// 2001:2::2), the router (.1, ::1) resolved, the backends' subnets (198.18.1-3.0/24,
+/// 2001:2:1-3::/64) and the clients (198.19.0.0/16, 2001:2:9::/64) routed through it.
+pub fn routed_bed(name: &str) -> anyhow::Result<crate::NetNs> {
+    let ns = crate::NetNs::new(name)?;
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])?;
+    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])?;
+    ns.ip(&["-6", "addr", "add", "2001:2::2/64", "dev", "lan0", "nodad"])?;
+    ns.ip(&["link", "set", "lan0", "up"])?;
+    ns.ip(&["link", "set", "lan1", "up"])?;
+    for router in ["198.18.0.1", "2001:2::1"] {
+        let mac = "02:99:00:00:00:01";
+        ns.ip(&[
+            "neigh",
+            "add",
+            router,
+            "lladdr",
+            mac,
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ])?;
+    }
+    let mut routes: Vec<(String, &str)> = (1..=3)
+        .flat_map(|i| {
+            [
+                (format!("198.18.{i}.0/24"), "198.18.0.1"),
+                (format!("2001:2:{i}::/64"), "2001:2::1"),
+            ]
+        })
+        .collect();
+    routes.push(("198.19.0.0/16".into(), "198.18.0.1"));
+    routes.push(("2001:2:9::/64".into(), "2001:2::1"));
+    for (net, via) in &routes {
+        let family = if net.contains(':') { "-6" } else { "-4" };
+        ns.ip(&[family, "route", "add", net, "via", via])?;
+    }
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.lo.forwarding",
+        "net.ipv6.conf.all.forwarding",
+        "net.ipv6.conf.lo.forwarding",
+    ] {
+        ns.sysctl(key, "1")?;
+    }
+    Ok(ns)
+}

@@ -250,6 +250,62 @@ fn resolve(
     Ok((vip_id, backend_id, names))
 }
 
+impl CaptureMaps {
+    /// Refuses while another capture's lease runs; drops what a previous one left unread.
+    fn claim(&mut self) -> Result<(), CaptureError> {
+        let current = self.config.get(&0, 0).unwrap_or_default();
+        let now = monotonic_ns();
+        if current.every != 0 && current.until_ns > now {
+            return Err(CaptureError::Busy(Duration::from_nanos(
+                current.until_ns - now,
+            )));
+        }
+        while self.ring.next().is_some() {}
+        Ok(())
+    }
+}
+
+/// The pcapng file (or standard output for `-`), its header written.
+fn open_output(opts: &CaptureOptions, interface: &str) -> io::Result<PcapngWriter<Box<dyn Write>>> {
+    let out: Box<dyn Write> = if opts.output == Path::new("-") {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(BufWriter::new(File::create(&opts.output)?))
+    };
+    PcapngWriter::new(out, interface, opts.snaplen)
+}
+
+/// One ring item into the file, counted (an item shorter than a record, which the program
+/// never makes, is skipped).
+fn write_record(
+    pcap: &mut PcapngWriter<Box<dyn Write>>,
+    names: &Names,
+    offset: u64,
+    item: &[u8],
+    summary: &mut CaptureSummary,
+) -> io::Result<()> {
+    if item.len() < size_of::<CaptureRecord>() {
+        return Ok(());
+    }
+    // SAFETY: `item` holds a whole CaptureRecord (checked above; the program reserves exactly
+    // one), read unaligned; its fields are plain integers.
+    let r: CaptureRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    let caplen = (r.caplen as usize).min(CAPTURE_MAX_SNAPLEN as usize);
+    pcap.packet(
+        r.ts_ns + offset,
+        r.len,
+        &r.data[..caplen],
+        &names.comment(&r),
+    )?;
+    summary.written += 1;
+    if r.reason == CAPTURE_SENT {
+        summary.sent += 1;
+    } else {
+        summary.dropped += 1;
+    }
+    Ok(())
+}
+
 /// Runs a capture until `--count` frames, `--duration`, or `stop` (a signal).
 pub fn run(
     opts: &CaptureOptions,
@@ -262,27 +318,12 @@ pub fn run(
     let inspector = Inspector::open(&opts.pin_dir)?;
     let (vip_id, backend_id, names) = resolve(&inspector, opts)?;
     let mut maps = CaptureMaps::open(&opts.pin_dir)?;
-    let current = maps.config.get(&0, 0).unwrap_or_default();
-    let now = monotonic_ns();
-    if current.every != 0 && current.until_ns > now {
-        return Err(CaptureError::Busy(Duration::from_nanos(
-            current.until_ns - now,
-        )));
-    }
-    // A previous session's records that nobody read.
-    while maps.ring.next().is_some() {}
+    maps.claim()?;
     let write_err = |source| CaptureError::Write {
         path: opts.output.clone(),
         source,
     };
-    let out: Box<dyn Write> = if opts.output == Path::new("-") {
-        Box::new(io::stdout().lock())
-    } else {
-        Box::new(BufWriter::new(
-            File::create(&opts.output).map_err(write_err)?,
-        ))
-    };
-    let mut pcap = PcapngWriter::new(out, interface, opts.snaplen).map_err(write_err)?;
+    let mut pcap = open_output(opts, interface).map_err(write_err)?;
     let before = maps.stats();
     let what =
         (u32::from(opts.sent) * CAPTURE_WHAT_SENT) | (u32::from(opts.drops) * CAPTURE_WHAT_DROPS);
@@ -316,25 +357,7 @@ pub fn run(
         let mut any = false;
         while let Some(item) = session.0.ring.next() {
             any = true;
-            if item.len() < size_of::<CaptureRecord>() - CAPTURE_MAX_SNAPLEN as usize {
-                continue;
-            }
-            // SAFETY: the ring holds CaptureRecords (the program reserves exactly one).
-            let r: CaptureRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            let caplen = (r.caplen as usize).min(CAPTURE_MAX_SNAPLEN as usize);
-            pcap.packet(
-                r.ts_ns + offset,
-                r.len,
-                &r.data[..caplen],
-                &names.comment(&r),
-            )
-            .map_err(write_err)?;
-            summary.written += 1;
-            if r.reason == CAPTURE_SENT {
-                summary.sent += 1;
-            } else {
-                summary.dropped += 1;
-            }
+            write_record(&mut pcap, &names, offset, &item, &mut summary).map_err(write_err)?;
             if done(&summary) {
                 break;
             }

@@ -125,57 +125,9 @@ fn config() -> String {
         .to_string()
 }
 
-/// The namespace whose FIB NAT and the tunnels consult: lan0 with the node's addresses, a
-/// resolved router, the backends' subnets and the clients routed through it.
+/// The namespace whose FIB NAT and the tunnels consult (routes to the backends and clients).
 fn namespace() -> anyhow::Result<NetNs> {
-    let ns = NetNs::new("fuzz")?;
-    ns.ip(&[
-        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
-    ])?;
-    ns.ip(&["addr", "add", "198.18.0.2/24", "dev", "lan0"])?;
-    ns.ip(&["-6", "addr", "add", "2001:2::2/64", "dev", "lan0", "nodad"])?;
-    ns.ip(&["link", "set", "lan0", "up"])?;
-    ns.ip(&["link", "set", "lan1", "up"])?;
-    for router in ["198.18.0.1", "2001:2::1"] {
-        ns.ip(&[
-            "neigh",
-            "add",
-            router,
-            "lladdr",
-            "02:99:00:00:00:01",
-            "dev",
-            "lan0",
-            "nud",
-            "permanent",
-        ])?;
-    }
-    for i in 1..=3 {
-        ns.ip(&[
-            "route",
-            "add",
-            &format!("198.18.{i}.0/24"),
-            "via",
-            "198.18.0.1",
-        ])?;
-        ns.ip(&[
-            "-6",
-            "route",
-            "add",
-            &format!("2001:2:{i}::/64"),
-            "via",
-            "2001:2::1",
-        ])?;
-    }
-    // The clients, for NAT's replies.
-    ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.0.1"])?;
-    ns.ip(&["-6", "route", "add", "2001:2:9::/64", "via", "2001:2::1"])?;
-    for key in [
-        "net.ipv4.conf.all.forwarding",
-        "net.ipv6.conf.all.forwarding",
-    ] {
-        ns.sysctl(key, "1")?;
-    }
-    Ok(ns)
+    xdp_lb_tests::tunnel::routed_bed("fuzz")
 }
 
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, payload: usize) -> Vec<u8> {
