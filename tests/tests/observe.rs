@@ -612,8 +612,27 @@ fn capture(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Started once its config is in the map: give it a moment (its start is milliseconds).
-    std::thread::sleep(Duration::from_millis(300));
+    // Started once its config is in the map (bounded wait).
+    let config_pin = pin.join(xdp_lb_common::map_names::CAPTURE_CONFIG);
+    let on = || -> bool {
+        let Ok(data) = aya::maps::MapData::from_pin(&config_pin) else {
+            return false;
+        };
+        let Ok(map) = aya::maps::Array::<_, xdp_lb_common::CaptureConfig>::try_from(
+            aya::maps::Map::Array(data),
+        ) else {
+            return false;
+        };
+        map.get(&0, 0).is_ok_and(|c| c.every != 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !on() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     traffic();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -97,6 +97,12 @@ fn config() -> String {
             format!("198.18.1.{}", 10 + i)
         }))
         .vip(
+            three("dnsnat", "198.18.0.100", 5353, "nat", &|i| {
+                format!("198.18.1.{}", 10 + i)
+            })
+            .key("protocol", "udp"),
+        )
+        .vip(
             three("ipip", "198.18.0.100", 81, "ipip", &|i| {
                 format!("198.18.2.{}", 10 + i)
             })
@@ -155,6 +161,15 @@ fn corpus() -> Vec<Vec<u8>> {
     udp.proto = 17;
     udp.payload = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     c.push(udp.build());
+    // The same to the UDP NAT VIP; SYNs with an MSS option (the tunnels' clamp).
+    udp.dport = 5353;
+    c.push(udp.build());
+    for port in [81u16, 82, 80] {
+        c.push(with_mss(
+            &tcp(client(14), 40000, VIP, port, TCP_SYN, 0),
+            1460,
+        ));
+    }
     c.push(tcp(
         Ipv4Addr::new(198, 19, 255, 9),
         40000,
@@ -208,6 +223,30 @@ fn corpus() -> Vec<Vec<u8>> {
     c.push(ipv6_frame(&[(0, 8), (60, 16)], 6, &tcp_header()));
     c.push(ipv6_frame(&[(44, 8)], 6, &tcp_header()));
     c
+}
+
+/// A TCP/IPv4 SYN frame (no VLAN, no options) with an MSS option added, lengths and checksums
+/// made right.
+fn with_mss(frame: &[u8], mss: u16) -> Vec<u8> {
+    let (l3, l4) = (14, 34);
+    let mut f = frame[..l4 + 20].to_vec();
+    f.extend_from_slice(&[2, 4]);
+    f.extend_from_slice(&mss.to_be_bytes());
+    f[l4 + 12] = 6 << 4;
+    let total = (f.len() - l3) as u16;
+    f[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let ip_sum = xdp_lb_tests::packet::checksum(&f[l3..l4]);
+    f[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    f[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+    let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+    let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+    let sum = xdp_lb_tests::packet::l4_checksum(src, dst, 6, &f[l4..]);
+    f[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
 }
 
 /// Replies to the NAT flows the corpus made: what the backends would send back.
