@@ -130,39 +130,7 @@ enum Command {
   sudo xdp-lb capture -w /tmp/web.pcapng --vip web --count 100
   sudo xdp-lb capture -w - --backend cp1 --every 100 | tcpdump -r - -nn -e
   sudo xdp-lb capture -w /tmp/drops.pcapng --drops-only --seconds 10")]
-    Capture {
-        /// The pcapng file to write; `-` for standard output.
-        #[arg(long, short = 'w', value_name = "FILE")]
-        write: PathBuf,
-        /// Only this VIP's frames (its `name`).
-        #[arg(long, value_name = "NAME")]
-        vip: Option<String>,
-        /// Only frames to or from this backend (its `name` or address; add --vip when two
-        /// VIPs have one of that name). Drops are not a backend's: --backend leaves them out.
-        #[arg(long, value_name = "NAME")]
-        backend: Option<String>,
-        /// Stop after this many frames.
-        #[arg(long, short = 'c', value_name = "N")]
-        count: Option<u64>,
-        /// Stop after this many seconds.
-        #[arg(long, value_name = "S")]
-        seconds: Option<u64>,
-        /// Bytes of each frame to keep (1..=2048).
-        #[arg(long, short = 's', value_name = "B", default_value_t = 256)]
-        snaplen: u32,
-        /// Record one in N matching frames on each CPU (1: every frame).
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        every: u32,
-        /// Only drops (no frames sent).
-        #[arg(long, conflicts_with_all = ["sent_only", "backend"])]
-        drops_only: bool,
-        /// Only frames sent (no drops).
-        #[arg(long)]
-        sent_only: bool,
-        /// Where the maps are pinned (agent.pin_dir).
-        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/xdp-lb")]
-        pin_dir: PathBuf,
-    },
+    Capture(cli::capture::CaptureArgs),
     /// Show the running agent's state: config, uptime, each backend's health and last check.
     Status {
         /// Print JSON instead of a table.
@@ -278,30 +246,7 @@ fn main() -> ExitCode {
             output,
         } => cli::import::import(haproxy.as_deref(), keepalived.as_deref(), output.as_deref()),
         Command::CheckConfig { file } => cli::check_config::check_config(&file),
-        Command::Capture {
-            write,
-            vip,
-            backend,
-            count,
-            seconds,
-            snaplen,
-            every,
-            drops_only,
-            sent_only,
-            pin_dir,
-        } => cli::capture::capture(&xdp_lb::capture::CaptureOptions {
-            pin_dir,
-            // A backend filter names a backend; drops have none.
-            drops: !sent_only && backend.is_none(),
-            sent: !drops_only,
-            vip,
-            backend,
-            count,
-            duration: seconds.map(std::time::Duration::from_secs),
-            snaplen,
-            every,
-            output: write,
-        }),
+        Command::Capture(args) => cli::capture::capture(args),
         Command::Decap {
             status: true,
             pin_dir,

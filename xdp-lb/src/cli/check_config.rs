@@ -65,26 +65,7 @@ fn summary(file: &Path, config: &Config) {
         );
     }
     for v in &config.vrrp {
-        let addrs: Vec<String> = v
-            .virtual_addresses
-            .iter()
-            .map(|(a, len)| format!("{a}/{len}"))
-            .collect();
-        println!(
-            "  vrrp {} vrid {} on {}: priority {}, adverts every {}, preempt {}, addresses {}{}",
-            v.name,
-            v.vrid,
-            v.interface,
-            v.priority,
-            humantime::format_duration(v.advert_interval),
-            if v.preempt { "on" } else { "off" },
-            addrs.join(", "),
-            if v.unicast_peers.is_empty() {
-                String::new()
-            } else {
-                format!(", unicast to {}", join(&v.unicast_peers))
-            }
-        );
+        println!("  {}", vrrp_line(v));
     }
     if let Some(a) = &config.announce {
         println!(
@@ -103,16 +84,45 @@ fn summary(file: &Path, config: &Config) {
         );
     }
     if let Some(s) = &config.sync {
-        println!(
-            "  sync with {} on UDP port {}, key {}, batches every {}, at most {} datagrams/s, snapshot wait {}",
-            join(&s.peers),
-            s.port,
-            s.key_file.display(),
-            humantime::format_duration(s.batch_interval),
-            s.max_datagrams_per_second,
-            humantime::format_duration(s.snapshot_wait)
-        );
+        println!("  {}", sync_line(s));
     }
+}
+
+/// `vrrp NAME vrid N on IF: priority, adverts, preempt, addresses[, unicast peers]`
+fn vrrp_line(v: &config::VrrpConfig) -> String {
+    let addrs: Vec<String> = v
+        .virtual_addresses
+        .iter()
+        .map(|(a, len)| format!("{a}/{len}"))
+        .collect();
+    format!(
+        "vrrp {} vrid {} on {}: priority {}, adverts every {}, preempt {}, addresses {}{}",
+        v.name,
+        v.vrid,
+        v.interface,
+        v.priority,
+        humantime::format_duration(v.advert_interval),
+        if v.preempt { "on" } else { "off" },
+        addrs.join(", "),
+        if v.unicast_peers.is_empty() {
+            String::new()
+        } else {
+            format!(", unicast to {}", join(&v.unicast_peers))
+        }
+    )
+}
+
+/// `sync with PEERS on UDP port N, key FILE, …`
+fn sync_line(s: &config::SyncConfig) -> String {
+    format!(
+        "sync with {} on UDP port {}, key {}, batches every {}, at most {} datagrams/s, snapshot wait {}",
+        join(&s.peers),
+        s.port,
+        s.key_file.display(),
+        humantime::format_duration(s.batch_interval),
+        s.max_datagrams_per_second,
+        humantime::format_duration(s.snapshot_wait)
+    )
 }
 
 fn join(addrs: &[std::net::IpAddr]) -> String {

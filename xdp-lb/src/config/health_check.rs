@@ -155,28 +155,7 @@ pub(super) fn health_check(
         None => d.http_expect_status,
     };
     let kind = h.kind.unwrap_or(CheckType::Tcp);
-    if !matches!(kind, CheckType::Http | CheckType::Https) {
-        // Accepted (a file may keep them while switching types), but said: an imported or
-        // edited file whose check is not what it looks like is a production surprise.
-        for (field, span) in [
-            ("http_path", h.http_path.as_ref().map(Spanned::span)),
-            (
-                "http_expect_status",
-                h.http_expect_status.as_ref().map(Spanned::span),
-            ),
-        ] {
-            if let Some(span) = span {
-                file.warn(
-                    span,
-                    k(field),
-                    format!(
-                        "{field} has no effect on a type = \"{}\" check (only http and https send a request)",
-                        kind.as_str()
-                    ),
-                );
-            }
-        }
-    }
+    warn_unused_http_keys(file, h, kind, &k);
     let tls = match kind {
         CheckType::Https => Some(tls(file, h, span.clone(), &k)?),
         _ => {
@@ -211,6 +190,38 @@ pub(super) fn health_check(
         tls,
         dns,
     })
+}
+
+/// `http_path` and `http_expect_status` on a check that sends no request: accepted (a file may
+/// keep them while switching types), but said, since an imported or edited file whose check is
+/// not what it looks like is a production surprise.
+fn warn_unused_http_keys(
+    file: &ConfigFile<'_>,
+    h: &RawHealthCheck,
+    kind: CheckType,
+    k: &impl Fn(&str) -> String,
+) {
+    if matches!(kind, CheckType::Http | CheckType::Https) {
+        return;
+    }
+    for (field, span) in [
+        ("http_path", h.http_path.as_ref().map(Spanned::span)),
+        (
+            "http_expect_status",
+            h.http_expect_status.as_ref().map(Spanned::span),
+        ),
+    ] {
+        if let Some(span) = span {
+            file.warn(
+                span,
+                k(field),
+                format!(
+                    "{field} has no effect on a type = \"{}\" check (only http and https send a request)",
+                    kind.as_str()
+                ),
+            );
+        }
+    }
 }
 
 /// `interval` (10ms..=1h) and `timeout` (haproxy: the interval by default; never longer).

@@ -301,20 +301,7 @@ fn vip_from(
         https,
         slowstarts,
     } = servers;
-    // kubeadm's haproxy.cfg: `option httpchk GET /healthz` + `option ssl-hello-chk`: the
-    // apiserver speaks only TLS, so the evident intent is an HTTPS GET of the path.
-    let hello_http = back.ssl_hello && check.kind == Some("http");
-    if https || (hello_http && any_check) {
-        check.kind = Some("https");
-        if hello_http && check.tls_ca_file.is_none() && check.tls_verify.is_none() {
-            // ssl-hello-chk verified nothing either.
-            check.tls_verify = Some(false);
-        }
-    } else if !any_check {
-        check.kind = Some("none");
-    } else if check.kind.is_none() {
-        check.kind = Some("tcp");
-    }
+    check_kind(&mut check, any_check, https, back.ssl_hello);
     if let Some(from) = &back.from {
         check.fit_timeout(from, plan);
         check.fit_kind(from, plan);
@@ -343,6 +330,25 @@ fn vip_from(
         backends,
         from,
     })
+}
+
+/// The check's type from what the section said: `check-ssl` (or `http-check connect ssl`) is
+/// HTTPS; no server checked is none; a TCP check unless an option said HTTP.
+fn check_kind(check: &mut Check, any_check: bool, https: bool, ssl_hello: bool) {
+    // kubeadm's haproxy.cfg: `option httpchk GET /healthz` + `option ssl-hello-chk`: the
+    // apiserver speaks only TLS, so the evident intent is an HTTPS GET of the path.
+    let hello_http = ssl_hello && check.kind == Some("http");
+    if https || (hello_http && any_check) {
+        check.kind = Some("https");
+        if hello_http && check.tls_ca_file.is_none() && check.tls_verify.is_none() {
+            // ssl-hello-chk verified nothing either.
+            check.tls_verify = Some(false);
+        }
+    } else if !any_check {
+        check.kind = Some("none");
+    } else if check.kind.is_none() {
+        check.kind = Some("tcp");
+    }
 }
 
 /// What a section's server lines say about the VIP as a whole: the check (its interval,
