@@ -10,10 +10,11 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     os::unix::net::UnixStream,
+    path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use xdp_lb_tests::{
     Agent, DsrTopology,
     fuzz::{Rng, mutate},
@@ -24,6 +25,10 @@ use xdp_lb_tests::{
 /// allocator slack), and its open files by at most this many (none should stay open).
 const RSS_BOUND_KB: u64 = 32 * 1024;
 const FD_BOUND: usize = 8;
+
+/// The agent's HTTP listener, in its namespace.
+const HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9100);
 
 pub(crate) struct ServicesReport {
     pub(crate) control: u64,
@@ -112,8 +117,8 @@ fn http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Option<u16>> {
     Ok(Some(code))
 }
 
-pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesReport> {
-    let topo = DsrTopology::new(1)?;
+/// An agent with one DSR VIP in a bed of its own (HTTP on 127.0.0.1:9100 in its namespace).
+fn start(topo: &DsrTopology) -> anyhow::Result<Agent> {
     let config = topo.dir.join("xdp-lb.toml");
     std::fs::write(
         &config,
@@ -121,86 +126,73 @@ pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesRepor
             .vip(topo.vip(80).check("type", "none"))
             .to_string(),
     )?;
-    let mut agent = Agent::start(
+    Agent::start(
         &topo.lb,
         &["run", "--config", config.to_str().context("path")?],
         topo.dir.join("agent.log"),
         "xdp-lb is forwarding",
         Duration::from_secs(20),
-    )?;
-    let pid = agent.pid().context("the agent's pid")?;
-    let socket = topo.control_socket();
-    let http_addr = SocketAddr::from(([127, 0, 0, 1], 9100));
-    // Warm up (first pages, allocator), then the baseline.
-    let lb = topo.lb.name.clone();
-    in_netns(&lb, move || -> anyhow::Result<()> {
-        for r in HTTP {
-            http(http_addr, r.as_bytes())?;
-        }
-        Ok(())
-    })??;
-    let before = (rss_kb(pid), fds(pid));
-    let mut rng = Rng::new(seed ^ 0x5e41_7ce5);
-    let mut report = ServicesReport {
-        control: 0,
-        control_rejected: 0,
-        http: 0,
-        http_status: Default::default(),
-        rss_kb: (before.0, 0),
-        fds: (before.1, 0),
-    };
-    let start = Instant::now();
-    while start.elapsed() < duration {
-        // Control: a valid request, mutated, sometimes huge or without its newline.
-        let mut req = CONTROL[rng.below(CONTROL.len())].as_bytes().to_vec();
-        for _ in 0..rng.below(4) {
-            let other = CONTROL[rng.below(CONTROL.len())].as_bytes();
-            mutate(&mut rng, &mut req, other);
-        }
-        if rng.chance(20) {
-            req.resize(70 * 1024, b'x');
-        }
-        if !rng.chance(4) {
-            req.push(b'\n');
-        }
-        // A reload of a config the fuzz made up never reaches a file (none exists there);
-        // the agent's own config reloads as it is.
-        match control(&socket, &req) {
-            Ok(ok) => {
-                report.control += 1;
-                report.control_rejected += u64::from(!ok);
-            }
-            Err(e) => bail!(
-                "control request {:?} ({} bytes): {e:#}",
-                String::from_utf8_lossy(&req[..req.len().min(200)]),
-                req.len()
-            ),
-        }
-        // HTTP, in the agent's namespace.
-        let mut req = HTTP[rng.below(HTTP.len())].as_bytes().to_vec();
-        for _ in 0..rng.below(4) {
-            let other = HTTP[rng.below(HTTP.len())].as_bytes();
-            mutate(&mut rng, &mut req, other);
-        }
-        let shown = String::from_utf8_lossy(&req[..req.len().min(200)]).into_owned();
-        let answer = in_netns(&lb, move || http(http_addr, &req))?
-            .with_context(|| format!("HTTP request {shown:?}"))?;
-        report.http += 1;
-        *report.http_status.entry(answer.unwrap_or(0)).or_default() += 1;
+    )
+}
+
+/// One mutated control request (sometimes huge, sometimes without its newline), answered.
+fn abuse_control(socket: &Path, rng: &mut Rng, report: &mut ServicesReport) -> anyhow::Result<()> {
+    let mut req = CONTROL[rng.below(CONTROL.len())].as_bytes().to_vec();
+    for _ in 0..rng.below(4) {
+        let other = CONTROL[rng.below(CONTROL.len())].as_bytes();
+        mutate(rng, &mut req, other);
     }
-    // A flood of idle connections (each holds one of the agent's 256 slots until its 5-s read
-    // limit): a status request beside them is answered.
+    if rng.chance(20) {
+        req.resize(70 * 1024, b'x');
+    }
+    if !rng.chance(4) {
+        req.push(b'\n');
+    }
+    // A reload names a file the fuzz made up (none exists), or none: the agent's own config.
+    let ok = control(socket, &req).with_context(|| {
+        format!(
+            "control request {:?} ({} bytes)",
+            String::from_utf8_lossy(&req[..req.len().min(200)]),
+            req.len()
+        )
+    })?;
+    report.control += 1;
+    report.control_rejected += u64::from(!ok);
+    Ok(())
+}
+
+/// One mutated HTTP request in the agent's namespace, answered or cleanly closed.
+fn abuse_http(lb: &str, rng: &mut Rng, report: &mut ServicesReport) -> anyhow::Result<()> {
+    let mut req = HTTP[rng.below(HTTP.len())].as_bytes().to_vec();
+    for _ in 0..rng.below(4) {
+        let other = HTTP[rng.below(HTTP.len())].as_bytes();
+        mutate(rng, &mut req, other);
+    }
+    let shown = String::from_utf8_lossy(&req[..req.len().min(200)]).into_owned();
+    let answer = in_netns(lb, move || http(HTTP_ADDR, &req))?
+        .with_context(|| format!("HTTP request {shown:?}"))?;
+    report.http += 1;
+    *report.http_status.entry(answer.unwrap_or(0)).or_default() += 1;
+    Ok(())
+}
+
+/// After the abuse: a status beside 200 idle connections, the agent running, status and
+/// /healthz answering, memory and files within their bounds.
+fn check_after(
+    agent: &mut Agent,
+    socket: &Path,
+    lb: &str,
+    report: &mut ServicesReport,
+) -> anyhow::Result<()> {
+    let pid = agent.pid().context("the agent's pid")?;
+    // Each idle connection holds one of the agent's 256 slots until its 5-s read limit.
     let idle: Vec<UnixStream> = (0..200)
-        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .filter_map(|_| UnixStream::connect(socket).ok())
         .collect();
-    let flood_status = control(&socket, format!("{}\n", CONTROL[0]).as_bytes())
-        .context("status behind 200 idle connections")?;
-    ensure!(
-        flood_status,
-        "status behind 200 idle connections was refused"
-    );
+    let status = format!("{}\n", CONTROL[0]);
+    let ok = control(socket, status.as_bytes()).context("status behind 200 idle connections")?;
+    ensure!(ok, "status behind 200 idle connections was refused");
     drop(idle);
-    // Still there, still answering, nothing left behind.
     let exited = agent
         .child
         .as_mut()
@@ -213,17 +205,19 @@ pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesRepor
         agent.log.display()
     );
     ensure!(
-        control(&socket, format!("{}\n", CONTROL[0]).as_bytes())?,
-        "status no longer answers ({} control, {} HTTP requests before)",
-        report.control,
-        report.http
+        control(socket, status.as_bytes())?,
+        "status no longer answers"
     );
     // As a monitor asks (no half-close: hyper may take a client's early EOF for a hang-up).
-    let (code, _) = in_netns(&lb, move || {
-        xdp_lb_tests::service::http_fetch(http_addr, "/healthz", Duration::from_secs(5))
+    let (code, _) = in_netns(lb, move || {
+        xdp_lb_tests::service::http_fetch(HTTP_ADDR, "/healthz", Duration::from_secs(5))
     })??;
     ensure!(code == 200, "/healthz answers {code}");
-    std::thread::sleep(Duration::from_millis(500));
+    // The idle connections' ends reach the agent within a moment: wait (bounded) for its files.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds(pid) > report.fds.0 + FD_BOUND && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     report.rss_kb.1 = rss_kb(pid);
     report.fds.1 = fds(pid);
     ensure!(
@@ -238,6 +232,37 @@ pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesRepor
         report.fds.0,
         report.fds.1
     );
+    Ok(())
+}
+
+pub(crate) fn run(seed: u64, duration: Duration) -> anyhow::Result<ServicesReport> {
+    let topo = DsrTopology::new(1)?;
+    let mut agent = start(&topo)?;
+    let pid = agent.pid().context("the agent's pid")?;
+    let socket = topo.control_socket();
+    // Warm up (first pages, allocator), then the baseline.
+    let lb = topo.lb.name.clone();
+    in_netns(&lb, move || -> anyhow::Result<()> {
+        for r in HTTP {
+            http(HTTP_ADDR, r.as_bytes())?;
+        }
+        Ok(())
+    })??;
+    let mut report = ServicesReport {
+        control: 0,
+        control_rejected: 0,
+        http: 0,
+        http_status: Default::default(),
+        rss_kb: (rss_kb(pid), 0),
+        fds: (fds(pid), 0),
+    };
+    let mut rng = Rng::new(seed ^ 0x5e41_7ce5);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        abuse_control(&socket, &mut rng, &mut report)?;
+        abuse_http(&lb, &mut rng, &mut report)?;
+    }
+    check_after(&mut agent, &socket, &lb, &mut report)?;
     let _ = agent.stop();
     Ok(report)
 }
