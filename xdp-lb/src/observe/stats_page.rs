@@ -16,19 +16,13 @@ use super::{
     history::{History, Key, POINTS, Rate, STEP},
     inspect::{BackendView, VipView},
     page_data::PageData,
+    stats_panels::html,
     status_report::age,
 };
 use crate::{
     config::AdminState,
     status::{AgentStatus, HealthState},
 };
-
-pub(super) fn html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -2,13 +2,21 @@
 
 use std::fmt::Write as _;
 
-use super::{stats_page::html, status_report::age};
+use super::status_report::age;
 use crate::{
     clock::unix_now,
     route_announce::AnnounceStatus,
     status::{AgentStatus, NatStatus, SyncStatus},
     vrrp::instance::InstanceStatus,
 };
+
+/// Text made safe for the page (also the rest of `/stats`' escaping).
+pub(super) fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
 
 /// VRRP, announce, sync and NAT: a panel each, for what the config has.
 pub(super) fn panels(p: &mut String, s: &AgentStatus) {
